@@ -1,0 +1,217 @@
+"""Shared HTTP/1.1 plumbing for the load balancer and the peer's file server.
+
+Both servers are CPython ``ThreadingHTTPServer`` subclasses (a thread per
+connection, a handler per request, ``do_GET`` and friends) with the limits a
+server on an open network needs:
+
+* at most ``max_connections`` connections are served at once; the next one
+  gets a ``503`` with ``Retry-After`` and is closed, it never waits in a queue;
+* every socket has a timeout, so a client that sends half a request or stops
+  reading cannot pin a thread for longer than ``timeout``;
+* request lines and headers are capped by ``http.server`` itself (64 KiB a
+  line, 100 headers), JSON bodies by ``max_body`` (413 beyond it);
+* Nagle is off and each small reply leaves in one write (the handler's output
+  is buffered and flushed once per request), so a keep-alive client does not
+  stall 40 ms per request on delayed ACKs.
+
+Errors are JSON: ``{"error": "<a sentence a person can act on>"}``.
+``HTTPProblem`` is the one exception the handlers raise to answer with an
+error; everything else that escapes a handler is a 500 and is logged.
+"""
+
+import http.server
+import json
+import logging
+import socket
+import socketserver
+import threading
+from http import HTTPStatus
+
+log = logging.getLogger("p2p.http")
+
+DEFAULT_SOCKET_TIMEOUT_S = 30.0  # idle keep-alive or half-sent request
+DEFAULT_MAX_CONNECTIONS = 64  # concurrent connections per server
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON request bodies
+REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
+BUSY_RETRY_AFTER_S = 1
+
+
+class HTTPProblem(Exception):
+    """An error answer: an HTTP status and a sentence for the person reading it."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+        self.extra = extra
+        self.headers = {}
+
+
+def encode_json(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class BoundedHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server with a cap on concurrent connections."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address, handler, max_connections=DEFAULT_MAX_CONNECTIONS,
+                 timeout=DEFAULT_SOCKET_TIMEOUT_S):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.handler_timeout = timeout
+        super().__init__(address, handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) we don't need.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request):
+        body = encode_json({"error": "The server is at its connection limit; try again in a moment."})
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: {BUSY_RETRY_AFTER_S}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        log.exception("unexpected error while serving %s", client_address)
+
+
+class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
+    """Base handler: HTTP/1.1 keep-alive, JSON in and out, logging to ``logging``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = REPLY_BUFFER_BYTES
+    max_body = DEFAULT_MAX_BODY_BYTES
+    server_version = "p2p"
+
+    def version_string(self):
+        return self.server_version
+
+    def setup(self):
+        self.timeout = self.server.handler_timeout
+        super().setup()
+
+    # -- output -------------------------------------------------------------
+
+    def send_json(self, status, obj=None, headers=None):
+        """Send a whole reply (headers and body go out in one write)."""
+        body = b"" if obj is None else encode_json(obj)
+        self.send_response(status)
+        if obj is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def send_problem(self, problem):
+        body = {"error": problem.message}
+        body.update(problem.extra)
+        self.send_json(problem.status, body, problem.headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """Protocol-level errors from http.server itself, as JSON, then close."""
+        if message is None:
+            message = {
+                400: "The request could not be parsed as HTTP/1.1.",
+                414: "The request line is too long.",
+                431: "The request headers are too large.",
+                501: "That method is not supported here.",
+            }.get(code, HTTPStatus(code).phrase)
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        self.send_json(code, {"error": message}, {"Connection": "close"})
+
+    # -- input --------------------------------------------------------------
+
+    def read_body(self):
+        """The request body as bytes, within ``max_body``."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
+        raw = self.headers.get("Content-Length", "0")
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise HTTPProblem(400, f"Content-Length {raw!r} is not a byte count.") from None
+        if length > self.max_body:
+            self.close_connection = True
+            raise HTTPProblem(413, f"The body is {length} bytes; the limit is {self.max_body}.")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise HTTPProblem(400, "The body ended before its Content-Length.")
+        return body
+
+    def read_json(self):
+        """The request body parsed as a JSON object (an empty body is ``{}``)."""
+        body = self.read_body()
+        if not body:
+            return {}
+        try:
+            obj = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPProblem(400, "The body is not valid JSON.") from None
+        if not isinstance(obj, dict):
+            raise HTTPProblem(400, "The body must be a JSON object.")
+        return obj
+
+    def discard_body(self):
+        """Read and drop a body we do not use, so keep-alive stays in step."""
+        try:
+            self.read_body()
+        except HTTPProblem:
+            self.close_connection = True
+
+    # -- logging ------------------------------------------------------------
+
+    def log_message(self, format, *args):
+        log.info("%s %s", self.address_string(), format % args)
+
+    def log_error(self, format, *args):
+        log.warning("%s %s", self.address_string(), format % args)
+
+
+def set_nodelay(sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass

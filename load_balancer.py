@@ -1,0 +1,876 @@
+"""The load balancer: who is online, who shares what, and who should send the next file.
+
+A standalone threaded HTTP/1.1 + JSON server (``python load_balancer.py``). It
+keeps soft state only, rebuilt from the peers' heartbeats after a restart:
+
+==========================================  ==========================================
+request                                     answer
+==========================================  ==========================================
+``POST /peers`` {port, host?, files}        201 {peer_id, token, heartbeat_s, host}
+``PUT /peers/{id}`` + Bearer token          200; 404 unknown (register again); 403
+  {files?, uploads?}
+``DELETE /peers/{id}`` + Bearer token       204
+``GET /files?q=TEXT``                       200 {files: [{name, size, sha256, holders}]}
+``POST /transfers`` {name, sha256?, peer?,  201 {transfer_id, peer, file, renew_s};
+  exclude?, requester?}                     404 nobody shares it; 409 several versions;
+                                            503 every holder excluded
+``PUT /transfers/{id}``                     200 renewed
+``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled)
+``GET /status``                             200 {policy, peers: [...]}
+``GET /``                                   an HTML page of the same, refreshing itself
+==========================================  ==========================================
+
+Every error is ``{"error": "<a sentence a person can act on>"}``.
+
+The decisions live in ``Registry`` (no sockets, thread-safe, injectable
+clock): the index from file name to holders, grouped by SHA-256; the
+transfers handed out, each expiring ``3 x renew_s`` after its last renewal;
+the cool-down of holders whose transfer failed; peers dropped after
+``3 x heartbeat_s`` of silence; and the picking policy, which looks only at
+the holders of the requested file. ``LBHandler`` and ``LBClient`` (used by
+``peer.py``) are the two ends of the wire around it.
+"""
+
+import argparse
+import collections
+import errno
+import hmac
+import html
+import http.client
+import json
+import logging
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, urlsplit
+
+from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler, set_nodelay
+
+log = logging.getLogger("p2p.lb")
+
+DEFAULT_PORT = 6969
+DEFAULT_HEARTBEAT_S = 10.0
+MISSED_BEATS = 3  # heartbeats or renewals missed before a peer or transfer is dropped
+FAIL_COOLDOWN_S = 10.0  # a holder whose transfer failed is skipped this long (nginx fail_timeout)
+MAX_NAME_CHARS = 1024
+MAX_FILES_PER_PEER = 100_000
+MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
+MAX_EXCLUDE = 1000
+IDLE_CHECK_S = 1.0
+CLIENT_TIMEOUT_S = 10.0
+STATUS_REFRESH_S = 2
+POLICIES = ("least-connections", "round-robin")
+OUTCOMES = ("done", "failed", "cancelled")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+# ---------------------------------------------------------------------------
+# Errors (each carries the HTTP status it is answered with)
+
+
+class LBError(Exception):
+    status = 500
+
+    def __init__(self, message, **extra):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class Invalid(LBError):
+    status = 400
+
+
+class Forbidden(LBError):
+    status = 403
+
+
+class NotFound(LBError):
+    status = 404
+
+
+class Conflict(LBError):
+    status = 409
+
+
+class Unavailable(LBError):
+    status = 503
+
+
+# ---------------------------------------------------------------------------
+# The registry: pure state and decisions
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    sha256: str
+
+    def as_dict(self):
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+class PeerRecord:
+    __slots__ = ("id", "host", "port", "token", "files", "last_seen", "active", "uploads",
+                 "served", "failed", "cooldown_until", "last_pick", "transfers")
+
+    def __init__(self, peer_id, host, port, token, now):
+        self.id, self.host, self.port, self.token = peer_id, host, port, token
+        self.files = {}  # name -> FileInfo
+        self.last_seen = now
+        self.active = 0  # transfers handed out and not yet ended
+        self.uploads = 0  # uploads the peer itself reports
+        self.served = 0
+        self.failed = 0
+        self.cooldown_until = 0.0
+        self.last_pick = 0  # pick sequence number: round-robin among equals
+        self.transfers = set()
+
+    @property
+    def load(self):
+        return max(self.active, self.uploads)
+
+    @property
+    def address(self):
+        return format_address(self.host, self.port)
+
+    def public(self):
+        return {"id": self.id, "host": self.host, "port": self.port}
+
+
+@dataclass
+class Transfer:
+    id: str
+    peer_id: str
+    file: FileInfo
+    expires_at: float
+
+
+def format_address(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text, default_port=None):
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
+
+    Raises ValueError with a sentence when the text is not an address.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("The address is empty.")
+    port = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
+        port = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{text!r} is not an address like 192.168.1.5:6969.")
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
+    return host, int(port)
+
+
+class Registry:
+    """Peers, their files, and the transfers handed out. Thread-safe; no I/O.
+
+    ``clock`` returns seconds (``time.monotonic`` by default) so that tests can
+    move time by hand. Expiry is swept lazily on every call, oldest first, so
+    each call costs O(expired) plus its own work, never O(all peers).
+    """
+
+    def __init__(self, policy="least-connections", heartbeat_s=DEFAULT_HEARTBEAT_S,
+                 renew_s=None, cooldown_s=FAIL_COOLDOWN_S, clock=time.monotonic):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        self.policy = policy
+        self.heartbeat_s = float(heartbeat_s)
+        self.renew_s = float(renew_s if renew_s is not None else heartbeat_s)
+        self.cooldown_s = float(cooldown_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._peers = collections.OrderedDict()  # id -> PeerRecord, least recently seen first
+        self._by_address = {}  # (host, port) -> id
+        self._index = {}  # name -> {sha256 -> {peer_id: None}} (dicts as ordered sets)
+        self._transfers = collections.OrderedDict()  # id -> Transfer, least recently renewed first
+        self._picks = 0
+        self._empty_since = clock()
+
+    # -- peers --------------------------------------------------------------
+
+    def register(self, host, port, files):
+        """Add a peer (replacing any earlier one at the same address); returns its record."""
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            old = self._by_address.get((host, port))
+            if old is not None:
+                self._drop_peer(old)
+            peer_id = secrets.token_hex(6)
+            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now)
+            self._peers[peer_id] = peer
+            self._by_address[(host, port)] = peer_id
+            self._set_files(peer, files)
+            return peer
+
+    def heartbeat(self, peer_id, token, files=None, uploads=None):
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            peer = self._authorised(peer_id, token)
+            peer.last_seen = now
+            self._peers.move_to_end(peer_id)
+            if files is not None:
+                self._set_files(peer, files)
+            if uploads is not None:
+                peer.uploads = uploads
+
+    def unregister(self, peer_id, token):
+        with self._lock:
+            self._sweep(self._clock())
+            self._authorised(peer_id, token)
+            self._drop_peer(peer_id)
+
+    def _authorised(self, peer_id, token):
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise NotFound(f"Peer {peer_id} is not registered (the load balancer may have "
+                           "restarted); register again with POST /peers.")
+        if not hmac.compare_digest(peer.token.encode(), str(token).encode()):
+            raise Forbidden(f"The token does not match peer {peer_id}.")
+        return peer
+
+    def _set_files(self, peer, files):
+        new = {f.name: f for f in files}
+        for name, old in peer.files.items():
+            if new.get(name) != old:
+                self._unindex(peer.id, old)
+        for name, info in new.items():
+            if peer.files.get(name) != info:
+                self._index.setdefault(name, {}).setdefault(info.sha256, {})[peer.id] = None
+        peer.files = new
+
+    def _unindex(self, peer_id, info):
+        versions = self._index.get(info.name)
+        if versions is None:
+            return
+        holders = versions.get(info.sha256)
+        if holders is not None:
+            holders.pop(peer_id, None)
+            if not holders:
+                del versions[info.sha256]
+        if not versions:
+            del self._index[info.name]
+
+    def _drop_peer(self, peer_id):
+        peer = self._peers.pop(peer_id)
+        self._by_address.pop((peer.host, peer.port), None)
+        for info in peer.files.values():
+            self._unindex(peer_id, info)
+        for transfer_id in peer.transfers:
+            self._transfers.pop(transfer_id, None)
+        if not self._peers:
+            self._empty_since = self._clock()
+
+    def _sweep(self, now):
+        while self._transfers:
+            transfer = next(iter(self._transfers.values()))
+            if transfer.expires_at > now:
+                break
+            log.info("transfer %s expired without renewal", transfer.id)
+            self._finish(transfer.id, "cancelled", now)
+        peer_ttl = MISSED_BEATS * self.heartbeat_s
+        while self._peers:
+            peer = next(iter(self._peers.values()))
+            if now - peer.last_seen <= peer_ttl:
+                break
+            log.info("peer %s at %s silent for %.0f s: dropped", peer.id, peer.address,
+                     now - peer.last_seen)
+            self._drop_peer(peer.id)
+
+    def sweep(self):
+        with self._lock:
+            self._sweep(self._clock())
+
+    def idle_seconds(self):
+        """Seconds since the last peer left, or 0 while any peer is registered."""
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            return 0.0 if self._peers else now - self._empty_since
+
+    # -- files --------------------------------------------------------------
+
+    def find_files(self, query="", limit=MAX_LISTED_FILES):
+        """Shared files whose name contains ``query`` (any case), by name; and truncated?"""
+        needle = query.casefold()
+        with self._lock:
+            self._sweep(self._clock())
+            found = []
+            for name in sorted(self._index):
+                if needle and needle not in name.casefold():
+                    continue
+                for sha256, holders in self._index[name].items():
+                    info = self._peers[next(iter(holders))].files[name]
+                    found.append({**info.as_dict(), "holders": len(holders)})
+                if len(found) >= limit:
+                    return found[:limit], True
+            return found, False
+
+    # -- transfers ----------------------------------------------------------
+
+    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None):
+        """Hand out a transfer of ``name`` from the best holder; returns (Transfer, PeerRecord).
+
+        ``peer`` is an optional (host, port-or-None) the user asked for.
+        Costs O(holders of that file).
+        """
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            versions = self._index.get(name)
+            if not versions:
+                raise NotFound(f"Nobody shares {name!r}; list the shared files to see the exact names.")
+            if sha256 is not None:
+                holders = versions.get(sha256)
+                if holders is None:
+                    raise NotFound(f"Nobody shares {name!r} with SHA-256 {sha256}.")
+            elif len(versions) > 1:
+                listed = [{**self._peers[next(iter(h))].files[name].as_dict(), "holders": len(h)}
+                          for h in versions.values()]
+                raise Conflict(f"{len(versions)} different files are shared as {name!r}; "
+                               "choose one by its sha256.", versions=listed)
+            else:
+                sha256, holders = next(iter(versions.items()))
+            candidates = [self._peers[pid] for pid in holders if pid != requester]
+            if peer is not None:
+                host, port = peer
+                candidates = [p for p in candidates if p.host == host and port in (None, p.port)]
+                if not candidates:
+                    wanted = host if port is None else format_address(host, port)
+                    others = ", ".join(self._peers[pid].address for pid in list(holders)[:5])
+                    raise NotFound(f"{wanted} does not share {name!r}; it is shared by {others}.")
+            else:
+                if not candidates:
+                    raise NotFound(f"Only you share {name!r}; no other peer has it.")
+                excluded = set(exclude)
+                candidates = [p for p in candidates if p.id not in excluded]
+                if not candidates:
+                    raise Unavailable(f"Every holder of {name!r} has been tried and failed; "
+                                      "try again later.")
+                healthy = [p for p in candidates if p.cooldown_until <= now]
+                candidates = healthy or candidates
+            chosen = self._choose(candidates)
+            self._picks += 1
+            chosen.last_pick = self._picks
+            chosen.active += 1
+            transfer = Transfer(secrets.token_hex(8), chosen.id, chosen.files[name],
+                                now + MISSED_BEATS * self.renew_s)
+            self._transfers[transfer.id] = transfer
+            chosen.transfers.add(transfer.id)
+            return transfer, chosen
+
+    def _choose(self, candidates):
+        if self.policy == "round-robin":
+            return min(candidates, key=lambda p: p.last_pick)
+        return min(candidates, key=lambda p: (p.load, p.last_pick))
+
+    def renew(self, transfer_id):
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            transfer = self._transfers.get(transfer_id)
+            if transfer is None:
+                raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
+            transfer.expires_at = now + MISSED_BEATS * self.renew_s
+            self._transfers.move_to_end(transfer_id)
+
+    def end(self, transfer_id, outcome="done"):
+        if outcome not in OUTCOMES:
+            raise Invalid(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}.")
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            if transfer_id not in self._transfers:
+                raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
+            self._finish(transfer_id, outcome, now)
+
+    def _finish(self, transfer_id, outcome, now):
+        transfer = self._transfers.pop(transfer_id)
+        peer = self._peers.get(transfer.peer_id)
+        if peer is None:
+            return
+        peer.transfers.discard(transfer_id)
+        peer.active -= 1
+        if outcome == "done":
+            peer.served += 1
+        elif outcome == "failed":
+            peer.failed += 1
+            peer.cooldown_until = now + self.cooldown_s
+
+    # -- views --------------------------------------------------------------
+
+    def status(self):
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            peers = [{
+                "id": p.id, "host": p.host, "port": p.port,
+                "files": sorted(p.files), "active": p.active, "uploads": p.uploads,
+                "served": p.served, "failed": p.failed,
+                "last_seen_s": round(now - p.last_seen, 1),
+            } for p in self._peers.values()]
+        peers.sort(key=lambda p: (p["host"], p["port"]))
+        return {"policy": self.policy, "heartbeat_s": self.heartbeat_s, "peers": peers}
+
+
+# ---------------------------------------------------------------------------
+# Request validation (pure): JSON bodies -> typed values, or Invalid
+
+
+def _field(body, key, kind, what, required=True):
+    if key not in body:
+        if required:
+            raise Invalid(f"The field {key!r} ({what}) is missing.")
+        return None
+    value = body[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Invalid(f"The field {key!r} must be {what}.")
+    return value
+
+
+def check_name(name):
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise Invalid(f"A file name must have 1 to {MAX_NAME_CHARS} characters.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise Invalid("A file name must not contain control characters.")
+    return name
+
+
+def check_sha256(value, key="sha256"):
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
+        raise Invalid(f"The field {key!r} must be 64 lowercase hexadecimal digits.")
+    return value
+
+
+def parse_files(raw):
+    if not isinstance(raw, list):
+        raise Invalid("The field 'files' must be a list of {name, size, sha256}.")
+    if len(raw) > MAX_FILES_PER_PEER:
+        raise Invalid(f"A peer may share at most {MAX_FILES_PER_PEER} files.")
+    files, seen = [], set()
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise Invalid("Each entry of 'files' must be an object {name, size, sha256}.")
+        name = check_name(_field(entry, "name", str, "a file name"))
+        size = _field(entry, "size", int, "a size in bytes")
+        if size < 0:
+            raise Invalid(f"The size of {name!r} must not be negative.")
+        sha256 = check_sha256(_field(entry, "sha256", str, "a SHA-256 in hex"))
+        if name in seen:
+            raise Invalid(f"{name!r} is listed twice in 'files'.")
+        seen.add(name)
+        files.append(FileInfo(name, size, sha256))
+    return files
+
+
+def parse_register(body, default_host):
+    port = _field(body, "port", int, "the peer's TCP port")
+    if not 0 < port < 65536:
+        raise Invalid("The field 'port' must be between 1 and 65535.")
+    host = _field(body, "host", str, "a host name or IP address", required=False)
+    if host is not None and (not host or len(host) > 255 or any(c.isspace() for c in host)):
+        raise Invalid("The field 'host' must be a host name or IP address.")
+    return host or default_host, port, parse_files(body.get("files", []))
+
+
+def parse_heartbeat(body):
+    files = parse_files(body["files"]) if "files" in body else None
+    uploads = _field(body, "uploads", int, "a count of uploads", required=False)
+    if uploads is not None and uploads < 0:
+        raise Invalid("The field 'uploads' must not be negative.")
+    return files, uploads
+
+
+def parse_transfer_request(body):
+    name = check_name(_field(body, "name", str, "a file name"))
+    sha256 = body.get("sha256")
+    if sha256 is not None:
+        check_sha256(sha256)
+    peer = _field(body, "peer", str, "an address like host:port", required=False)
+    if peer is not None:
+        try:
+            peer = parse_address(peer)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+    exclude = _field(body, "exclude", list, "a list of peer ids", required=False) or []
+    if len(exclude) > MAX_EXCLUDE or not all(isinstance(x, str) for x in exclude):
+        raise Invalid(f"The field 'exclude' must be a list of at most {MAX_EXCLUDE} peer ids.")
+    requester = _field(body, "requester", str, "your peer id", required=False)
+    return {"name": name, "sha256": sha256, "peer": peer, "exclude": exclude,
+            "requester": requester}
+
+
+# ---------------------------------------------------------------------------
+# The HTTP server
+
+
+def render_status_page(status):
+    """The status as an HTML page; everything that came from a peer is escaped."""
+    peers = status["peers"]
+    most = max([p["active"] for p in peers] + [1])
+    rows = []
+    for p in peers:
+        address = html.escape(format_address(p["host"], p["port"]))
+        names = ", ".join(html.escape(n) for n in p["files"][:8])
+        if len(p["files"]) > 8:
+            names += f", … ({len(p['files']) - 8} more)"
+        width = int(100 * p["active"] / most)
+        rows.append(
+            f"<tr><td>{address}<br><small>{html.escape(p['id'])}</small></td>"
+            f"<td>{len(p['files'])}<br><small>{names}</small></td>"
+            f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
+            f" (uploads {p['uploads']})</td><td>{p['served']}</td><td>{p['failed']}</td>"
+            f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
+    table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
+    return f"""<!doctype html>
+<html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
+<title>P2P load balancer</title><style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-align:top}}
+.bar{{display:inline-block;width:8em;height:.8em;background:#eee;margin-right:.5em}}
+.bar span{{display:block;height:100%;background:#4a8}}</style></head><body>
+<h1>P2P load balancer</h1>
+<p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
+refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
+<table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
+<th>Failed</th><th>Last seen</th></tr>{table}</table></body></html>
+"""
+
+
+ROUTES = [
+    (re.compile(r"/"), {"GET": "page"}),
+    (re.compile(r"/status"), {"GET": "status"}),
+    (re.compile(r"/files"), {"GET": "files"}),
+    (re.compile(r"/peers"), {"POST": "register"}),
+    (re.compile(r"/peers/([^/]+)"), {"PUT": "heartbeat", "DELETE": "unregister"}),
+    (re.compile(r"/transfers"), {"POST": "start_transfer"}),
+    (re.compile(r"/transfers/([^/]+)"), {"PUT": "renew_transfer", "DELETE": "end_transfer"}),
+]
+
+
+class LBHandler(JSONRequestHandler):
+    """One request against ``self.server.registry``."""
+
+    def handle_request(self):
+        try:
+            body = self.read_body() if self.command in ("POST", "PUT", "DELETE") else b""
+            url = urlsplit(self.path)
+            for pattern, methods in ROUTES:
+                match = pattern.fullmatch(url.path)
+                if match is None:
+                    continue
+                action = methods.get(self.command)
+                if action is None:
+                    problem = HTTPProblem(405, f"{url.path} accepts {', '.join(methods)}, "
+                                               f"not {self.command}.")
+                    problem.headers["Allow"] = ", ".join(methods)
+                    raise problem
+                self.body = body
+                self.query = parse_qs(url.query)
+                getattr(self, "route_" + action)(*match.groups())
+                return
+            raise HTTPProblem(404, f"There is no {url.path} here; see GET /status or GET /.")
+        except HTTPProblem as problem:
+            self.send_problem(problem)
+        except LBError as e:
+            self.send_json(e.status, {"error": e.message, **e.extra})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+
+    @property
+    def registry(self):
+        return self.server.registry
+
+    def json_body(self):
+        if not self.body:
+            return {}
+        try:
+            obj = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise Invalid("The body is not valid JSON.") from None
+        if not isinstance(obj, dict):
+            raise Invalid("The body must be a JSON object.")
+        return obj
+
+    def token(self):
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
+        return token.strip()
+
+    # -- routes -------------------------------------------------------------
+
+    def route_page(self):
+        page = render_status_page(self.registry.status()).encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def route_status(self):
+        self.send_json(200, self.registry.status())
+
+    def route_files(self):
+        query = self.query.get("q", [""])[0]
+        files, truncated = self.registry.find_files(query)
+        self.send_json(200, {"files": files, "truncated": truncated})
+
+    def route_register(self):
+        host, port, files = parse_register(self.json_body(), self.client_address[0])
+        peer = self.registry.register(host, port, files)
+        log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
+        self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
+                             "heartbeat_s": self.registry.heartbeat_s})
+
+    def route_heartbeat(self, peer_id):
+        files, uploads = parse_heartbeat(self.json_body())
+        self.registry.heartbeat(peer_id, self.token(), files, uploads)
+        self.send_json(200, {"heartbeat_s": self.registry.heartbeat_s})
+
+    def route_unregister(self, peer_id):
+        self.registry.unregister(peer_id, self.token())
+        log.info("peer %s unregistered", peer_id)
+        self.send_json(204)
+
+    def route_start_transfer(self):
+        request = parse_transfer_request(self.json_body())
+        transfer, peer = self.registry.pick(**request)
+        self.send_json(201, {"transfer_id": transfer.id, "peer": peer.public(),
+                             "file": transfer.file.as_dict(), "renew_s": self.registry.renew_s})
+
+    def route_renew_transfer(self, transfer_id):
+        self.registry.renew(transfer_id)
+        self.send_json(200, {"renew_s": self.registry.renew_s})
+
+    def route_end_transfer(self, transfer_id):
+        outcome = self.query.get("outcome", ["done"])[0]
+        self.registry.end(transfer_id, outcome)
+        self.send_json(204)
+
+
+class LoadBalancerServer(BoundedHTTPServer):
+    def __init__(self, address, registry, **limits):
+        self.registry = registry
+        super().__init__(address, LBHandler, **limits)
+
+
+# ---------------------------------------------------------------------------
+# The client the peer uses
+
+
+class LBClientError(Exception):
+    """The load balancer said no; ``message`` is its sentence, ``status`` its code."""
+
+    def __init__(self, message, status=None, body=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body or {}
+
+
+class LBUnreachable(LBClientError):
+    """Nothing (or nothing sane) answers at the load balancer's address."""
+
+
+class _Connection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        set_nodelay(self.sock)
+
+
+class LBClient:
+    """A keep-alive client of one load balancer; thread-safe (one request at a time)."""
+
+    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S):
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn = None
+        self._lock = threading.Lock()
+
+    @property
+    def address(self):
+        return format_address(self.host, self.port)
+
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _call(self, method, path, body=None, token=None):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        with self._lock:
+            status, raw = self._roundtrip(method, path, data, headers)
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            raise LBUnreachable(f"{self.address} answered, but not as a load balancer "
+                                f"(HTTP {status}).", status) from None
+        if status >= 400:
+            message = answer.get("error") if isinstance(answer, dict) else None
+            raise LBClientError(message or f"The load balancer answered HTTP {status}.",
+                                status, answer)
+        return answer
+
+    def _roundtrip(self, method, path, data, headers):
+        for attempt in (1, 2):
+            fresh = self._conn is None
+            if fresh:
+                self._conn = _Connection(self.host, self.port, timeout=self.timeout)
+            try:
+                self._conn.request(method, path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                raw = response.read()
+                if response.will_close:
+                    self._conn.close()
+                    self._conn = None
+                return response.status, raw
+            except (ConnectionError, http.client.HTTPException, OSError) as e:
+                self._conn.close()
+                self._conn = None
+                # A kept-alive connection the server closed: try once on a new one.
+                if fresh or attempt == 2 or isinstance(e, TimeoutError):
+                    raise LBUnreachable(f"No load balancer answers at {self.address} "
+                                        f"({e.__class__.__name__}: {e}).") from None
+        raise AssertionError("unreachable")
+
+    # -- the API ------------------------------------------------------------
+
+    def register(self, port, files, host=None):
+        body = {"port": port, "files": files}
+        if host:
+            body["host"] = host
+        return self._call("POST", "/peers", body)
+
+    def heartbeat(self, peer_id, token, files=None, uploads=None):
+        body = {}
+        if files is not None:
+            body["files"] = files
+        if uploads is not None:
+            body["uploads"] = uploads
+        return self._call("PUT", f"/peers/{quote(peer_id)}", body, token)
+
+    def unregister(self, peer_id, token):
+        self._call("DELETE", f"/peers/{quote(peer_id)}", token=token)
+
+    def files(self, query=""):
+        return self._call("GET", "/files?q=" + quote(query))
+
+    def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
+        body = {"name": name, "exclude": list(exclude)}
+        for key, value in (("sha256", sha256), ("peer", peer), ("requester", requester)):
+            if value:
+                body[key] = value
+        return self._call("POST", "/transfers", body)
+
+    def renew_transfer(self, transfer_id):
+        self._call("PUT", f"/transfers/{quote(transfer_id)}")
+
+    def end_transfer(self, transfer_id, outcome="done"):
+        self._call("DELETE", f"/transfers/{quote(transfer_id)}?outcome={quote(outcome)}")
+
+    def status(self):
+        return self._call("GET", "/status")
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def positive_seconds(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="load_balancer.py",
+        description="The P2P load balancer: tracks peers and their files and tells each "
+                    "downloader which peer should send the file.")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--policy", choices=POLICIES, default="least-connections",
+                        help="how to pick a holder (default least-connections)")
+    parser.add_argument("--idle-exit", type=positive_seconds, metavar="SECONDS",
+                        help="exit once no peer has been registered for this long")
+    parser.add_argument("--heartbeat", type=positive_seconds, default=DEFAULT_HEARTBEAT_S,
+                        metavar="SECONDS", help="heartbeat interval given to peers "
+                        f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
+                        "intervals is dropped")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+def watch_idle(server, registry, idle_exit_s, stop):
+    while not stop.wait(IDLE_CHECK_S):
+        if idle_exit_s is not None and registry.idle_seconds() >= idle_exit_s:
+            log.warning("no peer for %.0f s: exiting", idle_exit_s)
+            server.shutdown()
+            return
+        registry.sweep()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    registry = Registry(policy=args.policy, heartbeat_s=args.heartbeat)
+    try:
+        server = LoadBalancerServer((args.host, args.port), registry)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            print(f"load_balancer.py: port {args.port} is already in use on {args.host} "
+                  "(is another load balancer running?)", file=sys.stderr)
+        else:
+            print(f"load_balancer.py: cannot listen on {args.host}:{args.port}: {e.strerror}",
+                  file=sys.stderr)
+        return 1
+    print(f"listening on {format_address(args.host, server.port)}", flush=True)
+
+    def stop_on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    stop = threading.Event()
+    threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
+                     daemon=True, name="idle-watch").start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
