@@ -1,0 +1,577 @@
+"""The downloader: a file from the least-loaded holder into ``downloads/``, verified.
+
+Steps (DESIGN "Download"):
+
+1. Ask the load balancer for a transfer (``POST /transfers``): it names the
+   holder and the file's size and SHA-256. The user may name a peer instead.
+2. ``GET /files/{name}`` from that peer (``Range: bytes=N-`` when resuming),
+   streaming into the hidden partial file ``.<name>.<sha256[:16]>.part`` next
+   to the final name, hashing in a second thread as the bytes arrive, renewing
+   the transfer while it runs.
+3. On a fault of the holder (refused, reset, timeout, short body, 5xx, wrong
+   ETag) end its transfer as ``failed``, ask for another holder with the failed
+   ones excluded, and continue from the byte reached.
+4. Only when size and SHA-256 match does the file get its final name, with a
+   hard link that never replaces an existing file (a different file of that
+   name keeps it; the new one becomes ``name (1).ext``). A mismatch deletes the
+   partial file, blames the holders that sent it and starts again from an
+   honest one, or fails with a clear error when none is left.
+5. The caller shares the verified file from then on.
+
+A download stopped by Ctrl-C, a crash or a full disk keeps its partial file
+and resumes from it next time. ``plan_target``, ``collision_name``,
+``parse_response_head`` and ``check_response`` are the pure decisions.
+"""
+
+import errno
+import hashlib
+import logging
+import os
+import queue
+import shutil
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from load_balancer import LBClientError, format_address
+from sharing import check_name, sha256_file, url_for_name
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, one download per file at a time is on you
+    fcntl = None
+
+log = logging.getLogger("p2p.download")
+
+BUFFER_BYTES = 1 << 20  # each recv_into fills up to this much
+PIPELINE_BUFFERS = 4  # buffers in flight between the receiving and hashing threads
+CONNECT_TIMEOUT_S = 5.0
+STALL_TIMEOUT_S = 15.0  # no byte from the holder for this long is a fault
+MAX_HEAD_BYTES = 64 * 1024
+MAX_ATTEMPTS = 20  # transfers tried for one download before giving up
+PROGRESS_EVERY_S = 0.2
+BUSY_WAIT_MAX_S = 5.0  # longest Retry-After honoured when every holder is busy
+BUSY_ROUNDS = 3  # times to wait for busy holders before giving up
+
+
+class DownloadError(Exception):
+    """A download could not finish; the message says what happened and what to do."""
+
+    def __init__(self, message, status=None, versions=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.versions = versions or []
+
+
+class DiskError(DownloadError):
+    pass
+
+
+class VerifyFailed(DownloadError):
+    pass
+
+
+class PeerFault(Exception):
+    """The holder failed us: try another. ``busy`` is a Retry-After in seconds, if any."""
+
+    def __init__(self, message, busy=None):
+        super().__init__(message)
+        self.busy = busy
+
+
+# ---------------------------------------------------------------------------
+# Pure decisions
+
+
+def collision_name(name, n):
+    """``dir/report.pdf``, 2 -> ``dir/report (2).pdf`` (n = 0 is the name itself)."""
+    if n == 0:
+        return name
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not stem:  # no extension, or a name like "archive."
+        stem, dot, ext = base, "", ""
+    renamed = f"{stem} ({n}){dot}{ext}"
+    return f"{folder}/{renamed}" if folder else renamed
+
+
+def partial_name(name, sha256):
+    folder, _, base = name.rpartition("/")
+    hidden = f".{base}.{sha256[:16]}.part"
+    return f"{folder}/{hidden}" if folder else hidden
+
+
+def local_path(root, name):
+    return os.path.join(root, *name.split("/"))
+
+
+@dataclass
+class Plan:
+    """Where a download goes: ``have`` is set when the file is already there."""
+    partial: str
+    offset: int
+    have: str = None
+
+
+def plan_target(root, name, size, sha256, hash_of=sha256_file, max_names=1000):
+    """Decide from what is on disk: already have it, or resume the partial from where."""
+    for n in range(max_names):
+        candidate = local_path(root, collision_name(name, n))
+        if not os.path.lexists(candidate):
+            break
+        if os.path.isfile(candidate) and os.path.getsize(candidate) == size \
+                and hash_of(candidate) == sha256:
+            return Plan(partial="", offset=0, have=candidate)
+    partial = local_path(root, partial_name(name, sha256))
+    try:
+        offset = os.path.getsize(partial)
+    except OSError:
+        offset = 0
+    return Plan(partial=partial, offset=offset if offset <= size else 0)
+
+
+def parse_response_head(data):
+    """Raw bytes up to the blank line -> (status, {lower-case name: value})."""
+    lines = data.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise PeerFault(f"the peer answered something that is not HTTP: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+def check_response(status, headers, offset, size, sha256):
+    """Where the body starts in the file, or PeerFault. Also checks length and ETag."""
+    if status in (503, 429):
+        retry = headers.get("retry-after", "1")
+        raise PeerFault("every upload slot of the peer is busy",
+                        busy=min(BUSY_WAIT_MAX_S, float(retry) if retry.isdigit() else 1.0))
+    if status == 200:
+        start = 0
+    elif status == 206:
+        unit, _, spec = headers.get("content-range", "").partition(" ")
+        expected = f"{offset}-{size - 1}/{size}"
+        if unit != "bytes" or spec != expected:
+            raise PeerFault(f"the peer sent range {spec!r}, not {expected!r}")
+        start = offset
+    else:
+        raise PeerFault(f"the peer answered HTTP {status}")
+    if headers.get("etag", "").strip('"') != sha256:
+        raise PeerFault("the peer's copy is not the advertised version (ETag differs)")
+    if headers.get("content-length") != str(size - start):
+        raise PeerFault(f"the peer announced {headers.get('content-length')} bytes, "
+                        f"not {size - start}")
+    return start
+
+
+# ---------------------------------------------------------------------------
+# Hashing in a second thread
+
+
+class HashPipe:
+    """SHA-256 of the buffers given to ``submit``, computed in a second thread.
+
+    The receiving thread takes a free buffer with ``buffer()``, fills it, and
+    hands it over; hashlib releases the GIL, so receiving and hashing overlap.
+    """
+
+    def __init__(self, buffers=PIPELINE_BUFFERS, size=BUFFER_BYTES):
+        self._digest = hashlib.sha256()
+        self._free = queue.Queue()
+        self._full = queue.Queue()
+        for _ in range(buffers):
+            self._free.put(bytearray(size))
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hash-pipe")
+        self._thread.start()
+
+    def _run(self):
+        while (item := self._full.get()) is not None:
+            buf, n = item
+            self._digest.update(memoryview(buf)[:n])
+            self._free.put(buf)
+
+    def buffer(self):
+        return self._free.get()
+
+    def submit(self, buf, n):
+        self._full.put((buf, n))
+
+    def give_back(self, buf):
+        self._free.put(buf)
+
+    def hexdigest(self):
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self):
+        if self._thread.is_alive():
+            self._full.put(None)
+            self._thread.join()
+
+
+# ---------------------------------------------------------------------------
+# Keeping the transfer alive
+
+
+class Renewer:
+    """Renews the current transfer every ``renew_s`` until stopped; errors are only logged."""
+
+    def __init__(self, lb, renew_s):
+        self.lb, self.renew_s = lb, renew_s
+        self.transfer_id = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="renewer")
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.renew_s):
+            if self.transfer_id:
+                try:
+                    self.lb.renew_transfer(self.transfer_id)
+                except LBClientError as e:
+                    log.info("could not renew transfer %s: %s", self.transfer_id, e)
+
+    def stop(self):
+        self._stop.set()
+
+
+@dataclass
+class Progress:
+    name: str
+    done: int
+    total: int
+    rate: float  # bytes/s, recent
+    source: str
+    finished: bool = False
+
+
+@dataclass
+class Result:
+    path: str
+    name: str
+    size: int
+    sha256: str
+    already: bool = False  # the same content was already there: nothing moved
+    received: int = 0  # bytes that came over the network this time
+    resumed_from: int = 0
+    sources: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+# ---------------------------------------------------------------------------
+# The downloader
+
+
+def _set_socket_timeouts(sock, seconds):
+    """OS-level timeouts on a blocking socket, so recv(MSG_WAITALL) still gives up on a stall."""
+    tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+class PartialFile:
+    """The hidden partial file being filled, and the running hash of its bytes."""
+
+    def __init__(self, fd, offset):
+        self.fd, self.offset = fd, 0
+        self.pipe = HashPipe()
+        while self.offset < offset:  # resuming: hash what is already there
+            buf = self.pipe.buffer()
+            n = os.preadv(fd, [memoryview(buf)[:min(len(buf), offset - self.offset)]],
+                          self.offset)
+            if n <= 0:
+                self.pipe.give_back(buf)
+                raise DiskError("The partial file shrank while being read.")
+            self.pipe.submit(buf, n)
+            self.offset += n
+
+    def buffer(self):
+        return self.pipe.buffer()
+
+    def give_back(self, buf):
+        self.pipe.give_back(buf)
+
+    def append(self, buf, n):
+        """Write the first ``n`` bytes of ``buf`` at the end, and hash them in the pipe."""
+        view = memoryview(buf)[:n]
+        start = self.offset
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, self.offset)
+                view = view[written:]
+                self.offset += written
+        except OSError as e:
+            self.pipe.give_back(buf)
+            self.offset = start
+            os.ftruncate(self.fd, start)
+            if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise DiskError("The disk is full (or a file size limit was reached) while "
+                                "saving; free some space and run the same download again "
+                                "to resume.") from None
+            raise DiskError(f"Cannot write the partial file: {e.strerror}.") from None
+        self.pipe.submit(buf, n)
+
+    def restart(self):
+        """Throw the bytes away and start again from byte 0."""
+        os.ftruncate(self.fd, 0)
+        self.pipe.close()
+        self.pipe, self.offset = HashPipe(), 0
+
+    def hexdigest(self):
+        return self.pipe.hexdigest()
+
+    def close(self):
+        self.pipe.close()
+        os.close(self.fd)
+
+
+class Downloader:
+    """Downloads through one load balancer into ``root``; ``on_progress`` sees Progress."""
+
+    def __init__(self, lb, root, requester=None, on_progress=None, on_verified=None,
+                 stall_timeout=STALL_TIMEOUT_S):
+        self.lb = lb
+        self.root = os.path.abspath(root)
+        self.requester = requester
+        self.on_progress = on_progress or (lambda progress: None)
+        self.on_verified = on_verified or (lambda root, path, sha256: None)
+        self.stall_timeout = stall_timeout
+
+    # -- talking to the load balancer ---------------------------------------
+
+    def _ask(self, name, sha256=None, peer=None, exclude=()):
+        try:
+            return self.lb.start_transfer(name, sha256=sha256, peer=peer, exclude=exclude,
+                                          requester=self.requester)
+        except LBClientError as e:
+            raise DownloadError(e.message, e.status, e.body.get("versions")) from None
+
+    def _end(self, transfer, outcome):
+        try:
+            self.lb.end_transfer(transfer["transfer_id"], outcome)
+        except LBClientError as e:
+            log.info("could not end transfer %s: %s", transfer["transfer_id"], e)
+
+    # -- the download -------------------------------------------------------
+
+    def get(self, name, sha256=None, peer=None):
+        """Download ``name`` (that version, from that peer if given); returns a Result."""
+        check_name(name)
+        transfer = self._ask(name, sha256, peer)
+        info = transfer["file"]
+        size, sha256 = info["size"], info["sha256"]
+        try:
+            plan = plan_target(self.root, name, size, sha256)
+            if plan.have:
+                self._end(transfer, "cancelled")
+                return Result(plan.have, name, size, sha256, already=True)
+            self._check_folder(plan.partial)
+            self._check_space(size - plan.offset)
+            partial = PartialFile(self._open_partial(plan.partial), plan.offset)
+        except BaseException:
+            self._end(transfer, "cancelled")
+            raise
+        renewer = Renewer(self.lb, transfer.get("renew_s", 10))
+        try:
+            result = self._run(partial, transfer, name, size, sha256, renewer)
+        except VerifyFailed:
+            os.unlink(plan.partial)
+            raise
+        finally:
+            renewer.stop()
+            partial.close()
+        result.path = self._commit(plan.partial, name, size, sha256)
+        self.on_verified(self.root, result.path, sha256)
+        return result
+
+    def _check_folder(self, partial):
+        folder = os.path.dirname(partial)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise DiskError(f"Cannot create {folder}: {e.strerror}.") from None
+        real_root = os.path.realpath(self.root)
+        if os.path.commonpath([real_root, os.path.realpath(folder)]) != real_root:
+            raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
+
+    def _check_space(self, needed):
+        free = shutil.disk_usage(self.root).free
+        if free < needed:
+            raise DiskError(f"Not enough space in {self.root}: {needed} bytes needed, "
+                            f"{free} free.")
+
+    def _open_partial(self, path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DiskError(f"Cannot write {path}: {e.strerror}.") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise DownloadError("Another download of this file into the same folder "
+                                    "is running; wait for it to finish.") from None
+        return fd
+
+    def _run(self, partial, transfer, name, size, sha256, renewer):
+        """Fill ``partial`` from holder after holder until it verifies; returns a Result."""
+        result = Result("", name, size, sha256, resumed_from=partial.offset)
+        failed, busy, contributors = set(), {}, set()
+        busy_rounds = 0
+        for _attempt in range(MAX_ATTEMPTS):
+            renewer.transfer_id = transfer["transfer_id"]
+            peer = transfer["peer"]
+            source = format_address(peer["host"], peer["port"])
+            result.sources.append(source)
+            try:
+                if partial.offset < size:
+                    contributors.add(peer["id"])
+                    self._fetch(partial, peer, name, size, sha256, result)
+            except PeerFault as fault:
+                log.warning("%s from %s failed at byte %d: %s", name, source, partial.offset,
+                            fault)
+                self._end(transfer, "failed")
+                if fault.busy is None:
+                    failed.add(peer["id"])
+                else:
+                    busy[peer["id"]] = fault.busy
+                try:
+                    transfer = self._ask(name, sha256, exclude=failed | set(busy))
+                except DownloadError as e:
+                    if e.status != 503 or not busy or busy_rounds >= BUSY_ROUNDS:
+                        raise DownloadError(f"Could not finish {name!r}: the last holder "
+                                            f"failed ({fault}). {e.message}", e.status) from None
+                    busy_rounds += 1
+                    time.sleep(max(busy.values()))
+                    busy.clear()
+                    transfer = self._ask(name, sha256, exclude=failed)
+                continue
+            except BaseException:
+                self._end(transfer, "cancelled")
+                raise
+            if partial.hexdigest() == sha256:
+                self._end(transfer, "done")
+                elapsed = max(time.monotonic() - result.started, 1e-6)
+                self.on_progress(Progress(name, size, size, result.received / elapsed, source,
+                                          finished=True))
+                return result
+            log.warning("%s: SHA-256 mismatch after the bytes from %s", name,
+                        ", ".join(result.sources))
+            self._end(transfer, "failed")
+            failed |= contributors
+            contributors.clear()
+            partial.restart()
+            try:
+                transfer = self._ask(name, sha256, exclude=failed)
+            except DownloadError as e:
+                raise VerifyFailed(f"{name!r} arrived with the wrong SHA-256 and no honest "
+                                   f"holder is left ({e.message}); nothing was saved.") from None
+        raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
+
+    def _fetch(self, partial, peer, name, size, sha256, result):
+        """Receive from ``peer`` into ``partial`` until the file is complete, or PeerFault."""
+        source = format_address(peer["host"], peer["port"])
+        try:
+            sock = socket.create_connection((peer["host"], peer["port"]), CONNECT_TIMEOUT_S)
+        except OSError as e:
+            raise PeerFault(f"cannot connect: {e}") from None
+        with sock:
+            sock.settimeout(None)
+            _set_socket_timeouts(sock, self.stall_timeout)
+            try:
+                request = (f"GET {url_for_name(name)} HTTP/1.1\r\nHost: {source}\r\n"
+                           + (f"Range: bytes={partial.offset}-\r\n" if partial.offset else "")
+                           + "Connection: close\r\n\r\n")
+                sock.sendall(request.encode("ascii"))
+                status, headers, leftover = self._read_head(sock)
+                start = check_response(status, headers, partial.offset, size, sha256)
+                if start != partial.offset:  # the holder ignored the range: start over
+                    partial.restart()
+                self._receive(sock, partial, leftover, size, name, source, result)
+            except OSError as e:
+                raise PeerFault(self._describe(e)) from None
+
+    @staticmethod
+    def _read_head(sock):
+        data = bytearray()
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            if len(data) > MAX_HEAD_BYTES:
+                raise PeerFault("the peer's response headers are too large")
+            chunk = sock.recv(MAX_HEAD_BYTES)
+            if not chunk:
+                raise PeerFault("the peer closed the connection without answering")
+            data += chunk
+        status, headers = parse_response_head(bytes(data[:end]))
+        return status, headers, bytes(data[end + 4:])
+
+    def _receive(self, sock, partial, leftover, size, name, source, result):
+        window_start, window_bytes = time.monotonic(), 0
+        rate = 0.0
+        last_report = 0.0
+        while partial.offset < size:
+            buf = partial.buffer()
+            view = memoryview(buf)[:min(len(buf), size - partial.offset)]
+            if leftover:
+                n = min(len(leftover), len(view))
+                view[:n] = leftover[:n]
+                leftover = leftover[n:]
+            else:
+                try:
+                    n = sock.recv_into(view, len(view), socket.MSG_WAITALL)
+                except BlockingIOError:
+                    partial.give_back(buf)
+                    raise PeerFault(f"no data for {self.stall_timeout:.0f} s") from None
+                except BaseException:
+                    partial.give_back(buf)
+                    raise
+            partial.append(buf, n)  # n < len(view): a stall or a signal; the next recv tells
+            result.received += n
+            window_bytes += n
+            now = time.monotonic()
+            if now - window_start >= 1.0:
+                rate, window_start, window_bytes = window_bytes / (now - window_start), now, 0
+            if now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                shown = rate or window_bytes / max(now - window_start, 1e-3)
+                self.on_progress(Progress(name, partial.offset, size, shown, source))
+            if n == 0:
+                raise PeerFault(f"the connection ended at byte {partial.offset} of {size}")
+
+    @staticmethod
+    def _describe(error):
+        if isinstance(error, (BlockingIOError, TimeoutError)):
+            return "timed out"
+        if isinstance(error, ConnectionError):
+            return f"connection lost ({error.__class__.__name__})"
+        return str(error) or error.__class__.__name__
+
+    def _commit(self, partial, name, size, sha256):
+        """Give the verified partial file its final name without replacing anything."""
+        for n in range(1000):
+            target = local_path(self.root, collision_name(name, n))
+            if os.path.lexists(target):
+                if os.path.isfile(target) and os.path.getsize(target) == size \
+                        and sha256_file(target) == sha256:
+                    os.unlink(partial)
+                    return target
+                continue
+            try:
+                os.link(partial, target)
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links here (some network or FAT file systems)
+                if os.path.lexists(target):
+                    continue
+                os.replace(partial, target)
+                return target
+            os.unlink(partial)
+            return target
+        raise DiskError(f"Too many files named like {name!r} in {self.root}.")

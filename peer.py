@@ -1,0 +1,674 @@
+"""A peer: shares its ``shared/`` folder, downloads into ``downloads/``, and has a menu.
+
+``python peer.py`` starts the interactive peer: a threaded file server over
+``shared/`` (and, once verified, what it downloaded; see ``sharing.py``), a
+member of the load balancer's registry (register, heartbeat carrying its
+current uploads and, when they changed, its files; register again when the
+load balancer forgot it; unregister on exit), a downloader (``download.py``)
+and the numbered menu. When nothing answers at the load balancer address and
+that address is on this machine, the peer starts ``load_balancer.py`` as a
+background process of its own, which exits by itself once no peer has been
+registered for a minute.
+
+Subcommands, for scripts and tests (``--help`` on each)::
+
+    python peer.py [menu]        the interactive peer (default)
+    python peer.py serve         the same peer without the menu, until Ctrl-C / SIGTERM
+    python peer.py get NAME      download one file, then exit
+    python peer.py list [TEXT]   the files on the network
+    python peer.py status        the load balancer's view of every peer
+
+A server's first line on standard output is ``listening on HOST:PORT``. Exit
+status is 0 on success, 1 with a one-line reason on standard error otherwise,
+130 after Ctrl-C.
+"""
+
+import argparse
+import difflib
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from download import DownloadError, Downloader
+from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnreachable,
+                           format_address, parse_address)
+from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
+
+log = logging.getLogger("p2p.peer")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LB_SCRIPT = os.path.join(HERE, "load_balancer.py")
+DEFAULT_LB = f"127.0.0.1:{DEFAULT_PORT}"
+AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long without peers
+LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
+LB_PROBE_TIMEOUT_S = 1.0
+RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
+INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
+UNREGISTER_TIMEOUT_S = 2.0
+PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+
+
+class PeerError(Exception):
+    """Something the person has to fix (a port in use, a folder that is not one)."""
+
+
+class Terminate(BaseException):
+    """SIGTERM: leave whatever we are doing and shut down cleanly."""
+
+
+# ---------------------------------------------------------------------------
+# Finding or starting the load balancer
+
+
+def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_local_address(host):
+    """True if ``host`` names this machine (we could listen on it)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind((sockaddr[0], 0))
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def auto_lb_log_path(port):
+    return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}.log")
+
+
+def ensure_load_balancer(host, port, say=print):
+    """Start ``load_balancer.py`` in the background if none answers at a local address.
+
+    Returns the started process, or None when one was already there (or the
+    address is not on this machine). Two peers starting at once end up with
+    one load balancer: the second one's port is taken and it exits.
+    """
+    if lb_answers(host, port) or not is_local_address(host):
+        return None
+    log_path = auto_lb_log_path(port)
+    command = [sys.executable, LB_SCRIPT, "--host", "::" if ":" in host else "0.0.0.0",
+               "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S)]
+    detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+              else {"start_new_session": True})
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, close_fds=True, **detach)
+    deadline = time.monotonic() + LB_START_TIMEOUT_S
+    while not lb_answers(host, port):
+        if time.monotonic() > deadline:
+            raise PeerError(f"Started a load balancer on port {port}, but it does not answer; "
+                            f"see {log_path}.")
+        time.sleep(0.05)
+    if process.poll() is None:
+        say(f"No load balancer was running at {format_address(host, port)}: started one in "
+            f"the background (pid {process.pid}, log {log_path}); it exits "
+            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
+        return process
+    return None  # another peer's won the race; ours found the port taken and exited
+
+
+# ---------------------------------------------------------------------------
+# The peer: file server + membership
+
+
+class Peer:
+    """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
+
+    def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0):
+        self.lb = lb
+        self.shared = os.path.abspath(shared)
+        self.downloads = os.path.abspath(downloads)
+        self.bind = (host, port)
+        self.advertise = advertise
+        self.upload_slots, self.upload_limit = upload_slots, upload_limit
+        self.index = ShareIndex([self.shared, self.downloads], on_change=self._wake_now)
+        self.server = None
+        self.peer_id = self.token = None
+        self.seen_as = None  # the host the load balancer sees us as
+        self.heartbeat_s = RECONNECT_S
+        self.lb_problem = None  # why the load balancer is not reachable, when it is not
+        self.downloads_done = []
+        self._announced = -1
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self):
+        for folder in (self.shared, self.downloads):
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise PeerError(f"Cannot use {folder} as a folder: {e.strerror}.") from None
+        try:
+            self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit)
+        except OSError as e:
+            raise PeerError(f"Cannot listen on {format_address(*self.bind)}: {e.strerror}"
+                            + (" (choose another --port)" if e.errno == errno.EADDRINUSE else "") + ".") from None
+        threading.Thread(target=self.server.serve_forever, daemon=True,
+                         name="file-server").start()
+        self.index.refresh()
+        self.index.wait_hashed(INITIAL_HASH_WAIT_S)
+        self._register()
+        self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(UNREGISTER_TIMEOUT_S + 1)
+        if self.peer_id is not None:
+            self.lb.close()
+            self.lb.timeout = UNREGISTER_TIMEOUT_S  # a vanished load balancer must not hold us up
+            try:
+                self.lb.unregister(self.peer_id, self.token)
+            except LBClientError as e:
+                log.info("could not unregister: %s", e)
+            self.peer_id = None
+        self.lb.close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.index.close()
+
+    @property
+    def port(self):
+        return self.server.port
+
+    @property
+    def address(self):
+        host = self.advertise or self.seen_as or self.bind[0]
+        return format_address(host, self.port)
+
+    # -- membership ---------------------------------------------------------
+
+    def _wake_now(self):
+        self._wake.set()
+
+    def _files(self):
+        version = self.index.version
+        return version, [f.as_dict() for f in self.index.files()]
+
+    def _register(self):
+        version, files = self._files()
+        try:
+            answer = self.lb.register(self.port, files, host=self.advertise)
+        except LBClientError as e:
+            self.lb_problem = e.message
+            log.warning("cannot register with the load balancer: %s", e.message)
+            return False
+        self.peer_id, self.token = answer["peer_id"], answer["token"]
+        self.seen_as = answer.get("host")
+        self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
+        self._announced = version
+        self.lb_problem = None
+        log.info("registered as %s at %s with %d files", self.peer_id, self.address, len(files))
+        return True
+
+    def _heartbeat(self):
+        files = None
+        version = self.index.version
+        if version != self._announced:
+            version, files = self._files()
+        try:
+            self.lb.heartbeat(self.peer_id, self.token, files=files,
+                              uploads=len(self.server.uploads))
+        except LBClientError as e:
+            if e.status == 404:  # the load balancer restarted and forgot us
+                log.warning("the load balancer forgot this peer; registering again")
+                self.peer_id = None
+                return self._register()
+            self.lb_problem = e.message
+            log.warning("heartbeat failed: %s", e.message)
+            return False
+        self._announced = version
+        self.lb_problem = None
+        return True
+
+    def _membership(self):
+        while not self._stop.is_set():
+            healthy = self.lb_problem is None
+            self._wake.wait(self.heartbeat_s if healthy else RECONNECT_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.index.refresh()
+            if self.peer_id is None:
+                self._register()
+            else:
+                self._heartbeat()
+
+    def refresh_now(self):
+        """Rescan the shared folder and announce at once (the menu does this)."""
+        self.index.refresh()
+        self._wake.set()
+
+    # -- downloads ----------------------------------------------------------
+
+    def downloader(self, on_progress=None):
+        return Downloader(self.lb, self.downloads, requester=self.peer_id,
+                          on_progress=on_progress, on_verified=self._verified)
+
+    def _verified(self, root, path, sha256):
+        self.index.add_verified(root, path, sha256)
+
+
+# ---------------------------------------------------------------------------
+# Showing things to a person
+
+
+def human_size(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def human_duration(seconds):
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def table(rows, headers):
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+class ProgressPrinter:
+    """One updating line on a terminal; a few plain lines otherwise."""
+
+    def __init__(self, stream, tty=None):
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.source = None
+        self.next_mark = 1
+        self.drawn = False
+
+    def __call__(self, p):
+        percent = 100 * p.done / p.total if p.total else 100.0
+        eta = human_duration((p.total - p.done) / p.rate) if p.rate > 0 else "--:--"
+        line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
+                f"{human_size(p.rate)}/s  ETA {eta}  from {p.source}")
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+            self.drawn = True
+            if p.finished:
+                self.stream.write("\n")
+                self.drawn = False
+        else:
+            changed = self.source is not None and p.source != self.source
+            if changed or percent >= 100 * self.next_mark / PROGRESS_LINES:
+                self.stream.write(line + "\n")
+                while percent >= 100 * self.next_mark / PROGRESS_LINES:
+                    self.next_mark += 1
+        self.source = p.source
+        self.stream.flush()
+
+    def end(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def describe_result(result):
+    if result.already:
+        return f"Already have it: {result.path} has the same content; nothing to download."
+    resumed = f", resumed at {human_size(result.resumed_from)}" if result.resumed_from else ""
+    sources = " then ".join(dict.fromkeys(result.sources))
+    return (f"Saved {result.path} ({human_size(result.size)}, SHA-256 verified{resumed}) "
+            f"from {sources}.")
+
+
+def closest_names(lb, name):
+    try:
+        names = [f["name"] for f in lb.files()["files"]]
+    except LBClientError:
+        return []
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+
+
+def print_files(out, lb, query):
+    answer = lb.files(query)
+    files = answer["files"]
+    if not files:
+        out.write("No shared file matches.\n" if query else "Nobody shares anything yet.\n")
+        return
+    rows = [(f["name"], human_size(f["size"]), f["holders"], f["sha256"][:12]) for f in files]
+    out.write(table(rows, ("name", "size", "holders", "sha256")) + "\n")
+    if answer.get("truncated"):
+        out.write(f"(only the first {len(files)} shown; add text to narrow the list)\n")
+
+
+def print_status(out, lb, me=None):
+    status = lb.status()
+    peers = status["peers"]
+    out.write(f"Load balancer {lb.address} · policy {status['policy']} · "
+              f"{len(peers)} peer(s)\n")
+    if not peers:
+        return
+    rows = []
+    for p in peers:
+        names = ", ".join(p["files"][:3]) + (", …" if len(p["files"]) > 3 else "")
+        rows.append((format_address(p["host"], p["port"]) + (" (me)" if p["id"] == me else ""),
+                     f"{len(p['files'])}  {names}".rstrip(), p["active"], p["served"],
+                     f"{p['last_seen_s']:.0f} s ago"))
+    out.write(table(rows, ("peer", "files", "active", "served", "last seen")) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# The menu
+
+
+MENU = """ 1) List files on the network
+ 2) Download a file
+ 3) Show load balancer info
+ 4) Show my shared files and transfers
+ 0) Quit"""
+
+
+class Menu:
+    """The numbered menu over a started Peer, reading lines from ``read``."""
+
+    def __init__(self, peer, out=sys.stdout, read=input, log_path=None):
+        self.peer, self.out, self.read, self.log_path = peer, out, read, log_path
+
+    def say(self, text=""):
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def banner(self):
+        peer = self.peer
+        lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
+        self.say(f"Peer {peer.address} · sharing {len(peer.index)} files from "
+                 f"{os.path.relpath(peer.shared)}/ · load balancer {lb}")
+        if self.log_path:
+            self.say(f"Log: {self.log_path}")
+
+    def run(self):
+        self.banner()
+        actions = {"1": self.list_files, "2": self.download, "3": self.show_status,
+                   "4": self.show_mine}
+        while True:
+            self.say()
+            self.say(MENU)
+            try:
+                choice = self.read("Choose 0-4: ").strip()
+            except (EOFError, KeyboardInterrupt):
+                self.say()
+                return
+            if choice in ("0", "q", "quit", "exit"):
+                return
+            action = actions.get(choice)
+            if action is None:
+                self.say("Type a number from 0 to 4 and press Enter." if choice
+                         else "Nothing typed: type a number from 0 to 4 and press Enter.")
+                continue
+            try:
+                action()
+            except LBUnreachable as e:
+                self.say(f"{e.message} Options 4 and 0 still work; this peer registers "
+                         "again as soon as the load balancer is back.")
+            except LBClientError as e:
+                self.say(e.message)
+
+    def ask(self, prompt):
+        try:
+            return self.read(prompt).strip()
+        except KeyboardInterrupt:
+            self.say()
+            return ""
+
+    def list_files(self):
+        query = self.ask("Filter (blank for all): ")
+        print_files(self.out, self.peer.lb, query)
+        self.out.flush()
+
+    def show_status(self):
+        print_status(self.out, self.peer.lb, self.peer.peer_id)
+        self.out.flush()
+
+    def show_mine(self):
+        peer = self.peer
+        peer.refresh_now()
+        files = peer.index.files()
+        self.say(f"Sharing {len(files)} files from {peer.shared} and {peer.downloads}:")
+        if files:
+            self.say(table([(f.name, human_size(f.size), f.sha256[:12]) for f in files],
+                           ("name", "size", "sha256")))
+        pending = peer.index.pending()
+        if pending:
+            self.say(f"({pending} more being hashed)")
+        uploads = peer.server.uploads.active()
+        self.say(f"Uploads in progress: {len(uploads)}")
+        for u in uploads:
+            self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / {human_size(u.total)}")
+        self.say(f"Downloads this session: {len(peer.downloads_done)}")
+        for line in peer.downloads_done:
+            self.say(f"  {line}")
+
+    def download(self):
+        name = self.ask("File name: ")
+        if not name:
+            self.say("No name given; option 1 lists the files on the network.")
+            return
+        where = self.ask("Peer address (blank: the least-loaded holder): ")
+        if where:
+            try:
+                host, port = parse_address(where)
+            except ValueError as e:
+                self.say(str(e))
+                return
+            where = host if port is None else format_address(host, port)
+        self.fetch(name, None, where or None)
+
+    def fetch(self, name, sha256, where):
+        progress = ProgressPrinter(self.out)
+        try:
+            result = self.peer.downloader(progress).get(name, sha256, where)
+        except KeyboardInterrupt:
+            progress.end()
+            self.say("Cancelled. The partial file is kept; download it again to resume.")
+            return
+        except DownloadError as e:
+            progress.end()
+            if e.status == 409 and e.versions:
+                self.choose_version(name, e.versions, where)
+                return
+            self.say(e.message)
+            if e.status == 404 and where is None:
+                close = closest_names(self.peer.lb, name)
+                if close:
+                    self.say("Did you mean: " + ", ".join(close) + "?")
+            return
+        progress.end()
+        self.say(describe_result(result))
+        self.peer.downloads_done.append(describe_result(result))
+
+    def choose_version(self, name, versions, where):
+        self.say(f"Several different files are shared as {name!r}:")
+        for i, v in enumerate(versions, 1):
+            self.say(f" {i}) {human_size(v['size'])}, SHA-256 {v['sha256'][:16]}…, "
+                     f"{v['holders']} holder(s)")
+        choice = self.ask(f"Which one (1-{len(versions)}, blank to cancel): ")
+        if choice.isdigit() and 1 <= int(choice) <= len(versions):
+            self.fetch(name, versions[int(choice) - 1]["sha256"], where)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def common_options():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
+                        help=f"the load balancer (env P2P_LB, default {DEFAULT_LB})")
+    common.add_argument("--host", default="0.0.0.0", help="address the file server listens on")
+    common.add_argument("--port", type=int, default=0, help="file server port (0: any free one)")
+    common.add_argument("--advertise", metavar="HOST",
+                        help="the address other peers should use to reach this one "
+                             "(default: what the load balancer sees)")
+    common.add_argument("--shared", default="shared", metavar="DIR", help="folder to share")
+    common.add_argument("--downloads", default="downloads", metavar="DIR",
+                        help="folder to download into (its verified files are shared too)")
+    common.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
+                        help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
+    common.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
+                        help="upload speed limit per upload in bytes/s, like 500K or 2M")
+    common.add_argument("--verbose", action="store_true", help="log to standard error")
+    return common
+
+
+def rate_arg(text):
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_args(argv):
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="peer.py", description="A peer of the P2P file sharing network.",
+        epilog="With no command, runs the interactive menu.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("menu", parents=[common], help="the interactive peer (default)")
+    commands.add_parser("serve", parents=[common], help="share and serve until Ctrl-C or SIGTERM")
+    get = commands.add_parser("get", parents=[common], help="download one file, then exit")
+    get.add_argument("name", help="the file's name on the network (see 'list')")
+    get.add_argument("--sha256", help="which version, when several files share the name")
+    get.add_argument("--from", dest="source", metavar="HOST[:PORT]",
+                     help="ask this peer first instead of the least-loaded holder")
+    listing = commands.add_parser("list", parents=[common], help="the files on the network")
+    listing.add_argument("text", nargs="?", default="", help="only names containing this")
+    commands.add_parser("status", parents=[common], help="the load balancer's view of the peers")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "menu")
+    args = parser.parse_args(argv)
+    try:
+        args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
+    except ValueError as e:
+        parser.error(f"--lb: {e}")
+    if args.upload_slots < 1:
+        parser.error("--upload-slots must be at least 1")
+    return args
+
+
+def configure_logging(args, log_path=None):
+    level = logging.INFO if args.verbose else logging.WARNING
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    if log_path and not args.verbose:
+        logging.basicConfig(filename=log_path, level=logging.INFO, format=fmt)
+    else:
+        logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
+
+
+def fail(message):
+    print(f"peer.py: {message}", file=sys.stderr)
+    return 1
+
+
+def raise_terminate(signum, frame):
+    raise Terminate()
+
+
+def run_peer(args, interactive):
+    log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{os.getpid()}.log")
+    configure_logging(args, log_path if interactive else None)
+    signal.signal(signal.SIGTERM, raise_terminate)
+    ensure_load_balancer(args.lb_host, args.lb_port,
+                         say=lambda text: print(text, file=sys.stderr, flush=True))
+    peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
+                args.port, args.advertise, args.upload_slots, args.upload_limit)
+    peer.start()
+    try:
+        if interactive:
+            Menu(peer, log_path=log_path).run()
+        else:
+            print(f"listening on {format_address(args.host, peer.port)}", flush=True)
+            if peer.lb_problem:
+                print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
+                      file=sys.stderr, flush=True)
+            threading.Event().wait()
+    except (KeyboardInterrupt, Terminate):
+        pass
+    finally:
+        peer.stop()
+    return 0
+
+
+def run_get(args):
+    configure_logging(args)
+    lb = LBClient(args.lb_host, args.lb_port)
+    progress = ProgressPrinter(sys.stderr)
+    try:
+        result = Downloader(lb, args.downloads, on_progress=progress).get(
+            args.name, args.sha256, args.source)
+    except DownloadError as e:
+        progress.end()
+        message = e.message
+        if e.status == 404 and not args.source:
+            close = closest_names(lb, args.name)
+            if close:
+                message += " Did you mean: " + ", ".join(close) + "?"
+        if e.status == 409:
+            message += " Versions: " + ", ".join(
+                f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
+        return fail(message)
+    progress.end()
+    print(describe_result(result))
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_terminate)
+    try:
+        if args.command in ("menu", "serve"):
+            return run_peer(args, interactive=args.command == "menu")
+        if args.command == "get":
+            return run_get(args)
+        lb = LBClient(args.lb_host, args.lb_port)
+        if args.command == "list":
+            print_files(sys.stdout, lb, args.text)
+        else:
+            print_status(sys.stdout, lb)
+        return 0
+    except (PeerError, LBClientError, DownloadError) as e:
+        return fail(str(e))
+    except (KeyboardInterrupt, Terminate):
+        print("peer.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

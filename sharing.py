@@ -1,0 +1,556 @@
+"""The peer's file server: what it shares, and the bytes of it over HTTP/1.1.
+
+Protocol (served by ``FileHandler`` on a ``BoundedHTTPServer``):
+
+=====================================  ==============================================
+request                                answer
+=====================================  ==============================================
+``GET /files``                         200 [{name, size, sha256}, ...]
+``GET`` / ``HEAD /files/{name}``       200 with ``Content-Length``, ``Accept-Ranges:
+                                       bytes``, ``ETag: "<sha256>"``; one ``Range:
+                                       bytes=a-b`` (or ``a-``, ``-n``) gives 206 +
+                                       ``Content-Range``; unsatisfiable 416; a bad
+                                       name 400; unknown 404; every upload slot busy
+                                       503 + ``Retry-After``
+=====================================  ==============================================
+
+Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
+in the URL. ``check_name`` refuses anything that could leave the folder or
+hide in it (``..``, absolute paths, backslashes, NUL and control characters,
+dotfiles); ``resolve`` checks again on disk that the real path, symlinks
+followed, is inside the folder. Bodies go out with ``socket.sendfile``,
+paced in slices when an upload limit is set.
+
+``ShareIndex`` scans the shared folder (and the verified downloads), hashes
+new or changed files in a background thread and caches the hashes, keyed by
+size and mtime, in the hidden file ``.p2p-hashes.json`` (never shared, like
+every dotfile), so a restart does not re-read gigabytes.
+"""
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler
+
+log = logging.getLogger("p2p.share")
+
+CACHE_NAME = ".p2p-hashes.json"
+MAX_NAME_CHARS = 1024
+MAX_NAME_PARTS = 64
+HASH_CHUNK_BYTES = 1 << 20
+HASH_BATCH_S = 1.0  # announce what is hashed at least this often while hashing a big folder
+RATE_SLICE_S = 0.05  # an upload limit is applied in sendfile slices of this duration
+MIN_RATE_SLICE_BYTES = 16 * 1024
+DEFAULT_UPLOAD_SLOTS = 8
+UPLOAD_RETRY_AFTER_S = 2
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class BadName(ValueError):
+    """A file name the server refuses to look up; the message says why."""
+
+
+class RangeNotSatisfiable(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Pure decisions: names, ranges, rates
+
+
+def check_name(name):
+    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
+    if not isinstance(name, str) or not name:
+        raise BadName("The file name is empty.")
+    if len(name) > MAX_NAME_CHARS:
+        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
+    if "\\" in name:
+        raise BadName("The file name contains a backslash; use / between folders.")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise BadName("The file name contains NUL or control characters.")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
+    parts = name.split("/")
+    if len(parts) > MAX_NAME_PARTS:
+        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise BadName("The file name has an empty, '.' or '..' part.")
+        if part.startswith("."):
+            raise BadName("Hidden files (names starting with '.') are not shared.")
+    return name
+
+
+def name_from_url_path(path):
+    """``/files/a%20b.txt`` -> ``a b.txt`` (checked), or raise BadName."""
+    raw = path[len("/files/"):]
+    try:
+        name = unquote(raw, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadName("The file name is not valid UTF-8.") from None
+    return check_name(name)
+
+
+def url_for_name(name):
+    return "/files/" + quote(name, safe="/")
+
+
+def resolve(root, name):
+    """The real path of ``name`` under ``root``, or None if it is missing or escapes ``root``."""
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, *name.split("/")))
+    if os.path.commonpath([real_root, path]) != real_root or not os.path.isfile(path):
+        return None
+    return path
+
+
+def parse_range(header, size):
+    """One ``bytes=`` range -> (start, end inclusive), or None to send the whole file.
+
+    A missing, malformed or multi-range header is ignored (RFC 9110 allows it);
+    a well-formed range that misses the file raises RangeNotSatisfiable.
+    """
+    if not header:
+        return None
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(header)
+    return start, min(end, size - 1)
+
+
+def parse_rate(text):
+    """``2M`` -> 2097152 bytes/s; ``500K``, ``1G``, ``12345``; ``0`` means unlimited."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?\s*", str(text), re.I)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate like 500K or 2M (bytes per second).")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+def sha256_file(path, chunk=HASH_CHUNK_BYTES):
+    digest = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# The index of shared files
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    name: str
+    size: int
+    sha256: str
+    root: str  # the shared folder it is in
+    path: str  # where it is on disk (under root, symlinks not resolved)
+    mtime_ns: int
+
+    def as_dict(self):
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+class ShareIndex:
+    """What this peer shares: files under ``roots`` (first root wins a name), hashed.
+
+    ``refresh()`` rescans (stat only) and queues new or changed files for the
+    background hasher; ``on_change`` is called when the list of shared files
+    changed, so the peer can announce it. Thread-safe.
+    """
+
+    def __init__(self, roots, on_change=None):
+        self.roots = [os.path.abspath(r) for r in roots]
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.Lock()
+        self._files = {}  # name -> SharedFile
+        self._caches = {root: self._load_cache(root) for root in self.roots}
+        self._pending = {}  # name -> (root, path, size, mtime_ns) waiting for a hash
+        self._wakeup = threading.Condition(self._lock)
+        self._hasher = None
+        self._closed = False
+        self.version = 0  # bumped whenever the shared list changes
+
+    # -- cache --------------------------------------------------------------
+
+    @staticmethod
+    def _load_cache(root):
+        try:
+            with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
+                raw = json.load(f)
+            return {k: tuple(v) for k, v in raw.items() if isinstance(v, list) and len(v) == 3}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_cache(self, root):
+        with self._lock:
+            entries = {f.name: [f.size, f.mtime_ns, f.sha256]
+                       for f in self._files.values() if f.root == root}
+            self._caches[root] = {k: tuple(v) for k, v in entries.items()}
+        target = os.path.join(root, CACHE_NAME)
+        temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(temp, "w", encoding="utf-8") as f:
+                json.dump(entries, f)
+            os.replace(temp, target)
+        except OSError as e:
+            log.warning("cannot write the hash cache %s: %s", target, e)
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+
+    # -- scanning -----------------------------------------------------------
+
+    def _scan(self):
+        """name -> (root, path, size, mtime_ns) for every shareable file on disk."""
+        found = {}
+        for root in self.roots:
+            if not os.path.isdir(root):
+                continue
+            real_root = os.path.realpath(root)
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for filename in files:
+                    path = os.path.join(folder, filename)
+                    name = os.path.relpath(path, root).replace(os.sep, "/")
+                    if name in found:
+                        continue
+                    try:
+                        check_name(name)
+                    except BadName:
+                        continue
+                    real = os.path.realpath(path)
+                    if os.path.commonpath([real_root, real]) != real_root:
+                        continue  # a symlink out of the folder is never shared
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    if os.path.isfile(real):
+                        found[name] = (root, path, st.st_size, st.st_mtime_ns)
+        return found
+
+    def refresh(self):
+        """Rescan the folders; returns True if the shared list changed."""
+        on_disk = self._scan()
+        changed = False
+        with self._lock:
+            for name in list(self._files):
+                entry = self._files[name]
+                disk = on_disk.get(name)
+                if disk is None or (disk[1], disk[2], disk[3]) != (entry.path, entry.size,
+                                                                    entry.mtime_ns):
+                    del self._files[name]
+                    changed = True
+            for name, (root, path, size, mtime_ns) in on_disk.items():
+                if name in self._files:
+                    continue
+                cached = self._caches[root].get(name)
+                if cached and cached[0] == size and cached[1] == mtime_ns:
+                    self._files[name] = SharedFile(name, size, cached[2], root, path, mtime_ns)
+                    changed = True
+                else:
+                    self._pending[name] = (root, path, size, mtime_ns)
+            for name in list(self._pending):
+                if name not in on_disk:
+                    del self._pending[name]
+            if changed:
+                self.version += 1
+            if self._pending:
+                self._start_hasher()
+                self._wakeup.notify_all()
+        if changed:
+            for root in self.roots:
+                if os.path.isdir(root):
+                    self._save_cache(root)
+        return changed
+
+    def add_verified(self, root, path, sha256):
+        """A file we just downloaded and verified: share it without hashing it again."""
+        root = os.path.abspath(root)
+        st = os.stat(path)
+        name = os.path.relpath(path, root).replace(os.sep, "/")
+        with self._lock:
+            if name in self._files:
+                return
+            self._files[name] = SharedFile(name, st.st_size, sha256, root, path, st.st_mtime_ns)
+            self.version += 1
+        self._save_cache(root)
+        self.on_change()
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    def wait_hashed(self, timeout):
+        """Wait until nothing is waiting for a hash (or timeout); True if done."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.wait(left)
+            return True
+
+    def _start_hasher(self):
+        if self._hasher is None or not self._hasher.is_alive():
+            self._hasher = threading.Thread(target=self._hash_loop, daemon=True, name="hasher")
+            self._hasher.start()
+
+    def _hash_loop(self):
+        last_announce = time.monotonic()
+        dirty = set()
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    if dirty:
+                        break
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                item = next(iter(self._pending.items()), None)
+            if item is not None:
+                name, (root, path, size, mtime_ns) = item
+                try:
+                    sha256 = sha256_file(path)
+                    st = os.stat(path)
+                except OSError as e:
+                    log.warning("cannot hash %s: %s", path, e)
+                    sha256, st = None, None
+                with self._lock:
+                    if self._pending.get(name) == (root, path, size, mtime_ns):
+                        del self._pending[name]
+                        if st is not None and (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+                            self._files[name] = SharedFile(name, size, sha256, root, path,
+                                                           mtime_ns)
+                            self.version += 1
+                            dirty.add(root)
+                    if not self._pending:
+                        self._wakeup.notify_all()
+            now = time.monotonic()
+            if dirty and (item is None or not self.pending() or now - last_announce > HASH_BATCH_S):
+                for root in dirty:
+                    self._save_cache(root)
+                dirty.clear()
+                last_announce = now
+                self.on_change()
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+
+    # -- lookups ------------------------------------------------------------
+
+    def get(self, name):
+        with self._lock:
+            return self._files.get(name)
+
+    def files(self):
+        with self._lock:
+            return sorted(self._files.values(), key=lambda f: f.name)
+
+    def find_by_hash(self, sha256):
+        with self._lock:
+            return next((f for f in self._files.values() if f.sha256 == sha256), None)
+
+    def __len__(self):
+        with self._lock:
+            return len(self._files)
+
+
+# ---------------------------------------------------------------------------
+# Uploads in progress (for the menu and the heartbeat)
+
+
+@dataclass
+class Upload:
+    id: int
+    client: str
+    name: str
+    total: int
+    sent: int = 0
+    started: float = 0.0
+
+
+class UploadSlots:
+    """At most ``slots`` uploads at once; the rest are told to come back later."""
+
+    def __init__(self, slots=DEFAULT_UPLOAD_SLOTS):
+        self.slots = slots
+        self._lock = threading.Lock()
+        self._active = {}
+        self._ids = itertools.count(1)
+
+    def acquire(self, client, name, total):
+        with self._lock:
+            if len(self._active) >= self.slots:
+                return None
+            upload = Upload(next(self._ids), client, name, total, 0, time.monotonic())
+            self._active[upload.id] = upload
+            return upload
+
+    def release(self, upload):
+        with self._lock:
+            self._active.pop(upload.id, None)
+
+    def active(self):
+        with self._lock:
+            return list(self._active.values())
+
+    def __len__(self):
+        with self._lock:
+            return len(self._active)
+
+
+# ---------------------------------------------------------------------------
+# The HTTP handler
+
+
+class FileHandler(JSONRequestHandler):
+    """Serves ``self.server.index`` with ``self.server.uploads`` slots."""
+
+    def do_GET(self):
+        self.serve(send_body=True)
+
+    def do_HEAD(self):
+        self.serve(send_body=False)
+
+    def refuse_other_methods(self):
+        self.discard_body()
+        problem = HTTPProblem(405, "This peer only answers GET and HEAD.")
+        problem.headers["Allow"] = "GET, HEAD"
+        self.send_problem(problem)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = refuse_other_methods
+
+    def serve(self, send_body):
+        try:
+            path = urlsplit(self.path).path
+            if path == "/files":
+                self.send_json(200, [f.as_dict() for f in self.server.index.files()])
+            elif path.startswith("/files/"):
+                self.send_file(path, send_body)
+            else:
+                raise HTTPProblem(404, f"There is no {path} here; try GET /files.")
+        except HTTPProblem as problem:
+            self.send_problem(problem)
+
+    def send_file(self, path, send_body):
+        try:
+            name = name_from_url_path(path)
+        except BadName as e:
+            raise HTTPProblem(400, str(e)) from None
+        entry = self.server.index.get(name)
+        real = entry and resolve(entry.root, name)
+        if not real:
+            raise HTTPProblem(404, f"This peer does not share {name!r}.")
+        try:
+            f = open(real, "rb")
+        except OSError:
+            raise HTTPProblem(404, f"This peer does not share {name!r}.") from None
+        with f:
+            st = os.fstat(f.fileno())
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                self.server.index.refresh()
+                problem = HTTPProblem(503, f"{name!r} changed on disk and is being hashed again.")
+                problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+                raise problem
+            self.send_range(f, entry, send_body)
+
+    def send_range(self, f, entry, send_body):
+        size = entry.size
+        try:
+            wanted = parse_range(self.headers.get("Range"), size)
+        except RangeNotSatisfiable:
+            problem = HTTPProblem(416, f"The range {self.headers.get('Range')!r} is outside "
+                                       f"the file's {size} bytes.")
+            problem.headers["Content-Range"] = f"bytes */{size}"
+            raise problem from None
+        start, end = wanted if wanted else (0, size - 1)
+        length = end - start + 1
+        upload = None
+        if send_body and length > 0:
+            upload = self.server.uploads.acquire(self.address_string(), entry.name, length)
+            if upload is None:
+                problem = HTTPProblem(503, "Every upload slot of this peer is busy; "
+                                           "try again shortly or ask another peer.")
+                problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+                raise problem
+        try:
+            self.send_response(206 if wanted else 200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(length))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", f'"{entry.sha256}"')
+            self.send_header("Content-Disposition",
+                             "attachment; filename*=UTF-8''" + quote(entry.name.split("/")[-1]))
+            if wanted:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            self.wfile.flush()
+            if upload is not None:
+                self.send_body(f, start, length, upload)
+        finally:
+            if upload is not None:
+                self.server.uploads.release(upload)
+
+    def send_body(self, f, offset, count, upload):
+        rate = self.server.upload_limit
+        try:
+            if not rate:
+                upload.sent = self.connection.sendfile(f, offset, count)
+            else:
+                self.send_paced(f, offset, count, rate, upload)
+        except OSError as e:
+            log.info("upload of %s to %s stopped: %s", upload.name, upload.client, e)
+            self.close_connection = True
+            return
+        if upload.sent != count:
+            self.close_connection = True  # the file shrank under us: the client sees a short body
+
+    def send_paced(self, f, offset, count, rate, upload):
+        slice_bytes = max(MIN_RATE_SLICE_BYTES, int(rate * RATE_SLICE_S))
+        started = time.monotonic()
+        while upload.sent < count:
+            n = self.connection.sendfile(f, offset + upload.sent, min(slice_bytes, count - upload.sent))
+            if n == 0:
+                return
+            upload.sent += n
+            ahead = upload.sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+class FileServer(BoundedHTTPServer):
+    def __init__(self, address, index, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
+                 **limits):
+        self.index = index
+        self.uploads = UploadSlots(upload_slots)
+        self.upload_limit = upload_limit
+        super().__init__(address, FileHandler, **limits)
