@@ -471,9 +471,10 @@ class Downloader:
             partial.restart()
             try:
                 transfer = self._ask(name, sha256, exclude=failed)
-            except DownloadError as e:
-                raise VerifyFailed(f"{name!r} arrived with the wrong SHA-256 and no honest "
-                                   f"holder is left ({e.message}); nothing was saved.") from None
+            except DownloadError:
+                liars = " and ".join(dict.fromkeys(result.sources))
+                raise VerifyFailed(f"{name!r} from {liars} did not match its SHA-256 and no "
+                                   "other holder is left; nothing was saved.") from None
         raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
 
     def _fetch(self, partial, peer, name, size, sha256, result):

@@ -39,6 +39,7 @@ import html
 import http.client
 import json
 import logging
+import os
 import re
 import secrets
 import signal
@@ -432,7 +433,8 @@ class Registry:
                 "last_seen_s": round(now - p.last_seen, 1),
             } for p in self._peers.values()]
         peers.sort(key=lambda p: (p["host"], p["port"]))
-        return {"policy": self.policy, "heartbeat_s": self.heartbeat_s, "peers": peers}
+        return {"policy": self.policy, "heartbeat_s": self.heartbeat_s, "pid": os.getpid(),
+                "peers": peers}
 
 
 # ---------------------------------------------------------------------------

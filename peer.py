@@ -52,6 +52,7 @@ LB_PROBE_TIMEOUT_S = 1.0
 RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
 UNREGISTER_TIMEOUT_S = 2.0
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 
 
@@ -113,17 +114,28 @@ def ensure_load_balancer(host, port, say=print):
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
                                    stderr=subprocess.STDOUT, close_fds=True, **detach)
     deadline = time.monotonic() + LB_START_TIMEOUT_S
-    while not lb_answers(host, port):
-        if time.monotonic() > deadline:
-            raise PeerError(f"Started a load balancer on port {port}, but it does not answer; "
-                            f"see {log_path}.")
-        time.sleep(0.05)
-    if process.poll() is None:
+    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S)
+    while True:
+        try:
+            pid = client.status().get("pid")
+            break
+        except LBClientError:
+            if time.monotonic() > deadline:
+                raise PeerError(f"Started a load balancer on port {port}, but it does not "
+                                f"answer; see {log_path}.") from None
+            time.sleep(0.05)
+        finally:
+            client.close()
+    if pid == process.pid:
         say(f"No load balancer was running at {format_address(host, port)}: started one in "
             f"the background (pid {process.pid}, log {log_path}); it exits "
             f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
         return process
-    return None  # another peer's won the race; ours found the port taken and exited
+    try:  # another peer's won the race: ours finds the port taken and exits
+        process.wait(LB_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("a second load balancer (pid %d) did not exit", process.pid)
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -251,7 +263,7 @@ class Peer:
     def _membership(self):
         while not self._stop.is_set():
             healthy = self.lb_problem is None
-            self._wake.wait(self.heartbeat_s if healthy else RECONNECT_S)
+            self._wake.wait(self.heartbeat_s if healthy else min(self.heartbeat_s, RECONNECT_S))
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -584,12 +596,12 @@ def parse_args(argv):
 
 
 def configure_logging(args, log_path=None):
-    level = logging.INFO if args.verbose else logging.WARNING
-    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    """The menu logs to a file (never over the menu) unless --verbose; serve to stderr."""
     if log_path and not args.verbose:
-        logging.basicConfig(filename=log_path, level=logging.INFO, format=fmt)
+        logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT)
     else:
-        logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
+        logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT,
+                            level=logging.INFO if args.verbose else logging.WARNING)
 
 
 def fail(message):
@@ -627,14 +639,16 @@ def run_peer(args, interactive):
 
 
 def run_get(args):
-    configure_logging(args)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
+                        format=LOG_FORMAT)
     lb = LBClient(args.lb_host, args.lb_port)
-    progress = ProgressPrinter(sys.stderr)
+    progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = Downloader(lb, args.downloads, on_progress=progress).get(
             args.name, args.sha256, args.source)
     except DownloadError as e:
-        progress.end()
+        if progress:
+            progress.end()
         message = e.message
         if e.status == 404 and not args.source:
             close = closest_names(lb, args.name)
@@ -644,7 +658,8 @@ def run_get(args):
             message += " Versions: " + ", ".join(
                 f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
         return fail(message)
-    progress.end()
+    if progress:
+        progress.end()
     print(describe_result(result))
     return 0
 

@@ -1,0 +1,171 @@
+"""Helpers for the end-to-end tests: real processes on loopback, every wait with a deadline."""
+
+import http.client
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER = os.path.join(ROOT, "peer.py")
+LB = os.path.join(ROOT, "load_balancer.py")
+START_TIMEOUT_S = 15.0
+COMMAND_TIMEOUT_S = 60.0
+
+
+def wait_for(predicate, timeout=10.0, what="a condition", interval=0.05):
+    """Poll ``predicate`` until it returns something true; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_line(stream, timeout=START_TIMEOUT_S):
+    """One line from a process's pipe, or AssertionError at the deadline."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        line = b""
+        deadline = time.monotonic() + timeout
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no line within {timeout:.0f} s (got {line!r})")
+            chunk = os.read(stream.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+        return line.decode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(port, method, path, body=None, timeout=5.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
+def clean_env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("P2P_LB", None)
+    return env
+
+
+def write_random(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            f.write(chunk)
+            left -= len(chunk)
+
+
+def same_bytes(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+class ProcessTestCase(unittest.TestCase):
+    """Starts load balancers and peers as subprocesses and always cleans them up."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="p2p-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def spawn(self, args, **kwargs):
+        env = clean_env()
+        proc = subprocess.Popen([sys.executable, *args], stdin=kwargs.pop("stdin", subprocess.DEVNULL),
+                                stdout=subprocess.PIPE, stderr=kwargs.pop("stderr", subprocess.PIPE),
+                                cwd=kwargs.pop("cwd", self.tmp), env=env, **kwargs)
+        self.addCleanup(self._reap, proc)
+        return proc
+
+    @staticmethod
+    def _reap(proc):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            if stream:
+                stream.close()
+
+    def start_lb(self, *extra, port=0):
+        proc = self.spawn([LB, "--host", "127.0.0.1", "--port", str(port), *extra])
+        line = read_line(proc.stdout)
+        self.assertTrue(line.startswith("listening on 127.0.0.1:"), line)
+        proc.port = int(line.rsplit(":", 1)[1])
+        return proc
+
+    def folder(self, *parts):
+        path = os.path.join(self.tmp, *parts)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start_peer(self, lb_port, name, *extra, wait_files=None):
+        """``peer.py serve`` with its own shared/ and downloads/ under tmp/name."""
+        proc = self.spawn([PEER, "serve", "--lb", f"127.0.0.1:{lb_port}", "--host", "127.0.0.1",
+                           "--shared", self.folder(name, "shared"),
+                           "--downloads", self.folder(name, "downloads"), *extra])
+        line = read_line(proc.stdout)
+        self.assertTrue(line.startswith("listening on 127.0.0.1:"), line)
+        proc.port = int(line.rsplit(":", 1)[1])
+        if wait_files is not None:
+            wait_for(lambda: self.peer_files(lb_port, proc.port) == set(wait_files),
+                     what=f"peer {name} to announce {sorted(wait_files)}")
+        return proc
+
+    def status(self, lb_port):
+        code, body = http_json(lb_port, "GET", "/status")
+        self.assertEqual(code, 200)
+        return body
+
+    def peer_entry(self, lb_port, peer_port):
+        for p in self.status(lb_port)["peers"]:
+            if p["port"] == peer_port:
+                return p
+        return None
+
+    def peer_files(self, lb_port, peer_port):
+        entry = self.peer_entry(lb_port, peer_port)
+        return set(entry["files"]) if entry else None
+
+    def run_peer(self, *args, timeout=COMMAND_TIMEOUT_S, **kwargs):
+        return subprocess.run([sys.executable, PEER, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=kwargs.pop("cwd", self.tmp),
+                              env=clean_env(), **kwargs)
+
+    def get(self, lb_port, name, downloads, *extra, timeout=COMMAND_TIMEOUT_S, **kwargs):
+        return self.run_peer("get", name, "--lb", f"127.0.0.1:{lb_port}",
+                             "--downloads", downloads, *extra, timeout=timeout, **kwargs)
+
+    def terminate(self, proc, sig=signal.SIGTERM, timeout=10.0):
+        proc.send_signal(sig)
+        return proc.wait(timeout)

@@ -1,0 +1,303 @@
+"""End to end: a real load balancer and real peers as processes, moving real files on loopback."""
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, read_line,
+                           same_bytes, wait_for, write_random)
+
+MiB = 1 << 20
+
+
+class DownloadTests(ProcessTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.lb = self.start_lb("--heartbeat", "1")
+
+    def holders(self, name, size, count, *extra, content=None):
+        """``count`` peers sharing the same random file; returns (procs, source path)."""
+        source = os.path.join(self.tmp, "source", name)
+        if content is None:
+            write_random(source, size)
+        procs = []
+        for i in range(count):
+            target = os.path.join(self.folder(f"holder{i}", "shared"), name)
+            os.link(source, target)
+            procs.append(self.start_peer(self.lb.port, f"holder{i}", *extra, wait_files=[name]))
+        return procs, source
+
+    def test_get_from_two_holders_is_byte_identical(self):
+        _, source = self.holders("big.bin", 64 * MiB, 2)
+        downloads = self.folder("me", "downloads")
+        result = self.run_peer("get", "big.bin", "--lb", f"127.0.0.1:{self.lb.port}",
+                               "--downloads", downloads)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("SHA-256 verified", result.stdout)
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "big.bin")))
+        self.assertEqual(sorted(os.listdir(downloads)), ["big.bin"])  # no partial left behind
+
+    def test_ten_concurrent_gets_are_spread_over_both_holders(self):
+        procs, source = self.holders("song.mp3", 2 * MiB, 2, "--upload-limit", "4M")
+        gets = [subprocess.Popen(
+            [sys.executable, PEER, "get", "song.mp3", "--lb", f"127.0.0.1:{self.lb.port}",
+             "--downloads", self.folder(f"client{i}")], cwd=self.tmp, env=clean_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(10)]
+        for proc in gets:
+            out, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 0, err)
+        for i in range(10):
+            self.assertTrue(same_bytes(source, os.path.join(self.tmp, f"client{i}", "song.mp3")))
+        served = [self.peer_entry(self.lb.port, p.port)["served"] for p in procs]
+        self.assertEqual(sum(served), 10)
+        self.assertGreaterEqual(min(served), 3, served)
+
+    def test_holder_killed_mid_file_the_other_finishes_it(self):
+        procs, source = self.holders("movie.mkv", 24 * MiB, 2, "--upload-limit", "8M")
+        downloads = self.folder("me", "downloads")
+        get = subprocess.Popen(
+            [sys.executable, PEER, "get", "movie.mkv", "--lb", f"127.0.0.1:{self.lb.port}",
+             "--downloads", downloads], cwd=self.tmp, env=clean_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: get.poll() is None and get.kill())
+        partial = os.path.join(downloads, [n for n in wait_for(
+            lambda: [n for n in os.listdir(downloads) if n.endswith(".part")],
+            what="a partial file")][0])
+        wait_for(lambda: os.path.getsize(partial) > 2 * MiB, what="2 MiB to arrive")
+        serving = [p for p in procs if self.peer_entry(self.lb.port, p.port)["active"]]
+        self.assertEqual(len(serving), 1)
+        serving[0].kill()
+        out, err = get.communicate(timeout=60)
+        self.assertEqual(get.returncode, 0, err)
+        survivor = [p for p in procs if p is not serving[0]][0]
+        self.assertIn(f"then 127.0.0.1:{survivor.port}", out)
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "movie.mkv")))
+
+    def test_lying_holder_is_caught_and_the_honest_one_serves(self):
+        size = 3 * MiB
+        _, source = self.holders("data.bin", size, 1)
+        _, files = http_json(self.lb.port, "GET", "/files?q=data.bin")
+        honest_sha = files["files"][0]["sha256"]
+        liar_shared = self.folder("liar", "shared")
+        liar_file = os.path.join(liar_shared, "data.bin")
+        write_random(liar_file, size)
+        st = os.stat(liar_file)
+        with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
+            json.dump({"data.bin": [size, st.st_mtime_ns, honest_sha]}, f)
+        liar = self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
+
+        downloads = self.folder("me", "downloads")
+        result = self.get(self.lb.port, "data.bin", downloads, "--from", f"127.0.0.1:{liar.port}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "data.bin")))
+        self.assertEqual(self.peer_entry(self.lb.port, liar.port)["failed"], 1)
+
+    def test_lying_only_holder_gives_a_clear_error_and_no_file(self):
+        liar_shared = self.folder("liar", "shared")
+        liar_file = os.path.join(liar_shared, "data.bin")
+        write_random(liar_file, MiB)
+        st = os.stat(liar_file)
+        with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
+            json.dump({"data.bin": [MiB, st.st_mtime_ns, "ab" * 32]}, f)
+        self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
+        downloads = self.folder("me", "downloads")
+        result = self.get(self.lb.port, "data.bin", downloads)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("wrong SHA-256", result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertEqual(os.listdir(downloads), [])
+
+    def test_interrupted_get_resumes_from_the_partial_file(self):
+        _, source = self.holders("iso.img", 16 * MiB, 1, "--upload-limit", "8M")
+        downloads = self.folder("me", "downloads")
+        args = [sys.executable, PEER, "get", "iso.img", "--lb", f"127.0.0.1:{self.lb.port}",
+                "--downloads", downloads]
+        first = subprocess.Popen(args, cwd=self.tmp, env=clean_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        partial = os.path.join(downloads, wait_for(
+            lambda: [n for n in os.listdir(downloads) if n.endswith(".part")],
+            what="a partial file")[0])
+        wait_for(lambda: os.path.getsize(partial) >= 4 * MiB, what="4 MiB to arrive")
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=30)
+        self.assertEqual(first.returncode, 130, err)
+        kept = os.path.getsize(partial)
+        self.assertGreaterEqual(kept, 4 * MiB)
+        self.assertFalse(os.path.exists(os.path.join(downloads, "iso.img")))
+        wait_for(lambda: all(p["active"] == 0 for p in self.status(self.lb.port)["peers"]),
+                 what="the cancelled transfer to be released")
+
+        second = self.get(self.lb.port, "iso.img", downloads)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn("resumed at", second.stdout)
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "iso.img")))
+        self.assertEqual(os.listdir(downloads), ["iso.img"])
+
+    def test_full_disk_is_a_clear_error_and_no_final_file(self):
+        self.holders("big.bin", 4 * MiB, 1)
+        downloads = self.folder("me", "downloads")
+
+        def small_disk():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, MiB))
+
+        result = self.get(self.lb.port, "big.bin", downloads, preexec_fn=small_disk)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("disk is full", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(downloads, "big.bin")))
+        self.assertEqual(self.status(self.lb.port)["peers"][0]["failed"], 0)  # not the holder's fault
+
+    def test_existing_different_file_is_never_overwritten(self):
+        _, source = self.holders("notes.txt", 1000, 1)
+        downloads = self.folder("me", "downloads")
+        with open(os.path.join(downloads, "notes.txt"), "w") as f:
+            f.write("my own notes")
+        result = self.get(self.lb.port, "notes.txt", downloads)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(downloads, "notes.txt")) as f:
+            self.assertEqual(f.read(), "my own notes")
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "notes (1).txt")))
+        again = self.get(self.lb.port, "notes.txt", downloads)
+        self.assertIn("Already have it", again.stdout)
+        self.assertEqual(sorted(os.listdir(downloads)), ["notes (1).txt", "notes.txt"])
+
+    def test_downloaded_file_is_shared_from_then_on(self):
+        _, source = self.holders("pic.png", 5000, 1)
+        me = self.start_peer(self.lb.port, "me")
+        # The running peer downloads through its own menu-less API: use a second process get
+        # into its downloads folder; its next scan announces the verified file.
+        result = self.get(self.lb.port, "pic.png", os.path.join(self.tmp, "me", "downloads"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        wait_for(lambda: self.peer_files(self.lb.port, me.port) == {"pic.png"},
+                 what="the downloaded file to be announced")
+        _, files = http_json(self.lb.port, "GET", "/files?q=pic")
+        self.assertEqual(files["files"][0]["holders"], 2)
+        self.assertTrue(same_bytes(source, os.path.join(self.tmp, "me", "downloads", "pic.png")))
+
+    def test_unknown_file_and_unreachable_lb_exit_non_zero_with_one_line(self):
+        result = self.get(self.lb.port, "nothing.here", self.folder("me"))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Nobody shares 'nothing.here'", result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1)
+        result = self.get(free_port(), "x", self.folder("me"))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("No load balancer answers", result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1)
+
+
+class MembershipTests(ProcessTestCase):
+
+    def test_lb_restart_every_peer_registers_again_within_three_heartbeats(self):
+        lb = self.start_lb("--heartbeat", "1")
+        peers = [self.start_peer(lb.port, f"p{i}") for i in range(3)]
+        wait_for(lambda: len(self.status(lb.port)["peers"]) == 3, what="3 peers")
+        lb.kill()
+        lb.wait(10)
+        again = self.start_lb("--heartbeat", "1", port=lb.port)
+        started = time.monotonic()
+        wait_for(lambda: {p["port"] for p in self.status(again.port)["peers"]}
+                 == {p.port for p in peers}, timeout=10, what="every peer to register again")
+        self.assertLess(time.monotonic() - started, 3 * 1 + 1.5)
+
+    def test_sigterm_unregisters_and_exits_zero(self):
+        lb = self.start_lb("--heartbeat", "1")
+        peer = self.start_peer(lb.port, "p")
+        wait_for(lambda: self.peer_entry(lb.port, peer.port), what="registration")
+        self.assertEqual(self.terminate(peer), 0)
+        self.assertIsNone(self.peer_entry(lb.port, peer.port))
+
+    def test_auto_starts_one_load_balancer_for_two_peers_starting_together(self):
+        port = free_port()
+        shared = self.folder("shared")
+        procs = [self.spawn([PEER, "serve", "--lb", f"127.0.0.1:{port}", "--host", "127.0.0.1",
+                             "--shared", shared, "--downloads", self.folder(f"d{i}")])
+                 for i in range(2)]
+        lines = [read_line(p.stdout) for p in procs]
+        self.assertTrue(all(line.startswith("listening on") for line in lines), lines)
+        _, status = http_json(port, "GET", "/status")
+        self.addCleanup(os.kill, status["pid"], signal.SIGTERM)
+        wait_for(lambda: len(http_json(port, "GET", "/status")[1]["peers"]) == 2,
+                 what="both peers registered with the one load balancer")
+        for p in procs:
+            self.assertEqual(self.terminate(p), 0)
+        messages = "".join(p.stderr.read().decode() for p in procs)
+        self.assertEqual(messages.count(f"started one in the background (pid {status['pid']}"), 1,
+                         messages)
+        os.kill(status["pid"], 0)  # it outlives the peers (until its idle exit)
+
+
+class FileServerOverTheWireTests(ProcessTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.lb = self.start_lb()
+        outside = self.folder("outside")
+        with open(os.path.join(outside, "secret.txt"), "w") as f:
+            f.write("TOP-SECRET")
+        shared = self.folder("p", "shared")
+        with open(os.path.join(shared, "ok.txt"), "w") as f:
+            f.write("fine")
+        with open(os.path.join(shared, ".hidden"), "w") as f:
+            f.write("TOP-SECRET")
+        os.symlink(os.path.join(outside, "secret.txt"), os.path.join(shared, "link.txt"))
+        self.peer = self.start_peer(self.lb.port, "p", wait_files=["ok.txt"])
+
+    def raw(self, target):
+        with socket.create_connection(("127.0.0.1", self.peer.port), timeout=5) as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1]), data
+
+    def test_symlink_out_and_dotfile_are_not_listed_or_served(self):
+        self.assertEqual(self.peer_files(self.lb.port, self.peer.port), {"ok.txt"})
+        for target in ("/files/link.txt", "/files/.hidden", "/files/.p2p-hashes.json"):
+            status, data = self.raw(target)
+            self.assertIn(status, (400, 404), target)
+            self.assertNotIn(b"TOP-SECRET", data)
+
+    def test_traversal_requests_get_4xx_and_the_server_keeps_serving(self):
+        hostile = ["/files/../outside/secret.txt", "/files/%2e%2e/%2e%2e/outside/secret.txt",
+                   "/files/..%2f..%2foutside%2fsecret.txt", "/files/..%5c..%5csecret.txt",
+                   "/files/ok.txt%00.png", "/files//etc/passwd", "/files/%2fetc%2fpasswd",
+                   "/files/%ff", "/../../etc/passwd"]
+        for target in hostile:
+            status, data = self.raw(target)
+            self.assertTrue(400 <= status < 500, (target, status))
+            self.assertNotIn(b"TOP-SECRET", data)
+            self.assertNotIn(b"root:", data)
+            status, data = self.raw("/files/ok.txt")
+            self.assertEqual(status, 200)
+            self.assertTrue(data.endswith(b"\r\n\r\nfine"))
+
+
+class LoadBalancerCrashTests(ProcessTestCase):
+
+    def test_peer_keeps_serving_while_the_lb_is_down(self):
+        lb = self.start_lb("--heartbeat", "1")
+        shared = self.folder("p", "shared")
+        with open(os.path.join(shared, "a.txt"), "w") as f:
+            f.write("still here")
+        peer = self.start_peer(lb.port, "p", wait_files=["a.txt"])
+        lb.kill()
+        lb.wait(10)
+        with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as s:
+            s.sendall(b"GET /files/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"))
+        self.assertTrue(data.endswith(b"still here"))
+        self.assertIsNone(peer.poll())
+
+
+if __name__ == "__main__":
+    unittest.main()
