@@ -110,7 +110,7 @@ class DownloadTests(ProcessTestCase):
         downloads = self.folder("me", "downloads")
         result = self.get(self.lb.port, "data.bin", downloads)
         self.assertEqual(result.returncode, 1)
-        self.assertIn("wrong SHA-256", result.stderr)
+        self.assertIn("did not match its SHA-256", result.stderr)
         self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
         self.assertEqual(os.listdir(downloads), [])
 
