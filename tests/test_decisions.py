@@ -1,0 +1,941 @@
+"""The fast, pure tier: the decisions of sharing.py and download.py, without sockets.
+
+Names, URL paths, on-disk resolution, ranges, rates, the share index (over real
+temporary folders), collision and partial names, the download plan, response
+checks and the hashing pipeline. No sockets and no subprocesses; every wait has
+a timeout. The whole file runs in well under five seconds.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import unittest
+from unittest import mock
+
+import download
+import sharing
+from download import PeerFault
+from sharing import BadName, RangeNotSatisfiable
+
+WAIT_S = 5.0  # upper bound for any wait on a background thread
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(root, name, data):
+    path = os.path.join(root, *name.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def make_temp_dir(test):
+    tmp = tempfile.TemporaryDirectory()
+    test.addCleanup(tmp.cleanup)
+    return tmp.name
+
+
+# ---------------------------------------------------------------------------
+# 1. check_name
+
+
+HOSTILE_NAMES = [
+    "",
+    ".",
+    "..",
+    "...",
+    "../x",
+    "../../etc/passwd",
+    "a/../b",
+    "a/..",
+    "dir/..",
+    "/etc/passwd",
+    "/",
+    "//server/share",
+    "C:/x",
+    "c:x",
+    "C:\\x",
+    "a\\b",
+    "..\\x",
+    "\\\\server\\share",
+    "a\x00b",
+    "\x00",
+    "a\nb",
+    "a\rb",
+    "a\tb",
+    "\x1b[31m",
+    "\x7f",
+    "a\x7fb",
+    "\u0085",  # C1 control (NEL)
+    "a\u009bb",  # C1 control (CSI)
+    ".hidden",
+    "dir/.hidden",
+    ".git/config",
+    "dir/.git/config",
+    ".p2p-hashes.json",
+    "a//b",
+    "a/",
+    "./a",
+    "a/./b",
+    "x" * 1025,
+    "/".join(["a"] * 65),
+    "\ud800",  # lone surrogate
+    "a\udfffb",
+]
+
+GOOD_NAMES = [
+    "a.txt",
+    "my file.txt",
+    "résumé.pdf",
+    "日本語/ファイル.txt",
+    "🎉 party.mp4",
+    "a/b/c.txt",
+    "v1.2.tar.gz",
+    "-x",
+    "--help",
+    "a..b",
+    "a/b..c/d",
+    "file.",
+    "trailing space ",
+    "100%.txt",
+    "a+b=c&d?.txt",
+    "#hash.txt",
+    "x" * 1024,
+    "/".join(["a"] * 64),
+]
+
+
+class CheckNameTests(unittest.TestCase):
+    def test_enough_hostile_names(self):
+        self.assertGreaterEqual(len(HOSTILE_NAMES), 30)
+
+    def test_hostile_names_are_rejected(self):
+        for name in HOSTILE_NAMES:
+            with self.subTest(name=name[:80]):
+                with self.assertRaises(BadName):
+                    sharing.check_name(name)
+
+    def test_bad_name_is_a_value_error_with_a_reason(self):
+        with self.assertRaises(ValueError) as caught:
+            sharing.check_name("../x")
+        self.assertTrue(str(caught.exception))
+
+    def test_non_strings_are_rejected(self):
+        for value in (None, b"a.txt", 5, ["a.txt"]):
+            with self.subTest(value=value):
+                with self.assertRaises(BadName):
+                    sharing.check_name(value)
+
+    def test_normal_names_are_accepted_unchanged(self):
+        for name in GOOD_NAMES:
+            with self.subTest(name=name[:80]):
+                self.assertEqual(sharing.check_name(name), name)
+
+    def test_length_and_depth_limits_are_exact(self):
+        self.assertEqual(sharing.check_name("x" * sharing.MAX_NAME_CHARS),
+                         "x" * sharing.MAX_NAME_CHARS)
+        with self.assertRaises(BadName):
+            sharing.check_name("x" * (sharing.MAX_NAME_CHARS + 1))
+        deep = "/".join(["d"] * sharing.MAX_NAME_PARTS)
+        self.assertEqual(sharing.check_name(deep), deep)
+        with self.assertRaises(BadName):
+            sharing.check_name(deep + "/d")
+
+
+# ---------------------------------------------------------------------------
+# 2. name_from_url_path (and url_for_name)
+
+
+class NameFromUrlPathTests(unittest.TestCase):
+    def test_decodes_percent_escapes(self):
+        cases = {
+            "/files/a%20b.txt": "a b.txt",
+            "/files/plain.txt": "plain.txt",
+            "/files/dir%2Ffile.txt": "dir/file.txt",
+            "/files/dir/file.txt": "dir/file.txt",
+            "/files/a+b.txt": "a+b.txt",  # a path, not a form: + stays +
+            "/files/%E2%82%AC.txt": "€.txt",
+            "/files/r%C3%A9sum%C3%A9.pdf": "résumé.pdf",
+        }
+        for path, name in cases.items():
+            with self.subTest(path=path):
+                self.assertEqual(sharing.name_from_url_path(path), name)
+
+    def test_decodes_only_once(self):
+        self.assertEqual(sharing.name_from_url_path("/files/%252e%252e%252fx"), "%2e%2e%2fx")
+
+    def test_hostile_paths_are_rejected(self):
+        for path in ("/files/", "/files/%2e%2e/x", "/files/..%2fetc%2fpasswd",
+                     "/files/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "/files/a%5cb", "/files/a%00b",
+                     "/files/a%0Ab", "/files/%1b[31m", "/files/%2fetc%2fpasswd",
+                     "/files/%2e/x", "/files/%2ehidden", "/files/dir/%2egit/config",
+                     "/files/%ff", "/files/a%C3", "/files/%c0%ae%c0%ae/x",
+                     "/files/%ED%A0%80"):
+            with self.subTest(path=path):
+                with self.assertRaises(BadName):
+                    sharing.name_from_url_path(path)
+
+    def test_url_for_name_round_trips(self):
+        for name in GOOD_NAMES + ["a?b#c.txt", "50% off/%20.txt"]:
+            with self.subTest(name=name[:80]):
+                url = sharing.url_for_name(name)
+                self.assertTrue(url.startswith("/files/"))
+                self.assertNotIn(" ", url)
+                self.assertNotIn("?", url)
+                self.assertNotIn("#", url)
+                self.assertEqual(sharing.name_from_url_path(url), name)
+
+
+# ---------------------------------------------------------------------------
+# 3. resolve
+
+
+class ResolveTests(unittest.TestCase):
+    def setUp(self):
+        self.root = make_temp_dir(self)
+        self.outside = make_temp_dir(self)
+        self.inside_file = write(self.root, "a.txt", b"inside")
+        write(self.root, "sub/b.txt", b"nested")
+        self.outside_file = write(self.outside, "secret.txt", b"outside")
+
+    def test_file_inside_gives_its_real_path(self):
+        self.assertEqual(sharing.resolve(self.root, "a.txt"), os.path.realpath(self.inside_file))
+        self.assertEqual(sharing.resolve(self.root, "sub/b.txt"),
+                         os.path.realpath(os.path.join(self.root, "sub", "b.txt")))
+
+    def test_missing_gives_none(self):
+        self.assertIsNone(sharing.resolve(self.root, "missing.txt"))
+        self.assertIsNone(sharing.resolve(self.root, "sub/missing.txt"))
+        self.assertIsNone(sharing.resolve(self.root, "nosuchdir/x.txt"))
+
+    def test_directory_gives_none(self):
+        self.assertIsNone(sharing.resolve(self.root, "sub"))
+
+    def test_dot_dot_cannot_escape_even_unchecked(self):
+        rel = os.path.relpath(self.outside_file, self.root).replace(os.sep, "/")
+        self.assertTrue(rel.startswith(".."))
+        self.assertIsNone(sharing.resolve(self.root, rel))
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "needs symlinks")
+    def test_symlink_to_outside_gives_none(self):
+        os.symlink(self.outside_file, os.path.join(self.root, "link.txt"))
+        os.symlink(self.outside, os.path.join(self.root, "outdir"))
+        self.assertIsNone(sharing.resolve(self.root, "link.txt"))
+        self.assertIsNone(sharing.resolve(self.root, "outdir/secret.txt"))
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "needs symlinks")
+    def test_symlink_to_inside_resolves_to_the_target(self):
+        os.symlink(self.inside_file, os.path.join(self.root, "alias.txt"))
+        os.symlink("b.txt", os.path.join(self.root, "sub", "relative-alias.txt"))
+        self.assertEqual(sharing.resolve(self.root, "alias.txt"),
+                         os.path.realpath(self.inside_file))
+        self.assertEqual(sharing.resolve(self.root, "sub/relative-alias.txt"),
+                         os.path.realpath(os.path.join(self.root, "sub", "b.txt")))
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "needs symlinks")
+    def test_root_that_is_itself_a_symlink(self):
+        linked_root = os.path.join(self.outside, "root-link")
+        os.symlink(self.root, linked_root)
+        self.assertEqual(sharing.resolve(linked_root, "a.txt"),
+                         os.path.realpath(self.inside_file))
+
+
+# ---------------------------------------------------------------------------
+# 4. parse_range
+
+
+class ParseRangeTests(unittest.TestCase):
+    def test_ignored_headers_mean_the_whole_file(self):
+        for header in (None, "", "bytes=", "bytes=-", "items=0-1", "bytes=a-b", "bytes=0-1,3-4",
+                       "bytes=5-2", "bytes 0-1", "0-1", "bytes=1.5-2"):
+            with self.subTest(header=header):
+                self.assertIsNone(sharing.parse_range(header, 100))
+
+    def test_satisfiable_ranges(self):
+        cases = [
+            ("bytes=0-0", 100, (0, 0)),
+            ("bytes=0-99", 100, (0, 99)),
+            ("bytes=10-19", 100, (10, 19)),
+            ("bytes=10-", 100, (10, 99)),
+            ("bytes=99-", 100, (99, 99)),
+            ("bytes=-5", 100, (95, 99)),
+            ("bytes=-1", 100, (99, 99)),
+            ("bytes=-100", 100, (0, 99)),
+            ("bytes=-1000", 100, (0, 99)),
+            ("bytes=50-1000", 100, (50, 99)),  # end past the size is clamped
+            ("bytes=0-0", 1, (0, 0)),
+            ("bytes=-1", 1, (0, 0)),
+            (" bytes = 3 - 4 ", 100, (3, 4)),
+        ]
+        for header, size, expected in cases:
+            with self.subTest(header=header, size=size):
+                self.assertEqual(sharing.parse_range(header, size), expected)
+
+    def test_unsatisfiable_ranges(self):
+        cases = [
+            ("bytes=100-100", 100),  # start == size
+            ("bytes=100-200", 100),
+            ("bytes=150-200", 100),
+            ("bytes=-0", 100),
+            ("bytes=0-0", 0),
+            ("bytes=0-10", 0),
+            ("bytes=5-9", 0),
+            ("bytes=-5", 0),
+            ("bytes=-0", 0),
+        ]
+        for header, size in cases:
+            with self.subTest(header=header, size=size):
+                with self.assertRaises(RangeNotSatisfiable):
+                    sharing.parse_range(header, size)
+
+    def test_offsets_past_4_gib(self):
+        size = 5 * 2**30
+        self.assertEqual(sharing.parse_range("bytes=4294967296-", size), (2**32, size - 1))
+        self.assertEqual(sharing.parse_range("bytes=4294967296-4294967299", size),
+                         (2**32, 2**32 + 3))
+        self.assertEqual(sharing.parse_range("bytes=-4294967296", size),
+                         (size - 2**32, size - 1))
+        self.assertEqual(sharing.parse_range(f"bytes={size - 1}-", size), (size - 1, size - 1))
+        with self.assertRaises(RangeNotSatisfiable):
+            sharing.parse_range(f"bytes={size}-{size + 10}", size)
+
+
+# ---------------------------------------------------------------------------
+# 5. parse_rate
+
+
+class ParseRateTests(unittest.TestCase):
+    def test_rates(self):
+        cases = {
+            "2M": 2 * 2**20,
+            "500K": 500 * 2**10,
+            "500k": 500 * 2**10,
+            "1G": 2**30,
+            "12345": 12345,
+            "1.5M": int(1.5 * 2**20),
+            "2MB/s": 2 * 2**20,
+            "2MiB/s": 2 * 2**20,
+            " 2 M ": 2 * 2**20,
+            "100B": 100,
+            "0": 0,
+        }
+        for text, expected in cases.items():
+            with self.subTest(text=text):
+                self.assertEqual(sharing.parse_rate(text), expected)
+
+    def test_bad_rates(self):
+        for text in ("fast", "-1", "", " ", "M", "2T", "1e6", "2 M M", "1,5M"):
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError):
+                    sharing.parse_rate(text)
+
+
+# ---------------------------------------------------------------------------
+# 6. ShareIndex over real temporary folders
+
+
+class CountingHash:
+    """Stands in for sharing.sha256_file and counts its calls."""
+
+    def __init__(self):
+        self.calls = []
+        self._real = sharing.sha256_file
+
+    def __call__(self, path, *args, **kwargs):
+        self.calls.append(path)
+        return self._real(path, *args, **kwargs)
+
+
+class ShareIndexTests(unittest.TestCase):
+    def setUp(self):
+        self.root = make_temp_dir(self)
+        self.outside = make_temp_dir(self)
+        self.changed = threading.Event()
+
+    def new_index(self, roots=None):
+        holder = []
+
+        def on_change():
+            if holder and holder[0].pending() == 0:
+                self.changed.set()
+
+        index = sharing.ShareIndex(roots or [self.root], on_change=on_change)
+        holder.append(index)
+        self.addCleanup(index.close)
+        return index
+
+    def hash_all(self, index):
+        """refresh, then wait for the hasher to finish and announce (cache written first)."""
+        self.changed.clear()
+        index.refresh()
+        self.assertTrue(index.wait_hashed(WAIT_S), "hashing did not finish")
+        self.assertTrue(self.changed.wait(WAIT_S), "on_change was not called after hashing")
+
+    def read_cache(self, root=None):
+        with open(os.path.join(root or self.root, sharing.CACHE_NAME), encoding="utf-8") as f:
+            return json.load(f)
+
+    def test_scan_hash_and_cache(self):
+        contents = {
+            "a.txt": b"alpha",
+            "my file.txt": b"with spaces",
+            "résumé.pdf": b"%PDF unicode",
+            "日本語/ファイル.txt": "日本".encode(),
+            "sub/deep/er/b.bin": os.urandom(3000),
+            "empty.dat": b"",
+        }
+        for name, data in contents.items():
+            write(self.root, name, data)
+        for hidden in (".hidden", ".git/config", "sub/.secret", ".dotdir/inner.txt",
+                       "sub/.dotdir/x.txt"):
+            write(self.root, hidden, b"hidden")
+        write(self.root, "bad\nname.txt", b"control character")
+        write(self.root, "back\\slash.txt", b"backslash")
+        if hasattr(os, "symlink"):
+            outside_file = write(self.outside, "secret.txt", b"outside")
+            os.symlink(outside_file, os.path.join(self.root, "escape.txt"))
+            os.symlink(self.outside, os.path.join(self.root, "escape-dir"))
+            os.symlink(os.path.join(self.root, "a.txt"), os.path.join(self.root, "alias.txt"))
+            contents["alias.txt"] = contents["a.txt"]
+
+        index = self.new_index()
+        self.hash_all(index)
+
+        self.assertEqual({f.name for f in index.files()}, set(contents))
+        self.assertEqual(len(index), len(contents))
+        for name, data in contents.items():
+            with self.subTest(name=name):
+                entry = index.get(name)
+                self.assertEqual(entry.sha256, sha(data))
+                self.assertEqual(entry.size, len(data))
+                self.assertEqual(entry.root, os.path.abspath(self.root))
+                self.assertEqual(entry.as_dict(),
+                                 {"name": name, "size": len(data), "sha256": sha(data)})
+        self.assertEqual(index.find_by_hash(sha(b"with spaces")).name, "my file.txt")
+        self.assertIsNone(index.find_by_hash(sha(b"nobody has this")))
+
+        cache = self.read_cache()
+        self.assertEqual(set(cache), set(contents))
+        for name, data in contents.items():
+            size, mtime_ns, digest = cache[name]
+            self.assertEqual((size, digest), (len(data), sha(data)))
+            self.assertEqual(mtime_ns, os.stat(os.path.join(self.root, *name.split("/"))).st_mtime_ns)
+
+        # The cache file now exists on disk and is still never shared.
+        self.assertFalse(index.refresh())
+        self.assertNotIn(sharing.CACHE_NAME, {f.name for f in index.files()})
+        self.assertIsNone(index.get(sharing.CACHE_NAME))
+
+    def test_second_index_reads_hashes_from_the_cache(self):
+        contents = {"a.txt": b"alpha", "sub/b.txt": b"beta" * 1000}
+        for name, data in contents.items():
+            write(self.root, name, data)
+        self.hash_all(self.new_index())
+
+        counting = CountingHash()
+        with mock.patch.object(sharing, "sha256_file", counting):
+            second = self.new_index()
+            self.assertTrue(second.refresh())
+            self.assertEqual(second.pending(), 0)
+            self.assertTrue(second.wait_hashed(0))
+        self.assertEqual(counting.calls, [])
+        self.assertEqual({f.name: f.sha256 for f in second.files()},
+                         {name: sha(data) for name, data in contents.items()})
+
+    def test_a_cache_entry_for_the_exact_size_and_mtime_is_believed(self):
+        path = write(self.root, "a.txt", b"real content")
+        st = os.stat(path)
+        fake = "ab" * 32
+        with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
+            json.dump({"a.txt": [st.st_size, st.st_mtime_ns, fake]}, f)
+        index = self.new_index()
+        self.assertTrue(index.refresh())
+        self.assertEqual(index.pending(), 0)
+        self.assertEqual(index.get("a.txt").sha256, fake)
+
+    def test_a_stale_or_broken_cache_is_not_believed(self):
+        path = write(self.root, "a.txt", b"real content")
+        write(self.root, "b.txt", b"other content")
+        st = os.stat(path)
+        with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
+            json.dump({"a.txt": [st.st_size, st.st_mtime_ns - 1, "ab" * 32],
+                       "b.txt": "not a list"}, f)
+        index = self.new_index()
+        self.hash_all(index)
+        self.assertEqual(index.get("a.txt").sha256, sha(b"real content"))
+        self.assertEqual(index.get("b.txt").sha256, sha(b"other content"))
+
+        with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
+            f.write("{not json")
+        self.changed.clear()
+        again = self.new_index()
+        self.hash_all(again)
+        self.assertEqual(again.get("a.txt").sha256, sha(b"real content"))
+
+    def test_a_changed_file_is_hashed_again(self):
+        path = write(self.root, "a.txt", b"version one")
+        index = self.new_index()
+        self.hash_all(index)
+        old = index.get("a.txt")
+        self.assertEqual(old.sha256, sha(b"version one"))
+
+        with open(path, "wb") as f:
+            f.write(b"version two, longer")
+        os.utime(path, ns=(old.mtime_ns + 5 * 10**9, old.mtime_ns + 5 * 10**9))
+        self.changed.clear()
+        self.assertTrue(index.refresh())  # the old entry is withdrawn at once
+        during = index.get("a.txt")  # the hasher may already be done: never the old hash
+        self.assertTrue(during is None or during.sha256 == sha(b"version two, longer"))
+        self.assertTrue(index.wait_hashed(WAIT_S))
+        self.assertTrue(self.changed.wait(WAIT_S))
+        new = index.get("a.txt")
+        self.assertEqual(new.sha256, sha(b"version two, longer"))
+        self.assertEqual(new.mtime_ns, old.mtime_ns + 5 * 10**9)
+        self.assertEqual(self.read_cache()["a.txt"][2], sha(b"version two, longer"))
+
+    def test_same_size_new_mtime_is_hashed_again(self):
+        path = write(self.root, "a.txt", b"AAAA")
+        index = self.new_index()
+        self.hash_all(index)
+        mtime = index.get("a.txt").mtime_ns
+        with open(path, "wb") as f:
+            f.write(b"BBBB")
+        os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+        self.hash_all(index)
+        self.assertEqual(index.get("a.txt").sha256, sha(b"BBBB"))
+
+    def test_a_removed_file_disappears(self):
+        write(self.root, "keep.txt", b"keep")
+        gone = write(self.root, "gone.txt", b"gone")
+        index = self.new_index()
+        self.hash_all(index)
+        self.assertIsNotNone(index.get("gone.txt"))
+        os.remove(gone)
+        self.assertTrue(index.refresh())
+        self.assertIsNone(index.get("gone.txt"))
+        self.assertEqual([f.name for f in index.files()], ["keep.txt"])
+        self.assertFalse(index.refresh())  # nothing else changed
+        self.assertEqual(set(self.read_cache()), {"keep.txt"})
+
+    def test_refresh_reports_no_change_when_nothing_changed(self):
+        write(self.root, "a.txt", b"a")
+        index = self.new_index()
+        self.hash_all(index)
+        version = index.version
+        self.assertFalse(index.refresh())
+        self.assertEqual(index.version, version)
+
+    def test_the_first_root_wins_a_name(self):
+        second = make_temp_dir(self)
+        write(self.root, "a.txt", b"from the first root")
+        write(second, "a.txt", b"from the second root")
+        write(second, "b.txt", b"only in the second")
+        index = self.new_index([self.root, second])
+        self.hash_all(index)
+        self.assertEqual(index.get("a.txt").sha256, sha(b"from the first root"))
+        self.assertEqual(index.get("a.txt").root, os.path.abspath(self.root))
+        self.assertEqual(index.get("b.txt").sha256, sha(b"only in the second"))
+        self.assertEqual(index.get("b.txt").root, os.path.abspath(second))
+        self.assertEqual(len(index), 2)
+
+    def test_a_missing_root_is_skipped(self):
+        write(self.root, "a.txt", b"a")
+        index = self.new_index([self.root, os.path.join(self.outside, "does-not-exist")])
+        self.hash_all(index)
+        self.assertEqual([f.name for f in index.files()], ["a.txt"])
+
+    def test_add_verified_shares_without_hashing(self):
+        downloads = make_temp_dir(self)
+        index = self.new_index([self.root, downloads])
+        index.refresh()
+        path = write(downloads, "got/it.bin", b"downloaded bytes")
+        fake = "cd" * 32  # not the real hash: proves nothing re-hashed it
+        counting = CountingHash()
+        with mock.patch.object(sharing, "sha256_file", counting):
+            self.changed.clear()
+            index.add_verified(downloads, path, fake)
+            self.assertTrue(self.changed.wait(WAIT_S), "on_change was not called")
+            entry = index.get("got/it.bin")
+            self.assertEqual((entry.sha256, entry.size), (fake, len(b"downloaded bytes")))
+            self.assertEqual(entry.root, os.path.abspath(downloads))
+            self.assertEqual(self.read_cache(downloads)["got/it.bin"][2], fake)
+            self.assertFalse(index.refresh())
+            self.assertEqual(index.pending(), 0)
+            self.assertEqual(index.get("got/it.bin").sha256, fake)
+        self.assertEqual(counting.calls, [])
+
+
+# ---------------------------------------------------------------------------
+# 7. collision_name
+
+
+class CollisionNameTests(unittest.TestCase):
+    def test_collision_names(self):
+        cases = [
+            ("a.txt", 0, "a.txt"),
+            ("a.txt", 1, "a (1).txt"),
+            ("a.txt", 10, "a (10).txt"),
+            ("dir/report.pdf", 2, "dir/report (2).pdf"),
+            ("dir/report.pdf", 0, "dir/report.pdf"),
+            # Only the last extension is kept after the number.
+            ("archive.tar.gz", 1, "archive.tar (1).gz"),
+            ("noext", 1, "noext (1)"),
+            ("dir.v2/noext", 1, "dir.v2/noext (1)"),
+            ("a/b/c.d/e.f", 3, "a/b/c.d/e (3).f"),
+            # A trailing dot counts as an empty extension.
+            ("trailing.", 1, "trailing (1)."),
+            ("my file.txt", 1, "my file (1).txt"),
+            ("日本語/ファイル.txt", 1, "日本語/ファイル (1).txt"),
+        ]
+        for name, n, expected in cases:
+            with self.subTest(name=name, n=n):
+                self.assertEqual(download.collision_name(name, n), expected)
+                sharing.check_name(download.collision_name(name, n))
+
+    def test_collision_names_are_distinct(self):
+        names = [download.collision_name("dir/report.pdf", n) for n in range(50)]
+        self.assertEqual(len(set(names)), 50)
+
+
+# ---------------------------------------------------------------------------
+# 8. partial_name and plan_target
+
+
+class PartialNameTests(unittest.TestCase):
+    def test_partial_name_is_hidden_in_the_same_folder(self):
+        digest = sha(b"x")
+        self.assertTrue(download.partial_name("a.txt", digest).startswith("."))
+        nested = download.partial_name("dir/sub/a.txt", digest)
+        folder, _, base = nested.rpartition("/")
+        self.assertEqual(folder, "dir/sub")
+        self.assertTrue(base.startswith("."))
+        self.assertIn("a.txt", base)
+        with self.assertRaises(BadName):  # never shared: check_name refuses hidden files
+            sharing.check_name(nested)
+
+    def test_partial_name_is_distinct_per_sha256(self):
+        a = download.partial_name("a.txt", sha(b"one"))
+        b = download.partial_name("a.txt", sha(b"two"))
+        self.assertNotEqual(a, b)
+        self.assertNotEqual(download.partial_name("a.txt", sha(b"one")),
+                            download.partial_name("b.txt", sha(b"one")))
+        self.assertEqual(a, download.partial_name("a.txt", sha(b"one")))
+
+
+class PlanTargetTests(unittest.TestCase):
+    def setUp(self):
+        self.root = make_temp_dir(self)
+        self.data = b"the real file content"
+        self.digest = sha(self.data)
+        self.size = len(self.data)
+
+    def partial_path(self, name="a.txt"):
+        return download.local_path(self.root, download.partial_name(name, self.digest))
+
+    def test_nothing_there_starts_at_zero(self):
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertIsNone(plan.have)
+        self.assertEqual(plan.offset, 0)
+        self.assertEqual(plan.partial, self.partial_path())
+        nested = download.plan_target(self.root, "dir/a.txt", self.size, self.digest)
+        self.assertEqual(nested.partial, self.partial_path("dir/a.txt"))
+        self.assertEqual(os.path.dirname(nested.partial), os.path.join(self.root, "dir"))
+
+    def test_an_existing_partial_resumes(self):
+        for k in (1, 7, self.size - 1, self.size):
+            with self.subTest(k=k):
+                with open(self.partial_path(), "wb") as f:
+                    f.write(self.data[:k])
+                plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+                self.assertEqual((plan.offset, plan.have), (k, None))
+                self.assertEqual(plan.partial, self.partial_path())
+
+    def test_a_partial_larger_than_the_file_starts_over(self):
+        with open(self.partial_path(), "wb") as f:
+            f.write(self.data + b"extra")
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertEqual((plan.offset, plan.have), (0, None))
+
+    def test_a_partial_of_another_version_is_not_used(self):
+        other = download.local_path(self.root, download.partial_name("a.txt", sha(b"other")))
+        with open(other, "wb") as f:
+            f.write(b"12345")
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertEqual(plan.offset, 0)
+        self.assertNotEqual(plan.partial, other)
+
+    def test_the_same_file_already_there(self):
+        path = write(self.root, "a.txt", self.data)
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertEqual(plan.have, path)
+
+    def test_a_different_file_of_that_name_is_not_had(self):
+        write(self.root, "a.txt", b"X" * self.size)  # same size, other content
+        with open(self.partial_path(), "wb") as f:
+            f.write(self.data[:4])
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertIsNone(plan.have)
+        self.assertEqual(plan.offset, 4)
+
+    def test_a_different_size_is_not_hashed(self):
+        write(self.root, "a.txt", b"short")
+        hashed = []
+
+        def hash_of(path):
+            hashed.append(path)
+            return sharing.sha256_file(path)
+
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest, hash_of=hash_of)
+        self.assertIsNone(plan.have)
+        self.assertEqual(hashed, [])
+
+    def test_the_same_content_under_a_collision_name(self):
+        write(self.root, "dir/a.txt", b"Y" * self.size)
+        copy = write(self.root, "dir/a (1).txt", self.data)
+        plan = download.plan_target(self.root, "dir/a.txt", self.size, self.digest)
+        self.assertEqual(plan.have, copy)
+
+    def test_a_folder_of_that_name_is_not_had(self):
+        os.makedirs(os.path.join(self.root, "a.txt"))
+        plan = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        self.assertIsNone(plan.have)
+        self.assertEqual(plan.offset, 0)
+
+
+# ---------------------------------------------------------------------------
+# 9. parse_response_head and check_response
+
+
+DIGEST = sha(b"0123456789")
+SIZE = 10
+
+
+def head(*lines):
+    return "\r\n".join(lines).encode("latin-1")
+
+
+class ParseResponseHeadTests(unittest.TestCase):
+    def test_a_good_head(self):
+        status, headers = download.parse_response_head(head(
+            "HTTP/1.1 206 Partial Content",
+            "Content-Length: 5",
+            "content-range:bytes 5-9/10",
+            f'ETag:   "{DIGEST}"  ',
+            "X-Odd: a: b",
+            "no colon here",
+        ))
+        self.assertEqual(status, 206)
+        self.assertEqual(headers["content-length"], "5")
+        self.assertEqual(headers["content-range"], "bytes 5-9/10")
+        self.assertEqual(headers["etag"], f'"{DIGEST}"')
+        self.assertEqual(headers["x-odd"], "a: b")
+        self.assertNotIn("no colon here", headers)
+
+    def test_status_without_reason(self):
+        self.assertEqual(download.parse_response_head(b"HTTP/1.0 200")[0], 200)
+
+    def test_garbage_is_a_peer_fault(self):
+        for data in (b"", b"hello", b"SSH-2.0-OpenSSH_9.0", b"HTTP/1.1", b"HTTP/1.1 abc OK",
+                     b"HTTP/1.1  200 OK", b"http 200 OK", b"\x00\xff\xfe",
+                     b"GET / HTTP/1.1\r\nHost: x"):
+            with self.subTest(data=data):
+                with self.assertRaises(PeerFault):
+                    download.parse_response_head(data)
+
+
+class CheckResponseTests(unittest.TestCase):
+    def headers(self, **extra):
+        base = {"content-length": str(SIZE), "etag": f'"{DIGEST}"'}
+        base.update({k.replace("_", "-"): v for k, v in extra.items()})
+        return base
+
+    def test_good_200(self):
+        self.assertEqual(download.check_response(200, self.headers(), 0, SIZE, DIGEST), 0)
+
+    def test_good_206(self):
+        headers = self.headers(content_length="6", content_range="bytes 4-9/10")
+        self.assertEqual(download.check_response(206, headers, 4, SIZE, DIGEST), 4)
+
+    def test_200_when_a_range_was_asked_starts_at_zero(self):
+        self.assertEqual(download.check_response(200, self.headers(), 4, SIZE, DIGEST), 0)
+
+    def test_wrong_content_range(self):
+        for value in ("bytes 5-9/10", "bytes 4-8/10", "bytes 4-9/11", "bytes 4-9/*",
+                      "items 4-9/10", "bytes */10", ""):
+            with self.subTest(value=value):
+                headers = self.headers(content_length="6", content_range=value)
+                with self.assertRaises(PeerFault) as caught:
+                    download.check_response(206, headers, 4, SIZE, DIGEST)
+                self.assertIsNone(caught.exception.busy)
+        with self.assertRaises(PeerFault):
+            download.check_response(206, self.headers(content_length="6"), 4, SIZE, DIGEST)
+
+    def test_missing_or_wrong_etag(self):
+        for etag in (None, "", f'"{sha(b"other")}"', f'W/"{DIGEST}"', f'"{DIGEST[:-1]}"'):
+            with self.subTest(etag=etag):
+                headers = self.headers()
+                if etag is None:
+                    del headers["etag"]
+                else:
+                    headers["etag"] = etag
+                with self.assertRaises(PeerFault):
+                    download.check_response(200, headers, 0, SIZE, DIGEST)
+
+    def test_wrong_content_length(self):
+        for length in (None, "9", "11", "", "ten", "-10"):
+            with self.subTest(length=length):
+                headers = self.headers()
+                if length is None:
+                    del headers["content-length"]
+                else:
+                    headers["content-length"] = length
+                with self.assertRaises(PeerFault):
+                    download.check_response(200, headers, 0, SIZE, DIGEST)
+        # A 206 must announce the length of the rest, not of the whole file.
+        with self.assertRaises(PeerFault):
+            download.check_response(206, self.headers(content_range="bytes 4-9/10"), 4, SIZE,
+                                    DIGEST)
+
+    def test_busy_peer(self):
+        cases = [
+            (503, "2", 2.0),
+            (503, "0", 0.0),
+            (503, None, 1.0),
+            (503, "Wed, 21 Oct 2015 07:28:00 GMT", 1.0),
+            (503, "3600", download.BUSY_WAIT_MAX_S),
+            (503, str(10**30), download.BUSY_WAIT_MAX_S),
+            (429, "1", 1.0),
+        ]
+        for status, retry, busy in cases:
+            with self.subTest(status=status, retry=retry):
+                headers = {} if retry is None else {"retry-after": retry}
+                with self.assertRaises(PeerFault) as caught:
+                    download.check_response(status, headers, 0, SIZE, DIGEST)
+                self.assertEqual(caught.exception.busy, busy)
+                self.assertLessEqual(caught.exception.busy, download.BUSY_WAIT_MAX_S)
+
+    def test_other_statuses_are_faults_without_busy(self):
+        for status in (100, 204, 301, 400, 404, 416, 500, 502, 504):
+            with self.subTest(status=status):
+                with self.assertRaises(PeerFault) as caught:
+                    download.check_response(status, self.headers(), 0, SIZE, DIGEST)
+                self.assertIsNone(caught.exception.busy)
+
+
+# ---------------------------------------------------------------------------
+# 10. HashPipe and PartialFile
+
+
+class HashPipeTests(unittest.TestCase):
+    def feed(self, pipe, pieces):
+        for piece in pieces:
+            buf = pipe.buffer()
+            buf[:len(piece)] = piece
+            pipe.submit(buf, len(piece))
+
+    def test_same_digest_as_hashlib(self):
+        pieces = [b"abc", b"", b"0123456789abcdef", b"x", os.urandom(7), b"tail"]
+        pipe = download.HashPipe(buffers=2, size=16)
+        self.feed(pipe, pieces)
+        self.assertEqual(pipe.hexdigest(), sha(b"".join(pieces)))
+        self.assertEqual(pipe.hexdigest(), sha(b"".join(pieces)))  # asking twice is fine
+
+    def test_only_the_submitted_length_counts(self):
+        # Buffers come back dirty from earlier use; only the first n bytes may be hashed.
+        pipe = download.HashPipe(buffers=1, size=8)
+        self.feed(pipe, [b"ZZZZZZZZ", b"ab", b"cdefgh", b"i"])
+        self.assertEqual(pipe.hexdigest(), sha(b"ZZZZZZZZabcdefghi"))
+
+    def test_given_back_buffers_are_not_hashed(self):
+        pipe = download.HashPipe(buffers=2, size=8)
+        buf = pipe.buffer()
+        buf[:3] = b"zzz"
+        pipe.give_back(buf)
+        self.feed(pipe, [b"kept"])
+        self.assertEqual(pipe.hexdigest(), sha(b"kept"))
+
+    def test_empty(self):
+        self.assertEqual(download.HashPipe(buffers=1, size=4).hexdigest(), sha(b""))
+
+    def test_many_buffers_with_the_default_sizes(self):
+        data = os.urandom(3 * download.BUFFER_BYTES + 12345)
+        pipe = download.HashPipe()
+        step = download.BUFFER_BYTES - 1
+        self.feed(pipe, [data[i:i + step] for i in range(0, len(data), step)])
+        self.assertEqual(pipe.hexdigest(), sha(data))
+
+
+class PartialFileTests(unittest.TestCase):
+    def setUp(self):
+        self.root = make_temp_dir(self)
+        self.path = os.path.join(self.root, ".a.part")
+
+    def open(self, existing=b""):
+        with open(self.path, "wb") as f:
+            f.write(existing)
+        return os.open(self.path, os.O_RDWR)
+
+    def append(self, partial, data):
+        buf = partial.buffer()
+        buf[:len(data)] = data
+        partial.append(buf, len(data))
+
+    def content(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_new_file(self):
+        partial = download.PartialFile(self.open(), 0)
+        self.addCleanup(partial.close)
+        self.assertEqual(partial.offset, 0)
+        self.append(partial, b"hello ")
+        self.append(partial, b"world")
+        self.assertEqual(partial.offset, 11)
+        self.assertEqual(self.content(), b"hello world")
+        self.assertEqual(partial.hexdigest(), sha(b"hello world"))
+
+    def test_resume_hashes_the_existing_bytes(self):
+        existing = os.urandom(2 * download.BUFFER_BYTES + 999)  # more than one buffer
+        partial = download.PartialFile(self.open(existing), len(existing))
+        self.addCleanup(partial.close)
+        self.assertEqual(partial.offset, len(existing))
+        self.append(partial, b"more")
+        self.assertEqual(partial.offset, len(existing) + 4)
+        self.assertEqual(self.content(), existing + b"more")
+        self.assertEqual(partial.hexdigest(), sha(existing + b"more"))
+
+    def test_resume_from_the_middle_writes_at_the_offset(self):
+        # plan_target only resumes from the end, but an offset is an offset: bytes past it
+        # are overwritten and the hash covers what was kept plus what was appended.
+        partial = download.PartialFile(self.open(b"keepDROP"), 4)
+        self.addCleanup(partial.close)
+        self.append(partial, b"NEW!")
+        self.assertEqual(self.content(), b"keepNEW!")
+        self.assertEqual(partial.hexdigest(), sha(b"keepNEW!"))
+
+    def test_restart_truncates(self):
+        partial = download.PartialFile(self.open(b"bad bytes from a liar"), 21)
+        self.addCleanup(partial.close)
+        self.append(partial, b" and more")
+        partial.restart()
+        self.assertEqual(partial.offset, 0)
+        self.assertEqual(self.content(), b"")
+        self.append(partial, b"honest ")
+        self.append(partial, b"bytes")
+        self.assertEqual(self.content(), b"honest bytes")
+        self.assertEqual(partial.hexdigest(), sha(b"honest bytes"))
+
+    def test_an_offset_past_the_end_is_a_disk_error(self):
+        fd = self.open(b"short")
+        self.addCleanup(os.close, fd)
+        with self.assertRaises(download.DiskError):
+            download.PartialFile(fd, 100)
+
+
+if __name__ == "__main__":
+    unittest.main()

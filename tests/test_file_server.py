@@ -1,0 +1,164 @@
+"""The peer's file server over a real socket, in this process (port 0, loopback)."""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+from sharing import CACHE_NAME, FileServer, ShareIndex
+
+GiB = 1 << 30
+
+
+class FileServerTests(unittest.TestCase):
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="p2p-fs-")
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        self.content = os.urandom(100_000)
+        self.write("a file.txt", self.content)
+        self.write("sub/ñ.txt", b"nested")
+        self.index = ShareIndex([self.root])
+        self.index.refresh()
+        self.assertTrue(self.index.wait_hashed(10))
+        self.addCleanup(self.index.close)
+        self.start()
+
+    def start(self, **options):
+        server = FileServer(("127.0.0.1", 0), self.index, **options)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        self.server = server
+        return server
+
+    def write(self, name, data):
+        path = os.path.join(self.root, *name.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def request(self, method, path, headers=None, conn=None):
+        own = conn is None
+        if own:
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
+        try:
+            conn.request(method, path, headers=headers or {})
+            response = conn.getresponse()
+            return response, response.read()
+        finally:
+            if own:
+                conn.close()
+
+    def test_list(self):
+        response, body = self.request("GET", "/files")
+        self.assertEqual(response.status, 200)
+        names = {f["name"]: f for f in json.loads(body)}
+        self.assertEqual(set(names), {"a file.txt", "sub/ñ.txt"})
+        self.assertEqual(names["a file.txt"]["sha256"], hashlib.sha256(self.content).hexdigest())
+
+    def test_get_head_and_etag(self):
+        sha = hashlib.sha256(self.content).hexdigest()
+        response, body = self.request("GET", "/files/a%20file.txt")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(body, self.content)
+        self.assertEqual(response.getheader("ETag"), f'"{sha}"')
+        self.assertEqual(response.getheader("Accept-Ranges"), "bytes")
+        response, body = self.request("HEAD", "/files/a%20file.txt")
+        self.assertEqual((response.status, body), (200, b""))
+        self.assertEqual(response.getheader("Content-Length"), str(len(self.content)))
+        response, body = self.request("GET", "/files/sub/%C3%B1.txt")
+        self.assertEqual(body, b"nested")
+
+    def test_ranges(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
+        self.addCleanup(conn.close)
+        for header, start, end in (("bytes=10-19", 10, 19), ("bytes=99990-", 99990, 99999),
+                                   ("bytes=-5", 99995, 99999), ("bytes=0-999999", 0, 99999)):
+            response, body = self.request("GET", "/files/a%20file.txt", {"Range": header}, conn)
+            self.assertEqual(response.status, 206, header)
+            self.assertEqual(body, self.content[start:end + 1], header)
+            self.assertEqual(response.getheader("Content-Range"), f"bytes {start}-{end}/100000")
+        response, body = self.request("GET", "/files/a%20file.txt", {"Range": "bytes=100000-"},
+                                      conn)
+        self.assertEqual(response.status, 416)
+        self.assertEqual(response.getheader("Content-Range"), "bytes */100000")
+        self.assertIn("error", json.loads(body))
+        response, body = self.request("GET", "/files/a%20file.txt", {"Range": "bytes=5-1"}, conn)
+        self.assertEqual((response.status, len(body)), (200, 100000))
+
+    def test_unknown_bad_and_wrong_method(self):
+        response, body = self.request("GET", "/files/nope.txt")
+        self.assertEqual(response.status, 404)
+        self.assertIn("does not share", json.loads(body)["error"])
+        response, body = self.request("GET", "/files/a%2F..%2F..%2Fetc%2Fpasswd")
+        self.assertEqual(response.status, 400)
+        response, _ = self.request("POST", "/files/a%20file.txt")
+        self.assertEqual(response.status, 405)
+        response, _ = self.request("GET", "/elsewhere")
+        self.assertEqual(response.status, 404)
+        response, body = self.request("GET", "/files/a%20file.txt")
+        self.assertEqual(body, self.content)  # still serving
+
+    def test_busy_slots_answer_503_with_retry_after(self):
+        self.write("slow.bin", os.urandom(4 << 20))
+        self.index.refresh()
+        self.assertTrue(self.index.wait_hashed(10))
+        server = self.start(upload_slots=1, upload_limit=1 << 20)
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(slow.close)
+        slow.sendall(b"GET /files/slow.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow.recv(1024)
+        deadline = time.monotonic() + 5
+        while len(server.uploads) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(len(server.uploads), 1)
+        self.assertEqual(server.uploads.active()[0].name, "slow.bin")
+        response, body = self.request("GET", "/files/a%20file.txt")
+        self.assertEqual(response.status, 503)
+        self.assertEqual(response.getheader("Retry-After"), "2")
+        self.assertIn("busy", json.loads(body)["error"])
+        response, _ = self.request("HEAD", "/files/a%20file.txt")
+        self.assertEqual(response.status, 200)  # HEAD takes no slot
+
+    def test_file_changed_on_disk_is_not_served_with_the_old_etag(self):
+        path = os.path.join(self.root, "a file.txt")
+        with open(path, "r+b") as f:
+            f.write(b"X")
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        response, body = self.request("GET", "/files/a%20file.txt")
+        self.assertIn(response.status, (404, 503))
+        self.assertNotEqual(body, self.content)
+
+    def test_offsets_past_4_gib(self):
+        big = os.path.join(self.root, "huge.img")
+        with open(big, "wb") as f:
+            f.truncate(5 * GiB)
+            f.seek(4 * GiB + 7)
+            f.write(b"needle")
+        st = os.stat(big)
+        with open(os.path.join(self.root, CACHE_NAME), "w") as f:  # skip hashing 5 GiB
+            json.dump({"huge.img": [st.st_size, st.st_mtime_ns, "0" * 64]}, f)
+        index = ShareIndex([self.root])
+        index.refresh()
+        self.addCleanup(index.close)
+        self.index = index
+        self.start()
+        self.assertEqual(index.get("huge.img").size, 5 * GiB)
+        response, body = self.request("GET", "/files/huge.img",
+                                      {"Range": f"bytes={4 * GiB + 5}-{4 * GiB + 14}"})
+        self.assertEqual(response.status, 206)
+        self.assertEqual(body, b"\0\0needle\0\0")
+        self.assertEqual(response.getheader("Content-Range"),
+                         f"bytes {4 * GiB + 5}-{4 * GiB + 14}/{5 * GiB}")
+
+
+if __name__ == "__main__":
+    unittest.main()
