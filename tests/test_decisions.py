@@ -278,7 +278,10 @@ class ParseRangeTests(unittest.TestCase):
 
     def test_unsatisfiable_ranges(self):
         cases = [
-            ("bytes=100-100", 100),  # start == size
+            ("bytes=100-", 100),  # start == size, open end (what curl -C - sends)
+            ("bytes=100-100", 100),
+            ("bytes=10-", 5),
+            ("bytes=0-", 0),
             ("bytes=100-200", 100),
             ("bytes=150-200", 100),
             ("bytes=-0", 100),
@@ -303,6 +306,8 @@ class ParseRangeTests(unittest.TestCase):
         self.assertEqual(sharing.parse_range(f"bytes={size - 1}-", size), (size - 1, size - 1))
         with self.assertRaises(RangeNotSatisfiable):
             sharing.parse_range(f"bytes={size}-{size + 10}", size)
+        with self.assertRaises(RangeNotSatisfiable):
+            sharing.parse_range(f"bytes={size}-", size)
 
 
 # ---------------------------------------------------------------------------
