@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import shutil
 import socket
 import struct
@@ -35,7 +36,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from load_balancer import LBClientError, format_address
+from httpkit import format_address
+from load_balancer import LBClientError
 from sharing import check_name, sha256_file, url_for_name
 
 try:
@@ -92,7 +94,7 @@ def collision_name(name, n):
         return name
     folder, _, base = name.rpartition("/")
     stem, dot, ext = base.rpartition(".")
-    if not stem:  # no extension, or a name like "archive."
+    if not stem:  # no extension
         stem, dot, ext = base, "", ""
     renamed = f"{stem} ({n}){dot}{ext}"
     return f"{folder}/{renamed}" if folder else renamed
@@ -137,7 +139,7 @@ def parse_response_head(data):
     """Raw bytes up to the blank line -> (status, {lower-case name: value})."""
     lines = data.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not re.fullmatch(r"[0-9]{3}", parts[1]):
         raise PeerFault(f"the peer answered something that is not HTTP: {lines[0][:80]!r}")
     headers = {}
     for line in lines[1:]:
@@ -150,9 +152,9 @@ def parse_response_head(data):
 def check_response(status, headers, offset, size, sha256):
     """Where the body starts in the file, or PeerFault. Also checks length and ETag."""
     if status in (503, 429):
-        retry = headers.get("retry-after", "1")
-        raise PeerFault("every upload slot of the peer is busy",
-                        busy=min(BUSY_WAIT_MAX_S, float(retry) if retry.isdigit() else 1.0))
+        retry = headers.get("retry-after", "")
+        seconds = int(retry) if re.fullmatch(r"[0-9]+", retry) else 1  # or an HTTP date
+        raise PeerFault("every upload slot of the peer is busy", busy=min(BUSY_WAIT_MAX_S, seconds))
     if status == 200:
         start = 0
     elif status == 206:
@@ -282,15 +284,19 @@ class PartialFile:
     def __init__(self, fd, offset):
         self.fd, self.offset = fd, 0
         self.pipe = HashPipe()
-        while self.offset < offset:  # resuming: hash what is already there
-            buf = self.pipe.buffer()
-            n = os.preadv(fd, [memoryview(buf)[:min(len(buf), offset - self.offset)]],
-                          self.offset)
-            if n <= 0:
-                self.pipe.give_back(buf)
-                raise DiskError("The partial file shrank while being read.")
-            self.pipe.submit(buf, n)
-            self.offset += n
+        try:
+            while self.offset < offset:  # resuming: hash what is already there
+                buf = self.pipe.buffer()
+                n = os.preadv(fd, [memoryview(buf)[:min(len(buf), offset - self.offset)]],
+                              self.offset)
+                if n <= 0:
+                    self.pipe.give_back(buf)
+                    raise DiskError("The partial file shrank while being read.")
+                self.pipe.submit(buf, n)
+                self.offset += n
+        except BaseException:
+            self.pipe.close()
+            raise
 
     def buffer(self):
         return self.pipe.buffer()
@@ -374,7 +380,12 @@ class Downloader:
                 return Result(plan.have, name, size, sha256, already=True)
             self._check_folder(plan.partial)
             self._check_space(size - plan.offset)
-            partial = PartialFile(self._open_partial(plan.partial), plan.offset)
+            fd = self._open_partial(plan.partial)
+            try:
+                partial = PartialFile(fd, plan.offset)
+            except BaseException:
+                os.close(fd)
+                raise
         except BaseException:
             self._end(transfer, "cancelled")
             raise

@@ -215,3 +215,34 @@ def set_nodelay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def format_address(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text, default_port=None):
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
+
+    Raises ValueError with a sentence when the text is not an address.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("The address is empty.")
+    port = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
+        port = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{text!r} is not an address like 192.168.1.5:6969.")
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
+    return host, int(port)

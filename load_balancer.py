@@ -49,7 +49,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlsplit
 
-from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler, set_nodelay
+from httpkit import (BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
+                     parse_address, set_nodelay)
 
 log = logging.getLogger("p2p.lb")
 
@@ -150,37 +151,6 @@ class Transfer:
     peer_id: str
     file: FileInfo
     expires_at: float
-
-
-def format_address(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text, default_port=None):
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
-
-    Raises ValueError with a sentence when the text is not an address.
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("The address is empty.")
-    port = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
-        port = rest[1:] or None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{text!r} is not an address like 192.168.1.5:6969.")
-    if port is None:
-        return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
-    return host, int(port)
 
 
 class Registry:

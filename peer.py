@@ -37,8 +37,8 @@ import threading
 import time
 
 from download import DownloadError, Downloader
-from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnreachable,
-                           format_address, parse_address)
+from httpkit import format_address, parse_address
+from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 log = logging.getLogger("p2p.peer")
@@ -420,7 +420,8 @@ class Menu:
     def banner(self):
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.address} · sharing {len(peer.index)} files from "
+        count = len(peer.index)
+        self.say(f"Peer {peer.address} · sharing {count} file{'' if count == 1 else 's'} from "
                  f"{os.path.relpath(peer.shared)}/ · load balancer {lb}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")

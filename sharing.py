@@ -39,7 +39,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler
+from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address
 
 log = logging.getLogger("p2p.share")
 
@@ -53,6 +53,7 @@ MIN_RATE_SLICE_BYTES = 16 * 1024
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class BadName(ValueError):
@@ -75,10 +76,13 @@ def check_name(name):
         raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
     if "\\" in name:
         raise BadName("The file name contains a backslash; use / between folders.")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        raise BadName("The file name contains NUL or control characters.")
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
+        raise BadName("The file name contains NUL, control or text-direction characters.")
+    if name.startswith("/"):
         raise BadName("The file name is an absolute path; names are relative to the shared folder.")
+    if re.match(r"[A-Za-z]:", name):
+        raise BadName("The file name starts with a drive letter (like C:); names are relative "
+                      "to the shared folder.")
     parts = name.split("/")
     if len(parts) > MAX_NAME_PARTS:
         raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
@@ -144,7 +148,8 @@ def parse_rate(text):
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?\s*", str(text), re.I)
     if not match:
         raise ValueError(f"{text!r} is not a rate like 500K or 2M (bytes per second).")
-    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+    value = float(match.group(1)) * UNITS[match.group(2).upper()]
+    return max(1, int(value)) if value else 0
 
 
 def sha256_file(path, chunk=HASH_CHUNK_BYTES):
@@ -496,7 +501,8 @@ class FileHandler(JSONRequestHandler):
         length = end - start + 1
         upload = None
         if send_body and length > 0:
-            upload = self.server.uploads.acquire(self.address_string(), entry.name, length)
+            client = format_address(*self.client_address[:2])
+            upload = self.server.uploads.acquire(client, entry.name, length)
             if upload is None:
                 problem = HTTPProblem(503, "Every upload slot of this peer is busy; "
                                            "try again shortly or ask another peer.")

@@ -1,0 +1,202 @@
+"""The interactive peer as a person sees it: through a pseudo-terminal and through piped stdin."""
+
+import fcntl
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+import unittest
+
+from tests.support import (PEER, ROOT, ProcessTestCase, clean_env, free_port, http_json, same_bytes,
+                           wait_for, write_random)
+
+MiB = 1 << 20
+
+
+def take_terminal():
+    """In the child, after setsid: make the pty its controlling terminal, so ^C is SIGINT."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class TerminalSession:
+    """``peer.py`` on a pseudo-terminal: type lines, wait for text, with deadlines."""
+
+    def __init__(self, args, cwd):
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, PEER, *args], stdin=slave, stdout=slave,
+                                     stderr=slave, cwd=cwd, env=clean_env(), close_fds=True,
+                                     start_new_session=True, preexec_fn=take_terminal)
+        os.close(slave)
+        self.master = master
+        self.output = ""
+        self.pos = 0
+
+    def send(self, line):
+        os.write(self.master, (line + "\n").encode())
+
+    def expect(self, pattern, timeout=15.0):
+        """Read until ``pattern`` (a regex) matches the output after the last match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.output[self.pos:])
+            if match:
+                self.pos += match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {pattern!r} within {timeout:.0f} s; screen:\n"
+                                     f"{self.output[self.pos:][-2000:]}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    raise AssertionError(f"the peer exited; screen:\n{self.output[-2000:]}")
+                self.output += data.decode(errors="replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        os.close(self.master)
+
+
+class MenuTests(ProcessTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.lb = self.start_lb("--heartbeat", "1")
+        self.song = os.path.join(self.folder("holder", "shared"), "song.mp3")
+        write_random(self.song, 12 * MiB)
+        self.holder = self.start_peer(self.lb.port, "holder", "--upload-limit", "4M",
+                                      wait_files=["song.mp3"])
+
+    def menu_args(self, name):
+        return ["--lb", f"127.0.0.1:{self.lb.port}", "--host", "127.0.0.1",
+                "--shared", self.folder(name, "shared"), "--downloads", self.folder(name, "downloads")]
+
+    def piped(self, name, lines, timeout=60):
+        return subprocess.run([sys.executable, PEER, *self.menu_args(name)], input=lines,
+                              capture_output=True, text=True, timeout=timeout, cwd=self.tmp,
+                              env=clean_env())
+
+    def test_piped_menu_lists_shows_status_and_quits_unregistered(self):
+        with open(os.path.join(self.folder("me", "shared"), "mine.txt"), "w") as f:
+            f.write("mine")
+        result = self.piped("me", "1\n\n3\n4\n9\n\n0\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout
+        banner = re.search(r"Peer 127\.0\.0\.1:(\d+) · sharing 1 file from .*shared/ · "
+                           rf"load balancer 127\.0\.0\.1:{self.lb.port}", out)
+        self.assertTrue(banner, out)
+        self.assertIn(" 2) Download a file", out)
+        self.assertRegex(out, r"song\.mp3\s+12\.0 MiB\s+1 ")  # option 1: name, size, holders
+        self.assertRegex(out, r"mine\.txt\s+4 B\s+1 ")
+        self.assertIn("policy least-connections · 2 peer(s)", out)  # option 3
+        self.assertRegex(out, rf"127\.0\.0\.1:{banner.group(1)} \(me\)\s+1  mine\.txt")
+        self.assertRegex(out, r"Sharing 1 files? from")  # option 4
+        self.assertIn("Uploads in progress: 0", out)
+        self.assertIn("Type a number from 0 to 4", out)  # 9
+        self.assertIn("Nothing typed", out)  # empty line
+        self.assertEqual(result.stderr, "")  # no log lines over the menu
+        self.assertIsNone(self.peer_entry(self.lb.port, int(banner.group(1))))
+
+    def test_piped_download_matches_the_source_with_progress_lines(self):
+        result = self.piped("me", "2\nsong.mp3\n\n2\nsong.mp\n\n0\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("100.0%  12.0 MiB / 12.0 MiB", result.stdout)
+        self.assertIn("SHA-256 verified", result.stdout)
+        self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
+        self.assertIn("Did you mean: song.mp3?", result.stdout)
+
+    def test_end_of_input_quits_cleanly(self):
+        result = self.piped("me", "")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Choose 0-4:", result.stdout)
+
+    def test_terminal_download_progress_and_holder_active_count(self):
+        holder = TerminalSession(self.menu_args("holder2"), self.tmp)
+        self.addCleanup(holder.close)
+        os.link(self.song, os.path.join(self.tmp, "holder2", "shared", "song.mp3"))
+        holder.expect(r"Choose 0-4: ")
+        self.holder.send_signal(signal.SIGTERM)  # leave the terminal holder the only one
+        self.holder.wait(10)
+        wait_for(lambda: len(self.status(self.lb.port)["peers"]) == 1, what="one holder")
+
+        me = TerminalSession(self.menu_args("me"), self.tmp)
+        self.addCleanup(me.close)
+        me.expect(r"Choose 0-4: ")
+        me.send("2")
+        me.expect(r"File name: ")
+        me.send("song.mp3")
+        me.expect(r"blank: the least-loaded holder\): ")
+        me.send("")
+        me.expect(r"\r\x1b\[K\s*\d+\.\d%  [\d.]+ \w?i?B / 12\.0 MiB  .*/s  ETA .*  from 127\.0\.0\.1:")
+
+        holder.send("3")
+        row = holder.expect(r"\(me\)\s+1  song\.mp3\s+(\d+)")
+        self.assertEqual(row.group(1), "1")  # one active transfer while it uploads
+        holder.expect(r"Choose 0-4: ")
+        holder.send("4")
+        holder.expect(r"Uploads in progress: 1\s+song\.mp3 to 127\.0\.0\.1:\d+")
+
+        me.expect(r"Saved .*song\.mp3 \(12\.0 MiB, SHA-256 verified\)", timeout=30)
+        self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
+        me.expect(r"Choose 0-4: ")
+        me.send("0")
+        self.assertEqual(me.proc.wait(10), 0)
+
+    def test_ctrl_c_cancels_the_download_keeps_the_partial_and_returns_to_the_menu(self):
+        me = TerminalSession(self.menu_args("me"), self.tmp)
+        self.addCleanup(me.close)
+        me.expect(r"Choose 0-4: ")
+        me.send("2")
+        me.expect(r"File name: ")
+        me.send("song.mp3")
+        me.expect(r"holder\): ")
+        me.send("")
+        me.expect(r"from 127\.0\.0\.1:")
+        os.write(me.master, b"\x03")  # Ctrl-C, through the terminal
+        me.expect(r"Cancelled\. The partial file is kept")
+        me.expect(r"Choose 0-4: ")
+        downloads = os.path.join(self.tmp, "me", "downloads")
+        self.assertTrue([n for n in os.listdir(downloads) if n.endswith(".part")])
+        self.assertFalse(os.path.exists(os.path.join(downloads, "song.mp3")))
+        os.write(me.master, b"\x04")  # Ctrl-D at the prompt quits
+        self.assertEqual(me.proc.wait(10), 0)
+
+
+class FreshCloneTests(unittest.TestCase):
+    """The README's peer command, run in a fresh clone, so a missing file fails the suite."""
+
+    def test_readme_peer_command_in_a_fresh_clone(self):
+        if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+            self.skipTest("needs git and a git checkout")
+        tmp = tempfile.mkdtemp(prefix="p2p-clone-")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        clone = os.path.join(tmp, "p2p")
+        subprocess.run(["git", "clone", "-q", ROOT, clone], check=True, timeout=60)
+        port = free_port()
+        env = dict(clean_env(), P2P_LB=f"127.0.0.1:{port}")  # the README's peer command, off 6969
+        result = subprocess.run([sys.executable, "peer.py"], input="3\n0\n", capture_output=True,
+                                text=True, cwd=clone, env=env, timeout=60)
+        _, status = http_json(port, "GET", "/status")
+        os.kill(status["pid"], signal.SIGTERM)  # the load balancer it started for us
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("started one in the background", result.stderr)
+        self.assertRegex(result.stdout, r"Peer .* · sharing 0 files from shared/ · load balancer")
+        self.assertRegex(result.stdout, r"\(me\)")
+        self.assertEqual(status["peers"], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
