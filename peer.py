@@ -555,7 +555,8 @@ def common_options():
     common.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
                         help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
     common.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
-                        help="upload speed limit per upload in bytes/s, like 500K or 2M")
+                        help="upload speed limit of this peer (all uploads together) in "
+                             "bytes/s, like 500K or 2M")
     common.add_argument("--verbose", action="store_true", help="log to standard error")
     return common
 

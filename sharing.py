@@ -19,7 +19,7 @@ in the URL. ``check_name`` refuses anything that could leave the folder or
 hide in it (``..``, absolute paths, backslashes, NUL and control characters,
 dotfiles); ``resolve`` checks again on disk that the real path, symlinks
 followed, is inside the folder. Bodies go out with ``socket.sendfile``,
-paced in slices when an upload limit is set.
+paced in slices when an upload limit (one rate shared by all uploads) is set.
 
 ``ShareIndex`` scans the shared folder (and the verified downloads), hashes
 new or changed files in a background thread and caches the hashes, keyed by
@@ -527,12 +527,18 @@ class FileHandler(JSONRequestHandler):
                 self.server.uploads.release(upload)
 
     def send_body(self, f, offset, count, upload):
-        rate = self.server.upload_limit
+        limiter = self.server.limiter
         try:
-            if not rate:
+            if limiter is None:
                 upload.sent = self.connection.sendfile(f, offset, count)
             else:
-                self.send_paced(f, offset, count, rate, upload)
+                while upload.sent < count:
+                    n = min(limiter.slice_bytes, count - upload.sent)
+                    limiter.wait(n)
+                    sent = self.connection.sendfile(f, offset + upload.sent, n)
+                    if sent == 0:
+                        break
+                    upload.sent += sent
         except OSError as e:
             log.info("upload of %s to %s stopped: %s", upload.name, upload.client, e)
             self.close_connection = True
@@ -540,17 +546,24 @@ class FileHandler(JSONRequestHandler):
         if upload.sent != count:
             self.close_connection = True  # the file shrank under us: the client sees a short body
 
-    def send_paced(self, f, offset, count, rate, upload):
-        slice_bytes = max(MIN_RATE_SLICE_BYTES, int(rate * RATE_SLICE_S))
-        started = time.monotonic()
-        while upload.sent < count:
-            n = self.connection.sendfile(f, offset + upload.sent, min(slice_bytes, count - upload.sent))
-            if n == 0:
-                return
-            upload.sent += n
-            ahead = upload.sent / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+
+class RateLimiter:
+    """One upload rate (bytes/s) shared by every upload of a peer, paced in small slices."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.slice_bytes = max(MIN_RATE_SLICE_BYTES, int(rate * RATE_SLICE_S))
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def wait(self, nbytes):
+        """Sleep until ``nbytes`` more may go out without exceeding the rate."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + nbytes / self.rate
+        if start > now:
+            time.sleep(start - now)
 
 
 class FileServer(BoundedHTTPServer):
@@ -558,5 +571,5 @@ class FileServer(BoundedHTTPServer):
                  **limits):
         self.index = index
         self.uploads = UploadSlots(upload_slots)
-        self.upload_limit = upload_limit
+        self.limiter = RateLimiter(upload_limit) if upload_limit else None
         super().__init__(address, FileHandler, **limits)
