@@ -22,6 +22,7 @@ error; everything else that escapes a handler is a 500 and is logged.
 import http.server
 import json
 import logging
+import re
 import socket
 import socketserver
 import threading
@@ -129,11 +130,14 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def send_json(self, status, obj=None, headers=None):
         """Send a whole reply (headers and body go out in one write)."""
         body = b"" if obj is None else encode_json(obj)
+        headers = dict(headers or {})
+        if self.close_connection:
+            headers.setdefault("Connection", "close")
         self.send_response(status)
         if obj is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD" and body:
@@ -143,6 +147,28 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         body = {"error": problem.message}
         body.update(problem.extra)
         self.send_json(problem.status, body, problem.headers)
+
+    def send_unexpected(self):
+        """Answer 500 for a bug of ours (logged with its traceback) and close the connection."""
+        log.exception("unexpected error answering %s %s", self.command, self.path)
+        self.close_connection = True
+        self.send_json(500, {"error": "The server hit an unexpected error; it is logged. "
+                                      "Try again, and report it if it persists."})
+
+    def handle_expect_100(self):
+        """``Expect: 100-continue``: refuse an over-size body at once, else invite it (flushed)."""
+        try:
+            too_big = int(self.headers.get("Content-Length", "0")) > self.max_body
+        except ValueError:
+            too_big = False
+        if too_big:
+            self.close_connection = True
+            self.send_problem(HTTPProblem(413, f"The body is larger than {self.max_body} bytes."))
+            return False
+        self.send_response_only(100)
+        self.end_headers()
+        self.wfile.flush()
+        return True
 
     def send_error(self, code, message=None, explain=None):
         """Protocol-level errors from http.server itself, as JSON, then close."""
@@ -234,7 +260,7 @@ def parse_address(text, default_port=None):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r} is not an address like [::1]:6969.")
-        port = rest[1:] or None
+        port = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
@@ -243,6 +269,6 @@ def parse_address(text, default_port=None):
         raise ValueError(f"{text!r} is not an address like 192.168.1.5:6969.")
     if port is None:
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
     return host, int(port)

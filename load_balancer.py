@@ -292,12 +292,12 @@ class Registry:
             for name in sorted(self._index):
                 if needle and needle not in name.casefold():
                     continue
-                for sha256, holders in self._index[name].items():
+                for holders in self._index[name].values():
                     info = self._peers[next(iter(holders))].files[name]
                     found.append({**info.as_dict(), "holders": len(holders)})
-                if len(found) >= limit:
-                    return found[:limit], True
-            return found, False
+                if len(found) > limit:
+                    break
+            return found[:limit], len(found) > limit
 
     # -- transfers ----------------------------------------------------------
 
@@ -425,8 +425,8 @@ def _field(body, key, kind, what, required=True):
 def check_name(name):
     if not name or len(name) > MAX_NAME_CHARS:
         raise Invalid(f"A file name must have 1 to {MAX_NAME_CHARS} characters.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise Invalid("A file name must not contain control characters.")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in name):
+        raise Invalid("A file name must not contain control characters or lone surrogates.")
     return name
 
 
@@ -462,7 +462,8 @@ def parse_register(body, default_host):
     if not 0 < port < 65536:
         raise Invalid("The field 'port' must be between 1 and 65535.")
     host = _field(body, "host", str, "a host name or IP address", required=False)
-    if host is not None and (not host or len(host) > 255 or any(c.isspace() for c in host)):
+    if host is not None and (not host or len(host) > 255 or not host.isascii()
+                             or any(c.isspace() or not c.isprintable() for c in host)):
         raise Invalid("The field 'host' must be a host name or IP address.")
     return host or default_host, port, parse_files(body.get("files", []))
 
@@ -547,7 +548,7 @@ class LBHandler(JSONRequestHandler):
 
     def handle_request(self):
         try:
-            body = self.read_body() if self.command in ("POST", "PUT", "DELETE") else b""
+            body = self.read_body()
             url = urlsplit(self.path)
             for pattern, methods in ROUTES:
                 match = pattern.fullmatch(url.path)
@@ -568,6 +569,8 @@ class LBHandler(JSONRequestHandler):
             self.send_problem(problem)
         except LBError as e:
             self.send_json(e.status, {"error": e.message, **e.extra})
+        except Exception:
+            self.send_unexpected()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
 
@@ -580,8 +583,8 @@ class LBHandler(JSONRequestHandler):
             return {}
         try:
             obj = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            raise Invalid("The body is not valid JSON.") from None
+        except (ValueError, RecursionError):
+            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
         if not isinstance(obj, dict):
             raise Invalid("The body must be a JSON object.")
         return obj

@@ -465,6 +465,8 @@ class FileHandler(JSONRequestHandler):
                 raise HTTPProblem(404, f"There is no {path} here; try GET /files.")
         except HTTPProblem as problem:
             self.send_problem(problem)
+        except Exception:
+            self.send_unexpected()
 
     def send_file(self, path, send_body):
         try:
