@@ -1,0 +1,274 @@
+"""Benchmark: how fast the load balancer hands out and takes back transfers.
+
+    python bench/lb.py [--seconds S] [--clients N] [--client-procs P] [--peers 10,1000,10000]
+
+For 10, 1,000 and 10,000 registered peers (10 shared files each, every distinct file held by
+4 peers, so each pick chooses among 4 holders; the 10,000-peer case has 100,000 shared file
+entries, 25,000 distinct files), it starts a ``LoadBalancerServer`` on 127.0.0.1, port 0, in
+a thread of this process (peers are registered straight into its ``Registry``: registering
+is not what is measured), then runs pick + end pairs over HTTP:
+
+    POST /transfers {"name": ...}            -> 201
+    DELETE /transfers/{id}?outcome=done      -> 204
+
+(a) over one keep-alive connection, (b) over N concurrent connections (default 8), and
+reports requests per second (each HTTP request counts), and p50 / p99 latency per request.
+
+The clients (``LBClient``, the client the peers use) run in separate processes
+(``bench/lb.py --worker``, one thread per connection; the N connections of case (b) are
+spread over P processes, default 4, because one Python process cannot drive 8 connections
+as fast as the server answers them), so the figures are the server's, not the server
+sharing its GIL with its own load generator. All workers of a case measure over the same
+wall-clock window. Every loop is bounded by time and by count; loopback only.
+"""
+
+import collections
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import load_balancer as lb  # noqa: E402
+
+FILES_PER_PEER = 10
+HOLDERS_PER_FILE = 4
+WARMUP_PAIRS = 200
+MAX_PAIRS_PER_CONNECTION = 2_000_000  # the count bound beside the time bound
+WORKER_GRACE_S = 60.0  # a worker that overruns its time by this much is killed
+
+
+def file_name(k):
+    return f"file-{k:06d}.bin"
+
+
+def distinct_files(peers):
+    return peers * FILES_PER_PEER // HOLDERS_PER_FILE
+
+
+def build_registry(peers):
+    """A registry with ``peers`` peers; holder i of file k is peer (4k + i) mod peers."""
+    registry = lb.Registry(heartbeat_s=3600.0)  # nobody expires during the run
+    held = [[] for _ in range(peers)]
+    for k in range(distinct_files(peers)):
+        info = lb.FileInfo(file_name(k), 1 << 20, f"{k:064x}")
+        for i in range(HOLDERS_PER_FILE):
+            held[(HOLDERS_PER_FILE * k + i) % peers].append(info)
+    for p, files in enumerate(held):
+        registry.register(f"10.{p >> 16 & 255}.{p >> 8 & 255}.{p & 255}", 7000, files)
+    return registry
+
+
+# ---------------------------------------------------------------------------
+# The client side (a separate process)
+
+
+def percentile(histogram, fraction):
+    """The ``fraction`` percentile of a {microseconds: count} histogram, in milliseconds."""
+    total = sum(histogram.values())
+    if not total:
+        return float("nan")
+    rank = max(1, round(fraction * total))
+    seen = 0
+    for micros in sorted(histogram):
+        seen += histogram[micros]
+        if seen >= rank:
+            return micros / 1000
+    return max(histogram) / 1000
+
+
+def worker(port, names, connections, seconds, start_at, seed):
+    """Run pick+end pairs on ``connections`` keep-alive connections from wall-clock time
+    ``start_at`` for ``seconds``; print a JSON summary with a latency histogram."""
+    barrier = threading.Barrier(connections)
+    results = [None] * connections
+
+    def run(slot):
+        rng = random.Random(seed * 1000 + slot)
+        client = lb.LBClient("127.0.0.1", port, timeout=10.0)
+        latencies = []
+        errors = 0
+        try:
+            for _ in range(WARMUP_PAIRS):
+                transfer = client.start_transfer(file_name(rng.randrange(names)))
+                client.end_transfer(transfer["transfer_id"], "done")
+            barrier.wait(30)
+            wait = start_at - time.time()
+            if wait > 0:
+                time.sleep(min(wait, 30))  # line up with the other worker processes
+            end = time.perf_counter() + seconds
+            pairs = 0
+            clock = time.perf_counter
+            while pairs < MAX_PAIRS_PER_CONNECTION:
+                t0 = clock()
+                if t0 >= end:
+                    break
+                try:
+                    transfer = client.start_transfer(file_name(rng.randrange(names)))
+                    t1 = clock()
+                    client.end_transfer(transfer["transfer_id"], "done")
+                    t2 = clock()
+                except lb.LBClientError:
+                    errors += 1
+                    continue
+                latencies.append(t1 - t0)
+                latencies.append(t2 - t1)
+                pairs += 1
+        finally:
+            client.close()
+        results[slot] = (latencies, errors)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + max(0.0, start_at - time.time()) + seconds + WORKER_GRACE_S
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    histogram = collections.Counter()
+    for r in results:
+        if r:
+            histogram.update(round(x * 1e6) for x in r[0])
+    print(json.dumps({
+        "requests": sum(histogram.values()),
+        "errors": sum(r[1] for r in results if r),
+        "finished": sum(1 for r in results if r),
+        "histogram_us": histogram,
+    }))
+
+
+def run_workers(port, names, connections, processes, seconds):
+    """``connections`` connections spread over ``processes`` worker processes; merged result."""
+    processes = max(1, min(processes, connections))
+    shares = [connections // processes + (i < connections % processes) for i in range(processes)]
+    start_at = time.time() + 1.0 + 0.2 * processes  # time for the workers to start and warm up
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--worker", "--port", str(port),
+         "--names", str(names), "--clients", str(share), "--seconds", str(seconds),
+         "--start-at", repr(start_at)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for share in shares]
+    histogram = collections.Counter()
+    errors = finished = 0
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=(start_at - time.time()) + seconds
+                                        + 2 * WORKER_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench worker failed:\n{err}")
+        result = json.loads(out.strip().splitlines()[-1])
+        histogram.update({int(k): v for k, v in result["histogram_us"].items()})
+        errors += result["errors"]
+        finished += result["finished"]
+    if finished != connections:
+        raise SystemExit(f"only {finished} of {connections} client connections finished")
+    requests = sum(histogram.values())
+    return {"connections": connections, "processes": processes, "requests": requests,
+            "rate": requests / seconds, "errors": errors,
+            "p50_ms": percentile(histogram, 0.50), "p99_ms": percentile(histogram, 0.99),
+            "max_ms": max(histogram) / 1000 if histogram else float("nan")}
+
+
+# ---------------------------------------------------------------------------
+# The server side (this process)
+
+
+def measure(peers, seconds, clients, client_procs):
+    started = time.perf_counter()
+    registry = build_registry(peers)
+    setup_s = time.perf_counter() - started
+    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, max_connections=clients + 8)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              daemon=True)
+    thread.start()
+    rows = []
+    try:
+        for connections, processes in ((1, 1), (clients, client_procs)):
+            rows.append(run_workers(server.port, distinct_files(peers), connections, processes,
+                                    seconds))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    status = registry.status()["peers"]
+    leaked = sum(p["active"] for p in status)
+    served = sum(p["served"] for p in status)
+    return {"peers": peers, "entries": peers * FILES_PER_PEER, "distinct": distinct_files(peers),
+            "setup_s": setup_s, "rows": rows, "leaked": leaked, "served": served}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0,
+                        help="measuring time per case (default 4; 6 cases)")
+    parser.add_argument("--clients", type=int, default=8,
+                        help="concurrent connections in case (b) (default 8)")
+    parser.add_argument("--client-procs", type=int, default=4,
+                        help="client processes sharing the connections of case (b) (default 4)")
+    parser.add_argument("--peers", default="10,1000,10000",
+                        help="comma-separated peer counts (default 10,1000,10000)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--names", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.port, args.names, args.clients, args.seconds, args.start_at,
+               seed=args.port + os.getpid())
+        return 0
+    if args.seconds <= 0 or args.clients < 1 or args.client_procs < 1:
+        parser.error("--seconds, --clients and --client-procs must be positive")
+    counts = [int(x) for x in args.peers.split(",")]
+    if any(n < HOLDERS_PER_FILE for n in counts):
+        parser.error(f"each peer count must be at least {HOLDERS_PER_FILE}")
+
+    print("load balancer benchmark: pick + end pairs (POST /transfers, DELETE /transfers/ID) "
+          "over loopback")
+    print(f"python {platform.python_version()} on {platform.machine()}, "
+          f"{os.cpu_count()} CPUs; {args.seconds:g} s per case; policy least-connections")
+    print("server: LoadBalancerServer (threaded) in this process, alone; clients: LBClient, "
+          "one thread per keep-alive connection, in separate processes")
+    print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
+    header = (f"{'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "
+              f"{'client procs':>12} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'max ms':>7}")
+    print(header)
+    print("-" * len(header))
+    results = []
+    for peers in counts:
+        result = measure(peers, args.seconds, args.clients, args.client_procs)
+        results.append(result)
+        for i, row in enumerate(result["rows"]):
+            lead = (f"{peers:>7,} {result['entries']:>12,} {result['distinct']:>9,}" if i == 0
+                    else " " * 30)
+            print(f"{lead} {row['connections']:>11} {row['processes']:>12} {row['requests']:>9,} "
+                  f"{row['rate']:>8,.0f} "
+                  f"{row['p50_ms']:>7.3f} {row['p99_ms']:>7.3f} {row['max_ms']:>7.1f}"
+                  + (f"  ({row['errors']} errors)" if row["errors"] else ""), flush=True)
+        if result["leaked"]:
+            print(f"        !! {result['leaked']} transfers still active after the run")
+    print()
+    for r in results:
+        print(f"{r['peers']:>7,} peers: registered in {r['setup_s']:.2f} s; "
+              f"{r['served']:,} transfers served, {r['leaked']} left active")
+    by_peers = {r["peers"]: r for r in results}
+    if 10 in by_peers and 10_000 in by_peers:
+        small, large = by_peers[10]["rows"][0]["rate"], by_peers[10_000]["rows"][0]["rate"]
+        print(f"\none-connection rate, 10,000 peers / 10 peers: {large / small:.2f} "
+              f"({large:,.0f} / {small:,.0f} req/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
