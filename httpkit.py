@@ -49,7 +49,10 @@ class HTTPProblem(Exception):
 
 
 def encode_json(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from someone's input: escape, don't fail
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 class BoundedHTTPServer(http.server.ThreadingHTTPServer):
@@ -136,7 +139,8 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         if obj is not None:
             self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        if status != 204:
+            self.send_header("Content-Length", str(len(body)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
@@ -190,14 +194,12 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
-        raw = self.headers.get("Content-Length", "0")
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError
-        except ValueError:
+        values = set(self.headers.get_all("Content-Length") or ["0"])
+        raw = values.pop()
+        if values or not re.fullmatch(r"[0-9]{1,18}", raw.strip()):
             self.close_connection = True
-            raise HTTPProblem(400, f"Content-Length {raw!r} is not a byte count.") from None
+            raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
+        length = int(raw)
         if length > self.max_body:
             self.close_connection = True
             raise HTTPProblem(413, f"The body is {length} bytes; the limit is {self.max_body}.")

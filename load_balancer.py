@@ -317,17 +317,21 @@ class Registry:
                 holders = versions.get(sha256)
                 if holders is None:
                     raise NotFound(f"Nobody shares {name!r} with SHA-256 {sha256}.")
-            elif len(versions) > 1:
-                listed = [{**self._peers[next(iter(h))].files[name].as_dict(), "holders": len(h)}
-                          for h in versions.values()]
-                raise Conflict(f"{len(versions)} different files are shared as {name!r}; "
-                               "choose one by its sha256.", versions=listed)
             else:
+                if len(versions) > 1 and peer is not None:  # the named peer's version, if one
+                    versions = {s: h for s, h in versions.items() if self._at(h, *peer)} or versions
+                if len(versions) > 1:
+                    listed = [{**self._peers[next(iter(h))].files[name].as_dict(),
+                               "holders": len(h)} for h in versions.values()]
+                    raise Conflict(f"{len(versions)} different files are shared as {name!r}; "
+                                   "choose one by its sha256.", versions=listed)
                 sha256, holders = next(iter(versions.items()))
             candidates = [self._peers[pid] for pid in holders if pid != requester]
             if peer is not None:
                 host, port = peer
                 candidates = [p for p in candidates if p.host == host and port in (None, p.port)]
+                if not candidates and requester in holders and self._at([requester], *peer):
+                    raise NotFound(f"That address is you; you already share {name!r}.")
                 if not candidates:
                     wanted = host if port is None else format_address(host, port)
                     others = ", ".join(self._peers[pid].address for pid in list(holders)[:5])
@@ -351,6 +355,11 @@ class Registry:
             self._transfers[transfer.id] = transfer
             chosen.transfers.add(transfer.id)
             return transfer, chosen
+
+    def _at(self, peer_ids, host, port):
+        """Is one of ``peer_ids`` at ``host`` (and ``port``, unless None)?"""
+        return any(self._peers[pid].host == host and port in (None, self._peers[pid].port)
+                   for pid in peer_ids)
 
     def _choose(self, candidates):
         if self.policy == "round-robin":
@@ -457,14 +466,20 @@ def parse_files(raw):
     return files
 
 
+def check_host(host, key):
+    if not host or len(host) > 255 or not host.isascii() \
+            or any(c.isspace() or not c.isprintable() for c in host):
+        raise Invalid(f"The field {key!r} must be a host name or IP address.")
+    return host
+
+
 def parse_register(body, default_host):
     port = _field(body, "port", int, "the peer's TCP port")
     if not 0 < port < 65536:
         raise Invalid("The field 'port' must be between 1 and 65535.")
     host = _field(body, "host", str, "a host name or IP address", required=False)
-    if host is not None and (not host or len(host) > 255 or not host.isascii()
-                             or any(c.isspace() or not c.isprintable() for c in host)):
-        raise Invalid("The field 'host' must be a host name or IP address.")
+    if host is not None:
+        check_host(host, "host")
     return host or default_host, port, parse_files(body.get("files", []))
 
 
@@ -484,7 +499,7 @@ def parse_transfer_request(body):
     peer = _field(body, "peer", str, "an address like host:port", required=False)
     if peer is not None:
         try:
-            peer = parse_address(peer)
+            peer = parse_address(check_host(peer, "peer"))
         except ValueError as e:
             raise Invalid(str(e)) from None
     exclude = _field(body, "exclude", list, "a list of peer ids", required=False) or []
@@ -828,16 +843,16 @@ def main(argv=None):
             print(f"load_balancer.py: cannot listen on {args.host}:{args.port}: {e.strerror}",
                   file=sys.stderr)
         return 1
-    print(f"listening on {format_address(args.host, server.port)}", flush=True)
 
     def stop_on_signal(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     stop = threading.Event()
-    threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
-                     daemon=True, name="idle-watch").start()
     try:
+        threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
+                         daemon=True, name="idle-watch").start()
+        print(f"listening on {format_address(args.host, server.port)}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -259,6 +259,25 @@ class TestExplicitPeer(RegistryTestCase):
         self.assertEqual(sum(active_by_id(self.registry).values()), 0)
 
 
+    def test_explicit_peer_chooses_its_own_version_of_an_ambiguous_name(self):
+        self.make()
+        a = self.registry.register("10.0.0.1", 7001, [info("f", version=1)])
+        b = self.registry.register("10.0.0.2", 7002, [info("f", version=2)])
+        with self.assertRaises(lb.Conflict):
+            self.registry.pick("f")
+        transfer, peer = self.registry.pick("f", peer=(b.host, None))
+        self.assertEqual((peer.id, transfer.file), (b.id, info("f", version=2)))
+        self.assertEqual(self.registry.pick("f", peer=(a.host, a.port))[0].file,
+                         info("f", version=1))
+
+    def test_asking_for_yourself_by_address_says_so(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        with self.assertRaises(lb.NotFound) as cm:
+            self.registry.pick("f", peer=(a.host, a.port), requester=a.id)
+        self.assertIn("is you", cm.exception.message)
+
+
 class TestCooldown(RegistryTestCase):
     def test_failed_holder_skipped_then_back_after_cooldown(self):
         self.make(cooldown_s=10.0)
