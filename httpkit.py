@@ -26,14 +26,20 @@ import re
 import socket
 import socketserver
 import threading
+import time
 from http import HTTPStatus
 
 log = logging.getLogger("p2p.http")
+_date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
 
 DEFAULT_SOCKET_TIMEOUT_S = 30.0  # idle keep-alive or half-sent request
 DEFAULT_MAX_CONNECTIONS = 64  # concurrent connections per server
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON request bodies
 REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
+MAX_HEADER_LINE_BYTES = 64 * 1024
+MAX_HEADERS = 100
+HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
+CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
 
 
@@ -46,6 +52,42 @@ class HTTPProblem(Exception):
         self.message = message
         self.extra = extra
         self.headers = {}
+
+
+class Headers:
+    """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message."""
+
+    def __init__(self):
+        self._values = {}
+
+    def add(self, name, value):
+        self._values.setdefault(name.lower(), []).append(value)
+
+    def get(self, name, default=None):
+        values = self._values.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name, default=None):
+        return list(self._values.get(name.lower(), [])) or default
+
+    def __contains__(self, name):
+        return name.lower() in self._values
+
+
+def read_headers(rfile):
+    """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
+    headers = Headers()
+    for _ in range(MAX_HEADERS + 1):
+        line = rfile.readline(MAX_HEADER_LINE_BYTES + 1)
+        if len(line) > MAX_HEADER_LINE_BYTES:
+            raise HTTPProblem(431, "A request header line is too long.")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        name, sep, value = line.decode("iso-8859-1").partition(":")
+        if not sep or not name or name != name.strip() or name[0] in " \t":
+            raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
+        headers.add(name, value.strip())
+    raise HTTPProblem(431, f"More than {MAX_HEADERS} request headers.")
 
 
 def encode_json(obj):
@@ -128,6 +170,49 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.timeout = self.server.handler_timeout
         super().setup()
 
+    def parse_request(self):
+        """http.server's parse_request, with a plain header parser (email.parser is slow).
+
+        HTTP/1.0 and 1.1 only; on failure an error has been sent and it returns False.
+        """
+        self.command = None
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or not HTTP1_RE.fullmatch(words[2]):
+            self.send_error(400, f"Bad request line {self.requestline[:100]!r}; this server "
+                                 "speaks HTTP/1.1.")
+            return False
+        self.command, self.path, self.request_version = words
+        try:
+            self.headers = read_headers(self.rfile)
+        except HTTPProblem as problem:
+            self.send_error(problem.status, problem.message)
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive")
+        if self.headers.get("Expect", "").lower() == "100-continue" \
+                and self.request_version != "HTTP/1.0":
+            return self.handle_expect_100()
+        return True
+
+    def date_time_string(self, timestamp=None):
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        cached = _date_cache
+        if cached[0] != now:
+            cached[:] = [now, super().date_time_string(now)]
+        return cached[1]
+
+    def log_request(self, code="-", size="-"):
+        if log.isEnabledFor(logging.INFO):
+            super().log_request(code, size)
+
     # -- output -------------------------------------------------------------
 
     def send_json(self, status, obj=None, headers=None):
@@ -196,7 +281,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
             raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
         values = set(self.headers.get_all("Content-Length") or ["0"])
         raw = values.pop()
-        if values or not re.fullmatch(r"[0-9]{1,18}", raw.strip()):
+        if values or not CONTENT_LENGTH_RE.fullmatch(raw.strip()):
             self.close_connection = True
             raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
         length = int(raw)

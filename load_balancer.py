@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from httpkit import (BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
                      parse_address, set_nodelay)
@@ -176,6 +176,7 @@ class Registry:
         self._index = {}  # name -> {sha256 -> {peer_id: None}} (dicts as ordered sets)
         self._transfers = collections.OrderedDict()  # id -> Transfer, least recently renewed first
         self._picks = 0
+        self._run = secrets.token_hex(4)  # transfer ids: unique to this run, then a counter
         self._empty_since = clock()
 
     # -- peers --------------------------------------------------------------
@@ -350,7 +351,7 @@ class Registry:
             self._picks += 1
             chosen.last_pick = self._picks
             chosen.active += 1
-            transfer = Transfer(secrets.token_hex(8), chosen.id, chosen.files[name],
+            transfer = Transfer(f"{self._run}-{self._picks:x}", chosen.id, chosen.files[name],
                                 now + MISSED_BEATS * self.renew_s)
             self._transfers[transfer.id] = transfer
             chosen.transfers.add(transfer.id)
@@ -547,15 +548,25 @@ refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 """
 
 
-ROUTES = [
-    (re.compile(r"/"), {"GET": "page"}),
-    (re.compile(r"/status"), {"GET": "status"}),
-    (re.compile(r"/files"), {"GET": "files"}),
-    (re.compile(r"/peers"), {"POST": "register"}),
-    (re.compile(r"/peers/([^/]+)"), {"PUT": "heartbeat", "DELETE": "unregister"}),
-    (re.compile(r"/transfers"), {"POST": "start_transfer"}),
-    (re.compile(r"/transfers/([^/]+)"), {"PUT": "renew_transfer", "DELETE": "end_transfer"}),
-]
+# (collection, has an id) -> {method: route}: /transfers is ("transfers", False),
+# /transfers/ID is ("transfers", True).
+ROUTES = {
+    ("", False): {"GET": "page"},
+    ("status", False): {"GET": "status"},
+    ("files", False): {"GET": "files"},
+    ("peers", False): {"POST": "register"},
+    ("peers", True): {"PUT": "heartbeat", "DELETE": "unregister"},
+    ("transfers", False): {"POST": "start_transfer"},
+    ("transfers", True): {"PUT": "renew_transfer", "DELETE": "end_transfer"},
+}
+
+
+def route(path):
+    """``/transfers/abc`` -> (the methods table, ["abc"]), or (None, []) for no such path."""
+    parts = path.split("/")
+    if parts[0] or len(parts) > 3 or (len(parts) == 3 and not parts[2]):
+        return None, []
+    return ROUTES.get((parts[1], len(parts) == 3)), parts[2:]
 
 
 class LBHandler(JSONRequestHandler):
@@ -563,23 +574,19 @@ class LBHandler(JSONRequestHandler):
 
     def handle_request(self):
         try:
-            body = self.read_body()
-            url = urlsplit(self.path)
-            for pattern, methods in ROUTES:
-                match = pattern.fullmatch(url.path)
-                if match is None:
-                    continue
-                action = methods.get(self.command)
-                if action is None:
-                    problem = HTTPProblem(405, f"{url.path} accepts {', '.join(methods)}, "
-                                               f"not {self.command}.")
-                    problem.headers["Allow"] = ", ".join(methods)
-                    raise problem
-                self.body = body
-                self.query = parse_qs(url.query)
-                getattr(self, "route_" + action)(*match.groups())
-                return
-            raise HTTPProblem(404, f"There is no {url.path} here; see GET /status or GET /.")
+            self.body = self.read_body()
+            path, _, query = self.path.partition("?")
+            methods, ids = route(path)
+            if methods is None:
+                raise HTTPProblem(404, f"There is no {path} here; see GET /status or GET /.")
+            action = methods.get(self.command)
+            if action is None:
+                problem = HTTPProblem(405, f"{path} accepts {', '.join(methods)}, "
+                                           f"not {self.command}.")
+                problem.headers["Allow"] = ", ".join(methods)
+                raise problem
+            self.query = parse_qs(query) if query else {}
+            getattr(self, "route_" + action)(*ids)
         except HTTPProblem as problem:
             self.send_problem(problem)
         except LBError as e:

@@ -14,7 +14,8 @@ is not what is measured), then runs pick + end pairs over HTTP:
 (a) over one keep-alive connection, (b) over N concurrent connections (default 8), and
 reports requests per second (each HTTP request counts), and p50 / p99 latency per request.
 
-The clients (``LBClient``, the client the peers use) run in separate processes
+The clients (a minimal keep-alive socket client, or with ``--client lbclient`` the
+``LBClient`` the peers use) run in separate processes
 (``bench/lb.py --worker``, one thread per connection; the N connections of case (b) are
 spread over P processes, default 4, because one Python process cannot drive 8 connections
 as fast as the server answers them), so the figures are the server's, not the server
@@ -29,6 +30,8 @@ import json
 import os
 import platform
 import random
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -87,7 +90,55 @@ def percentile(histogram, fraction):
     return max(histogram) / 1000
 
 
-def worker(port, names, connections, seconds, start_at, seed):
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client over one socket (so the figures are the server's).
+
+    ``LBClient`` parses every reply with http.client and the email package, which costs about
+    as much as the server's own work; ``--client lbclient`` measures with it instead.
+    """
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending = b""
+
+    def _call(self, head, body=b""):
+        self.sock.sendall(head + body)
+        data = self.pending
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise lb.LBClientError("the server closed the connection")
+            data += chunk
+        status = int(data[9:12])
+        match = re.search(rb"\r\nContent-Length: (\d+)", data[:end])
+        length = int(match.group(1)) if match else 0
+        while len(data) < end + 4 + length:
+            data += self.sock.recv(65536)
+        self.pending = data[end + 4 + length:]
+        reply = data[end + 4:end + 4 + length]
+        if status >= 400:
+            raise lb.LBClientError(reply.decode(), status)
+        return json.loads(reply) if reply else None
+
+    def start_transfer(self, name):
+        body = json.dumps({"name": name}).encode()
+        return self._call(b"POST /transfers HTTP/1.1\r\nHost: lb\r\nContent-Type: "
+                          b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+
+    def end_transfer(self, transfer_id, outcome):
+        return self._call(b"DELETE /transfers/%s?outcome=%s HTTP/1.1\r\nHost: lb\r\n\r\n"
+                          % (transfer_id.encode(), outcome.encode()))
+
+    def close(self):
+        self.sock.close()
+
+
+def make_client(kind, port):
+    return RawClient(port) if kind == "raw" else lb.LBClient("127.0.0.1", port, timeout=10.0)
+
+
+def worker(port, names, connections, seconds, start_at, seed, kind):
     """Run pick+end pairs on ``connections`` keep-alive connections from wall-clock time
     ``start_at`` for ``seconds``; print a JSON summary with a latency histogram."""
     barrier = threading.Barrier(connections)
@@ -95,7 +146,7 @@ def worker(port, names, connections, seconds, start_at, seed):
 
     def run(slot):
         rng = random.Random(seed * 1000 + slot)
-        client = lb.LBClient("127.0.0.1", port, timeout=10.0)
+        client = make_client(kind, port)
         latencies = []
         errors = 0
         try:
@@ -146,7 +197,7 @@ def worker(port, names, connections, seconds, start_at, seed):
     }))
 
 
-def run_workers(port, names, connections, processes, seconds):
+def run_workers(port, names, connections, processes, seconds, kind):
     """``connections`` connections spread over ``processes`` worker processes; merged result."""
     processes = max(1, min(processes, connections))
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
@@ -154,7 +205,7 @@ def run_workers(port, names, connections, processes, seconds):
     procs = [subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", "--port", str(port),
          "--names", str(names), "--clients", str(share), "--seconds", str(seconds),
-         "--start-at", repr(start_at)],
+         "--start-at", repr(start_at), "--client", kind],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for share in shares]
     histogram = collections.Counter()
     errors = finished = 0
@@ -184,7 +235,7 @@ def run_workers(port, names, connections, processes, seconds):
 # The server side (this process)
 
 
-def measure(peers, seconds, clients, client_procs):
+def measure(peers, seconds, clients, client_procs, kind):
     started = time.perf_counter()
     registry = build_registry(peers)
     setup_s = time.perf_counter() - started
@@ -196,7 +247,7 @@ def measure(peers, seconds, clients, client_procs):
     try:
         for connections, processes in ((1, 1), (clients, client_procs)):
             rows.append(run_workers(server.port, distinct_files(peers), connections, processes,
-                                    seconds))
+                                    seconds, kind))
     finally:
         server.shutdown()
         server.server_close()
@@ -218,6 +269,8 @@ def main(argv=None):
                         help="client processes sharing the connections of case (b) (default 4)")
     parser.add_argument("--peers", default="10,1000,10000",
                         help="comma-separated peer counts (default 10,1000,10000)")
+    parser.add_argument("--client", choices=("raw", "lbclient"), default="raw",
+                        help="load generator: a minimal socket client (default) or LBClient")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--names", type=int, help=argparse.SUPPRESS)
@@ -225,7 +278,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.port, args.names, args.clients, args.seconds, args.start_at,
-               seed=args.port + os.getpid())
+               seed=args.port + os.getpid(), kind=args.client)
         return 0
     if args.seconds <= 0 or args.clients < 1 or args.client_procs < 1:
         parser.error("--seconds, --clients and --client-procs must be positive")
@@ -237,7 +290,8 @@ def main(argv=None):
           "over loopback")
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; {args.seconds:g} s per case; policy least-connections")
-    print("server: LoadBalancerServer (threaded) in this process, alone; clients: LBClient, "
+    client = "a minimal socket client" if args.client == "raw" else "LBClient"
+    print(f"server: LoadBalancerServer (threaded) in this process, alone; clients: {client}, "
           "one thread per keep-alive connection, in separate processes")
     print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
     header = (f"{'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "
@@ -247,7 +301,7 @@ def main(argv=None):
     print("-" * len(header))
     results = []
     for peers in counts:
-        result = measure(peers, args.seconds, args.clients, args.client_procs)
+        result = measure(peers, args.seconds, args.clients, args.client_procs, args.client)
         results.append(result)
         for i, row in enumerate(result["rows"]):
             lead = (f"{peers:>7,} {result['entries']:>12,} {result['distinct']:>9,}" if i == 0
