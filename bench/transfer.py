@@ -7,12 +7,15 @@ Measures, in one run on this machine:
 1. raw: ``socket.sendfile`` of the file into a socket whose reader does
    ``recv_into`` a reused 1 MiB buffer with ``MSG_WAITALL`` and drops the bytes
    (no disk, no hash: the most a Python pair can move over loopback);
-2. get: ``python peer.py get NAME`` from a ``peer.py serve`` holder through a
-   load balancer, into a fresh downloads folder: request, receive, write,
-   SHA-256, rename; the whole command, interpreter start included;
-3. curl: the same holder into ``curl -o /dev/null``, if curl is installed.
+2. sha256: hashlib over the file from the page cache, one core (the ceiling of
+   any verified download that hashes the whole file as one stream);
+3. Downloader.get: the downloader in this process, from a ``peer.py serve``
+   holder through a load balancer, into a fresh folder: request, receive,
+   write, SHA-256 in a second thread, rename;
+4. peer.py get: the same as a whole command, interpreter start included;
+5. curl: the same holder into ``curl -o /dev/null``, if curl is installed.
 
-It prints each rate and the ratio get / raw. Only loopback, bounded runs.
+It prints each rate and its ratio to raw. Only loopback, bounded runs.
 """
 
 import argparse
@@ -23,30 +26,37 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from download import Downloader  # noqa: E402
+from load_balancer import LBClient  # noqa: E402
+from sharing import sha256_file  # noqa: E402
 from tests.support import read_line, wait_for, http_json, write_random  # noqa: E402
 
 MiB = 1 << 20
 
 
+SENDER = """
+import socket, sys
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+with conn, open(sys.argv[1], "rb") as f:
+    conn.sendfile(f)
+"""
+
+
 def raw_loopback(path, size):
-    """Seconds to move ``size`` bytes sendfile -> recv_into(MSG_WAITALL), discarding them."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    """Seconds to move ``size`` bytes sendfile -> recv_into(MSG_WAITALL), discarding them.
 
-    def send():
-        conn, _ = listener.accept()
-        with conn, open(path, "rb") as f:
-            conn.sendfile(f)
-
-    sender = threading.Thread(target=send)
-    sender.start()
+    The sender is a process of its own, as a holder is.
+    """
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, path], stdout=subprocess.PIPE)
+    port = int(read_line(sender.stdout))
     buf = bytearray(MiB)
     view = memoryview(buf)
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -58,8 +68,8 @@ def raw_loopback(path, size):
                 raise RuntimeError("raw sender stopped early")
             left -= n
         elapsed = time.perf_counter() - started
-    sender.join()
-    listener.close()
+    sender.wait(10)
+    sender.stdout.close()
     return elapsed
 
 
@@ -82,6 +92,11 @@ def main():
         write_random(source, size)
 
         raw = [raw_loopback(source, size) for _ in range(args.runs)]
+        hashes = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            sha256_file(source)
+            hashes.append(time.perf_counter() - started)
 
         lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
                                "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE)
@@ -96,6 +111,14 @@ def main():
         wait_for(lambda: http_json(lb_port, "GET", "/files")[1]["files"], timeout=120,
                  what="the holder to hash and announce the file")
 
+        inprocess = []
+        for i in range(args.runs):
+            downloads = os.path.join(tmp, f"in{i}")
+            started = time.perf_counter()
+            Downloader(LBClient("127.0.0.1", lb_port), downloads).get("big.bin")
+            inprocess.append(time.perf_counter() - started)
+            shutil.rmtree(downloads)
+
         gets = []
         for i in range(args.runs):
             downloads = os.path.join(tmp, f"get{i}")
@@ -104,7 +127,6 @@ def main():
                             "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads],
                            check=True, stdout=subprocess.DEVNULL, timeout=600)
             gets.append(time.perf_counter() - started)
-            print(f"get run {i}: {rate(size, gets[-1]):.0f} MiB/s", flush=True)
             if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
                 raise SystemExit("the download has the wrong size")
             shutil.rmtree(downloads)
@@ -122,7 +144,8 @@ def main():
         print(f"\n{args.size_mib} MiB over loopback, {args.runs} runs each, "
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
         print(f"{'':28}{'best MiB/s':>12}{'median MiB/s':>14}{'ratio':>8}")
-        rows = [("raw sendfile -> recv_into", raw), ("peer.py get (verified)", gets)]
+        rows = [("raw sendfile -> recv_into", raw), ("sha256 of the file, 1 core", hashes),
+                ("Downloader.get (verified)", inprocess), ("peer.py get (verified)", gets)]
         if curls:
             rows.append(("peer server -> curl", curls))
         for label, times in rows:
