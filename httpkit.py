@@ -38,6 +38,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON request bodies
 REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
 MAX_HEADER_LINE_BYTES = 64 * 1024
 MAX_HEADERS = 100
+STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
@@ -216,21 +217,23 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     # -- output -------------------------------------------------------------
 
     def send_json(self, status, obj=None, headers=None):
-        """Send a whole reply (headers and body go out in one write)."""
+        """Send a whole reply: status line, headers and body built here, one write."""
         body = b"" if obj is None else encode_json(obj)
         headers = dict(headers or {})
+        if obj is not None:
+            headers["Content-Type"] = "application/json"
+        if status != 204:
+            headers["Content-Length"] = len(body)
         if self.close_connection:
             headers.setdefault("Connection", "close")
-        self.send_response(status)
-        if obj is not None:
-            self.send_header("Content-Type", "application/json")
-        if status != 204:
-            self.send_header("Content-Length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
+        if headers.get("Connection", "").lower() == "close":
+            self.close_connection = True
+        self.log_request(status)
+        head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+        reply = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
+                 f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"
+                 f"{head}\r\n").encode("latin-1")
+        self.wfile.write(reply + body if self.command != "HEAD" else reply)
 
     def send_problem(self, problem):
         body = {"error": problem.message}
