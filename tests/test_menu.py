@@ -1,6 +1,7 @@
 """The interactive peer as a person sees it: through a pseudo-terminal and through piped stdin."""
 
 import fcntl
+import hashlib
 import os
 import pty
 import re
@@ -118,6 +119,22 @@ class MenuTests(ProcessTestCase):
         self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
         self.assertIn("Did you mean: song.mp3?", result.stdout)
 
+    def test_two_files_under_one_name_let_the_person_choose(self):
+        contents = {}
+        for who in ("x", "y"):
+            path = os.path.join(self.folder(who, "shared"), "dup.txt")
+            with open(path, "w") as f:
+                f.write(f"version from {who}")
+            self.start_peer(self.lb.port, who, wait_files=["dup.txt"])
+            with open(path, "rb") as f:
+                contents[hashlib.sha256(f.read()).hexdigest()[:16]] = f"version from {who}"
+        result = self.piped("me", "2\ndup.txt\n\n2\n0\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Several different files are shared as 'dup.txt':", result.stdout)
+        second = re.search(r" 2\) 14 B, SHA-256 ([0-9a-f]{16})…", result.stdout).group(1)
+        with open(os.path.join(self.tmp, "me", "downloads", "dup.txt")) as f:
+            self.assertEqual(f.read(), contents[second])
+
     def test_end_of_input_quits_cleanly(self):
         result = self.piped("me", "")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -172,6 +189,40 @@ class MenuTests(ProcessTestCase):
         self.assertTrue([n for n in os.listdir(downloads) if n.endswith(".part")])
         self.assertFalse(os.path.exists(os.path.join(downloads, "song.mp3")))
         os.write(me.master, b"\x04")  # Ctrl-D at the prompt quits
+        self.assertEqual(me.proc.wait(10), 0)
+
+
+class LoadBalancerGoneTests(ProcessTestCase):
+
+    def test_unreachable_lb_is_explained_local_options_work_and_it_registers_again(self):
+        lb = self.start_lb("--heartbeat", "1")
+        args = ["--lb", f"127.0.0.1:{lb.port}", "--host", "127.0.0.1",
+                "--shared", self.folder("me", "shared"), "--downloads", self.folder("me", "downloads")]
+        me = TerminalSession(args, self.tmp)
+        self.addCleanup(me.close)
+        port = int(me.expect(r"Peer 127\.0\.0\.1:(\d+) ").group(1))
+        me.expect(r"Choose 0-4: ")
+        lb.kill()
+        lb.wait(10)
+        me.send("3")
+        me.expect(rf"No load balancer answers at 127\.0\.0\.1:{lb.port} .*Options 4 and 0 "
+                  r"still work")
+        me.expect(r"Choose 0-4: ")
+        me.send("1")
+        me.expect(r"Filter \(blank for all\): ")
+        me.send("")
+        me.expect(r"No load balancer answers")
+        me.expect(r"Choose 0-4: ")
+        me.send("4")
+        me.expect(r"Uploads in progress: 0")
+        again = self.start_lb("--heartbeat", "1", port=lb.port)
+        wait_for(lambda: self.peer_entry(again.port, port), timeout=10,
+                 what="the peer to register with the new load balancer")
+        me.expect(r"Choose 0-4: ")
+        me.send("3")
+        me.expect(rf"127\.0\.0\.1:{port} \(me\)")
+        me.expect(r"Choose 0-4: ")
+        me.send("0")
         self.assertEqual(me.proc.wait(10), 0)
 
 
