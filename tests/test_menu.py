@@ -85,6 +85,18 @@ class MenuTests(ProcessTestCase):
         return ["--lb", f"127.0.0.1:{self.lb.port}", "--host", "127.0.0.1",
                 "--shared", self.folder(name, "shared"), "--downloads", self.folder(name, "downloads")]
 
+    def start_download(self, name):
+        """A terminal menu peer 'me' that has just been asked for ``name`` with option 2."""
+        me = TerminalSession(self.menu_args("me"), self.tmp)
+        self.addCleanup(me.close)
+        me.expect(r"Choose 0-4: ")
+        me.send("2")
+        me.expect(r"File name: ")
+        me.send(name)
+        me.expect(r"blank: the least-loaded holder\): ")
+        me.send("")
+        return me
+
     def piped(self, name, lines, timeout=60):
         return subprocess.run([sys.executable, PEER, *self.menu_args(name)], input=lines,
                               capture_output=True, text=True, timeout=timeout, cwd=self.tmp,
@@ -149,14 +161,7 @@ class MenuTests(ProcessTestCase):
         self.holder.wait(10)
         wait_for(lambda: len(self.status(self.lb.port)["peers"]) == 1, what="one holder")
 
-        me = TerminalSession(self.menu_args("me"), self.tmp)
-        self.addCleanup(me.close)
-        me.expect(r"Choose 0-4: ")
-        me.send("2")
-        me.expect(r"File name: ")
-        me.send("song.mp3")
-        me.expect(r"blank: the least-loaded holder\): ")
-        me.send("")
+        me = self.start_download("song.mp3")
         me.expect(r"\r\x1b\[K\s*\d+\.\d%  [\d.]+ \w?i?B / 12\.0 MiB  .*/s  ETA .*  from 127\.0\.0\.1:")
 
         holder.send("3")
@@ -173,14 +178,7 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(me.proc.wait(10), 0)
 
     def test_ctrl_c_cancels_the_download_keeps_the_partial_and_returns_to_the_menu(self):
-        me = TerminalSession(self.menu_args("me"), self.tmp)
-        self.addCleanup(me.close)
-        me.expect(r"Choose 0-4: ")
-        me.send("2")
-        me.expect(r"File name: ")
-        me.send("song.mp3")
-        me.expect(r"holder\): ")
-        me.send("")
+        me = self.start_download("song.mp3")
         me.expect(r"from 127\.0\.0\.1:")
         os.write(me.master, b"\x03")  # Ctrl-C, through the terminal
         me.expect(r"Cancelled\. The partial file is kept")
