@@ -56,6 +56,10 @@ MAX_ATTEMPTS = 20  # transfers tried for one download before giving up
 PROGRESS_EVERY_S = 0.2
 BUSY_WAIT_MAX_S = 5.0  # longest Retry-After honoured when every holder is busy
 BUSY_ROUNDS = 3  # times to wait for busy holders before giving up
+DEFAULT_RENEW_S = 10.0
+HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
+SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
+MIN_RATE_BYTES_S = 4 * 1024
 
 
 class DownloadError(Exception):
@@ -225,9 +229,9 @@ class HashPipe:
 class Renewer:
     """Renews the current transfer every ``renew_s`` until stopped; errors are only logged."""
 
-    def __init__(self, lb, renew_s):
+    def __init__(self, lb, renew_s, transfer_id):
         self.lb, self.renew_s = lb, renew_s
-        self.transfer_id = None
+        self.transfer_id = transfer_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="renewer")
         self._thread.start()
@@ -371,34 +375,30 @@ class Downloader:
         """Download ``name`` (that version, from that peer if given); returns a Result."""
         check_name(name)
         transfer = self._ask(name, sha256, peer)
-        info = transfer["file"]
-        size, sha256 = info["size"], info["sha256"]
+        size, sha256 = transfer["file"]["size"], transfer["file"]["sha256"]
+        renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
+                          transfer["transfer_id"])
         try:
-            plan = plan_target(self.root, name, size, sha256)
-            if plan.have:
-                self._end(transfer, "cancelled")
-                return Result(plan.have, name, size, sha256, already=True)
-            self._check_folder(plan.partial)
-            self._check_space(size - plan.offset)
-            fd = self._open_partial(plan.partial)
             try:
-                partial = PartialFile(fd, plan.offset)
+                plan = plan_target(self.root, name, size, sha256)
+                if plan.have:
+                    self._end(transfer, "cancelled")
+                    return Result(plan.have, name, size, sha256, already=True)
+                self._check_folder(plan.partial)
+                partial = self._open_partial(plan.partial, size)
             except BaseException:
-                os.close(fd)
+                self._end(transfer, "cancelled")
                 raise
-        except BaseException:
-            self._end(transfer, "cancelled")
-            raise
-        renewer = Renewer(self.lb, transfer.get("renew_s", 10))
-        try:
-            result = self._run(partial, transfer, name, size, sha256, renewer)
-        except VerifyFailed:
-            os.unlink(plan.partial)
-            raise
+            try:  # the partial file stays locked until it has its final name
+                result = self._run(partial, transfer, name, size, sha256, renewer)
+                result.path = self._commit(plan.partial, name, size, sha256)
+            except VerifyFailed:
+                os.unlink(plan.partial)
+                raise
+            finally:
+                partial.close()
         finally:
             renewer.stop()
-            partial.close()
-        result.path = self._commit(plan.partial, name, size, sha256)
         self.on_verified(self.root, result.path, sha256)
         return result
 
@@ -412,31 +412,41 @@ class Downloader:
         if os.path.commonpath([real_root, os.path.realpath(folder)]) != real_root:
             raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
 
-    def _check_space(self, needed):
-        free = shutil.disk_usage(self.root).free
-        if free < needed:
-            raise DiskError(f"Not enough space in {self.root}: {needed} bytes needed, "
-                            f"{free} free.")
-
-    def _open_partial(self, path):
+    def _open_partial(self, path, size):
+        """Open, lock and check the partial file; a PartialFile at the byte to resume from."""
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
             raise DiskError(f"Cannot write {path}: {e.strerror}.") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise DownloadError("Another download of this file into the same folder "
-                                    "is running; wait for it to finish.") from None
-        return fd
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    raise DownloadError("Another download of this file into the same folder "
+                                        "is running; wait for it to finish.") from None
+            st = os.fstat(fd)
+            if st.st_ino != os.stat(path, follow_symlinks=False).st_ino:
+                raise DownloadError("Another download of this file just finished; run it "
+                                    "again to find it in place.")
+            offset = st.st_size if st.st_size <= size else 0  # longer than the file: not ours
+            if offset != st.st_size:
+                os.ftruncate(fd, offset)
+            free = shutil.disk_usage(self.root).free
+            if free < size - offset:
+                raise DiskError(f"Not enough space in {self.root}: {size - offset} bytes "
+                                f"needed, {free} free.")
+            return PartialFile(fd, offset)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _run(self, partial, transfer, name, size, sha256, renewer):
         """Fill ``partial`` from holder after holder until it verifies; returns a Result."""
         result = Result("", name, size, sha256, resumed_from=partial.offset)
         failed, busy, contributors = set(), {}, set()
         busy_rounds = 0
+        doubt_resumed_bytes = partial.offset > 0
         for _attempt in range(MAX_ATTEMPTS):
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
@@ -449,10 +459,11 @@ class Downloader:
             except PeerFault as fault:
                 log.warning("%s from %s failed at byte %d: %s", name, source, partial.offset,
                             fault)
-                self._end(transfer, "failed")
                 if fault.busy is None:
+                    self._end(transfer, "failed")
                     failed.add(peer["id"])
-                else:
+                else:  # busy is not broken: no cool-down for it
+                    self._end(transfer, "cancelled")
                     busy[peer["id"]] = fault.busy
                 try:
                     transfer = self._ask(name, sha256, exclude=failed | set(busy))
@@ -474,6 +485,14 @@ class Downloader:
                 self.on_progress(Progress(name, size, size, result.received / elapsed, source,
                                           finished=True))
                 return result
+            if doubt_resumed_bytes:  # the bytes kept from before may be the bad ones: blame nobody
+                log.warning("%s: SHA-256 mismatch after resuming; starting again from byte 0",
+                            name)
+                doubt_resumed_bytes = False
+                result.resumed_from = 0
+                contributors.clear()
+                partial.restart()
+                continue
             log.warning("%s: SHA-256 mismatch after the bytes from %s", name,
                         ", ".join(result.sources))
             self._end(transfer, "failed")
@@ -514,9 +533,12 @@ class Downloader:
     @staticmethod
     def _read_head(sock):
         data = bytearray()
+        deadline = time.monotonic() + HEAD_DEADLINE_S
         while (end := data.find(b"\r\n\r\n")) < 0:
             if len(data) > MAX_HEAD_BYTES:
                 raise PeerFault("the peer's response headers are too large")
+            if time.monotonic() > deadline:
+                raise PeerFault(f"no complete answer within {HEAD_DEADLINE_S:.0f} s")
             chunk = sock.recv(MAX_HEAD_BYTES)
             if not chunk:
                 raise PeerFault("the peer closed the connection without answering")
@@ -526,6 +548,7 @@ class Downloader:
 
     def _receive(self, sock, partial, leftover, size, name, source, result):
         window_start, window_bytes = time.monotonic(), 0
+        slow_start, slow_bytes = window_start, 0
         rate = 0.0
         last_report = 0.0
         while partial.offset < size:
@@ -547,7 +570,13 @@ class Downloader:
             partial.append(buf, n)  # n < len(view): a stall or a signal; the next recv tells
             result.received += n
             window_bytes += n
+            slow_bytes += n
             now = time.monotonic()
+            if now - slow_start >= SLOW_WINDOW_S:
+                if slow_bytes < MIN_RATE_BYTES_S * (now - slow_start):
+                    raise PeerFault(f"slower than {MIN_RATE_BYTES_S // 1024} KiB/s for "
+                                    f"{SLOW_WINDOW_S:.0f} s")
+                slow_start, slow_bytes = now, 0
             if now - window_start >= 1.0:
                 rate, window_start, window_bytes = window_bytes / (now - window_start), now, 0
             if now - last_report >= PROGRESS_EVERY_S:
@@ -579,8 +608,10 @@ class Downloader:
                 os.link(partial, target)
             except FileExistsError:
                 continue
-            except OSError:  # no hard links here (some network or FAT file systems)
-                if os.path.lexists(target):
+            except OSError:  # no hard links here (FAT, some network file systems):
+                try:  # claim the name first, then replace only our own placeholder
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                except FileExistsError:
                     continue
                 os.replace(partial, target)
                 return target

@@ -140,6 +140,20 @@ class DownloadTests(ProcessTestCase):
         self.assertTrue(same_bytes(source, os.path.join(downloads, "iso.img")))
         self.assertEqual(os.listdir(downloads), ["iso.img"])
 
+    def test_bad_or_oversized_partial_file_is_not_trusted_and_the_holder_not_blamed(self):
+        _, source = self.holders("doc.pdf", 200_000, 1)
+        _, files = http_json(self.lb.port, "GET", "/files?q=doc.pdf")
+        sha = files["files"][0]["sha256"]
+        for junk in (50_000, 300_000):  # a wrong prefix to resume from; longer than the file
+            downloads = self.folder(f"me{junk}", "downloads")
+            with open(os.path.join(downloads, f".doc.pdf.{sha[:16]}.part"), "wb") as f:
+                f.write(os.urandom(junk))
+            result = self.get(self.lb.port, "doc.pdf", downloads)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(same_bytes(source, os.path.join(downloads, "doc.pdf")))
+            self.assertEqual(os.listdir(downloads), ["doc.pdf"])
+        self.assertEqual(self.status(self.lb.port)["peers"][0]["failed"], 0)
+
     def test_full_disk_is_a_clear_error_and_no_final_file(self):
         self.holders("big.bin", 4 * MiB, 1)
         downloads = self.folder("me", "downloads")
@@ -220,7 +234,8 @@ class MembershipTests(ProcessTestCase):
                              "--shared", shared, "--downloads", self.folder(f"d{i}")])
                  for i in range(2)]
         lines = [read_line(p.stdout) for p in procs]
-        self.assertTrue(all(line.startswith("listening on") for line in lines), lines)
+        self.assertTrue(all(line.startswith("listening on") for line in lines),
+                        [p.poll() is not None and p.stderr.read() for p in procs])
         _, status = http_json(port, "GET", "/status")
         self.addCleanup(os.kill, status["pid"], signal.SIGTERM)
         wait_for(lambda: len(http_json(port, "GET", "/status")[1]["peers"]) == 2,
