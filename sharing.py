@@ -125,7 +125,7 @@ def parse_range(header, size):
     """
     if not header:
         return None
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    match = re.fullmatch(r"\s*bytes\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*", header)
     if not match or match.group(1) == match.group(2) == "":
         return None
     first, last = match.groups()
@@ -166,14 +166,35 @@ def sha256_file(path, chunk=HASH_CHUNK_BYTES):
 # The index of shared files
 
 
+def stamp(st):
+    """What says a file is unchanged: size, modification and change times, inode.
+
+    The change time (ctime) cannot be set back by ``cp -p``, ``rsync -t`` or ``touch``,
+    so rewriting a file and restoring its mtime still counts as a change.
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def cache_entry(st, sha256):
+    """One entry of the hash cache file, for the file whose ``os.stat`` is ``st``."""
+    return {"stamp": list(stamp(st)), "sha256": sha256}
+
+
 @dataclass(frozen=True)
 class SharedFile:
     name: str
-    size: int
     sha256: str
     root: str  # the shared folder it is in
     path: str  # where it is on disk (under root, symlinks not resolved)
-    mtime_ns: int
+    stamp: tuple  # stamp() of the file that was hashed
+
+    @property
+    def size(self):
+        return self.stamp[0]
+
+    @property
+    def mtime_ns(self):
+        return self.stamp[1]
 
     def as_dict(self):
         return {"name": self.name, "size": self.size, "sha256": self.sha256}
@@ -193,7 +214,7 @@ class ShareIndex:
         self._lock = threading.Lock()
         self._files = {}  # name -> SharedFile
         self._caches = {root: self._load_cache(root) for root in self.roots}
-        self._pending = {}  # name -> (root, path, size, mtime_ns) waiting for a hash
+        self._pending = {}  # name -> (root, path, stamp) waiting for a hash
         self._wakeup = threading.Condition(self._lock)
         self._hasher = None
         self._closed = False
@@ -205,16 +226,22 @@ class ShareIndex:
     def _load_cache(root):
         try:
             with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
-                raw = json.load(f)
-            return {k: tuple(v) for k, v in raw.items() if isinstance(v, list) and len(v) == 3}
-        except (OSError, ValueError):
-            return {}
+                raw = dict(json.load(f))
+        except (OSError, ValueError, TypeError):
+            return {}  # missing or unreadable: hash everything again
+        cache = {}
+        for name, entry in raw.items():
+            try:
+                cache[name] = (tuple(entry["stamp"]), str(entry["sha256"]))
+            except (TypeError, KeyError):
+                continue  # an entry from another version: hash that file again
+        return cache
 
     def _save_cache(self, root):
         with self._lock:
-            entries = {f.name: [f.size, f.mtime_ns, f.sha256]
+            entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256}
                        for f in self._files.values() if f.root == root}
-            self._caches[root] = {k: tuple(v) for k, v in entries.items()}
+            self._caches[root] = {k: (tuple(v["stamp"]), v["sha256"]) for k, v in entries.items()}
         target = os.path.join(root, CACHE_NAME)
         temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
@@ -231,7 +258,7 @@ class ShareIndex:
     # -- scanning -----------------------------------------------------------
 
     def _scan(self):
-        """name -> (root, path, size, mtime_ns) for every shareable file on disk."""
+        """name -> (root, path, stamp) for every shareable file on disk."""
         found = {}
         for root in self.roots:
             if not os.path.isdir(root):
@@ -256,7 +283,7 @@ class ShareIndex:
                     except OSError:
                         continue
                     if os.path.isfile(real):
-                        found[name] = (root, path, st.st_size, st.st_mtime_ns)
+                        found[name] = (root, path, stamp(st))
         return found
 
     def refresh(self):
@@ -267,19 +294,18 @@ class ShareIndex:
             for name in list(self._files):
                 entry = self._files[name]
                 disk = on_disk.get(name)
-                if disk is None or (disk[1], disk[2], disk[3]) != (entry.path, entry.size,
-                                                                    entry.mtime_ns):
+                if disk is None or (disk[1], disk[2]) != (entry.path, entry.stamp):
                     del self._files[name]
                     changed = True
-            for name, (root, path, size, mtime_ns) in on_disk.items():
+            for name, (root, path, now) in on_disk.items():
                 if name in self._files:
                     continue
                 cached = self._caches[root].get(name)
-                if cached and cached[0] == size and cached[1] == mtime_ns:
-                    self._files[name] = SharedFile(name, size, cached[2], root, path, mtime_ns)
+                if cached and cached[0] == now:
+                    self._files[name] = SharedFile(name, cached[1], root, path, now)
                     changed = True
                 else:
-                    self._pending[name] = (root, path, size, mtime_ns)
+                    self._pending[name] = (root, path, now)
             for name in list(self._pending):
                 if name not in on_disk:
                     del self._pending[name]
@@ -302,9 +328,24 @@ class ShareIndex:
         with self._lock:
             if name in self._files:
                 return
-            self._files[name] = SharedFile(name, st.st_size, sha256, root, path, st.st_mtime_ns)
+            self._files[name] = SharedFile(name, sha256, root, path, stamp(st))
             self.version += 1
         self._save_cache(root)
+        self.on_change()
+
+    def invalidate(self, name):
+        """``name`` changed on disk: stop sharing it until the hasher has hashed it again."""
+        with self._lock:
+            entry = self._files.pop(name, None)
+            if entry is None:
+                return
+            self.version += 1
+            try:
+                self._pending[name] = (entry.root, entry.path, stamp(os.stat(entry.path)))
+            except OSError:
+                pass
+            self._start_hasher()
+            self._wakeup.notify_all()
         self.on_change()
 
     def pending(self):
@@ -340,19 +381,18 @@ class ShareIndex:
                     return
                 item = next(iter(self._pending.items()), None)
             if item is not None:
-                name, (root, path, size, mtime_ns) = item
+                name, (root, path, before) = item
                 try:
                     sha256 = sha256_file(path)
-                    st = os.stat(path)
+                    after = stamp(os.stat(path))
                 except OSError as e:
                     log.warning("cannot hash %s: %s", path, e)
-                    sha256, st = None, None
+                    sha256, after = None, None
                 with self._lock:
-                    if self._pending.get(name) == (root, path, size, mtime_ns):
+                    if self._pending.get(name) == (root, path, before):
                         del self._pending[name]
-                        if st is not None and (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
-                            self._files[name] = SharedFile(name, size, sha256, root, path,
-                                                           mtime_ns)
+                        if after == before:  # else it changed while hashed: next refresh
+                            self._files[name] = SharedFile(name, sha256, root, path, before)
                             self.version += 1
                             dirty.add(root)
                     if not self._pending:
@@ -381,6 +421,7 @@ class ShareIndex:
             return sorted(self._files.values(), key=lambda f: f.name)
 
     def find_by_hash(self, sha256):
+        """A shared file with this content, or None (so a peer never fetches what it has)."""
         with self._lock:
             return next((f for f in self._files.values() if f.sha256 == sha256), None)
 
@@ -456,13 +497,14 @@ class FileHandler(JSONRequestHandler):
 
     def serve(self, send_body):
         try:
+            self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             path = urlsplit(self.path).path
             if path == "/files":
                 self.send_json(200, [f.as_dict() for f in self.server.index.files()])
             elif path.startswith("/files/"):
                 self.send_file(path, send_body)
             else:
-                raise HTTPProblem(404, f"There is no {path} here; try GET /files.")
+                raise HTTPProblem(404, f"There is nothing at {path!r}; try GET /files.")
         except HTTPProblem as problem:
             self.send_problem(problem)
         except Exception:
@@ -482,9 +524,8 @@ class FileHandler(JSONRequestHandler):
         except OSError:
             raise HTTPProblem(404, f"This peer does not share {name!r}.") from None
         with f:
-            st = os.fstat(f.fileno())
-            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-                self.server.index.refresh()
+            if stamp(os.fstat(f.fileno())) != entry.stamp:
+                self.server.index.invalidate(name)
                 problem = HTTPProblem(503, f"{name!r} changed on disk and is being hashed again.")
                 problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
                 raise problem
@@ -516,8 +557,11 @@ class FileHandler(JSONRequestHandler):
             self.send_header("Content-Length", str(length))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", f'"{entry.sha256}"')
+            base = entry.name.split("/")[-1]
+            plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                            for c in base)
             self.send_header("Content-Disposition",
-                             "attachment; filename*=UTF-8''" + quote(entry.name.split("/")[-1]))
+                             f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(base)}")
             if wanted:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()

@@ -427,9 +427,9 @@ class ShareIndexTests(unittest.TestCase):
         cache = self.read_cache()
         self.assertEqual(set(cache), set(contents))
         for name, data in contents.items():
-            size, mtime_ns, digest = cache[name]
-            self.assertEqual((size, digest), (len(data), sha(data)))
-            self.assertEqual(mtime_ns, os.stat(os.path.join(self.root, *name.split("/"))).st_mtime_ns)
+            st = os.stat(os.path.join(self.root, *name.split("/")))
+            self.assertEqual(cache[name], sharing.cache_entry(st, sha(data)))
+            self.assertEqual(cache[name]["stamp"][0], len(data))
 
         # The cache file now exists on disk and is still never shared.
         self.assertFalse(index.refresh())
@@ -457,19 +457,32 @@ class ShareIndexTests(unittest.TestCase):
         st = os.stat(path)
         fake = "ab" * 32
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
-            json.dump({"a.txt": [st.st_size, st.st_mtime_ns, fake]}, f)
+            json.dump({"a.txt": sharing.cache_entry(st, fake)}, f)
         index = self.new_index()
         self.assertTrue(index.refresh())
         self.assertEqual(index.pending(), 0)
         self.assertEqual(index.get("a.txt").sha256, fake)
+
+    def test_same_size_rewrite_with_the_old_mtime_is_hashed_again(self):
+        path = write(self.root, "a.txt", b"version one")
+        index = self.new_index()
+        self.hash_all(index)
+        old = os.stat(path)
+        with open(path, "wb") as f:
+            f.write(b"version two")  # same size
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # as cp -p or rsync -t would
+        fresh = self.new_index()
+        self.hash_all(fresh)
+        self.assertEqual(fresh.get("a.txt").sha256, sha(b"version two"))
 
     def test_a_stale_or_broken_cache_is_not_believed(self):
         path = write(self.root, "a.txt", b"real content")
         write(self.root, "b.txt", b"other content")
         st = os.stat(path)
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
-            json.dump({"a.txt": [st.st_size, st.st_mtime_ns - 1, "ab" * 32],
-                       "b.txt": "not a list"}, f)
+            stale = sharing.cache_entry(st, "ab" * 32)
+            stale["stamp"][1] -= 1
+            json.dump({"a.txt": stale, "b.txt": "not an entry"}, f)
         index = self.new_index()
         self.hash_all(index)
         self.assertEqual(index.get("a.txt").sha256, sha(b"real content"))
@@ -501,7 +514,7 @@ class ShareIndexTests(unittest.TestCase):
         new = index.get("a.txt")
         self.assertEqual(new.sha256, sha(b"version two, longer"))
         self.assertEqual(new.mtime_ns, old.mtime_ns + 5 * 10**9)
-        self.assertEqual(self.read_cache()["a.txt"][2], sha(b"version two, longer"))
+        self.assertEqual(self.read_cache()["a.txt"]["sha256"], sha(b"version two, longer"))
 
     def test_same_size_new_mtime_is_hashed_again(self):
         path = write(self.root, "a.txt", b"AAAA")
@@ -568,7 +581,7 @@ class ShareIndexTests(unittest.TestCase):
             entry = index.get("got/it.bin")
             self.assertEqual((entry.sha256, entry.size), (fake, len(b"downloaded bytes")))
             self.assertEqual(entry.root, os.path.abspath(downloads))
-            self.assertEqual(self.read_cache(downloads)["got/it.bin"][2], fake)
+            self.assertEqual(self.read_cache(downloads)["got/it.bin"]["sha256"], fake)
             self.assertFalse(index.refresh())
             self.assertEqual(index.pending(), 0)
             self.assertEqual(index.get("got/it.bin").sha256, fake)

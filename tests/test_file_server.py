@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from sharing import CACHE_NAME, FileServer, ShareIndex
+from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
 
 GiB = 1 << 30
 
@@ -145,7 +145,7 @@ class FileServerTests(unittest.TestCase):
             f.write(b"needle")
         st = os.stat(big)
         with open(os.path.join(self.root, CACHE_NAME), "w") as f:  # skip hashing 5 GiB
-            json.dump({"huge.img": [st.st_size, st.st_mtime_ns, "0" * 64]}, f)
+            json.dump({"huge.img": cache_entry(st, "0" * 64)}, f)
         index = ShareIndex([self.root])
         index.refresh()
         self.addCleanup(index.close)

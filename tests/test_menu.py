@@ -155,7 +155,7 @@ class MenuTests(ProcessTestCase):
     def test_terminal_download_progress_and_holder_active_count(self):
         holder = TerminalSession(self.menu_args("holder2"), self.tmp)
         self.addCleanup(holder.close)
-        os.link(self.song, os.path.join(self.tmp, "holder2", "shared", "song.mp3"))
+        shutil.copyfile(self.song, os.path.join(self.tmp, "holder2", "shared", "song.mp3"))
         holder.expect(r"Choose 0-4: ")
         self.holder.send_signal(signal.SIGTERM)  # leave the terminal holder the only one
         self.holder.wait(10)

@@ -3,6 +3,7 @@
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import unittest
 
+from sharing import cache_entry
 from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, read_line,
                            same_bytes, wait_for, write_random)
 
@@ -30,7 +32,7 @@ class DownloadTests(ProcessTestCase):
         procs = []
         for i in range(count):
             target = os.path.join(self.folder(f"holder{i}", "shared"), name)
-            os.link(source, target)
+            shutil.copyfile(source, target)  # a hard link would change the ctime of both
             procs.append(self.start_peer(self.lb.port, f"holder{i}", *extra, wait_files=[name]))
         return procs, source
 
@@ -90,7 +92,7 @@ class DownloadTests(ProcessTestCase):
         write_random(liar_file, size)
         st = os.stat(liar_file)
         with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
-            json.dump({"data.bin": [size, st.st_mtime_ns, honest_sha]}, f)
+            json.dump({"data.bin": cache_entry(st, honest_sha)}, f)
         liar = self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
 
         downloads = self.folder("me", "downloads")
@@ -105,7 +107,7 @@ class DownloadTests(ProcessTestCase):
         write_random(liar_file, MiB)
         st = os.stat(liar_file)
         with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
-            json.dump({"data.bin": [MiB, st.st_mtime_ns, "ab" * 32]}, f)
+            json.dump({"data.bin": cache_entry(st, "ab" * 32)}, f)
         self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
         downloads = self.folder("me", "downloads")
         result = self.get(self.lb.port, "data.bin", downloads)
