@@ -6,8 +6,9 @@ server on an open network needs:
 
 * at most ``max_connections`` connections are served at once; the next one
   gets a ``503`` with ``Retry-After`` and is closed, it never waits in a queue;
-* every socket has a timeout, so a client that sends half a request or stops
-  reading cannot pin a thread for longer than ``timeout``;
+* every socket has a timeout, and every request a deadline to arrive in
+  whole, so a client that sends half a request, trickles it, or stops reading
+  cannot pin a thread for long;
 * request lines and headers are capped by ``http.server`` itself (64 KiB a
   line, 100 headers), JSON bodies by ``max_body`` (413 beyond it);
 * Nagle is off and each small reply leaves in one write (the handler's output
@@ -27,6 +28,7 @@ import socket
 import socketserver
 import threading
 import time
+import unicodedata
 from http import HTTPStatus
 
 log = logging.getLogger("p2p.http")
@@ -39,9 +41,14 @@ REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
 MAX_HEADER_LINE_BYTES = 64 * 1024
 MAX_HEADERS = 100
 STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+MAX_NAME_CHARS = 1024
+MAX_NAME_PARTS = 64
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
+REQUEST_DEADLINE_S = 60.0  # to send a whole request (line, headers, body), however slowly
+REAP_INTERVAL_S = 1.0
 
 
 class HTTPProblem(Exception):
@@ -106,10 +113,47 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address, handler, max_connections=DEFAULT_MAX_CONNECTIONS,
-                 timeout=DEFAULT_SOCKET_TIMEOUT_S):
+                 timeout=DEFAULT_SOCKET_TIMEOUT_S, request_deadline=REQUEST_DEADLINE_S):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self.slots = threading.BoundedSemaphore(max_connections)
         self.handler_timeout = timeout
+        self.request_deadline = request_deadline
+        self._deadlines = {}  # connection -> time.monotonic() by which it must be done
+        self._deadlines_lock = threading.Lock()
+        self._closed = threading.Event()
         super().__init__(address, handler)
+        threading.Thread(target=self._reap, daemon=True, name="deadlines").start()
+
+    def set_deadline(self, connection, seconds):
+        """Cut ``connection`` if it is still at it ``seconds`` from now (None: no deadline).
+
+        Socket timeouts bound each read and write; this bounds the whole request, so a
+        client that trickles a byte at a time cannot hold a thread (or a slot) for ever.
+        """
+        with self._deadlines_lock:
+            if seconds is None:
+                self._deadlines.pop(connection, None)
+            else:
+                self._deadlines[connection] = time.monotonic() + seconds
+
+    def _reap(self):
+        while not self._closed.wait(REAP_INTERVAL_S):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                late = [c for c, deadline in self._deadlines.items() if deadline < now]
+                for connection in late:
+                    del self._deadlines[connection]
+            for connection in late:
+                log.warning("cutting a connection that overran its deadline")
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self):
+        self._closed.set()
+        super().server_close()
 
     def server_bind(self):
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) we don't need.
@@ -170,6 +214,17 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def setup(self):
         self.timeout = self.server.handler_timeout
         super().setup()
+
+    def handle_one_request(self):
+        self.server.set_deadline(self.connection, self.server.request_deadline)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.set_deadline(self.connection, None)
+
+    def request_read(self):
+        """The whole request is in: the answer is not held to the request deadline."""
+        self.server.set_deadline(self.connection, None)
 
     def parse_request(self):
         """http.server's parse_request, with a plain header parser (email.parser is slow).
@@ -297,19 +352,6 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
             raise HTTPProblem(400, "The body ended before its Content-Length.")
         return body
 
-    def read_json(self):
-        """The request body parsed as a JSON object (an empty body is ``{}``)."""
-        body = self.read_body()
-        if not body:
-            return {}
-        try:
-            obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPProblem(400, "The body is not valid JSON.") from None
-        if not isinstance(obj, dict):
-            raise HTTPProblem(400, "The body must be a JSON object.")
-        return obj
-
     def discard_body(self):
         """Read and drop a body we do not use, so keep-alive stays in step."""
         try:
@@ -324,6 +366,41 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def log_error(self, format, *args):
         log.warning("%s %s", self.address_string(), format % args)
+
+
+# ---------------------------------------------------------------------------
+# Names on the wire: both ends, the load balancer and the peers, use one rule
+
+
+class BadName(ValueError):
+    """A file name that is not a safe relative path; the message says why."""
+
+
+def check_name(name):
+    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
+    if not isinstance(name, str) or not name:
+        raise BadName("The file name is empty.")
+    if len(name) > MAX_NAME_CHARS:
+        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
+    if "\\" in name:
+        raise BadName("The file name contains a backslash; use / between folders.")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
+        raise BadName("The file name contains NUL, control or text-direction characters.")
+    if name.startswith("/"):
+        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
+    if re.match(r"[A-Za-z]:", name):
+        raise BadName("The file name starts with a drive letter (like C:); names are relative "
+                      "to the shared folder.")
+    parts = name.split("/")
+    if len(parts) > MAX_NAME_PARTS:
+        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise BadName("The file name has an empty, '.' or '..' part.")
+        if part.startswith("."):
+            raise BadName("Hidden files (names starting with '.') are not shared.")
+    return name
+
 
 
 def set_nodelay(sock):

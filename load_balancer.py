@@ -49,8 +49,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
-from httpkit import (BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
-                     parse_address, set_nodelay)
+from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
+                     format_address, parse_address, set_nodelay)
 
 log = logging.getLogger("p2p.lb")
 
@@ -58,8 +58,8 @@ DEFAULT_PORT = 6969
 DEFAULT_HEARTBEAT_S = 10.0
 MISSED_BEATS = 3  # heartbeats or renewals missed before a peer or transfer is dropped
 FAIL_COOLDOWN_S = 10.0  # a holder whose transfer failed is skipped this long (nginx fail_timeout)
-MAX_NAME_CHARS = 1024
 MAX_FILES_PER_PEER = 100_000
+MAX_PEERS = 100_000
 MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
 MAX_EXCLUDE = 1000
 IDLE_CHECK_S = 1.0
@@ -118,11 +118,12 @@ class FileInfo:
 
 
 class PeerRecord:
-    __slots__ = ("id", "host", "port", "token", "files", "last_seen", "active", "uploads",
-                 "served", "failed", "cooldown_until", "last_pick", "transfers")
+    __slots__ = ("id", "host", "port", "token", "source", "files", "last_seen", "active",
+                 "uploads", "served", "failed", "cooldown_until", "last_pick", "transfers")
 
-    def __init__(self, peer_id, host, port, token, now):
+    def __init__(self, peer_id, host, port, token, now, source=None):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
+        self.source = source  # the address it registered from
         self.files = {}  # name -> FileInfo
         self.last_seen = now
         self.active = 0  # transfers handed out and not yet ended
@@ -181,16 +182,26 @@ class Registry:
 
     # -- peers --------------------------------------------------------------
 
-    def register(self, host, port, files):
-        """Add a peer (replacing any earlier one at the same address); returns its record."""
+    def register(self, host, port, files, source=None):
+        """Add a peer; returns its record.
+
+        An earlier peer at the same address is replaced when the new one comes from the
+        same ``source`` (the TCP address it connected from; a restarted peer) or the old one
+        has missed a heartbeat; otherwise the address is someone else's: Conflict.
+        """
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            old = self._by_address.get((host, port))
+            old = self._peers.get(self._by_address.get((host, port)))
             if old is not None:
-                self._drop_peer(old)
+                if old.source != source and now - old.last_seen <= self.heartbeat_s:
+                    raise Conflict(f"Another peer is registered at {old.address}; "
+                                   "use another --port or --advertise.")
+                self._drop_peer(old.id)
+            elif len(self._peers) >= MAX_PEERS:
+                raise Unavailable(f"The load balancer already has {MAX_PEERS} peers.")
             peer_id = secrets.token_hex(6)
-            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now)
+            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source)
             self._peers[peer_id] = peer
             self._by_address[(host, port)] = peer_id
             self._set_files(peer, files)
@@ -224,7 +235,7 @@ class Registry:
         return peer
 
     def _set_files(self, peer, files):
-        new = {f.name: f for f in files}
+        new = {f.name: f for f in files if self._size_agrees(f)}
         for name, old in peer.files.items():
             if new.get(name) != old:
                 self._unindex(peer.id, old)
@@ -232,6 +243,17 @@ class Registry:
             if peer.files.get(name) != info:
                 self._index.setdefault(name, {}).setdefault(info.sha256, {})[peer.id] = None
         peer.files = new
+
+    def _size_agrees(self, info):
+        """One SHA-256 has one size: a file claiming another size for it is not indexed."""
+        holders = self._index.get(info.name, {}).get(info.sha256)
+        if not holders:
+            return True
+        size = self._peers[next(iter(holders))].files[info.name].size
+        if size != info.size:
+            log.warning("%r claims %d bytes for a SHA-256 others have as %d: ignored",
+                        info.name, info.size, size)
+        return size == info.size
 
     def _unindex(self, peer_id, info):
         versions = self._index.get(info.name)
@@ -313,7 +335,8 @@ class Registry:
             self._sweep(now)
             versions = self._index.get(name)
             if not versions:
-                raise NotFound(f"Nobody shares {name!r}; list the shared files to see the exact names.")
+                raise NotFound(f"Nobody shares {name!r} right now; list the shared files to see "
+                               "what there is.")
             if sha256 is not None:
                 holders = versions.get(sha256)
                 if holders is None:
@@ -432,12 +455,11 @@ def _field(body, key, kind, what, required=True):
     return value
 
 
-def check_name(name):
-    if not name or len(name) > MAX_NAME_CHARS:
-        raise Invalid(f"A file name must have 1 to {MAX_NAME_CHARS} characters.")
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in name):
-        raise Invalid("A file name must not contain control characters or lone surrogates.")
-    return name
+def check_file_name(name):
+    try:
+        return check_name(name)
+    except BadName as e:
+        raise Invalid(f"{e} ({name[:100]!r})") from None
 
 
 def check_sha256(value, key="sha256"):
@@ -455,7 +477,7 @@ def parse_files(raw):
     for entry in raw:
         if not isinstance(entry, dict):
             raise Invalid("Each entry of 'files' must be an object {name, size, sha256}.")
-        name = check_name(_field(entry, "name", str, "a file name"))
+        name = check_file_name(_field(entry, "name", str, "a file name"))
         size = _field(entry, "size", int, "a size in bytes")
         if size < 0:
             raise Invalid(f"The size of {name!r} must not be negative.")
@@ -493,7 +515,7 @@ def parse_heartbeat(body):
 
 
 def parse_transfer_request(body):
-    name = check_name(_field(body, "name", str, "a file name"))
+    name = check_file_name(_field(body, "name", str, "a file name"))
     sha256 = body.get("sha256")
     if sha256 is not None:
         check_sha256(sha256)
@@ -575,6 +597,7 @@ class LBHandler(JSONRequestHandler):
     def handle_request(self):
         try:
             self.body = self.read_body()
+            self.request_read()
             path, _, query = self.path.partition("?")
             methods, ids = route(path)
             if methods is None:
@@ -637,7 +660,7 @@ class LBHandler(JSONRequestHandler):
 
     def route_register(self):
         host, port, files = parse_register(self.json_body(), self.client_address[0])
-        peer = self.registry.register(host, port, files)
+        peer = self.registry.register(host, port, files, source=self.client_address[0])
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})

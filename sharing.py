@@ -15,9 +15,9 @@ request                                answer
 =====================================  ==============================================
 
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
-in the URL. ``check_name`` refuses anything that could leave the folder or
-hide in it (``..``, absolute paths, backslashes, NUL and control characters,
-dotfiles); ``resolve`` checks again on disk that the real path, symlinks
+in the URL. ``httpkit.check_name`` refuses anything that could leave the
+folder or hide in it (``..``, absolute paths, backslashes, NUL and control
+characters, dotfiles); ``resolve`` checks again on disk that the real path, symlinks
 followed, is inside the folder. Bodies go out with ``socket.sendfile``,
 paced in slices when an upload limit (one rate shared by all uploads) is set.
 
@@ -35,29 +35,24 @@ import os
 import re
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from httpkit import BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address
+from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
+                     format_address)
 
 log = logging.getLogger("p2p.share")
 
 CACHE_NAME = ".p2p-hashes.json"
-MAX_NAME_CHARS = 1024
-MAX_NAME_PARTS = 64
 HASH_CHUNK_BYTES = 1 << 20
 HASH_BATCH_S = 1.0  # announce what is hashed at least this often while hashing a big folder
 RATE_SLICE_S = 0.05  # an upload limit is applied in sendfile slices of this duration
 MIN_RATE_SLICE_BYTES = 16 * 1024
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
+UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
+MIN_UPLOAD_RATE_BYTES_S = 4 * 1024
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-class BadName(ValueError):
-    """A file name the server refuses to look up; the message says why."""
 
 
 class RangeNotSatisfiable(ValueError):
@@ -66,32 +61,6 @@ class RangeNotSatisfiable(ValueError):
 
 # ---------------------------------------------------------------------------
 # Pure decisions: names, ranges, rates
-
-
-def check_name(name):
-    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
-    if not isinstance(name, str) or not name:
-        raise BadName("The file name is empty.")
-    if len(name) > MAX_NAME_CHARS:
-        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
-    if "\\" in name:
-        raise BadName("The file name contains a backslash; use / between folders.")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
-        raise BadName("The file name contains NUL, control or text-direction characters.")
-    if name.startswith("/"):
-        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
-    if re.match(r"[A-Za-z]:", name):
-        raise BadName("The file name starts with a drive letter (like C:); names are relative "
-                      "to the shared folder.")
-    parts = name.split("/")
-    if len(parts) > MAX_NAME_PARTS:
-        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise BadName("The file name has an empty, '.' or '..' part.")
-        if part.startswith("."):
-            raise BadName("Hidden files (names starting with '.') are not shared.")
-    return name
 
 
 def name_from_url_path(path):
@@ -498,6 +467,7 @@ class FileHandler(JSONRequestHandler):
     def serve(self, send_body):
         try:
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
+            self.request_read()
             path = urlsplit(self.path).path
             if path == "/files":
                 self.send_json(200, [f.as_dict() for f in self.server.index.files()])
@@ -574,6 +544,9 @@ class FileHandler(JSONRequestHandler):
 
     def send_body(self, f, offset, count, upload):
         limiter = self.server.limiter
+        # However slow the client, an upload ends within a time its size allows.
+        self.server.set_deadline(self.connection, UPLOAD_GRACE_S + count / MIN_UPLOAD_RATE_BYTES_S
+                                 + (count / limiter.rate if limiter else 0))
         try:
             if limiter is None:
                 upload.sent = self.connection.sendfile(f, offset, count)

@@ -15,6 +15,7 @@ import unittest
 from unittest import mock
 
 import download
+import httpkit
 import sharing
 from download import PeerFault
 from sharing import BadName, RangeNotSatisfiable
@@ -137,11 +138,11 @@ class CheckNameTests(unittest.TestCase):
                 self.assertEqual(sharing.check_name(name), name)
 
     def test_length_and_depth_limits_are_exact(self):
-        self.assertEqual(sharing.check_name("x" * sharing.MAX_NAME_CHARS),
-                         "x" * sharing.MAX_NAME_CHARS)
+        self.assertEqual(sharing.check_name("x" * httpkit.MAX_NAME_CHARS),
+                         "x" * httpkit.MAX_NAME_CHARS)
         with self.assertRaises(BadName):
-            sharing.check_name("x" * (sharing.MAX_NAME_CHARS + 1))
-        deep = "/".join(["d"] * sharing.MAX_NAME_PARTS)
+            sharing.check_name("x" * (httpkit.MAX_NAME_CHARS + 1))
+        deep = "/".join(["d"] * httpkit.MAX_NAME_PARTS)
         self.assertEqual(sharing.check_name(deep), deep)
         with self.assertRaises(BadName):
             sharing.check_name(deep + "/d")

@@ -654,8 +654,9 @@ class ServerTestCase(unittest.TestCase):
         self.client = lb.LBClient("127.0.0.1", self.port, timeout=DEADLINE_S)
         self.addCleanup(self.client.close)
 
-    def start_server(self, registry, server_class=CountingServer, port=0, **kwargs):
-        server = server_class(("127.0.0.1", port), registry, **kwargs)
+    def start_server(self, registry, server_class=CountingServer, port=0, host="127.0.0.1",
+                     **kwargs):
+        server = server_class((host, port), registry, **kwargs)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                   daemon=True)
         thread.start()
@@ -714,6 +715,12 @@ class ServerTestCase(unittest.TestCase):
     def register(self, files=(), port=7000, host=None):
         return self.client.register(port, [wire(f) if isinstance(f, str) else f for f in files],
                                     host=host)
+
+
+def select_readable(sock, timeout):
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(timeout))
 
 
 def status_or_error(server_port, method, path, body=None):
@@ -913,14 +920,14 @@ class TestErrors(ServerTestCase):
 
     def test_bad_names(self):
         self.register(["ok"], port=7001)
-        for name in ["", "x" * (lb.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname"]:
+        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname"]:
             with self.subTest(name=name[:20]):
                 self.assert_error("POST", "/peers", 400,
                                   {"port": 7002, "files": [{"name": name, "size": 1,
                                                             "sha256": sha(name)}]})
                 self.assert_error("POST", "/transfers", 400, {"name": name})
         # exactly the limit is fine
-        long_name = "y" * lb.MAX_NAME_CHARS
+        long_name = "y" * httpkit.MAX_NAME_CHARS
         self.register([long_name], port=7003)
         response, _, _ = self.request("POST", "/transfers", {"name": long_name})
         self.assertEqual(response.status, 201)
@@ -1468,3 +1475,64 @@ class TestCommandLine(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestDeadlinesAndAddresses(ServerTestCase):
+    def test_a_trickled_request_is_cut_at_its_deadline_and_the_server_serves_on(self):
+        server = self.start_server(lb.Registry(clock=FakeClock()), request_deadline=1.0)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
+        self.addCleanup(sock.close)
+        started = time.monotonic()
+        cut = False
+        for byte in b"GET /status HTTP/1.1\r\nHost: lb\r\nX-Slow: " + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if time.monotonic() - started > DEADLINE_S:
+                break
+            readable = select_readable(sock, 0.1)
+            if readable and sock.recv(1) == b"":
+                cut = True
+                break
+        self.assertTrue(cut, "the trickling client was never cut off")
+        self.assertLess(time.monotonic() - started, 1.0 + 2 * httpkit.REAP_INTERVAL_S + 1.0)
+        self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)
+
+    def test_ipv6_loopback_if_the_machine_has_it(self):
+        try:
+            server = self.start_server(lb.Registry(clock=FakeClock()), host="::1")
+        except OSError:
+            self.skipTest("no IPv6 loopback here")
+        client = lb.LBClient("::1", server.port, timeout=DEADLINE_S)
+        self.addCleanup(client.close)
+        self.assertEqual(client.status()["peers"], [])
+
+
+class TestRegistryOwnership(unittest.TestCase):
+    def setUp(self):
+        self.clock = FakeClock()
+        self.registry = lb.Registry(clock=self.clock, heartbeat_s=10)
+
+    def test_someone_else_cannot_take_a_live_peers_address(self):
+        first = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
+        with self.assertRaises(lb.Conflict):
+            self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
+        again = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
+        self.assertNotEqual(again.id, first.id)  # the same machine restarting: replaced
+        self.clock.advance(11)  # silent past a heartbeat: anyone may take the address
+        taken = self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
+        self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [taken.id])
+
+    def test_a_size_that_contradicts_the_sha256_is_not_indexed(self):
+        honest = info("f", size=100)
+        self.registry.register("10.0.0.1", 7000, [honest])
+        liar = lb.FileInfo("f", 999, honest.sha256)
+        peer = self.registry.register("10.0.0.2", 7000, [liar])
+        files, _ = self.registry.find_files("f")
+        self.assertEqual([(f["size"], f["holders"]) for f in files], [(100, 1)])
+        for _ in range(3):
+            transfer, chosen = self.registry.pick("f")
+            self.assertNotEqual(chosen.id, peer.id)
+            self.registry.end(transfer.id)
