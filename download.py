@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from httpkit import format_address
 from load_balancer import LBClientError
-from sharing import check_name, sha256_file, url_for_name
+from sharing import PEER_HEADER, check_name, sha256_file, url_for_name
 
 try:
     import fcntl
@@ -346,12 +346,14 @@ class Downloader:
     """Downloads through one load balancer into ``root``; ``on_progress`` sees Progress."""
 
     def __init__(self, lb, root, requester=None, on_progress=None, on_verified=None,
-                 stall_timeout=STALL_TIMEOUT_S):
+                 have=None, identity=None, stall_timeout=STALL_TIMEOUT_S):
         self.lb = lb
         self.root = os.path.abspath(root)
         self.requester = requester
         self.on_progress = on_progress or (lambda progress: None)
         self.on_verified = on_verified or (lambda root, path, sha256: None)
+        self.have = have or (lambda sha256: None)  # a SharedFile we already have, or None
+        self.identity = identity  # this peer's address, shown to the holders we fetch from
         self.stall_timeout = stall_timeout
 
     # -- talking to the load balancer ---------------------------------------
@@ -379,6 +381,10 @@ class Downloader:
         renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
                           transfer["transfer_id"])
         try:
+            mine = self.have(sha256)
+            if mine is not None:
+                self._end(transfer, "cancelled")
+                return Result(mine.path, name, size, sha256, already=True)
             try:
                 plan = plan_target(self.root, name, size, sha256)
                 if plan.have:
@@ -520,6 +526,7 @@ class Downloader:
             try:
                 request = (f"GET {url_for_name(name)} HTTP/1.1\r\nHost: {source}\r\n"
                            + (f"Range: bytes={partial.offset}-\r\n" if partial.offset else "")
+                           + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
                            + "Connection: close\r\n\r\n")
                 sock.sendall(request.encode("ascii"))
                 status, headers, leftover = self._read_head(sock)

@@ -432,8 +432,8 @@ def parse_address(text, default_port=None):
         host, port = text.split(":")
     else:
         host = text
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{text!r} is not an address like 192.168.1.5:6969.")
+    if not re.fullmatch(r"[A-Za-z0-9._%:-]+", host) or host.isdigit():
+        raise ValueError(f"{text!r} is not an address like 192.168.1.5 or 192.168.1.5:41237.")
     if port is None:
         return host, default_port
     if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:

@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -715,6 +716,19 @@ class LBUnreachable(LBClientError):
     """Nothing (or nothing sane) answers at the load balancer's address."""
 
 
+def describe_socket_error(error):
+    """A few words for a person: 'connection refused', not '[Errno 111] ...'."""
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: is it running?"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    if isinstance(error, socket.gaierror):
+        return "unknown host name"
+    if isinstance(error, (ConnectionError, http.client.HTTPException)):
+        return "the connection broke"
+    return error.strerror or error.__class__.__name__
+
+
 class _Connection(http.client.HTTPConnection):
     def connect(self):
         super().connect()
@@ -734,6 +748,13 @@ class LBClient:
         return format_address(self.host, self.port)
 
     def close(self):
+        """Close the connection, cutting short a request in flight in another thread."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -776,7 +797,7 @@ class LBClient:
                 # A kept-alive connection the server closed: try once on a new one.
                 if fresh or attempt == 2 or isinstance(e, TimeoutError):
                     raise LBUnreachable(f"No load balancer answers at {self.address} "
-                                        f"({e.__class__.__name__}: {e}).") from None
+                                        f"({describe_socket_error(e)}).") from None
         raise AssertionError("unreachable")
 
     # -- the API ------------------------------------------------------------

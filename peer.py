@@ -28,6 +28,7 @@ import difflib
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,11 @@ import threading
 import time
 
 from download import DownloadError, Downloader
+
+try:
+    import fcntl
+except ImportError:  # Windows: no warning about two peers sharing one folder
+    fcntl = None
 from httpkit import format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
@@ -53,7 +59,8 @@ RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+PROGRESS_LINES = 4
+FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 
 
 class PeerError(Exception):
@@ -62,6 +69,10 @@ class PeerError(Exception):
 
 class Terminate(BaseException):
     """SIGTERM: leave whatever we are doing and shut down cleanly."""
+
+
+class Cancelled(Exception):
+    """Ctrl-C at a question of the menu: back to the menu."""
 
 
 # ---------------------------------------------------------------------------
@@ -92,8 +103,12 @@ def is_local_address(host):
     return False
 
 
+def user_tag():
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+
+
 def auto_lb_log_path(port):
-    return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}.log")
+    return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
 def ensure_load_balancer(host, port, say=print):
@@ -110,9 +125,16 @@ def ensure_load_balancer(host, port, say=print):
                "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S)]
     detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
               else {"start_new_session": True})
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                         | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        log_path, log_fd = os.devnull, os.open(os.devnull, os.O_WRONLY)
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_fd,
                                    stderr=subprocess.STDOUT, close_fds=True, **detach)
+    finally:
+        os.close(log_fd)
     deadline = time.monotonic() + LB_START_TIMEOUT_S
     client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S)
     while True:
@@ -120,9 +142,11 @@ def ensure_load_balancer(host, port, say=print):
             pid = client.status().get("pid")
             break
         except LBClientError:
-            if time.monotonic() > deadline:
-                raise PeerError(f"Started a load balancer on port {port}, but it does not "
-                                f"answer; see {log_path}.") from None
+            exited = process.poll() is not None  # lost a race (then another answers) or failed
+            if time.monotonic() > deadline or (exited and not lb_answers(host, port)):
+                raise PeerError(f"Could not start a load balancer on port {port}; see "
+                                f"{log_path}, or start one with: python load_balancer.py "
+                                f"--port {port}") from None
             time.sleep(0.05)
         finally:
             client.close()
@@ -161,6 +185,8 @@ class Peer:
         self.lb_problem = None  # why the load balancer is not reachable, when it is not
         self.downloads_done = []
         self._announced = -1
+        self._folder_lock = None
+        self.shares_folder_with_another = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -169,10 +195,13 @@ class Peer:
 
     def start(self):
         for folder in (self.shared, self.downloads):
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise PeerError(f"{folder} is not a folder.")
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
-                raise PeerError(f"Cannot use {folder} as a folder: {e.strerror}.") from None
+                raise PeerError(f"Cannot create the folder {folder}: {e.strerror}.") from None
+        self.shares_folder_with_another = not self._lock_folder()
         try:
             self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit)
         except OSError as e:
@@ -187,14 +216,27 @@ class Peer:
         self._thread.start()
         return self
 
+    def _lock_folder(self):
+        """Hold a lock in the shared folder; False if another peer already shares it."""
+        if fcntl is None:
+            return True
+        try:
+            self._folder_lock = os.open(os.path.join(self.shared, FOLDER_LOCK_NAME),
+                                        os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                                        0o644)
+            fcntl.flock(self._folder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
     def stop(self):
         self._stop.set()
         self._wake.set()
+        self.lb.close()  # cuts short a heartbeat in flight
+        self.lb.timeout = UNREGISTER_TIMEOUT_S  # a vanished load balancer must not hold us up
         if self._thread is not None:
             self._thread.join(UNREGISTER_TIMEOUT_S + 1)
         if self.peer_id is not None:
-            self.lb.close()
-            self.lb.timeout = UNREGISTER_TIMEOUT_S  # a vanished load balancer must not hold us up
             try:
                 self.lb.unregister(self.peer_id, self.token)
             except LBClientError as e:
@@ -205,6 +247,8 @@ class Peer:
             self.server.shutdown()
             self.server.server_close()
         self.index.close()
+        if self._folder_lock is not None:
+            os.close(self._folder_lock)
 
     @property
     def port(self):
@@ -249,7 +293,7 @@ class Peer:
             self.lb.heartbeat(self.peer_id, self.token, files=files,
                               uploads=len(self.server.uploads))
         except LBClientError as e:
-            if e.status == 404:  # the load balancer restarted and forgot us
+            if e.status == 404 and not self._stop.is_set():  # it restarted and forgot us
                 log.warning("the load balancer forgot this peer; registering again")
                 self.peer_id = None
                 return self._register()
@@ -282,7 +326,8 @@ class Peer:
 
     def downloader(self, on_progress=None):
         return Downloader(self.lb, self.downloads, requester=self.peer_id,
-                          on_progress=on_progress, on_verified=self._verified)
+                          on_progress=on_progress, on_verified=self._verified,
+                          have=self.index.find_by_hash, identity=self.address)
 
     def _verified(self, root, path, sha256):
         self.index.add_verified(root, path, sha256)
@@ -290,6 +335,12 @@ class Peer:
 
 # ---------------------------------------------------------------------------
 # Showing things to a person
+
+
+def shown_path(path):
+    """A folder as a person finds it: relative to here when it is below here."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def human_size(n):
@@ -360,12 +411,52 @@ def describe_result(result):
             f"from {sources}.")
 
 
+def suggest_names(name, names, most=3):
+    """Names a person may have meant: same letters in another case, containing, then alike."""
+    if name in names:
+        return []
+    folded = name.casefold()
+    by_case = [n for n in names if n.casefold() == folded]
+    containing = [n for n in names if folded in n.casefold() and n not in by_case]
+    alike = difflib.get_close_matches(folded, [n.casefold() for n in names], n=most, cutoff=0.5)
+    alike = [n for n in names if n.casefold() in alike and n not in by_case + containing]
+    return (by_case + containing + alike)[:most]
+
+
 def closest_names(lb, name):
     try:
-        names = [f["name"] for f in lb.files()["files"]]
+        return suggest_names(name, [f["name"] for f in lb.files()["files"]])
     except LBClientError:
         return []
-    return difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+
+
+def resolve_peer_address(text):
+    """What a person typed as a peer -> "ip[:port]" as the load balancer knows peers.
+
+    Raises ValueError with a sentence for text that is not an address or a known host.
+    """
+    host, port = parse_address(text)
+    try:
+        ip = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror:
+        raise ValueError(f"There is no host called {host!r}; give an address like "
+                         "192.168.1.5:41237 (option 3 lists the peers).") from None
+    return ip if port is None else format_address(ip, port)
+
+
+def resolve_sha256(lb, name, text):
+    """A full SHA-256 from what a person typed: the whole hash, or its first characters."""
+    text = text.strip().lower()
+    if re.fullmatch(r"[0-9a-f]{64}", text):
+        return text
+    if not re.fullmatch(r"[0-9a-f]{4,63}", text):
+        raise DownloadError(f"{text!r} is not a SHA-256 or the start of one (hex digits).")
+    matches = {f["sha256"] for f in lb.files(name)["files"]
+               if f["name"] == name and f["sha256"].startswith(text)}
+    if len(matches) != 1:
+        raise DownloadError(f"{len(matches) or 'No'} version{'s' if len(matches) != 1 else ''} "
+                            f"of {name!r} start with {text}; give more of the SHA-256.")
+    return matches.pop()
 
 
 def print_files(out, lb, query):
@@ -422,9 +513,12 @@ class Menu:
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
         count = len(peer.index)
         self.say(f"Peer {peer.address} · sharing {count} file{'' if count == 1 else 's'} from "
-                 f"{os.path.relpath(peer.shared)}/ · load balancer {lb}")
+                 f"{shown_path(peer.shared)}/ · load balancer {lb}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")
+        if peer.shares_folder_with_another:
+            self.say(f"Note: another peer on this machine shares {peer.shared} too; give each "
+                     "peer its own --shared and --downloads folders.")
 
     def run(self):
         self.banner()
@@ -446,19 +540,28 @@ class Menu:
                          else "Nothing typed: type a number from 0 to 4 and press Enter.")
                 continue
             try:
+                if choice != "4" and self.peer.lb_problem:
+                    raise LBUnreachable(self.peer.lb_problem)
                 action()
             except LBUnreachable as e:
-                self.say(f"{e.message} Options 4 and 0 still work; this peer registers "
-                         "again as soon as the load balancer is back.")
+                self.say(f"{e.message} Options 4 and 0 still work; this peer registers again "
+                         "by itself as soon as the load balancer is back (to start one: "
+                         f"python load_balancer.py --port {self.peer.lb.port}).")
             except LBClientError as e:
                 self.say(e.message)
+            except Cancelled:
+                self.say("Cancelled.")
+            except EOFError:
+                self.say()
+                return
 
     def ask(self, prompt):
+        """A line from the person; Ctrl-C cancels the option, end of input quits."""
         try:
             return self.read(prompt).strip()
         except KeyboardInterrupt:
             self.say()
-            return ""
+            raise Cancelled from None
 
     def list_files(self):
         query = self.ask("Filter (blank for all): ")
@@ -496,11 +599,10 @@ class Menu:
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:
             try:
-                host, port = parse_address(where)
+                where = resolve_peer_address(where)
             except ValueError as e:
                 self.say(str(e))
                 return
-            where = host if port is None else format_address(host, port)
         self.fetch(name, None, where or None)
 
     def fetch(self, name, sha256, where):
@@ -517,7 +619,7 @@ class Menu:
                 self.choose_version(name, e.versions, where)
                 return
             self.say(e.message)
-            if e.status == 404 and where is None:
+            if e.status == 404 and where is None and e.message.startswith("Nobody shares"):
                 close = closest_names(self.peer.lb, name)
                 if close:
                     self.say("Did you mean: " + ", ".join(close) + "?")
@@ -534,6 +636,9 @@ class Menu:
         choice = self.ask(f"Which one (1-{len(versions)}, blank to cancel): ")
         if choice.isdigit() and 1 <= int(choice) <= len(versions):
             self.fetch(name, versions[int(choice) - 1]["sha256"], where)
+        else:
+            self.say("Nothing downloaded." if not choice else
+                     f"There is no choice {choice!r}; nothing downloaded.")
 
 
 # ---------------------------------------------------------------------------
@@ -549,9 +654,11 @@ def common_options():
     common.add_argument("--advertise", metavar="HOST",
                         help="the address other peers should use to reach this one "
                              "(default: what the load balancer sees)")
-    common.add_argument("--shared", default="shared", metavar="DIR", help="folder to share")
-    common.add_argument("--downloads", default="downloads", metavar="DIR",
-                        help="folder to download into (its verified files are shared too)")
+    common.add_argument("--shared", metavar="DIR",
+                        help="folder to share (default: shared/ beside peer.py)")
+    common.add_argument("--downloads", metavar="DIR",
+                        help="folder to download into, its verified files shared too "
+                             "(default: downloads/ beside peer.py)")
     common.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
                         help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
     common.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
@@ -594,13 +701,19 @@ def parse_args(argv):
         parser.error(f"--lb: {e}")
     if args.upload_slots < 1:
         parser.error("--upload-slots must be at least 1")
+    if args.shared is None:
+        args.shared = os.path.join(HERE, "shared")
+    elif not os.path.isdir(args.shared) and args.command in ("menu", "serve"):
+        parser.error(f"--shared {args.shared}: there is no such folder")
+    if args.downloads is None:
+        args.downloads = os.path.join(HERE, "downloads")
     return args
 
 
 def configure_logging(args, log_path=None):
     """The menu logs to a file (never over the menu) unless --verbose; serve to stderr."""
     if log_path and not args.verbose:
-        logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT)
+        logging.basicConfig(filename=log_path, level=logging.WARNING, format=LOG_FORMAT)
     else:
         logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT,
                             level=logging.INFO if args.verbose else logging.WARNING)
@@ -616,27 +729,33 @@ def raise_terminate(signum, frame):
 
 
 def run_peer(args, interactive):
-    log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{os.getpid()}.log")
+    log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{os.getpid()}.log")
     configure_logging(args, log_path if interactive else None)
     signal.signal(signal.SIGTERM, raise_terminate)
     ensure_load_balancer(args.lb_host, args.lb_port,
                          say=lambda text: print(text, file=sys.stderr, flush=True))
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
                 args.port, args.advertise, args.upload_slots, args.upload_limit)
-    peer.start()
     try:
+        peer.start()
         if interactive:
             Menu(peer, log_path=log_path).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
+            print(f"sharing {len(peer.index)} files from {shown_path(peer.shared)}/ as "
+                  f"{peer.address} · load balancer {peer.lb.address}", flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)
+            if peer.shares_folder_with_another:
+                print(f"peer.py: another peer shares {peer.shared} too.", file=sys.stderr)
             threading.Event().wait()
     except (KeyboardInterrupt, Terminate):
         pass
     finally:
         peer.stop()
+        if interactive and os.path.exists(log_path) and os.path.getsize(log_path) == 0:
+            os.unlink(log_path)  # nothing went wrong: no log to keep
     return 0
 
 
@@ -646,13 +765,23 @@ def run_get(args):
     lb = LBClient(args.lb_host, args.lb_port)
     progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
+        sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
+        source = resolve_peer_address(args.source) if args.source else None
         result = Downloader(lb, args.downloads, on_progress=progress).get(
-            args.name, args.sha256, args.source)
+            args.name, sha256, source)
+    except ValueError as e:
+        return fail(str(e))
+    except (KeyboardInterrupt, Terminate):
+        if progress:
+            progress.end()
+        print("peer.py: interrupted; the partial file is kept: run the same command to "
+              "resume.", file=sys.stderr)
+        return 130
     except DownloadError as e:
         if progress:
             progress.end()
         message = e.message
-        if e.status == 404 and not args.source:
+        if e.status == 404 and not args.source and message.startswith("Nobody shares"):
             close = closest_names(lb, args.name)
             if close:
                 message += " Did you mean: " + ", ".join(close) + "?"

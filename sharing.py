@@ -50,6 +50,7 @@ RATE_SLICE_S = 0.05  # an upload limit is applied in sendfile slices of this dur
 MIN_RATE_SLICE_BYTES = 16 * 1024
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
+PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 4 * 1024
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -514,7 +515,8 @@ class FileHandler(JSONRequestHandler):
         length = end - start + 1
         upload = None
         if send_body and length > 0:
-            client = format_address(*self.client_address[:2])
+            client = self.headers.get(PEER_HEADER) or format_address(*self.client_address[:2])
+            client = client[:100]
             upload = self.server.uploads.acquire(client, entry.name, length)
             if upload is None:
                 problem = HTTPProblem(503, "Every upload slot of this peer is busy; "

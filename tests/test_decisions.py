@@ -958,3 +958,14 @@ class PartialFileTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SuggestNamesTests(unittest.TestCase):
+    def test_case_then_containing_then_alike_and_never_the_name_itself(self):
+        from peer import suggest_names
+        names = ["notes.txt", "photos/2024/trip.txt", "hello.txt", "Hello.TXT.bak", "bob.txt"]
+        self.assertEqual(suggest_names("trip.txt", names)[0], "photos/2024/trip.txt")
+        self.assertEqual(suggest_names("HELLO.TXT", names)[0], "hello.txt")
+        self.assertEqual(suggest_names("hello.txt", names), [])
+        self.assertIn("notes.txt", suggest_names("notse.txt", names))
+        self.assertEqual(suggest_names("zzzzzz", names), [])

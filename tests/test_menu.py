@@ -147,6 +147,36 @@ class MenuTests(ProcessTestCase):
         with open(os.path.join(self.tmp, "me", "downloads", "dup.txt")) as f:
             self.assertEqual(f.read(), contents[second])
 
+    def test_end_of_input_at_any_question_quits_cleanly(self):
+        for lines in ("", "1\n", "2\n", "2\nsong.mp3\n"):
+            result = self.piped("me", lines)
+            self.assertEqual(result.returncode, 0, (lines, result.stderr))
+            self.assertNotIn("Traceback", result.stdout + result.stderr)
+            self.assertIn("Choose 0-4:", result.stdout)
+
+    def test_a_file_i_share_myself_is_not_downloaded_again(self):
+        shutil.copyfile(self.song, os.path.join(self.folder("me", "shared"), "mine.mp3"))
+        result = self.piped("me", "2\nsong.mp3\n\n0\n")  # same bytes, other name
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"Already have it: .*mine\.mp3 has the same content")
+        self.assertEqual(os.listdir(os.path.join(self.tmp, "me", "downloads")), [])
+
+    def test_typos_get_a_useful_answer(self):
+        result = self.piped("me", "2\nSONG.MP3\n\n2\nsong.mp3\nnonsense-host\n0\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Nobody shares 'SONG.MP3' right now", result.stdout)
+        self.assertIn("Did you mean: song.mp3?", result.stdout)
+        self.assertIn("There is no host called 'nonsense-host'", result.stdout)
+
+    def test_a_missing_shared_folder_is_an_error_not_a_new_folder(self):
+        missing = os.path.join(self.tmp, "typo")
+        result = subprocess.run([sys.executable, PEER, "--lb", f"127.0.0.1:{self.lb.port}",
+                                 "--shared", missing], capture_output=True, text=True,
+                                timeout=30, env=clean_env(), cwd=self.tmp)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("there is no such folder", result.stderr)
+        self.assertFalse(os.path.exists(missing))
+
     def test_end_of_input_quits_cleanly(self):
         result = self.piped("me", "")
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -197,6 +197,19 @@ class DownloadTests(ProcessTestCase):
         self.assertEqual(files["files"][0]["holders"], 2)
         self.assertTrue(same_bytes(source, os.path.join(self.tmp, "me", "downloads", "pic.png")))
 
+    def test_sha256_may_be_given_by_its_first_characters(self):
+        _, source = self.holders("v.bin", 1000, 1)
+        _, files = http_json(self.lb.port, "GET", "/files?q=v.bin")
+        sha = files["files"][0]["sha256"]
+        downloads = self.folder("me")
+        result = self.get(self.lb.port, "v.bin", downloads, "--sha256", sha[:12].upper())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(same_bytes(source, os.path.join(downloads, "v.bin")))
+        wrong = "0" * 12 if not sha.startswith("0" * 12) else "1" * 12
+        result = self.get(self.lb.port, "v.bin", self.folder("me2"), "--sha256", wrong)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"No versions of 'v.bin' start with {wrong}", result.stderr)
+
     def test_unknown_file_and_unreachable_lb_exit_non_zero_with_one_line(self):
         result = self.get(self.lb.port, "nothing.here", self.folder("me"))
         self.assertEqual(result.returncode, 1)
