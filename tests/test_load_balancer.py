@@ -1402,7 +1402,9 @@ class TestCommandLine(unittest.TestCase):
 
     def test_sigint_stops_cleanly(self):
         proc, port = self.start("--port", "0")
-        self.assertEqual(lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S).status()["peers"], [])
+        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        self.addCleanup(client.close)
+        self.assertEqual(client.status()["peers"], [])
         proc.send_signal(signal.SIGINT)
         self.assertEqual(proc.wait(10), 0)
         self.assertNotIn(b"Traceback", proc.stderr.read())
@@ -1441,7 +1443,9 @@ class TestCommandLine(unittest.TestCase):
         self.assertIn(str(port), lines[0])
         self.assertNotIn("Traceback", result.stderr)
         self.assertIsNone(proc.poll())  # the first one is unharmed
-        self.assertEqual(lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S).status()["peers"], [])
+        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        self.addCleanup(client.close)
+        self.assertEqual(client.status()["peers"], [])
 
     def test_idle_exit_without_peers(self):
         started = time.monotonic()
