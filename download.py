@@ -20,7 +20,8 @@ Steps (DESIGN "Download"):
 
 A download stopped by Ctrl-C, a crash or a full disk keeps its partial file
 and resumes from it next time. ``plan_target``, ``collision_name``,
-``parse_response_head`` and ``check_response`` are the pure decisions.
+``parse_response_head``, ``check_response`` and ``Blame`` (who failed, whom to
+ask next) are the pure decisions.
 """
 
 import errno
@@ -112,6 +113,55 @@ def partial_name(name, sha256):
 
 def local_path(root, name):
     return os.path.join(root, *name.split("/"))
+
+
+class Blame:
+    """Who failed a download, and whom to ask next: the failover decisions, without I/O.
+
+    A holder that breaks down is excluded and its transfer ends ``failed`` (a cool-down at
+    the load balancer). A busy one is set aside without blame (``cancelled``) and asked
+    again after its Retry-After once nobody else is left, at most BUSY_ROUNDS times. A file
+    that does not verify blames every holder that sent bytes of it, unless some bytes came
+    from before a resume: then it starts once more from byte 0 before anybody is blamed.
+    """
+
+    def __init__(self, resumed=False):
+        self.failed = set()
+        self.busy = {}  # peer id -> seconds it asked us to wait
+        self.contributors = set()  # holders that sent bytes of the current attempt
+        self.busy_rounds = 0
+        self.doubt_resumed = resumed
+
+    def sending(self, peer_id):
+        self.contributors.add(peer_id)
+
+    def fault(self, peer_id, busy=None):
+        """A holder failed us; returns the outcome to end its transfer with."""
+        if busy is None:
+            self.failed.add(peer_id)
+            return "failed"
+        self.busy[peer_id] = busy
+        return "cancelled"
+
+    def excluded(self):
+        return self.failed | set(self.busy)
+
+    def wait_for_busy(self):
+        """Seconds to wait before asking the busy holders again, or None to give up."""
+        if not self.busy or self.busy_rounds >= BUSY_ROUNDS:
+            return None
+        self.busy_rounds += 1
+        wait = max(self.busy.values())
+        self.busy.clear()
+        return wait
+
+    def mismatch(self):
+        """The whole file did not verify: True to start again without blame, else blamed."""
+        doubt, self.doubt_resumed = self.doubt_resumed, False
+        if not doubt:
+            self.failed |= self.contributors
+        self.contributors.clear()
+        return doubt
 
 
 @dataclass
@@ -450,9 +500,7 @@ class Downloader:
     def _run(self, partial, transfer, name, size, sha256, renewer):
         """Fill ``partial`` from holder after holder until it verifies; returns a Result."""
         result = Result("", name, size, sha256, resumed_from=partial.offset)
-        failed, busy, contributors = set(), {}, set()
-        busy_rounds = 0
-        doubt_resumed_bytes = partial.offset > 0
+        blame = Blame(resumed=partial.offset > 0)
         for _attempt in range(MAX_ATTEMPTS):
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
@@ -460,27 +508,21 @@ class Downloader:
             result.sources.append(source)
             try:
                 if partial.offset < size:
-                    contributors.add(peer["id"])
+                    blame.sending(peer["id"])
                     self._fetch(partial, peer, name, size, sha256, result)
             except PeerFault as fault:
                 log.warning("%s from %s failed at byte %d: %s", name, source, partial.offset,
                             fault)
-                if fault.busy is None:
-                    self._end(transfer, "failed")
-                    failed.add(peer["id"])
-                else:  # busy is not broken: no cool-down for it
-                    self._end(transfer, "cancelled")
-                    busy[peer["id"]] = fault.busy
+                self._end(transfer, blame.fault(peer["id"], fault.busy))
                 try:
-                    transfer = self._ask(name, sha256, exclude=failed | set(busy))
+                    transfer = self._ask(name, sha256, exclude=blame.excluded())
                 except DownloadError as e:
-                    if e.status != 503 or not busy or busy_rounds >= BUSY_ROUNDS:
+                    wait = blame.wait_for_busy() if e.status == 503 else None
+                    if wait is None:
                         raise DownloadError(f"Could not finish {name!r}: the last holder "
                                             f"failed ({fault}). {e.message}", e.status) from None
-                    busy_rounds += 1
-                    time.sleep(max(busy.values()))
-                    busy.clear()
-                    transfer = self._ask(name, sha256, exclude=failed)
+                    time.sleep(wait)
+                    transfer = self._ask(name, sha256, exclude=blame.excluded())
                 continue
             except BaseException:
                 self._end(transfer, "cancelled")
@@ -491,22 +533,17 @@ class Downloader:
                 self.on_progress(Progress(name, size, size, result.received / elapsed, source,
                                           finished=True))
                 return result
-            if doubt_resumed_bytes:  # the bytes kept from before may be the bad ones: blame nobody
+            partial.restart()
+            if blame.mismatch():
                 log.warning("%s: SHA-256 mismatch after resuming; starting again from byte 0",
                             name)
-                doubt_resumed_bytes = False
                 result.resumed_from = 0
-                contributors.clear()
-                partial.restart()
                 continue
             log.warning("%s: SHA-256 mismatch after the bytes from %s", name,
                         ", ".join(result.sources))
             self._end(transfer, "failed")
-            failed |= contributors
-            contributors.clear()
-            partial.restart()
             try:
-                transfer = self._ask(name, sha256, exclude=failed)
+                transfer = self._ask(name, sha256, exclude=blame.excluded())
             except DownloadError:
                 liars = " and ".join(dict.fromkeys(result.sources))
                 raise VerifyFailed(f"{name!r} from {liars} did not match its SHA-256 and no "

@@ -969,3 +969,42 @@ class SuggestNamesTests(unittest.TestCase):
         self.assertEqual(suggest_names("hello.txt", names), [])
         self.assertIn("notes.txt", suggest_names("notse.txt", names))
         self.assertEqual(suggest_names("zzzzzz", names), [])
+
+
+class BlameTests(unittest.TestCase):
+    def test_a_broken_holder_is_failed_and_excluded_a_busy_one_only_set_aside(self):
+        blame = download.Blame()
+        self.assertEqual(blame.fault("a"), "failed")
+        self.assertEqual(blame.fault("b", busy=2), "cancelled")
+        self.assertEqual(blame.excluded(), {"a", "b"})
+        self.assertEqual(blame.wait_for_busy(), 2)
+        self.assertEqual(blame.excluded(), {"a"})  # the busy one may be asked again
+
+    def test_busy_holders_are_waited_for_a_bounded_number_of_times(self):
+        blame = download.Blame()
+        waits = []
+        for _ in range(download.BUSY_ROUNDS + 2):
+            blame.fault("b", busy=1)
+            waits.append(blame.wait_for_busy())
+        self.assertEqual(waits, [1] * download.BUSY_ROUNDS + [None, None])
+        self.assertIsNone(download.Blame().wait_for_busy())  # nobody busy: give up at once
+
+    def test_a_mismatch_blames_every_holder_that_sent_bytes(self):
+        blame = download.Blame()
+        blame.sending("a")
+        blame.fault("a")
+        blame.sending("b")
+        self.assertFalse(blame.mismatch())
+        self.assertEqual(blame.excluded(), {"a", "b"})
+        blame.sending("c")
+        self.assertFalse(blame.mismatch())
+        self.assertEqual(blame.excluded(), {"a", "b", "c"})
+
+    def test_after_a_resume_the_first_mismatch_blames_nobody(self):
+        blame = download.Blame(resumed=True)
+        blame.sending("honest")
+        self.assertTrue(blame.mismatch())
+        self.assertEqual(blame.excluded(), set())
+        blame.sending("honest")
+        self.assertFalse(blame.mismatch())  # the second time the bytes were all new
+        self.assertEqual(blame.excluded(), {"honest"})
