@@ -38,14 +38,14 @@ import threading
 import time
 
 from download import DownloadError, Downloader
+from httpkit import format_address, parse_address
+from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
+from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 try:
     import fcntl
 except ImportError:  # Windows: no warning about two peers sharing one folder
     fcntl = None
-from httpkit import format_address, parse_address
-from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
-from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 log = logging.getLogger("p2p.peer")
 
@@ -59,8 +59,8 @@ RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-PROGRESS_LINES = 4
-FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
 
 
 class PeerError(Exception):
