@@ -193,7 +193,8 @@ def parse_response_head(data):
     """Raw bytes up to the blank line -> (status, {lower-case name: value})."""
     lines = data.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not re.fullmatch(r"[0-9]{3}", parts[1]):
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") \
+            or not re.fullmatch(r"[0-9]{3}", parts[1]):
         raise PeerFault(f"the peer answered something that is not HTTP: {lines[0][:80]!r}")
     headers = {}
     for line in lines[1:]:

@@ -182,7 +182,8 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
             self.slots.release()
 
     def _refuse(self, request):
-        body = encode_json({"error": "The server is at its connection limit; try again in a moment."})
+        body = encode_json({"error": "The server is at its connection limit; "
+                                     "try again in a moment."})
         head = (
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nRetry-After: {BUSY_RETRY_AFTER_S}\r\n"

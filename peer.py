@@ -205,8 +205,9 @@ class Peer:
         try:
             self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit)
         except OSError as e:
-            raise PeerError(f"Cannot listen on {format_address(*self.bind)}: {e.strerror}"
-                            + (" (choose another --port)" if e.errno == errno.EADDRINUSE else "") + ".") from None
+            hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
+            raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
+                            f"{e.strerror}{hint}.") from None
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
         self.index.refresh()
@@ -224,6 +225,9 @@ class Peer:
             self._folder_lock = os.open(os.path.join(self.shared, FOLDER_LOCK_NAME),
                                         os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
                                         0o644)
+        except OSError:
+            return True  # a read-only folder, say: nothing to tell
+        try:
             fcntl.flock(self._folder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except OSError:
