@@ -60,7 +60,7 @@ BUSY_ROUNDS = 3  # times to wait for busy holders before giving up
 DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
-MIN_RATE_BYTES_S = 4 * 1024
+MIN_RATE_BYTES_S = 256  # catches a holder trickling bytes, not one with a low upload limit
 
 
 class DownloadError(Exception):
@@ -432,11 +432,11 @@ class Downloader:
         renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
                           transfer["transfer_id"])
         try:
-            mine = self.have(sha256)
-            if mine is not None:
-                self._end(transfer, "cancelled")
-                return Result(mine.path, name, size, sha256, already=True)
             try:
+                mine = self.have(sha256)
+                if mine is not None:
+                    self._end(transfer, "cancelled")
+                    return Result(mine.path, name, size, sha256, already=True)
                 plan = plan_target(self.root, name, size, sha256)
                 if plan.have:
                     self._end(transfer, "cancelled")
@@ -483,7 +483,11 @@ class Downloader:
                     raise DownloadError("Another download of this file into the same folder "
                                         "is running; wait for it to finish.") from None
             st = os.fstat(fd)
-            if st.st_ino != os.stat(path, follow_symlinks=False).st_ino:
+            try:
+                same = st.st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # another download finished and moved this partial file into place
                 raise DownloadError("Another download of this file just finished; run it "
                                     "again to find it in place.")
             offset = st.st_size if st.st_size <= size else 0  # longer than the file: not ours
@@ -619,7 +623,7 @@ class Downloader:
             now = time.monotonic()
             if now - slow_start >= SLOW_WINDOW_S:
                 if slow_bytes < MIN_RATE_BYTES_S * (now - slow_start):
-                    raise PeerFault(f"slower than {MIN_RATE_BYTES_S // 1024} KiB/s for "
+                    raise PeerFault(f"slower than {MIN_RATE_BYTES_S} bytes/s for "
                                     f"{SLOW_WINDOW_S:.0f} s")
                 slow_start, slow_bytes = now, 0
             if now - window_start >= 1.0:

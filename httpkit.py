@@ -21,6 +21,7 @@ error; everything else that escapes a handler is a 500 and is logged.
 """
 
 import http.server
+import ipaddress
 import json
 import logging
 import re
@@ -140,16 +141,15 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
     def _reap(self):
         while not self._closed.wait(REAP_INTERVAL_S):
             now = time.monotonic()
-            with self._deadlines_lock:
+            with self._deadlines_lock:  # held, so no new request can start in between
                 late = [c for c, deadline in self._deadlines.items() if deadline < now]
                 for connection in late:
                     del self._deadlines[connection]
-            for connection in late:
-                log.warning("cutting a connection that overran its deadline")
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                    log.warning("cutting a connection that overran its deadline")
+                    try:
+                        connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
     def server_close(self):
         self._closed.set()
@@ -409,6 +409,15 @@ def set_nodelay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def unmapped(host):
+    """``::ffff:10.0.0.7`` (IPv4 seen by an IPv6 socket) -> ``10.0.0.7``; others unchanged."""
+    try:
+        mapped = getattr(ipaddress.ip_address(host), "ipv4_mapped", None)
+    except ValueError:
+        return host
+    return str(mapped) if mapped else host
 
 
 def format_address(host, port):

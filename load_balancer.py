@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, set_nodelay)
+                     format_address, parse_address, set_nodelay, unmapped)
 
 log = logging.getLogger("p2p.lb")
 
@@ -660,8 +660,9 @@ class LBHandler(JSONRequestHandler):
         self.send_json(200, {"files": files, "truncated": truncated})
 
     def route_register(self):
-        host, port, files = parse_register(self.json_body(), self.client_address[0])
-        peer = self.registry.register(host, port, files, source=self.client_address[0])
+        source = unmapped(self.client_address[0])
+        host, port, files = parse_register(self.json_body(), source)
+        peer = self.registry.register(host, port, files, source=source)
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})
@@ -742,13 +743,25 @@ class LBClient:
         self.host, self.port, self.timeout = host, port, timeout
         self._conn = None
         self._lock = threading.Lock()
+        self._interrupted = False
 
     @property
     def address(self):
         return format_address(self.host, self.port)
 
     def close(self):
-        """Close the connection, cutting short a request in flight in another thread."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def interrupt(self, timeout):
+        """Cut short a request in flight in another thread, and use ``timeout`` from now on.
+
+        No lock is taken: the request in flight fails at once and does not reconnect.
+        """
+        self.timeout = timeout
+        self._interrupted = True
         conn = self._conn
         if conn is not None and conn.sock is not None:
             try:
@@ -756,6 +769,7 @@ class LBClient:
             except OSError:
                 pass
         with self._lock:
+            self._interrupted = False
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -795,7 +809,7 @@ class LBClient:
                 self._conn.close()
                 self._conn = None
                 # A kept-alive connection the server closed: try once on a new one.
-                if fresh or attempt == 2 or isinstance(e, TimeoutError):
+                if fresh or attempt == 2 or isinstance(e, TimeoutError) or self._interrupted:
                     raise LBUnreachable(f"No load balancer answers at {self.address} "
                                         f"({describe_socket_error(e)}).") from None
         raise AssertionError("unreachable")

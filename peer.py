@@ -38,7 +38,7 @@ import threading
 import time
 
 from download import DownloadError, Downloader
-from httpkit import format_address, parse_address
+from httpkit import BadName, check_name, format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
@@ -236,8 +236,8 @@ class Peer:
     def stop(self):
         self._stop.set()
         self._wake.set()
-        self.lb.close()  # cuts short a heartbeat in flight
-        self.lb.timeout = UNREGISTER_TIMEOUT_S  # a vanished load balancer must not hold us up
+        # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
+        self.lb.interrupt(UNREGISTER_TIMEOUT_S)
         if self._thread is not None:
             self._thread.join(UNREGISTER_TIMEOUT_S + 1)
         if self.peer_id is not None:
@@ -440,8 +440,10 @@ def resolve_peer_address(text):
     Raises ValueError with a sentence for text that is not an address or a known host.
     """
     host, port = parse_address(text)
-    try:
-        ip = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    try:  # IPv4 first: "localhost" is 127.0.0.1 to the load balancer, seldom ::1
+        infos = sorted(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM),
+                       key=lambda info: info[0] != socket.AF_INET)
+        ip = infos[0][4][0]
     except socket.gaierror:
         raise ValueError(f"There is no host called {host!r}; give an address like "
                          "192.168.1.5:41237 (option 3 lists the peers).") from None
@@ -599,6 +601,11 @@ class Menu:
         name = self.ask("File name: ")
         if not name:
             self.say("No name given; option 1 lists the files on the network.")
+            return
+        try:
+            check_name(name)
+        except BadName as e:
+            self.say(f"{e} Option 1 lists the files on the network.")
             return
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:

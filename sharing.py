@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address)
+                     format_address, parse_address, unmapped)
 
 log = logging.getLogger("p2p.share")
 
@@ -52,7 +52,7 @@ DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
-MIN_UPLOAD_RATE_BYTES_S = 4 * 1024
+MIN_UPLOAD_RATE_BYTES_S = 256
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -318,6 +318,10 @@ class ShareIndex:
             self._wakeup.notify_all()
         self.on_change()
 
+    def is_pending(self, name):
+        with self._lock:
+            return name in self._pending
+
     def pending(self):
         with self._lock:
             return len(self._pending)
@@ -487,6 +491,10 @@ class FileHandler(JSONRequestHandler):
         except BadName as e:
             raise HTTPProblem(400, str(e)) from None
         entry = self.server.index.get(name)
+        if entry is None and self.server.index.is_pending(name):
+            problem = HTTPProblem(503, f"{name!r} is being hashed; try again shortly.")
+            problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+            raise problem
         real = entry and resolve(entry.root, name)
         if not real:
             raise HTTPProblem(404, f"This peer does not share {name!r}.")
@@ -515,8 +523,7 @@ class FileHandler(JSONRequestHandler):
         length = end - start + 1
         upload = None
         if send_body and length > 0:
-            client = self.headers.get(PEER_HEADER) or format_address(*self.client_address[:2])
-            client = client[:100]
+            client = self.client_name()
             upload = self.server.uploads.acquire(client, entry.name, length)
             if upload is None:
                 problem = HTTPProblem(503, "Every upload slot of this peer is busy; "
@@ -544,11 +551,22 @@ class FileHandler(JSONRequestHandler):
             if upload is not None:
                 self.server.uploads.release(upload)
 
+    def client_name(self):
+        """The downloading peer's own address if it said one that parses, else the TCP one."""
+        claimed = self.headers.get(PEER_HEADER, "")
+        try:
+            host, port = parse_address(claimed)
+            return format_address(host, port) if port else host
+        except ValueError:
+            return format_address(unmapped(self.client_address[0]), self.client_address[1])
+
     def send_body(self, f, offset, count, upload):
         limiter = self.server.limiter
-        # However slow the client, an upload ends within a time its size allows.
-        self.server.set_deadline(self.connection, UPLOAD_GRACE_S + count / MIN_UPLOAD_RATE_BYTES_S
-                                 + (count / limiter.rate if limiter else 0))
+        # However slow the client, an upload ends within a time its size allows (with a limit
+        # set, as if every upload slot shared it).
+        slowest = MIN_UPLOAD_RATE_BYTES_S if limiter is None else min(
+            MIN_UPLOAD_RATE_BYTES_S, limiter.rate / self.server.uploads.slots)
+        self.server.set_deadline(self.connection, UPLOAD_GRACE_S + count / slowest)
         try:
             if limiter is None:
                 upload.sent = self.connection.sendfile(f, offset, count)
