@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 from httpkit import format_address
-from load_balancer import LBClientError
+from load_balancer import LBClientError, describe_socket_error
 from sharing import PEER_HEADER, check_name, sha256_file, url_for_name
 
 try:
@@ -524,8 +524,10 @@ class Downloader:
                 except DownloadError as e:
                     wait = blame.wait_for_busy() if e.status == 503 else None
                     if wait is None:
-                        raise DownloadError(f"Could not finish {name!r}: the last holder "
-                                            f"failed ({fault}). {e.message}", e.status) from None
+                        kept = (" The partial file is kept: try again later to resume."
+                                if partial.offset else "")
+                        raise DownloadError(f"Could not download {name!r}: {source} failed "
+                                            f"({fault}). {e.message}{kept}", e.status) from None
                     time.sleep(wait)
                     transfer = self._ask(name, sha256, exclude=blame.excluded())
                 continue
@@ -561,7 +563,7 @@ class Downloader:
         try:
             sock = socket.create_connection((peer["host"], peer["port"]), CONNECT_TIMEOUT_S)
         except OSError as e:
-            raise PeerFault(f"cannot connect: {e}") from None
+            raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
         with sock:
             sock.settimeout(None)
             _set_socket_timeouts(sock, self.stall_timeout)
@@ -637,11 +639,9 @@ class Downloader:
 
     @staticmethod
     def _describe(error):
-        if isinstance(error, (BlockingIOError, TimeoutError)):
-            return "timed out"
-        if isinstance(error, ConnectionError):
-            return f"connection lost ({error.__class__.__name__})"
-        return str(error) or error.__class__.__name__
+        if isinstance(error, BlockingIOError):
+            return "no answer in time"
+        return describe_socket_error(error)
 
     def _commit(self, partial, name, size, sha256):
         """Give the verified partial file its final name without replacing anything."""

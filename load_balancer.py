@@ -359,8 +359,10 @@ class Registry:
                     raise NotFound(f"That address is you; you already share {name!r}.")
                 if not candidates:
                     wanted = host if port is None else format_address(host, port)
-                    others = ", ".join(self._peers[pid].address for pid in list(holders)[:5])
-                    raise NotFound(f"{wanted} does not share {name!r}; it is shared by {others}.")
+                    others = [self._peers[pid].address for pid in holders if pid != requester]
+                    raise NotFound(f"{wanted} does not share {name!r}"
+                                   + (f"; it is shared by {', '.join(others[:5])}." if others
+                                      else "."))
             else:
                 if not candidates:
                     raise NotFound(f"Only you share {name!r}; no other peer has it.")

@@ -29,6 +29,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,8 +45,9 @@ from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 try:
     import fcntl
-except ImportError:  # Windows: no warning about two peers sharing one folder
-    fcntl = None
+    import termios
+except ImportError:  # Windows: no folder lock warning, no flushing of keys typed ahead
+    fcntl = termios = None
 
 log = logging.getLogger("p2p.peer")
 
@@ -321,6 +323,13 @@ class Peer:
             else:
                 self._heartbeat()
 
+    def describe_sharing(self):
+        """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
+        mine = sum(1 for f in self.index.files() if f.root == self.shared)
+        fetched = len(self.index) - mine
+        text = f"{plural(mine, 'file')} from {shown_path(self.shared)}/"
+        return text + (f" and {fetched} downloaded" if fetched else "")
+
     def refresh_now(self):
         """Rescan the shared folder and announce at once (the menu does this)."""
         self.index.refresh()
@@ -345,6 +354,10 @@ def shown_path(path):
     """A folder as a person finds it: relative to here when it is below here."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def human_size(n):
@@ -384,7 +397,8 @@ class ProgressPrinter:
         eta = human_duration((p.total - p.done) / p.rate) if p.rate > 0 else "--:--"
         line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
                 f"{human_size(p.rate)}/s  ETA {eta}  from {p.source}")
-        if self.tty:
+        if self.tty:  # one line that fits, or the terminal would scroll instead of redraw
+            line = line[:shutil.get_terminal_size().columns - 1]
             self.stream.write("\r\x1b[K" + line)
             self.drawn = True
             if p.finished:
@@ -406,6 +420,12 @@ class ProgressPrinter:
             self.drawn = False
 
 
+def forget_typed_ahead():
+    """Drop keys pressed during a download, so they do not answer the next question."""
+    if termios is not None and sys.stdin.isatty():
+        termios.tcflush(sys.stdin, termios.TCIFLUSH)
+
+
 def describe_result(result):
     if result.already:
         return f"Already have it: {result.path} has the same content; nothing to download."
@@ -417,12 +437,13 @@ def describe_result(result):
 
 def suggest_names(name, names, most=3):
     """Names a person may have meant: same letters in another case, containing, then alike."""
+    names = list(dict.fromkeys(names))  # two versions of one name: suggest it once
     if name in names:
         return []
     folded = name.casefold()
     by_case = [n for n in names if n.casefold() == folded]
     containing = [n for n in names if folded in n.casefold() and n not in by_case]
-    alike = difflib.get_close_matches(folded, [n.casefold() for n in names], n=most, cutoff=0.5)
+    alike = difflib.get_close_matches(folded, [n.casefold() for n in names], n=most, cutoff=0.6)
     alike = [n for n in names if n.casefold() in alike and n not in by_case + containing]
     return (by_case + containing + alike)[:most]
 
@@ -446,7 +467,7 @@ def resolve_peer_address(text):
         ip = infos[0][4][0]
     except socket.gaierror:
         raise ValueError(f"There is no host called {host!r}; give an address like "
-                         "192.168.1.5:41237 (option 3 lists the peers).") from None
+                         "192.168.1.5:41237 (the list of peers shows them).") from None
     return ip if port is None else format_address(ip, port)
 
 
@@ -455,13 +476,18 @@ def resolve_sha256(lb, name, text):
     text = text.strip().lower()
     if re.fullmatch(r"[0-9a-f]{64}", text):
         return text
-    if not re.fullmatch(r"[0-9a-f]{4,63}", text):
+    if not re.fullmatch(r"[0-9a-f]+", text):
         raise DownloadError(f"{text!r} is not a SHA-256 or the start of one (hex digits).")
+    if len(text) < 4:
+        raise DownloadError(f"Give at least 4 hex digits of the SHA-256, not {len(text)}.")
     matches = {f["sha256"] for f in lb.files(name)["files"]
                if f["name"] == name and f["sha256"].startswith(text)}
-    if len(matches) != 1:
-        raise DownloadError(f"{len(matches) or 'No'} version{'s' if len(matches) != 1 else ''} "
-                            f"of {name!r} start with {text}; give more of the SHA-256.")
+    if not matches:
+        raise DownloadError(f"No version of {name!r} has a SHA-256 starting with {text}; "
+                            f"'peer.py list {name}' shows them.")
+    if len(matches) > 1:
+        raise DownloadError(f"{len(matches)} versions of {name!r} start with {text}; give "
+                            "more of the SHA-256.")
     return matches.pop()
 
 
@@ -517,9 +543,7 @@ class Menu:
     def banner(self):
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        count = len(peer.index)
-        self.say(f"Peer {peer.address} · sharing {count} file{'' if count == 1 else 's'} from "
-                 f"{shown_path(peer.shared)}/ · load balancer {lb}")
+        self.say(f"Peer {peer.address} · sharing {peer.describe_sharing()} · load balancer {lb}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")
         if peer.shares_folder_with_another:
@@ -538,7 +562,7 @@ class Menu:
             except (EOFError, KeyboardInterrupt):
                 self.say()
                 return
-            if choice in ("0", "q", "quit", "exit"):
+            if choice.casefold() in ("0", "q", "quit", "exit"):
                 return
             action = actions.get(choice)
             if action is None:
@@ -582,7 +606,7 @@ class Menu:
         peer = self.peer
         peer.refresh_now()
         files = peer.index.files()
-        self.say(f"Sharing {len(files)} files from {peer.shared} and {peer.downloads}:")
+        self.say(f"Sharing {peer.describe_sharing()}:")
         if files:
             self.say(table([(f.name, human_size(f.size), f.sha256[:12]) for f in files],
                            ("name", "size", "sha256")))
@@ -607,6 +631,8 @@ class Menu:
         except BadName as e:
             self.say(f"{e} Option 1 lists the files on the network.")
             return
+        if not self.on_network(name):
+            return
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:
             try:
@@ -630,14 +656,24 @@ class Menu:
                 self.choose_version(name, e.versions, where)
                 return
             self.say(e.message)
-            if e.status == 404 and where is None and e.message.startswith("Nobody shares"):
-                close = closest_names(self.peer.lb, name)
-                if close:
-                    self.say("Did you mean: " + ", ".join(close) + "?")
             return
+        finally:
+            forget_typed_ahead()
         progress.end()
         self.say(describe_result(result))
-        self.peer.downloads_done.append(describe_result(result))
+        if not result.already:
+            self.peer.downloads_done.append(describe_result(result))
+
+    def on_network(self, name):
+        """Is ``name`` shared by anyone? Else say so, with the names that look like it."""
+        names = [f["name"] for f in self.peer.lb.files(name)["files"]]
+        if name in names:
+            return True
+        close = closest_names(self.peer.lb, name)
+        self.say(f"Nobody shares {name!r} right now."
+                 + (" Did you mean: " + ", ".join(close) + "?" if close else
+                    " Option 1 lists the files on the network."))
+        return False
 
     def choose_version(self, name, versions, where):
         self.say(f"Several different files are shared as {name!r}:")
@@ -656,27 +692,34 @@ class Menu:
 # Command line
 
 
-def common_options():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
+COMMANDS = ("menu", "serve", "get", "list", "status")
+
+
+def option_groups():
+    """(--lb and --verbose, --downloads, the serving peer's options): each command takes
+    only the groups that mean something to it."""
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
                         help=f"the load balancer (env P2P_LB, default {DEFAULT_LB})")
-    common.add_argument("--host", default="0.0.0.0", help="address the file server listens on")
-    common.add_argument("--port", type=int, default=0, help="file server port (0: any free one)")
-    common.add_argument("--advertise", metavar="HOST",
-                        help="the address other peers should use to reach this one "
-                             "(default: what the load balancer sees)")
-    common.add_argument("--shared", metavar="DIR",
-                        help="folder to share (default: shared/ beside peer.py)")
-    common.add_argument("--downloads", metavar="DIR",
-                        help="folder to download into, its verified files shared too "
-                             "(default: downloads/ beside peer.py)")
-    common.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
-                        help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
-    common.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
-                        help="upload speed limit of this peer (all uploads together) in "
-                             "bytes/s, like 500K or 2M")
-    common.add_argument("--verbose", action="store_true", help="log to standard error")
-    return common
+    client.add_argument("--verbose", action="store_true", help="log to standard error")
+    downloads = argparse.ArgumentParser(add_help=False)
+    downloads.add_argument("--downloads", metavar="DIR",
+                           help="folder to download into, its verified files shared too "
+                                "(default: downloads/ beside peer.py; created if missing)")
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--host", default="0.0.0.0", help="address the file server listens on")
+    serving.add_argument("--port", type=int, default=0, help="file server port (0: any free one)")
+    serving.add_argument("--advertise", metavar="HOST",
+                         help="the address other peers should use to reach this one "
+                              "(default: what the load balancer sees)")
+    serving.add_argument("--shared", metavar="DIR",
+                         help="folder to share (default: shared/ beside peer.py)")
+    serving.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
+                         help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
+    serving.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
+                         help="upload speed limit of this peer (all uploads together) in "
+                              "bytes/s, like 500K or 2M")
+    return client, downloads, serving
 
 
 def rate_arg(text):
@@ -686,38 +729,54 @@ def rate_arg(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def command_first(argv):
+    """``--lb X status`` -> ``status --lb X``; no command at all -> the menu."""
+    if argv and argv[0] in ("-h", "--help"):
+        return argv
+    position = next((i for i, word in enumerate(argv) if word in COMMANDS), None)
+    if position is None:
+        return ["menu", *argv]
+    return [argv[position], *argv[:position], *argv[position + 1:]]
+
+
 def parse_args(argv):
-    common = common_options()
+    client, downloads, serving = option_groups()
     parser = argparse.ArgumentParser(
         prog="peer.py", description="A peer of the P2P file sharing network.",
-        epilog="With no command, runs the interactive menu.")
+        epilog="With no command, runs the interactive menu; 'peer.py COMMAND -h' lists the "
+               "options of each.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("menu", parents=[common], help="the interactive peer (default)")
-    commands.add_parser("serve", parents=[common], help="share and serve until Ctrl-C or SIGTERM")
-    get = commands.add_parser("get", parents=[common], help="download one file, then exit")
+    peer = [client, downloads, serving]
+    commands.add_parser("menu", parents=peer, help="the interactive peer (default)")
+    commands.add_parser("serve", parents=peer, help="share and serve until Ctrl-C or SIGTERM")
+    get = commands.add_parser("get", parents=[client, downloads],
+                              help="download one file, then exit")
     get.add_argument("name", help="the file's name on the network (see 'list')")
-    get.add_argument("--sha256", help="which version, when several files share the name")
+    get.add_argument("--sha256", metavar="HEX",
+                     help="which version, when several files share the name (4 or more of "
+                          "its first hex digits do)")
     get.add_argument("--from", dest="source", metavar="HOST[:PORT]",
-                     help="ask this peer first instead of the least-loaded holder")
-    listing = commands.add_parser("list", parents=[common], help="the files on the network")
+                     help="ask this peer instead of the least-loaded holder")
+    listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
-    commands.add_parser("status", parents=[common], help="the load balancer's view of the peers")
+    commands.add_parser("status", parents=[client], help="the load balancer's view of the peers")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "menu")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_first(argv))
     try:
         args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
     except ValueError as e:
         parser.error(f"--lb: {e}")
-    if args.upload_slots < 1:
-        parser.error("--upload-slots must be at least 1")
-    if args.shared is None:
-        args.shared = os.path.join(HERE, "shared")
-    elif not os.path.isdir(args.shared) and args.command in ("menu", "serve"):
-        parser.error(f"--shared {args.shared}: there is no such folder")
-    if args.downloads is None:
+    if getattr(args, "downloads", "") is None:
         args.downloads = os.path.join(HERE, "downloads")
+    if args.command in ("menu", "serve"):
+        if args.upload_slots < 1:
+            parser.error("--upload-slots must be at least 1")
+        if args.shared is None:
+            args.shared = os.path.join(HERE, "shared")
+        elif os.path.exists(args.shared) and not os.path.isdir(args.shared):
+            parser.error(f"--shared {args.shared}: that is a file, not a folder")
+        elif not os.path.isdir(args.shared):
+            parser.error(f"--shared {args.shared}: there is no such folder")
     return args
 
 
@@ -743,6 +802,8 @@ def run_peer(args, interactive):
     log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{os.getpid()}.log")
     configure_logging(args, log_path if interactive else None)
     signal.signal(signal.SIGTERM, raise_terminate)
+    if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
+        signal.signal(signal.SIGHUP, raise_terminate)
     ensure_load_balancer(args.lb_host, args.lb_port,
                          say=lambda text: print(text, file=sys.stderr, flush=True))
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
@@ -753,8 +814,8 @@ def run_peer(args, interactive):
             Menu(peer, log_path=log_path).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
-            print(f"sharing {len(peer.index)} files from {shown_path(peer.shared)}/ as "
-                  f"{peer.address} · load balancer {peer.lb.address}", flush=True)
+            print(f"sharing {peer.describe_sharing()} as {peer.address} · load balancer "
+                  f"{peer.lb.address}", flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)

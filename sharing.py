@@ -115,7 +115,7 @@ def parse_range(header, size):
 
 def parse_rate(text):
     """``2M`` -> 2097152 bytes/s; ``500K``, ``1G``, ``12345``; ``0`` means unlimited."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?\s*", str(text), re.I)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)i?B?(?:/s)?\s*", str(text), re.I)
     if not match:
         raise ValueError(f"{text!r} is not a rate like 500K or 2M (bytes per second).")
     value = float(match.group(1)) * UNITS[match.group(2).upper()]

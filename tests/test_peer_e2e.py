@@ -208,7 +208,7 @@ class DownloadTests(ProcessTestCase):
         wrong = "0" * 12 if not sha.startswith("0" * 12) else "1" * 12
         result = self.get(self.lb.port, "v.bin", self.folder("me2"), "--sha256", wrong)
         self.assertEqual(result.returncode, 1)
-        self.assertIn(f"No versions of 'v.bin' start with {wrong}", result.stderr)
+        self.assertIn(f"No version of 'v.bin' has a SHA-256 starting with {wrong}", result.stderr)
 
     def test_unknown_file_and_unreachable_lb_exit_non_zero_with_one_line(self):
         result = self.get(self.lb.port, "nothing.here", self.folder("me"))
@@ -241,6 +241,19 @@ class MembershipTests(ProcessTestCase):
         wait_for(lambda: self.peer_entry(lb.port, peer.port), what="registration")
         self.assertEqual(self.terminate(peer), 0)
         self.assertIsNone(self.peer_entry(lb.port, peer.port))
+
+    def test_closing_the_terminal_sighup_unregisters_too(self):
+        lb = self.start_lb("--heartbeat", "1")
+        peer = self.start_peer(lb.port, "p")
+        wait_for(lambda: self.peer_entry(lb.port, peer.port), what="registration")
+        self.assertEqual(self.terminate(peer, signal.SIGHUP), 0)
+        self.assertIsNone(self.peer_entry(lb.port, peer.port))
+
+    def test_options_may_come_before_the_command(self):
+        lb = self.start_lb()
+        result = self.run_peer("--lb", f"127.0.0.1:{lb.port}", "status")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"Load balancer 127.0.0.1:{lb.port} · policy least-connections", result.stdout)
 
     def test_auto_starts_one_load_balancer_for_two_peers_starting_together(self):
         port = free_port()
