@@ -616,7 +616,10 @@ class Menu:
         uploads = peer.server.uploads.active()
         self.say(f"Uploads in progress: {len(uploads)}")
         for u in uploads:
-            self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / {human_size(u.total)}")
+            where = (f" (bytes {human_size(u.start)} to {human_size(u.start + u.total)} of "
+                     f"{human_size(u.size)})" if u.total != u.size else "")
+            self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / "
+                     f"{human_size(u.total)}{where}")
         self.say(f"Downloads this session: {len(peer.downloads_done)}")
         for line in peer.downloads_done:
             self.say(f"  {line}")

@@ -413,9 +413,10 @@ class Upload:
     id: int
     client: str
     name: str
-    total: int
+    total: int  # bytes of this response (the whole file, or the range asked for)
+    start: int = 0  # where the range starts in the file
+    size: int = 0  # the whole file
     sent: int = 0
-    started: float = 0.0
 
 
 class UploadSlots:
@@ -427,11 +428,11 @@ class UploadSlots:
         self._active = {}
         self._ids = itertools.count(1)
 
-    def acquire(self, client, name, total):
+    def acquire(self, client, name, total, start=0, size=0):
         with self._lock:
             if len(self._active) >= self.slots:
                 return None
-            upload = Upload(next(self._ids), client, name, total, 0, time.monotonic())
+            upload = Upload(next(self._ids), client, name, total, start, size or total)
             self._active[upload.id] = upload
             return upload
 
@@ -524,7 +525,7 @@ class FileHandler(JSONRequestHandler):
         upload = None
         if send_body and length > 0:
             client = self.client_name()
-            upload = self.server.uploads.acquire(client, entry.name, length)
+            upload = self.server.uploads.acquire(client, entry.name, length, start, size)
             if upload is None:
                 problem = HTTPProblem(503, "Every upload slot of this peer is busy; "
                                            "try again shortly or ask another peer.")
