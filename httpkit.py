@@ -79,9 +79,6 @@ class Headers:
     def get_all(self, name, default=None):
         return list(self._values.get(name.lower(), [])) or default
 
-    def __contains__(self, name):
-        return name.lower() in self._values
-
 
 def read_headers(rfile):
     """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
