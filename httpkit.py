@@ -9,8 +9,9 @@ server on an open network needs:
 * every socket has a timeout, and every request a deadline to arrive in
   whole, so a client that sends half a request, trickles it, or stops reading
   cannot pin a thread for long;
-* request lines and headers are capped by ``http.server`` itself (64 KiB a
-  line, 100 headers), JSON bodies by ``max_body`` (413 beyond it);
+* header lines are capped at 64 KiB and 100 (431 beyond), JSON bodies at
+  ``max_body`` (413 beyond); headers are read by a plain parser, not the
+  email package, which cost as much as all the rest of a request;
 * Nagle is off and each small reply leaves in one write (the handler's output
   is buffered and flushed once per request), so a keep-alive client does not
   stall 40 ms per request on delayed ACKs.
@@ -18,6 +19,10 @@ server on an open network needs:
 Errors are JSON: ``{"error": "<a sentence a person can act on>"}``.
 ``HTTPProblem`` is the one exception the handlers raise to answer with an
 error; everything else that escapes a handler is a 500 and is logged.
+
+Both ends of the protocol also share here what a file name may be
+(``check_name``: a relative path that cannot leave or hide in a folder) and
+how an address is written (``parse_address``, ``format_address``).
 """
 
 import http.server
