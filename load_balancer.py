@@ -6,7 +6,8 @@ keeps soft state only, rebuilt from the peers' heartbeats after a restart:
 ==========================================  ==========================================
 request                                     answer
 ==========================================  ==========================================
-``POST /peers`` {port, host?, files}        201 {peer_id, token, heartbeat_s, host}
+``POST /peers`` {port, host?, files}        201 {peer_id, token, heartbeat_s, host};
+                                            409 another live peer has that address
 ``PUT /peers/{id}`` + Bearer token          200; 404 unknown (register again); 403
   {files?, uploads?}
 ``DELETE /peers/{id}`` + Bearer token       204

@@ -17,14 +17,17 @@ request                                answer
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
 in the URL. ``httpkit.check_name`` refuses anything that could leave the
 folder or hide in it (``..``, absolute paths, backslashes, NUL and control
-characters, dotfiles); ``resolve`` checks again on disk that the real path, symlinks
-followed, is inside the folder. Bodies go out with ``socket.sendfile``,
-paced in slices when an upload limit (one rate shared by all uploads) is set.
+characters, dotfiles); ``resolve`` checks again on disk that the real path,
+symlinks followed, is inside the folder. Bodies go out with
+``socket.sendfile``, paced in slices when an upload limit (one rate shared by
+all uploads) is set, and each upload must end within a time its size allows.
 
 ``ShareIndex`` scans the shared folder (and the verified downloads), hashes
 new or changed files in a background thread and caches the hashes, keyed by
-size and mtime, in the hidden file ``.p2p-hashes.json`` (never shared, like
-every dotfile), so a restart does not re-read gigabytes.
+``stamp`` (size, mtime, ctime, inode), in the hidden file ``.p2p-hashes.json``
+(never shared, like every dotfile), so a restart does not re-read gigabytes.
+A file found changed when served is re-hashed (503 meanwhile), never sent
+under its old ETag.
 """
 
 import hashlib
