@@ -60,7 +60,7 @@ BUSY_ROUNDS = 3  # times to wait for busy holders before giving up
 DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
-MIN_RATE_BYTES_S = 256  # catches a holder trickling bytes, not one with a low upload limit
+MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
 
 
 class DownloadError(Exception):

@@ -761,7 +761,8 @@ class LBClient:
     def interrupt(self, timeout):
         """Cut short a request in flight in another thread, and use ``timeout`` from now on.
 
-        No lock is taken: the request in flight fails at once and does not reconnect.
+        The socket is shut down before taking the lock, so the request in flight fails at
+        once (and does not reconnect) instead of holding the lock for its whole timeout.
         """
         self.timeout = timeout
         self._interrupted = True
@@ -860,6 +861,16 @@ class LBClient:
 # Command line
 
 
+def port_number(text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
 def positive_seconds(text):
     value = float(text)
     if value <= 0:
@@ -873,7 +884,7 @@ def parse_args(argv):
         description="The P2P load balancer: tracks peers and their files and tells each "
                     "downloader which peer should send the file.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--policy", choices=POLICIES, default="least-connections",
                         help="how to pick a holder (default least-connections)")

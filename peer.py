@@ -40,7 +40,7 @@ import time
 
 from download import DownloadError, Downloader
 from httpkit import BadName, check_name, format_address, parse_address
-from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable
+from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 try:
@@ -669,8 +669,8 @@ class Menu:
 
     def on_network(self, name):
         """Is ``name`` shared by anyone? Else say so, with the names that look like it."""
-        names = [f["name"] for f in self.peer.lb.files(name)["files"]]
-        if name in names:
+        answer = self.peer.lb.files(name)
+        if answer.get("truncated") or name in [f["name"] for f in answer["files"]]:
             return True
         close = closest_names(self.peer.lb, name)
         self.say(f"Nobody shares {name!r} right now."
@@ -696,6 +696,10 @@ class Menu:
 
 
 COMMANDS = ("menu", "serve", "get", "list", "status")
+VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
+                 "--upload-slots", "--upload-limit", "--sha256", "--from")
+SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
+                   "--upload-limit")
 
 
 def option_groups():
@@ -711,7 +715,8 @@ def option_groups():
                                 "(default: downloads/ beside peer.py; created if missing)")
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="0.0.0.0", help="address the file server listens on")
-    serving.add_argument("--port", type=int, default=0, help="file server port (0: any free one)")
+    serving.add_argument("--port", type=port_number, default=0,
+                         help="file server port (0: any free one)")
     serving.add_argument("--advertise", metavar="HOST",
                          help="the address other peers should use to reach this one "
                               "(default: what the load balancer sees)")
@@ -736,7 +741,15 @@ def command_first(argv):
     """``--lb X status`` -> ``status --lb X``; no command at all -> the menu."""
     if argv and argv[0] in ("-h", "--help"):
         return argv
-    position = next((i for i, word in enumerate(argv) if word in COMMANDS), None)
+    position, skip = None, False
+    for i, word in enumerate(argv):
+        if skip:  # the value of the option before
+            skip = False
+        elif word in VALUE_OPTIONS:
+            skip = True
+        elif word in COMMANDS:
+            position = i
+            break
     if position is None:
         return ["menu", *argv]
     return [argv[position], *argv[:position], *argv[position + 1:]]
@@ -763,8 +776,15 @@ def parse_args(argv):
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
     commands.add_parser("status", parents=[client], help="the load balancer's view of the peers")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(command_first(argv))
+    argv = command_first(list(sys.argv[1:] if argv is None else argv))
+    if argv[0] in ("get", "list", "status"):
+        misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in SERVING_OPTIONS]
+        if misplaced:
+            parser.error(f"{misplaced[0]} is an option of 'menu' and 'serve', not of "
+                         f"'{argv[0]}'")
+        if argv[0] != "get" and any(w.split("=")[0] == "--downloads" for w in argv):
+            parser.error(f"--downloads is not an option of '{argv[0]}'")
+    args = parser.parse_args(argv)
     try:
         args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
     except ValueError as e:

@@ -50,10 +50,11 @@ CACHE_NAME = ".p2p-hashes.json"
 HASH_CHUNK_BYTES = 1 << 20
 HASH_BATCH_S = 1.0  # announce what is hashed at least this often while hashing a big folder
 RATE_SLICE_S = 0.05  # an upload limit is applied in sendfile slices of this duration
-MIN_RATE_SLICE_BYTES = 16 * 1024
+MIN_RATE_SLICE_BYTES = 256  # small, so even a low limit sends something every second or so
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
+MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -185,6 +186,7 @@ class ShareIndex:
         self.roots = [os.path.abspath(r) for r in roots]
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._files = {}  # name -> SharedFile
         self._caches = {root: self._load_cache(root) for root in self.roots}
         self._pending = {}  # name -> (root, path, stamp) waiting for a hash
@@ -211,6 +213,10 @@ class ShareIndex:
         return cache
 
     def _save_cache(self, root):
+        with self._save_lock:  # one writer at a time: an older snapshot never lands last
+            self._write_cache(root)
+
+    def _write_cache(self, root):
         with self._lock:
             entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256}
                        for f in self._files.values() if f.root == root}
@@ -557,7 +563,7 @@ class FileHandler(JSONRequestHandler):
 
     def client_name(self):
         """The downloading peer's own address if it said one that parses, else the TCP one."""
-        claimed = self.headers.get(PEER_HEADER, "")
+        claimed = self.headers.get(PEER_HEADER, "")[:MAX_PEER_HEADER_CHARS]
         try:
             host, port = parse_address(claimed)
             return format_address(host, port) if port else host

@@ -1008,3 +1008,18 @@ class BlameTests(unittest.TestCase):
         blame.sending("honest")
         self.assertFalse(blame.mismatch())  # the second time the bytes were all new
         self.assertEqual(blame.excluded(), {"honest"})
+
+
+class CommandLineTests(unittest.TestCase):
+    def test_the_command_may_follow_options_but_an_option_value_is_not_a_command(self):
+        from peer import command_first
+        self.assertEqual(command_first([]), ["menu"])
+        self.assertEqual(command_first(["--lb", "h:1", "status"]), ["status", "--lb", "h:1"])
+        self.assertEqual(command_first(["--shared", "status"]), ["menu", "--shared", "status"])
+        self.assertEqual(command_first(["get", "list"]), ["get", "list"])
+        self.assertEqual(command_first(["-h"]), ["-h"])
+
+    def test_low_upload_limits_send_small_slices_often(self):
+        for rate in (200, 1024, 2 << 20):
+            limiter = sharing.RateLimiter(rate)
+            self.assertLessEqual(limiter.slice_bytes / rate, 1.5, rate)

@@ -162,11 +162,13 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(os.listdir(os.path.join(self.tmp, "me", "downloads")), [])
 
     def test_typos_get_a_useful_answer(self):
-        result = self.piped("me", "2\nSONG.MP3\n\n2\nsong.mp3\nnonsense-host\n0\n")
+        result = self.piped("me", "2\nSONG.MP3\n2\nsong.mp3\nnonsense-host\n"
+                                  "2\n../etc/passwd\nQ\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("Nobody shares 'SONG.MP3' right now", result.stdout)
         self.assertIn("Did you mean: song.mp3?", result.stdout)
         self.assertIn("There is no host called 'nonsense-host'", result.stdout)
+        self.assertIn("The file name has an empty, '.' or '..' part.", result.stdout)
 
     def test_a_missing_shared_folder_is_an_error_not_a_new_folder(self):
         missing = os.path.join(self.tmp, "typo")
