@@ -67,8 +67,9 @@ def http_json(port, method, path, body=None, timeout=5.0):
         conn.close()
 
 
-def clean_env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def clean_env(tmp):
+    """The environment for a process of a test: no P2P_LB, and its logs under ``tmp``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=tmp)
     env.pop("P2P_LB", None)
     return env
 
@@ -101,7 +102,7 @@ class ProcessTestCase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def spawn(self, args, **kwargs):
-        env = clean_env()
+        env = clean_env(self.tmp)
         proc = subprocess.Popen([sys.executable, *args], stdin=kwargs.pop("stdin", subprocess.DEVNULL),
                                 stdout=subprocess.PIPE, stderr=kwargs.pop("stderr", subprocess.PIPE),
                                 cwd=kwargs.pop("cwd", self.tmp), env=env, **kwargs)
@@ -160,7 +161,7 @@ class ProcessTestCase(unittest.TestCase):
     def run_peer(self, *args, timeout=COMMAND_TIMEOUT_S, **kwargs):
         return subprocess.run([sys.executable, PEER, *args], capture_output=True, text=True,
                               timeout=timeout, cwd=kwargs.pop("cwd", self.tmp),
-                              env=clean_env(), **kwargs)
+                              env=clean_env(self.tmp), **kwargs)
 
     def get(self, lb_port, name, downloads, *extra, timeout=COMMAND_TIMEOUT_S, **kwargs):
         return self.run_peer("get", name, "--lb", f"127.0.0.1:{lb_port}",

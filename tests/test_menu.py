@@ -32,7 +32,7 @@ class TerminalSession:
     def __init__(self, args, cwd):
         master, slave = pty.openpty()
         self.proc = subprocess.Popen([sys.executable, PEER, *args], stdin=slave, stdout=slave,
-                                     stderr=slave, cwd=cwd, env=clean_env(), close_fds=True,
+                                     stderr=slave, cwd=cwd, env=clean_env(cwd), close_fds=True,
                                      start_new_session=True, preexec_fn=take_terminal)
         os.close(slave)
         self.master = master
@@ -100,7 +100,7 @@ class MenuTests(ProcessTestCase):
     def piped(self, name, lines, timeout=60):
         return subprocess.run([sys.executable, PEER, *self.menu_args(name)], input=lines,
                               capture_output=True, text=True, timeout=timeout, cwd=self.tmp,
-                              env=clean_env())
+                              env=clean_env(self.tmp))
 
     def test_piped_menu_lists_shows_status_and_quits_unregistered(self):
         with open(os.path.join(self.folder("me", "shared"), "mine.txt"), "w") as f:
@@ -174,7 +174,7 @@ class MenuTests(ProcessTestCase):
         missing = os.path.join(self.tmp, "typo")
         result = subprocess.run([sys.executable, PEER, "--lb", f"127.0.0.1:{self.lb.port}",
                                  "--shared", missing], capture_output=True, text=True,
-                                timeout=30, env=clean_env(), cwd=self.tmp)
+                                timeout=30, env=clean_env(self.tmp), cwd=self.tmp)
         self.assertEqual(result.returncode, 2)
         self.assertIn("there is no such folder", result.stderr)
         self.assertFalse(os.path.exists(missing))
@@ -267,7 +267,7 @@ class FreshCloneTests(unittest.TestCase):
         clone = os.path.join(tmp, "p2p")
         subprocess.run(["git", "clone", "-q", ROOT, clone], check=True, timeout=60)
         port = free_port()
-        env = dict(clean_env(), P2P_LB=f"127.0.0.1:{port}")  # the README's peer command, off 6969
+        env = dict(clean_env(tmp), P2P_LB=f"127.0.0.1:{port}")  # the README's peer command, off 6969
         result = subprocess.run([sys.executable, "peer.py"], input="3\n0\n", capture_output=True,
                                 text=True, cwd=clone, env=env, timeout=60)
         _, status = http_json(port, "GET", "/status")

@@ -50,7 +50,7 @@ class DownloadTests(ProcessTestCase):
         procs, source = self.holders("song.mp3", 2 * MiB, 2, "--upload-limit", "4M")
         gets = [subprocess.Popen(
             [sys.executable, PEER, "get", "song.mp3", "--lb", f"127.0.0.1:{self.lb.port}",
-             "--downloads", self.folder(f"client{i}")], cwd=self.tmp, env=clean_env(),
+             "--downloads", self.folder(f"client{i}")], cwd=self.tmp, env=clean_env(self.tmp),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(10)]
         for proc in gets:
             out, err = proc.communicate(timeout=60)
@@ -66,7 +66,7 @@ class DownloadTests(ProcessTestCase):
         downloads = self.folder("me", "downloads")
         get = subprocess.Popen(
             [sys.executable, PEER, "get", "movie.mkv", "--lb", f"127.0.0.1:{self.lb.port}",
-             "--downloads", downloads], cwd=self.tmp, env=clean_env(), stdout=subprocess.PIPE,
+             "--downloads", downloads], cwd=self.tmp, env=clean_env(self.tmp), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: get.poll() is None and get.kill())
         partial = os.path.join(downloads, [n for n in wait_for(
@@ -121,7 +121,7 @@ class DownloadTests(ProcessTestCase):
         downloads = self.folder("me", "downloads")
         args = [sys.executable, PEER, "get", "iso.img", "--lb", f"127.0.0.1:{self.lb.port}",
                 "--downloads", downloads]
-        first = subprocess.Popen(args, cwd=self.tmp, env=clean_env(), stdout=subprocess.PIPE,
+        first = subprocess.Popen(args, cwd=self.tmp, env=clean_env(self.tmp), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         partial = os.path.join(downloads, wait_for(
             lambda: [n for n in os.listdir(downloads) if n.endswith(".part")],
