@@ -563,7 +563,9 @@ class Menu:
                 self.say()
                 return
             if choice.casefold() in ("0", "q", "quit", "exit"):
-                return
+                if self.may_quit():
+                    return
+                continue
             action = actions.get(choice)
             if action is None:
                 self.say("Type a number from 0 to 4 and press Enter." if choice
@@ -584,6 +586,18 @@ class Menu:
             except EOFError:
                 self.say()
                 return
+
+    def may_quit(self):
+        """Quit at once, or, while others download from us, when the person confirms."""
+        uploads = len(self.peer.server.uploads)
+        if not uploads:
+            return True
+        try:
+            answer = self.ask(f"{plural(uploads, 'upload')} to other peers in progress (they "
+                              "will continue from another holder, if any). Quit anyway? [y/N] ")
+        except (Cancelled, EOFError):
+            return True
+        return answer.casefold() in ("y", "yes")
 
     def ask(self, prompt):
         """A line from the person; Ctrl-C cancels the option, end of input quits."""

@@ -202,6 +202,11 @@ class MenuTests(ProcessTestCase):
         holder.expect(r"Choose 0-4: ")
         holder.send("4")
         holder.expect(r"Uploads in progress: 1\s+song\.mp3 to 127\.0\.0\.1:\d+")
+        holder.expect(r"Choose 0-4: ")
+        holder.send("0")
+        holder.expect(r"1 upload to other peers in progress .* Quit anyway\? \[y/N\] ")
+        holder.send("n")
+        holder.expect(r"Choose 0-4: ")
 
         me.expect(r"Saved .*song\.mp3 \(12\.0 MiB, SHA-256 verified\)", timeout=30)
         self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
