@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from httpkit import format_address
 from load_balancer import LBClientError, describe_socket_error
-from sharing import PEER_HEADER, check_name, sha256_file, url_for_name
+from sharing import PEER_HEADER, check_name, sha256_file, url_for_name, within
 
 try:
     import fcntl
@@ -465,8 +465,7 @@ class Downloader:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise DiskError(f"Cannot create {folder}: {e.strerror}.") from None
-        real_root = os.path.realpath(self.root)
-        if os.path.commonpath([real_root, os.path.realpath(folder)]) != real_root:
+        if within(os.path.realpath(self.root), folder) is None:
             raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
 
     def _open_partial(self, path, size):

@@ -448,11 +448,13 @@ def suggest_names(name, names, most=3):
     return (by_case + containing + alike)[:most]
 
 
-def closest_names(lb, name):
+def did_you_mean(lb, name):
+    """' Did you mean: a, b?' for a name nobody shares, or '' when nothing looks like it."""
     try:
-        return suggest_names(name, [f["name"] for f in lb.files()["files"]])
+        close = suggest_names(name, [f["name"] for f in lb.files()["files"]])
     except LBClientError:
-        return []
+        return ""
+    return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
 def resolve_peer_address(text):
@@ -662,34 +664,32 @@ class Menu:
     def fetch(self, name, sha256, where):
         progress = ProgressPrinter(self.out)
         try:
-            result = self.peer.downloader(progress).get(name, sha256, where)
+            try:
+                result = self.peer.downloader(progress).get(name, sha256, where)
+            finally:
+                progress.end()
+                forget_typed_ahead()
         except KeyboardInterrupt:
-            progress.end()
             self.say("Cancelled. The partial file is kept; download it again to resume.")
             return
         except DownloadError as e:
-            progress.end()
             if e.status == 409 and e.versions:
                 self.choose_version(name, e.versions, where)
-                return
-            self.say(e.message)
+            else:
+                self.say(e.message)
             return
-        finally:
-            forget_typed_ahead()
-        progress.end()
-        self.say(describe_result(result))
+        text = describe_result(result)
+        self.say(text)
         if not result.already:
-            self.peer.downloads_done.append(describe_result(result))
+            self.peer.downloads_done.append(text)
 
     def on_network(self, name):
         """Is ``name`` shared by anyone? Else say so, with the names that look like it."""
         answer = self.peer.lb.files(name)
         if answer.get("truncated") or name in [f["name"] for f in answer["files"]]:
             return True
-        close = closest_names(self.peer.lb, name)
-        self.say(f"Nobody shares {name!r} right now."
-                 + (" Did you mean: " + ", ".join(close) + "?" if close else
-                    " Option 1 lists the files on the network."))
+        hint = did_you_mean(self.peer.lb, name) or " Option 1 lists the files on the network."
+        self.say(f"Nobody shares {name!r} right now.{hint}")
         return False
 
     def choose_version(self, name, versions, where):
@@ -874,32 +874,28 @@ def run_get(args):
     lb = LBClient(args.lb_host, args.lb_port)
     progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
-        sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
-        source = resolve_peer_address(args.source) if args.source else None
-        result = Downloader(lb, args.downloads, on_progress=progress).get(
-            args.name, sha256, source)
+        try:
+            sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
+            source = resolve_peer_address(args.source) if args.source else None
+            result = Downloader(lb, args.downloads, on_progress=progress).get(
+                args.name, sha256, source)
+        finally:
+            if progress:
+                progress.end()
     except ValueError as e:
         return fail(str(e))
     except (KeyboardInterrupt, Terminate):
-        if progress:
-            progress.end()
         print("peer.py: interrupted; the partial file is kept: run the same command to "
               "resume.", file=sys.stderr)
         return 130
     except DownloadError as e:
-        if progress:
-            progress.end()
         message = e.message
-        if e.status == 404 and not args.source and message.startswith("Nobody shares"):
-            close = closest_names(lb, args.name)
-            if close:
-                message += " Did you mean: " + ", ".join(close) + "?"
+        if e.status == 404 and not args.source:  # names on the network get no suggestion
+            message += did_you_mean(lb, args.name)
         if e.status == 409:
             message += " Versions: " + ", ".join(
                 f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
         return fail(message)
-    if progress:
-        progress.end()
     print(describe_result(result))
     return 0
 

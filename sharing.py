@@ -82,13 +82,16 @@ def url_for_name(name):
     return "/files/" + quote(name, safe="/")
 
 
+def within(real_root, path):
+    """``path`` with its symlinks followed, if that is inside ``real_root`` (a real path)."""
+    real = os.path.realpath(path)
+    return real if os.path.commonpath([real_root, real]) == real_root else None
+
+
 def resolve(root, name):
     """The real path of ``name`` under ``root``, or None if it is missing or escapes ``root``."""
-    real_root = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(real_root, *name.split("/")))
-    if os.path.commonpath([real_root, path]) != real_root or not os.path.isfile(path):
-        return None
-    return path
+    path = within(os.path.realpath(root), os.path.join(root, *name.split("/")))
+    return path if path and os.path.isfile(path) else None
 
 
 def parse_range(header, size):
@@ -165,10 +168,6 @@ class SharedFile:
     @property
     def size(self):
         return self.stamp[0]
-
-    @property
-    def mtime_ns(self):
-        return self.stamp[1]
 
     def as_dict(self):
         return {"name": self.name, "size": self.size, "sha256": self.sha256}
@@ -254,8 +253,8 @@ class ShareIndex:
                         check_name(name)
                     except BadName:
                         continue
-                    real = os.path.realpath(path)
-                    if os.path.commonpath([real_root, real]) != real_root:
+                    real = within(real_root, path)
+                    if real is None:
                         continue  # a symlink out of the folder is never shared
                     try:
                         st = os.stat(path)

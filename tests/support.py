@@ -49,6 +49,24 @@ def read_line(stream, timeout=START_TIMEOUT_S):
         return line.decode()
 
 
+def raw_get(port, target):
+    """One GET of ``target`` as raw bytes (no client-side normalising): (status, response)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def wait_partial(folder, at_least):
+    """The partial download in ``folder``, once it holds ``at_least`` bytes."""
+    partial = os.path.join(folder, wait_for(
+        lambda: [n for n in os.listdir(folder) if n.endswith(".part")], what="a partial file")[0])
+    wait_for(lambda: os.path.getsize(partial) >= at_least, what=f"{at_least} bytes to arrive")
+    return partial
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,15 +5,14 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import unittest
 
 from sharing import cache_entry
-from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, read_line,
-                           same_bytes, wait_for, write_random)
+from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, raw_get,
+                           read_line, same_bytes, wait_for, wait_partial, write_random)
 
 MiB = 1 << 20
 
@@ -69,10 +68,7 @@ class DownloadTests(ProcessTestCase):
              "--downloads", downloads], cwd=self.tmp, env=clean_env(self.tmp), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: get.poll() is None and get.kill())
-        partial = os.path.join(downloads, [n for n in wait_for(
-            lambda: [n for n in os.listdir(downloads) if n.endswith(".part")],
-            what="a partial file")][0])
-        wait_for(lambda: os.path.getsize(partial) > 2 * MiB, what="2 MiB to arrive")
+        wait_partial(downloads, 2 * MiB)
         serving = [p for p in procs if self.peer_entry(self.lb.port, p.port)["active"]]
         self.assertEqual(len(serving), 1)
         serving[0].kill()
@@ -123,10 +119,7 @@ class DownloadTests(ProcessTestCase):
                 "--downloads", downloads]
         first = subprocess.Popen(args, cwd=self.tmp, env=clean_env(self.tmp), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
-        partial = os.path.join(downloads, wait_for(
-            lambda: [n for n in os.listdir(downloads) if n.endswith(".part")],
-            what="a partial file")[0])
-        wait_for(lambda: os.path.getsize(partial) >= 4 * MiB, what="4 MiB to arrive")
+        partial = wait_partial(downloads, 4 * MiB)
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=30)
         self.assertEqual(first.returncode, 130, err)
@@ -293,12 +286,7 @@ class FileServerOverTheWireTests(ProcessTestCase):
         self.peer = self.start_peer(self.lb.port, "p", wait_files=["ok.txt"])
 
     def raw(self, target):
-        with socket.create_connection(("127.0.0.1", self.peer.port), timeout=5) as s:
-            s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        return int(data.split(b" ", 2)[1]), data
+        return raw_get(self.peer.port, target)
 
     def test_symlink_out_and_dotfile_are_not_listed_or_served(self):
         self.assertEqual(self.peer_files(self.lb.port, self.peer.port), {"ok.txt"})
@@ -332,12 +320,8 @@ class LoadBalancerCrashTests(ProcessTestCase):
         peer = self.start_peer(lb.port, "p", wait_files=["a.txt"])
         lb.kill()
         lb.wait(10)
-        with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as s:
-            s.sendall(b"GET /files/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        self.assertTrue(data.startswith(b"HTTP/1.1 200"))
+        status, data = raw_get(peer.port, "/files/a.txt")
+        self.assertEqual(status, 200)
         self.assertTrue(data.endswith(b"still here"))
         self.assertIsNone(peer.poll())
 
