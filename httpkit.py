@@ -275,11 +275,17 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     # -- output -------------------------------------------------------------
 
     def send_json(self, status, obj=None, headers=None):
+        """Send ``obj`` as a JSON reply (no body when it is None)."""
+        if obj is None:
+            self.send_whole(status, b"", None, headers)
+        else:
+            self.send_whole(status, encode_json(obj), "application/json", headers)
+
+    def send_whole(self, status, body, content_type, headers=None):
         """Send a whole reply: status line, headers and body built here, one write."""
-        body = b"" if obj is None else encode_json(obj)
         headers = dict(headers or {})
-        if obj is not None:
-            headers["Content-Type"] = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
         if status != 204:
             headers["Content-Length"] = len(body)
         if self.close_connection:

@@ -648,11 +648,7 @@ class LBHandler(JSONRequestHandler):
 
     def route_page(self):
         page = render_status_page(self.registry.status()).encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
+        self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
         self.send_json(200, self.registry.status())
