@@ -185,7 +185,8 @@ class MenuTests(ProcessTestCase):
         self.assertIn("Choose 0-4:", result.stdout)
 
     def test_terminal_download_progress_and_holder_active_count(self):
-        holder = TerminalSession(self.menu_args("holder2"), self.tmp)
+        # Slowed, so that the upload is still running while options 3 and 4 look at it.
+        holder = TerminalSession(self.menu_args("holder2") + ["--upload-limit", "2M"], self.tmp)
         self.addCleanup(holder.close)
         shutil.copyfile(self.song, os.path.join(self.tmp, "holder2", "shared", "song.mp3"))
         holder.expect(r"Choose 0-4: ")
