@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from httpkit import format_address
 from load_balancer import LBClientError, describe_socket_error
+from members import OPEN
 from sharing import PEER_HEADER, check_name, sha256_file, url_for_name, within
 
 try:
@@ -218,6 +219,8 @@ def check_response(status, headers, offset, size, sha256):
         if unit != "bytes" or spec != expected:
             raise PeerFault(f"the peer sent range {spec!r}, not {expected!r}")
         start = offset
+    elif status == 401:
+        raise PeerFault("the peer refused us: wrong or missing network secret")
     else:
         raise PeerFault(f"the peer answered HTTP {status}")
     if headers.get("etag", "").strip('"') != sha256:
@@ -397,8 +400,9 @@ class Downloader:
     """Downloads through one load balancer into ``root``; ``on_progress`` sees Progress."""
 
     def __init__(self, lb, root, requester=None, on_progress=None, on_verified=None,
-                 have=None, identity=None, stall_timeout=STALL_TIMEOUT_S):
+                 have=None, identity=None, stall_timeout=STALL_TIMEOUT_S, members=OPEN):
         self.lb = lb
+        self.members = members
         self.root = os.path.abspath(root)
         self.requester = requester
         self.on_progress = on_progress or (lambda progress: None)
@@ -561,16 +565,23 @@ class Downloader:
         source = format_address(peer["host"], peer["port"])
         try:
             sock = socket.create_connection((peer["host"], peer["port"]), CONNECT_TIMEOUT_S)
+            sock = self.members.connect(sock)
         except OSError as e:
             raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
         with sock:
-            sock.settimeout(None)
-            _set_socket_timeouts(sock, self.stall_timeout)
+            if self.members.tls is None:
+                sock.settimeout(None)
+                _set_socket_timeouts(sock, self.stall_timeout)
+            else:  # no MSG_WAITALL on an SSLSocket: plain timeouts, and _recv fills the buffer
+                sock.settimeout(self.stall_timeout)
             try:
-                request = (f"GET {url_for_name(name)} HTTP/1.1\r\nHost: {source}\r\n"
+                target = url_for_name(name)
+                auth = "".join(f"{key}: {value}\r\n" for key, value
+                               in self.members.auth_headers("GET", target).items())
+                request = (f"GET {target} HTTP/1.1\r\nHost: {source}\r\n"
                            + (f"Range: bytes={partial.offset}-\r\n" if partial.offset else "")
                            + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
-                           + "Connection: close\r\n\r\n")
+                           + auth + "Connection: close\r\n\r\n")
                 sock.sendall(request.encode("ascii"))
                 status, headers, leftover = self._read_head(sock)
                 start = check_response(status, headers, partial.offset, size, sha256)
@@ -610,8 +621,8 @@ class Downloader:
                 leftover = leftover[n:]
             else:
                 try:
-                    n = sock.recv_into(view, len(view), socket.MSG_WAITALL)
-                except BlockingIOError:
+                    n = self._recv(sock, view)
+                except (BlockingIOError, TimeoutError):
                     partial.give_back(buf)
                     raise PeerFault(f"no data for {self.stall_timeout:.0f} s") from None
                 except BaseException:
@@ -635,6 +646,23 @@ class Downloader:
                 self.on_progress(Progress(name, partial.offset, size, shown, source))
             if n == 0:
                 raise PeerFault(f"the connection ended at byte {partial.offset} of {size}")
+
+    def _recv(self, sock, view):
+        """Fill ``view`` from ``sock``: fewer bytes only at a stall, a signal or the end."""
+        if self.members.tls is None:
+            return sock.recv_into(view, len(view), socket.MSG_WAITALL)
+        got = 0
+        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
+            try:
+                n = sock.recv_into(view[got:])
+            except TimeoutError:
+                if got:
+                    return got
+                raise
+            if n == 0:
+                break
+            got += n
+        return got
 
     @staticmethod
     def _describe(error):

@@ -16,6 +16,12 @@ server on an open network needs:
   is buffered and flushed once per request), so a keep-alive client does not
   stall 40 ms per request on delayed ACKs.
 
+On a closed network (``members.py``) both servers also check, before a
+request's body is read, that it is signed with the network secret (401
+otherwise, and the connection is closed), and, with a network certificate,
+speak only TLS: the handshake is done in the connection's worker thread, and a
+plain-HTTP client gets a plain 400 that says to use TLS.
+
 Errors are JSON: ``{"error": "<a sentence a person can act on>"}``.
 ``HTTPProblem`` is the one exception the handlers raise to answer with an
 error; everything else that escapes a handler is a 500 and is logged.
@@ -32,10 +38,14 @@ import logging
 import re
 import socket
 import socketserver
+import ssl
+import sys
 import threading
 import time
 import unicodedata
 from http import HTTPStatus
+
+from members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
 
 log = logging.getLogger("p2p.http")
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
@@ -55,6 +65,10 @@ CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
 REQUEST_DEADLINE_S = 60.0  # to send a whole request (line, headers, body), however slowly
 REAP_INTERVAL_S = 1.0
+TLS_HANDSHAKE_DEADLINE_S = 10.0  # to finish the TLS handshake, however slowly
+TLS_RECORD_HANDSHAKE = 0x16  # the first byte a TLS client sends
+PLAIN_DRAIN_BYTES = 64 * 1024  # read (and drop) this much of a plain request before closing
+QUIET_LOG_INTERVAL_S = 10.0  # a warning about refused connections at most this often per kind
 
 
 class HTTPProblem(Exception):
@@ -66,6 +80,18 @@ class HTTPProblem(Exception):
         self.message = message
         self.extra = extra
         self.headers = {}
+
+
+_quiet_last = {}  # kind -> time.monotonic() of the last warning about it
+
+
+def warn_sometimes(kind, message, *args):
+    """Log a warning about refused input at most once per QUIET_LOG_INTERVAL_S per ``kind``,
+    so that a flood of bad requests cannot fill the log."""
+    now = time.monotonic()
+    if now - _quiet_last.get(kind, -QUIET_LOG_INTERVAL_S) >= QUIET_LOG_INTERVAL_S:
+        _quiet_last[kind] = now
+        log.warning(message, *args)
 
 
 class Headers:
@@ -116,7 +142,9 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address, handler, max_connections=DEFAULT_MAX_CONNECTIONS,
-                 timeout=DEFAULT_SOCKET_TIMEOUT_S, request_deadline=REQUEST_DEADLINE_S):
+                 timeout=DEFAULT_SOCKET_TIMEOUT_S, request_deadline=REQUEST_DEADLINE_S,
+                 members=OPEN):
+        self.members = members
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.slots = threading.BoundedSemaphore(max_connections)
@@ -179,9 +207,50 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
 
     def process_request_thread(self, request, client_address):
         try:
-            super().process_request_thread(request, client_address)
+            if self.members.tls is not None:
+                request = self._start_tls(request, client_address)
+            if request is not None:
+                super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def _start_tls(self, request, client_address):
+        """The connection wrapped in TLS (handshake done), or None when it was refused."""
+        request.settimeout(self.handler_timeout)
+        self.set_deadline(request, TLS_HANDSHAKE_DEADLINE_S)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first[0] != TLS_RECORD_HANDSHAKE:
+                self._refuse_plain(request, client_address)
+                return None
+            if first:
+                return self.members.tls.server.wrap_socket(request, server_side=True)
+        except ssl.SSLError as e:
+            warn_sometimes("tls", "TLS connection from %s refused: %s", client_address[0],
+                           describe_tls_error(e))
+        except OSError:
+            pass
+        finally:
+            self.set_deadline(request, None)
+        self.shutdown_request(request)
+        return None
+
+    def _refuse_plain(self, request, client_address):
+        """A plain-HTTP client on a TLS server: a plain answer it can read, then close."""
+        warn_sometimes("plain", "plain HTTP from %s refused: this server speaks TLS only",
+                       client_address[0])
+        body = encode_json({"error": "This server speaks TLS only: use https:// with the "
+                                     "network certificate (--tls-cert and --tls-key)."})
+        head = ("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("ascii")
+        try:
+            request.sendall(head + body)
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(1.0)
+            request.recv(PLAIN_DRAIN_BYTES)  # so closing does not reset the answer away
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def _refuse(self, request):
         body = encode_json({"error": "The server is at its connection limit; "
@@ -199,6 +268,10 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
         self.shutdown_request(request)
 
     def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError)):  # the client's doing, not ours
+            warn_sometimes("broken", "connection from %s broke: %s", client_address[0], error)
+            return
         log.exception("unexpected error while serving %s", client_address)
 
 
@@ -254,10 +327,34 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         connection = self.headers.get("Connection", "").lower()
         self.close_connection = connection == "close" or (
             self.request_version == "HTTP/1.0" and connection != "keep-alive")
+        if self.server.members.secret is not None and not self.authorized():
+            return False
         if self.headers.get("Expect", "").lower() == "100-continue" \
                 and self.request_version != "HTTP/1.0":
             return self.handle_expect_100()
         return True
+
+    def authorized(self):
+        """Check the request's signature; on failure answer 401 (or 503), close, and say False."""
+        try:
+            self.check_auth(self.server.members.secret)
+            return True
+        except Unauthorized as e:
+            warn_sometimes("auth", "%s refused: %s", self.address_string(), e)
+            problem = HTTPProblem(401, str(e))
+            problem.headers["WWW-Authenticate"] = 'P2P-HMAC realm="p2p"'
+        except ReplayFull:
+            problem = HTTPProblem(503, "Too many signed requests at once; try again shortly.")
+            problem.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+        self.close_connection = True
+        problem.headers["Connection"] = "close"
+        self.send_problem(problem)
+        return False
+
+    def check_auth(self, secret):
+        """Raise Unauthorized unless this request is signed with ``secret`` (a hook: the file
+        server also takes presigned URLs)."""
+        secret.check(self.command, self.path, self.headers.get(AUTH_HEADER))
 
     def date_time_string(self, timestamp=None):
         if timestamp is not None:

@@ -45,6 +45,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ from urllib.parse import parse_qs, quote
 
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
                      format_address, parse_address, set_nodelay, unmapped)
+from members import OPEN, Members, SecretError, TLSSetupError, describe_tls_error
 
 log = logging.getLogger("p2p.lb")
 
@@ -716,8 +718,14 @@ class LBUnreachable(LBClientError):
     """Nothing (or nothing sane) answers at the load balancer's address."""
 
 
+class LBUnauthorized(LBClientError):
+    """The load balancer refuses us: wrong or missing network secret (401)."""
+
+
 def describe_socket_error(error):
     """A few words for a person: 'connection refused', not '[Errno 111] ...'."""
+    if isinstance(error, ssl.SSLError):
+        return describe_tls_error(error)
     if isinstance(error, ConnectionRefusedError):
         return "connection refused: is it running?"
     if isinstance(error, TimeoutError):
@@ -735,11 +743,18 @@ class _Connection(http.client.HTTPConnection):
         set_nodelay(self.sock)
 
 
+class _TLSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        set_nodelay(self.sock)
+
+
 class LBClient:
     """A keep-alive client of one load balancer; thread-safe (one request at a time)."""
 
-    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S):
+    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN):
         self.host, self.port, self.timeout = host, port, timeout
+        self.members = members
         self._conn = None
         self._lock = threading.Lock()
         self._interrupted = False
@@ -786,6 +801,10 @@ class LBClient:
         except ValueError:
             raise LBUnreachable(f"{self.address} answered, but not as a load balancer "
                                 f"(HTTP {status}).", status) from None
+        if status == 401:
+            message = answer.get("error") if isinstance(answer, dict) else None
+            raise LBUnauthorized(f"The load balancer at {self.address} refuses us: "
+                                 f"{message or 'wrong or missing network secret.'}", 401, answer)
         if status >= 400:
             message = answer.get("error") if isinstance(answer, dict) else None
             raise LBClientError(message or f"The load balancer answered HTTP {status}.",
@@ -796,8 +815,12 @@ class LBClient:
         for attempt in (1, 2):
             fresh = self._conn is None
             if fresh:
-                self._conn = _Connection(self.host, self.port, timeout=self.timeout)
-            try:
+                self._conn = (_Connection(self.host, self.port, timeout=self.timeout)
+                              if self.members.tls is None else
+                              _TLSConnection(self.host, self.port, timeout=self.timeout,
+                                             context=self.members.tls.client))
+            try:  # signed on every attempt: a retry with the same nonce would be a replay
+                headers.update(self.members.auth_headers(method, path))
                 self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
                 raw = response.read()
@@ -809,7 +832,11 @@ class LBClient:
                 self._conn.close()
                 self._conn = None
                 # A kept-alive connection the server closed: try once on a new one.
-                if fresh or attempt == 2 or isinstance(e, TimeoutError) or self._interrupted:
+                if fresh or attempt == 2 or isinstance(e, (TimeoutError, ssl.SSLError)) \
+                        or self._interrupted:
+                    if isinstance(e, ssl.SSLError):
+                        raise LBUnreachable(f"Cannot talk to the load balancer at "
+                                            f"{self.address}: {describe_tls_error(e)}.") from None
                     raise LBUnreachable(f"No load balancer answers at {self.address} "
                                         f"({describe_socket_error(e)}).") from None
         raise AssertionError("unreachable")
@@ -891,7 +918,31 @@ def parse_args(argv):
                         f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
                         "intervals is dropped")
     parser.add_argument("--verbose", action="store_true", help="log every request")
-    return parser.parse_args(argv)
+    add_member_options(parser)
+    args = parser.parse_args(argv)
+    args.members = members_from_args(parser, args)
+    return args
+
+
+def add_member_options(parser):
+    """--secret-file and the TLS options: the load balancer and every peer command take them."""
+    group = parser.add_argument_group("members only (see README: 'Members only')")
+    group.add_argument("--secret-file", metavar="FILE",
+                       help="the network secret (env P2P_SECRET holds the secret itself); "
+                            "requests without it are refused")
+    group.add_argument("--tls-cert", metavar="FILE", help="the network certificate (PEM): "
+                       "all traffic over TLS, and only members that present it are accepted")
+    group.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM)")
+    group.add_argument("--tls-ca", metavar="FILE",
+                       help="accept any certificate this CA signed, not only --tls-cert")
+
+
+def members_from_args(parser, args):
+    """The Members of these options, or a parser error with the reason."""
+    try:
+        return Members.from_options(args.secret_file, args.tls_cert, args.tls_key, args.tls_ca)
+    except (SecretError, TLSSetupError) as e:
+        parser.error(str(e))
 
 
 def watch_idle(server, registry, idle_exit_s, stop):
@@ -909,7 +960,7 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     registry = Registry(policy=args.policy, heartbeat_s=args.heartbeat)
     try:
-        server = LoadBalancerServer((args.host, args.port), registry)
+        server = LoadBalancerServer((args.host, args.port), registry, members=args.members)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(f"load_balancer.py: port {args.port} is already in use on {args.host} "
@@ -928,6 +979,7 @@ def main(argv=None):
         threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
                          daemon=True, name="idle-watch").start()
         print(f"listening on {format_address(args.host, server.port)}", flush=True)
+        print(f"network: {args.members.describe()}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

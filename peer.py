@@ -17,6 +17,8 @@ Subcommands, for scripts and tests (``--help`` on each)::
     python peer.py get NAME      download one file, then exit
     python peer.py list [TEXT]   the files on the network
     python peer.py status        the load balancer's view of every peer
+    python peer.py secret        print a new network secret
+    python peer.py url NAME      a signed, time-limited URL of a holder, for curl
 
 A server's first line on standard output is ``listening on HOST:PORT``. Exit
 status is 0 on success, 1 with a one-line reason on standard error otherwise,
@@ -40,8 +42,11 @@ import time
 
 from download import DownloadError, Downloader
 from httpkit import BadName, check_name, format_address, parse_address
-from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
-from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
+from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnauthorized, LBUnreachable,
+                           add_member_options, members_from_args, port_number)
+from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret,
+                     parse_duration)
+from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate, url_for_name
 
 try:
     import fcntl
@@ -113,18 +118,19 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
-def ensure_load_balancer(host, port, say=print):
+def ensure_load_balancer(host, port, say=print, members=OPEN, member_options=()):
     """Start ``load_balancer.py`` in the background if none answers at a local address.
 
     Returns the started process, or None when one was already there (or the
     address is not on this machine). Two peers starting at once end up with
-    one load balancer: the second one's port is taken and it exits.
+    one load balancer: the second one's port is taken and it exits. The new
+    load balancer gets ``member_options`` (the network secret and certificate).
     """
     if lb_answers(host, port) or not is_local_address(host):
         return None
     log_path = auto_lb_log_path(port)
     command = [sys.executable, LB_SCRIPT, "--host", "::" if ":" in host else "0.0.0.0",
-               "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S)]
+               "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S), *member_options]
     detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
               else {"start_new_session": True})
     try:
@@ -138,11 +144,13 @@ def ensure_load_balancer(host, port, say=print):
     finally:
         os.close(log_fd)
     deadline = time.monotonic() + LB_START_TIMEOUT_S
-    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S)
+    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S, members=members)
     while True:
         try:
             pid = client.status().get("pid")
             break
+        except LBUnauthorized as e:  # another one, of another network, won the race
+            raise PeerError(e.message) from None
         except LBClientError:
             exited = process.poll() is not None  # lost a race (then another answers) or failed
             if time.monotonic() > deadline or (exited and not lb_answers(host, port)):
@@ -172,8 +180,10 @@ class Peer:
     """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0):
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
+                 members=OPEN):
         self.lb = lb
+        self.members = members
         self.shared = os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -205,7 +215,8 @@ class Peer:
                 raise PeerError(f"Cannot create the folder {folder}: {e.strerror}.") from None
         self.shares_folder_with_another = not self._lock_folder()
         try:
-            self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit)
+            self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit,
+                                     members=self.members)
         except OSError as e:
             hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
             raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
@@ -214,7 +225,12 @@ class Peer:
                          name="file-server").start()
         self.index.refresh()
         self.index.wait_hashed(INITIAL_HASH_WAIT_S)
-        self._register()
+        try:
+            self._register()
+        except LBUnauthorized as e:
+            self.stop()
+            raise PeerError(f"{e.message} Give every member the same --secret-file (or "
+                            "P2P_SECRET).") from None
         self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
         self._thread.start()
         return self
@@ -278,6 +294,12 @@ class Peer:
         version, files = self._files()
         try:
             answer = self.lb.register(self.port, files, host=self.advertise)
+        except LBUnauthorized as e:
+            if self._thread is None:  # starting: the person must fix it, not wait for it
+                raise
+            self.lb_problem = e.message
+            log.warning("cannot register with the load balancer: %s", e.message)
+            return False
         except LBClientError as e:
             self.lb_problem = e.message
             log.warning("cannot register with the load balancer: %s", e.message)
@@ -340,7 +362,8 @@ class Peer:
     def downloader(self, on_progress=None):
         return Downloader(self.lb, self.downloads, requester=self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
-                          have=self.index.find_by_hash, identity=self.address)
+                          have=self.index.find_by_hash, identity=self.address,
+                          members=self.members)
 
     def _verified(self, root, path, sha256):
         self.index.add_verified(root, path, sha256)
@@ -546,6 +569,8 @@ class Menu:
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
         self.say(f"Peer {peer.address} · sharing {peer.describe_sharing()} · load balancer {lb}")
+        if peer.members is not OPEN and (peer.members.secret or peer.members.tls):
+            self.say(f"Members only: {peer.members.describe()}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")
         if peer.shares_folder_with_another:
@@ -709,9 +734,10 @@ class Menu:
 # Command line
 
 
-COMMANDS = ("menu", "serve", "get", "list", "status")
+COMMANDS = ("menu", "serve", "get", "list", "status", "secret", "url")
 VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
-                 "--upload-slots", "--upload-limit", "--sha256", "--from")
+                 "--upload-slots", "--upload-limit", "--sha256", "--from", "--secret-file",
+                 "--tls-cert", "--tls-key", "--tls-ca", "--expires")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
                    "--upload-limit")
 
@@ -723,6 +749,7 @@ def option_groups():
     client.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
                         help=f"the load balancer (env P2P_LB, default {DEFAULT_LB})")
     client.add_argument("--verbose", action="store_true", help="log to standard error")
+    add_member_options(client)
     downloads = argparse.ArgumentParser(add_help=False)
     downloads.add_argument("--downloads", metavar="DIR",
                            help="folder to download into, its verified files shared too "
@@ -742,6 +769,13 @@ def option_groups():
                          help="upload speed limit of this peer (all uploads together) in "
                               "bytes/s, like 500K or 2M")
     return client, downloads, serving
+
+
+def duration_arg(text):
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def rate_arg(text):
@@ -790,8 +824,20 @@ def parse_args(argv):
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
     commands.add_parser("status", parents=[client], help="the load balancer's view of the peers")
+    commands.add_parser("secret", help="print a new network secret (save it to a file and "
+                                       "give it to every member with --secret-file)")
+    url = commands.add_parser("url", parents=[client],
+                              help="print a signed, time-limited URL of a holder of a file, "
+                                   "for curl, wget or a browser")
+    url.add_argument("name", help="the file's name on the network")
+    url.add_argument("--expires", type=duration_arg, default=DEFAULT_URL_LIFETIME_S,
+                     metavar="DURATION", help="how long the URL works, like 90s, 10m, 2h or "
+                                              "7d (default 1h, at most 7d)")
+    url.add_argument("--sha256", metavar="HEX", help="which version, as for 'get'")
+    url.add_argument("--from", dest="source", metavar="HOST[:PORT]",
+                     help="a URL of this peer instead of the least-loaded holder")
     argv = command_first(list(sys.argv[1:] if argv is None else argv))
-    if argv[0] in ("get", "list", "status"):
+    if argv[0] in ("get", "list", "status", "url"):
         misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in SERVING_OPTIONS]
         if misplaced:
             parser.error(f"{misplaced[0]} is an option of 'menu' and 'serve', not of "
@@ -799,6 +845,9 @@ def parse_args(argv):
         if argv[0] != "get" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
+    if args.command == "secret":
+        return args
+    args.members = members_from_args(parser, args)
     try:
         args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
     except ValueError as e:
@@ -842,9 +891,12 @@ def run_peer(args, interactive):
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
     ensure_load_balancer(args.lb_host, args.lb_port,
-                         say=lambda text: print(text, file=sys.stderr, flush=True))
-    peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
-                args.port, args.advertise, args.upload_slots, args.upload_limit)
+                         say=lambda text: print(text, file=sys.stderr, flush=True),
+                         members=args.members,
+                         member_options=args.members.options(args.secret_file))
+    peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
+                args.downloads, args.host, args.port, args.advertise, args.upload_slots,
+                args.upload_limit, members=args.members)
     try:
         peer.start()
         if interactive:
@@ -852,7 +904,7 @@ def run_peer(args, interactive):
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
             print(f"sharing {peer.describe_sharing()} as {peer.address} · load balancer "
-                  f"{peer.lb.address}", flush=True)
+                  f"{peer.lb.address} · {args.members.describe()}", flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)
@@ -871,14 +923,14 @@ def run_peer(args, interactive):
 def run_get(args):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
-    lb = LBClient(args.lb_host, args.lb_port)
+    lb = LBClient(args.lb_host, args.lb_port, members=args.members)
     progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
         try:
             sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
             source = resolve_peer_address(args.source) if args.source else None
-            result = Downloader(lb, args.downloads, on_progress=progress).get(
-                args.name, sha256, source)
+            result = Downloader(lb, args.downloads, on_progress=progress,
+                                members=args.members).get(args.name, sha256, source)
         finally:
             if progress:
                 progress.end()
@@ -900,21 +952,59 @@ def run_get(args):
     return 0
 
 
+def run_url(args, lb):
+    """Print a URL of a holder of the file: signed and time-limited on a network with a secret."""
+    sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
+    source = resolve_peer_address(args.source) if args.source else None
+    try:
+        transfer = lb.start_transfer(args.name, sha256=sha256, peer=source)
+    except LBClientError as e:
+        raise DownloadError(e.message + (did_you_mean(lb, args.name) if e.status == 404 else ""),
+                            e.status, e.body.get("versions")) from None
+    # Only the address is wanted: the holder counts the download itself while it runs.
+    lb.end_transfer(transfer["transfer_id"], "cancelled")
+    holder = transfer["peer"]
+    members = args.members
+    url = (f"{members.scheme}://{format_address(holder['host'], holder['port'])}"
+           f"{url_for_name(transfer['file']['name'])}")
+    if members.secret is not None:
+        url += "?" + members.secret.url_query(transfer["file"]["name"], args.expires)
+    else:
+        print("peer.py: this network has no secret: the URL needs no signature and does not "
+              "expire.", file=sys.stderr)
+    if members.tls is not None:
+        tls = members.tls
+        print(f"peer.py: the network uses TLS: curl --cert {tls.cert} --key {tls.key} "
+              f"--cacert {tls.ca or tls.cert} --resolve {NETWORK_CERT_NAME}:{holder['port']}:"
+              f"{holder['host']} -O 'https://{NETWORK_CERT_NAME}:{holder['port']}"
+              f"{url[url.index('/files/'):]}' (with a certificate made as the README says)",
+              file=sys.stderr)
+    print(url)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_terminate)
+    if args.command == "secret":
+        print(new_secret())
+        return 0
     try:
         if args.command in ("menu", "serve"):
             return run_peer(args, interactive=args.command == "menu")
         if args.command == "get":
             return run_get(args)
-        lb = LBClient(args.lb_host, args.lb_port)
+        lb = LBClient(args.lb_host, args.lb_port, members=args.members)
+        if args.command == "url":
+            return run_url(args, lb)
         if args.command == "list":
             print_files(sys.stdout, lb, args.text)
         else:
             print_status(sys.stdout, lb)
         return 0
     except (PeerError, LBClientError, DownloadError) as e:
+        return fail(str(e))
+    except ValueError as e:
         return fail(str(e))
     except (KeyboardInterrupt, Terminate):
         print("peer.py: interrupted", file=sys.stderr)

@@ -14,6 +14,11 @@ request                                answer
                                        503 + ``Retry-After``
 =====================================  ==============================================
 
+On a network with a secret every request must be signed (``members.py``), or
+carry the query of a presigned URL for the file it asks for (``GET`` or
+``HEAD /files/{name}?p2p-expires=...&p2p-sig=...``, made by ``peer.py url``).
+Under TLS the bytes go out in reads of ``TLS_SEND_BYTES`` (no ``sendfile``).
+
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
 in the URL. ``httpkit.check_name`` refuses anything that could leave the
 folder or hide in it (``..``, absolute paths, backslashes, NUL and control
@@ -36,13 +41,15 @@ import json
 import logging
 import os
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
                      format_address, parse_address, unmapped)
+from members import URL_SIG_PARAM, Unauthorized
 
 log = logging.getLogger("p2p.share")
 
@@ -58,6 +65,7 @@ MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+TLS_SEND_BYTES = 256 * 1024  # under TLS (no sendfile) the file goes out in reads of this size
 
 
 class RangeNotSatisfiable(ValueError):
@@ -478,6 +486,18 @@ class FileHandler(JSONRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = refuse_other_methods
 
+    def check_auth(self, secret):
+        """A signed request, or a presigned URL of the file it asks for."""
+        url = urlsplit(self.path)
+        query = parse_qs(url.query) if url.query else {}
+        if URL_SIG_PARAM not in query:
+            return super().check_auth(secret)
+        try:
+            name = name_from_url_path(url.path)
+        except BadName:
+            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
+        secret.check_url(self.command, name, query)
+
     def serve(self, send_body):
         try:
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
@@ -578,12 +598,12 @@ class FileHandler(JSONRequestHandler):
         self.server.set_deadline(self.connection, UPLOAD_GRACE_S + count / slowest)
         try:
             if limiter is None:
-                upload.sent = self.connection.sendfile(f, offset, count)
+                upload.sent = send_file_range(self.connection, f, offset, count)
             else:
                 while upload.sent < count:
                     n = min(limiter.slice_bytes, count - upload.sent)
                     limiter.wait(n)
-                    sent = self.connection.sendfile(f, offset + upload.sent, n)
+                    sent = send_file_range(self.connection, f, offset + upload.sent, n)
                     if sent == 0:
                         break
                     upload.sent += sent
@@ -593,6 +613,26 @@ class FileHandler(JSONRequestHandler):
             return
         if upload.sent != count:
             self.close_connection = True  # the file shrank under us: the client sees a short body
+
+
+def send_file_range(sock, f, offset, count):
+    """Send ``count`` bytes of ``f`` from ``offset``; the bytes sent (fewer if the file shrank).
+
+    Plain sockets use ``sendfile`` (the kernel copies). Python 3.11 has no kernel TLS, and an
+    SSLSocket's own sendfile falls back to 8 KiB reads, so under TLS the file is read in
+    TLS_SEND_BYTES slices into one reused buffer, each encrypted and sent with sendall.
+    """
+    if not isinstance(sock, ssl.SSLSocket):
+        return sock.sendfile(f, offset, count)
+    buf = bytearray(min(TLS_SEND_BYTES, count))
+    sent = 0
+    while sent < count:
+        n = os.preadv(f.fileno(), [memoryview(buf)[:min(len(buf), count - sent)]], offset + sent)
+        if n <= 0:
+            break
+        sock.sendall(memoryview(buf)[:n])
+        sent += n
+    return sent
 
 
 class RateLimiter:
