@@ -1,6 +1,7 @@
 """Benchmark: how fast the load balancer hands out and takes back transfers.
 
     python bench/lb.py [--seconds S] [--clients N] [--client-procs P] [--peers 10,1000,10000]
+                       [--network open,secret,tls,secret+tls]
 
 For 10, 1,000 and 10,000 registered peers (10 shared files each, every distinct file held by
 4 peers, so each pick chooses among 4 holders; the 10,000-peer case has 100,000 shared file
@@ -21,6 +22,12 @@ spread over P processes, default 4, because one Python process cannot drive 8 co
 as fast as the server answers them), so the figures are the server's, not the server
 sharing its GIL with its own load generator. All workers of a case measure over the same
 wall-clock window. Every loop is bounded by time and by count; loopback only.
+
+With ``--network`` each case runs once per network mode: ``open``, ``secret``
+(every request signed with X-P2P-Auth, checked and its nonce remembered by the
+server), ``tls`` (mutual TLS with the test certificate in ``tests/tls/``) and
+``secret+tls``. Connections are kept alive, so TLS costs one handshake per
+connection and then its encryption per request.
 """
 
 import collections
@@ -43,12 +50,22 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import load_balancer as lb  # noqa: E402
+from members import AUTH_HEADER, Members, NetworkSecret, NetworkTLS  # noqa: E402
 
 FILES_PER_PEER = 10
 HOLDERS_PER_FILE = 4
 WARMUP_PAIRS = 200
 MAX_PAIRS_PER_CONNECTION = 2_000_000  # the count bound beside the time bound
 WORKER_GRACE_S = 60.0  # a worker that overruns its time by this much is killed
+NETWORK_MODES = ("open", "secret", "tls", "secret+tls")
+BENCH_SECRET = "bench-only network secret, not for real use"
+TLS_CERT = os.path.join(ROOT, "tests", "tls", "network.pem")
+TLS_KEY = os.path.join(ROOT, "tests", "tls", "network.key")
+
+
+def network_members(mode):
+    return Members(NetworkSecret(BENCH_SECRET) if "secret" in mode else None,
+                   NetworkTLS(TLS_CERT, TLS_KEY) if "tls" in mode else None)
 
 
 def file_name(k):
@@ -97,12 +114,18 @@ class RawClient:
     as much as the server's own work; ``--client lbclient`` measures with it instead.
     """
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port, members):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = members.connect(sock)
+        self.members = members
         self.pending = b""
 
-    def _call(self, head, body=b""):
+    def _call(self, method, target, headers=b"", body=b""):
+        auth = b"".join(f"{key}: {value}\r\n".encode()
+                        for key, value in self.members.auth_headers(method, target).items())
+        head = (f"{method} {target} HTTP/1.1\r\nHost: lb\r\n".encode() + headers + auth
+                + b"\r\n")
         self.sock.sendall(head + body)
         data = self.pending
         while (end := data.find(b"\r\n\r\n")) < 0:
@@ -123,22 +146,23 @@ class RawClient:
 
     def start_transfer(self, name):
         body = json.dumps({"name": name}).encode()
-        return self._call(b"POST /transfers HTTP/1.1\r\nHost: lb\r\nContent-Type: "
-                          b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+        return self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n" % len(body), body)
 
     def end_transfer(self, transfer_id, outcome):
-        return self._call(b"DELETE /transfers/%s?outcome=%s HTTP/1.1\r\nHost: lb\r\n\r\n"
-                          % (transfer_id.encode(), outcome.encode()))
+        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}")
 
     def close(self):
         self.sock.close()
 
 
-def make_client(kind, port):
-    return RawClient(port) if kind == "raw" else lb.LBClient("127.0.0.1", port, timeout=10.0)
+def make_client(kind, port, members):
+    if kind == "raw":
+        return RawClient(port, members)
+    return lb.LBClient("127.0.0.1", port, timeout=10.0, members=members)
 
 
-def worker(port, names, connections, seconds, start_at, seed, kind):
+def worker(port, names, connections, seconds, start_at, seed, kind, mode):
     """Run pick+end pairs on ``connections`` keep-alive connections from wall-clock time
     ``start_at`` for ``seconds``; print a JSON summary with a latency histogram."""
     barrier = threading.Barrier(connections)
@@ -146,7 +170,7 @@ def worker(port, names, connections, seconds, start_at, seed, kind):
 
     def run(slot):
         rng = random.Random(seed * 1000 + slot)
-        client = make_client(kind, port)
+        client = make_client(kind, port, network_members(mode))
         latencies = []
         errors = 0
         try:
@@ -197,7 +221,7 @@ def worker(port, names, connections, seconds, start_at, seed, kind):
     }))
 
 
-def run_workers(port, names, connections, processes, seconds, kind):
+def run_workers(port, names, connections, processes, seconds, kind, mode):
     """``connections`` connections spread over ``processes`` worker processes; merged result."""
     processes = max(1, min(processes, connections))
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
@@ -205,7 +229,7 @@ def run_workers(port, names, connections, processes, seconds, kind):
     procs = [subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", "--port", str(port),
          "--names", str(names), "--clients", str(share), "--seconds", str(seconds),
-         "--start-at", repr(start_at), "--client", kind],
+         "--start-at", repr(start_at), "--client", kind, "--network", mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for share in shares]
     histogram = collections.Counter()
     errors = finished = 0
@@ -235,11 +259,12 @@ def run_workers(port, names, connections, processes, seconds, kind):
 # The server side (this process)
 
 
-def measure(peers, seconds, clients, client_procs, kind):
+def measure(peers, seconds, clients, client_procs, kind, mode):
     started = time.perf_counter()
     registry = build_registry(peers)
     setup_s = time.perf_counter() - started
-    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, max_connections=clients + 8)
+    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, max_connections=clients + 8,
+                                   members=network_members(mode))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()
@@ -247,7 +272,7 @@ def measure(peers, seconds, clients, client_procs, kind):
     try:
         for connections, processes in ((1, 1), (clients, client_procs)):
             rows.append(run_workers(server.port, distinct_files(peers), connections, processes,
-                                    seconds, kind))
+                                    seconds, kind, mode))
     finally:
         server.shutdown()
         server.server_close()
@@ -255,7 +280,7 @@ def measure(peers, seconds, clients, client_procs, kind):
     status = registry.status()["peers"]
     leaked = sum(p["active"] for p in status)
     served = sum(p["served"] for p in status)
-    return {"peers": peers, "entries": peers * FILES_PER_PEER, "distinct": distinct_files(peers),
+    return {"mode": mode, "peers": peers, "entries": peers * FILES_PER_PEER, "distinct": distinct_files(peers),
             "setup_s": setup_s, "rows": rows, "leaked": leaked, "served": served}
 
 
@@ -271,6 +296,9 @@ def main(argv=None):
                         help="comma-separated peer counts (default 10,1000,10000)")
     parser.add_argument("--client", choices=("raw", "lbclient"), default="raw",
                         help="load generator: a minimal socket client (default) or LBClient")
+    parser.add_argument("--network", default="open",
+                        help=f"comma-separated network modes, of {', '.join(NETWORK_MODES)} "
+                             "(default open)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--names", type=int, help=argparse.SUPPRESS)
@@ -278,11 +306,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.port, args.names, args.clients, args.seconds, args.start_at,
-               seed=args.port + os.getpid(), kind=args.client)
+               seed=args.port + os.getpid(), kind=args.client, mode=args.network)
         return 0
     if args.seconds <= 0 or args.clients < 1 or args.client_procs < 1:
         parser.error("--seconds, --clients and --client-procs must be positive")
     counts = [int(x) for x in args.peers.split(",")]
+    modes = args.network.split(",")
+    if any(mode not in NETWORK_MODES for mode in modes):
+        parser.error(f"--network takes {', '.join(NETWORK_MODES)}")
     if any(n < HOLDERS_PER_FILE for n in counts):
         parser.error(f"each peer count must be at least {HOLDERS_PER_FILE}")
 
@@ -294,18 +325,18 @@ def main(argv=None):
     print(f"server: LoadBalancerServer (threaded) in this process, alone; clients: {client}, "
           "one thread per keep-alive connection, in separate processes")
     print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
-    header = (f"{'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "
+    header = (f"{'network':>10} {'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "
               f"{'client procs':>12} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'max ms':>7}")
     print(header)
     print("-" * len(header))
     results = []
-    for peers in counts:
-        result = measure(peers, args.seconds, args.clients, args.client_procs, args.client)
+    for mode, peers in [(mode, peers) for mode in modes for peers in counts]:
+        result = measure(peers, args.seconds, args.clients, args.client_procs, args.client, mode)
         results.append(result)
         for i, row in enumerate(result["rows"]):
-            lead = (f"{peers:>7,} {result['entries']:>12,} {result['distinct']:>9,}" if i == 0
-                    else " " * 30)
+            lead = (f"{mode:>10} {peers:>7,} {result['entries']:>12,} {result['distinct']:>9,}"
+                    if i == 0 else " " * 41)
             print(f"{lead} {row['connections']:>11} {row['processes']:>12} {row['requests']:>9,} "
                   f"{row['rate']:>8,.0f} "
                   f"{row['p50_ms']:>7.3f} {row['p99_ms']:>7.3f} {row['max_ms']:>7.1f}"
@@ -314,9 +345,9 @@ def main(argv=None):
             print(f"        !! {result['leaked']} transfers still active after the run")
     print()
     for r in results:
-        print(f"{r['peers']:>7,} peers: registered in {r['setup_s']:.2f} s; "
+        print(f"{r['mode']:>10} {r['peers']:>7,} peers: registered in {r['setup_s']:.2f} s; "
               f"{r['served']:,} transfers served, {r['leaked']} left active")
-    by_peers = {r["peers"]: r for r in results}
+    by_peers = {r["peers"]: r for r in results if r["mode"] == modes[0]}
     if 10 in by_peers and 10_000 in by_peers:
         small, large = by_peers[10]["rows"][0]["rate"], by_peers[10_000]["rows"][0]["rate"]
         print(f"\none-connection rate, 10,000 peers / 10 peers: {large / small:.2f} "

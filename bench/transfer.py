@@ -1,6 +1,6 @@
 """Benchmark: a verified ``peer.py get`` over loopback, against the raw loopback limit.
 
-    python bench/transfer.py [--size-mib 1024] [--runs 3]
+    python bench/transfer.py [--size-mib 1024] [--runs 3] [--network open,secret,tls]
 
 Measures, in one run on this machine:
 
@@ -14,6 +14,12 @@ Measures, in one run on this machine:
    write, SHA-256 in a second thread, rename;
 4. peer.py get: the same as a whole command, interpreter start included;
 5. curl: the same holder into ``curl -o /dev/null``, if curl is installed.
+
+Steps 3 to 5 run once per network mode given with ``--network`` (default
+``open``): ``open``, ``secret`` (every request signed with a network secret;
+curl gets a presigned URL), ``tls`` (mutual TLS with the test network
+certificate in ``tests/tls/``; the holder reads and encrypts instead of
+``sendfile``) and ``secret+tls``.
 
 It prints each rate and its ratio to raw. Only loopback, bounded runs.
 """
@@ -34,10 +40,15 @@ sys.path.insert(0, ROOT)
 
 from download import Downloader  # noqa: E402
 from load_balancer import LBClient  # noqa: E402
+from members import NETWORK_CERT_NAME, Members  # noqa: E402
 from sharing import sha256_file  # noqa: E402
-from tests.support import read_line, wait_for, http_json, write_random  # noqa: E402
+from tests.support import read_line, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20
+NETWORK_MODES = ("open", "secret", "tls", "secret+tls")
+BENCH_SECRET = "bench-only network secret, not for real use"
+TLS_CERT = os.path.join(ROOT, "tests", "tls", "network.pem")
+TLS_KEY = os.path.join(ROOT, "tests", "tls", "network.key")
 
 
 SENDER = """
@@ -73,6 +84,86 @@ def raw_loopback(path, size):
     return elapsed
 
 
+def network_options(mode, tmp):
+    """(command-line options, Members) of a network mode; the secret goes to a file in tmp."""
+    secret_file = cert = key = None
+    if "secret" in mode:
+        secret_file = os.path.join(tmp, "network.secret")
+        with open(secret_file, "w") as f:
+            f.write(BENCH_SECRET)
+    if "tls" in mode:
+        cert, key = TLS_CERT, TLS_KEY
+    members = Members.from_options(secret_file, cert, key, environ={})
+    return members.options(secret_file), members
+
+
+def curl_command(mode, members, port):
+    """curl -o /dev/null of the holder's file: a presigned URL with a secret, the
+    certificate with TLS."""
+    name = "big.bin"
+    query = "?" + members.secret.url_query(name) if members.secret else ""
+    if members.tls is None:
+        return ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}",
+                f"http://127.0.0.1:{port}/files/{name}{query}"]
+    return ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", "--cert", TLS_CERT,
+            "--key", TLS_KEY, "--cacert", TLS_CERT, "--resolve",
+            f"{NETWORK_CERT_NAME}:{port}:127.0.0.1",
+            f"https://{NETWORK_CERT_NAME}:{port}/files/{name}{query}"]
+
+
+def measure_network(mode, tmp, shared, size, runs, procs):
+    """Downloader.get, peer.py get and curl timings (seconds) on a network of ``mode``."""
+    options, members = network_options(mode, tmp)
+    lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
+                           "--host", "127.0.0.1", "--port", "0", *options],
+                          stdout=subprocess.PIPE)
+    procs.append(lb)
+    lb_port = int(read_line(lb.stdout).rsplit(":", 1)[1])
+    holder = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "peer.py"), "serve", "--lb",
+         f"127.0.0.1:{lb_port}", "--host", "127.0.0.1", "--shared", shared,
+         "--downloads", os.path.join(tmp, "holder", "downloads"), *options],
+        stdout=subprocess.PIPE)
+    procs.append(holder)
+    holder_port = int(read_line(holder.stdout).rsplit(":", 1)[1])
+    client = LBClient("127.0.0.1", lb_port, members=members)
+    wait_for(lambda: client.files()["files"], timeout=120,
+             what="the holder to hash and announce the file")
+
+    inprocess = []
+    for i in range(runs):
+        downloads = os.path.join(tmp, f"in{i}")
+        started = time.perf_counter()
+        Downloader(client, downloads, members=members).get("big.bin")
+        inprocess.append(time.perf_counter() - started)
+        shutil.rmtree(downloads)
+    client.close()
+
+    gets = []
+    for i in range(runs):
+        downloads = os.path.join(tmp, f"get{i}")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, "peer.py"), "get", "big.bin",
+                        "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
+                       check=True, stdout=subprocess.DEVNULL, timeout=600)
+        gets.append(time.perf_counter() - started)
+        if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
+            raise SystemExit("the download has the wrong size")
+        shutil.rmtree(downloads)
+
+    curls = []
+    if shutil.which("curl"):
+        for _ in range(runs):
+            out = subprocess.run(curl_command(mode, members, holder_port), check=True,
+                                 capture_output=True, text=True, timeout=600).stdout
+            curls.append(float(out))
+    for proc in (holder, lb):
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+    return inprocess, gets, curls
+
+
 def rate(size, seconds):
     return size / seconds / MiB
 
@@ -81,7 +172,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--network", default="open",
+                        help=f"comma-separated network modes, of {', '.join(NETWORK_MODES)}")
     args = parser.parse_args()
+    args.network = args.network.split(",")
+    if any(mode not in NETWORK_MODES for mode in args.network):
+        parser.error(f"--network takes {', '.join(NETWORK_MODES)}")
     size = args.size_mib * MiB
     tmp = tempfile.mkdtemp(prefix="p2p-bench-")
     procs = []
@@ -98,58 +194,21 @@ def main():
             sha256_file(source)
             hashes.append(time.perf_counter() - started)
 
-        lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
-                               "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE)
-        procs.append(lb)
-        lb_port = int(read_line(lb.stdout).rsplit(":", 1)[1])
-        holder = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "peer.py"), "serve", "--lb",
-             f"127.0.0.1:{lb_port}", "--host", "127.0.0.1", "--shared", shared,
-             "--downloads", os.path.join(tmp, "holder", "downloads")], stdout=subprocess.PIPE)
-        procs.append(holder)
-        holder_port = int(read_line(holder.stdout).rsplit(":", 1)[1])
-        wait_for(lambda: http_json(lb_port, "GET", "/files")[1]["files"], timeout=120,
-                 what="the holder to hash and announce the file")
-
-        inprocess = []
-        for i in range(args.runs):
-            downloads = os.path.join(tmp, f"in{i}")
-            started = time.perf_counter()
-            Downloader(LBClient("127.0.0.1", lb_port), downloads).get("big.bin")
-            inprocess.append(time.perf_counter() - started)
-            shutil.rmtree(downloads)
-
-        gets = []
-        for i in range(args.runs):
-            downloads = os.path.join(tmp, f"get{i}")
-            started = time.perf_counter()
-            subprocess.run([sys.executable, os.path.join(ROOT, "peer.py"), "get", "big.bin",
-                            "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads],
-                           check=True, stdout=subprocess.DEVNULL, timeout=600)
-            gets.append(time.perf_counter() - started)
-            if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
-                raise SystemExit("the download has the wrong size")
-            shutil.rmtree(downloads)
-
-        curls = []
-        if shutil.which("curl"):
-            for _ in range(args.runs):
-                out = subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}",
-                     f"http://127.0.0.1:{holder_port}/files/big.bin"],
-                    check=True, capture_output=True, text=True, timeout=600).stdout
-                curls.append(float(out))
+        measured = [measure_network(mode, tmp, shared, size, args.runs, procs)
+                    for mode in args.network]
 
         best_raw = min(raw)
         print(f"\n{args.size_mib} MiB over loopback, {args.runs} runs each, "
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
-        print(f"{'':28}{'best MiB/s':>12}{'median MiB/s':>14}{'ratio':>8}")
-        rows = [("raw sendfile -> recv_into", raw), ("sha256 of the file, 1 core", hashes),
-                ("Downloader.get (verified)", inprocess), ("peer.py get (verified)", gets)]
-        if curls:
-            rows.append(("peer server -> curl", curls))
+        print(f"{'':34}{'best MiB/s':>12}{'median MiB/s':>14}{'ratio':>8}")
+        rows = [("raw sendfile -> recv_into", raw), ("sha256 of the file, 1 core", hashes)]
+        for mode, (inprocess, gets, curls) in zip(args.network, measured):
+            suffix = "" if len(args.network) == 1 else f", {mode}"
+            rows += [(f"Downloader.get{suffix}", inprocess), (f"peer.py get{suffix}", gets)]
+            if curls:
+                rows.append((f"peer server -> curl{suffix}", curls))
         for label, times in rows:
-            print(f"{label:28}{rate(size, min(times)):12.0f}"
+            print(f"{label:34}{rate(size, min(times)):12.0f}"
                   f"{rate(size, statistics.median(times)):14.0f}{best_raw / min(times):8.2f}")
     finally:
         for proc in procs:
