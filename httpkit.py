@@ -314,6 +314,10 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         words = self.requestline.split()
         if not words:
             return False
+        if self.raw_requestline[:1] == bytes([TLS_RECORD_HANDSHAKE]):
+            warn_sometimes("tls-on-plain", "a TLS client connected from %s, but this server was "
+                           "started without --tls-cert", self.client_address[0])
+            return False  # it cannot read a plain answer: just close
         if len(words) != 3 or not HTTP1_RE.fullmatch(words[2]):
             self.send_error(400, f"Bad request line {self.requestline[:100]!r}; this server "
                                  "speaks HTTP/1.1.")

@@ -290,8 +290,11 @@ def describe_tls_error(error):
     if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason \
             or "PACKET_LENGTH_TOO_LONG" in reason or "HTTP_REQUEST" in reason:
         return "it does not speak TLS: start every member with the same --tls-cert"
+    if "EOF" in reason:
+        return ("the other side closed the TLS handshake: it does not speak TLS, or does not "
+                "accept this network's certificate")
     if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason or "BAD_CERT" in reason \
-            or "HANDSHAKE" in reason or "DECRYPT" in reason or "EOF" in reason:
+            or "HANDSHAKE" in reason or "DECRYPT" in reason:
         return ("the TLS handshake failed: the two sides do not have the same network "
                 "certificate")
     return f"TLS failed ({reason.lower() or error.__class__.__name__})"

@@ -368,6 +368,18 @@ class TLSNetworkTests(ClosedNetworkTests):
             wait_for(lambda: "network certificate" in "\n".join(logs.output),
                      what="the server to log the refused handshake")
 
+    def test_a_tls_client_of_a_plain_server_is_told_on_both_sides(self):
+        plain = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry()))
+        self.addCleanup(plain.server_close)
+        self.addCleanup(plain.shutdown)
+        client = lb.LBClient("127.0.0.1", plain.port, timeout=DEADLINE_S, members=self.members)
+        self.addCleanup(client.close)
+        with self.assertLogs("p2p.http", logging.WARNING) as logs:
+            with self.assertRaisesRegex(lb.LBUnreachable, "does not speak TLS"):
+                client.status()
+            wait_for(lambda: "without --tls-cert" in "\n".join(logs.output),
+                     what="the plain server to log the TLS client")
+
     def test_the_bytes_on_the_wire_are_encrypted(self):
         with socket.create_connection(("127.0.0.1", self.holder.port), timeout=DEADLINE_S) as s:
             tls = self.members.tls.client.wrap_socket(s)
