@@ -240,7 +240,8 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
         warn_sometimes("plain", "plain HTTP from %s refused: this server speaks TLS only",
                        client_address[0])
         body = encode_json({"error": "This server speaks TLS only: use https:// with the "
-                                     "network certificate (--tls-cert and --tls-key)."})
+                                     "network certificate (--tls-cert and --tls-key).",
+                            "tls_required": True})
         head = ("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("ascii")
         try:

@@ -719,7 +719,8 @@ class LBUnreachable(LBClientError):
 
 
 class LBUnauthorized(LBClientError):
-    """The load balancer refuses us: wrong or missing network secret (401)."""
+    """The load balancer refuses us as we are: wrong or missing network secret (401), or
+    it speaks TLS and we do not."""
 
 
 def describe_socket_error(error):
@@ -801,7 +802,7 @@ class LBClient:
         except ValueError:
             raise LBUnreachable(f"{self.address} answered, but not as a load balancer "
                                 f"(HTTP {status}).", status) from None
-        if status == 401:
+        if status == 401 or (isinstance(answer, dict) and answer.get("tls_required")):
             message = answer.get("error") if isinstance(answer, dict) else None
             raise LBUnauthorized(f"The load balancer at {self.address} refuses us: "
                                  f"{message or 'wrong or missing network secret.'}", 401, answer)

@@ -229,8 +229,9 @@ class Peer:
             self._register()
         except LBUnauthorized as e:
             self.stop()
-            raise PeerError(f"{e.message} Give every member the same --secret-file (or "
-                            "P2P_SECRET).") from None
+            hint = ("Give every member the same --tls-cert and --tls-key." if e.body.get(
+                "tls_required") else "Give every member the same --secret-file (or P2P_SECRET).")
+            raise PeerError(f"{e.message} {hint}") from None
         self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
         self._thread.start()
         return self

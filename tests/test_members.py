@@ -356,7 +356,7 @@ class TLSNetworkTests(ClosedNetworkTests):
 
     def test_a_plain_client_is_told_to_use_tls_on_both_sides(self):
         with self.assertLogs("p2p.http", logging.WARNING) as logs:
-            with self.assertRaisesRegex(lb.LBClientError, "speaks TLS only"):
+            with self.assertRaisesRegex(lb.LBUnauthorized, "speaks TLS only"):
                 self.lb_client(Members(NetworkSecret(SECRET))).status()
         self.assertIn("this server speaks TLS only", "\n".join(logs.output))
 
@@ -489,6 +489,12 @@ class ProgramTests(ProcessTestCase):
         plain = self.run_peer("status", "--lb", f"127.0.0.1:{port}")
         self.assertEqual(plain.returncode, 1)
         self.assertIn("TLS only", plain.stderr)
+        plain_peer = self.run_peer("serve", "--lb", f"127.0.0.1:{port}", "--host", "127.0.0.1",
+                                   "--shared", self.folder("s2"), "--downloads",
+                                   self.folder("d2"), "--secret-file", self.secret_file)
+        self.assertEqual(plain_peer.returncode, 1)
+        self.assertIn("speaks TLS only", plain_peer.stderr)
+        self.assertIn("same --tls-cert", plain_peer.stderr)
 
 
 if __name__ == "__main__":
