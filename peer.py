@@ -253,6 +253,8 @@ class Peer:
             return False
 
     def stop(self):
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._wake.set()
         # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.

@@ -469,6 +469,7 @@ class ProgramTests(ProcessTestCase):
                                        self.folder("d"), input="0\n")
                 self.assertEqual(result.returncode, 1)
                 self.assertIn("wrong or missing network secret", result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
         status = self.run_peer("status", "--lb", f"127.0.0.1:{lb_proc.port}",
                                "--secret-file", self.secret_file)
         self.assertIn("0 peer(s)", status.stdout)
@@ -495,6 +496,7 @@ class ProgramTests(ProcessTestCase):
         self.assertEqual(plain_peer.returncode, 1)
         self.assertIn("speaks TLS only", plain_peer.stderr)
         self.assertIn("same --tls-cert", plain_peer.stderr)
+        self.assertNotIn("Traceback", plain_peer.stderr)
 
 
 if __name__ == "__main__":
