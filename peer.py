@@ -5,10 +5,14 @@
 member of the load balancer's registry (register, heartbeat carrying its
 current uploads and, when they changed, its files; register again when the
 load balancer forgot it; unregister on exit), a downloader (``download.py``)
-and the numbered menu. When nothing answers at the load balancer address and
-that address is on this machine, the peer starts ``load_balancer.py`` as a
-background process of its own, which exits by itself once no peer has been
-registered for a minute.
+and the numbered menu. Without ``--lb`` (or ``P2P_LB``) every command first
+looks for the load balancer of its ``--network`` on the local network
+(``discovery.py``), and a peer that found it that way follows the network: when
+it stops answering, the peer moves to whichever load balancer is announced. When
+none is found, or nothing answers at the ``--lb`` address, and that address is
+on this machine, the peer starts ``load_balancer.py`` as a background process
+of its own (announced on the network when it was looked for there), which exits
+by itself once no peer has been registered for a minute.
 
 Subcommands, for scripts and tests (``--help`` on each)::
 
@@ -26,6 +30,7 @@ status is 0 on success, 1 with a one-line reason on standard error otherwise,
 import argparse
 import difflib
 import errno
+import functools
 import logging
 import os
 import re
@@ -38,6 +43,7 @@ import tempfile
 import threading
 import time
 
+import discovery
 from download import DownloadError, Downloader
 from httpkit import BadName, check_name, format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
@@ -113,18 +119,22 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
-def ensure_load_balancer(host, port, say=print):
+def ensure_load_balancer(host, port, say=print, network=None, listen=None):
     """Start ``load_balancer.py`` in the background if none answers at a local address.
 
     Returns the started process, or None when one was already there (or the
     address is not on this machine). Two peers starting at once end up with
-    one load balancer: the second one's port is taken and it exits.
+    one load balancer: the second one's port is taken and it exits. With a
+    ``network`` (the peer found none on the LAN), it listens on ``listen`` and
+    announces itself there; without, it does not announce.
     """
     if lb_answers(host, port) or not is_local_address(host):
         return None
     log_path = auto_lb_log_path(port)
-    command = [sys.executable, LB_SCRIPT, "--host", "::" if ":" in host else "0.0.0.0",
-               "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S)]
+    listen = listen or ("::" if ":" in host else "0.0.0.0")
+    command = [sys.executable, LB_SCRIPT, "--host", listen, "--port", str(port),
+               "--idle-exit", str(AUTO_LB_IDLE_EXIT_S),
+               *(["--network", network] if network else ["--no-announce"])]
     detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
               else {"start_new_session": True})
     try:
@@ -153,9 +163,11 @@ def ensure_load_balancer(host, port, say=print):
         finally:
             client.close()
     if pid == process.pid:
-        say(f"No load balancer was running at {format_address(host, port)}: started one in "
-            f"the background (pid {process.pid}, log {log_path}); it exits "
-            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
+        where = (f"on network {network!r} on the local network" if network
+                 else f"at {format_address(host, port)}")
+        say(f"No load balancer was running {where}: started one in the background "
+            f"(pid {process.pid}, log {log_path}); it exits {AUTO_LB_IDLE_EXIT_S} s after "
+            "the last peer leaves.")
         return process
     try:  # another peer's won the race: ours finds the port taken and exits
         process.wait(LB_START_TIMEOUT_S)
@@ -172,8 +184,10 @@ class Peer:
     """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0):
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
+                 rediscover=None):
         self.lb = lb
+        self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
         self.shared = os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -322,6 +336,18 @@ class Peer:
                 self._register()
             else:
                 self._heartbeat()
+            if self.lb_problem is not None and self.rediscover is not None:
+                self._follow()
+
+    def _follow(self):
+        """The load balancer found by discovery is gone: move to the one announced now."""
+        found = self.rediscover()
+        if found is None or found == (self.lb.host, self.lb.port):
+            return
+        log.warning("moving to the load balancer at %s", format_address(*found))
+        self.lb.retarget(*found)
+        self.peer_id = None
+        self._register()
 
     def describe_sharing(self):
         """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
@@ -710,7 +736,7 @@ class Menu:
 
 
 COMMANDS = ("menu", "serve", "get", "list", "status")
-VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
+VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--advertise", "--shared",
                  "--upload-slots", "--upload-limit", "--sha256", "--from")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
                    "--upload-limit")
@@ -720,8 +746,13 @@ def option_groups():
     """(--lb and --verbose, --downloads, the serving peer's options): each command takes
     only the groups that mean something to it."""
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
-                        help=f"the load balancer (env P2P_LB, default {DEFAULT_LB})")
+    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None, metavar="HOST:PORT",
+                        help="the load balancer (env P2P_LB; default: the one announced on the "
+                             f"local network, else {DEFAULT_LB})")
+    client.add_argument("--network", type=network_arg,
+                        default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
+                        metavar="NAME", help="which load balancer to look for on the local "
+                        f"network (env P2P_NETWORK, default {discovery.DEFAULT_NETWORK})")
     client.add_argument("--verbose", action="store_true", help="log to standard error")
     downloads = argparse.ArgumentParser(add_help=False)
     downloads.add_argument("--downloads", metavar="DIR",
@@ -742,6 +773,13 @@ def option_groups():
                          help="upload speed limit of this peer (all uploads together) in "
                               "bytes/s, like 500K or 2M")
     return client, downloads, serving
+
+
+def network_arg(text):
+    try:
+        return discovery.check_network(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def rate_arg(text):
@@ -799,8 +837,9 @@ def parse_args(argv):
         if argv[0] != "get" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
+    args.discover = args.lb is None  # neither --lb nor P2P_LB: look on the local network
     try:
-        args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
+        args.lb_host, args.lb_port = parse_address(args.lb or DEFAULT_LB, DEFAULT_PORT)
     except ValueError as e:
         parser.error(f"--lb: {e}")
     if getattr(args, "downloads", "") is None:
@@ -826,6 +865,46 @@ def configure_logging(args, log_path=None):
                             level=logging.INFO if args.verbose else logging.WARNING)
 
 
+def say_on_stderr(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def discovery_addresses(args):
+    """Where to look: the interfaces a serving peer listens on, or every one."""
+    return discovery.addresses_for(getattr(args, "host", "0.0.0.0"))
+
+
+def find_on_lan(args, say, wait_s=discovery.DISCOVERY_WAIT_S):
+    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
+    found = discovery.discover(args.network, wait_s, discovery_addresses(args))
+    if found is None:
+        return False
+    args.lb_host, args.lb_port = found
+    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
+        "on the local network.")
+    return True
+
+
+def find_or_start_load_balancer(args, say):
+    """The load balancer a serving peer uses: given, found on the LAN, or started here.
+
+    Without ``--lb``: look on the LAN; if none is there, listen again for a random
+    while (peers starting together then mostly find the first one started), and only
+    then do as with the default ``--lb``: use or start one on this machine, now
+    announced, and look again to learn its address as other machines see it.
+    """
+    if not args.discover:
+        ensure_load_balancer(args.lb_host, args.lb_port, say)
+        return
+    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()):
+        return
+    if args.host not in ("", "0.0.0.0", "::"):
+        args.lb_host = args.host
+    ensure_load_balancer(args.lb_host, args.lb_port, say, network=args.network,
+                         listen=args.host)
+    find_on_lan(args, say)
+
+
 def fail(message):
     print(f"peer.py: {message}", file=sys.stderr)
     return 1
@@ -841,10 +920,12 @@ def run_peer(args, interactive):
     signal.signal(signal.SIGTERM, raise_terminate)
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
-    ensure_load_balancer(args.lb_host, args.lb_port,
-                         say=lambda text: print(text, file=sys.stderr, flush=True))
+    find_or_start_load_balancer(args, say_on_stderr)
+    rediscover = (functools.partial(discovery.discover, args.network,
+                                    addresses=discovery_addresses(args))
+                  if args.discover else None)
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
-                args.port, args.advertise, args.upload_slots, args.upload_limit)
+                args.port, args.advertise, args.upload_slots, args.upload_limit, rediscover)
     try:
         peer.start()
         if interactive:
@@ -906,6 +987,10 @@ def main(argv=None):
     try:
         if args.command in ("menu", "serve"):
             return run_peer(args, interactive=args.command == "menu")
+        if args.discover and not find_on_lan(args, say_on_stderr):
+            fallback = format_address(args.lb_host, args.lb_port)
+            say_on_stderr(f"No load balancer of network {args.network!r} announced itself on "
+                          f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)
         lb = LBClient(args.lb_host, args.lb_port)

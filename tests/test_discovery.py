@@ -10,8 +10,10 @@ import secrets
 import socket
 import threading
 import unittest
+from unittest import mock
 
 import discovery
+import peer
 from discovery import (Announce, BadDatagram, Beacon, HostileLog, Query, choose, discover,
                        format_datagram, parse_datagram, senior)
 
@@ -115,6 +117,54 @@ class DecisionTests(unittest.TestCase):
         self.assertEqual(discovery.addresses_for("127.0.0.1"), ["127.0.0.1"])
         self.assertEqual(discovery.addresses_for("::1"), [])
         self.assertIn("127.0.0.1", discovery.addresses_for("0.0.0.0"))
+
+
+class CommandLineTests(unittest.TestCase):
+    """--lb or P2P_LB skips discovery altogether; neither means discovery."""
+
+    def parse(self, argv, **env):
+        with mock.patch.dict("os.environ", env, clear=True):
+            return peer.parse_args(argv)
+
+    def test_discovery_only_without_lb_and_p2p_lb(self):
+        self.assertTrue(self.parse(["status"]).discover)
+        self.assertFalse(self.parse(["status", "--lb", "10.0.0.5"]).discover)
+        args = self.parse(["status"], P2P_LB="10.0.0.5:7000")
+        self.assertFalse(args.discover)
+        self.assertEqual((args.lb_host, args.lb_port), ("10.0.0.5", 7000))
+
+    def test_network_from_option_or_environment(self):
+        self.assertEqual(self.parse(["list"]).network, discovery.DEFAULT_NETWORK)
+        self.assertEqual(self.parse(["list"], P2P_NETWORK="lab").network, "lab")
+        self.assertEqual(self.parse(["--network", "lab2", "list"], P2P_NETWORK="lab").network,
+                         "lab2")
+        with mock.patch("sys.stderr"), self.assertRaises(SystemExit):
+            self.parse(["list", "--network", "no spaces"])
+
+    def test_a_given_load_balancer_is_used_without_listening_first(self):
+        args = self.parse(["serve", "--lb", "127.0.0.1:7000"])
+        with mock.patch("discovery.discover", side_effect=AssertionError("listened")), \
+                mock.patch("peer.ensure_load_balancer") as ensure:
+            peer.find_or_start_load_balancer(args, say=lambda text: None)
+        ensure.assert_called_once_with("127.0.0.1", 7000, mock.ANY)
+
+    def test_found_on_the_network_starts_nothing(self):
+        args = self.parse(["serve"])
+        said = []
+        with mock.patch("discovery.discover", return_value=("198.18.0.1", 6969)), \
+                mock.patch("peer.ensure_load_balancer") as ensure:
+            peer.find_or_start_load_balancer(args, said.append)
+        ensure.assert_not_called()
+        self.assertEqual((args.lb_host, args.lb_port), ("198.18.0.1", 6969))
+        self.assertIn("at 198.18.0.1:6969", said[0])
+
+    def test_none_found_listens_again_then_starts_an_announced_one(self):
+        args = self.parse(["serve", "--host", "127.0.0.1"])
+        with mock.patch("discovery.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
+                mock.patch("peer.ensure_load_balancer") as ensure:
+            peer.find_or_start_load_balancer(args, say=lambda text: None)
+        ensure.assert_called_once_with("127.0.0.1", 6969, mock.ANY, network="p2p",
+                                       listen="127.0.0.1")
 
 
 class LoopbackTests(unittest.TestCase):
