@@ -176,8 +176,9 @@ def bench_downloads(args, tmp):
             print(f"h{i}    {proc.returncode:>4}  {seconds:7.1f}  {rate / 1e6:5.2f}  "
                   f"{rate / link:6.1%}")
         if rates:
-            print(f"worst host {min(rates) / link:.1%} of its link; all downloads together "
-                  f"{sum(rates) / link:.1%} of the seed's link")
+            together = len(rates) * args.size_mib * MiB / (max(ended.values()) - started)
+            print(f"worst host {min(rates) / link:.1%} of its link; all downloads together, "
+                  f"until the last one ended: {together / link:.1%} of the seed's link")
 
 
 def bench_lb(args, tmp):
