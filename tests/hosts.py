@@ -3,9 +3,11 @@
 ``Hosts(n)`` makes ``n`` hosts ``h1..hn``: a network namespace each, joined to a bridge
 of their own by a veth pair, with the address ``198.18.0.<i>/24`` (198.18.0.0/15 is
 reserved for benchmarks and tests, RFC 2544) on its ``eth0``, and, with
-``rate_mbit``, a ``tbf`` queue limiting its link in both directions. The bridge has no
-address on this machine and the namespaces have no default route, so no packet leaves
-the test hosts. ``run`` starts a real program inside a host; ``cut`` and ``mend`` pull
+``rate_mbit``, a ``tbf`` queue limiting its link in both directions. With ``lans``
+(lists of host numbers) there is a bridge per list, LAN ``k`` being ``198.18.<k>.0/24``;
+a host on several LANs has an interface on each (``eth0``, ``eth1``, ... in order). The
+bridges have no address on this machine and the namespaces have no default route, so no
+packet leaves the test hosts. ``run`` starts a real program inside a host; ``cut`` and ``mend`` pull
 and plug a host's cable (``ip link set ... down``/``up`` on the bridge side).
 
 ``close`` (also called at exit) kills the programs and removes the namespaces and the
@@ -23,13 +25,16 @@ import subprocess
 import sys
 
 PREFIX = "p2pt"
-SUBNET = "198.18.0"  # hosts are SUBNET.1 .. SUBNET.n, /24, inside 198.18.0.0/15
+SUBNET = "198.18"  # host i of LAN k is SUBNET.k.i/24, inside 198.18.0.0/15
 COMMAND_TIMEOUT_S = 10.0
 KILL_WAIT_S = 10.0
 TBF_BURST = "64kb"
 TBF_LATENCY = "50ms"
 NAMESPACE_RE = re.compile(rf"{PREFIX}-(\d+)-")
-LINK_RE = re.compile(rf"{PREFIX}([0-9a-z]+)\.")
+PID_DIGITS = 5  # base 36, enough for any Linux pid (at most 4194304)
+LINK_RE = re.compile(rf"{PREFIX}([0-9a-z]{{{PID_DIGITS}}})")
+MAX_LANS = 10  # link names: PREFIX, pid, serial, 'b' or 'v', LAN digit, host: 15 chars at most
+MAX_HOSTS = 99
 FETCH = ("import sys, urllib.request\n"
          "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
 
@@ -49,14 +54,13 @@ def ip(*args, check=True):
     return result
 
 
-def base36(n):
+def base36(n, width=1):
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     text = ""
-    while True:
+    while n or len(text) < width:
         n, r = divmod(n, 36)
         text = digits[r] + text
-        if not n:
-            return text
+    return text
 
 
 def pid_alive(pid):
@@ -124,15 +128,18 @@ def sweep_stale():
 class Hosts:
     """``count`` test hosts on one bridge; ``with Hosts(3) as hosts:`` or ``close()``."""
 
-    def __init__(self, count, rate_mbit=None):
+    def __init__(self, count, rate_mbit=None, lans=None):
         sweep_stale()
         _serial[0] += 1
         serial = _serial[0]
         self.count, self.rate_mbit = count, rate_mbit
+        self.lans = [list(lan) for lan in lans] if lans else [list(range(1, count + 1))]
+        if len(self.lans) > MAX_LANS or count > MAX_HOSTS:
+            raise ValueError(f"at most {MAX_LANS} LANs and {MAX_HOSTS} hosts")
         self.namespaces = [f"{PREFIX}-{os.getpid()}-{serial}-h{i}" for i in range(1, count + 1)]
-        tag = f"{PREFIX}{base36(os.getpid())}.{base36(serial)}"
-        self.bridge = f"{tag}b"
-        self.cables = [f"{tag}v{i}" for i in range(1, count + 1)]
+        tag = f"{PREFIX}{base36(os.getpid(), PID_DIGITS)}{base36(serial % 36)}"
+        self.bridges = [f"{tag}b{k}" for k in range(len(self.lans))]
+        self.cables = {(k, i): f"{tag}v{k}{i}" for k, lan in enumerate(self.lans) for i in lan}
         self.processes = []
         _open.add(self)
         try:
@@ -142,29 +149,35 @@ class Hosts:
             raise
 
     def _make(self):
-        ip("link", "add", self.bridge, "type", "bridge")
-        ip("link", "set", self.bridge, "type", "bridge", "mcast_snooping", "0",
-           "nf_call_iptables", "0")
-        ip("link", "set", self.bridge, "up")
-        for i, (ns, cable) in enumerate(zip(self.namespaces, self.cables), 1):
+        for ns in self.namespaces:
             ip("netns", "add", ns)
-            ip("link", "add", cable, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            ip("link", "set", cable, "master", self.bridge, "up")
-            ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            if self.rate_mbit:
-                self._limit(ns, cable)
+        interfaces = [0] * self.count
+        for k, (bridge, lan) in enumerate(zip(self.bridges, self.lans)):
+            ip("link", "add", bridge, "type", "bridge")
+            ip("link", "set", bridge, "type", "bridge", "mcast_snooping", "0",
+               "nf_call_iptables", "0")
+            ip("link", "set", bridge, "up")
+            for i in lan:
+                ns, cable = self.namespaces[i - 1], self.cables[k, i]
+                device = f"eth{interfaces[i - 1]}"
+                interfaces[i - 1] += 1
+                ip("link", "add", cable, "type", "veth", "peer", "name", device, "netns", ns)
+                ip("link", "set", cable, "master", bridge, "up")
+                ip("-n", ns, "addr", "add", f"{self.address(i, k)}/24", "dev", device)
+                ip("-n", ns, "link", "set", device, "up")
+                if self.rate_mbit:
+                    self._limit(ns, device, cable)
 
-    def _limit(self, ns, cable):
+    def _limit(self, ns, device, cable):
         rate = f"{self.rate_mbit}mbit"
-        for command in (["ip", "netns", "exec", ns, "tc"], ["tc"]):  # out of, and into, host
-            device = "eth0" if len(command) > 1 else cable
-            result = subprocess.run([*command, "qdisc", "add", "dev", device, "root", "tbf",
+        out_of_host, into_host = (["ip", "netns", "exec", ns, "tc"], device), (["tc"], cable)
+        for command, link in (out_of_host, into_host):
+            result = subprocess.run([*command, "qdisc", "add", "dev", link, "root", "tbf",
                                      "rate", rate, "burst", TBF_BURST, "latency", TBF_LATENCY],
                                     capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
             if result.returncode:
-                raise HostsError(f"tc tbf on {device}: {result.stderr.strip()}")
+                raise HostsError(f"tc tbf on {link}: {result.stderr.strip()}")
 
     def __enter__(self):
         return self
@@ -173,8 +186,8 @@ class Hosts:
         self.close()
 
     @staticmethod
-    def address(i):
-        return f"{SUBNET}.{i}"
+    def address(i, lan=0):
+        return f"{SUBNET}.{lan}.{i}"
 
     def run(self, i, args, **kwargs):
         """Start ``python ARGS`` on host ``i``; killed by ``close`` at the latest."""
@@ -193,11 +206,11 @@ class Hosts:
                                 timeout=COMMAND_TIMEOUT_S)
         return json.loads(result.stdout) if result.returncode == 0 else None
 
-    def cut(self, i):
-        ip("link", "set", self.cables[i - 1], "down")
+    def cut(self, i, lan=0):
+        ip("link", "set", self.cables[lan, i], "down")
 
-    def mend(self, i):
-        ip("link", "set", self.cables[i - 1], "up")
+    def mend(self, i, lan=0):
+        ip("link", "set", self.cables[lan, i], "up")
 
     def close(self):
         for proc in self.processes:
@@ -212,11 +225,12 @@ class Hosts:
                 if stream:
                     stream.close()
         self.processes = []
-        for cable in self.cables:
+        for cable in self.cables.values():
             ip("link", "del", cable, check=False)
         for ns in self.namespaces:
             ip("netns", "del", ns, check=False)
-        ip("link", "del", self.bridge, check=False)
+        for bridge in self.bridges:
+            ip("link", "del", bridge, check=False)
         _open.discard(self)
 
 

@@ -9,6 +9,7 @@ other by multicast on the hosts' own link. Skipped, with the reason, without roo
 import os
 import shutil
 import unittest
+from unittest import mock
 
 from tests import hosts as testhosts
 from tests.support import (LB, PEER, ProcessTestCase, clean_env, read_line, same_bytes,
@@ -75,6 +76,21 @@ class HostTests(ProcessTestCase):
         self.assertIn(f"from {hosts.address(2)}:", out.decode())
         self.assertIn(f"at {hosts.address(1)}:6969 on the local network", err.decode())
         self.assertTrue(same_bytes(source, os.path.join(downloads, "song.bin")))
+
+    def test_a_host_on_two_lans_announces_and_is_found_on_each(self):
+        hosts = testhosts.Hosts(3, lans=[[1, 2], [1, 3]])
+        self.addCleanup(hosts.close)
+        self.start_lb_on(hosts, 1)
+        for i, lan in ((2, 0), (3, 1)):
+            proc = self.serve_on(hosts, i)
+            read_line(proc.stdout)
+            self.assertIn(f"load balancer {hosts.address(1, lan)}:6969", read_line(proc.stdout))
+        wait_for(lambda: self.peers_seen(hosts, 1) == {hosts.address(2), hosts.address(3, 1)},
+                 what="a peer of each LAN registered")
+        status = self.run_on(hosts, 3, [PEER, "status"])
+        out, err = status.communicate(timeout=RUN_TIMEOUT_S)
+        self.assertEqual(status.returncode, 0, err)
+        self.assertIn(f"Load balancer {hosts.address(1, 1)}:6969", out.decode())
 
     def test_three_hosts_started_together_end_up_on_one_load_balancer(self):
         hosts = self.make_hosts(3)
@@ -143,6 +159,23 @@ class HostTests(ProcessTestCase):
         self.assertTrue(same_bytes(source, os.path.join(downloads, "iso.img")))
         wait_for(lambda: self.peers_seen(hosts, 1) == holder, timeout=30,
                  what="the holder to register again")
+
+
+class HelperTests(unittest.TestCase):
+    """The helper itself, without making hosts."""
+
+    def test_without_root_the_reason_is_one_line(self):
+        with mock.patch("os.geteuid", return_value=1000):
+            reason = testhosts.unavailable()
+        self.assertIn("need root", reason)
+        self.assertNotIn("\n", reason)
+
+    def test_link_names_fit_the_kernel_limit_and_carry_the_pid(self):
+        for pid in (1, 4_194_304):  # Linux's largest pid
+            tag = f"{testhosts.PREFIX}{testhosts.base36(pid, testhosts.PID_DIGITS)}z"
+            name = f"{tag}v9{testhosts.MAX_HOSTS}"
+            self.assertLessEqual(len(name), 15)  # IFNAMSIZ - 1
+            self.assertEqual(int(testhosts.LINK_RE.match(name).group(1), 36), pid)
 
 
 if __name__ == "__main__":
