@@ -345,6 +345,19 @@ class DiscoveryTests(ProcessTestCase):
         self.assertIn(f"Found the load balancer of network 't-{os.path.basename(self.tmp)}' "
                       f"at 127.0.0.1:{lb.port}", proc.stderr.read().decode())
 
+    def test_a_peer_that_found_its_load_balancer_follows_the_network_to_the_next(self):
+        first = self.start_lb("--heartbeat", "1")
+        proc = self.serve_without_lb("p")
+        wait_for(lambda: len(self.status(first.port)["peers"]) == 1, what="registration")
+        first.kill()
+        first.wait(10)
+        second = self.start_lb("--heartbeat", "1")
+        wait_for(lambda: len(self.status(second.port)["peers"]) == 1, timeout=20,
+                 what="the peer to register with the load balancer announced now")
+        self.assertEqual(self.terminate(proc), 0)
+        self.assertIn(f"moving to the load balancer at 127.0.0.1:{second.port}",
+                      proc.stderr.read().decode())
+
     def test_of_two_load_balancers_of_one_network_the_younger_stands_down(self):
         older = self.start_lb()
         younger = self.start_lb()
