@@ -904,7 +904,7 @@ def parse_args(argv):
                         metavar="SECONDS", help="heartbeat interval given to peers "
                         f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
                         "intervals is dropped")
-    parser.add_argument("--network", type=network_name,
+    parser.add_argument("--network", type=network_name, metavar="NAME",
                         default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
                         help="the network name announced on the LAN, which keeps groups on "
                              "one LAN apart (env P2P_NETWORK, default "
