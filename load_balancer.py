@@ -30,6 +30,11 @@ the cool-down of holders whose transfer failed; peers dropped after
 ``3 x heartbeat_s`` of silence; and the picking policy, which looks only at
 the holders of the requested file. ``LBHandler`` and ``LBClient`` (used by
 ``peer.py``) are the two ends of the wire around it.
+
+It announces itself on the local network (``discovery.py``: UDP multicast on
+each interface it listens on, under ``--network NAME``; ``--no-announce`` to
+stay quiet), and stands down, exiting, when it hears a senior load balancer of
+the same network: one load balancer per network.
 """
 
 import argparse
@@ -52,6 +57,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
+import discovery
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
                      format_address, parse_address, set_nodelay, unmapped)
 from members import OPEN, Members, SecretError, TLSSetupError, describe_tls_error
@@ -770,6 +776,14 @@ class LBClient:
                 self._conn.close()
                 self._conn = None
 
+    def retarget(self, host, port):
+        """Talk to the load balancer at ``host:port`` from the next request on."""
+        with self._lock:
+            self.host, self.port = host, port
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
     def interrupt(self, timeout):
         """Cut short a request in flight in another thread, and use ``timeout`` from now on.
 
@@ -918,6 +932,13 @@ def parse_args(argv):
                         metavar="SECONDS", help="heartbeat interval given to peers "
                         f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
                         "intervals is dropped")
+    parser.add_argument("--network", type=network_name, metavar="NAME",
+                        default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
+                        help="the network name announced on the LAN, which keeps groups on "
+                             "one LAN apart (env P2P_NETWORK, default "
+                             f"{discovery.DEFAULT_NETWORK})")
+    parser.add_argument("--no-announce", dest="announce", action="store_false",
+                        help="do not announce this load balancer on the local network")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     add_member_options(parser)
     args = parser.parse_args(argv)
@@ -944,6 +965,31 @@ def members_from_args(parser, args):
         return Members.from_options(args.secret_file, args.tls_cert, args.tls_key, args.tls_ca)
     except (SecretError, TLSSetupError) as e:
         parser.error(str(e))
+
+
+def network_name(text):
+    try:
+        return discovery.check_network(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def start_beacon(server, args):
+    """Announce on the interfaces we listen on; stand down when a senior one is heard."""
+    addresses = discovery.addresses_for(args.host)
+
+    def stand_down(source, senior):
+        print(f"load_balancer.py: the load balancer at {format_address(source, senior.port)} "
+              f"has served network {args.network!r} for longer: standing down",
+              file=sys.stderr, flush=True)
+        server.shutdown()
+
+    try:
+        return discovery.Beacon(args.network, server.port, addresses, stand_down,
+                                secret=args.members.secret).start()
+    except OSError as e:
+        log.warning("not announced on the local network: %s", e)
+        return None
 
 
 def watch_idle(server, registry, idle_exit_s, stop):
@@ -976,16 +1022,21 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     stop = threading.Event()
+    beacon = None
     try:
         threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
                          daemon=True, name="idle-watch").start()
         print(f"listening on {format_address(args.host, server.port)}", flush=True)
         print(f"network: {args.members.describe()}", flush=True)
+        if args.announce:
+            beacon = start_beacon(server, args)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
+        if beacon is not None:
+            beacon.close()
         server.server_close()
     return 0
 

@@ -5,10 +5,14 @@
 member of the load balancer's registry (register, heartbeat carrying its
 current uploads and, when they changed, its files; register again when the
 load balancer forgot it; unregister on exit), a downloader (``download.py``)
-and the numbered menu. When nothing answers at the load balancer address and
-that address is on this machine, the peer starts ``load_balancer.py`` as a
-background process of its own, which exits by itself once no peer has been
-registered for a minute.
+and the numbered menu. Without ``--lb`` (or ``P2P_LB``) every command first
+looks for the load balancer of its ``--network`` on the local network
+(``discovery.py``), and a peer that found it that way follows the network: when
+it stops answering, the peer moves to whichever load balancer is announced. When
+none is found, or nothing answers at the ``--lb`` address, and that address is
+on this machine, the peer starts ``load_balancer.py`` as a background process
+of its own (announced on the network when it was looked for there), which exits
+by itself once no peer has been registered for a minute.
 
 Subcommands, for scripts and tests (``--help`` on each)::
 
@@ -28,6 +32,7 @@ status is 0 on success, 1 with a one-line reason on standard error otherwise,
 import argparse
 import difflib
 import errno
+import functools
 import logging
 import os
 import re
@@ -40,6 +45,7 @@ import tempfile
 import threading
 import time
 
+import discovery
 from download import DownloadError, Downloader
 from httpkit import BadName, check_name, format_address, parse_address
 from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnauthorized, LBUnreachable,
@@ -118,19 +124,24 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
-def ensure_load_balancer(host, port, say=print, members=OPEN, member_options=()):
+def ensure_load_balancer(host, port, say=print, network=None, listen=None, members=OPEN,
+                         member_options=()):
     """Start ``load_balancer.py`` in the background if none answers at a local address.
 
     Returns the started process, or None when one was already there (or the
     address is not on this machine). Two peers starting at once end up with
-    one load balancer: the second one's port is taken and it exits. The new
-    load balancer gets ``member_options`` (the network secret and certificate).
+    one load balancer: the second one's port is taken and it exits. With a
+    ``network`` (the peer found none on the LAN), it listens on ``listen`` and
+    announces itself there; without, it does not announce. The new load
+    balancer gets ``member_options`` (the network secret and certificate).
     """
     if lb_answers(host, port) or not is_local_address(host):
         return None
     log_path = auto_lb_log_path(port)
-    command = [sys.executable, LB_SCRIPT, "--host", "::" if ":" in host else "0.0.0.0",
-               "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S), *member_options]
+    listen = listen or ("::" if ":" in host else "0.0.0.0")
+    command = [sys.executable, LB_SCRIPT, "--host", listen, "--port", str(port),
+               "--idle-exit", str(AUTO_LB_IDLE_EXIT_S),
+               *(["--network", network] if network else ["--no-announce"]), *member_options]
     detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
               else {"start_new_session": True})
     try:
@@ -161,9 +172,11 @@ def ensure_load_balancer(host, port, say=print, members=OPEN, member_options=())
         finally:
             client.close()
     if pid == process.pid:
-        say(f"No load balancer was running at {format_address(host, port)}: started one in "
-            f"the background (pid {process.pid}, log {log_path}); it exits "
-            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
+        where = (f"on network {network!r} on the local network" if network
+                 else f"at {format_address(host, port)}")
+        say(f"No load balancer was running {where}: started one in the background "
+            f"(pid {process.pid}, log {log_path}); it exits {AUTO_LB_IDLE_EXIT_S} s after "
+            "the last peer leaves.")
         return process
     try:  # another peer's won the race: ours finds the port taken and exits
         process.wait(LB_START_TIMEOUT_S)
@@ -181,9 +194,10 @@ class Peer:
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
                  advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
-                 members=OPEN):
+                 members=OPEN, rediscover=None):
         self.lb = lb
         self.members = members
+        self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
         self.shared = os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -347,6 +361,18 @@ class Peer:
                 self._register()
             else:
                 self._heartbeat()
+            if self.lb_problem is not None and self.rediscover is not None:
+                self._follow()
+
+    def _follow(self):
+        """The load balancer found by discovery is gone: move to the one announced now."""
+        found = self.rediscover()
+        if found is None or found == (self.lb.host, self.lb.port):
+            return
+        log.warning("moving to the load balancer at %s", format_address(*found))
+        self.lb.retarget(*found)
+        self.peer_id = None
+        self._register()
 
     def describe_sharing(self):
         """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
@@ -738,9 +764,9 @@ class Menu:
 
 
 COMMANDS = ("menu", "serve", "get", "list", "status", "secret", "url")
-VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
-                 "--upload-slots", "--upload-limit", "--sha256", "--from", "--secret-file",
-                 "--tls-cert", "--tls-key", "--tls-ca", "--expires")
+VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--advertise",
+                 "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from",
+                 "--secret-file", "--tls-cert", "--tls-key", "--tls-ca", "--expires")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
                    "--upload-limit")
 
@@ -749,8 +775,13 @@ def option_groups():
     """(--lb and --verbose, --downloads, the serving peer's options): each command takes
     only the groups that mean something to it."""
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--lb", default=os.environ.get("P2P_LB", DEFAULT_LB), metavar="HOST:PORT",
-                        help=f"the load balancer (env P2P_LB, default {DEFAULT_LB})")
+    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None, metavar="HOST:PORT",
+                        help="the load balancer (env P2P_LB; default: the one announced on the "
+                             f"local network, else {DEFAULT_LB})")
+    client.add_argument("--network", type=network_arg,
+                        default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
+                        metavar="NAME", help="which load balancer to look for on the local "
+                        f"network (env P2P_NETWORK, default {discovery.DEFAULT_NETWORK})")
     client.add_argument("--verbose", action="store_true", help="log to standard error")
     add_member_options(client)
     downloads = argparse.ArgumentParser(add_help=False)
@@ -777,6 +808,13 @@ def option_groups():
 def duration_arg(text):
     try:
         return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def network_arg(text):
+    try:
+        return discovery.check_network(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -851,8 +889,9 @@ def parse_args(argv):
     if args.command == "secret":
         return args
     args.members = members_from_args(parser, args)
+    args.discover = args.lb is None  # neither --lb nor P2P_LB: look on the local network
     try:
-        args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
+        args.lb_host, args.lb_port = parse_address(args.lb or DEFAULT_LB, DEFAULT_PORT)
     except ValueError as e:
         parser.error(f"--lb: {e}")
     if getattr(args, "downloads", "") is None:
@@ -878,6 +917,49 @@ def configure_logging(args, log_path=None):
                             level=logging.INFO if args.verbose else logging.WARNING)
 
 
+def say_on_stderr(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def discovery_addresses(args):
+    """Where to look: the interfaces a serving peer listens on, or every one."""
+    return discovery.addresses_for(getattr(args, "host", "0.0.0.0"))
+
+
+def find_on_lan(args, say, wait_s=discovery.DISCOVERY_WAIT_S):
+    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
+    found = discovery.discover(args.network, wait_s, discovery_addresses(args),
+                               secret=args.members.secret)
+    if found is None:
+        return False
+    args.lb_host, args.lb_port = found
+    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
+        "on the local network.")
+    return True
+
+
+def find_or_start_load_balancer(args, say):
+    """The load balancer a serving peer uses: given, found on the LAN, or started here.
+
+    Without ``--lb``: look on the LAN; if none is there, listen again for a random
+    while (peers starting together then mostly find the first one started), and only
+    then do as with the default ``--lb``: use or start one on this machine, now
+    announced, and look again to learn its address as other machines see it.
+    """
+    members = {"members": args.members,
+               "member_options": args.members.options(args.secret_file)}
+    if not args.discover:
+        ensure_load_balancer(args.lb_host, args.lb_port, say, **members)
+        return
+    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()):
+        return
+    if args.host not in ("", "0.0.0.0", "::"):
+        args.lb_host = args.host
+    ensure_load_balancer(args.lb_host, args.lb_port, say, network=args.network,
+                         listen=args.host, **members)
+    find_on_lan(args, say)
+
+
 def fail(message):
     print(f"peer.py: {message}", file=sys.stderr)
     return 1
@@ -893,13 +975,14 @@ def run_peer(args, interactive):
     signal.signal(signal.SIGTERM, raise_terminate)
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
-    ensure_load_balancer(args.lb_host, args.lb_port,
-                         say=lambda text: print(text, file=sys.stderr, flush=True),
-                         members=args.members,
-                         member_options=args.members.options(args.secret_file))
+    find_or_start_load_balancer(args, say_on_stderr)
+    rediscover = (functools.partial(discovery.discover, args.network,
+                                    addresses=discovery_addresses(args),
+                                    secret=args.members.secret)
+                  if args.discover else None)
     peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
-                args.upload_limit, members=args.members)
+                args.upload_limit, members=args.members, rediscover=rediscover)
     try:
         peer.start()
         if interactive:
@@ -995,6 +1078,10 @@ def main(argv=None):
     try:
         if args.command in ("menu", "serve"):
             return run_peer(args, interactive=args.command == "menu")
+        if args.discover and not find_on_lan(args, say_on_stderr):
+            fallback = format_address(args.lb_host, args.lb_port)
+            say_on_stderr(f"No load balancer of network {args.network!r} announced itself on "
+                          f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)
         lb = LBClient(args.lb_host, args.lb_port, members=args.members)

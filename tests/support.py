@@ -86,8 +86,10 @@ def http_json(port, method, path, body=None, timeout=5.0):
 
 
 def clean_env(tmp):
-    """The environment for a process of a test: no P2P_LB, and its logs under ``tmp``."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=tmp)
+    """The environment for a process of a test: no P2P_LB, its logs under ``tmp``, and a
+    network name of the test's own, so that no test finds another's load balancer."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=tmp,
+               P2P_NETWORK="t-" + os.path.basename(tmp))
     env.pop("P2P_LB", None)
     return env
 

@@ -326,5 +326,51 @@ class LoadBalancerCrashTests(ProcessTestCase):
         self.assertIsNone(peer.poll())
 
 
+class DiscoveryTests(ProcessTestCase):
+    """Peers without --lb on loopback: multicast on the loopback interface only."""
+
+    def serve_without_lb(self, name):
+        proc = self.spawn([PEER, "serve", "--host", "127.0.0.1",
+                           "--shared", self.folder(name, "shared"),
+                           "--downloads", self.folder(name, "downloads")])
+        self.assertTrue(read_line(proc.stdout).startswith("listening on 127.0.0.1:"))
+        return proc
+
+    def test_a_peer_without_lb_finds_the_announced_load_balancer(self):
+        lb = self.start_lb("--heartbeat", "1")
+        proc = self.serve_without_lb("p")
+        self.assertIn(f"load balancer 127.0.0.1:{lb.port}", read_line(proc.stdout))
+        wait_for(lambda: len(self.status(lb.port)["peers"]) == 1, what="registration")
+        self.assertEqual(self.terminate(proc), 0)
+        self.assertIn(f"Found the load balancer of network 't-{os.path.basename(self.tmp)}' "
+                      f"at 127.0.0.1:{lb.port}", proc.stderr.read().decode())
+
+    def test_a_peer_that_found_its_load_balancer_follows_the_network_to_the_next(self):
+        first = self.start_lb("--heartbeat", "1")
+        proc = self.serve_without_lb("p")
+        wait_for(lambda: len(self.status(first.port)["peers"]) == 1, what="registration")
+        first.kill()
+        first.wait(10)
+        second = self.start_lb("--heartbeat", "1")
+        wait_for(lambda: len(self.status(second.port)["peers"]) == 1, timeout=20,
+                 what="the peer to register with the load balancer announced now")
+        self.assertEqual(self.terminate(proc), 0)
+        self.assertIn(f"moving to the load balancer at 127.0.0.1:{second.port}",
+                      proc.stderr.read().decode())
+
+    def test_of_two_load_balancers_of_one_network_the_younger_stands_down(self):
+        older = self.start_lb()
+        younger = self.start_lb()
+        self.assertEqual(younger.wait(10), 0)
+        self.assertIn("standing down", younger.stderr.read().decode())
+        self.assertIsNone(older.poll())
+
+    def test_another_network_is_not_joined(self):
+        lb = self.start_lb("--network", "elsewhere")
+        result = self.run_peer("status", "--network", "t-" + os.path.basename(self.tmp) + "x")
+        self.assertIn("No load balancer of network", result.stderr)
+        self.assertNotIn(f":{lb.port}", result.stdout + result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

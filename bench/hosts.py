@@ -1,0 +1,250 @@
+"""Benchmark on test hosts (``tests/hosts.py``; needs root and ``ip``, ``tc`` for links).
+
+    python bench/hosts.py [--part downloads|lb|both] [--hosts 8] [--mbit 100]
+                          [--size-mib 64] [--peers 10000] [--seconds 20]
+
+downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directions). Host 1
+  runs the load balancer and a seed sharing one ``--size-mib`` file; every other host runs
+  ``peer.py get`` of it, all started together, without ``--lb`` (they find the load balancer
+  on the link). Reports each host's download speed, from its start to its exit, as a
+  fraction of its link (Kraken promises above 50 % on every host).
+lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simulated peers
+  registered from host 2 (one file each, every file held by 4 of them), heartbeating from
+  host 2 at the default interval, evenly spread; meanwhile host 3 asks for 50 picks a second
+  (pick, then end). Reports the load balancer's CPU share (of one core, from /proc) and the
+  pick latencies, against the same picks with no heartbeats. Three times headroom is the
+  goal: at most a third of a core.
+
+Every loop is bounded by time; all traffic stays on the test hosts.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from load_balancer import LBClient, LBClientError  # noqa: E402
+from tests import hosts as testhosts  # noqa: E402
+from tests.support import read_line, wait_for, write_random  # noqa: E402
+
+MiB = 1 << 20
+LB_PORT = 6969
+HOLDERS_PER_FILE = 4
+HEARTBEAT_THREADS = 4
+PICKS_PER_S = 50
+QUIET_PICKS_S = 10.0
+DOWNLOAD_TIMEOUT_S = 600.0
+WORKER_GRACE_S = 60.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+# ---------------------------------------------------------------------------
+# Workers, run inside a test host
+
+
+def register_and_beat(lb_host, peers, seconds):
+    """Register ``peers`` simulated peers, then beat each every heartbeat interval."""
+    clients = [LBClient(lb_host, LB_PORT) for _ in range(HEARTBEAT_THREADS)]
+    members = [None] * peers
+    files = peers // HOLDERS_PER_FILE or 1
+
+    def register(t):
+        for j in range(t, peers, HEARTBEAT_THREADS):
+            sha = f"{j % files:064x}"
+            answer = clients[t].register(1 + j, [{"name": f"file-{j % files:06d}.bin",
+                                                  "size": 1000, "sha256": sha}])
+            members[j] = (answer["peer_id"], answer["token"], answer["heartbeat_s"])
+
+    run_threads(register)
+    interval = members[0][2]
+    print(json.dumps({"registered": peers, "heartbeat_s": interval}), flush=True)
+    start = time.monotonic()
+    done, late, failed = [0] * HEARTBEAT_THREADS, [0.0] * HEARTBEAT_THREADS, [0] * HEARTBEAT_THREADS
+
+    def beat(t):
+        mine = list(range(t, peers, HEARTBEAT_THREADS))
+        k = 0
+        while True:
+            j = mine[k % len(mine)]
+            due = start + (k // len(mine)) * interval + j / peers * interval
+            if due - start >= seconds:
+                return
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            late[t] = max(late[t], -wait)
+            try:
+                clients[t].heartbeat(members[j][0], members[j][1], uploads=0)
+                done[t] += 1
+            except LBClientError:
+                failed[t] += 1
+            k += 1
+
+    run_threads(beat)
+    elapsed = time.monotonic() - start
+    print(json.dumps({"heartbeats": sum(done), "failed": sum(failed), "seconds": elapsed,
+                      "most_late_s": max(late)}), flush=True)
+
+
+def picks(lb_host, names, seconds):
+    """Pick and end at PICKS_PER_S for ``seconds``: the pick latencies in ms, as JSON."""
+    client = LBClient(lb_host, LB_PORT)
+    latencies = []
+    start = time.monotonic()
+    for k in range(int(seconds * PICKS_PER_S)):
+        wait = start + k / PICKS_PER_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        began = time.perf_counter()
+        transfer = client.start_transfer(f"file-{k % names:06d}.bin")
+        latencies.append((time.perf_counter() - began) * 1000)
+        client.end_transfer(transfer["transfer_id"])
+    print(json.dumps(latencies), flush=True)
+
+
+def run_threads(target):
+    threads = [threading.Thread(target=target, args=(t,)) for t in range(HEARTBEAT_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# ---------------------------------------------------------------------------
+# The two parts
+
+
+def bench_downloads(args, tmp):
+    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench")
+    env.pop("P2P_LB", None)
+    with testhosts.Hosts(args.hosts, rate_mbit=args.mbit) as hosts:
+        lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py")], env=env, cwd=tmp)
+        read_line(lb.stdout)
+        seed_shared = os.path.join(tmp, "seed")
+        os.makedirs(seed_shared)
+        write_random(os.path.join(seed_shared, "big.bin"), args.size_mib * MiB)
+        seed = hosts.run(1, [os.path.join(ROOT, "peer.py"), "serve", "--shared", seed_shared,
+                             "--downloads", os.path.join(tmp, "seed-downloads")], env=env, cwd=tmp)
+        read_line(seed.stdout)
+        url = f"http://{hosts.address(1)}:{LB_PORT}/status"
+        wait_for(lambda: (hosts.fetch_json(1, url) or {"peers": [{}]})["peers"][0].get("files"),
+                 timeout=120, what="the seed to announce its file")
+        started = time.monotonic()
+        gets = {i: hosts.run(i, [os.path.join(ROOT, "peer.py"), "get", "big.bin",
+                                 "--downloads", os.path.join(tmp, f"h{i}")], env=env, cwd=tmp)
+                for i in range(2, args.hosts + 1)}
+        ended = {}
+        deadline = started + DOWNLOAD_TIMEOUT_S
+        while len(ended) < len(gets) and time.monotonic() < deadline:
+            for i, proc in gets.items():
+                if i not in ended and proc.poll() is not None:
+                    ended[i] = time.monotonic()
+            time.sleep(0.02)
+        link = args.mbit * 1e6 / 8
+        print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf), one seed, "
+              f"{len(gets)} downloaders of one {args.size_mib} MiB file started together:")
+        print("host  exit  seconds  MB/s   of its link")
+        rates = []
+        for i, proc in gets.items():
+            if i not in ended:
+                print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
+                continue
+            seconds = ended[i] - started
+            rate = args.size_mib * MiB / seconds
+            rates.append(rate)
+            print(f"h{i}    {proc.returncode:>4}  {seconds:7.1f}  {rate / 1e6:5.2f}  "
+                  f"{rate / link:6.1%}")
+        if rates:
+            together = len(rates) * args.size_mib * MiB / (max(ended.values()) - started)
+            print(f"worst host {min(rates) / link:.1%} of its link; all downloads together, "
+                  f"until the last one ended: {together / link:.1%} of the seed's link")
+
+
+def bench_lb(args, tmp):
+    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1")
+    me = [os.path.join(ROOT, "bench", "hosts.py")]
+    names = max(1, args.peers // HOLDERS_PER_FILE)
+    with testhosts.Hosts(3) as hosts:
+        lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py"), "--no-announce"], env=env,
+                       cwd=tmp)
+        read_line(lb.stdout)
+        lb_host = hosts.address(1)
+        simulator = hosts.run(2, [*me, "--worker", "beat", "--lb-host", lb_host,
+                                  "--peers", str(args.peers), "--seconds", str(args.seconds)],
+                              env=env, cwd=tmp)
+        registered = json.loads(read_line(simulator.stdout, timeout=600))
+        cpu_before, wall_before = cpu_seconds(lb.pid), time.monotonic()
+        loaded = hosts.run(3, [*me, "--worker", "picks", "--lb-host", lb_host, "--names",
+                               str(names), "--seconds", str(args.seconds)], env=env, cwd=tmp)
+        beats = json.loads(read_line(simulator.stdout, timeout=args.seconds + WORKER_GRACE_S))
+        cpu_share = (cpu_seconds(lb.pid) - cpu_before) / (time.monotonic() - wall_before)
+        loaded_ms = json.loads(read_line(loaded.stdout, timeout=WORKER_GRACE_S))
+        quiet = hosts.run(3, [*me, "--worker", "picks", "--lb-host", lb_host, "--names",
+                              str(names), "--seconds", str(QUIET_PICKS_S)], env=env, cwd=tmp)
+        quiet_ms = json.loads(read_line(quiet.stdout, timeout=QUIET_PICKS_S + WORKER_GRACE_S))
+        print(f"\nload balancer on host 1; {registered['registered']} simulated peers on host 2 "
+              f"beating every {registered['heartbeat_s']:g} s; picks from host 3 at "
+              f"{PICKS_PER_S}/s:")
+        print(f"heartbeats: {beats['heartbeats']} in {beats['seconds']:.1f} s "
+              f"({beats['heartbeats'] / beats['seconds']:.0f}/s), {beats['failed']} failed, "
+              f"at most {beats['most_late_s'] * 1000:.0f} ms behind schedule")
+        print(f"load balancer CPU: {cpu_share:.1%} of one core "
+              f"(headroom {1 / cpu_share if cpu_share else float('inf'):.1f}x)")
+        for what, values in (("during heartbeats", loaded_ms), ("no heartbeats after", quiet_ms)):
+            print(f"picks {what}: {len(values)}, p50 {percentile(values, 0.5):.2f} ms, "
+                  f"p99 {percentile(values, 0.99):.2f} ms, max {max(values):.2f} ms")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("downloads", "lb", "both"), default="both")
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--mbit", type=int, default=100)
+    parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--peers", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--worker", choices=("beat", "picks"), help=argparse.SUPPRESS)
+    parser.add_argument("--lb-host", help=argparse.SUPPRESS)
+    parser.add_argument("--names", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "beat":
+        return register_and_beat(args.lb_host, args.peers, args.seconds)
+    if args.worker == "picks":
+        return picks(args.lb_host, args.names, args.seconds)
+    reason = testhosts.unavailable() or (args.part != "lb" and testhosts.rate_limit_unavailable())
+    if reason:
+        print(f"bench/hosts.py: {reason}", file=sys.stderr)
+        return 1
+    tmp = tempfile.mkdtemp(prefix="p2p-bench-hosts-")
+    try:
+        if args.part in ("downloads", "both"):
+            bench_downloads(args, tmp)
+        if args.part in ("lb", "both"):
+            bench_lb(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

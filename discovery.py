@@ -1,0 +1,420 @@
+"""Finding the load balancer on the local network: UDP multicast, as BitTorrent's BEP 14.
+
+A load balancer announces itself to the multicast group ``GROUP`` (organisation-local
+scope, TTL 1: never routed off the LAN) on UDP port ``DISCOVERY_PORT``, on each IPv4
+interface it listens on, once at start, every ``ANNOUNCE_INTERVAL_S``, and at once
+(at most every ``ANSWER_GAP_S``) when a peer asks. A peer started without ``--lb``
+asks, listens for up to ``DISCOVERY_WAIT_S``, and connects to the address the
+announcement came from and the port it names. Loopback is on, so peers on the load
+balancer's own machine hear it too.
+
+A datagram is one line of ASCII, fields separated by single spaces, at most
+``MAX_DATAGRAM_BYTES`` long::
+
+    p2p-lb 1 announce NETWORK PORT SINCE ID [EXTRA ...]
+    p2p-lb 1 query NETWORK [EXTRA ...]
+
+``1`` is the protocol version; NETWORK a name of 1 to 32 letters, digits, ``.``,
+``_`` or ``-`` that keeps groups on one LAN apart; PORT the load balancer's TCP
+port (1-65535); SINCE the time it started, in milliseconds since the Unix epoch;
+ID 16 hex digits drawn at random when it started. Up to ``MAX_EXTRA_FIELDS``
+trailing ``key=value`` fields may follow; unknown ones are ignored. Anything else
+is hostile input: dropped, and logged at most once every ``HOSTILE_LOG_EVERY_S``.
+
+On a network with a secret (``members.py``) every datagram ends with two more
+fields, ``ts=<unix seconds> sig=<64 hex>``: ``sig`` is HMAC-SHA256, keyed with
+the secret's datagram key, over the datagram up to the space before ``sig=``, a
+newline, and the IPv4 address it is sent from. A member drops datagrams that are
+unsigned, signed with another secret, sent from another address than the one
+signed (a captured announcement replayed elsewhere), or whose ``ts`` is more
+than ``MAX_CLOCK_SKEW_S`` from its clock: a stranger can neither point members
+at itself nor make their load balancer stand down.
+
+One load balancer per network: when two announce the same network, the senior one
+(the smaller ``(SINCE, ID)``: the older, and the random ID for a tie) stays and the
+other stands down (``senior``). A peer hearing several picks the senior one, at a
+non-loopback address when it has one (``choose``). Peers that find none wait a
+random ``0..MAX_BACKOFF_S`` while still listening before starting one of their own,
+so that peers starting together mostly find the first one started; the seniority
+rule settles the rest.
+"""
+
+import ipaddress
+import logging
+import random
+import re
+import secrets
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+
+from members import MAX_CLOCK_SKEW_S
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: discovery then uses the default interface only
+    fcntl = None
+
+log = logging.getLogger("p2p.discovery")
+
+GROUP = "239.192.69.69"  # organisation-local multicast scope (RFC 2365)
+DISCOVERY_PORT = 6969  # UDP; the same number as the load balancer's default TCP port
+MAGIC = "p2p-lb"
+VERSION = 1
+DEFAULT_NETWORK = "p2p"
+MAX_DATAGRAM_BYTES = 512
+MAX_EXTRA_FIELDS = 4
+ANNOUNCE_INTERVAL_S = 1.0
+ANSWER_GAP_S = 0.2  # answers to queries are at least this far apart
+DISCOVERY_WAIT_S = 2.0  # a peer listens this long before deciding there is none
+QUERY_EVERY_S = 0.5  # a listening peer asks again this often (a lost datagram)
+GATHER_S = 0.1  # after the first answer, listen this much longer for the others
+MAX_BACKOFF_S = 1.5  # before starting a load balancer of one's own
+HOSTILE_LOG_EVERY_S = 60.0
+RECEIVE_POLL_S = 0.25  # how often a listening thread looks whether it should stop
+NETWORK_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+ID_RE = re.compile(r"[0-9a-f]{16}")
+SIG_RE = re.compile(r"[0-9a-f]{64}")
+DIGITS_RE = re.compile(r"[0-9]{1,15}")
+EXTRA_RE = re.compile(r"[a-z][a-z0-9-]{0,15}=[\x21-\x7e]{0,256}")
+SIOCGIFADDR = 0x8915  # Linux ioctls: an interface's IPv4 address, and its flags
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+
+
+class BadDatagram(ValueError):
+    """A datagram that is not ours, or not well formed; the reason says which."""
+
+
+@dataclass(frozen=True)
+class Announce:
+    network: str
+    port: int
+    since_ms: int
+    id: str
+
+    @property
+    def seniority(self):
+        return (self.since_ms, self.id)
+
+
+@dataclass(frozen=True)
+class Query:
+    network: str
+
+
+def check_network(name):
+    if not isinstance(name, str) or not NETWORK_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a network name (1-32 letters, digits, '.', '_' "
+                         "or '-')")
+    return name
+
+
+def new_id():
+    return secrets.token_hex(8)
+
+
+def format_datagram(message, secret=None, source=None, now=None):
+    """The bytes of an ``Announce`` or a ``Query``; signed for ``source`` with a secret."""
+    if isinstance(message, Announce):
+        fields = ["announce", message.network, str(message.port), str(message.since_ms),
+                  message.id]
+    else:
+        fields = ["query", message.network]
+    text = " ".join([MAGIC, str(VERSION), *fields])
+    if secret is not None:
+        text += f" ts={int(time.time() if now is None else now)}"
+        text += f" sig={secret.sign_datagram(signed_part(text, source))}"
+    return text.encode("ascii")
+
+
+def signed_part(text, source):
+    return f"{text}\n{source}".encode("ascii")
+
+
+def check_signature(data, source, secret, now=None):
+    """Return if ``data`` (well formed) is signed for ``source`` with ``secret`` and fresh;
+    BadDatagram otherwise. Without a secret every datagram passes."""
+    if secret is None:
+        return
+    text = data.decode("ascii")
+    head, sep, sig = text.rpartition(" sig=")
+    if not sep or not SIG_RE.fullmatch(sig):
+        raise BadDatagram("not signed (this network has a secret)")
+    if not secret.datagram_ok(signed_part(head, source), sig):
+        raise BadDatagram("signed with another secret, or sent from another address")
+    stamp = [f[3:] for f in head.split(" ") if f.startswith("ts=")]
+    if not stamp or not DIGITS_RE.fullmatch(stamp[-1]) or abs(
+            (time.time() if now is None else now) - int(stamp[-1])) > MAX_CLOCK_SKEW_S:
+        raise BadDatagram("an old or future time stamp")
+
+
+def parse_datagram(data):
+    """An ``Announce`` or a ``Query``; ``BadDatagram`` with a reason for anything else."""
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise BadDatagram(f"{len(data)} bytes, more than {MAX_DATAGRAM_BYTES}")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadDatagram("not ASCII") from None
+    fields = text.split(" ")
+    if len(fields) < 4 or fields[0] != MAGIC:
+        raise BadDatagram("not a p2p-lb datagram")
+    if fields[1] != str(VERSION):
+        raise BadDatagram(f"protocol version {fields[1][:8]!r}, not {VERSION}")
+    kind, network = fields[2], fields[3]
+    if not NETWORK_RE.fullmatch(network):
+        raise BadDatagram("a bad network name")
+    if kind == "query":
+        body, extra = [], fields[4:]
+    elif kind == "announce":
+        body, extra = fields[4:7], fields[7:]
+        if len(body) < 3:
+            raise BadDatagram("an announcement without port, start time and id")
+    else:
+        raise BadDatagram(f"an unknown kind {kind[:16]!r}")
+    if len(extra) > MAX_EXTRA_FIELDS or not all(EXTRA_RE.fullmatch(f) for f in extra):
+        raise BadDatagram("bad trailing fields")
+    if kind == "query":
+        return Query(network)
+    port, since, ident = body
+    if not DIGITS_RE.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise BadDatagram(f"a bad port {port[:16]!r}")
+    if not DIGITS_RE.fullmatch(since):
+        raise BadDatagram("a bad start time")
+    if not ID_RE.fullmatch(ident):
+        raise BadDatagram("a bad id")
+    return Announce(network, int(port), int(since), ident)
+
+
+def senior(a, b):
+    """Of two announcements of one network, the load balancer that stays."""
+    return min(a, b, key=lambda x: x.seniority)
+
+
+def choose(heard):
+    """The load balancer to use, as (host, port), from [(source address, Announce)].
+
+    The senior one; of the addresses it was heard from, a non-loopback one first (what
+    the load balancer sees a peer as is what other peers are told), then the lowest.
+    """
+    if not heard:
+        return None
+    best = min((a for _, a in heard), key=lambda a: a.seniority)
+    sources = [s for s, a in heard if a.seniority == best.seniority]
+    host = min(sources, key=lambda s: (ipaddress.ip_address(s).is_loopback,
+                                       ipaddress.ip_address(s)))
+    return host, best.port
+
+
+def backoff(rng=random):
+    """How long a peer that found nothing listens again before starting a load balancer."""
+    return rng.uniform(0, MAX_BACKOFF_S)
+
+
+class HostileLog:
+    """Logs a dropped datagram at most once every ``every_s``, with how many were dropped."""
+
+    def __init__(self, every_s=HOSTILE_LOG_EVERY_S, clock=time.monotonic):
+        self.every_s, self.clock = every_s, clock
+        self.last = None
+        self.dropped = 0
+
+    def drop(self, source, reason):
+        """Count one; returns True when it was logged."""
+        self.dropped += 1
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every_s:
+            return False
+        log.warning("ignored %d discovery datagram(s), the last from %s: %s",
+                    self.dropped, source, reason)
+        self.last, self.dropped = now, 0
+        return True
+
+
+# ---------------------------------------------------------------------------
+# Sockets
+
+
+def interface_addresses():
+    """The IPv4 address of every interface that is up (loopback included)."""
+    if fcntl is None or not hasattr(socket, "if_nameindex"):
+        return ["0.0.0.0"]  # the system's default multicast interface
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                flags = struct.unpack("H", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request)[16:18])[0]
+                address = socket.inet_ntoa(fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)[20:24])
+            except OSError:  # no IPv4 address
+                continue
+            if flags & IFF_UP and address not in found:
+                found.append(address)
+    return found
+
+
+def addresses_for(host):
+    """The interface addresses to use for a server listening on ``host``."""
+    if host in ("", "0.0.0.0", "::"):
+        return interface_addresses()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            return [socket.gethostbyname(host)]
+        except OSError:
+            return []
+    return [str(address)] if address.version == 4 else []
+
+
+def open_listener(addresses):
+    """A UDP socket that receives the group's datagrams on the interfaces of ``addresses``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((GROUP, DISCOVERY_PORT))  # Linux: only the group's datagrams
+        except OSError:
+            sock.bind(("", DISCOVERY_PORT))
+        joined = 0
+        for address in addresses:
+            membership = socket.inet_aton(GROUP) + socket.inet_aton(address)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+                joined += 1
+            except OSError as e:
+                log.info("cannot listen for discovery on %s: %s", address, e.strerror)
+        if not joined:
+            raise OSError(f"cannot join {GROUP} on any of {', '.join(addresses) or 'no address'}")
+        return sock
+    except OSError:
+        sock.close()
+        raise
+
+
+def open_sender():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    return sock
+
+
+def send(sock, message, addresses, secret=None):
+    """Send ``message`` to the group out of each interface; True if it left on one."""
+    sent = False
+    for address in addresses:
+        data = format_datagram(message, secret, address)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
+            sock.sendto(data, (GROUP, DISCOVERY_PORT))
+            sent = True
+        except OSError as e:
+            log.debug("cannot send discovery on %s: %s", address, e.strerror)
+    return sent
+
+
+def receive(sock, timeout, hostile, secret=None):
+    """(source address, message) of the next well-formed datagram, or None at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return None
+        try:
+            data, (source, _) = sock.recvfrom(MAX_DATAGRAM_BYTES + 1)
+        except OSError:
+            return None
+        try:
+            message = parse_datagram(data)
+            check_signature(data, source, secret)
+            return source, message
+        except BadDatagram as e:
+            hostile.drop(source, e)
+
+
+def discover(network, wait_s=DISCOVERY_WAIT_S, addresses=None, secret=None):
+    """Ask for and listen to the load balancers of ``network``: (host, port) or None."""
+    addresses = interface_addresses() if addresses is None else addresses
+    try:
+        listener = open_listener(addresses)
+    except OSError as e:
+        log.warning("cannot listen for load balancers on the network: %s", e)
+        return None
+    heard, hostile = [], HostileLog()
+    with listener, open_sender() as sender:
+        deadline = time.monotonic() + wait_s
+        next_query = 0.0
+        while (now := time.monotonic()) < deadline:
+            if not heard and now >= next_query:
+                send(sender, Query(network), addresses, secret)
+                next_query = now + QUERY_EVERY_S
+            until = deadline if heard else min(deadline, next_query)
+            got = receive(listener, until - now, hostile, secret)
+            if got is None:
+                continue
+            source, message = got
+            if isinstance(message, Announce) and message.network == network:
+                if not heard:
+                    deadline = min(deadline, time.monotonic() + GATHER_S)
+                heard.append((source, message))
+    return choose(heard)
+
+
+class Beacon:
+    """A load balancer's announcer: announces, answers queries, and watches for a senior one.
+
+    ``on_senior(source, announce)`` is called once, from the beacon's thread, when a
+    senior load balancer of the same network is heard; the beacon then falls silent.
+    """
+
+    def __init__(self, network, port, addresses, on_senior, since_ms=None, ident=None,
+                 secret=None):
+        self.me = Announce(network, port, int(time.time() * 1000) if since_ms is None
+                           else since_ms, ident or new_id())
+        self.addresses = addresses
+        self.on_senior = on_senior
+        self.secret = secret
+        self._stop = threading.Event()
+        self._listener = open_listener(addresses)
+        self._sender = open_sender()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="beacon")
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(RECEIVE_POLL_S * 4)
+        self._listener.close()
+        self._sender.close()
+
+    def _run(self):
+        hostile = HostileLog()
+        next_announce = last_answer = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_announce:
+                send(self._sender, self.me, self.addresses, self.secret)
+                next_announce, last_answer = now + ANNOUNCE_INTERVAL_S, now
+            got = receive(self._listener, min(RECEIVE_POLL_S, next_announce - now), hostile,
+                          self.secret)
+            if got is None:
+                continue
+            source, message = got
+            if message.network != self.me.network:
+                continue
+            if isinstance(message, Query):
+                if time.monotonic() - last_answer >= ANSWER_GAP_S:
+                    send(self._sender, self.me, self.addresses, self.secret)
+                    last_answer = time.monotonic()
+            elif message.id != self.me.id and senior(message, self.me) is message:
+                self._stop.set()
+                self.on_senior(source, message)
