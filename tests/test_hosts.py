@@ -77,6 +77,23 @@ class HostTests(ProcessTestCase):
         self.assertIn(f"at {hosts.address(1)}:6969 on the local network", err.decode())
         self.assertTrue(same_bytes(source, os.path.join(downloads, "song.bin")))
 
+    def test_with_a_secret_members_find_each_other_and_a_stranger_finds_nothing(self):
+        hosts = self.make_hosts(3)
+        secret = os.path.join(self.tmp, "network.secret")
+        with open(secret, "w") as f:
+            f.write("a secret of the tests' own network")
+        lb = self.run_on(hosts, 1, [LB, "--heartbeat", "1", "--secret-file", secret])
+        self.assertEqual(read_line(lb.stdout), "listening on 0.0.0.0:6969\n")
+        member = self.run_on(hosts, 2, [PEER, "list", "--secret-file", secret])
+        out, err = member.communicate(timeout=RUN_TIMEOUT_S)
+        self.assertEqual(member.returncode, 0, err)
+        self.assertIn(f"at {hosts.address(1)}:6969 on the local network", err.decode())
+        with open(secret + ".other", "w") as f:
+            f.write("another network's secret")
+        stranger = self.run_on(hosts, 3, [PEER, "list", "--secret-file", secret + ".other"])
+        out, err = stranger.communicate(timeout=RUN_TIMEOUT_S)
+        self.assertIn("No load balancer of network", err.decode())
+
     def test_a_host_on_two_lans_announces_and_is_found_on_each(self):
         hosts = testhosts.Hosts(3, lans=[[1, 2], [1, 3]])
         self.addCleanup(hosts.close)
