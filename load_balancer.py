@@ -18,10 +18,17 @@ request                                     answer
 ``PUT /transfers/{id}``                     200 renewed
 ``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled)
 ``GET /status``                             200 {policy, peers: [...]}
-``GET /``                                   an HTML page of the same, refreshing itself
+``GET /``                                   an HTML page of the same and of the files,
+                                            refreshing itself
+``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
+                                            ``/files/{name}``, counted as a transfer
 ==========================================  ==========================================
 
-Every error is ``{"error": "<a sentence a person can act on>"}``.
+``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
+sentence a person can act on>"}``; every reply says ``Server:
+p2p-load-balancer/VERSION``, and ``LBClient`` recognises a peer's replies
+(``Server: p2p-peer/...``), so a peer's address given as the load
+balancer's is named as the mistake it is.
 
 The decisions live in ``Registry`` (no sockets, thread-safe, injectable
 clock): the index from file name to holders, grouped by SHA-256; the
@@ -49,10 +56,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
-from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, set_nodelay, unmapped)
+from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
+                     check_name, format_address, parse_address, set_nodelay, unmapped)
 
 log = logging.getLogger("p2p.lb")
 
@@ -70,6 +77,10 @@ STATUS_REFRESH_S = 2
 POLICIES = ("least-connections", "round-robin")
 OUTCOMES = ("done", "failed", "cancelled")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
+PEER_SERVER_PREFIX = "p2p-peer/"  # what a peer's replies say they come from
+PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer it uses
+PAGE_FILES = 200  # files listed on the page, with links
 
 
 # ---------------------------------------------------------------------------
@@ -541,24 +552,41 @@ def parse_transfer_request(body):
 # The HTTP server
 
 
-def render_status_page(status):
-    """The status as an HTML page; everything that came from a peer is escaped."""
+def file_link(name, base="", sha256=None):
+    """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
+    url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
+    return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
+
+
+def render_status_page(status, files=(), truncated=False):
+    """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
+
+    A file's name links here (the redirector: the least-loaded holder sends it); a name
+    in a peer's row links to that peer.
+    """
     peers = status["peers"]
     most = max([p["active"] for p in peers] + [1])
     rows = []
     for p in peers:
-        address = html.escape(format_address(p["host"], p["port"]))
-        names = ", ".join(html.escape(n) for n in p["files"][:8])
+        address = format_address(p["host"], p["port"])
+        base = f"http://{address}"
+        names = ", ".join(file_link(n, base) for n in p["files"][:8])
         if len(p["files"]) > 8:
             names += f", … ({len(p['files']) - 8} more)"
         width = int(100 * p["active"] / most)
+        who = html.escape(p.get("name") or "")
         rows.append(
-            f"<tr><td>{address}<br><small>{html.escape(p['id'])}</small></td>"
+            f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
+            f"<small>{html.escape(p['id'])}</small></td>"
             f"<td>{len(p['files'])}<br><small>{names}</small></td>"
             f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
             f" (uploads {p['uploads']})</td><td>{p['served']}</td><td>{p['failed']}</td>"
             f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
     table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
+    file_rows = "".join(
+        f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
+        f"<td>{f['holders']}</td><td><code>{f['sha256'][:16]}</code></td></tr>" for f in files)
+    more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
     return f"""<!doctype html>
 <html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
 <title>P2P load balancer</title><style>
@@ -570,7 +598,10 @@ td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-a
 <p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
 refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 <table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
-<th>Failed</th><th>Last seen</th></tr>{table}</table></body></html>
+<th>Failed</th><th>Last seen</th></tr>{table}</table>
+<h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
+<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>SHA-256</th></tr>{file_rows}</table>
+{more}</body></html>
 """
 
 
@@ -598,21 +629,27 @@ def route(path):
 class LBHandler(JSONRequestHandler):
     """One request against ``self.server.registry``."""
 
+    server_version = LB_SERVER
+
     def handle_request(self):
         try:
             self.body = self.read_body()
             self.request_read()
             path, _, query = self.path.partition("?")
+            self.query = parse_qs(query) if query else {}
+            if path.startswith("/files/") and self.command in ("GET", "HEAD"):
+                self.route_redirect(path)
+                return
             methods, ids = route(path)
             if methods is None:
                 raise HTTPProblem(404, f"There is no {path} here; see GET /status or GET /.")
-            action = methods.get(self.command)
+            action = methods.get("GET" if self.command == "HEAD" else self.command)
             if action is None:
-                problem = HTTPProblem(405, f"{path} accepts {', '.join(methods)}, "
+                allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+                problem = HTTPProblem(405, f"{path} accepts {', '.join(allowed)}, "
                                            f"not {self.command}.")
-                problem.headers["Allow"] = ", ".join(methods)
+                problem.headers["Allow"] = ", ".join(allowed)
                 raise problem
-            self.query = parse_qs(query) if query else {}
             getattr(self, "route_" + action)(*ids)
         except HTTPProblem as problem:
             self.send_problem(problem)
@@ -621,7 +658,7 @@ class LBHandler(JSONRequestHandler):
         except Exception:
             self.send_unexpected()
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
 
     @property
     def registry(self):
@@ -646,8 +683,30 @@ class LBHandler(JSONRequestHandler):
 
     # -- routes -------------------------------------------------------------
 
+    def route_redirect(self, path):
+        """``GET /files/NAME``: 302 to the least-loaded holder, counted like any pick.
+
+        A mirror network's redirector: ``curl -L`` and browsers get the balancing too.
+        The transfer is never ended by such a client, so it counts until it expires
+        (``3 x renew_s``). ``HEAD`` says where a GET would go without counting.
+        """
+        try:
+            name = unquote(path[len("/files/"):], errors="strict")
+        except UnicodeDecodeError:
+            raise Invalid("The file name is not valid UTF-8.") from None
+        check_file_name(name)
+        sha256 = self.query.get("sha256", [None])[0]
+        if sha256 is not None:
+            check_sha256(sha256)
+        transfer, peer = self.registry.pick(name, sha256)
+        if self.command == "HEAD":
+            self.registry.end(transfer.id, "cancelled")
+        location = f"http://{peer.address}/files/{quote(name, safe='/')}"
+        self.send_whole(302, b"", None, {"Location": location, "Cache-Control": "no-store"})
+
     def route_page(self):
-        page = render_status_page(self.registry.status()).encode("utf-8")
+        files, truncated = self.registry.find_files(limit=PAGE_FILES)
+        page = render_status_page(self.registry.status(), files, truncated).encode("utf-8")
         self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
@@ -716,6 +775,18 @@ class LBUnreachable(LBClientError):
     """Nothing (or nothing sane) answers at the load balancer's address."""
 
 
+def not_a_load_balancer(address, server, told=None):
+    """What to say when ``address`` answered as something else, from its Server header.
+
+    A peer names its own load balancer (``told``) in its replies; None when the
+    reply may well be from a load balancer.
+    """
+    if server.startswith(PEER_SERVER_PREFIX):
+        where = f"; the load balancer is {told}" if told else ""
+        return f"{address} is a peer, not a load balancer{where}. Give that to --lb."
+    return None
+
+
 def describe_socket_error(error):
     """A few words for a person: 'connection refused', not '[Errno 111] ...'."""
     if isinstance(error, ConnectionRefusedError):
@@ -780,7 +851,10 @@ class LBClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         with self._lock:
-            status, raw = self._roundtrip(method, path, data, headers)
+            status, raw, server, told = self._roundtrip(method, path, data, headers)
+        wrong = not_a_load_balancer(self.address, server, told)
+        if wrong:
+            raise LBUnreachable(wrong, status)
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError:
@@ -804,7 +878,8 @@ class LBClient:
                 if response.will_close:
                     self._conn.close()
                     self._conn = None
-                return response.status, raw
+                return (response.status, raw, response.getheader("Server", ""),
+                        response.getheader(PEER_LB_HEADER))
             except (ConnectionError, http.client.HTTPException, OSError) as e:
                 self._conn.close()
                 self._conn = None

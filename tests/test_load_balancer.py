@@ -975,11 +975,11 @@ class TestErrors(ServerTestCase):
 
     def test_method_not_allowed_with_allow_header(self):
         for method, path, allow in [("GET", "/peers", {"POST"}),
-                                    ("DELETE", "/status", {"GET"}),
-                                    ("POST", "/", {"GET"}),
+                                    ("DELETE", "/status", {"GET", "HEAD"}),
+                                    ("POST", "/", {"GET", "HEAD"}),
                                     ("GET", "/transfers/abc", {"PUT", "DELETE"}),
                                     ("POST", "/peers/abc", {"PUT", "DELETE"}),
-                                    ("PATCH", "/files", {"GET"})]:
+                                    ("PATCH", "/files", {"GET", "HEAD"})]:
             with self.subTest(method=method, path=path):
                 response, _ = self.assert_error(method, path, 405,
                                                 b"{}" if method == "POST" else None)
