@@ -71,6 +71,7 @@ MAX_FILES_PER_PEER = 100_000
 MAX_PEERS = 100_000
 MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
 MAX_EXCLUDE = 1000
+MAX_PEER_NAME_CHARS = 64
 IDLE_CHECK_S = 1.0
 CLIENT_TIMEOUT_S = 10.0
 STATUS_REFRESH_S = 2
@@ -131,11 +132,13 @@ class FileInfo:
 
 
 class PeerRecord:
-    __slots__ = ("id", "host", "port", "token", "source", "files", "last_seen", "active",
-                 "uploads", "served", "failed", "cooldown_until", "last_pick", "transfers")
+    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "last_seen",
+                 "active", "uploads", "served", "failed", "cooldown_until", "last_pick",
+                 "transfers")
 
-    def __init__(self, peer_id, host, port, token, now, source=None):
+    def __init__(self, peer_id, host, port, token, now, source=None, name=""):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
+        self.name = name  # what the peer calls itself (stable across restarts, unlike the port)
         self.source = source  # the address it registered from
         self.files = {}  # name -> FileInfo
         self.last_seen = now
@@ -195,7 +198,7 @@ class Registry:
 
     # -- peers --------------------------------------------------------------
 
-    def register(self, host, port, files, source=None):
+    def register(self, host, port, files, source=None, name=""):
         """Add a peer; returns its record.
 
         An earlier peer at the same address is replaced when the new one comes from the
@@ -214,7 +217,7 @@ class Registry:
             elif len(self._peers) >= MAX_PEERS:
                 raise Unavailable(f"The load balancer already has {MAX_PEERS} peers.")
             peer_id = secrets.token_hex(6)
-            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source)
+            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source, name)
             self._peers[peer_id] = peer
             self._by_address[(host, port)] = peer_id
             self._set_files(peer, files)
@@ -445,7 +448,7 @@ class Registry:
             now = self._clock()
             self._sweep(now)
             peers = [{
-                "id": p.id, "host": p.host, "port": p.port,
+                "id": p.id, "name": p.name, "host": p.host, "port": p.port,
                 "files": sorted(p.files), "active": p.active, "uploads": p.uploads,
                 "served": p.served, "failed": p.failed,
                 "last_seen_s": round(now - p.last_seen, 1),
@@ -518,7 +521,11 @@ def parse_register(body, default_host):
     host = _field(body, "host", str, "a host name or IP address", required=False)
     if host is not None:
         check_host(host, "host")
-    return host or default_host, port, parse_files(body.get("files", []))
+    name = _field(body, "name", str, "the peer's name", required=False) or ""
+    if len(name) > MAX_PEER_NAME_CHARS or not name.isprintable():
+        raise Invalid(f"The field 'name' must be at most {MAX_PEER_NAME_CHARS} printable "
+                      "characters.")
+    return host or default_host, port, parse_files(body.get("files", [])), name
 
 
 def parse_heartbeat(body):
@@ -719,8 +726,8 @@ class LBHandler(JSONRequestHandler):
 
     def route_register(self):
         source = unmapped(self.client_address[0])
-        host, port, files = parse_register(self.json_body(), source)
-        peer = self.registry.register(host, port, files, source=source)
+        host, port, files, name = parse_register(self.json_body(), source)
+        peer = self.registry.register(host, port, files, source=source, name=name)
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})
@@ -891,10 +898,12 @@ class LBClient:
 
     # -- the API ------------------------------------------------------------
 
-    def register(self, port, files, host=None):
+    def register(self, port, files, host=None, name=""):
         body = {"port": port, "files": files}
         if host:
             body["host"] = host
+        if name:
+            body["name"] = name
         return self._call("POST", "/peers", body)
 
     def heartbeat(self, peer_id, token, files=None, uploads=None):
@@ -966,6 +975,7 @@ def parse_args(argv):
                         f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
                         "intervals is dropped")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser.parse_args(argv)
 
 
