@@ -490,6 +490,21 @@ class ShareIndex:
         with self._lock:
             return next((f for f in self._files.values() if f.sha256 == sha256), None)
 
+    def find_on_disk(self, sha256):
+        """Like ``find_by_hash``, but checked on disk now: a file removed or changed since
+        the last scan is not "had" (the folders are scanned again when one is found gone)."""
+        entry = self.find_by_hash(sha256)
+        if entry is None:
+            return None
+        try:
+            unchanged = stamp(os.stat(entry.path)) == entry.stamp
+        except OSError:
+            unchanged = False
+        if unchanged:
+            return entry
+        self.refresh()
+        return self.find_by_hash(sha256)
+
     def __len__(self):
         with self._lock:
             return len(self._files)
