@@ -27,6 +27,7 @@ import argparse
 import difflib
 import errno
 import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -37,9 +38,11 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 
+from console import Choices, LineReader
 from download import DownloadError, Downloader
-from httpkit import BadName, check_name, format_address, parse_address
+from httpkit import VERSION, BadName, check_name, format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
@@ -61,6 +64,11 @@ RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
+LOG_BACKUPS = 1  # ...keeping this many older ones
+MAX_NAME_CHARS = 64  # a peer's --name
+STATUS_OTHER_COLUMNS = 70  # option 3: the columns around the file names...
+STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
 
@@ -172,8 +180,9 @@ class Peer:
     """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0):
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name=""):
         self.lb = lb
+        self.name = name
         self.shared = os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -210,6 +219,7 @@ class Peer:
             hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
             raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
                             f"{e.strerror}{hint}.") from None
+        self.server.peer_name, self.server.lb_address = self.name, self.lb.address
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
         self.index.refresh()
@@ -236,15 +246,18 @@ class Peer:
             return False
 
     def stop(self):
+        """Unregister (True if the load balancer heard it), stop serving, let go of folders."""
         self._stop.set()
         self._wake.set()
         # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
         self.lb.interrupt(UNREGISTER_TIMEOUT_S)
         if self._thread is not None:
             self._thread.join(UNREGISTER_TIMEOUT_S + 1)
+        unregistered = False
         if self.peer_id is not None:
             try:
                 self.lb.unregister(self.peer_id, self.token)
+                unregistered = True
             except LBClientError as e:
                 log.info("could not unregister: %s", e)
             self.peer_id = None
@@ -255,6 +268,7 @@ class Peer:
         self.index.close()
         if self._folder_lock is not None:
             os.close(self._folder_lock)
+        return unregistered
 
     @property
     def port(self):
@@ -264,6 +278,11 @@ class Peer:
     def address(self):
         host = self.advertise or self.seen_as or self.bind[0]
         return format_address(host, self.port)
+
+    @property
+    def title(self):
+        """'name ip:port', the peer as the menu and the status name it."""
+        return f"{self.name} {self.address}" if self.name else self.address
 
     # -- membership ---------------------------------------------------------
 
@@ -277,13 +296,14 @@ class Peer:
     def _register(self):
         version, files = self._files()
         try:
-            answer = self.lb.register(self.port, files, host=self.advertise)
+            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name)
         except LBClientError as e:
             self.lb_problem = e.message
             log.warning("cannot register with the load balancer: %s", e.message)
             return False
         self.peer_id, self.token = answer["peer_id"], answer["token"]
         self.seen_as = answer.get("host")
+        self.server.address = self.address
         self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
         self._announced = version
         self.lb_problem = None
@@ -340,7 +360,7 @@ class Peer:
     def downloader(self, on_progress=None):
         return Downloader(self.lb, self.downloads, requester=self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
-                          have=self.index.find_by_hash, identity=self.address)
+                          have=self.index.find_on_disk, identity=self.address)
 
     def _verified(self, root, path, sha256):
         self.index.add_verified(root, path, sha256)
@@ -374,12 +394,37 @@ def human_duration(seconds):
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def text_width(text):
+    """Columns ``text`` takes on a terminal: wide (East Asian) characters 2, combining 0."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
+
+
+def pad(text, width):
+    text = str(text)
+    return text + " " * (width - text_width(text))
+
+
 def table(rows, headers):
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    widths = [max(text_width(x) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(pad(h, w) for h, w in zip(headers, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["  ".join(pad(c, w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def fit_names(names, width):
+    """As many of ``names`` as fit in ``width`` columns, then how many more there are."""
+    shown, used = [], 0
+    for i, name in enumerate(names):
+        more = f", … +{len(names) - i}" if i else f"… +{len(names)}"
+        cost = text_width(name) + (2 if shown else 0)
+        last = i == len(names) - 1
+        if used + cost + (0 if last else text_width(more)) > width:
+            return ", ".join(shown) + (more if shown else more.lstrip(", "))
+        shown.append(name)
+        used += cost
+    return ", ".join(shown)
 
 
 class ProgressPrinter:
@@ -493,14 +538,20 @@ def resolve_sha256(lb, name, text):
     return matches.pop()
 
 
-def print_files(out, lb, query):
+def print_files(out, lb, query, choices=None):
+    """The files on the network whose names contain ``query``; numbered into ``choices``."""
     answer = lb.files(query)
     files = answer["files"]
     if not files:
         out.write("No shared file matches.\n" if query else "Nobody shares anything yet.\n")
         return
     rows = [(f["name"], human_size(f["size"]), f["holders"], f["sha256"][:12]) for f in files]
-    out.write(table(rows, ("name", "size", "holders", "sha256")) + "\n")
+    headers = ("name", "size", "holders", "sha256")
+    if choices is not None:
+        numbers = choices.show((f["name"], f["sha256"]) for f in files)
+        rows = [(f"{n})", *row) for n, row in zip(numbers, rows)]
+        headers = ("#", *headers)
+    out.write(table(rows, headers) + "\n")
     if answer.get("truncated"):
         out.write(f"(only the first {len(files)} shown; add text to narrow the list)\n")
 
@@ -513,11 +564,12 @@ def print_status(out, lb, me=None):
     if not peers:
         return
     rows = []
+    names_width = max(STATUS_NAMES_MIN, shutil.get_terminal_size().columns - STATUS_OTHER_COLUMNS)
     for p in peers:
-        names = ", ".join(p["files"][:3]) + (", …" if len(p["files"]) > 3 else "")
-        rows.append((format_address(p["host"], p["port"]) + (" (me)" if p["id"] == me else ""),
-                     f"{len(p['files'])}  {names}".rstrip(), p["active"], p["served"],
-                     f"{p['last_seen_s']:.0f} s ago"))
+        who = " ".join(x for x in (p.get("name"), format_address(p["host"], p["port"])) if x)
+        rows.append((who + (" (me)" if p["id"] == me else ""),
+                     f"{len(p['files'])}  {fit_names(p['files'], names_width)}".rstrip(),
+                     p["active"], p["served"], f"{p['last_seen_s']:.0f} s ago"))
     out.write(table(rows, ("peer", "files", "active", "served", "last seen")) + "\n")
 
 
@@ -535,8 +587,17 @@ MENU = """ 1) List files on the network
 class Menu:
     """The numbered menu over a started Peer, reading lines from ``read``."""
 
-    def __init__(self, peer, out=sys.stdout, read=input, log_path=None):
-        self.peer, self.out, self.read, self.log_path = peer, out, read, log_path
+    def __init__(self, peer, out=sys.stdout, read=None, log_path=None):
+        self.peer, self.out, self.log_path = peer, out, log_path
+        self.read = read or LineReader(self.network_names).read
+        self.choices = Choices()  # the files numbered last: option 2 takes their numbers
+
+    def network_names(self):
+        """Every name on the network (for Tab), or none when the load balancer is away."""
+        try:
+            return list(dict.fromkeys(f["name"] for f in self.peer.lb.files()["files"]))
+        except LBClientError:
+            return []
 
     def say(self, text=""):
         self.out.write(text + "\n")
@@ -545,7 +606,9 @@ class Menu:
     def banner(self):
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.address} · sharing {peer.describe_sharing()} · load balancer {lb}")
+        self.say(f"Peer {peer.title} · sharing {peer.describe_sharing()} · load balancer {lb}")
+        if peer.lb_problem:
+            self.say(f"Note: {peer.lb_problem}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")
         if peer.shares_folder_with_another:
@@ -585,9 +648,6 @@ class Menu:
                 self.say(e.message)
             except Cancelled:
                 self.say("Cancelled.")
-            except EOFError:
-                self.say()
-                return
 
     def may_quit(self):
         """Quit at once, or, while others download from us, when the person confirms."""
@@ -597,21 +657,27 @@ class Menu:
         try:
             answer = self.ask(f"{plural(uploads, 'upload')} to other peers in progress (they "
                               "will continue from another holder, if any). Quit anyway? [y/N] ")
-        except (Cancelled, EOFError):
+        except Cancelled:
             return True
         return answer.casefold() in ("y", "yes")
 
-    def ask(self, prompt):
-        """A line from the person; Ctrl-C cancels the option, end of input quits."""
+    def ask(self, prompt, name=False):
+        """A line from the person; Ctrl-C or Ctrl-D (end of input) cancels the option.
+
+        A ``name`` question completes names on the network with Tab and is kept in the
+        history (Up arrow); other answers are not.
+        """
         try:
-            return self.read(prompt).strip()
-        except KeyboardInterrupt:
+            return self.read(prompt, complete=name, remember=name).strip()
+        except (KeyboardInterrupt, EOFError):
             self.say()
             raise Cancelled from None
 
     def list_files(self):
-        query = self.ask("Filter (blank for all): ")
-        print_files(self.out, self.peer.lb, query)
+        query = self.ask("Filter (blank for all): ", name=True)
+        print_files(self.out, self.peer.lb, query, self.choices)
+        if len(self.choices):
+            self.say("Option 2 takes a number from this list.")
         self.out.flush()
 
     def show_status(self):
@@ -641,7 +707,9 @@ class Menu:
             self.say(f"  {line}")
 
     def download(self):
-        name = self.ask("File name: ")
+        numbers = f" or number (1-{len(self.choices)})" if len(self.choices) else ""
+        typed = self.ask(f"File name{numbers}, Tab completes: ", name=True)
+        name, sha256 = self.choices.pick(typed) or (typed, None)
         if not name:
             self.say("No name given; option 1 lists the files on the network.")
             return
@@ -650,7 +718,20 @@ class Menu:
         except BadName as e:
             self.say(f"{e} Option 1 lists the files on the network.")
             return
-        if not self.on_network(name):
+        versions = self.on_network(name)
+        if versions is None:
+            name, sha256 = self.meant(name)
+            if name is None:
+                return
+            versions = self.on_network(name)
+            if versions is None:
+                return
+        if sha256 is not None:
+            versions = [v for v in versions if v["sha256"] == sha256]
+        mine = (self.peer.index.find_on_disk(versions[0]["sha256"]) if len(versions) == 1
+                else None)
+        if mine is not None:
+            self.say(f"Already have it: {mine.path} has the same content; nothing to download.")
             return
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:
@@ -659,7 +740,7 @@ class Menu:
             except ValueError as e:
                 self.say(str(e))
                 return
-        self.fetch(name, None, where or None)
+        self.fetch(name, sha256, where or None)
 
     def fetch(self, name, sha256, where):
         progress = ProgressPrinter(self.out)
@@ -684,13 +765,30 @@ class Menu:
             self.peer.downloads_done.append(text)
 
     def on_network(self, name):
-        """Is ``name`` shared by anyone? Else say so, with the names that look like it."""
+        """The versions of ``name`` on the network (a truncated listing may miss them: []),
+        or None when nobody shares it."""
         answer = self.peer.lb.files(name)
-        if answer.get("truncated") or name in [f["name"] for f in answer["files"]]:
-            return True
-        hint = did_you_mean(self.peer.lb, name) or " Option 1 lists the files on the network."
-        self.say(f"Nobody shares {name!r} right now.{hint}")
-        return False
+        versions = [f for f in answer["files"] if f["name"] == name]
+        return versions if versions or answer.get("truncated") else None
+
+    def meant(self, name):
+        """Nobody shares ``name``: offer the names that look like it, numbered.
+
+        Returns (name, None) for the one chosen, or (None, None).
+        """
+        close = suggest_names(name, self.network_names())
+        if not close:
+            self.say(f"Nobody shares {name!r} right now. Option 1 lists the files on the "
+                     "network.")
+            return None, None
+        self.say(f"Nobody shares {name!r} right now. Did you mean:")
+        for n in self.choices.show((c, None) for c in close):
+            self.say(f" {n}) {close[n - 1]}")
+        picked = self.choices.pick(self.ask(f"Which one (1-{len(close)}, blank for none): "))
+        if picked is None:
+            self.say("Nothing downloaded.")
+            return None, None
+        return picked
 
     def choose_version(self, name, versions, where):
         self.say(f"Several different files are shared as {name!r}:")
@@ -711,9 +809,9 @@ class Menu:
 
 COMMANDS = ("menu", "serve", "get", "list", "status")
 VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
-                 "--upload-slots", "--upload-limit", "--sha256", "--from")
+                 "--upload-slots", "--upload-limit", "--sha256", "--from", "--name")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
-                   "--upload-limit")
+                   "--upload-limit", "--name")
 
 
 def option_groups():
@@ -734,6 +832,8 @@ def option_groups():
     serving.add_argument("--advertise", metavar="HOST",
                          help="the address other peers should use to reach this one "
                               "(default: what the load balancer sees)")
+    serving.add_argument("--name", help="this peer's name, shown beside its address "
+                                        "(default: the host name)")
     serving.add_argument("--shared", metavar="DIR",
                          help="folder to share (default: shared/ beside peer.py)")
     serving.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
@@ -752,8 +852,11 @@ def rate_arg(text):
 
 
 def command_first(argv):
-    """``--lb X status`` -> ``status --lb X``; no command at all -> the menu."""
-    if argv and argv[0] in ("-h", "--help"):
+    """``--lb X status`` -> ``status --lb X``; ``help [COMMAND]`` -> its --help; no command
+    at all -> the menu."""
+    if argv and argv[0] == "help":
+        return [*argv[1:2], "--help"]
+    if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
     position, skip = None, False
     for i, word in enumerate(argv):
@@ -775,6 +878,7 @@ def parse_args(argv):
         prog="peer.py", description="A peer of the P2P file sharing network.",
         epilog="With no command, runs the interactive menu; 'peer.py COMMAND -h' lists the "
                "options of each.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     peer = [client, downloads, serving]
     commands.add_parser("menu", parents=peer, help="the interactive peer (default)")
@@ -805,7 +909,14 @@ def parse_args(argv):
         parser.error(f"--lb: {e}")
     if getattr(args, "downloads", "") is None:
         args.downloads = os.path.join(HERE, "downloads")
+    elif getattr(args, "downloads", None) and os.path.exists(args.downloads) \
+            and not os.path.isdir(args.downloads):
+        parser.error(f"--downloads {args.downloads}: that is a file, not a folder")
     if args.command in ("menu", "serve"):
+        if args.name is None:
+            args.name = socket.gethostname()
+        if not 0 < len(args.name) <= MAX_NAME_CHARS or not args.name.isprintable():
+            parser.error(f"--name must be 1 to {MAX_NAME_CHARS} printable characters")
         if args.upload_slots < 1:
             parser.error("--upload-slots must be at least 1")
         if args.shared is None:
@@ -817,10 +928,19 @@ def parse_args(argv):
     return args
 
 
+def log_path_for(name):
+    """One log file per peer name (and user), so restarts do not pile files up."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{safe}.log")
+
+
 def configure_logging(args, log_path=None):
-    """The menu logs to a file (never over the menu) unless --verbose; serve to stderr."""
+    """The menu logs to a small rotated file (never over the menu) unless --verbose; serve
+    to stderr."""
     if log_path and not args.verbose:
-        logging.basicConfig(filename=log_path, level=logging.WARNING, format=LOG_FORMAT)
+        handler = logging.handlers.RotatingFileHandler(
+            log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+        logging.basicConfig(handlers=[handler], level=logging.WARNING, format=LOG_FORMAT)
     else:
         logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT,
                             level=logging.INFO if args.verbose else logging.WARNING)
@@ -831,12 +951,34 @@ def fail(message):
     return 1
 
 
+def hold_signals():
+    """From now on Ctrl-C, SIGTERM and SIGHUP (a closed window sends several) cannot cut
+    the clean-up short."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def raise_terminate(signum, frame):
+    hold_signals()
     raise Terminate()
 
 
+def goodbye(peer, unregistered):
+    """One line on the way out; the terminal may be gone already (a closed window)."""
+    if unregistered:
+        text = f"Bye: {peer.title} left the network; the load balancer has forgotten it."
+    else:
+        text = (f"Bye: {peer.title} stopped; the load balancer did not hear it leave and "
+                "forgets it after three missed heartbeats.")
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
 def run_peer(args, interactive):
-    log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{os.getpid()}.log")
+    log_path = log_path_for(args.name)
     configure_logging(args, log_path if interactive else None)
     signal.signal(signal.SIGTERM, raise_terminate)
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
@@ -844,14 +986,14 @@ def run_peer(args, interactive):
     ensure_load_balancer(args.lb_host, args.lb_port,
                          say=lambda text: print(text, file=sys.stderr, flush=True))
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
-                args.port, args.advertise, args.upload_slots, args.upload_limit)
+                args.port, args.advertise, args.upload_slots, args.upload_limit, args.name)
     try:
         peer.start()
         if interactive:
             Menu(peer, log_path=log_path).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
-            print(f"sharing {peer.describe_sharing()} as {peer.address} · load balancer "
+            print(f"sharing {peer.describe_sharing()} as {peer.title} · load balancer "
                   f"{peer.lb.address}", flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
@@ -862,7 +1004,10 @@ def run_peer(args, interactive):
     except (KeyboardInterrupt, Terminate):
         pass
     finally:
-        peer.stop()
+        hold_signals()
+        unregistered = peer.stop()
+        if peer.server is not None:  # it did start
+            goodbye(peer, unregistered)
         if interactive and os.path.exists(log_path) and os.path.getsize(log_path) == 0:
             os.unlink(log_path)  # nothing went wrong: no log to keep
     return 0

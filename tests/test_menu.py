@@ -82,7 +82,7 @@ class MenuTests(ProcessTestCase):
                                       wait_files=["song.mp3"])
 
     def menu_args(self, name):
-        return ["--lb", f"127.0.0.1:{self.lb.port}", "--host", "127.0.0.1",
+        return ["--lb", f"127.0.0.1:{self.lb.port}", "--host", "127.0.0.1", "--name", name,
                 "--shared", self.folder(name, "shared"), "--downloads", self.folder(name, "downloads")]
 
     def start_download(self, name):
@@ -91,7 +91,7 @@ class MenuTests(ProcessTestCase):
         self.addCleanup(me.close)
         me.expect(r"Choose 0-4: ")
         me.send("2")
-        me.expect(r"File name: ")
+        me.expect(r"File name, Tab completes: ")
         me.send(name)
         me.expect(r"blank: the least-loaded holder\): ")
         me.send("")
@@ -108,28 +108,34 @@ class MenuTests(ProcessTestCase):
         result = self.piped("me", "1\n\n3\n4\n9\n\n0\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
-        banner = re.search(r"Peer 127\.0\.0\.1:(\d+) · sharing 1 file from .*shared/ · "
+        banner = re.search(r"Peer me 127\.0\.0\.1:(\d+) · sharing 1 file from .*shared/ · "
                            rf"load balancer 127\.0\.0\.1:{self.lb.port}", out)
         self.assertTrue(banner, out)
         self.assertIn(" 2) Download a file", out)
-        self.assertRegex(out, r"song\.mp3\s+12\.0 MiB\s+1 ")  # option 1: name, size, holders
-        self.assertRegex(out, r"mine\.txt\s+4 B\s+1 ")
+        self.assertRegex(out, r"\d\)\s+song\.mp3\s+12\.0 MiB\s+1 ")  # option 1: #, name, size,
+        self.assertRegex(out, r"\d\)\s+mine\.txt\s+4 B\s+1 ")  # holders
         self.assertIn("policy least-connections · 2 peer(s)", out)  # option 3
-        self.assertRegex(out, rf"127\.0\.0\.1:{banner.group(1)} \(me\)\s+1  mine\.txt")
+        self.assertRegex(out, rf"me 127\.0\.0\.1:{banner.group(1)} \(me\)\s+1  mine\.txt")
         self.assertRegex(out, r"Sharing 1 files? from")  # option 4
         self.assertIn("Uploads in progress: 0", out)
         self.assertIn("Type a number from 0 to 4", out)  # 9
         self.assertIn("Nothing typed", out)  # empty line
+        self.assertRegex(out, r"Bye: me 127\.0\.0\.1:\d+ left the network; the load balancer has "
+                              r"forgotten it\.\n$")
         self.assertEqual(result.stderr, "")  # no log lines over the menu
         self.assertIsNone(self.peer_entry(self.lb.port, int(banner.group(1))))
 
-    def test_piped_download_matches_the_source_with_progress_lines(self):
-        result = self.piped("me", "2\nsong.mp3\n\n2\nsong.mp\n\n0\n")
+    def test_piped_download_by_number_with_progress_lines_then_a_suggestion_by_number(self):
+        result = self.piped("me", "1\n\n2\n1\n\n2\nsong.mp\n1\n0\n")
         self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Option 2 takes a number from this list.", result.stdout)
+        self.assertIn("File name or number (1-1), Tab completes: ", result.stdout)
         self.assertIn("100.0%  12.0 MiB / 12.0 MiB", result.stdout)
         self.assertIn("SHA-256 verified", result.stdout)
         self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
-        self.assertIn("Did you mean: song.mp3?", result.stdout)
+        self.assertIn("Nobody shares 'song.mp' right now. Did you mean:\n 1) song.mp3\n"
+                      "Which one (1-1, blank for none): ", result.stdout)
+        self.assertRegex(result.stdout, r"Already have it: .*song\.mp3 has the same content")
 
     def test_two_files_under_one_name_let_the_person_choose(self):
         contents = {}
@@ -162,11 +168,11 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(os.listdir(os.path.join(self.tmp, "me", "downloads")), [])
 
     def test_typos_get_a_useful_answer(self):
-        result = self.piped("me", "2\nSONG.MP3\n2\nsong.mp3\nnonsense-host\n"
+        result = self.piped("me", "2\nSONG.MP3\n\n2\nsong.mp3\nnonsense-host\n"
                                   "2\n../etc/passwd\nQ\n")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Nobody shares 'SONG.MP3' right now", result.stdout)
-        self.assertIn("Did you mean: song.mp3?", result.stdout)
+        self.assertIn("Nobody shares 'SONG.MP3' right now. Did you mean:\n 1) song.mp3", result.stdout)
+        self.assertIn("Nothing downloaded.", result.stdout)
         self.assertIn("There is no host called 'nonsense-host'", result.stdout)
         self.assertIn("The file name has an empty, '.' or '..' part.", result.stdout)
 
@@ -228,15 +234,64 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(me.proc.wait(10), 0)
 
 
+    def test_tab_completes_names_and_ctrl_d_at_a_question_goes_back_to_the_menu(self):
+        name = "Café déjà vu — 日本語 file.txt"
+        with open(os.path.join(self.folder("holder", "shared"), name), "w") as f:
+            f.write("wide")
+        wait_for(lambda: name in self.peer_files(self.lb.port, self.holder.port),
+                 what="the new file on the network")
+        me = TerminalSession(self.menu_args("me"), self.tmp)
+        self.addCleanup(me.close)
+        me.expect(r"Choose 0-4: ")
+        me.send("2")
+        me.expect(r"Tab completes: ")
+        os.write(me.master, b"Caf\t")
+        me.expect(re.escape(name))
+        me.send("")
+        me.expect(r"blank: the least-loaded holder\): ")
+        os.write(me.master, b"\x04")  # Ctrl-D at a question: back to the menu, still running
+        me.expect(r"Cancelled\.")
+        me.expect(r"Choose 0-4: ")
+        me.send("1")
+        me.expect(r"Filter \(blank for all\): ")
+        me.send("")
+        me.expect(r"1\)\s+Café déjà vu — 日本語 file\.txt  4 B\s+1 ")  # wide letters aligned
+        me.expect(r"2\)\s+song\.mp3\s+12\.0 MiB")
+        me.expect(r"Choose 0-4: ")
+        me.send("0")
+        me.expect(r"Bye: me 127\.0\.0\.1:\d+ left the network")
+        self.assertEqual(me.proc.wait(10), 0)
+
+    def test_closing_the_window_twice_still_unregisters(self):
+        me = TerminalSession(self.menu_args("me"), self.tmp)
+        self.addCleanup(me.close)
+        port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
+        me.expect(r"Choose 0-4: ")
+        self.assertIsNotNone(self.peer_entry(self.lb.port, port))
+        me.proc.send_signal(signal.SIGHUP)
+        me.proc.send_signal(signal.SIGHUP)
+        self.assertEqual(me.proc.wait(10), 0)
+        self.assertIsNone(self.peer_entry(self.lb.port, port))  # forgotten at once
+
+    def test_a_peer_address_given_as_the_load_balancer_is_named_as_such(self):
+        wrong = f"127.0.0.1:{self.holder.port}"
+        for command in ("list", "status"):
+            result = self.run_peer(command, "--lb", wrong)
+            self.assertEqual(result.returncode, 1)
+            self.assertEqual(result.stderr, f"peer.py: {wrong} is a peer, not a load balancer; the "
+                                            f"load balancer is 127.0.0.1:{self.lb.port}. Give that "
+                                            "to --lb.\n")
+
+
 class LoadBalancerGoneTests(ProcessTestCase):
 
     def test_unreachable_lb_is_explained_local_options_work_and_it_registers_again(self):
         lb = self.start_lb("--heartbeat", "1")
-        args = ["--lb", f"127.0.0.1:{lb.port}", "--host", "127.0.0.1",
+        args = ["--lb", f"127.0.0.1:{lb.port}", "--host", "127.0.0.1", "--name", "me",
                 "--shared", self.folder("me", "shared"), "--downloads", self.folder("me", "downloads")]
         me = TerminalSession(args, self.tmp)
         self.addCleanup(me.close)
-        port = int(me.expect(r"Peer 127\.0\.0\.1:(\d+) ").group(1))
+        port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
         me.expect(r"Choose 0-4: ")
         lb.kill()
         lb.wait(10)
