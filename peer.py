@@ -67,7 +67,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
 LOG_BACKUPS = 1  # ...keeping this many older ones
 MAX_NAME_CHARS = 64  # a peer's --name
-STATUS_OTHER_COLUMNS = 70  # option 3: the columns around the file names...
+STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
 STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
@@ -413,15 +413,28 @@ def table(rows, headers):
     return "\n".join(lines)
 
 
+def cut(text, width):
+    """``text`` in at most ``width`` columns, ending in '…' when it had to be cut."""
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text) > width - 1:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 def fit_names(names, width):
-    """As many of ``names`` as fit in ``width`` columns, then how many more there are."""
+    """As many of ``names`` as fit in ``width`` columns (the first one cut if need be),
+    then how many more there are."""
     shown, used = [], 0
     for i, name in enumerate(names):
-        more = f", … +{len(names) - i}" if i else f"… +{len(names)}"
+        more = f", … +{len(names) - i}"
         cost = text_width(name) + (2 if shown else 0)
         last = i == len(names) - 1
         if used + cost + (0 if last else text_width(more)) > width:
-            return ", ".join(shown) + (more if shown else more.lstrip(", "))
+            if not shown:
+                return cut(name, width - (0 if last else text_width(more))) + \
+                    ("" if last else f", … +{len(names) - 1}")
+            return ", ".join(shown) + more
         shown.append(name)
         used += cost
     return ", ".join(shown)

@@ -42,7 +42,8 @@ class WidthTests(unittest.TestCase):
         self.assertEqual(peer.fit_names(names, 100), "a.txt, b.txt, c.txt")
         self.assertEqual(peer.fit_names(names, 19), "a.txt, b.txt, c.txt")
         self.assertEqual(peer.fit_names(names, 14), "a.txt, … +2")
-        self.assertEqual(peer.fit_names(["x" * 30, "b"], 10), "… +2")
+        self.assertEqual(peer.fit_names(["x" * 30, "b"], 11), "xxxx…, … +1")
+        self.assertEqual(peer.fit_names(["日本語 file.txt"], 8), "日本語…")
         self.assertEqual(peer.fit_names([], 10), "")
 
 
