@@ -52,6 +52,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from stat import S_ISREG
 from urllib.parse import quote, unquote, urlsplit
 
 from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
@@ -264,8 +265,12 @@ class ShareIndex:
     changed, so the peer can announce it. Thread-safe.
     """
 
-    def __init__(self, roots, on_change=None):
+    def __init__(self, roots, on_change=None, settle_s=0.0, clock=time.time):
         self.roots = [os.path.abspath(r) for r in roots]
+        self.settle_s = settle_s  # a file written to less than this long ago waits: it may
+        self._clock = clock  # still be being copied in (see _settled)
+        self._settling = set()  # names seen on disk, not yet still for settle_s
+        self._good_names = set()  # names check_name accepted (the scan checks each once)
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
@@ -319,33 +324,61 @@ class ShareIndex:
     # -- scanning -----------------------------------------------------------
 
     def _scan(self):
-        """name -> (root, path, stamp) for every shareable file on disk."""
+        """name -> (root, path, stamp) for every shareable file on disk.
+
+        One ``scandir`` per folder and one ``stat`` per file; the real path is looked
+        at only for symlinks (a symlink out of the folder is never shared; symlinked
+        folders are not followed), and a name is checked once per index.
+        """
         found = {}
         for root in self.roots:
             if not os.path.isdir(root):
                 continue
             real_root = os.path.realpath(root)
-            for folder, dirs, files in os.walk(root):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for filename in files:
-                    path = os.path.join(folder, filename)
-                    name = os.path.relpath(path, root).replace(os.sep, "/")
-                    if name in found:
-                        continue
+            folders = [(root, "")]
+            while folders:
+                folder, prefix = folders.pop()
+                try:
+                    with os.scandir(folder) as it:
+                        entries = list(it)
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue  # hidden: never shared
+                    name = prefix + entry.name
                     try:
-                        check_name(name)
-                    except BadName:
-                        continue
-                    real = within(real_root, path)
-                    if real is None:
-                        continue  # a symlink out of the folder is never shared
-                    try:
-                        st = os.stat(path)
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append((entry.path, name + "/"))
+                            continue
+                        if name in found:
+                            continue
+                        st = entry.stat()
+                        if entry.is_symlink() and within(real_root, entry.path) is None:
+                            continue
                     except OSError:
                         continue
-                    if os.path.isfile(real):
-                        found[name] = (root, path, stamp(st))
+                    if S_ISREG(st.st_mode) and self._shareable_name(name):
+                        found[name] = (root, entry.path, stamp(st))
         return found
+
+    def _shareable_name(self, name):
+        if name in self._good_names:
+            return True
+        try:
+            check_name(name)
+        except BadName:
+            return False
+        self._good_names.add(name)
+        return True
+
+    def _settled(self, st):
+        """Has the file of ``stamp`` ``st`` been still for ``settle_s``?
+
+        By its change time, which every write moves to now and which, unlike the
+        modification time, cannot be set to the future (``touch``, ``cp -p``).
+        """
+        return self.settle_s <= 0 or self._clock() - st[2] / 1e9 >= self.settle_s
 
     def refresh(self):
         """Rescan the folders; returns True if the shared list changed."""
@@ -358,6 +391,7 @@ class ShareIndex:
                 if disk is None or (disk[1], disk[2]) != (entry.path, entry.stamp):
                     del self._files[name]
                     changed = True
+            self._settling.clear()
             for name, (root, path, now) in on_disk.items():
                 if name in self._files:
                     continue
@@ -365,6 +399,9 @@ class ShareIndex:
                 if cached and cached[0] == now:
                     self._files[name] = SharedFile(name, cached[1], root, path, now)
                     changed = True
+                elif not self._settled(now):
+                    self._settling.add(name)
+                    self._pending.pop(name, None)
                 else:
                     self._pending[name] = (root, path, now)
             for name in list(self._pending):
@@ -412,6 +449,15 @@ class ShareIndex:
     def is_pending(self, name):
         with self._lock:
             return name in self._pending
+
+    def is_settling(self, name):
+        """Is ``name`` still being written (changed less than ``settle_s`` ago)?"""
+        with self._lock:
+            return name in self._settling
+
+    def settling(self):
+        with self._lock:
+            return len(self._settling)
 
     def pending(self):
         with self._lock:
@@ -610,9 +656,11 @@ class FileHandler(JSONRequestHandler):
             name = name_from_url_path(path)
         except BadName as e:
             raise HTTPProblem(400, str(e)) from None
-        entry = self.server.index.get(name)
-        if entry is None and self.server.index.is_pending(name):
-            problem = HTTPProblem(503, f"{name!r} is being hashed; try again shortly.")
+        index = self.server.index
+        entry = index.get(name)
+        if entry is None and (index.is_pending(name) or index.is_settling(name)):
+            doing = "is being hashed" if index.is_pending(name) else "is still being written"
+            problem = HTTPProblem(503, f"{name!r} {doing} on this peer; try again shortly.")
             problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
             raise problem
         real = entry and resolve(entry.root, name)

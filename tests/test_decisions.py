@@ -437,6 +437,32 @@ class ShareIndexTests(unittest.TestCase):
         self.assertNotIn(sharing.CACHE_NAME, {f.name for f in index.files()})
         self.assertIsNone(index.get(sharing.CACHE_NAME))
 
+    def test_a_file_still_being_written_waits_until_it_has_been_still(self):
+        path = write(self.root, "copying.bin", b"part of it")
+        written = os.stat(path)
+        now = [written.st_ctime + 0.5]
+        index = sharing.ShareIndex([self.root], settle_s=1.0, clock=lambda: now[0])
+        self.addCleanup(index.close)
+        self.assertFalse(index.refresh())
+        self.assertEqual((index.settling(), index.pending()), (1, 0))
+        self.assertTrue(index.is_settling("copying.bin"))
+        self.assertIsNone(index.get("copying.bin"))  # not announced at its partial size
+        now[0] += 1.0
+        index.refresh()
+        self.assertEqual(index.settling(), 0)
+        self.assertTrue(index.wait_hashed(WAIT_S))
+        self.assertEqual(index.get("copying.bin").sha256, sha(b"part of it"))
+
+    def test_found_on_disk_means_on_disk_now(self):
+        path = write(self.root, "here.txt", b"here")
+        index = self.new_index()
+        self.hash_all(index)
+        self.assertEqual(index.find_on_disk(sha(b"here")).name, "here.txt")
+        os.unlink(path)
+        self.assertIsNotNone(index.find_by_hash(sha(b"here")))  # the index has not looked yet
+        self.assertIsNone(index.find_on_disk(sha(b"here")))
+        self.assertIsNone(index.get("here.txt"))
+
     def test_second_index_reads_hashes_from_the_cache(self):
         contents = {"a.txt": b"alpha", "sub/b.txt": b"beta" * 1000}
         for name, data in contents.items():
@@ -827,6 +853,17 @@ class CheckResponseTests(unittest.TestCase):
                     download.check_response(status, headers, 0, SIZE, DIGEST)
                 self.assertEqual(caught.exception.busy, busy)
                 self.assertLessEqual(caught.exception.busy, download.BUSY_WAIT_MAX_S)
+
+    def test_the_peers_reason_for_a_503_is_kept(self):
+        body = b'{"error":"\'a.bin\' is still being written on this peer; try again shortly."}'
+        with self.assertRaises(PeerFault) as caught:
+            download.check_response(503, {"retry-after": "2"}, 0, SIZE, DIGEST, body)
+        self.assertEqual(str(caught.exception), "the peer says: 'a.bin' is still being written "
+                                                "on this peer; try again shortly.")
+        for cut in (b"", b'{"error":"half', b"<html>", b'{"error": 3}', b"[1]"):
+            with self.subTest(body=cut), self.assertRaises(PeerFault) as caught:
+                download.check_response(503, {}, 0, SIZE, DIGEST, cut)
+            self.assertEqual(str(caught.exception), "the peer is busy")
 
     def test_other_statuses_are_faults_without_busy(self):
         for status in (100, 204, 301, 400, 404, 416, 500, 502, 504):
