@@ -26,6 +26,7 @@ ask next) are the pure decisions.
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -204,12 +205,27 @@ def parse_response_head(data):
     return int(parts[1]), headers
 
 
-def check_response(status, headers, offset, size, sha256):
-    """Where the body starts in the file, or PeerFault. Also checks length and ETag."""
+def peer_says(body):
+    """The sentence of a peer's JSON error body (its start, as far as it came), or None."""
+    try:
+        said = json.loads(body.decode("utf-8")).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return said if isinstance(said, str) and said.strip() else None
+
+
+def check_response(status, headers, offset, size, sha256, body=b""):
+    """Where the body starts in the file, or PeerFault. Also checks length and ETag.
+
+    ``body`` is what came after the head so far: a 503 carries the peer's reason
+    (every slot busy, the file being hashed or still being written) in it.
+    """
     if status in (503, 429):
         retry = headers.get("retry-after", "")
         seconds = int(retry) if re.fullmatch(r"[0-9]+", retry) else 1  # or an HTTP date
-        raise PeerFault("every upload slot of the peer is busy", busy=min(BUSY_WAIT_MAX_S, seconds))
+        said = peer_says(body)
+        raise PeerFault(f"the peer says: {said}" if said else "the peer is busy",
+                        busy=min(BUSY_WAIT_MAX_S, seconds))
     if status == 200:
         start = 0
     elif status == 206:
@@ -568,12 +584,13 @@ class Downloader:
             _set_socket_timeouts(sock, self.stall_timeout)
             try:
                 request = (f"GET {url_for_name(name)} HTTP/1.1\r\nHost: {source}\r\n"
-                           + (f"Range: bytes={partial.offset}-\r\n" if partial.offset else "")
+                           + (f"Range: bytes={partial.offset}-\r\nIf-Range: \"{sha256}\"\r\n"
+                              if partial.offset else "")
                            + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
                            + "Connection: close\r\n\r\n")
                 sock.sendall(request.encode("ascii"))
                 status, headers, leftover = self._read_head(sock)
-                start = check_response(status, headers, partial.offset, size, sha256)
+                start = check_response(status, headers, partial.offset, size, sha256, leftover)
                 if start != partial.offset:  # the holder ignored the range: start over
                     partial.restart()
                 self._receive(sock, partial, leftover, size, name, source, result)
