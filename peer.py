@@ -62,6 +62,9 @@ LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to
 LB_PROBE_TIMEOUT_S = 1.0
 RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
+SCAN_INTERVAL_S = 1.0  # the folders are scanned (stat only) this often; changes go out at once
+SCAN_CPU_SHARE = 0.1  # ...or less often, so that scanning takes at most this share of the time
+SETTLE_S = 1.0  # a file is announced once it has not changed for this long (still copying?)
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
@@ -188,7 +191,8 @@ class Peer:
         self.bind = (host, port)
         self.advertise = advertise
         self.upload_slots, self.upload_limit = upload_slots, upload_limit
-        self.index = ShareIndex([self.shared, self.downloads], on_change=self._wake_now)
+        self.index = ShareIndex([self.shared, self.downloads], on_change=self._wake_now,
+                                settle_s=SETTLE_S)
         self.server = None
         self.peer_id = self.token = None
         self.seen_as = None  # the host the load balancer sees us as
@@ -222,12 +226,36 @@ class Peer:
         self.server.peer_name, self.server.lb_address = self.name, self.lb.address
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
-        self.index.refresh()
-        self.index.wait_hashed(INITIAL_HASH_WAIT_S)
+        self._first_scan()
         self._register()
         self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
         self._thread.start()
+        threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
+
+    def _first_scan(self):
+        """Scan, and wait a little for new files to settle and be hashed: the first
+        registration then has them; the rest follows as it is ready."""
+        deadline = time.monotonic() + INITIAL_HASH_WAIT_S
+        while True:
+            self.index.refresh()
+            left = deadline - time.monotonic()
+            if left <= 0 or not (self.index.settling() or self.index.pending()):
+                return
+            if self.index.settling():
+                self._stop.wait(min(left, SCAN_INTERVAL_S))  # until it has been still a moment
+            else:
+                self.index.wait_hashed(left)
+
+    def _scan_loop(self):
+        """Look at the folders every SCAN_INTERVAL_S (less often when a scan is costly:
+        at most SCAN_CPU_SHARE of the time); announce a change at once."""
+        took = 0.0
+        while not self._stop.wait(max(SCAN_INTERVAL_S, took / SCAN_CPU_SHARE)):
+            started = time.monotonic()
+            if self.index.refresh():
+                self._wake.set()
+            took = time.monotonic() - started
 
     def _lock_folder(self):
         """Hold a lock in the shared folder; False if another peer already shares it."""
@@ -337,7 +365,6 @@ class Peer:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.index.refresh()
             if self.peer_id is None:
                 self._register()
             else:

@@ -242,6 +242,18 @@ class MembershipTests(ProcessTestCase):
         self.assertEqual(self.terminate(peer, signal.SIGHUP), 0)
         self.assertIsNone(self.peer_entry(lb.port, peer.port))
 
+    def test_new_and_removed_files_reach_the_lb_long_before_a_heartbeat(self):
+        lb = self.start_lb("--heartbeat", "600")  # no heartbeat could carry the change in time
+        peer = self.start_peer(lb.port, "p", wait_files=[])
+        shared = os.path.join(self.tmp, "p", "shared")
+        with open(os.path.join(shared, "new.txt"), "w") as f:
+            f.write("new")
+        wait_for(lambda: self.peer_files(lb.port, peer.port) == {"new.txt"}, timeout=15,
+                 what="the new file on the load balancer")
+        os.unlink(os.path.join(shared, "new.txt"))
+        wait_for(lambda: self.peer_files(lb.port, peer.port) == set(), timeout=15,
+                 what="the removed file gone from the load balancer")
+
     def test_options_may_come_before_the_command(self):
         lb = self.start_lb()
         result = self.run_peer("--lb", f"127.0.0.1:{lb.port}", "status")
