@@ -62,6 +62,8 @@ DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
 MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
+PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
+PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 
 
 class DownloadError(Exception):
@@ -108,8 +110,63 @@ def collision_name(name, n):
 
 def partial_name(name, sha256):
     folder, _, base = name.rpartition("/")
-    hidden = f".{base}.{sha256[:16]}.part"
+    hidden = f".{base}.{sha256[:PARTIAL_SHA_DIGITS]}.part"
     return f"{folder}/{hidden}" if folder else hidden
+
+
+def partial_of(filename):
+    """``.song.mp3.0123456789abcdef.part`` -> (``song.mp3``, ``0123456789abcdef``), or None."""
+    match = PARTIAL_RE.fullmatch(filename)
+    return (match.group(1), match.group(2)) if match else None
+
+
+@dataclass
+class Unfinished:
+    """A partial download on disk: the file's name, the start of its SHA-256, bytes so far."""
+    name: str
+    sha_prefix: str
+    path: str
+    done: int
+
+
+def find_unfinished(root):
+    """Every partial download under ``root``, by name."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        prefix = os.path.relpath(folder, root).replace(os.sep, "/")
+        for filename in files:
+            parsed = partial_of(filename)
+            if parsed is None:
+                continue
+            path = os.path.join(folder, filename)
+            try:
+                done = os.stat(path, follow_symlinks=False).st_size
+            except OSError:
+                continue
+            name = parsed[0] if prefix == "." else f"{prefix}/{parsed[0]}"
+            found.append(Unfinished(name, parsed[1], path, done))
+    return sorted(found, key=lambda u: u.name)
+
+
+def remove_unfinished(unfinished):
+    """Delete a partial download unless a download of it is running; True if deleted."""
+    try:
+        fd = os.open(unfinished.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # running: its lock is held
+        os.unlink(unfinished.path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def local_path(root, name):

@@ -663,6 +663,27 @@ class PartialNameTests(unittest.TestCase):
         with self.assertRaises(BadName):  # never shared: check_name refuses hidden files
             sharing.check_name(nested)
 
+    def test_unfinished_downloads_are_found_by_name_and_removed_unless_running(self):
+        root = make_temp_dir(self)
+        digest = sha(b"x")
+        for name in ("a.txt", "dir/日本語 b.txt"):
+            write(root, download.partial_name(name, digest), b"12345")
+        write(root, "done.txt", b"done")
+        write(root, ".x.part", b"not ours")
+        found = download.find_unfinished(root)
+        self.assertEqual([(u.name, u.sha_prefix, u.done) for u in found],
+                         [("a.txt", digest[:16], 5), ("dir/日本語 b.txt", digest[:16], 5)])
+        self.assertEqual(download.partial_of(os.path.basename(found[0].path)),
+                         ("a.txt", digest[:16]))
+        if download.fcntl is not None:
+            running = os.open(found[0].path, os.O_RDWR)
+            self.addCleanup(os.close, running)
+            download.fcntl.flock(running, download.fcntl.LOCK_EX)
+            self.assertFalse(download.remove_unfinished(found[0]))
+            self.assertTrue(os.path.exists(found[0].path))
+        self.assertTrue(download.remove_unfinished(found[1]))
+        self.assertFalse(os.path.exists(found[1].path))
+
     def test_partial_name_is_distinct_per_sha256(self):
         a = download.partial_name("a.txt", sha(b"one"))
         b = download.partial_name("a.txt", sha(b"two"))
