@@ -41,7 +41,7 @@ import time
 import unicodedata
 
 from console import Choices, LineReader
-from download import DownloadError, Downloader
+from download import DownloadError, Downloader, find_unfinished, remove_unfinished
 from httpkit import VERSION, BadName, check_name, format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
@@ -578,6 +578,48 @@ def resolve_sha256(lb, name, text):
     return matches.pop()
 
 
+def unfinished_downloads(lb, root):
+    """[(Unfinished, the file on the network or None)] for the partial files in ``root``."""
+    unfinished = find_unfinished(root)
+    found = []
+    for u in unfinished:
+        try:
+            versions = [f for f in lb.files(u.name)["files"]
+                        if f["name"] == u.name and f["sha256"].startswith(u.sha_prefix)]
+        except LBClientError:
+            versions = []
+        found.append((u, versions[0] if versions else None))
+    return found
+
+
+def describe_unfinished(u, file):
+    """'song.mp3  45.2 %  (5.4 MiB of 12.0 MiB)', or its bytes when nobody shares it now."""
+    if file is None:
+        return f"{u.name}  {human_size(u.done)} so far (nobody shares it right now)"
+    percent = 100 * u.done / file["size"] if file["size"] else 100.0
+    return f"{u.name}  {percent:.1f} %  ({human_size(u.done)} of {human_size(file['size'])})"
+
+
+def print_unfinished(out, lb, root):
+    found = unfinished_downloads(lb, root)
+    if found:
+        out.write(f"Unfinished downloads in {shown_path(root)}/ ('peer.py clean' deletes "
+                  "them):\n")
+        for u, file in found:
+            out.write(f"  {describe_unfinished(u, file)}\n")
+
+
+def clean_unfinished(root):
+    """Delete the partial downloads in ``root`` that are not running; says what it did."""
+    unfinished = find_unfinished(root)
+    removed = [u for u in unfinished if remove_unfinished(u)]
+    freed = sum(u.done for u in removed)
+    kept = len(unfinished) - len(removed)
+    text = (f"Deleted {plural(len(removed), 'unfinished download')} ({human_size(freed)}) "
+            f"from {shown_path(root)}/.")
+    return text + (f" {kept} still running, kept." if kept else "")
+
+
 def print_files(out, lb, query, choices=None):
     """The files on the network whose names contain ``query``; numbered into ``choices``."""
     answer = lb.files(query)
@@ -657,6 +699,7 @@ class Menu:
 
     def run(self):
         self.banner()
+        self.offer_resume()
         actions = {"1": self.list_files, "2": self.download, "3": self.show_status,
                    "4": self.show_mine}
         while True:
@@ -688,6 +731,23 @@ class Menu:
                 self.say(e.message)
             except Cancelled:
                 self.say("Cancelled.")
+
+    def offer_resume(self):
+        """At start: offer to resume the unfinished downloads that someone shares now."""
+        found = [(u, f) for u, f in unfinished_downloads(self.peer.lb, self.peer.downloads)
+                 if f is not None]
+        if not found:
+            return
+        self.say(f"{plural(len(found), 'unfinished download')} from before:")
+        for u, file in found:
+            self.say(f"  {describe_unfinished(u, file)}")
+        try:
+            answer = self.ask("Resume now? [Y/n] ")
+        except Cancelled:
+            return
+        if answer.casefold() in ("", "y", "yes"):
+            for _, file in found:
+                self.fetch(file["name"], file["sha256"], None)
 
     def may_quit(self):
         """Quit at once, or, while others download from us, when the person confirms."""
@@ -745,6 +805,12 @@ class Menu:
         self.say(f"Downloads this session: {len(peer.downloads_done)}")
         for line in peer.downloads_done:
             self.say(f"  {line}")
+        unfinished = unfinished_downloads(peer.lb, peer.downloads)
+        if unfinished:
+            self.say(f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
+                     "'peer.py clean' deletes them)")
+            for u, file in unfinished:
+                self.say(f"  {describe_unfinished(u, file)}")
 
     def download(self):
         numbers = f" or number (1-{len(self.choices)})" if len(self.choices) else ""
@@ -847,7 +913,7 @@ class Menu:
 # Command line
 
 
-COMMANDS = ("menu", "serve", "get", "list", "status")
+COMMANDS = ("menu", "serve", "get", "list", "status", "clean")
 VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
                  "--upload-slots", "--upload-limit", "--sha256", "--from", "--name")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
@@ -933,14 +999,17 @@ def parse_args(argv):
                      help="ask this peer instead of the least-loaded holder")
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
-    commands.add_parser("status", parents=[client], help="the load balancer's view of the peers")
+    commands.add_parser("status", parents=[client, downloads],
+                        help="the load balancer's view of the peers, and my unfinished downloads")
+    commands.add_parser("clean", parents=[client, downloads],
+                        help="delete my unfinished downloads (not those running)")
     argv = command_first(list(sys.argv[1:] if argv is None else argv))
-    if argv[0] in ("get", "list", "status"):
+    if argv[0] in ("get", "list", "status", "clean"):
         misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in SERVING_OPTIONS]
         if misplaced:
             parser.error(f"{misplaced[0]} is an option of 'menu' and 'serve', not of "
                          f"'{argv[0]}'")
-        if argv[0] != "get" and any(w.split("=")[0] == "--downloads" for w in argv):
+        if argv[0] == "list" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
     try:
@@ -1096,7 +1165,10 @@ def main(argv=None):
         lb = LBClient(args.lb_host, args.lb_port)
         if args.command == "list":
             print_files(sys.stdout, lb, args.text)
+        elif args.command == "clean":
+            print(clean_unfinished(args.downloads))
         else:
+            print_unfinished(sys.stdout, lb, args.downloads)
             print_status(sys.stdout, lb)
         return 0
     except (PeerError, LBClientError, DownloadError) as e:

@@ -230,8 +230,37 @@ class MenuTests(ProcessTestCase):
         downloads = os.path.join(self.tmp, "me", "downloads")
         self.assertTrue([n for n in os.listdir(downloads) if n.endswith(".part")])
         self.assertFalse(os.path.exists(os.path.join(downloads, "song.mp3")))
+        me.send("4")
+        me.expect(r"Unfinished downloads: 1 .*\s+song\.mp3  \d+\.\d %  \([\d.]+ \w?i?B of 12\.0 MiB\)")
+        me.expect(r"Choose 0-4: ")
         os.write(me.master, b"\x04")  # Ctrl-D at the prompt quits
         self.assertEqual(me.proc.wait(10), 0)
+
+        status = self.run_peer("status", "--lb", f"127.0.0.1:{self.lb.port}",
+                               "--downloads", downloads)
+        self.assertRegex(status.stdout, r"Unfinished downloads in .*downloads/ .*\n"
+                                        r"  song\.mp3  \d+\.\d %")
+        again = TerminalSession(self.menu_args("me"), self.tmp)  # the menu offers to resume
+        self.addCleanup(again.close)
+        again.expect(r"1 unfinished download from before:\s+song\.mp3  \d+\.\d %")
+        again.expect(r"Resume now\? \[Y/n\] ")
+        again.send("")
+        again.expect(r"Saved .*song\.mp3 \(12\.0 MiB, SHA-256 verified, resumed at ", timeout=30)
+        self.assertTrue(same_bytes(self.song, os.path.join(downloads, "song.mp3")))
+        again.expect(r"Choose 0-4: ")
+        again.send("0")
+        self.assertEqual(again.proc.wait(10), 0)
+
+    def test_clean_deletes_unfinished_downloads(self):
+        downloads = self.folder("me", "downloads")
+        with open(os.path.join(downloads, ".song.mp3.0123456789abcdef.part"), "wb") as f:
+            f.write(b"x" * 2048)
+        with open(os.path.join(downloads, "kept.txt"), "w") as f:
+            f.write("kept")
+        result = self.run_peer("clean", "--downloads", downloads)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"Deleted 1 unfinished download \(2\.0 KiB\) from .*")
+        self.assertEqual(os.listdir(downloads), ["kept.txt"])
 
 
     def test_tab_completes_names_and_ctrl_d_at_a_question_goes_back_to_the_menu(self):
