@@ -26,6 +26,7 @@ ask next) are the pure decisions.
 
 import errno
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
 MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
+DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wait their turn)
 PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 
@@ -740,3 +742,170 @@ class Downloader:
             os.unlink(partial)
             return target
         raise DiskError(f"Too many files named like {name!r} in {self.root}.")
+
+
+# ---------------------------------------------------------------------------
+# Without a load balancer
+
+
+class DirectSource:
+    """Stands in for the load balancer when there is none and the person named a peer.
+
+    That peer is the only holder: its ``GET /files`` says the file's size and SHA-256;
+    there is nothing to renew or end, and no other holder to turn to when it fails.
+    """
+
+    def __init__(self, host, port, timeout=CONNECT_TIMEOUT_S):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.address = format_address(host, port)
+
+    def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
+        if exclude:
+            raise LBClientError(f"{self.address} failed, and without a load balancer there "
+                                "is no other holder to ask.", 404)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", "/files")
+            response = conn.getresponse()
+            listing = json.loads(response.read())
+        except (OSError, http.client.HTTPException) as e:
+            raise LBClientError(f"No peer answers at {self.address} "
+                                f"({describe_socket_error(e)}).") from None
+        except ValueError:
+            raise LBClientError(f"{self.address} answered, but not as a peer.") from None
+        finally:
+            conn.close()
+        versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
+                    and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
+        if not versions:
+            raise LBClientError(f"{self.address} does not share {name!r}.", 404)
+        file = versions[0]
+        return {"transfer_id": "", "renew_s": DEFAULT_RENEW_S,
+                "peer": {"id": self.address, "host": self.host, "port": self.port},
+                "file": {"name": name, "size": file["size"], "sha256": file["sha256"]}}
+
+    def renew_transfer(self, transfer_id):
+        """Nothing to renew: no load balancer counts this transfer."""
+
+    def end_transfer(self, transfer_id, outcome="done"):
+        """Nothing to end: no load balancer counts this transfer."""
+
+
+# ---------------------------------------------------------------------------
+# Downloads in the background
+
+
+class DownloadCancelled(Exception):
+    """A background download was cancelled (raised from its progress callback)."""
+
+
+@dataclass
+class Job:
+    """One download asked for: waiting for its turn, running, or ended (and how)."""
+    id: int
+    name: str
+    sha256: str = None
+    peer: str = None
+    state: str = "waiting"  # waiting, running, done, failed, cancelled
+    progress: Progress = None
+    result: Result = None
+    error: DownloadError = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reported: bool = False
+
+    @property
+    def ended(self):
+        return self.state in ("done", "failed", "cancelled")
+
+
+class DownloadQueue:
+    """Downloads in background threads, at most ``limit`` at once, in the order asked.
+
+    ``start(job, on_progress)`` runs one download and returns its Result (or raises
+    DownloadError); its progress callback raises DownloadCancelled once the job is
+    cancelled, so a running download stops at its next progress report (at least
+    every second or so while bytes arrive) and keeps its partial file.
+    """
+
+    def __init__(self, start, limit=DEFAULT_PARALLEL):
+        self._start = start
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._jobs = []
+        self._threads = []
+        self._running = 0
+
+    def submit(self, name, sha256=None, peer=None):
+        """Queue a download; returns (its Job, False), or (the same one queued before, True)."""
+        with self._cond:
+            for job in self._jobs:  # the same file, or a version of it not yet chosen
+                if not job.ended and job.name == name and (
+                        job.sha256 == sha256 or None in (job.sha256, sha256)):
+                    return job, True
+            job = Job(len(self._jobs) + 1, name, sha256, peer)
+            self._jobs.append(job)
+            thread = threading.Thread(target=self._run, args=(job,), daemon=True,
+                                      name=f"download-{job.id}")
+            self._threads.append(thread)
+        thread.start()
+        return job, False
+
+    def _run(self, job):
+        with self._cond:
+            self._cond.wait_for(lambda: self._running < self.limit or job.cancel.is_set())
+            if job.cancel.is_set():
+                job.state = "cancelled"
+                return
+            self._running += 1
+            job.state = "running"
+        try:
+            job.result = self._start(job, lambda p: self._progress(job, p))
+            job.state = "done"
+        except DownloadCancelled:
+            job.state = "cancelled"
+        except DownloadError as e:
+            job.error, job.state = e, "failed"
+        except Exception as e:  # a bug of ours: logged, and the other downloads go on
+            log.exception("download of %s failed", job.name)
+            job.error, job.state = DownloadError(f"Unexpected error: {e!r}"), "failed"
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @staticmethod
+    def _progress(job, progress):
+        job.progress = progress
+        if job.cancel.is_set():
+            raise DownloadCancelled()
+
+    def jobs(self):
+        with self._cond:
+            return list(self._jobs)
+
+    def active(self):
+        """The jobs waiting or running."""
+        return [job for job in self.jobs() if not job.ended]
+
+    def take_ended(self):
+        """The jobs that ended since the last call (each is returned once)."""
+        with self._cond:
+            ended = [job for job in self._jobs if job.ended and not job.reported]
+            for job in ended:
+                job.reported = True
+            return ended
+
+    def cancel_all(self):
+        with self._cond:
+            for job in self._jobs:
+                job.cancel.set()
+            self._cond.notify_all()
+
+    def wait(self, timeout=None):
+        """Wait for every job to end (or ``timeout``); True if they all did."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.active()
