@@ -26,6 +26,7 @@ status is 0 on success, 1 with a one-line reason on standard error otherwise,
 import argparse
 import difflib
 import errno
+import ipaddress
 import logging
 import logging.handlers
 import os
@@ -41,16 +42,16 @@ import time
 import unicodedata
 
 from console import Choices, LineReader
-from download import DownloadError, Downloader, find_unfinished, remove_unfinished
+from download import (DEFAULT_PARALLEL, DirectSource, DownloadError, DownloadQueue, Downloader,
+                      find_unfinished, remove_unfinished)
 from httpkit import VERSION, BadName, check_name, format_address, parse_address
 from load_balancer import DEFAULT_PORT, LBClient, LBClientError, LBUnreachable, port_number
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate
 
 try:
     import fcntl
-    import termios
-except ImportError:  # Windows: no folder lock warning, no flushing of keys typed ahead
-    fcntl = termios = None
+except ImportError:  # Windows: no folder lock warning
+    fcntl = None
 
 log = logging.getLogger("p2p.peer")
 
@@ -72,6 +73,7 @@ LOG_BACKUPS = 1  # ...keeping this many older ones
 MAX_NAME_CHARS = 64  # a peer's --name
 STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
 STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
+JOBS_STOP_WAIT_S = 3.0  # on the way out, wait this long for running downloads to stop
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
 
@@ -124,6 +126,19 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
+def lb_bind_host(host):
+    """Where an auto-started load balancer listens: only on loopback when its address is
+    a loopback one (no other machine could use that address), else on every interface."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return host
+    return "::" if ":" in host else "0.0.0.0"
+
+
 def ensure_load_balancer(host, port, say=print):
     """Start ``load_balancer.py`` in the background if none answers at a local address.
 
@@ -134,7 +149,7 @@ def ensure_load_balancer(host, port, say=print):
     if lb_answers(host, port) or not is_local_address(host):
         return None
     log_path = auto_lb_log_path(port)
-    command = [sys.executable, LB_SCRIPT, "--host", "::" if ":" in host else "0.0.0.0",
+    command = [sys.executable, LB_SCRIPT, "--host", lb_bind_host(host),
                "--port", str(port), "--idle-exit", str(AUTO_LB_IDLE_EXIT_S)]
     detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
               else {"start_new_session": True})
@@ -183,9 +198,11 @@ class Peer:
     """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name=""):
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
+                 restart_lb=False):
         self.lb = lb
         self.name = name
+        self.restart_lb = restart_lb  # start the load balancer again when it is gone
         self.shared = os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -365,10 +382,17 @@ class Peer:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self.peer_id is None:
-                self._register()
-            else:
-                self._heartbeat()
+            heard = self._register() if self.peer_id is None else self._heartbeat()
+            if not heard and self.restart_lb and not self._stop.is_set():
+                self._start_lb_again()
+
+    def _start_lb_again(self):
+        """The load balancer is gone: start it again if its address is on this machine."""
+        try:
+            if ensure_load_balancer(self.lb.host, self.lb.port, say=log.warning):
+                self._wake.set()  # register with it at once
+        except PeerError as e:
+            log.warning("%s", e)
 
     def describe_sharing(self):
         """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
@@ -384,8 +408,9 @@ class Peer:
 
     # -- downloads ----------------------------------------------------------
 
-    def downloader(self, on_progress=None):
-        return Downloader(self.lb, self.downloads, requester=self.peer_id,
+    def downloader(self, on_progress=None, direct=None):
+        """A Downloader through the load balancer, or through ``direct`` (a DirectSource)."""
+        return Downloader(direct or self.lb, self.downloads, requester=self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
                           have=self.index.find_on_disk, identity=self.address)
 
@@ -505,10 +530,29 @@ class ProgressPrinter:
             self.drawn = False
 
 
-def forget_typed_ahead():
-    """Drop keys pressed during a download, so they do not answer the next question."""
-    if termios is not None and sys.stdin.isatty():
-        termios.tcflush(sys.stdin, termios.TCIFLUSH)
+def job_line(job):
+    """'song.mp3 52 % 5.0 MiB/s from 10.0.0.7:41237', or 'big.bin waiting'."""
+    p = job.progress
+    if job.state == "waiting" or p is None:
+        return f"{job.name} {'waiting for its turn' if job.state == 'waiting' else 'starting'}"
+    percent = 100 * p.done / p.total if p.total else 100.0
+    return f"{job.name} {percent:.0f} % {human_size(p.rate)}/s from {p.source}"
+
+
+def jobs_line(jobs):
+    return "Downloading: " + " · ".join(job_line(job) for job in jobs)
+
+
+def describe_job(job):
+    """How a background download ended, in a sentence."""
+    if job.state == "done":
+        return describe_result(job.result)
+    if job.state == "cancelled":
+        return f"Stopped {job.name!r}; the partial file is kept: download it again to resume."
+    message = job.error.message
+    if job.error.status == 409 and job.error.versions:
+        message += " Option 1 numbers each version; option 2 takes the number."
+    return message
 
 
 def describe_result(result):
@@ -669,10 +713,12 @@ MENU = """ 1) List files on the network
 class Menu:
     """The numbered menu over a started Peer, reading lines from ``read``."""
 
-    def __init__(self, peer, out=sys.stdout, read=None, log_path=None):
+    def __init__(self, peer, out=sys.stdout, read=None, log_path=None,
+                 parallel=DEFAULT_PARALLEL):
         self.peer, self.out, self.log_path = peer, out, log_path
         self.read = read or LineReader(self.network_names).read
         self.choices = Choices()  # the files numbered last: option 2 takes their numbers
+        self.queue = DownloadQueue(self.run_job, parallel)
 
     def network_names(self):
         """Every name on the network (for Tab), or none when the load balancer is away."""
@@ -698,18 +744,32 @@ class Menu:
                      "peer its own --shared and --downloads folders.")
 
     def run(self):
+        """The menu until the person quits; running downloads are stopped on the way out
+        (their partial files stay, to resume)."""
+        try:
+            self.loop()
+        finally:
+            self.queue.cancel_all()
+            self.queue.wait(JOBS_STOP_WAIT_S)
+
+    def loop(self):
         self.banner()
         self.offer_resume()
         actions = {"1": self.list_files, "2": self.download, "3": self.show_status,
                    "4": self.show_mine}
         while True:
             self.say()
+            self.report()
             self.say(MENU)
             try:
                 choice = self.read("Choose 0-4: ").strip()
-            except (EOFError, KeyboardInterrupt):
+            except EOFError:
                 self.say()
+                self.finish_downloads()
                 return
+            except KeyboardInterrupt:
+                self.say()
+                choice = "0"
             if choice.casefold() in ("0", "q", "quit", "exit"):
                 if self.may_quit():
                     return
@@ -720,13 +780,13 @@ class Menu:
                          else "Nothing typed: type a number from 0 to 4 and press Enter.")
                 continue
             try:
-                if choice != "4" and self.peer.lb_problem:
+                if choice in ("1", "3") and self.peer.lb_problem:
                     raise LBUnreachable(self.peer.lb_problem)
                 action()
             except LBUnreachable as e:
-                self.say(f"{e.message} Options 4 and 0 still work; this peer registers again "
-                         "by itself as soon as the load balancer is back (to start one: "
-                         f"python load_balancer.py --port {self.peer.lb.port}).")
+                self.say(f"{e.message} Options 2 (naming a peer), 4 and 0 still work; this peer "
+                         "registers again by itself as soon as the load balancer is back (to "
+                         f"start one: python load_balancer.py --port {self.peer.lb.port}).")
             except LBClientError as e:
                 self.say(e.message)
             except Cancelled:
@@ -750,13 +810,20 @@ class Menu:
                 self.fetch(file["name"], file["sha256"], None)
 
     def may_quit(self):
-        """Quit at once, or, while others download from us, when the person confirms."""
-        uploads = len(self.peer.server.uploads)
-        if not uploads:
+        """Quit at once, or, while downloads run or others download from us, when the
+        person confirms."""
+        downloads, uploads = len(self.queue.active()), len(self.peer.server.uploads)
+        running = []
+        if downloads:
+            running.append(f"{plural(downloads, 'download')} running (stopped now, they "
+                           "resume next time)")
+        if uploads:
+            running.append(f"{plural(uploads, 'upload')} to other peers in progress (they "
+                           "will continue from another holder, if any)")
+        if not running:
             return True
         try:
-            answer = self.ask(f"{plural(uploads, 'upload')} to other peers in progress (they "
-                              "will continue from another holder, if any). Quit anyway? [y/N] ")
+            answer = self.ask(f"{' and '.join(running)}. Quit anyway? [y/N] ")
         except Cancelled:
             return True
         return answer.casefold() in ("y", "yes")
@@ -802,10 +869,17 @@ class Menu:
                      f"{human_size(u.size)})" if u.total != u.size else "")
             self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / "
                      f"{human_size(u.total)}{where}")
+        jobs = self.queue.active()
+        if jobs:
+            self.say(f"Downloads running or waiting: {len(jobs)}")
+            for job in jobs:
+                self.say(f"  {job_line(job)}")
         self.say(f"Downloads this session: {len(peer.downloads_done)}")
         for line in peer.downloads_done:
             self.say(f"  {line}")
-        unfinished = unfinished_downloads(peer.lb, peer.downloads)
+        running = {job.name for job in jobs}
+        unfinished = [(u, file) for u, file in unfinished_downloads(peer.lb, peer.downloads)
+                      if u.name not in running]
         if unfinished:
             self.say(f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
                      "'peer.py clean' deletes them)")
@@ -823,6 +897,9 @@ class Menu:
             check_name(name)
         except BadName as e:
             self.say(f"{e} Option 1 lists the files on the network.")
+            return
+        if self.peer.lb_problem:
+            self.download_directly(name)
             return
         versions = self.on_network(name)
         if versions is None:
@@ -846,29 +923,59 @@ class Menu:
             except ValueError as e:
                 self.say(str(e))
                 return
-        self.fetch(name, sha256, where or None)
+        if sha256 is None and len(versions) > 1 and not where:
+            self.choose_version(name, versions, None)
+        else:
+            self.fetch(name, sha256, where or None)
+
+    def download_directly(self, name):
+        """No load balancer: the person names the peer, which is asked directly."""
+        where = self.ask("No load balancer answers, so name the peer to download from "
+                         "(HOST:PORT): ")
+        try:
+            where = resolve_peer_address(where)
+            direct_source(where)
+        except ValueError as e:
+            self.say(str(e))
+            return
+        self.fetch(name, None, where)
 
     def fetch(self, name, sha256, where):
-        progress = ProgressPrinter(self.out)
-        try:
-            try:
-                result = self.peer.downloader(progress).get(name, sha256, where)
-            finally:
-                progress.end()
-                forget_typed_ahead()
-        except KeyboardInterrupt:
-            self.say("Cancelled. The partial file is kept; download it again to resume.")
-            return
-        except DownloadError as e:
-            if e.status == 409 and e.versions:
-                self.choose_version(name, e.versions, where)
-            else:
-                self.say(e.message)
-            return
-        text = describe_result(result)
-        self.say(text)
+        """Queue the download and come back to the menu at once."""
+        _, again = self.queue.submit(name, sha256, where)
+        if again:
+            self.say(f"{name!r} is being downloaded already; option 4 shows how far it is.")
+        else:
+            self.say(f"Downloading {name!r} in the background; option 4 shows how far it is.")
+
+    def run_job(self, job, on_progress):
+        """One queued download (in its own thread)."""
+        direct = direct_source(job.peer) if job.peer and self.peer.lb_problem else None
+        result = self.peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
         if not result.already:
-            self.peer.downloads_done.append(text)
+            self.peer.downloads_done.append(describe_result(result))
+        return result
+
+    def report(self):
+        """What ended since the menu was last shown, and a line of what is still running."""
+        for job in self.queue.take_ended():
+            self.say(describe_job(job))
+        active = self.queue.active()
+        if active:
+            self.say(cut(jobs_line(active), shutil.get_terminal_size().columns - 1))
+
+    def finish_downloads(self):
+        """End of input: let the running downloads finish (Ctrl-C stops them)."""
+        active = self.queue.active()
+        if active:
+            self.say(f"Waiting for {plural(len(active), 'download')} to finish (Ctrl-C stops "
+                     "them; they resume next time).")
+            try:
+                self.queue.wait()
+            except KeyboardInterrupt:
+                self.say()
+                return
+            self.report()
 
     def on_network(self, name):
         """The versions of ``name`` on the network (a truncated listing may miss them: []),
@@ -902,7 +1009,7 @@ class Menu:
             self.say(f" {i}) {human_size(v['size'])}, SHA-256 {v['sha256'][:16]}…, "
                      f"{v['holders']} holder(s)")
         choice = self.ask(f"Which one (1-{len(versions)}, blank to cancel): ")
-        if choice.isdigit() and 1 <= int(choice) <= len(versions):
+        if choice.isdigit() and choice.isascii() and 1 <= int(choice) <= len(versions):
             self.fetch(name, versions[int(choice) - 1]["sha256"], where)
         else:
             self.say("Nothing downloaded." if not choice else
@@ -915,9 +1022,9 @@ class Menu:
 
 COMMANDS = ("menu", "serve", "get", "list", "status", "clean")
 VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
-                 "--upload-slots", "--upload-limit", "--sha256", "--from", "--name")
+                 "--upload-slots", "--upload-limit", "--sha256", "--from", "--name", "--parallel")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
-                   "--upload-limit", "--name")
+                   "--upload-limit", "--name", "--parallel", "--no-lb-start")
 
 
 def option_groups():
@@ -938,6 +1045,12 @@ def option_groups():
     serving.add_argument("--advertise", metavar="HOST",
                          help="the address other peers should use to reach this one "
                               "(default: what the load balancer sees)")
+    serving.add_argument("--no-lb-start", dest="lb_start", action="store_false",
+                         help="never start a load balancer (by default one is started, now or "
+                              "when it is gone, if none answers at a --lb on this machine)")
+    serving.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                         help=f"downloads the menu runs at once (default {DEFAULT_PARALLEL}; "
+                              "the others wait their turn)")
     serving.add_argument("--name", help="this peer's name, shown beside its address "
                                         "(default: the host name)")
     serving.add_argument("--shared", metavar="DIR",
@@ -991,7 +1104,9 @@ def parse_args(argv):
     commands.add_parser("serve", parents=peer, help="share and serve until Ctrl-C or SIGTERM")
     get = commands.add_parser("get", parents=[client, downloads],
                               help="download one file, then exit")
-    get.add_argument("name", help="the file's name on the network (see 'list')")
+    get.add_argument("names", nargs="+", metavar="NAME",
+                     help="the file's name on the network (see 'list'); several download "
+                          "one after another")
     get.add_argument("--sha256", metavar="HEX",
                      help="which version, when several files share the name (4 or more of "
                           "its first hex digits do)")
@@ -1012,6 +1127,8 @@ def parse_args(argv):
         if argv[0] == "list" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
+    if args.command == "get" and args.sha256 and len(args.names) > 1:
+        parser.error("--sha256 chooses the version of one file; give one NAME with it")
     try:
         args.lb_host, args.lb_port = parse_address(args.lb, DEFAULT_PORT)
     except ValueError as e:
@@ -1028,6 +1145,8 @@ def parse_args(argv):
             parser.error(f"--name must be 1 to {MAX_NAME_CHARS} printable characters")
         if args.upload_slots < 1:
             parser.error("--upload-slots must be at least 1")
+        if args.parallel < 1:
+            parser.error("--parallel must be at least 1")
         if args.shared is None:
             args.shared = os.path.join(HERE, "shared")
         elif os.path.exists(args.shared) and not os.path.isdir(args.shared):
@@ -1092,14 +1211,16 @@ def run_peer(args, interactive):
     signal.signal(signal.SIGTERM, raise_terminate)
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
-    ensure_load_balancer(args.lb_host, args.lb_port,
-                         say=lambda text: print(text, file=sys.stderr, flush=True))
+    if args.lb_start:
+        ensure_load_balancer(args.lb_host, args.lb_port,
+                             say=lambda text: print(text, file=sys.stderr, flush=True))
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
-                args.port, args.advertise, args.upload_slots, args.upload_limit, args.name)
+                args.port, args.advertise, args.upload_slots, args.upload_limit, args.name,
+                restart_lb=args.lb_start)
     try:
         peer.start()
         if interactive:
-            Menu(peer, log_path=log_path).run()
+            Menu(peer, log_path=log_path, parallel=args.parallel).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
             print(f"sharing {peer.describe_sharing()} as {peer.title} · load balancer "
@@ -1123,35 +1244,52 @@ def run_peer(args, interactive):
 
 
 def run_get(args):
+    """Download each name in turn; exit 1 if any failed, 130 on Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
     lb = LBClient(args.lb_host, args.lb_port)
-    progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
-        try:
-            sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
-            source = resolve_peer_address(args.source) if args.source else None
-            result = Downloader(lb, args.downloads, on_progress=progress).get(
-                args.name, sha256, source)
-        finally:
-            if progress:
-                progress.end()
+        source = resolve_peer_address(args.source) if args.source else None
+        via = direct_source(source) if source and not lb_answers(args.lb_host, args.lb_port) \
+            else lb
     except ValueError as e:
         return fail(str(e))
-    except (KeyboardInterrupt, Terminate):
-        print("peer.py: interrupted; the partial file is kept: run the same command to "
-              "resume.", file=sys.stderr)
-        return 130
-    except DownloadError as e:
-        message = e.message
-        if e.status == 404 and not args.source:  # names on the network get no suggestion
-            message += did_you_mean(lb, args.name)
-        if e.status == 409:
-            message += " Versions: " + ", ".join(
-                f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
-        return fail(message)
-    print(describe_result(result))
-    return 0
+    failed = 0
+    for name in args.names:
+        progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
+        try:
+            try:
+                sha256 = resolve_sha256(lb, name, args.sha256) if args.sha256 else None
+                result = Downloader(via, args.downloads, on_progress=progress).get(
+                    name, sha256, source)
+            finally:
+                if progress:
+                    progress.end()
+        except (KeyboardInterrupt, Terminate):
+            print("peer.py: interrupted; the partial file is kept: run the same command to "
+                  "resume.", file=sys.stderr)
+            return 130
+        except DownloadError as e:
+            failed += 1
+            message = e.message
+            if e.status == 404 and via is lb and not args.source:
+                message += did_you_mean(lb, name)  # names on the network get no suggestion
+            if e.status == 409:
+                message += " Versions: " + ", ".join(
+                    f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
+            fail(message)
+            continue
+        print(describe_result(result), flush=True)
+    return 1 if failed else 0
+
+
+def direct_source(source):
+    """The named peer, asked directly: there is no load balancer to ask."""
+    host, port = parse_address(source)
+    if port is None:
+        raise ValueError(f"No load balancer answers, so give the peer's port too: "
+                         f"--from {host}:PORT.")
+    return DirectSource(host, port)
 
 
 def main(argv=None):
