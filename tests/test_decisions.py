@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 import unittest
 from unittest import mock
 
@@ -1071,3 +1072,45 @@ class CommandLineTests(unittest.TestCase):
         for rate in (200, 1024, 2 << 20):
             limiter = sharing.RateLimiter(rate)
             self.assertLessEqual(limiter.slice_bytes / rate, 1.5, rate)
+
+
+# ---------------------------------------------------------------------------
+# The queue of background downloads
+
+
+class DownloadQueueTests(unittest.TestCase):
+
+    def test_a_few_at_once_in_order_cancellable_each_reported_once(self):
+        started, release = [], threading.Event()
+        lock = threading.Lock()
+
+        def start(job, on_progress):
+            with lock:
+                started.append(job.name)
+            while not release.wait(0.01):
+                on_progress(download.Progress(job.name, 1, 2, 1.0, "10.0.0.7:1"))
+            if job.name == "bad":
+                raise download.DownloadError("Nobody shares 'bad' right now.", 404)
+            return job.name
+
+        queue = download.DownloadQueue(start, limit=2)
+        jobs = [queue.submit(name)[0] for name in ("a", "b", "bad", "c")]
+        self.assertEqual(queue.submit("a"), (jobs[0], True))  # the same file again
+        deadline = time.monotonic() + WAIT_S
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(sorted(started), ["a", "b"])  # two at once; the others wait
+        self.assertEqual([j.state for j in jobs[2:]], ["waiting", "waiting"])
+        jobs[3].cancel.set()  # c: cancelled while waiting
+        jobs[1].cancel.set()  # b: cancelled while running, at its next progress report
+        while not jobs[1].ended and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        self.assertTrue(queue.wait(WAIT_S))
+        self.assertEqual([j.state for j in jobs], ["done", "cancelled", "failed", "cancelled"])
+        self.assertEqual(jobs[0].result, "a")
+        self.assertEqual(jobs[2].error.status, 404)
+        self.assertNotIn("c", started)
+        self.assertEqual(len(queue.take_ended()), 4)
+        self.assertEqual(queue.take_ended(), [])
+        self.assertEqual(queue.active(), [])
