@@ -126,6 +126,19 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
+def open_to(host, port):
+    """Who can reach a server listening on ``host``:``port``, in words."""
+    if host in ("0.0.0.0", "::", ""):
+        return f"anyone who can reach this machine on port {port} (every network interface)"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return "this machine only"
+    return f"anyone who can reach {format_address(host, port)}"
+
+
 def lb_bind_host(host):
     """Where an auto-started load balancer listens: only on loopback when its address is
     a loopback one (no other machine could use that address), else on every interface."""
@@ -180,8 +193,9 @@ def ensure_load_balancer(host, port, say=print):
             client.close()
     if pid == process.pid:
         say(f"No load balancer was running at {format_address(host, port)}: started one in "
-            f"the background (pid {process.pid}, log {log_path}); it exits "
-            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
+            f"the background (pid {process.pid}, log {log_path}), open to "
+            f"{open_to(lb_bind_host(host), port)}; it exits {AUTO_LB_IDLE_EXIT_S} s after the "
+            "last peer leaves.")
         return process
     try:  # another peer's won the race: ours finds the port taken and exits
         process.wait(LB_START_TIMEOUT_S)
@@ -199,8 +213,9 @@ class Peer:
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
                  advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
-                 restart_lb=False):
+                 restart_lb=False, reshare=True):
         self.lb = lb
+        self.reshare = reshare  # share verified downloads too
         self.name = name
         self.restart_lb = restart_lb  # start the load balancer again when it is gone
         self.shared = os.path.abspath(shared)
@@ -208,8 +223,8 @@ class Peer:
         self.bind = (host, port)
         self.advertise = advertise
         self.upload_slots, self.upload_limit = upload_slots, upload_limit
-        self.index = ShareIndex([self.shared, self.downloads], on_change=self._wake_now,
-                                settle_s=SETTLE_S)
+        roots = [self.shared, self.downloads] if reshare else [self.shared]
+        self.index = ShareIndex(roots, on_change=self._wake_now, settle_s=SETTLE_S)
         self.server = None
         self.peer_id = self.token = None
         self.seen_as = None  # the host the load balancer sees us as
@@ -415,7 +430,15 @@ class Peer:
                           have=self.index.find_on_disk, identity=self.address)
 
     def _verified(self, root, path, sha256):
-        self.index.add_verified(root, path, sha256)
+        if self.reshare:
+            self.index.add_verified(root, path, sha256)
+
+    def describe_openness(self):
+        """To whom this peer's files are open, and whether its downloads are among them."""
+        reach = open_to(self.bind[0], self.port)
+        kept = ("downloads are shared too (--no-reshare keeps them private)" if self.reshare
+                else "downloads stay private (--no-reshare)")
+        return f"Open to {reach}; {kept}."
 
 
 # ---------------------------------------------------------------------------
@@ -735,6 +758,7 @@ class Menu:
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
         self.say(f"Peer {peer.title} · sharing {peer.describe_sharing()} · load balancer {lb}")
+        self.say(peer.describe_openness())
         if peer.lb_problem:
             self.say(f"Note: {peer.lb_problem}")
         if self.log_path:
@@ -1024,7 +1048,7 @@ COMMANDS = ("menu", "serve", "get", "list", "status", "clean")
 VALUE_OPTIONS = ("--lb", "--downloads", "--host", "--port", "--advertise", "--shared",
                  "--upload-slots", "--upload-limit", "--sha256", "--from", "--name", "--parallel")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
-                   "--upload-limit", "--name", "--parallel", "--no-lb-start")
+                   "--upload-limit", "--name", "--parallel", "--no-lb-start", "--no-reshare")
 
 
 def option_groups():
@@ -1045,6 +1069,9 @@ def option_groups():
     serving.add_argument("--advertise", metavar="HOST",
                          help="the address other peers should use to reach this one "
                               "(default: what the load balancer sees)")
+    serving.add_argument("--no-reshare", dest="reshare", action="store_false",
+                         help="keep downloads private (by default a verified download is "
+                              "shared too)")
     serving.add_argument("--no-lb-start", dest="lb_start", action="store_false",
                          help="never start a load balancer (by default one is started, now or "
                               "when it is gone, if none answers at a --lb on this machine)")
@@ -1216,7 +1243,7 @@ def run_peer(args, interactive):
                              say=lambda text: print(text, file=sys.stderr, flush=True))
     peer = Peer(LBClient(args.lb_host, args.lb_port), args.shared, args.downloads, args.host,
                 args.port, args.advertise, args.upload_slots, args.upload_limit, args.name,
-                restart_lb=args.lb_start)
+                restart_lb=args.lb_start, reshare=args.reshare)
     try:
         peer.start()
         if interactive:
@@ -1225,6 +1252,7 @@ def run_peer(args, interactive):
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
             print(f"sharing {peer.describe_sharing()} as {peer.title} · load balancer "
                   f"{peer.lb.address}", flush=True)
+            print(peer.describe_openness(), flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)

@@ -328,6 +328,23 @@ class MenuTests(ProcessTestCase):
         me.expect(r"Bye: me 127\.0\.0\.1:\d+ left the network")
         self.assertEqual(me.proc.wait(10), 0)
 
+    def test_the_banner_says_to_whom_it_is_open_and_no_reshare_keeps_downloads_private(self):
+        me = TerminalSession(self.menu_args("me") + ["--no-reshare"], self.tmp)
+        self.addCleanup(me.close)
+        port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
+        me.expect(r"Open to this machine only; downloads stay private \(--no-reshare\)\.")
+        me.expect(r"Choose 0-4: ")
+        me.send("2")
+        me.expect(r"Tab completes: ")
+        me.send("song.mp3")
+        me.expect(r"blank: the least-loaded holder\): ")
+        me.send("")
+        me.expect(r"Choose 0-4: ")
+        self.until(me, r"Saved .*song\.mp3 ")
+        me.send("4")
+        me.expect(r"Sharing 0 files from me/shared/:\s+Uploads")  # not "and 1 downloaded"
+        self.assertEqual(self.peer_files(self.lb.port, port), set())
+
     def test_closing_the_window_twice_still_unregisters(self):
         me = TerminalSession(self.menu_args("me"), self.tmp)
         self.addCleanup(me.close)
