@@ -19,9 +19,17 @@ Steps (DESIGN "Download"):
 5. The caller shares the verified file from then on.
 
 A download stopped by Ctrl-C, a crash or a full disk keeps its partial file
-and resumes from it next time. ``plan_target``, ``collision_name``,
+and resumes from it next time (``Range`` with ``If-Range: "<sha256>"``, so a
+holder of another version sends the whole file instead); ``find_unfinished``
+lists those files and ``remove_unfinished`` deletes one that is not running.
+A 503 carries the holder's own reason (busy, hashing, still being written),
+which reaches the user. ``plan_target``, ``collision_name``,
 ``parse_response_head``, ``check_response`` and ``Blame`` (who failed, whom to
 ask next) are the pure decisions.
+
+``DownloadQueue`` runs downloads in background threads, a few at once, each
+cancellable; ``DirectSource`` stands in for the load balancer when there is
+none and the person named the peer to ask.
 """
 
 import errno
@@ -583,7 +591,8 @@ class Downloader:
         for _attempt in range(MAX_ATTEMPTS):
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
-            source = format_address(peer["host"], peer["port"])
+            source = " ".join(x for x in (peer.get("name"), format_address(peer["host"],
+                                                                            peer["port"])) if x)
             result.sources.append(source)
             try:
                 if partial.offset < size:

@@ -159,7 +159,7 @@ class PeerRecord:
         return format_address(self.host, self.port)
 
     def public(self):
-        return {"id": self.id, "host": self.host, "port": self.port}
+        return {"id": self.id, "name": self.name, "host": self.host, "port": self.port}
 
 
 @dataclass

@@ -75,7 +75,7 @@ class DownloadTests(ProcessTestCase):
         out, err = get.communicate(timeout=60)
         self.assertEqual(get.returncode, 0, err)
         survivor = [p for p in procs if p is not serving[0]][0]
-        self.assertIn(f"then 127.0.0.1:{survivor.port}", out)
+        self.assertRegex(out, rf" then holder\d 127\.0\.0\.1:{survivor.port}\.")  # name, address
         self.assertTrue(same_bytes(source, os.path.join(downloads, "movie.mkv")))
 
     def test_lying_holder_is_caught_and_the_honest_one_serves(self):
