@@ -1,22 +1,26 @@
 """A peer: shares its ``shared/`` folder, downloads into ``downloads/``, and has a menu.
 
 ``python peer.py`` starts the interactive peer: a threaded file server over
-``shared/`` (and, once verified, what it downloaded; see ``sharing.py``), a
-member of the load balancer's registry (register, heartbeat carrying its
-current uploads and, when they changed, its files; register again when the
-load balancer forgot it; unregister on exit), a downloader (``download.py``)
-and the numbered menu. When nothing answers at the load balancer address and
-that address is on this machine, the peer starts ``load_balancer.py`` as a
-background process of its own, which exits by itself once no peer has been
-registered for a minute.
+``shared/`` (and, once verified, what it downloaded, unless ``--no-reshare``;
+see ``sharing.py``), a member of the load balancer's registry (register under
+its ``--name``, heartbeat carrying its current uploads and, when they changed,
+its files; the folders are scanned every second and a change is announced at
+once; register again when the load balancer forgot it; unregister on exit,
+however it is asked to), a downloader (``download.py``, several downloads in
+the background) and the numbered menu (line editing and Tab completion in
+``console.py``). When nothing answers at the load balancer address and that
+address is on this machine, the peer starts ``load_balancer.py`` as a
+background process of its own, at start and whenever it finds it gone; that
+one exits by itself once no peer has been registered for a minute.
 
-Subcommands, for scripts and tests (``--help`` on each)::
+Subcommands, for scripts and tests (``--help`` on each, or ``help COMMAND``)::
 
     python peer.py [menu]        the interactive peer (default)
     python peer.py serve         the same peer without the menu, until Ctrl-C / SIGTERM
-    python peer.py get NAME      download one file, then exit
+    python peer.py get NAME...   download files one after another, then exit
     python peer.py list [TEXT]   the files on the network
-    python peer.py status        the load balancer's view of every peer
+    python peer.py status        the load balancer's view of every peer, my unfinished downloads
+    python peer.py clean         delete my unfinished downloads
 
 A server's first line on standard output is ``listening on HOST:PORT``. Exit
 status is 0 on success, 1 with a one-line reason on standard error otherwise,
