@@ -442,7 +442,9 @@ class ShareIndexTests(unittest.TestCase):
         path = write(self.root, "copying.bin", b"part of it")
         written = os.stat(path)
         now = [written.st_ctime + 0.5]
-        index = sharing.ShareIndex([self.root], settle_s=1.0, clock=lambda: now[0])
+        announced = threading.Event()
+        index = sharing.ShareIndex([self.root], on_change=announced.set, settle_s=1.0,
+                                   clock=lambda: now[0])
         self.addCleanup(index.close)
         self.assertFalse(index.refresh())
         self.assertEqual((index.settling(), index.pending()), (1, 0))
@@ -452,6 +454,7 @@ class ShareIndexTests(unittest.TestCase):
         index.refresh()
         self.assertEqual(index.settling(), 0)
         self.assertTrue(index.wait_hashed(WAIT_S))
+        self.assertTrue(announced.wait(WAIT_S))  # the cache is written before it is announced
         self.assertEqual(index.get("copying.bin").sha256, sha(b"part of it"))
 
     def test_found_on_disk_means_on_disk_now(self):

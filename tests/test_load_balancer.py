@@ -783,7 +783,8 @@ class TestRoutes(ServerTestCase):
         conn = self.connection()
         response, _, body = self.request("POST", "/transfers", {"name": "movie.mkv"}, conn=conn)
         self.assertEqual(response.status, 201)
-        self.assertEqual(body["peer"], {"id": a["peer_id"], "host": "127.0.0.1", "port": 7001})
+        self.assertEqual(body["peer"], {"id": a["peer_id"], "name": "", "host": "127.0.0.1",
+                                        "port": 7001})
         self.assertEqual(body["file"], wire("movie.mkv"))
         self.assertEqual(body["renew_s"], self.registry.renew_s)
         tid = body["transfer_id"]

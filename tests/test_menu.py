@@ -223,7 +223,7 @@ class MenuTests(ProcessTestCase):
         me = self.start_download("song.mp3")
         me.expect(r"Choose 0-4: ")
         self.until(me, r"Downloads running or waiting: 1\s+song\.mp3 \d+ % [\d.]+ \w?i?B/s from "
-                       r"holder2 127\.0\.0\.1:\d+(.|\n)*Downloading: song\.mp3 \d+ % .* from holder2 "
+                       r"127\.0\.0\.1:\d+(.|\n)*Downloading: song\.mp3 \d+ % .* from "
                        r"127\.0\.0\.1:\d+\r?\n 1\) List")  # how far it is, while the menu works
 
         holder.send("3")
