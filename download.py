@@ -19,13 +19,23 @@ Steps (DESIGN "Download"):
 5. The caller shares the verified file from then on.
 
 A download stopped by Ctrl-C, a crash or a full disk keeps its partial file
-and resumes from it next time. ``plan_target``, ``collision_name``,
+and resumes from it next time (``Range`` with ``If-Range: "<sha256>"``, so a
+holder of another version sends the whole file instead); ``find_unfinished``
+lists those files and ``remove_unfinished`` deletes one that is not running.
+A 503 carries the holder's own reason (busy, hashing, still being written),
+which reaches the user. ``plan_target``, ``collision_name``,
 ``parse_response_head``, ``check_response`` and ``Blame`` (who failed, whom to
 ask next) are the pure decisions.
+
+``DownloadQueue`` runs downloads in background threads, a few at once, each
+cancellable; ``DirectSource`` stands in for the load balancer when there is
+none and the person named the peer to ask.
 """
 
 import errno
 import hashlib
+import http.client
+import json
 import logging
 import os
 import queue
@@ -62,6 +72,9 @@ DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
 MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
+DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wait their turn)
+PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
+PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 
 
 class DownloadError(Exception):
@@ -108,8 +121,63 @@ def collision_name(name, n):
 
 def partial_name(name, sha256):
     folder, _, base = name.rpartition("/")
-    hidden = f".{base}.{sha256[:16]}.part"
+    hidden = f".{base}.{sha256[:PARTIAL_SHA_DIGITS]}.part"
     return f"{folder}/{hidden}" if folder else hidden
+
+
+def partial_of(filename):
+    """``.song.mp3.0123456789abcdef.part`` -> (``song.mp3``, ``0123456789abcdef``), or None."""
+    match = PARTIAL_RE.fullmatch(filename)
+    return (match.group(1), match.group(2)) if match else None
+
+
+@dataclass
+class Unfinished:
+    """A partial download on disk: the file's name, the start of its SHA-256, bytes so far."""
+    name: str
+    sha_prefix: str
+    path: str
+    done: int
+
+
+def find_unfinished(root):
+    """Every partial download under ``root``, by name."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        prefix = os.path.relpath(folder, root).replace(os.sep, "/")
+        for filename in files:
+            parsed = partial_of(filename)
+            if parsed is None:
+                continue
+            path = os.path.join(folder, filename)
+            try:
+                done = os.stat(path, follow_symlinks=False).st_size
+            except OSError:
+                continue
+            name = parsed[0] if prefix == "." else f"{prefix}/{parsed[0]}"
+            found.append(Unfinished(name, parsed[1], path, done))
+    return sorted(found, key=lambda u: u.name)
+
+
+def remove_unfinished(unfinished):
+    """Delete a partial download unless a download of it is running; True if deleted."""
+    try:
+        fd = os.open(unfinished.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # running: its lock is held
+        os.unlink(unfinished.path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def local_path(root, name):
@@ -205,12 +273,27 @@ def parse_response_head(data):
     return int(parts[1]), headers
 
 
-def check_response(status, headers, offset, size, sha256):
-    """Where the body starts in the file, or PeerFault. Also checks length and ETag."""
+def peer_says(body):
+    """The sentence of a peer's JSON error body (its start, as far as it came), or None."""
+    try:
+        said = json.loads(body.decode("utf-8")).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return said if isinstance(said, str) and said.strip() else None
+
+
+def check_response(status, headers, offset, size, sha256, body=b""):
+    """Where the body starts in the file, or PeerFault. Also checks length and ETag.
+
+    ``body`` is what came after the head so far: a 503 carries the peer's reason
+    (every slot busy, the file being hashed or still being written) in it.
+    """
     if status in (503, 429):
         retry = headers.get("retry-after", "")
         seconds = int(retry) if re.fullmatch(r"[0-9]+", retry) else 1  # or an HTTP date
-        raise PeerFault("every upload slot of the peer is busy", busy=min(BUSY_WAIT_MAX_S, seconds))
+        said = peer_says(body)
+        raise PeerFault(f"the peer says: {said}" if said else "the peer is busy",
+                        busy=min(BUSY_WAIT_MAX_S, seconds))
     if status == 200:
         start = 0
     elif status == 206:
@@ -512,7 +595,8 @@ class Downloader:
         for _attempt in range(MAX_ATTEMPTS):
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
-            source = format_address(peer["host"], peer["port"])
+            source = " ".join(x for x in (peer.get("name"), format_address(peer["host"],
+                                                                            peer["port"])) if x)
             result.sources.append(source)
             try:
                 if partial.offset < size:
@@ -579,12 +663,13 @@ class Downloader:
                 auth = "".join(f"{key}: {value}\r\n" for key, value
                                in self.members.auth_headers("GET", target).items())
                 request = (f"GET {target} HTTP/1.1\r\nHost: {source}\r\n"
-                           + (f"Range: bytes={partial.offset}-\r\n" if partial.offset else "")
+                           + (f"Range: bytes={partial.offset}-\r\nIf-Range: \"{sha256}\"\r\n"
+                              if partial.offset else "")
                            + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
                            + auth + "Connection: close\r\n\r\n")
                 sock.sendall(request.encode("ascii"))
                 status, headers, leftover = self._read_head(sock)
-                start = check_response(status, headers, partial.offset, size, sha256)
+                start = check_response(status, headers, partial.offset, size, sha256, leftover)
                 if start != partial.offset:  # the holder ignored the range: start over
                     partial.restart()
                 self._receive(sock, partial, leftover, size, name, source, result)
@@ -694,3 +779,170 @@ class Downloader:
             os.unlink(partial)
             return target
         raise DiskError(f"Too many files named like {name!r} in {self.root}.")
+
+
+# ---------------------------------------------------------------------------
+# Without a load balancer
+
+
+class DirectSource:
+    """Stands in for the load balancer when there is none and the person named a peer.
+
+    That peer is the only holder: its ``GET /files`` says the file's size and SHA-256;
+    there is nothing to renew or end, and no other holder to turn to when it fails.
+    """
+
+    def __init__(self, host, port, timeout=CONNECT_TIMEOUT_S):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.address = format_address(host, port)
+
+    def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
+        if exclude:
+            raise LBClientError(f"{self.address} failed, and without a load balancer there "
+                                "is no other holder to ask.", 404)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", "/files")
+            response = conn.getresponse()
+            listing = json.loads(response.read())
+        except (OSError, http.client.HTTPException) as e:
+            raise LBClientError(f"No peer answers at {self.address} "
+                                f"({describe_socket_error(e)}).") from None
+        except ValueError:
+            raise LBClientError(f"{self.address} answered, but not as a peer.") from None
+        finally:
+            conn.close()
+        versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
+                    and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
+        if not versions:
+            raise LBClientError(f"{self.address} does not share {name!r}.", 404)
+        file = versions[0]
+        return {"transfer_id": "", "renew_s": DEFAULT_RENEW_S,
+                "peer": {"id": self.address, "host": self.host, "port": self.port},
+                "file": {"name": name, "size": file["size"], "sha256": file["sha256"]}}
+
+    def renew_transfer(self, transfer_id):
+        """Nothing to renew: no load balancer counts this transfer."""
+
+    def end_transfer(self, transfer_id, outcome="done"):
+        """Nothing to end: no load balancer counts this transfer."""
+
+
+# ---------------------------------------------------------------------------
+# Downloads in the background
+
+
+class DownloadCancelled(Exception):
+    """A background download was cancelled (raised from its progress callback)."""
+
+
+@dataclass
+class Job:
+    """One download asked for: waiting for its turn, running, or ended (and how)."""
+    id: int
+    name: str
+    sha256: str = None
+    peer: str = None
+    state: str = "waiting"  # waiting, running, done, failed, cancelled
+    progress: Progress = None
+    result: Result = None
+    error: DownloadError = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reported: bool = False
+
+    @property
+    def ended(self):
+        return self.state in ("done", "failed", "cancelled")
+
+
+class DownloadQueue:
+    """Downloads in background threads, at most ``limit`` at once, in the order asked.
+
+    ``start(job, on_progress)`` runs one download and returns its Result (or raises
+    DownloadError); its progress callback raises DownloadCancelled once the job is
+    cancelled, so a running download stops at its next progress report (at least
+    every second or so while bytes arrive) and keeps its partial file.
+    """
+
+    def __init__(self, start, limit=DEFAULT_PARALLEL):
+        self._start = start
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._jobs = []
+        self._threads = []
+        self._running = 0
+
+    def submit(self, name, sha256=None, peer=None):
+        """Queue a download; returns (its Job, False), or (the same one queued before, True)."""
+        with self._cond:
+            for job in self._jobs:  # the same file, or a version of it not yet chosen
+                if not job.ended and job.name == name and (
+                        job.sha256 == sha256 or None in (job.sha256, sha256)):
+                    return job, True
+            job = Job(len(self._jobs) + 1, name, sha256, peer)
+            self._jobs.append(job)
+            thread = threading.Thread(target=self._run, args=(job,), daemon=True,
+                                      name=f"download-{job.id}")
+            self._threads.append(thread)
+        thread.start()
+        return job, False
+
+    def _run(self, job):
+        with self._cond:
+            self._cond.wait_for(lambda: self._running < self.limit or job.cancel.is_set())
+            if job.cancel.is_set():
+                job.state = "cancelled"
+                return
+            self._running += 1
+            job.state = "running"
+        try:
+            job.result = self._start(job, lambda p: self._progress(job, p))
+            job.state = "done"
+        except DownloadCancelled:
+            job.state = "cancelled"
+        except DownloadError as e:
+            job.error, job.state = e, "failed"
+        except Exception as e:  # a bug of ours: logged, and the other downloads go on
+            log.exception("download of %s failed", job.name)
+            job.error, job.state = DownloadError(f"Unexpected error: {e!r}"), "failed"
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @staticmethod
+    def _progress(job, progress):
+        job.progress = progress
+        if job.cancel.is_set():
+            raise DownloadCancelled()
+
+    def jobs(self):
+        with self._cond:
+            return list(self._jobs)
+
+    def active(self):
+        """The jobs waiting or running."""
+        return [job for job in self.jobs() if not job.ended]
+
+    def take_ended(self):
+        """The jobs that ended since the last call (each is returned once)."""
+        with self._cond:
+            ended = [job for job in self._jobs if job.ended and not job.reported]
+            for job in ended:
+                job.reported = True
+            return ended
+
+    def cancel_all(self):
+        with self._cond:
+            for job in self._jobs:
+                job.cancel.set()
+            self._cond.notify_all()
+
+    def wait(self, timeout=None):
+        """Wait for every job to end (or ``timeout``); True if they all did."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.active()

@@ -48,6 +48,7 @@ from http import HTTPStatus
 from members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
 
 log = logging.getLogger("p2p.http")
+VERSION = "1.1"  # of the program, shown by --version and in the Server header of each side
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
 
 DEFAULT_SOCKET_TIMEOUT_S = 30.0  # idle keep-alive or half-sent request
@@ -388,7 +389,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         headers = dict(headers or {})
         if content_type:
             headers["Content-Type"] = content_type
-        if status != 204:
+        if status not in (204, 304):  # neither has a body, nor its length
             headers["Content-Length"] = len(body)
         if self.close_connection:
             headers.setdefault("Connection", "close")

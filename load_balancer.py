@@ -18,10 +18,17 @@ request                                     answer
 ``PUT /transfers/{id}``                     200 renewed
 ``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled)
 ``GET /status``                             200 {policy, peers: [...]}
-``GET /``                                   an HTML page of the same, refreshing itself
+``GET /``                                   an HTML page of the same and of the files,
+                                            refreshing itself
+``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
+                                            ``/files/{name}``, counted as a transfer
 ==========================================  ==========================================
 
-Every error is ``{"error": "<a sentence a person can act on>"}``.
+``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
+sentence a person can act on>"}``; every reply says ``Server:
+p2p-load-balancer/VERSION``, and ``LBClient`` recognises a peer's replies
+(``Server: p2p-peer/...``), so a peer's address given as the load
+balancer's is named as the mistake it is.
 
 The decisions live in ``Registry`` (no sockets, thread-safe, injectable
 clock): the index from file name to holders, grouped by SHA-256; the
@@ -55,12 +62,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
-from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, set_nodelay, unmapped)
-from members import OPEN, Members, SecretError, TLSSetupError, describe_tls_error
+from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
+                     check_name, format_address, parse_address, set_nodelay, unmapped)
+from members import (OPEN, URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
+                     Unauthorized, describe_tls_error)
 
 log = logging.getLogger("p2p.lb")
 
@@ -72,12 +80,17 @@ MAX_FILES_PER_PEER = 100_000
 MAX_PEERS = 100_000
 MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
 MAX_EXCLUDE = 1000
+MAX_PEER_NAME_CHARS = 64
 IDLE_CHECK_S = 1.0
 CLIENT_TIMEOUT_S = 10.0
 STATUS_REFRESH_S = 2
 POLICIES = ("least-connections", "round-robin")
 OUTCOMES = ("done", "failed", "cancelled")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
+PEER_SERVER_PREFIX = "p2p-peer/"  # what a peer's replies say they come from
+PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer it uses
+PAGE_FILES = 200  # files listed on the page, with links
 
 
 # ---------------------------------------------------------------------------
@@ -128,11 +141,13 @@ class FileInfo:
 
 
 class PeerRecord:
-    __slots__ = ("id", "host", "port", "token", "source", "files", "last_seen", "active",
-                 "uploads", "served", "failed", "cooldown_until", "last_pick", "transfers")
+    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "last_seen",
+                 "active", "uploads", "served", "failed", "cooldown_until", "last_pick",
+                 "transfers")
 
-    def __init__(self, peer_id, host, port, token, now, source=None):
+    def __init__(self, peer_id, host, port, token, now, source=None, name=""):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
+        self.name = name  # what the peer calls itself (stable across restarts, unlike the port)
         self.source = source  # the address it registered from
         self.files = {}  # name -> FileInfo
         self.last_seen = now
@@ -153,7 +168,7 @@ class PeerRecord:
         return format_address(self.host, self.port)
 
     def public(self):
-        return {"id": self.id, "host": self.host, "port": self.port}
+        return {"id": self.id, "name": self.name, "host": self.host, "port": self.port}
 
 
 @dataclass
@@ -192,7 +207,7 @@ class Registry:
 
     # -- peers --------------------------------------------------------------
 
-    def register(self, host, port, files, source=None):
+    def register(self, host, port, files, source=None, name=""):
         """Add a peer; returns its record.
 
         An earlier peer at the same address is replaced when the new one comes from the
@@ -211,7 +226,7 @@ class Registry:
             elif len(self._peers) >= MAX_PEERS:
                 raise Unavailable(f"The load balancer already has {MAX_PEERS} peers.")
             peer_id = secrets.token_hex(6)
-            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source)
+            peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source, name)
             self._peers[peer_id] = peer
             self._by_address[(host, port)] = peer_id
             self._set_files(peer, files)
@@ -442,7 +457,7 @@ class Registry:
             now = self._clock()
             self._sweep(now)
             peers = [{
-                "id": p.id, "host": p.host, "port": p.port,
+                "id": p.id, "name": p.name, "host": p.host, "port": p.port,
                 "files": sorted(p.files), "active": p.active, "uploads": p.uploads,
                 "served": p.served, "failed": p.failed,
                 "last_seen_s": round(now - p.last_seen, 1),
@@ -515,7 +530,11 @@ def parse_register(body, default_host):
     host = _field(body, "host", str, "a host name or IP address", required=False)
     if host is not None:
         check_host(host, "host")
-    return host or default_host, port, parse_files(body.get("files", []))
+    name = _field(body, "name", str, "the peer's name", required=False) or ""
+    if len(name) > MAX_PEER_NAME_CHARS or not name.isprintable():
+        raise Invalid(f"The field 'name' must be at most {MAX_PEER_NAME_CHARS} printable "
+                      "characters.")
+    return host or default_host, port, parse_files(body.get("files", [])), name
 
 
 def parse_heartbeat(body):
@@ -549,24 +568,41 @@ def parse_transfer_request(body):
 # The HTTP server
 
 
-def render_status_page(status):
-    """The status as an HTML page; everything that came from a peer is escaped."""
+def file_link(name, base="", sha256=None):
+    """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
+    url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
+    return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
+
+
+def render_status_page(status, files=(), truncated=False):
+    """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
+
+    A file's name links here (the redirector: the least-loaded holder sends it); a name
+    in a peer's row links to that peer.
+    """
     peers = status["peers"]
     most = max([p["active"] for p in peers] + [1])
     rows = []
     for p in peers:
-        address = html.escape(format_address(p["host"], p["port"]))
-        names = ", ".join(html.escape(n) for n in p["files"][:8])
+        address = format_address(p["host"], p["port"])
+        base = f"http://{address}"
+        names = ", ".join(file_link(n, base) for n in p["files"][:8])
         if len(p["files"]) > 8:
             names += f", … ({len(p['files']) - 8} more)"
         width = int(100 * p["active"] / most)
+        who = html.escape(p.get("name") or "")
         rows.append(
-            f"<tr><td>{address}<br><small>{html.escape(p['id'])}</small></td>"
+            f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
+            f"<small>{html.escape(p['id'])}</small></td>"
             f"<td>{len(p['files'])}<br><small>{names}</small></td>"
             f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
             f" (uploads {p['uploads']})</td><td>{p['served']}</td><td>{p['failed']}</td>"
             f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
     table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
+    file_rows = "".join(
+        f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
+        f"<td>{f['holders']}</td><td><code>{f['sha256'][:16]}</code></td></tr>" for f in files)
+    more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
     return f"""<!doctype html>
 <html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
 <title>P2P load balancer</title><style>
@@ -578,7 +614,10 @@ td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-a
 <p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
 refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 <table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
-<th>Failed</th><th>Last seen</th></tr>{table}</table></body></html>
+<th>Failed</th><th>Last seen</th></tr>{table}</table>
+<h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
+<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>SHA-256</th></tr>{file_rows}</table>
+{more}</body></html>
 """
 
 
@@ -606,21 +645,27 @@ def route(path):
 class LBHandler(JSONRequestHandler):
     """One request against ``self.server.registry``."""
 
+    server_version = LB_SERVER
+
     def handle_request(self):
         try:
             self.body = self.read_body()
             self.request_read()
             path, _, query = self.path.partition("?")
+            self.query = parse_qs(query) if query else {}
+            if path.startswith("/files/") and self.command in ("GET", "HEAD"):
+                self.route_redirect(path)
+                return
             methods, ids = route(path)
             if methods is None:
                 raise HTTPProblem(404, f"There is no {path} here; see GET /status or GET /.")
-            action = methods.get(self.command)
+            action = methods.get("GET" if self.command == "HEAD" else self.command)
             if action is None:
-                problem = HTTPProblem(405, f"{path} accepts {', '.join(methods)}, "
+                allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+                problem = HTTPProblem(405, f"{path} accepts {', '.join(allowed)}, "
                                            f"not {self.command}.")
-                problem.headers["Allow"] = ", ".join(methods)
+                problem.headers["Allow"] = ", ".join(allowed)
                 raise problem
-            self.query = parse_qs(query) if query else {}
             getattr(self, "route_" + action)(*ids)
         except HTTPProblem as problem:
             self.send_problem(problem)
@@ -629,7 +674,19 @@ class LBHandler(JSONRequestHandler):
         except Exception:
             self.send_unexpected()
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+
+    def check_auth(self, secret):
+        """A signed request, or a presigned URL of a file to redirect to its holder."""
+        path, _, query = self.path.partition("?")
+        signed = parse_qs(query) if query else {}
+        if URL_SIG_PARAM not in signed or not path.startswith("/files/"):
+            return super().check_auth(secret)
+        try:
+            name = unquote(path[len("/files/"):], errors="strict")
+        except UnicodeDecodeError:
+            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
+        secret.check_url(self.command, name, signed)
 
     @property
     def registry(self):
@@ -654,8 +711,33 @@ class LBHandler(JSONRequestHandler):
 
     # -- routes -------------------------------------------------------------
 
+    def route_redirect(self, path):
+        """``GET /files/NAME``: 302 to the least-loaded holder, counted like any pick.
+
+        A mirror network's redirector: ``curl -L`` and browsers get the balancing too.
+        The transfer is never ended by such a client, so it counts until it expires
+        (``3 x renew_s``). ``HEAD`` says where a GET would go without counting.
+        """
+        try:
+            name = unquote(path[len("/files/"):], errors="strict")
+        except UnicodeDecodeError:
+            raise Invalid("The file name is not valid UTF-8.") from None
+        check_file_name(name)
+        sha256 = self.query.get("sha256", [None])[0]
+        if sha256 is not None:
+            check_sha256(sha256)
+        transfer, peer = self.registry.pick(name, sha256)
+        if self.command == "HEAD":
+            self.registry.end(transfer.id, "cancelled")
+        signed = {key: self.query[key][0] for key in (URL_EXPIRES_PARAM, URL_SIG_PARAM)
+                  if key in self.query}  # a presigned URL is good on any holder of the name
+        location = (f"{self.server.members.scheme}://{peer.address}/files/"
+                    f"{quote(name, safe='/')}" + (f"?{urlencode(signed)}" if signed else ""))
+        self.send_whole(302, b"", None, {"Location": location, "Cache-Control": "no-store"})
+
     def route_page(self):
-        page = render_status_page(self.registry.status()).encode("utf-8")
+        files, truncated = self.registry.find_files(limit=PAGE_FILES)
+        page = render_status_page(self.registry.status(), files, truncated).encode("utf-8")
         self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
@@ -668,8 +750,8 @@ class LBHandler(JSONRequestHandler):
 
     def route_register(self):
         source = unmapped(self.client_address[0])
-        host, port, files = parse_register(self.json_body(), source)
-        peer = self.registry.register(host, port, files, source=source)
+        host, port, files, name = parse_register(self.json_body(), source)
+        peer = self.registry.register(host, port, files, source=source, name=name)
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})
@@ -727,6 +809,18 @@ class LBUnreachable(LBClientError):
 class LBUnauthorized(LBClientError):
     """The load balancer refuses us as we are: wrong or missing network secret (401), or
     it speaks TLS and we do not."""
+
+
+def not_a_load_balancer(address, server, told=None):
+    """What to say when ``address`` answered as something else, from its Server header.
+
+    A peer names its own load balancer (``told``) in its replies; None when the
+    reply may well be from a load balancer.
+    """
+    if server.startswith(PEER_SERVER_PREFIX):
+        where = f"; the load balancer is {told}" if told else ""
+        return f"{address} is a peer, not a load balancer{where}. Give that to --lb."
+    return None
 
 
 def describe_socket_error(error):
@@ -810,7 +904,10 @@ class LBClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         with self._lock:
-            status, raw = self._roundtrip(method, path, data, headers)
+            status, raw, server, told = self._roundtrip(method, path, data, headers)
+        wrong = not_a_load_balancer(self.address, server, told)
+        if wrong:
+            raise LBUnreachable(wrong, status)
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError:
@@ -842,7 +939,8 @@ class LBClient:
                 if response.will_close:
                     self._conn.close()
                     self._conn = None
-                return response.status, raw
+                return (response.status, raw, response.getheader("Server", ""),
+                        response.getheader(PEER_LB_HEADER))
             except (ConnectionError, http.client.HTTPException, OSError) as e:
                 self._conn.close()
                 self._conn = None
@@ -858,10 +956,12 @@ class LBClient:
 
     # -- the API ------------------------------------------------------------
 
-    def register(self, port, files, host=None):
+    def register(self, port, files, host=None, name=""):
         body = {"port": port, "files": files}
         if host:
             body["host"] = host
+        if name:
+            body["name"] = name
         return self._call("POST", "/peers", body)
 
     def heartbeat(self, peer_id, token, files=None, uploads=None):
@@ -940,6 +1040,7 @@ def parse_args(argv):
     parser.add_argument("--no-announce", dest="announce", action="store_false",
                         help="do not announce this load balancer on the local network")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     add_member_options(parser)
     args = parser.parse_args(argv)
     args.members = members_from_args(parser, args)

@@ -1,26 +1,32 @@
 """A peer: shares its ``shared/`` folder, downloads into ``downloads/``, and has a menu.
 
 ``python peer.py`` starts the interactive peer: a threaded file server over
-``shared/`` (and, once verified, what it downloaded; see ``sharing.py``), a
-member of the load balancer's registry (register, heartbeat carrying its
-current uploads and, when they changed, its files; register again when the
-load balancer forgot it; unregister on exit), a downloader (``download.py``)
-and the numbered menu. Without ``--lb`` (or ``P2P_LB``) every command first
-looks for the load balancer of its ``--network`` on the local network
+``shared/`` (and, once verified, what it downloaded, unless ``--no-reshare``;
+see ``sharing.py``), a member of the load balancer's registry (register under
+its ``--name``, heartbeat carrying its current uploads and, when they changed,
+its files; the folders are scanned every second and a change is announced at
+once; register again when the load balancer forgot it; unregister on exit,
+however it is asked to), a downloader (``download.py``, several downloads in
+the background) and the numbered menu (line editing and Tab completion in
+``console.py``). Without ``--lb`` (or ``P2P_LB``) every command first looks
+for the load balancer of its ``--network`` on the local network
 (``discovery.py``), and a peer that found it that way follows the network: when
-it stops answering, the peer moves to whichever load balancer is announced. When
-none is found, or nothing answers at the ``--lb`` address, and that address is
-on this machine, the peer starts ``load_balancer.py`` as a background process
-of its own (announced on the network when it was looked for there), which exits
-by itself once no peer has been registered for a minute.
+it stops answering, the peer moves to whichever load balancer is announced.
+When none is found, or nothing answers at the ``--lb`` address, and that
+address is on this machine, the peer starts ``load_balancer.py`` as a
+background process of its own (announced on the network when it was looked
+for there), at start and whenever it finds it gone; that one exits by itself
+once no peer has been registered for a minute. With a network secret or
+certificate (``members.py``) it hands them to that load balancer too.
 
-Subcommands, for scripts and tests (``--help`` on each)::
+Subcommands, for scripts and tests (``--help`` on each, or ``help COMMAND``)::
 
     python peer.py [menu]        the interactive peer (default)
     python peer.py serve         the same peer without the menu, until Ctrl-C / SIGTERM
-    python peer.py get NAME      download one file, then exit
+    python peer.py get NAME...   download files one after another, then exit
     python peer.py list [TEXT]   the files on the network
-    python peer.py status        the load balancer's view of every peer
+    python peer.py status        the load balancer's view of every peer, my unfinished downloads
+    python peer.py clean         delete my unfinished downloads
     python peer.py secret        print a new network secret
     python peer.py url NAME      a signed, time-limited URL of a holder, for curl
 
@@ -33,7 +39,9 @@ import argparse
 import difflib
 import errno
 import functools
+import ipaddress
 import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -44,10 +52,13 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 
 import discovery
-from download import DownloadError, Downloader
-from httpkit import BadName, check_name, format_address, parse_address
+from console import Choices, LineReader
+from download import (DEFAULT_PARALLEL, DirectSource, DownloadError, DownloadQueue, Downloader,
+                      find_unfinished, remove_unfinished)
+from httpkit import VERSION, BadName, check_name, format_address, parse_address
 from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnauthorized, LBUnreachable,
                            add_member_options, members_from_args, port_number)
 from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret,
@@ -56,9 +67,8 @@ from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate, ur
 
 try:
     import fcntl
-    import termios
-except ImportError:  # Windows: no folder lock warning, no flushing of keys typed ahead
-    fcntl = termios = None
+except ImportError:  # Windows: no folder lock warning
+    fcntl = None
 
 log = logging.getLogger("p2p.peer")
 
@@ -70,8 +80,17 @@ LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to
 LB_PROBE_TIMEOUT_S = 1.0
 RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
+SCAN_INTERVAL_S = 1.0  # the folders are scanned (stat only) this often; changes go out at once
+SCAN_CPU_SHARE = 0.1  # ...or less often, so that scanning takes at most this share of the time
+SETTLE_S = 1.0  # a file is announced once it has not changed for this long (still copying?)
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
+LOG_BACKUPS = 1  # ...keeping this many older ones
+MAX_NAME_CHARS = 64  # a peer's --name
+STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
+STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
+JOBS_STOP_WAIT_S = 3.0  # on the way out, wait this long for running downloads to stop
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
 FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
 
@@ -124,6 +143,32 @@ def auto_lb_log_path(port):
     return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
 
 
+def open_to(host, port):
+    """Who can reach a server listening on ``host``:``port``, in words."""
+    if host in ("0.0.0.0", "::", ""):
+        return f"anyone who can reach this machine on port {port} (every network interface)"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return "this machine only"
+    return f"anyone who can reach {format_address(host, port)}"
+
+
+def lb_bind_host(host):
+    """Where an auto-started load balancer listens: only on loopback when its address is
+    a loopback one (no other machine could use that address), else on every interface."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return host
+    return "::" if ":" in host else "0.0.0.0"
+
+
 def ensure_load_balancer(host, port, say=print, network=None, listen=None, members=OPEN,
                          member_options=()):
     """Start ``load_balancer.py`` in the background if none answers at a local address.
@@ -138,7 +183,7 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
     if lb_answers(host, port) or not is_local_address(host):
         return None
     log_path = auto_lb_log_path(port)
-    listen = listen or ("::" if ":" in host else "0.0.0.0")
+    listen = listen or lb_bind_host(host)
     command = [sys.executable, LB_SCRIPT, "--host", listen, "--port", str(port),
                "--idle-exit", str(AUTO_LB_IDLE_EXIT_S),
                *(["--network", network] if network else ["--no-announce"]), *member_options]
@@ -175,8 +220,8 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
         where = (f"on network {network!r} on the local network" if network
                  else f"at {format_address(host, port)}")
         say(f"No load balancer was running {where}: started one in the background "
-            f"(pid {process.pid}, log {log_path}); it exits {AUTO_LB_IDLE_EXIT_S} s after "
-            "the last peer leaves.")
+            f"(pid {process.pid}, log {log_path}), open to {open_to(listen, port)}; it exits "
+            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
         return process
     try:  # another peer's won the race: ours finds the port taken and exits
         process.wait(LB_START_TIMEOUT_S)
@@ -193,9 +238,12 @@ class Peer:
     """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
-                 members=OPEN, rediscover=None):
+                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
+                 restart_lb=None, reshare=True, members=OPEN, rediscover=None):
         self.lb = lb
+        self.reshare = reshare  # share verified downloads too
+        self.name = name
+        self.restart_lb = restart_lb  # (host, port) -> started process or None, or None
         self.members = members
         self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
         self.shared = os.path.abspath(shared)
@@ -203,7 +251,8 @@ class Peer:
         self.bind = (host, port)
         self.advertise = advertise
         self.upload_slots, self.upload_limit = upload_slots, upload_limit
-        self.index = ShareIndex([self.shared, self.downloads], on_change=self._wake_now)
+        roots = [self.shared, self.downloads] if reshare else [self.shared]
+        self.index = ShareIndex(roots, on_change=self._wake_now, settle_s=SETTLE_S)
         self.server = None
         self.peer_id = self.token = None
         self.seen_as = None  # the host the load balancer sees us as
@@ -235,10 +284,10 @@ class Peer:
             hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
             raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
                             f"{e.strerror}{hint}.") from None
+        self.server.peer_name, self.server.lb_address = self.name, self.lb.address
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
-        self.index.refresh()
-        self.index.wait_hashed(INITIAL_HASH_WAIT_S)
+        self._first_scan()
         try:
             self._register()
         except LBUnauthorized as e:
@@ -248,7 +297,32 @@ class Peer:
             raise PeerError(f"{e.message} {hint}") from None
         self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
         self._thread.start()
+        threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
+
+    def _first_scan(self):
+        """Scan, and wait a little for new files to settle and be hashed: the first
+        registration then has them; the rest follows as it is ready."""
+        deadline = time.monotonic() + INITIAL_HASH_WAIT_S
+        while True:
+            self.index.refresh()
+            left = deadline - time.monotonic()
+            if left <= 0 or not (self.index.settling() or self.index.pending()):
+                return
+            if self.index.settling():
+                self._stop.wait(min(left, SCAN_INTERVAL_S))  # until it has been still a moment
+            else:
+                self.index.wait_hashed(left)
+
+    def _scan_loop(self):
+        """Look at the folders every SCAN_INTERVAL_S (less often when a scan is costly:
+        at most SCAN_CPU_SHARE of the time); announce a change at once."""
+        took = 0.0
+        while not self._stop.wait(max(SCAN_INTERVAL_S, took / SCAN_CPU_SHARE)):
+            started = time.monotonic()
+            if self.index.refresh():
+                self._wake.set()
+            took = time.monotonic() - started
 
     def _lock_folder(self):
         """Hold a lock in the shared folder; False if another peer already shares it."""
@@ -267,17 +341,22 @@ class Peer:
             return False
 
     def stop(self):
+        """Unregister (True if the load balancer heard it), stop serving, let go of folders.
+
+        Only the first call does it; later ones answer False."""
         if self._stop.is_set():
-            return
+            return False
         self._stop.set()
         self._wake.set()
         # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
         self.lb.interrupt(UNREGISTER_TIMEOUT_S)
         if self._thread is not None:
             self._thread.join(UNREGISTER_TIMEOUT_S + 1)
+        unregistered = False
         if self.peer_id is not None:
             try:
                 self.lb.unregister(self.peer_id, self.token)
+                unregistered = True
             except LBClientError as e:
                 log.info("could not unregister: %s", e)
             self.peer_id = None
@@ -288,6 +367,7 @@ class Peer:
         self.index.close()
         if self._folder_lock is not None:
             os.close(self._folder_lock)
+        return unregistered
 
     @property
     def port(self):
@@ -297,6 +377,11 @@ class Peer:
     def address(self):
         host = self.advertise or self.seen_as or self.bind[0]
         return format_address(host, self.port)
+
+    @property
+    def title(self):
+        """'name ip:port', the peer as the menu and the status name it."""
+        return f"{self.name} {self.address}" if self.name else self.address
 
     # -- membership ---------------------------------------------------------
 
@@ -310,7 +395,7 @@ class Peer:
     def _register(self):
         version, files = self._files()
         try:
-            answer = self.lb.register(self.port, files, host=self.advertise)
+            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name)
         except LBUnauthorized as e:
             if self._thread is None:  # starting: the person must fix it, not wait for it
                 raise
@@ -323,6 +408,7 @@ class Peer:
             return False
         self.peer_id, self.token = answer["peer_id"], answer["token"]
         self.seen_as = answer.get("host")
+        self.server.address = self.address
         self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
         self._announced = version
         self.lb_problem = None
@@ -356,23 +442,29 @@ class Peer:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.index.refresh()
-            if self.peer_id is None:
-                self._register()
-            else:
-                self._heartbeat()
-            if self.lb_problem is not None and self.rediscover is not None:
-                self._follow()
+            heard = self._register() if self.peer_id is None else self._heartbeat()
+            if not heard and self.rediscover is not None and not self._stop.is_set():
+                heard = self._follow()
+            if not heard and self.restart_lb is not None and not self._stop.is_set():
+                self._start_lb_again()
 
     def _follow(self):
         """The load balancer found by discovery is gone: move to the one announced now."""
         found = self.rediscover()
         if found is None or found == (self.lb.host, self.lb.port):
-            return
+            return False
         log.warning("moving to the load balancer at %s", format_address(*found))
         self.lb.retarget(*found)
         self.peer_id = None
-        self._register()
+        return self._register()
+
+    def _start_lb_again(self):
+        """The load balancer is gone: start it again if its address is on this machine."""
+        try:
+            if self.restart_lb(self.lb.host, self.lb.port):
+                self._wake.set()  # register with it at once
+        except PeerError as e:
+            log.warning("%s", e)
 
     def describe_sharing(self):
         """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
@@ -388,14 +480,25 @@ class Peer:
 
     # -- downloads ----------------------------------------------------------
 
-    def downloader(self, on_progress=None):
-        return Downloader(self.lb, self.downloads, requester=self.peer_id,
+    def downloader(self, on_progress=None, direct=None):
+        """A Downloader through the load balancer, or through ``direct`` (a DirectSource)."""
+        return Downloader(direct or self.lb, self.downloads, requester=self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
-                          have=self.index.find_by_hash, identity=self.address,
+                          have=self.index.find_on_disk, identity=self.address,
                           members=self.members)
 
     def _verified(self, root, path, sha256):
-        self.index.add_verified(root, path, sha256)
+        if self.reshare:
+            self.index.add_verified(root, path, sha256)
+
+    def describe_openness(self):
+        """To whom this peer's files are open, and whether its downloads are among them."""
+        reach = open_to(self.bind[0], self.port)
+        kept = ("downloads are shared too (--no-reshare keeps them private)" if self.reshare
+                else "downloads stay private (--no-reshare)")
+        if self.members.secret or self.members.tls:
+            reach = f"{reach}, but only to members ({self.members.describe()})"
+        return f"Open to {reach}; {kept}."
 
 
 # ---------------------------------------------------------------------------
@@ -426,12 +529,50 @@ def human_duration(seconds):
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def text_width(text):
+    """Columns ``text`` takes on a terminal: wide (East Asian) characters 2, combining 0."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
+
+
+def pad(text, width):
+    text = str(text)
+    return text + " " * (width - text_width(text))
+
+
 def table(rows, headers):
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    widths = [max(text_width(x) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(pad(h, w) for h, w in zip(headers, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["  ".join(pad(c, w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def cut(text, width):
+    """``text`` in at most ``width`` columns, ending in '…' when it had to be cut."""
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text) > width - 1:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def fit_names(names, width):
+    """As many of ``names`` as fit in ``width`` columns (the first one cut if need be),
+    then how many more there are."""
+    shown, used = [], 0
+    for i, name in enumerate(names):
+        more = f", … +{len(names) - i}"
+        cost = text_width(name) + (2 if shown else 0)
+        last = i == len(names) - 1
+        if used + cost + (0 if last else text_width(more)) > width:
+            if not shown:
+                return cut(name, width - (0 if last else text_width(more))) + \
+                    ("" if last else f", … +{len(names) - 1}")
+            return ", ".join(shown) + more
+        shown.append(name)
+        used += cost
+    return ", ".join(shown)
 
 
 class ProgressPrinter:
@@ -472,10 +613,29 @@ class ProgressPrinter:
             self.drawn = False
 
 
-def forget_typed_ahead():
-    """Drop keys pressed during a download, so they do not answer the next question."""
-    if termios is not None and sys.stdin.isatty():
-        termios.tcflush(sys.stdin, termios.TCIFLUSH)
+def job_line(job):
+    """'song.mp3 52 % 5.0 MiB/s from 10.0.0.7:41237', or 'big.bin waiting'."""
+    p = job.progress
+    if job.state == "waiting" or p is None:
+        return f"{job.name} {'waiting for its turn' if job.state == 'waiting' else 'starting'}"
+    percent = 100 * p.done / p.total if p.total else 100.0
+    return f"{job.name} {percent:.0f} % {human_size(p.rate)}/s from {p.source}"
+
+
+def jobs_line(jobs):
+    return "Downloading: " + " · ".join(job_line(job) for job in jobs)
+
+
+def describe_job(job):
+    """How a background download ended, in a sentence."""
+    if job.state == "done":
+        return describe_result(job.result)
+    if job.state == "cancelled":
+        return f"Stopped {job.name!r}; the partial file is kept: download it again to resume."
+    message = job.error.message
+    if job.error.status == 409 and job.error.versions:
+        message += " Option 1 numbers each version; option 2 takes the number."
+    return message
 
 
 def describe_result(result):
@@ -545,14 +705,62 @@ def resolve_sha256(lb, name, text):
     return matches.pop()
 
 
-def print_files(out, lb, query):
+def unfinished_downloads(lb, root):
+    """[(Unfinished, the file on the network or None)] for the partial files in ``root``."""
+    unfinished = find_unfinished(root)
+    found = []
+    for u in unfinished:
+        try:
+            versions = [f for f in lb.files(u.name)["files"]
+                        if f["name"] == u.name and f["sha256"].startswith(u.sha_prefix)]
+        except LBClientError:
+            versions = []
+        found.append((u, versions[0] if versions else None))
+    return found
+
+
+def describe_unfinished(u, file):
+    """'song.mp3  45.2 %  (5.4 MiB of 12.0 MiB)', or its bytes when nobody shares it now."""
+    if file is None:
+        return f"{u.name}  {human_size(u.done)} so far (nobody shares it right now)"
+    percent = 100 * u.done / file["size"] if file["size"] else 100.0
+    return f"{u.name}  {percent:.1f} %  ({human_size(u.done)} of {human_size(file['size'])})"
+
+
+def print_unfinished(out, lb, root):
+    found = unfinished_downloads(lb, root)
+    if found:
+        out.write(f"Unfinished downloads in {shown_path(root)}/ ('peer.py clean' deletes "
+                  "them):\n")
+        for u, file in found:
+            out.write(f"  {describe_unfinished(u, file)}\n")
+
+
+def clean_unfinished(root):
+    """Delete the partial downloads in ``root`` that are not running; says what it did."""
+    unfinished = find_unfinished(root)
+    removed = [u for u in unfinished if remove_unfinished(u)]
+    freed = sum(u.done for u in removed)
+    kept = len(unfinished) - len(removed)
+    text = (f"Deleted {plural(len(removed), 'unfinished download')} ({human_size(freed)}) "
+            f"from {shown_path(root)}/.")
+    return text + (f" {kept} still running, kept." if kept else "")
+
+
+def print_files(out, lb, query, choices=None):
+    """The files on the network whose names contain ``query``; numbered into ``choices``."""
     answer = lb.files(query)
     files = answer["files"]
     if not files:
         out.write("No shared file matches.\n" if query else "Nobody shares anything yet.\n")
         return
     rows = [(f["name"], human_size(f["size"]), f["holders"], f["sha256"][:12]) for f in files]
-    out.write(table(rows, ("name", "size", "holders", "sha256")) + "\n")
+    headers = ("name", "size", "holders", "sha256")
+    if choices is not None:
+        numbers = choices.show((f["name"], f["sha256"]) for f in files)
+        rows = [(f"{n})", *row) for n, row in zip(numbers, rows)]
+        headers = ("#", *headers)
+    out.write(table(rows, headers) + "\n")
     if answer.get("truncated"):
         out.write(f"(only the first {len(files)} shown; add text to narrow the list)\n")
 
@@ -565,11 +773,12 @@ def print_status(out, lb, me=None):
     if not peers:
         return
     rows = []
+    names_width = max(STATUS_NAMES_MIN, shutil.get_terminal_size().columns - STATUS_OTHER_COLUMNS)
     for p in peers:
-        names = ", ".join(p["files"][:3]) + (", …" if len(p["files"]) > 3 else "")
-        rows.append((format_address(p["host"], p["port"]) + (" (me)" if p["id"] == me else ""),
-                     f"{len(p['files'])}  {names}".rstrip(), p["active"], p["served"],
-                     f"{p['last_seen_s']:.0f} s ago"))
+        who = " ".join(x for x in (p.get("name"), format_address(p["host"], p["port"])) if x)
+        rows.append((who + (" (me)" if p["id"] == me else ""),
+                     f"{len(p['files'])}  {fit_names(p['files'], names_width)}".rstrip(),
+                     p["active"], p["served"], f"{p['last_seen_s']:.0f} s ago"))
     out.write(table(rows, ("peer", "files", "active", "served", "last seen")) + "\n")
 
 
@@ -587,8 +796,19 @@ MENU = """ 1) List files on the network
 class Menu:
     """The numbered menu over a started Peer, reading lines from ``read``."""
 
-    def __init__(self, peer, out=sys.stdout, read=input, log_path=None):
-        self.peer, self.out, self.read, self.log_path = peer, out, read, log_path
+    def __init__(self, peer, out=sys.stdout, read=None, log_path=None,
+                 parallel=DEFAULT_PARALLEL):
+        self.peer, self.out, self.log_path = peer, out, log_path
+        self.read = read or LineReader(self.network_names).read
+        self.choices = Choices()  # the files numbered last: option 2 takes their numbers
+        self.queue = DownloadQueue(self.run_job, parallel)
+
+    def network_names(self):
+        """Every name on the network (for Tab), or none when the load balancer is away."""
+        try:
+            return list(dict.fromkeys(f["name"] for f in self.peer.lb.files()["files"]))
+        except LBClientError:
+            return []
 
     def say(self, text=""):
         self.out.write(text + "\n")
@@ -597,9 +817,10 @@ class Menu:
     def banner(self):
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.address} · sharing {peer.describe_sharing()} · load balancer {lb}")
-        if peer.members is not OPEN and (peer.members.secret or peer.members.tls):
-            self.say(f"Members only: {peer.members.describe()}")
+        self.say(f"Peer {peer.title} · sharing {peer.describe_sharing()} · load balancer {lb}")
+        self.say(peer.describe_openness())
+        if peer.lb_problem:
+            self.say(f"Note: {peer.lb_problem}")
         if self.log_path:
             self.say(f"Log: {self.log_path}")
         if peer.shares_folder_with_another:
@@ -607,17 +828,32 @@ class Menu:
                      "peer its own --shared and --downloads folders.")
 
     def run(self):
+        """The menu until the person quits; running downloads are stopped on the way out
+        (their partial files stay, to resume)."""
+        try:
+            self.loop()
+        finally:
+            self.queue.cancel_all()
+            self.queue.wait(JOBS_STOP_WAIT_S)
+
+    def loop(self):
         self.banner()
+        self.offer_resume()
         actions = {"1": self.list_files, "2": self.download, "3": self.show_status,
                    "4": self.show_mine}
         while True:
             self.say()
+            self.report()
             self.say(MENU)
             try:
                 choice = self.read("Choose 0-4: ").strip()
-            except (EOFError, KeyboardInterrupt):
+            except EOFError:
                 self.say()
+                self.finish_downloads()
                 return
+            except KeyboardInterrupt:
+                self.say()
+                choice = "0"
             if choice.casefold() in ("0", "q", "quit", "exit"):
                 if self.may_quit():
                     return
@@ -628,44 +864,71 @@ class Menu:
                          else "Nothing typed: type a number from 0 to 4 and press Enter.")
                 continue
             try:
-                if choice != "4" and self.peer.lb_problem:
+                if choice in ("1", "3") and self.peer.lb_problem:
                     raise LBUnreachable(self.peer.lb_problem)
                 action()
             except LBUnreachable as e:
-                self.say(f"{e.message} Options 4 and 0 still work; this peer registers again "
-                         "by itself as soon as the load balancer is back (to start one: "
-                         f"python load_balancer.py --port {self.peer.lb.port}).")
+                self.say(f"{e.message} Options 2 (naming a peer), 4 and 0 still work; this peer "
+                         "registers again by itself as soon as the load balancer is back (to "
+                         f"start one: python load_balancer.py --port {self.peer.lb.port}).")
             except LBClientError as e:
                 self.say(e.message)
             except Cancelled:
                 self.say("Cancelled.")
-            except EOFError:
-                self.say()
-                return
+
+    def offer_resume(self):
+        """At start: offer to resume the unfinished downloads that someone shares now."""
+        found = [(u, f) for u, f in unfinished_downloads(self.peer.lb, self.peer.downloads)
+                 if f is not None]
+        if not found:
+            return
+        self.say(f"{plural(len(found), 'unfinished download')} from before:")
+        for u, file in found:
+            self.say(f"  {describe_unfinished(u, file)}")
+        try:
+            answer = self.ask("Resume now? [Y/n] ")
+        except Cancelled:
+            return
+        if answer.casefold() in ("", "y", "yes"):
+            for _, file in found:
+                self.fetch(file["name"], file["sha256"], None)
 
     def may_quit(self):
-        """Quit at once, or, while others download from us, when the person confirms."""
-        uploads = len(self.peer.server.uploads)
-        if not uploads:
+        """Quit at once, or, while downloads run or others download from us, when the
+        person confirms."""
+        downloads, uploads = len(self.queue.active()), len(self.peer.server.uploads)
+        running = []
+        if downloads:
+            running.append(f"{plural(downloads, 'download')} running (stopped now, they "
+                           "resume next time)")
+        if uploads:
+            running.append(f"{plural(uploads, 'upload')} to other peers in progress (they "
+                           "will continue from another holder, if any)")
+        if not running:
             return True
         try:
-            answer = self.ask(f"{plural(uploads, 'upload')} to other peers in progress (they "
-                              "will continue from another holder, if any). Quit anyway? [y/N] ")
-        except (Cancelled, EOFError):
+            answer = self.ask(f"{' and '.join(running)}. Quit anyway? [y/N] ")
+        except Cancelled:
             return True
         return answer.casefold() in ("y", "yes")
 
-    def ask(self, prompt):
-        """A line from the person; Ctrl-C cancels the option, end of input quits."""
+    def ask(self, prompt, name=False):
+        """A line from the person; Ctrl-C or Ctrl-D (end of input) cancels the option.
+
+        A ``name`` question completes names on the network with Tab and is kept in the
+        history (Up arrow); other answers are not.
+        """
         try:
-            return self.read(prompt).strip()
-        except KeyboardInterrupt:
+            return self.read(prompt, complete=name, remember=name).strip()
+        except (KeyboardInterrupt, EOFError):
             self.say()
             raise Cancelled from None
 
     def list_files(self):
-        query = self.ask("Filter (blank for all): ")
-        print_files(self.out, self.peer.lb, query)
+        query = self.ask("Filter (blank for all): ", name=True)
+        print_files(self.out, self.peer.lb, query, self.choices)
+        if len(self.choices):
+            self.say("Option 2 takes a number from this list.")
         self.out.flush()
 
     def show_status(self):
@@ -690,12 +953,27 @@ class Menu:
                      f"{human_size(u.size)})" if u.total != u.size else "")
             self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / "
                      f"{human_size(u.total)}{where}")
+        jobs = self.queue.active()
+        if jobs:
+            self.say(f"Downloads running or waiting: {len(jobs)}")
+            for job in jobs:
+                self.say(f"  {job_line(job)}")
         self.say(f"Downloads this session: {len(peer.downloads_done)}")
         for line in peer.downloads_done:
             self.say(f"  {line}")
+        running = {job.name for job in jobs}
+        unfinished = [(u, file) for u, file in unfinished_downloads(peer.lb, peer.downloads)
+                      if u.name not in running]
+        if unfinished:
+            self.say(f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
+                     "'peer.py clean' deletes them)")
+            for u, file in unfinished:
+                self.say(f"  {describe_unfinished(u, file)}")
 
     def download(self):
-        name = self.ask("File name: ")
+        numbers = f" or number (1-{len(self.choices)})" if len(self.choices) else ""
+        typed = self.ask(f"File name{numbers}, Tab completes: ", name=True)
+        name, sha256 = self.choices.pick(typed) or (typed, None)
         if not name:
             self.say("No name given; option 1 lists the files on the network.")
             return
@@ -704,7 +982,23 @@ class Menu:
         except BadName as e:
             self.say(f"{e} Option 1 lists the files on the network.")
             return
-        if not self.on_network(name):
+        if self.peer.lb_problem:
+            self.download_directly(name)
+            return
+        versions = self.on_network(name)
+        if versions is None:
+            name, sha256 = self.meant(name)
+            if name is None:
+                return
+            versions = self.on_network(name)
+            if versions is None:
+                return
+        if sha256 is not None:
+            versions = [v for v in versions if v["sha256"] == sha256]
+        mine = (self.peer.index.find_on_disk(versions[0]["sha256"]) if len(versions) == 1
+                else None)
+        if mine is not None:
+            self.say(f"Already have it: {mine.path} has the same content; nothing to download.")
             return
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:
@@ -713,38 +1007,85 @@ class Menu:
             except ValueError as e:
                 self.say(str(e))
                 return
-        self.fetch(name, None, where or None)
+        if sha256 is None and len(versions) > 1 and not where:
+            self.choose_version(name, versions, None)
+        else:
+            self.fetch(name, sha256, where or None)
+
+    def download_directly(self, name):
+        """No load balancer: the person names the peer, which is asked directly."""
+        where = self.ask("No load balancer answers, so name the peer to download from "
+                         "(HOST:PORT): ")
+        try:
+            where = resolve_peer_address(where)
+            direct_source(where)
+        except ValueError as e:
+            self.say(str(e))
+            return
+        self.fetch(name, None, where)
 
     def fetch(self, name, sha256, where):
-        progress = ProgressPrinter(self.out)
-        try:
-            try:
-                result = self.peer.downloader(progress).get(name, sha256, where)
-            finally:
-                progress.end()
-                forget_typed_ahead()
-        except KeyboardInterrupt:
-            self.say("Cancelled. The partial file is kept; download it again to resume.")
-            return
-        except DownloadError as e:
-            if e.status == 409 and e.versions:
-                self.choose_version(name, e.versions, where)
-            else:
-                self.say(e.message)
-            return
-        text = describe_result(result)
-        self.say(text)
+        """Queue the download and come back to the menu at once."""
+        _, again = self.queue.submit(name, sha256, where)
+        if again:
+            self.say(f"{name!r} is being downloaded already; option 4 shows how far it is.")
+        else:
+            self.say(f"Downloading {name!r} in the background; option 4 shows how far it is.")
+
+    def run_job(self, job, on_progress):
+        """One queued download (in its own thread)."""
+        direct = direct_source(job.peer) if job.peer and self.peer.lb_problem else None
+        result = self.peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
         if not result.already:
-            self.peer.downloads_done.append(text)
+            self.peer.downloads_done.append(describe_result(result))
+        return result
+
+    def report(self):
+        """What ended since the menu was last shown, and a line of what is still running."""
+        for job in self.queue.take_ended():
+            self.say(describe_job(job))
+        active = self.queue.active()
+        if active:
+            self.say(cut(jobs_line(active), shutil.get_terminal_size().columns - 1))
+
+    def finish_downloads(self):
+        """End of input: let the running downloads finish (Ctrl-C stops them)."""
+        active = self.queue.active()
+        if active:
+            self.say(f"Waiting for {plural(len(active), 'download')} to finish (Ctrl-C stops "
+                     "them; they resume next time).")
+            try:
+                self.queue.wait()
+            except KeyboardInterrupt:
+                self.say()
+                return
+            self.report()
 
     def on_network(self, name):
-        """Is ``name`` shared by anyone? Else say so, with the names that look like it."""
+        """The versions of ``name`` on the network (a truncated listing may miss them: []),
+        or None when nobody shares it."""
         answer = self.peer.lb.files(name)
-        if answer.get("truncated") or name in [f["name"] for f in answer["files"]]:
-            return True
-        hint = did_you_mean(self.peer.lb, name) or " Option 1 lists the files on the network."
-        self.say(f"Nobody shares {name!r} right now.{hint}")
-        return False
+        versions = [f for f in answer["files"] if f["name"] == name]
+        return versions if versions or answer.get("truncated") else None
+
+    def meant(self, name):
+        """Nobody shares ``name``: offer the names that look like it, numbered.
+
+        Returns (name, None) for the one chosen, or (None, None).
+        """
+        close = suggest_names(name, self.network_names())
+        if not close:
+            self.say(f"Nobody shares {name!r} right now. Option 1 lists the files on the "
+                     "network.")
+            return None, None
+        self.say(f"Nobody shares {name!r} right now. Did you mean:")
+        for n in self.choices.show((c, None) for c in close):
+            self.say(f" {n}) {close[n - 1]}")
+        picked = self.choices.pick(self.ask(f"Which one (1-{len(close)}, blank for none): "))
+        if picked is None:
+            self.say("Nothing downloaded.")
+            return None, None
+        return picked
 
     def choose_version(self, name, versions, where):
         self.say(f"Several different files are shared as {name!r}:")
@@ -752,7 +1093,7 @@ class Menu:
             self.say(f" {i}) {human_size(v['size'])}, SHA-256 {v['sha256'][:16]}…, "
                      f"{v['holders']} holder(s)")
         choice = self.ask(f"Which one (1-{len(versions)}, blank to cancel): ")
-        if choice.isdigit() and 1 <= int(choice) <= len(versions):
+        if choice.isdigit() and choice.isascii() and 1 <= int(choice) <= len(versions):
             self.fetch(name, versions[int(choice) - 1]["sha256"], where)
         else:
             self.say("Nothing downloaded." if not choice else
@@ -763,12 +1104,13 @@ class Menu:
 # Command line
 
 
-COMMANDS = ("menu", "serve", "get", "list", "status", "secret", "url")
+COMMANDS = ("menu", "serve", "get", "list", "status", "clean", "secret", "url")
 VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--advertise",
-                 "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from",
-                 "--secret-file", "--tls-cert", "--tls-key", "--tls-ca", "--expires")
+                 "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from", "--name",
+                 "--parallel", "--secret-file", "--tls-cert", "--tls-key", "--tls-ca",
+                 "--expires")
 SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
-                   "--upload-limit")
+                   "--upload-limit", "--name", "--parallel", "--no-lb-start", "--no-reshare")
 
 
 def option_groups():
@@ -795,6 +1137,17 @@ def option_groups():
     serving.add_argument("--advertise", metavar="HOST",
                          help="the address other peers should use to reach this one "
                               "(default: what the load balancer sees)")
+    serving.add_argument("--no-reshare", dest="reshare", action="store_false",
+                         help="keep downloads private (by default a verified download is "
+                              "shared too)")
+    serving.add_argument("--no-lb-start", dest="lb_start", action="store_false",
+                         help="never start a load balancer (by default one is started, now or "
+                              "when it is gone, if none answers at a --lb on this machine)")
+    serving.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                         help=f"downloads the menu runs at once (default {DEFAULT_PARALLEL}; "
+                              "the others wait their turn)")
+    serving.add_argument("--name", help="this peer's name, shown beside its address "
+                                        "(default: the host name)")
     serving.add_argument("--shared", metavar="DIR",
                          help="folder to share (default: shared/ beside peer.py)")
     serving.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
@@ -827,8 +1180,11 @@ def rate_arg(text):
 
 
 def command_first(argv):
-    """``--lb X status`` -> ``status --lb X``; no command at all -> the menu."""
-    if argv and argv[0] in ("-h", "--help"):
+    """``--lb X status`` -> ``status --lb X``; ``help [COMMAND]`` -> its --help; no command
+    at all -> the menu."""
+    if argv and argv[0] == "help":
+        return [*argv[1:2], "--help"]
+    if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
     position, skip = None, False
     for i, word in enumerate(argv):
@@ -850,13 +1206,16 @@ def parse_args(argv):
         prog="peer.py", description="A peer of the P2P file sharing network.",
         epilog="With no command, runs the interactive menu; 'peer.py COMMAND -h' lists the "
                "options of each.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     peer = [client, downloads, serving]
     commands.add_parser("menu", parents=peer, help="the interactive peer (default)")
     commands.add_parser("serve", parents=peer, help="share and serve until Ctrl-C or SIGTERM")
     get = commands.add_parser("get", parents=[client, downloads],
                               help="download one file, then exit")
-    get.add_argument("name", help="the file's name on the network (see 'list')")
+    get.add_argument("names", nargs="+", metavar="NAME",
+                     help="the file's name on the network (see 'list'); several download "
+                          "one after another")
     get.add_argument("--sha256", metavar="HEX",
                      help="which version, when several files share the name (4 or more of "
                           "its first hex digits do)")
@@ -864,7 +1223,10 @@ def parse_args(argv):
                      help="ask this peer instead of the least-loaded holder")
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
-    commands.add_parser("status", parents=[client], help="the load balancer's view of the peers")
+    commands.add_parser("status", parents=[client, downloads],
+                        help="the load balancer's view of the peers, and my unfinished downloads")
+    commands.add_parser("clean", parents=[client, downloads],
+                        help="delete my unfinished downloads (not those running)")
     commands.add_parser("secret", help="print a new network secret (save it to a file and "
                                        "give it to every member with --secret-file)")
     url = commands.add_parser("url", parents=[client],
@@ -878,14 +1240,16 @@ def parse_args(argv):
     url.add_argument("--from", dest="source", metavar="HOST[:PORT]",
                      help="a URL of this peer instead of the least-loaded holder")
     argv = command_first(list(sys.argv[1:] if argv is None else argv))
-    if argv[0] in ("get", "list", "status", "url"):
+    if argv[0] in ("get", "list", "status", "clean", "url"):
         misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in SERVING_OPTIONS]
         if misplaced:
             parser.error(f"{misplaced[0]} is an option of 'menu' and 'serve', not of "
                          f"'{argv[0]}'")
-        if argv[0] != "get" and any(w.split("=")[0] == "--downloads" for w in argv):
+        if argv[0] == "list" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
+    if args.command == "get" and args.sha256 and len(args.names) > 1:
+        parser.error("--sha256 chooses the version of one file; give one NAME with it")
     if args.command == "secret":
         return args
     args.members = members_from_args(parser, args)
@@ -896,9 +1260,18 @@ def parse_args(argv):
         parser.error(f"--lb: {e}")
     if getattr(args, "downloads", "") is None:
         args.downloads = os.path.join(HERE, "downloads")
+    elif getattr(args, "downloads", None) and os.path.exists(args.downloads) \
+            and not os.path.isdir(args.downloads):
+        parser.error(f"--downloads {args.downloads}: that is a file, not a folder")
     if args.command in ("menu", "serve"):
+        if args.name is None:
+            args.name = socket.gethostname()
+        if not 0 < len(args.name) <= MAX_NAME_CHARS or not args.name.isprintable():
+            parser.error(f"--name must be 1 to {MAX_NAME_CHARS} printable characters")
         if args.upload_slots < 1:
             parser.error("--upload-slots must be at least 1")
+        if args.parallel < 1:
+            parser.error("--parallel must be at least 1")
         if args.shared is None:
             args.shared = os.path.join(HERE, "shared")
         elif os.path.exists(args.shared) and not os.path.isdir(args.shared):
@@ -908,10 +1281,19 @@ def parse_args(argv):
     return args
 
 
+def log_path_for(name):
+    """One log file per peer name (and user), so restarts do not pile files up."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{safe}.log")
+
+
 def configure_logging(args, log_path=None):
-    """The menu logs to a file (never over the menu) unless --verbose; serve to stderr."""
+    """The menu logs to a small rotated file (never over the menu) unless --verbose; serve
+    to stderr."""
     if log_path and not args.verbose:
-        logging.basicConfig(filename=log_path, level=logging.WARNING, format=LOG_FORMAT)
+        handler = logging.handlers.RotatingFileHandler(
+            log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+        logging.basicConfig(handlers=[handler], level=logging.WARNING, format=LOG_FORMAT)
     else:
         logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT,
                             level=logging.INFO if args.verbose else logging.WARNING)
@@ -946,18 +1328,27 @@ def find_or_start_load_balancer(args, say):
     then do as with the default ``--lb``: use or start one on this machine, now
     announced, and look again to learn its address as other machines see it.
     """
-    members = {"members": args.members,
-               "member_options": args.members.options(args.secret_file)}
     if not args.discover:
-        ensure_load_balancer(args.lb_host, args.lb_port, say, **members)
+        if args.lb_start:
+            ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
         return
-    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()):
+    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
+            or not args.lb_start:
         return
     if args.host not in ("", "0.0.0.0", "::"):
         args.lb_host = args.host
-    ensure_load_balancer(args.lb_host, args.lb_port, say, network=args.network,
-                         listen=args.host, **members)
+    ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
     find_on_lan(args, say)
+
+
+def lb_start_options(args):
+    """How this peer starts a load balancer: announced on its network when it looked there
+    for one, and with the network's secret and certificate."""
+    options = {"members": args.members,
+               "member_options": args.members.options(args.secret_file)}
+    if args.discover:
+        options.update(network=args.network, listen=args.host)
+    return options
 
 
 def fail(message):
@@ -965,12 +1356,34 @@ def fail(message):
     return 1
 
 
+def hold_signals():
+    """From now on Ctrl-C, SIGTERM and SIGHUP (a closed window sends several) cannot cut
+    the clean-up short."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def raise_terminate(signum, frame):
+    hold_signals()
     raise Terminate()
 
 
+def goodbye(peer, unregistered):
+    """One line on the way out; the terminal may be gone already (a closed window)."""
+    if unregistered:
+        text = f"Bye: {peer.title} left the network; the load balancer has forgotten it."
+    else:
+        text = (f"Bye: {peer.title} stopped; the load balancer did not hear it leave and "
+                "forgets it after three missed heartbeats.")
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
 def run_peer(args, interactive):
-    log_path = os.path.join(tempfile.gettempdir(), f"p2p-peer-{user_tag()}-{os.getpid()}.log")
+    log_path = log_path_for(args.name)
     configure_logging(args, log_path if interactive else None)
     signal.signal(signal.SIGTERM, raise_terminate)
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
@@ -980,17 +1393,21 @@ def run_peer(args, interactive):
                                     addresses=discovery_addresses(args),
                                     secret=args.members.secret)
                   if args.discover else None)
+    restart = (functools.partial(ensure_load_balancer, say=log.warning,
+                                 **lb_start_options(args)) if args.lb_start else None)
     peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
-                args.upload_limit, members=args.members, rediscover=rediscover)
+                args.upload_limit, args.name, restart_lb=restart, reshare=args.reshare,
+                members=args.members, rediscover=rediscover)
     try:
         peer.start()
         if interactive:
-            Menu(peer, log_path=log_path).run()
+            Menu(peer, log_path=log_path, parallel=args.parallel).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
-            print(f"sharing {peer.describe_sharing()} as {peer.address} · load balancer "
-                  f"{peer.lb.address} · {args.members.describe()}", flush=True)
+            print(f"sharing {peer.describe_sharing()} as {peer.title} · load balancer "
+                  f"{peer.lb.address}", flush=True)
+            print(peer.describe_openness(), flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)
@@ -1000,42 +1417,63 @@ def run_peer(args, interactive):
     except (KeyboardInterrupt, Terminate):
         pass
     finally:
-        peer.stop()
+        hold_signals()
+        unregistered = peer.stop()
+        if peer.server is not None:  # it did start
+            goodbye(peer, unregistered)
         if interactive and os.path.exists(log_path) and os.path.getsize(log_path) == 0:
             os.unlink(log_path)  # nothing went wrong: no log to keep
     return 0
 
 
 def run_get(args):
+    """Download each name in turn; exit 1 if any failed, 130 on Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
     lb = LBClient(args.lb_host, args.lb_port, members=args.members)
-    progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
     try:
-        try:
-            sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
-            source = resolve_peer_address(args.source) if args.source else None
-            result = Downloader(lb, args.downloads, on_progress=progress,
-                                members=args.members).get(args.name, sha256, source)
-        finally:
-            if progress:
-                progress.end()
+        source = resolve_peer_address(args.source) if args.source else None
+        via = direct_source(source) if source and not lb_answers(args.lb_host, args.lb_port) \
+            else lb
     except ValueError as e:
         return fail(str(e))
-    except (KeyboardInterrupt, Terminate):
-        print("peer.py: interrupted; the partial file is kept: run the same command to "
-              "resume.", file=sys.stderr)
-        return 130
-    except DownloadError as e:
-        message = e.message
-        if e.status == 404 and not args.source:  # names on the network get no suggestion
-            message += did_you_mean(lb, args.name)
-        if e.status == 409:
-            message += " Versions: " + ", ".join(
-                f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
-        return fail(message)
-    print(describe_result(result))
-    return 0
+    failed = 0
+    for name in args.names:
+        progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
+        try:
+            try:
+                sha256 = resolve_sha256(lb, name, args.sha256) if args.sha256 else None
+                result = Downloader(via, args.downloads, on_progress=progress,
+                                    members=args.members).get(
+                    name, sha256, source)
+            finally:
+                if progress:
+                    progress.end()
+        except (KeyboardInterrupt, Terminate):
+            print("peer.py: interrupted; the partial file is kept: run the same command to "
+                  "resume.", file=sys.stderr)
+            return 130
+        except DownloadError as e:
+            failed += 1
+            message = e.message
+            if e.status == 404 and via is lb and not args.source:
+                message += did_you_mean(lb, name)  # names on the network get no suggestion
+            if e.status == 409:
+                message += " Versions: " + ", ".join(
+                    f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
+            fail(message)
+            continue
+        print(describe_result(result), flush=True)
+    return 1 if failed else 0
+
+
+def direct_source(source):
+    """The named peer, asked directly: there is no load balancer to ask."""
+    host, port = parse_address(source)
+    if port is None:
+        raise ValueError(f"No load balancer answers, so give the peer's port too: "
+                         f"--from {host}:PORT.")
+    return DirectSource(host, port)
 
 
 def run_url(args, lb):
@@ -1078,6 +1516,9 @@ def main(argv=None):
     try:
         if args.command in ("menu", "serve"):
             return run_peer(args, interactive=args.command == "menu")
+        if args.command == "clean":
+            print(clean_unfinished(args.downloads))
+            return 0
         if args.discover and not find_on_lan(args, say_on_stderr):
             fallback = format_address(args.lb_host, args.lb_port)
             say_on_stderr(f"No load balancer of network {args.network!r} announced itself on "
@@ -1090,6 +1531,7 @@ def main(argv=None):
         if args.command == "list":
             print_files(sys.stdout, lb, args.text)
         else:
+            print_unfinished(sys.stdout, lb, args.downloads)
             print_status(sys.stdout, lb)
         return 0
     except (PeerError, LBClientError, DownloadError) as e:

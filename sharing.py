@@ -3,21 +3,31 @@
 Protocol (served by ``FileHandler`` on a ``BoundedHTTPServer``):
 
 =====================================  ==============================================
-request                                answer
+request (``GET`` or ``HEAD``)          answer
 =====================================  ==============================================
-``GET /files``                         200 [{name, size, sha256}, ...]
-``GET`` / ``HEAD /files/{name}``       200 with ``Content-Length``, ``Accept-Ranges:
-                                       bytes``, ``ETag: "<sha256>"``; one ``Range:
-                                       bytes=a-b`` (or ``a-``, ``-n``) gives 206 +
-                                       ``Content-Range``; unsatisfiable 416; a bad
-                                       name 400; unknown 404; every upload slot busy
-                                       503 + ``Retry-After``
+``/``                                  an HTML index, each file name a link
+``/files``                             200 [{name, size, sha256}, ...]
+``/files/{name}``                      200 with ``Content-Length``, ``Content-Type``
+                                       (by extension), ``Accept-Ranges: bytes``,
+                                       ``ETag: "<sha256>"``, ``Last-Modified``; one
+                                       ``Range: bytes=a-b`` (or ``a-``, ``-n``) gives
+                                       206 + ``Content-Range`` unless ``If-Range``
+                                       names another version (then 200, the whole
+                                       file); ``If-None-Match`` (or, without it,
+                                       ``If-Modified-Since``) that matches 304;
+                                       unsatisfiable 416; a bad name 400; unknown
+                                       404; every upload slot busy, or the file
+                                       being hashed, 503 + ``Retry-After``
 =====================================  ==============================================
 
 On a network with a secret every request must be signed (``members.py``), or
 carry the query of a presigned URL for the file it asks for (``GET`` or
 ``HEAD /files/{name}?p2p-expires=...&p2p-sig=...``, made by ``peer.py url``).
 Under TLS the bytes go out in reads of ``TLS_SEND_BYTES`` (no ``sendfile``).
+
+Every reply says ``Server: p2p-peer/VERSION`` and names the peer's load
+balancer in ``X-P2P-Load-Balancer``, so a client that took this peer for
+the load balancer can say which address it wanted.
 
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
 in the URL. ``httpkit.check_name`` refuses anything that could leave the
@@ -35,20 +45,24 @@ A file found changed when served is re-hashed (503 meanwhile), never sent
 under its old ETag.
 """
 
+import email.utils
 import hashlib
+import html
 import itertools
 import json
 import logging
+import mimetypes
 import os
 import re
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, unmapped)
+from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
+                     check_name, format_address, parse_address, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 
 log = logging.getLogger("p2p.share")
@@ -66,6 +80,9 @@ UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slow
 MIN_UPLOAD_RATE_BYTES_S = 256
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 TLS_SEND_BYTES = 256 * 1024  # under TLS (no sendfile) the file goes out in reads of this size
+PEER_SERVER = f"p2p-peer/{VERSION}"  # the Server header: what answers here is a peer
+LB_HEADER = "X-P2P-Load-Balancer"  # the peer's load balancer, for a client that mistook us
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
 class RangeNotSatisfiable(ValueError):
@@ -126,6 +143,73 @@ def parse_range(header, size):
     if start >= size:
         raise RangeNotSatisfiable(header)
     return start, min(end, size - 1)
+
+
+def http_date(seconds):
+    """Seconds since the epoch -> an HTTP date (``Sun, 06 Nov 1994 08:49:37 GMT``)."""
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+def parse_http_date(text):
+    """An HTTP date -> whole seconds since the epoch, or None when it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return int(when.timestamp()) if when.tzinfo is not None else None
+
+
+def etag_listed(header, etag):
+    """Does an ``If-None-Match`` list (or ``*``) name ``etag``? Weak comparison (RFC 9110)."""
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in [t[2:] if t.startswith("W/") else t for t in tags]
+
+
+def not_modified(if_none_match, if_modified_since, etag, modified):
+    """Answer 304? ``If-None-Match`` decides when present, else ``If-Modified-Since``."""
+    if if_none_match is not None:
+        return etag_listed(if_none_match, etag)
+    since = parse_http_date(if_modified_since) if if_modified_since else None
+    return since is not None and modified <= since
+
+
+def range_applies(if_range, etag, modified):
+    """Honour a Range? Only when ``If-Range`` is absent or names this very version.
+
+    An entity tag must match strongly (a weak one never does); a date must be the
+    file's ``Last-Modified`` exactly. Otherwise the whole file goes out with 200, so a
+    client resuming a file that changed cannot splice two versions (RFC 9110 13.1.5).
+    """
+    if if_range is None:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith(('"', "W/")):
+        return if_range == etag
+    return parse_http_date(if_range) == modified
+
+
+def content_type(name):
+    """The media type of a file by its extension; bytes of unknown kind otherwise."""
+    kind, encoding = mimetypes.guess_type(name, strict=False)
+    return kind if kind and not encoding else DEFAULT_CONTENT_TYPE
+
+
+def render_index(files, peer_name, address, lb_address):
+    """The peer's ``/``: an HTML page of what it shares, each name a link to the file."""
+    rows = "".join(
+        f"<tr><td><a href=\"{html.escape(url_for_name(f.name))}\">{html.escape(f.name)}</a></td>"
+        f"<td>{f.size}</td><td><code>{f.sha256}</code></td></tr>" for f in files)
+    who = html.escape(" · ".join(x for x in (peer_name, address) if x))
+    lb = (f"<p>Load balancer: <a href=\"http://{html.escape(lb_address)}/\">"
+          f"{html.escape(lb_address)}</a></p>" if lb_address else "")
+    return f"""<!doctype html>
+<html><head><meta charset=utf-8><title>P2P peer {who}</title><style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left}}</style></head><body>
+<h1>P2P peer {who}</h1>{lb}
+<p>{len(files)} shared file(s) · <a href="/files">JSON</a></p>
+<table><tr><th>Name</th><th>Bytes</th><th>SHA-256</th></tr>{rows}</table></body></html>
+"""
 
 
 def parse_rate(text):
@@ -189,8 +273,12 @@ class ShareIndex:
     changed, so the peer can announce it. Thread-safe.
     """
 
-    def __init__(self, roots, on_change=None):
+    def __init__(self, roots, on_change=None, settle_s=0.0, clock=time.time):
         self.roots = [os.path.abspath(r) for r in roots]
+        self.settle_s = settle_s  # a file written to less than this long ago waits: it may
+        self._clock = clock  # still be being copied in (see _settled)
+        self._settling = set()  # names seen on disk, not yet still for settle_s
+        self._good_names = set()  # names check_name accepted (the scan checks each once)
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
@@ -244,33 +332,61 @@ class ShareIndex:
     # -- scanning -----------------------------------------------------------
 
     def _scan(self):
-        """name -> (root, path, stamp) for every shareable file on disk."""
+        """name -> (root, path, stamp) for every shareable file on disk.
+
+        One ``scandir`` per folder and one ``stat`` per file; the real path is looked
+        at only for symlinks (a symlink out of the folder is never shared; symlinked
+        folders are not followed), and a name is checked once per index.
+        """
         found = {}
         for root in self.roots:
             if not os.path.isdir(root):
                 continue
             real_root = os.path.realpath(root)
-            for folder, dirs, files in os.walk(root):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for filename in files:
-                    path = os.path.join(folder, filename)
-                    name = os.path.relpath(path, root).replace(os.sep, "/")
-                    if name in found:
-                        continue
+            folders = [(root, "")]
+            while folders:
+                folder, prefix = folders.pop()
+                try:
+                    with os.scandir(folder) as it:
+                        entries = list(it)
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue  # hidden: never shared
+                    name = prefix + entry.name
                     try:
-                        check_name(name)
-                    except BadName:
-                        continue
-                    real = within(real_root, path)
-                    if real is None:
-                        continue  # a symlink out of the folder is never shared
-                    try:
-                        st = os.stat(path)
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append((entry.path, name + "/"))
+                            continue
+                        if name in found:
+                            continue
+                        st = entry.stat()
+                        if entry.is_symlink() and within(real_root, entry.path) is None:
+                            continue
                     except OSError:
                         continue
-                    if os.path.isfile(real):
-                        found[name] = (root, path, stamp(st))
+                    if S_ISREG(st.st_mode) and self._shareable_name(name):
+                        found[name] = (root, entry.path, stamp(st))
         return found
+
+    def _shareable_name(self, name):
+        if name in self._good_names:
+            return True
+        try:
+            check_name(name)
+        except BadName:
+            return False
+        self._good_names.add(name)
+        return True
+
+    def _settled(self, st):
+        """Has the file of ``stamp`` ``st`` been still for ``settle_s``?
+
+        By its change time, which every write moves to now and which, unlike the
+        modification time, cannot be set to the future (``touch``, ``cp -p``).
+        """
+        return self.settle_s <= 0 or self._clock() - st[2] / 1e9 >= self.settle_s
 
     def refresh(self):
         """Rescan the folders; returns True if the shared list changed."""
@@ -283,6 +399,7 @@ class ShareIndex:
                 if disk is None or (disk[1], disk[2]) != (entry.path, entry.stamp):
                     del self._files[name]
                     changed = True
+            self._settling.clear()
             for name, (root, path, now) in on_disk.items():
                 if name in self._files:
                     continue
@@ -290,6 +407,9 @@ class ShareIndex:
                 if cached and cached[0] == now:
                     self._files[name] = SharedFile(name, cached[1], root, path, now)
                     changed = True
+                elif not self._settled(now):
+                    self._settling.add(name)
+                    self._pending.pop(name, None)
                 else:
                     self._pending[name] = (root, path, now)
             for name in list(self._pending):
@@ -337,6 +457,15 @@ class ShareIndex:
     def is_pending(self, name):
         with self._lock:
             return name in self._pending
+
+    def is_settling(self, name):
+        """Is ``name`` still being written (changed less than ``settle_s`` ago)?"""
+        with self._lock:
+            return name in self._settling
+
+    def settling(self):
+        with self._lock:
+            return len(self._settling)
 
     def pending(self):
         with self._lock:
@@ -415,6 +544,21 @@ class ShareIndex:
         with self._lock:
             return next((f for f in self._files.values() if f.sha256 == sha256), None)
 
+    def find_on_disk(self, sha256):
+        """Like ``find_by_hash``, but checked on disk now: a file removed or changed since
+        the last scan is not "had" (the folders are scanned again when one is found gone)."""
+        entry = self.find_by_hash(sha256)
+        if entry is None:
+            return None
+        try:
+            unchanged = stamp(os.stat(entry.path)) == entry.stamp
+        except OSError:
+            unchanged = False
+        if unchanged:
+            return entry
+        self.refresh()
+        return self.find_by_hash(sha256)
+
     def __len__(self):
         with self._lock:
             return len(self._files)
@@ -472,6 +616,14 @@ class UploadSlots:
 class FileHandler(JSONRequestHandler):
     """Serves ``self.server.index`` with ``self.server.uploads`` slots."""
 
+    server_version = PEER_SERVER
+
+    def send_whole(self, status, body, content_type, headers=None):
+        headers = dict(headers or {})
+        if self.server.lb_address:
+            headers[LB_HEADER] = self.server.lb_address
+        super().send_whole(status, body, content_type, headers)
+
     def do_GET(self):
         self.serve(send_body=True)
 
@@ -503,12 +655,17 @@ class FileHandler(JSONRequestHandler):
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             self.request_read()
             path = urlsplit(self.path).path
-            if path == "/files":
+            if path == "/":
+                page = render_index(self.server.index.files(), self.server.peer_name,
+                                    self.server.address, self.server.lb_address)
+                self.send_whole(200, page.encode("utf-8"), "text/html; charset=utf-8")
+            elif path == "/files":
                 self.send_json(200, [f.as_dict() for f in self.server.index.files()])
             elif path.startswith("/files/"):
                 self.send_file(path, send_body)
             else:
-                raise HTTPProblem(404, f"There is nothing at {path!r}; try GET /files.")
+                raise HTTPProblem(404, f"There is nothing at {path!r} on this peer; try GET / "
+                                          "or GET /files.")
         except HTTPProblem as problem:
             self.send_problem(problem)
         except Exception:
@@ -519,9 +676,11 @@ class FileHandler(JSONRequestHandler):
             name = name_from_url_path(path)
         except BadName as e:
             raise HTTPProblem(400, str(e)) from None
-        entry = self.server.index.get(name)
-        if entry is None and self.server.index.is_pending(name):
-            problem = HTTPProblem(503, f"{name!r} is being hashed; try again shortly.")
+        index = self.server.index
+        entry = index.get(name)
+        if entry is None and (index.is_pending(name) or index.is_settling(name)):
+            doing = "is being hashed" if index.is_pending(name) else "is still being written"
+            problem = HTTPProblem(503, f"{name!r} {doing} on this peer; try again shortly.")
             problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
             raise problem
         real = entry and resolve(entry.root, name)
@@ -537,12 +696,19 @@ class FileHandler(JSONRequestHandler):
                 problem = HTTPProblem(503, f"{name!r} changed on disk and is being hashed again.")
                 problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
                 raise problem
-            self.send_range(f, entry, send_body)
+            etag, modified = f'"{entry.sha256}"', entry.stamp[1] // 1_000_000_000
+            validators = {"ETag": etag, "Last-Modified": http_date(modified)}
+            if not_modified(self.headers.get("If-None-Match"),
+                            self.headers.get("If-Modified-Since"), etag, modified):
+                self.send_whole(304, b"", None, validators)
+                return
+            use_range = range_applies(self.headers.get("If-Range"), etag, modified)
+            self.send_range(f, entry, send_body, validators, use_range)
 
-    def send_range(self, f, entry, send_body):
+    def send_range(self, f, entry, send_body, validators, use_range):
         size = entry.size
         try:
-            wanted = parse_range(self.headers.get("Range"), size)
+            wanted = parse_range(self.headers.get("Range"), size) if use_range else None
         except RangeNotSatisfiable:
             problem = HTTPProblem(416, f"The range {self.headers.get('Range')!r} is outside "
                                        f"the file's {size} bytes.")
@@ -561,10 +727,11 @@ class FileHandler(JSONRequestHandler):
                 raise problem
         try:
             self.send_response(206 if wanted else 200)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", content_type(entry.name))
             self.send_header("Content-Length", str(length))
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("ETag", f'"{entry.sha256}"')
+            for key, value in validators.items():
+                self.send_header(key, value)
             base = entry.name.split("/")[-1]
             plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
                             for c in base)
@@ -655,6 +822,10 @@ class RateLimiter:
 
 
 class FileServer(BoundedHTTPServer):
+    peer_name = ""  # what the peer calls itself, shown on its page
+    address = ""  # where other peers reach it, shown on its page
+    lb_address = ""  # its load balancer, told to a client that mistook this peer for it
+
     def __init__(self, address, index, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
                  **limits):
         self.index = index

@@ -153,7 +153,7 @@ class ProcessTestCase(unittest.TestCase):
     def start_peer(self, lb_port, name, *extra, wait_files=None):
         """``peer.py serve`` with its own shared/ and downloads/ under tmp/name."""
         proc = self.spawn([PEER, "serve", "--lb", f"127.0.0.1:{lb_port}", "--host", "127.0.0.1",
-                           "--shared", self.folder(name, "shared"),
+                           "--name", name, "--shared", self.folder(name, "shared"),
                            "--downloads", self.folder(name, "downloads"), *extra])
         line = read_line(proc.stdout)
         self.assertTrue(line.startswith("listening on 127.0.0.1:"), line)

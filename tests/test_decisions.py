@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 import unittest
 from unittest import mock
 
@@ -437,6 +438,35 @@ class ShareIndexTests(unittest.TestCase):
         self.assertNotIn(sharing.CACHE_NAME, {f.name for f in index.files()})
         self.assertIsNone(index.get(sharing.CACHE_NAME))
 
+    def test_a_file_still_being_written_waits_until_it_has_been_still(self):
+        path = write(self.root, "copying.bin", b"part of it")
+        written = os.stat(path)
+        now = [written.st_ctime + 0.5]
+        announced = threading.Event()
+        index = sharing.ShareIndex([self.root], on_change=announced.set, settle_s=1.0,
+                                   clock=lambda: now[0])
+        self.addCleanup(index.close)
+        self.assertFalse(index.refresh())
+        self.assertEqual((index.settling(), index.pending()), (1, 0))
+        self.assertTrue(index.is_settling("copying.bin"))
+        self.assertIsNone(index.get("copying.bin"))  # not announced at its partial size
+        now[0] += 1.0
+        index.refresh()
+        self.assertEqual(index.settling(), 0)
+        self.assertTrue(index.wait_hashed(WAIT_S))
+        self.assertTrue(announced.wait(WAIT_S))  # the cache is written before it is announced
+        self.assertEqual(index.get("copying.bin").sha256, sha(b"part of it"))
+
+    def test_found_on_disk_means_on_disk_now(self):
+        path = write(self.root, "here.txt", b"here")
+        index = self.new_index()
+        self.hash_all(index)
+        self.assertEqual(index.find_on_disk(sha(b"here")).name, "here.txt")
+        os.unlink(path)
+        self.assertIsNotNone(index.find_by_hash(sha(b"here")))  # the index has not looked yet
+        self.assertIsNone(index.find_on_disk(sha(b"here")))
+        self.assertIsNone(index.get("here.txt"))
+
     def test_second_index_reads_hashes_from_the_cache(self):
         contents = {"a.txt": b"alpha", "sub/b.txt": b"beta" * 1000}
         for name, data in contents.items():
@@ -637,6 +667,27 @@ class PartialNameTests(unittest.TestCase):
         with self.assertRaises(BadName):  # never shared: check_name refuses hidden files
             sharing.check_name(nested)
 
+    def test_unfinished_downloads_are_found_by_name_and_removed_unless_running(self):
+        root = make_temp_dir(self)
+        digest = sha(b"x")
+        for name in ("a.txt", "dir/日本語 b.txt"):
+            write(root, download.partial_name(name, digest), b"12345")
+        write(root, "done.txt", b"done")
+        write(root, ".x.part", b"not ours")
+        found = download.find_unfinished(root)
+        self.assertEqual([(u.name, u.sha_prefix, u.done) for u in found],
+                         [("a.txt", digest[:16], 5), ("dir/日本語 b.txt", digest[:16], 5)])
+        self.assertEqual(download.partial_of(os.path.basename(found[0].path)),
+                         ("a.txt", digest[:16]))
+        if download.fcntl is not None:
+            running = os.open(found[0].path, os.O_RDWR)
+            self.addCleanup(os.close, running)
+            download.fcntl.flock(running, download.fcntl.LOCK_EX)
+            self.assertFalse(download.remove_unfinished(found[0]))
+            self.assertTrue(os.path.exists(found[0].path))
+        self.assertTrue(download.remove_unfinished(found[1]))
+        self.assertFalse(os.path.exists(found[1].path))
+
     def test_partial_name_is_distinct_per_sha256(self):
         a = download.partial_name("a.txt", sha(b"one"))
         b = download.partial_name("a.txt", sha(b"two"))
@@ -828,6 +879,17 @@ class CheckResponseTests(unittest.TestCase):
                 self.assertEqual(caught.exception.busy, busy)
                 self.assertLessEqual(caught.exception.busy, download.BUSY_WAIT_MAX_S)
 
+    def test_the_peers_reason_for_a_503_is_kept(self):
+        body = b'{"error":"\'a.bin\' is still being written on this peer; try again shortly."}'
+        with self.assertRaises(PeerFault) as caught:
+            download.check_response(503, {"retry-after": "2"}, 0, SIZE, DIGEST, body)
+        self.assertEqual(str(caught.exception), "the peer says: 'a.bin' is still being written "
+                                                "on this peer; try again shortly.")
+        for cut in (b"", b'{"error":"half', b"<html>", b'{"error": 3}', b"[1]"):
+            with self.subTest(body=cut), self.assertRaises(PeerFault) as caught:
+                download.check_response(503, {}, 0, SIZE, DIGEST, cut)
+            self.assertEqual(str(caught.exception), "the peer is busy")
+
     def test_other_statuses_are_faults_without_busy(self):
         for status in (100, 204, 301, 400, 404, 416, 500, 502, 504):
             with self.subTest(status=status):
@@ -1013,3 +1075,45 @@ class CommandLineTests(unittest.TestCase):
         for rate in (200, 1024, 2 << 20):
             limiter = sharing.RateLimiter(rate)
             self.assertLessEqual(limiter.slice_bytes / rate, 1.5, rate)
+
+
+# ---------------------------------------------------------------------------
+# The queue of background downloads
+
+
+class DownloadQueueTests(unittest.TestCase):
+
+    def test_a_few_at_once_in_order_cancellable_each_reported_once(self):
+        started, release = [], threading.Event()
+        lock = threading.Lock()
+
+        def start(job, on_progress):
+            with lock:
+                started.append(job.name)
+            while not release.wait(0.01):
+                on_progress(download.Progress(job.name, 1, 2, 1.0, "10.0.0.7:1"))
+            if job.name == "bad":
+                raise download.DownloadError("Nobody shares 'bad' right now.", 404)
+            return job.name
+
+        queue = download.DownloadQueue(start, limit=2)
+        jobs = [queue.submit(name)[0] for name in ("a", "b", "bad", "c")]
+        self.assertEqual(queue.submit("a"), (jobs[0], True))  # the same file again
+        deadline = time.monotonic() + WAIT_S
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(sorted(started), ["a", "b"])  # two at once; the others wait
+        self.assertEqual([j.state for j in jobs[2:]], ["waiting", "waiting"])
+        jobs[3].cancel.set()  # c: cancelled while waiting
+        jobs[1].cancel.set()  # b: cancelled while running, at its next progress report
+        while not jobs[1].ended and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        self.assertTrue(queue.wait(WAIT_S))
+        self.assertEqual([j.state for j in jobs], ["done", "cancelled", "failed", "cancelled"])
+        self.assertEqual(jobs[0].result, "a")
+        self.assertEqual(jobs[2].error.status, 404)
+        self.assertNotIn("c", started)
+        self.assertEqual(len(queue.take_ended()), 4)
+        self.assertEqual(queue.take_ended(), [])
+        self.assertEqual(queue.active(), [])

@@ -43,7 +43,8 @@ class HostTests(ProcessTestCase):
 
     def serve_on(self, hosts, i, *extra):
         """``peer.py serve`` without --lb on host ``i``, with folders tmp/h<i>/."""
-        return self.run_on(hosts, i, [PEER, "serve", "--shared", self.folder(f"h{i}", "shared"),
+        return self.run_on(hosts, i, [PEER, "serve", "--name", f"h{i}",
+                                      "--shared", self.folder(f"h{i}", "shared"),
                                       "--downloads", self.folder(f"h{i}", "downloads"), *extra])
 
     def shared_file(self, i, name, size):
@@ -65,7 +66,7 @@ class HostTests(ProcessTestCase):
         for i, proc in zip((2, 3), serving):
             self.assertTrue(read_line(proc.stdout).startswith("listening on 0.0.0.0:"))
             line = read_line(proc.stdout)
-            self.assertIn(f"as {hosts.address(i)}:", line)
+            self.assertIn(f"as h{i} {hosts.address(i)}:", line)
             self.assertIn(f"load balancer {hosts.address(1)}:6969", line)
         wait_for(lambda: self.peers_seen(hosts, 1) == {hosts.address(2), hosts.address(3)},
                  what="both peers registered at their own addresses")
@@ -73,7 +74,7 @@ class HostTests(ProcessTestCase):
         get = self.run_on(hosts, 4, [PEER, "get", "song.bin", "--downloads", downloads])
         out, err = get.communicate(timeout=RUN_TIMEOUT_S)
         self.assertEqual(get.returncode, 0, err)
-        self.assertIn(f"from {hosts.address(2)}:", out.decode())
+        self.assertIn(f"from h2 {hosts.address(2)}:", out.decode())
         self.assertIn(f"at {hosts.address(1)}:6969 on the local network", err.decode())
         self.assertTrue(same_bytes(source, os.path.join(downloads, "song.bin")))
 
@@ -146,7 +147,7 @@ class HostTests(ProcessTestCase):
                  what="the load balancer to expire the silent host")
         out, err = get.communicate(timeout=RUN_TIMEOUT_S)
         self.assertEqual(get.returncode, 0, err)
-        self.assertIn(f"then {other}:", out.decode())
+        self.assertIn(f"then h{other.rsplit('.', 1)[1]} {other}:", out.decode())
         self.assertTrue(same_bytes(source, os.path.join(downloads, "movie.mkv")))
         hosts.mend(cut)
         wait_for(lambda: self.peers_seen(hosts, 1) == holders, timeout=30,

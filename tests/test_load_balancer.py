@@ -783,7 +783,8 @@ class TestRoutes(ServerTestCase):
         conn = self.connection()
         response, _, body = self.request("POST", "/transfers", {"name": "movie.mkv"}, conn=conn)
         self.assertEqual(response.status, 201)
-        self.assertEqual(body["peer"], {"id": a["peer_id"], "host": "127.0.0.1", "port": 7001})
+        self.assertEqual(body["peer"], {"id": a["peer_id"], "name": "", "host": "127.0.0.1",
+                                        "port": 7001})
         self.assertEqual(body["file"], wire("movie.mkv"))
         self.assertEqual(body["renew_s"], self.registry.renew_s)
         tid = body["transfer_id"]
@@ -975,11 +976,11 @@ class TestErrors(ServerTestCase):
 
     def test_method_not_allowed_with_allow_header(self):
         for method, path, allow in [("GET", "/peers", {"POST"}),
-                                    ("DELETE", "/status", {"GET"}),
-                                    ("POST", "/", {"GET"}),
+                                    ("DELETE", "/status", {"GET", "HEAD"}),
+                                    ("POST", "/", {"GET", "HEAD"}),
                                     ("GET", "/transfers/abc", {"PUT", "DELETE"}),
                                     ("POST", "/peers/abc", {"PUT", "DELETE"}),
-                                    ("PATCH", "/files", {"GET"})]:
+                                    ("PATCH", "/files", {"GET", "HEAD"})]:
             with self.subTest(method=method, path=path):
                 response, _ = self.assert_error(method, path, 405,
                                                 b"{}" if method == "POST" else None)

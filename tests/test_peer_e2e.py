@@ -75,7 +75,7 @@ class DownloadTests(ProcessTestCase):
         out, err = get.communicate(timeout=60)
         self.assertEqual(get.returncode, 0, err)
         survivor = [p for p in procs if p is not serving[0]][0]
-        self.assertIn(f"then 127.0.0.1:{survivor.port}", out)
+        self.assertRegex(out, rf" then holder\d 127\.0\.0\.1:{survivor.port}\.")  # name, address
         self.assertTrue(same_bytes(source, os.path.join(downloads, "movie.mkv")))
 
     def test_lying_holder_is_caught_and_the_honest_one_serves(self):
@@ -218,7 +218,7 @@ class MembershipTests(ProcessTestCase):
 
     def test_lb_restart_every_peer_registers_again_within_three_heartbeats(self):
         lb = self.start_lb("--heartbeat", "1")
-        peers = [self.start_peer(lb.port, f"p{i}") for i in range(3)]
+        peers = [self.start_peer(lb.port, f"p{i}", "--no-lb-start") for i in range(3)]
         wait_for(lambda: len(self.status(lb.port)["peers"]) == 3, what="3 peers")
         lb.kill()
         lb.wait(10)
@@ -241,6 +241,18 @@ class MembershipTests(ProcessTestCase):
         wait_for(lambda: self.peer_entry(lb.port, peer.port), what="registration")
         self.assertEqual(self.terminate(peer, signal.SIGHUP), 0)
         self.assertIsNone(self.peer_entry(lb.port, peer.port))
+
+    def test_new_and_removed_files_reach_the_lb_long_before_a_heartbeat(self):
+        lb = self.start_lb("--heartbeat", "600")  # no heartbeat could carry the change in time
+        peer = self.start_peer(lb.port, "p", wait_files=[])
+        shared = os.path.join(self.tmp, "p", "shared")
+        with open(os.path.join(shared, "new.txt"), "w") as f:
+            f.write("new")
+        wait_for(lambda: self.peer_files(lb.port, peer.port) == {"new.txt"}, timeout=15,
+                 what="the new file on the load balancer")
+        os.unlink(os.path.join(shared, "new.txt"))
+        wait_for(lambda: self.peer_files(lb.port, peer.port) == set(), timeout=15,
+                 what="the removed file gone from the load balancer")
 
     def test_options_may_come_before_the_command(self):
         lb = self.start_lb()
@@ -317,13 +329,51 @@ class LoadBalancerCrashTests(ProcessTestCase):
         shared = self.folder("p", "shared")
         with open(os.path.join(shared, "a.txt"), "w") as f:
             f.write("still here")
-        peer = self.start_peer(lb.port, "p", wait_files=["a.txt"])
+        peer = self.start_peer(lb.port, "p", "--no-lb-start", wait_files=["a.txt"])
         lb.kill()
         lb.wait(10)
         status, data = raw_get(peer.port, "/files/a.txt")
         self.assertEqual(status, 200)
         self.assertTrue(data.endswith(b"still here"))
         self.assertIsNone(peer.poll())
+
+    def test_get_from_a_named_peer_works_without_a_load_balancer(self):
+        lb = self.start_lb("--heartbeat", "1")
+        write_random(os.path.join(self.folder("p", "shared"), "a.bin"), 300_000)
+        with open(os.path.join(self.folder("p", "shared"), "b.txt"), "w") as f:
+            f.write("bee")
+        peer = self.start_peer(lb.port, "p", "--no-lb-start", wait_files=["a.bin", "b.txt"])
+        lb.kill()
+        lb.wait(10)
+        downloads = self.folder("me", "downloads")
+        result = self.run_peer("get", "a.bin", "b.txt", "--lb", f"127.0.0.1:{lb.port}",
+                               "--downloads", downloads, "--from", f"127.0.0.1:{peer.port}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"Saved .*a\.bin .*\nSaved .*b\.txt ")
+        self.assertTrue(same_bytes(os.path.join(self.tmp, "p", "shared", "a.bin"),
+                                   os.path.join(downloads, "a.bin")))
+        result = self.get(lb.port, "nothing.txt", downloads, "--from", f"127.0.0.1:{peer.port}")
+        self.assertEqual((result.returncode, result.stderr),
+                         (1, f"peer.py: 127.0.0.1:{peer.port} does not share 'nothing.txt'.\n"))
+        result = self.get(lb.port, "a.bin", downloads, "--from", "127.0.0.1")
+        self.assertIn("give the peer's port too", result.stderr)
+
+    def test_a_peer_starts_the_load_balancer_again_when_it_is_gone(self):
+        lb = self.start_lb("--heartbeat", "1")
+        peer = self.start_peer(lb.port, "p")
+        wait_for(lambda: self.peer_entry(lb.port, peer.port), what="registration")
+        lb.kill()
+        lb.wait(10)
+
+        def restarted():
+            try:
+                return self.peer_entry(lb.port, peer.port) and self.status(lb.port)
+            except OSError:
+                return None
+
+        status = wait_for(restarted, timeout=30, what="a new load balancer with the peer in it")
+        self.addCleanup(os.kill, status["pid"], signal.SIGTERM)  # it runs in its own session
+        self.assertNotEqual(status["pid"], lb.pid)
 
 
 class DiscoveryTests(ProcessTestCase):
