@@ -340,6 +340,17 @@ class ClosedNetworkTests(unittest.TestCase):
         late = self.curl("-o", "/dev/null", "-w", "%{http_code}", expired)
         self.assertEqual(late.stdout, "401")
 
+    def test_the_load_balancer_redirects_a_presigned_url_to_a_holder(self):
+        query = NetworkSecret(SECRET).url_query("song.mp3", 600)
+        status, data = self.raw(self.lb_server.port, f"GET /files/song.mp3?{query} HTTP/1.1\r\n"
+                                f"Host: x\r\nConnection: close\r\n\r\n".encode())
+        self.assertEqual(status, 302)
+        self.assertIn(f"Location: {self.members.scheme}://127.0.0.1:{self.holder.port}"
+                      f"/files/song.mp3?{query}\r\n".encode(), data)
+        unsigned, _ = self.raw(self.lb_server.port, b"GET /files/song.mp3 HTTP/1.1\r\n"
+                                                    b"Host: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(unsigned, 401)
+
     def test_a_presigned_url_is_for_its_file_only(self):
         url = self.presigned(name="other.mp3").replace("other.mp3", "song.mp3")
         target = url.split(str(self.holder.port), 1)[1]
