@@ -41,6 +41,7 @@ rule settles the rest.
 
 import ipaddress
 import logging
+import os
 import random
 import re
 import secrets
@@ -62,6 +63,7 @@ log = logging.getLogger("p2p.discovery")
 
 GROUP = "239.192.69.69"  # organisation-local multicast scope (RFC 2365)
 DISCOVERY_PORT = 6969  # UDP; the same number as the load balancer's default TCP port
+DISCOVERY_ON_ENV = "P2P_DISCOVERY_ON"  # the interface addresses to use, instead of all
 MAGIC = "p2p-lb"
 VERSION = 1
 DEFAULT_NETWORK = "p2p"
@@ -239,8 +241,12 @@ class HostileLog:
 # Sockets
 
 
-def interface_addresses():
-    """The IPv4 address of every interface that is up (loopback included)."""
+def interface_addresses(environ=os.environ):
+    """The IPv4 address of every interface that is up (loopback included), or the addresses
+    listed in ``$P2P_DISCOVERY_ON`` (comma-separated) when it is set."""
+    chosen = [a.strip() for a in environ.get(DISCOVERY_ON_ENV, "").split(",") if a.strip()]
+    if chosen:
+        return chosen
     if fcntl is None or not hasattr(socket, "if_nameindex"):
         return ["0.0.0.0"]  # the system's default multicast interface
     found = []

@@ -86,10 +86,11 @@ def http_json(port, method, path, body=None, timeout=5.0):
 
 
 def clean_env(tmp):
-    """The environment for a process of a test: no P2P_LB, its logs under ``tmp``, and a
-    network name of the test's own, so that no test finds another's load balancer."""
+    """The environment for a process of a test: no P2P_LB, its logs under ``tmp``, a
+    network name of the test's own, so that no test finds another's load balancer, and
+    discovery on loopback only, so that no datagram leaves the machine."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=tmp,
-               P2P_NETWORK="t-" + os.path.basename(tmp))
+               P2P_NETWORK="t-" + os.path.basename(tmp), P2P_DISCOVERY_ON="127.0.0.1")
     env.pop("P2P_LB", None)
     return env
 

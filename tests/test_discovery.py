@@ -135,6 +135,12 @@ class DecisionTests(unittest.TestCase):
         self.assertEqual(len(logs.output), 2)
         self.assertIn("ignored 100 discovery datagram(s)", logs.output[1])
 
+    def test_the_interfaces_can_be_chosen(self):
+        self.assertEqual(discovery.interface_addresses({"P2P_DISCOVERY_ON": "127.0.0.1, "
+                                                                            "198.18.0.1"}),
+                         ["127.0.0.1", "198.18.0.1"])
+        self.assertIn("127.0.0.1", discovery.interface_addresses({}))
+
     def test_addresses_for_a_listening_host(self):
         self.assertEqual(discovery.addresses_for("127.0.0.1"), ["127.0.0.1"])
         self.assertEqual(discovery.addresses_for("::1"), [])
