@@ -78,6 +78,14 @@ class DiskError(DownloadError):
     pass
 
 
+class OtherSize(Exception):
+    """The next holder has the file with another size than the partial file was made for."""
+
+    def __init__(self, transfer):
+        super().__init__(transfer["file"]["size"])
+        self.transfer = transfer
+
+
 class VerifyFailed(DownloadError):
     pass
 
@@ -323,6 +331,7 @@ class Result:
     resumed_from: int = 0
     sources: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    others: list = field(default_factory=list)  # other versions of the name on the network
 
 
 # ---------------------------------------------------------------------------
@@ -429,9 +438,25 @@ class Downloader:
     # -- the download -------------------------------------------------------
 
     def get(self, name, sha256=None, peer=None):
-        """Download ``name`` (that version, from that peer if given); returns a Result."""
+        """Download ``name`` (that version, from that peer if given); returns a Result.
+
+        The Result names the other versions of ``name`` on the network, if any.
+        """
         check_name(name)
         transfer = self._ask(name, sha256, peer)
+        others = transfer.get("versions") or []
+        blame = Blame()
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                result = self._get(name, transfer, blame)
+            except OtherSize as e:  # holders claim two sizes for the SHA-256: try the other
+                transfer = e.transfer
+                continue
+            result.others = others
+            return result
+        raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
+
+    def _get(self, name, transfer, blame):
         size, sha256 = transfer["file"]["size"], transfer["file"]["sha256"]
         renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
                           transfer["transfer_id"])
@@ -451,10 +476,15 @@ class Downloader:
                 self._end(transfer, "cancelled")
                 raise
             try:  # the partial file stays locked until it has its final name
-                result = self._run(partial, transfer, name, size, sha256, renewer)
+                blame.doubt_resumed = partial.offset > 0
+                result = self._run(partial, transfer, name, size, sha256, renewer, blame)
                 result.path = self._commit(plan.partial, name, size, sha256)
             except VerifyFailed:
                 os.unlink(plan.partial)
+                raise
+            except BaseException:
+                if partial.offset == 0:  # nothing to resume from: leave no empty partial file
+                    os.unlink(plan.partial)
                 raise
             finally:
                 partial.close()
@@ -498,6 +528,8 @@ class Downloader:
                 os.ftruncate(fd, offset)
             free = shutil.disk_usage(self.root).free
             if free < size - offset:
+                if offset == 0:  # ours (locked) and empty: leave nothing behind
+                    os.unlink(path)
                 raise DiskError(f"Not enough space in {self.root}: {size - offset} bytes "
                                 f"needed, {free} free.")
             return PartialFile(fd, offset)
@@ -505,11 +537,13 @@ class Downloader:
             os.close(fd)
             raise
 
-    def _run(self, partial, transfer, name, size, sha256, renewer):
-        """Fill ``partial`` from holder after holder until it verifies; returns a Result."""
+    def _run(self, partial, transfer, name, size, sha256, renewer, blame):
+        """Fill ``partial`` from holder after holder until it verifies; returns a Result, or
+        OtherSize when the next holder has another size for the file."""
         result = Result("", name, size, sha256, resumed_from=partial.offset)
-        blame = Blame(resumed=partial.offset > 0)
         for _attempt in range(MAX_ATTEMPTS):
+            if transfer["file"]["size"] != size:
+                raise OtherSize(transfer)
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
             source = format_address(peer["host"], peer["port"])

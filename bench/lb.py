@@ -10,7 +10,7 @@ a thread of this process (peers are registered straight into its ``Registry``: r
 is not what is measured), then runs pick + end pairs over HTTP:
 
     POST /transfers {"name": ...}            -> 201
-    DELETE /transfers/{id}?outcome=done      -> 204
+    DELETE /transfers/{id}?outcome=done      -> 204 (with the pick's secret)
 
 (a) over one keep-alive connection, (b) over N concurrent connections (default 8), and
 reports requests per second (each HTTP request counts), and p50 / p99 latency per request.
@@ -120,6 +120,7 @@ class RawClient:
         self.sock = members.connect(sock)
         self.members = members
         self.pending = b""
+        self.secrets = {}  # transfer id -> its secret, until it is ended
 
     def _call(self, method, target, headers=b"", body=b""):
         auth = b"".join(f"{key}: {value}\r\n".encode()
@@ -146,11 +147,15 @@ class RawClient:
 
     def start_transfer(self, name):
         body = json.dumps({"name": name}).encode()
-        return self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n" % len(body), body)
+        transfer = self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n" % len(body), body)
+        self.secrets[transfer["transfer_id"]] = transfer["secret"]
+        return transfer
 
     def end_transfer(self, transfer_id, outcome):
-        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}")
+        secret = self.secrets.pop(transfer_id)
+        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}",
+                          f"Authorization: Bearer {secret}\r\n".encode())
 
     def close(self):
         self.sock.close()
