@@ -62,6 +62,7 @@ DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
 SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
 MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
+MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
 
 
 class DownloadError(Exception):
@@ -115,8 +116,13 @@ def collision_name(name, n):
 
 
 def partial_name(name, sha256):
+    """``dir/a.txt`` -> ``dir/.a.txt.<16 hex>.part``, within MAX_NAME_BYTES: a long name's
+    base is cut short in the partial file's name (the SHA-256 still tells files apart)."""
     folder, _, base = name.rpartition("/")
-    hidden = f".{base}.{sha256[:16]}.part"
+    tail = f".{sha256[:16]}.part"
+    room = MAX_NAME_BYTES - len(tail) - 1
+    base = base.encode("utf-8")[:room].decode("utf-8", "ignore")
+    hidden = f".{base}{tail}"
     return f"{folder}/{hidden}" if folder else hidden
 
 
@@ -495,6 +501,11 @@ class Downloader:
 
     def _check_folder(self, partial):
         folder = os.path.dirname(partial)
+        existing = folder
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if within(os.path.realpath(self.root), existing) is None:  # before creating anything
+            raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:

@@ -60,6 +60,10 @@ STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 MAX_NAME_CHARS = 1024
 MAX_NAME_PARTS = 64
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+WINDOWS_FORBIDDEN_CHARS = frozenset('<>:"|?*')
+WINDOWS_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{n}" for port in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"])
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
@@ -175,7 +179,7 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
                 late = [c for c, deadline in self._deadlines.items() if deadline < now]
                 for connection in late:
                     del self._deadlines[connection]
-                    log.warning("cutting a connection that overran its deadline")
+                    warn_sometimes("deadline", "cutting a connection that overran its deadline")
                     try:
                         connection.shutdown(socket.SHUT_RDWR)
                     except OSError:
@@ -475,7 +479,9 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
     def log_error(self, format, *args):
-        log.warning("%s %s", self.address_string(), format % args)
+        """A refused request: logged at most once per QUIET_LOG_INTERVAL_S, so that a flood
+        of them cannot fill the log."""
+        warn_sometimes("refused", "%s %s", self.address_string(), format % args)
 
 
 # ---------------------------------------------------------------------------
@@ -498,7 +504,7 @@ def check_name(name):
         raise BadName("The file name contains NUL, control or text-direction characters.")
     if name.startswith("/"):
         raise BadName("The file name is an absolute path; names are relative to the shared folder.")
-    if re.match(r"[A-Za-z]:", name):
+    if re.match(r"[A-Za-z]:", name):  # before the rule on ':' below, for the clearer reason
         raise BadName("The file name starts with a drive letter (like C:); names are relative "
                       "to the shared folder.")
     parts = name.split("/")
@@ -509,7 +515,20 @@ def check_name(name):
             raise BadName("The file name has an empty, '.' or '..' part.")
         if part.startswith("."):
             raise BadName("Hidden files (names starting with '.') are not shared.")
+        check_windows_part(part)
     return name
+
+
+def check_windows_part(part):
+    """Raise BadName for a name a Windows peer could not write safely: the characters
+    ``<>:"|?*``, a trailing dot or space, or a device name such as ``CON`` or ``nul.txt``."""
+    if any(c in WINDOWS_FORBIDDEN_CHARS for c in part):
+        raise BadName('The file name contains one of <>:"|?*, which Windows cannot use in names.')
+    if part.endswith((".", " ")):
+        raise BadName("A part of the file name ends with a dot or a space, which Windows drops.")
+    if part.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
+        raise BadName(f"{part!r} is a device name on Windows (like CON, NUL, COM1), "
+                      "not a file name.")
 
 
 

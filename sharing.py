@@ -86,6 +86,15 @@ def name_from_url_path(path):
     return check_name(name)
 
 
+def target_path(target):
+    """The path of a request-target, origin-form or absolute-form; HTTPProblem 400 if it is
+    not a URL (an unbalanced '[' in the host, say)."""
+    try:
+        return urlsplit(target).path
+    except ValueError:
+        raise HTTPProblem(400, f"The request target {target[:100]!r} is not a URL.") from None
+
+
 def url_for_name(name):
     return "/files/" + quote(name, safe="/")
 
@@ -488,7 +497,10 @@ class FileHandler(JSONRequestHandler):
 
     def check_auth(self, secret):
         """A signed request, or a presigned URL of the file it asks for."""
-        url = urlsplit(self.path)
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # not a URL, so not a presigned one (serve answers 400)
+            return super().check_auth(secret)
         query = parse_qs(url.query) if url.query else {}
         if URL_SIG_PARAM not in query:
             return super().check_auth(secret)
@@ -502,7 +514,7 @@ class FileHandler(JSONRequestHandler):
         try:
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             self.request_read()
-            path = urlsplit(self.path).path
+            path = target_path(self.path)
             if path == "/files":
                 self.send_json(200, [f.as_dict() for f in self.server.index.files()])
             elif path.startswith("/files/"):

@@ -994,7 +994,8 @@ class TestErrors(ServerTestCase):
 
     def test_bad_names(self):
         self.register(["ok"], port=7001)
-        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname"]:
+        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname", "CON",
+                     "NUL.txt", "a:b", "dot.", "space ", "a*b", "a?b", "a<b>", "a|b"]:
             with self.subTest(name=name[:20]):
                 self.assert_error("POST", "/peers", 400,
                                   {"port": 7002, "files": [{"name": name, "size": 1,
