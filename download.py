@@ -502,9 +502,9 @@ class Downloader:
     def _check_folder(self, partial):
         folder = os.path.dirname(partial)
         existing = folder
-        while not os.path.exists(existing):
+        while existing != self.root and not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if within(os.path.realpath(self.root), existing) is None:  # before creating anything
+        if os.path.exists(existing) and within(os.path.realpath(self.root), existing) is None:
             raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
         try:
             os.makedirs(folder, exist_ok=True)
