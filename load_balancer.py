@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
 from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, set_nodelay, unmapped)
+                     format_address, parse_address, set_nodelay)
 from members import OPEN, Members, SecretError, TLSSetupError, describe_tls_error
 
 log = logging.getLogger("p2p.lb")
@@ -426,6 +426,8 @@ class Registry:
         when no size leads, all are candidates (the downloader's checks sort them out), so a
         wrong size claimed for a file never hides its true holders.
         """
+        if len(versions) == 1:
+            return next(iter(versions.values())), []
         by_content = {}
         for key, holders in versions.items():
             by_content.setdefault(key[0], []).append((key, holders))
@@ -746,9 +748,8 @@ class LBHandler(JSONRequestHandler):
         self.send_json(200, {"files": files, "truncated": truncated})
 
     def route_register(self):
-        source = unmapped(self.client_address[0])
-        host, port, files = parse_register(self.json_body(), source)
-        peer = self.registry.register(host, port, files, source=source)
+        host, port, files = parse_register(self.json_body(), self.source)
+        peer = self.registry.register(host, port, files, source=self.source)
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})
@@ -765,7 +766,7 @@ class LBHandler(JSONRequestHandler):
 
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
-        transfer, peer = self.registry.pick(**request, source=unmapped(self.client_address[0]))
+        transfer, peer = self.registry.pick(**request, source=self.source)
         answer = {"transfer_id": transfer.id, "secret": transfer.secret, "peer": peer.public(),
                   "file": transfer.file.as_dict(), "renew_s": self.registry.renew_s}
         if transfer.others:

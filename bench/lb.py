@@ -268,8 +268,7 @@ def measure(peers, seconds, clients, client_procs, kind, mode):
     started = time.perf_counter()
     registry = build_registry(peers)
     setup_s = time.perf_counter() - started
-    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, max_connections=clients + 8,
-                                   members=network_members(mode))
+    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, members=network_members(mode))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()
@@ -327,7 +326,7 @@ def main(argv=None):
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; {args.seconds:g} s per case; policy least-connections")
     client = "a minimal socket client" if args.client == "raw" else "LBClient"
-    print(f"server: LoadBalancerServer (threaded) in this process, alone; clients: {client}, "
+    print(f"server: LoadBalancerServer (selector and worker threads) in this process, alone; clients: {client}, "
           "one thread per keep-alive connection, in separate processes")
     print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
     header = (f"{'network':>10} {'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "

@@ -31,6 +31,7 @@ if ROOT not in sys.path:
 
 import httpkit  # noqa: E402
 import load_balancer as lb  # noqa: E402
+from tests.support import wait_for  # noqa: E402
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -696,13 +697,11 @@ class CountingServer(lb.LoadBalancerServer):
                 except OSError:
                     pass
 
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)  # releases the slot
-        finally:
-            with self.cond:
-                self.finished += 1
-                self.cond.notify_all()
+    def close_request(self, request):
+        super().close_request(request)
+        with self.cond:
+            self.finished += 1
+            self.cond.notify_all()
 
     def wait_finished(self, count, timeout=DEADLINE_S):
         with self.cond:
@@ -907,7 +906,7 @@ class TestRoutes(ServerTestCase):
         self.assertIsInstance(peer["last_seen_s"], (int, float))
 
     def test_html_page_lists_peer_and_escapes_names(self):
-        hostile = "<script>alert(1)</script>.txt"
+        hostile = "x'onmouseover='alert(1).txt"  # names cannot hold <>: attributes are the risk
         self.register([hostile, "plain & simple.txt"], port=7001)
         self.register(["z"], port=7002, host="<script>alert(2)</script>")
         response, raw, _ = self.request("GET", "/")
@@ -916,7 +915,7 @@ class TestRoutes(ServerTestCase):
         page = raw.decode("utf-8")
         self.assertEqual(int(response.getheader("Content-Length")), len(raw))
         self.assertIn("127.0.0.1:7001", page)
-        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;.txt", page)
+        self.assertIn("x&#x27;onmouseover=&#x27;alert(1).txt", page)
         self.assertIn("&lt;script&gt;alert(2)&lt;/script&gt;", page)
         self.assertIn("plain &amp; simple.txt", page)
         self.assertNotIn("<script", page.lower())
@@ -1269,14 +1268,24 @@ class TestRobustness(ServerTestCase):
         self.assertLess(time.monotonic() - started, DEADLINE_S)
         self.assertTrue(server.wait_finished(1))
 
-    def test_connection_limit_refuses_with_503(self):
+    def test_connection_limit_refuses_with_503_only_when_no_connection_is_idle(self):
         server = self.start_server(lb.Registry(clock=FakeClock()), max_connections=1)
-        first = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE_S)
-        self.addCleanup(first.close)
-        first.request("GET", "/status")
-        reply = first.getresponse()
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE_S)
+        self.addCleanup(idle.close)
+        idle.request("GET", "/status")
+        reply = idle.getresponse()
         reply.read()
-        self.assertEqual(reply.status, 200)  # this keep-alive connection holds the only slot
+        self.assertEqual(reply.status, 200)  # this keep-alive connection holds the only place
+        wait_for(lambda: not any(c.busy for c in list(server._conns.values())),
+                 what="the worker to give the connection back")
+        self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)  # it made room
+        self.assertTrue(server.wait_finished(2))  # the idle one, and that one
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
+        self.addCleanup(busy.close)
+        busy.sendall(b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n"
+                     % (httpkit.MAX_BUFFERED_BODY_BYTES + 1))  # a worker waits for the body
+        wait_for(lambda: server._conns and all(c.busy for c in list(server._conns.values())),
+                 what="a worker to take the request")
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(sock.close)
         sock.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
@@ -1285,8 +1294,8 @@ class TestRobustness(ServerTestCase):
         self.assertEqual(response.status, 503)
         self.assertTrue(response.getheader("Retry-After"))
         self.assertTrue(json.loads(response.read())["error"])
-        first.close()  # frees the slot
-        self.assertTrue(server.wait_finished(1))
+        busy.close()  # frees the place
+        self.assertTrue(server.wait_finished(4))  # and the refused one
         self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)
 
 
