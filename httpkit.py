@@ -235,22 +235,26 @@ class Reader:
         keep-alive client's next request often follows at once), unless ``give_way()`` says
         another request waits for a worker; False if none came."""
         sock, buf = self.conn.sock, self.conn.buf
-        deadline = time.monotonic() + linger
+        if request_ready(buf):
+            return True
         timeout = sock.gettimeout()
+        sock.settimeout(LINGER_SLICE_S)
+        deadline = None
         try:
-            while not request_ready(buf):
-                left = deadline - time.monotonic()
-                if left <= 0 or give_way():
-                    return False
-                sock.settimeout(min(left, LINGER_SLICE_S))
+            while True:
                 try:
                     chunk = sock.recv(READ_CHUNK_BYTES)
                 except TimeoutError:
+                    if deadline is None:
+                        deadline = time.monotonic() + linger - LINGER_SLICE_S
+                    if time.monotonic() >= deadline or give_way():
+                        return False
                     continue
                 if not chunk:
                     return False
                 buf += chunk
-            return True
+                if request_ready(buf):
+                    return True
         finally:
             sock.settimeout(timeout)
 
@@ -273,10 +277,9 @@ def request_ready(buf):
     end = head_end(buf)
     if end < 0:
         return False
-    head = bytes(buf[:end])
-    if EXPECT_CONTINUE_RE.search(head):
+    if EXPECT_CONTINUE_RE.search(buf, 0, end):
         return True
-    match = HEAD_CONTENT_LENGTH_RE.search(head)
+    match = HEAD_CONTENT_LENGTH_RE.search(buf, 0, end)
     if match is None:
         return True  # no body, or one the handler refuses (chunked, a bad length)
     length = int(match.group(1))
