@@ -448,7 +448,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
         for conn in self._waiting:
             if source is not None and conn.source != source:
                 continue
-            if not conn.buf and conn.tls == "done":
+            if not conn.buf and conn.tls != "handshake":  # nothing sent since accept or reply
                 self._forget(conn)
                 return True
             if partial is None:
@@ -589,7 +589,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
 
     def _expire(self, now):
         for conn in [c for c in self._waiting if c.deadline < now]:
-            if conn.buf or conn.tls != "done":
+            if conn.buf or conn.tls == "handshake":
                 warn_sometimes("head", "connection from %s closed: no whole request within "
                                "%g s", conn.source, self.head_deadline)
             self._forget(conn)

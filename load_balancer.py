@@ -422,9 +422,10 @@ class Registry:
         ``name``, and the other versions as listed to people; or Conflict.
 
         Contents (SHA-256s) are ranked by the distinct machines that hold them: one machine
-        cannot outvote many, however many peers it registers. Sizes claimed for the leading SHA-256 are ranked the same way;
-        when no size leads, all are candidates (the downloader's checks sort them out), so a
-        wrong size claimed for a file never hides its true holders.
+        cannot outvote many, however many peers it registers. Sizes claimed for the leading
+        SHA-256 are ranked the same way; when no size leads, all are candidates (the
+        downloader's checks sort them out), so a wrong size claimed for a file never hides
+        its true holders.
         """
         if len(versions) == 1:
             return next(iter(versions.values())), []

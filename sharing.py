@@ -47,8 +47,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, check_name,
-                     format_address, parse_address, unmapped)
+from httpkit import (DEFAULT_WORKERS, BadName, BoundedHTTPServer, HTTPProblem,
+                     JSONRequestHandler, check_name, format_address, parse_address, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 
 log = logging.getLogger("p2p.share")
@@ -672,4 +672,5 @@ class FileServer(BoundedHTTPServer):
         self.index = index
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
+        limits.setdefault("workers", DEFAULT_WORKERS + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

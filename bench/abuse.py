@@ -12,10 +12,11 @@ turn, for ``--seconds``:
   second, and never finish it; one the server closes is opened again.
 
 Meanwhile an honest client on 127.0.0.1 picks the file (``POST /transfers`` then ``DELETE``)
-PICKS_PER_S times a second on one keep-alive connection, and downloads the file once with
+PICKS_PER_S times a second on one keep-alive connection, and downloads the file with
 ``Downloader.get`` (best of three). It reports the picks answered and their p50/p99
-latency, the download time against the same download with no attack, and the largest resident memory and
-thread count of the attacked server during the attack (from /proc). Only loopback.
+latency, the download time against the same download with no attack, and the largest
+resident memory and thread count of the attacked server during the attack (from /proc).
+Only loopback.
 """
 
 import argparse

@@ -326,7 +326,7 @@ def main(argv=None):
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; {args.seconds:g} s per case; policy least-connections")
     client = "a minimal socket client" if args.client == "raw" else "LBClient"
-    print(f"server: LoadBalancerServer (selector and worker threads) in this process, alone; clients: {client}, "
+    print(f"server: LoadBalancerServer (selector, worker threads) in this process; clients: {client}, "
           "one thread per keep-alive connection, in separate processes")
     print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
     header = (f"{'network':>10} {'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "

@@ -593,7 +593,8 @@ class TestConcurrency(RegistryTestCase):
                 start.wait(DEADLINE_S)
                 for i in range(pairs):
                     transfer, _ = registry.pick("f" if (i + seed) % 2 else "g")
-                    registry.end(transfer.id, transfer.secret, "failed" if (i * 7 + seed) % 5 == 0 else "done")
+                    outcome = "failed" if (i * 7 + seed) % 5 == 0 else "done"
+                    registry.end(transfer.id, transfer.secret, outcome)
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
