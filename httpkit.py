@@ -39,6 +39,7 @@ how an address is written (``parse_address``, ``format_address``).
 
 import collections
 import http.server
+import io
 import ipaddress
 import json
 import logging
@@ -192,50 +193,62 @@ class Connection:
         self.events = 0  # what the selector waits for on it
 
 
-class Reader:
-    """``rfile`` of a handler: the bytes the selector already read, then the socket."""
+class _Pending(io.RawIOBase):
+    """The raw stream under a handler's ``rfile``: the bytes the selector has read, then the
+    socket; while ``held``, those bytes only (None when there are none, as a non-blocking
+    stream says it has nothing for now)."""
 
     def __init__(self, conn):
         self.conn = conn
+        self.held = False
 
-    def _fill(self):
-        chunk = self.conn.sock.recv(READ_CHUNK_BYTES)
-        self.conn.buf += chunk
-        return bool(chunk)
+    def readable(self):
+        return True
 
-    def readline(self, limit=-1):
+    def readinto(self, b):
         buf = self.conn.buf
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end >= 0 and (limit < 0 or end < limit):
-                n = end + 1
-                break
-            if 0 <= limit <= len(buf):
-                n = limit
-                break
-            start = len(buf)
-            if not self._fill():
-                n = len(buf)
-                break
-        line = bytes(buf[:n])
-        del buf[:n]
-        return line
+        if buf:
+            n = min(len(b), len(buf))
+            b[:n] = buf[:n]
+            del buf[:n]
+            return n
+        if self.held:
+            return None
+        return self.conn.sock.recv_into(b)
 
-    def read(self, n):
-        buf = self.conn.buf
-        while len(buf) < n and self._fill():
+
+class Reader(io.BufferedReader):
+    """``rfile`` of a handler (C-speed readline); what it has buffered and not used goes
+    back to the connection's buffer between requests and when it is closed."""
+
+    def __init__(self, conn):
+        self.pending = _Pending(conn)
+        super().__init__(self.pending, READ_CHUNK_BYTES)
+        self.conn = conn
+
+    def give_back(self):
+        self.pending.held = True
+        try:
+            data = self.peek()
+            if data:
+                self.read(len(data))
+                self.conn.buf[:0] = data
+        except (OSError, ValueError):  # broken or closed: nothing to keep
             pass
-        data = bytes(buf[:n])
-        del buf[:n]
-        return data
+        finally:
+            self.pending.held = False
+
+    def close(self):
+        self.give_back()
+        super().close()
 
     def next_request(self, linger, give_way):
         """Wait up to ``linger`` seconds for the next whole request on this connection (a
         keep-alive client's next request often follows at once), unless ``give_way()`` says
         another request waits for a worker; False if none came."""
+        self.give_back()
         sock, buf = self.conn.sock, self.conn.buf
-        if request_ready(buf):
+        if buf and request_ready(buf):
             return True
         timeout = sock.gettimeout()
         sock.settimeout(LINGER_SLICE_S)
@@ -258,8 +271,6 @@ class Reader:
         finally:
             sock.settimeout(timeout)
 
-    def close(self):
-        pass
 
 
 def head_end(buf):

@@ -3,6 +3,7 @@ or trickling connections open from another 'machine' (127.0.0.2), in this proces
 
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -186,3 +187,19 @@ class ConnectionCostTests(unittest.TestCase):
             s.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
         for s in trickling + newcomers:
             self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200 "))
+
+    def test_pipelined_requests_are_all_answered_in_order(self):
+        registry = lb.Registry()
+        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        body = b'{"port": 7000, "files": []}'
+        register = (b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body))
+        status = b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n"
+        last = b"GET /status HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S) as s:
+            s.sendall(status + register + last)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        self.assertEqual(re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", data), [b"200", b"201", b"200"])
+        self.assertEqual(data.count(b'"peers":[]'), 1)  # the first status, before the register
