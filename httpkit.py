@@ -43,9 +43,11 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import queue
 import re
 import resource
+import select
 import selectors
 import socket
 import socketserver
@@ -73,7 +75,8 @@ READ_CHUNK_BYTES = 64 * 1024
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the selector
 SELECT_TICK_S = 0.25  # how often the selector looks at deadlines
 KEEPALIVE_LINGER_S = 0.5  # a worker waits this long for a keep-alive client's next request,
-LINGER_SLICE_S = 0.01  # looking this often whether another request needs it more
+LINGER_SLICE_MS = 10  # looking this often whether another request needs it more
+LINGER_READ_BYTES = 4096  # read at a time while lingering: requests are small, buffers cheap
 REFUSE_LINGER_S = 1.0  # a refused connection is drained this long, so the answer arrives
 RESERVED_FDS = 64  # file descriptors kept for files, logs and the load balancer client
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # JSON request bodies
@@ -225,6 +228,7 @@ class Reader(io.BufferedReader):
         self.pending = _Pending(conn)
         super().__init__(self.pending, READ_CHUNK_BYTES)
         self.conn = conn
+        self.poller = None  # made when it first waits for a next request
 
     def give_back(self):
         self.pending.held = True
@@ -245,32 +249,36 @@ class Reader(io.BufferedReader):
     def next_request(self, linger, give_way):
         """Wait up to ``linger`` seconds for the next whole request on this connection (a
         keep-alive client's next request often follows at once), unless ``give_way()`` says
-        another request waits for a worker; False if none came."""
+        another request waits for a worker; False if none came.
+
+        It waits with poll(), not with socket timeouts: changing a socket's timeout is a
+        system call that lets other threads take the interpreter lock."""
         self.give_back()
         sock, buf = self.conn.sock, self.conn.buf
         if buf and request_ready(buf):
             return True
-        timeout = sock.gettimeout()
-        sock.settimeout(LINGER_SLICE_S)
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(sock, select.POLLIN)
+        tls = isinstance(sock, ssl.SSLSocket)
+        fd = sock.fileno()
         deadline = None
-        try:
-            while True:
-                try:
-                    chunk = sock.recv(READ_CHUNK_BYTES)
-                except TimeoutError:
-                    if deadline is None:
-                        deadline = time.monotonic() + linger - LINGER_SLICE_S
-                    if time.monotonic() >= deadline or give_way():
-                        return False
-                    continue
-                if not chunk:
+        while True:
+            if not (tls and sock.pending()) and not self.poller.poll(LINGER_SLICE_MS):
+                if deadline is None:
+                    deadline = time.monotonic() + linger - LINGER_SLICE_MS / 1000
+                if time.monotonic() >= deadline or give_way():
                     return False
-                buf += chunk
-                if request_ready(buf):
-                    return True
-        finally:
-            sock.settimeout(timeout)
-
+                continue
+            try:  # plain: one read() of the (non-blocking) descriptor poll() found readable
+                chunk = sock.recv(LINGER_READ_BYTES) if tls else os.read(fd, LINGER_READ_BYTES)
+            except (TimeoutError, BlockingIOError):  # readable, then nothing after all
+                continue
+            if not chunk:
+                return False
+            buf += chunk
+            if request_ready(buf):
+                return True
 
 
 def head_end(buf):
