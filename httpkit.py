@@ -262,11 +262,9 @@ class Reader(io.BufferedReader):
             self.poller.register(sock, select.POLLIN)
         tls = isinstance(sock, ssl.SSLSocket)
         fd = sock.fileno()
-        deadline = None
+        deadline = time.monotonic() + linger
         while True:
             if not (tls and sock.pending()) and not self.poller.poll(LINGER_SLICE_MS):
-                if deadline is None:
-                    deadline = time.monotonic() + linger - LINGER_SLICE_MS / 1000
                 if time.monotonic() >= deadline or give_way():
                     return False
                 continue
@@ -279,6 +277,8 @@ class Reader(io.BufferedReader):
             buf += chunk
             if request_ready(buf):
                 return True
+            if time.monotonic() >= deadline or len(buf) > MAX_REQUEST_BUFFER_BYTES:
+                return False  # a slow or oversized head: the selector takes it from here
 
 
 def head_end(buf):
