@@ -75,6 +75,7 @@ MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low up
 DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wait their turn)
 PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
+MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
 
 
 class DownloadError(Exception):
@@ -89,6 +90,14 @@ class DownloadError(Exception):
 
 class DiskError(DownloadError):
     pass
+
+
+class OtherSize(Exception):
+    """The next holder has the file with another size than the partial file was made for."""
+
+    def __init__(self, transfer):
+        super().__init__(transfer["file"]["size"])
+        self.transfer = transfer
 
 
 class VerifyFailed(DownloadError):
@@ -120,8 +129,13 @@ def collision_name(name, n):
 
 
 def partial_name(name, sha256):
+    """``dir/a.txt`` -> ``dir/.a.txt.<16 hex>.part``, within MAX_NAME_BYTES: a long name's
+    base is cut short in the partial file's name (the SHA-256 still tells files apart)."""
     folder, _, base = name.rpartition("/")
-    hidden = f".{base}.{sha256[:PARTIAL_SHA_DIGITS]}.part"
+    tail = f".{sha256[:PARTIAL_SHA_DIGITS]}.part"
+    room = MAX_NAME_BYTES - len(tail) - 1
+    base = base.encode("utf-8")[:room].decode("utf-8", "ignore")
+    hidden = f".{base}{tail}"
     return f"{folder}/{hidden}" if folder else hidden
 
 
@@ -406,6 +420,7 @@ class Result:
     resumed_from: int = 0
     sources: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    others: list = field(default_factory=list)  # other versions of the name on the network
 
 
 # ---------------------------------------------------------------------------
@@ -512,9 +527,25 @@ class Downloader:
     # -- the download -------------------------------------------------------
 
     def get(self, name, sha256=None, peer=None):
-        """Download ``name`` (that version, from that peer if given); returns a Result."""
+        """Download ``name`` (that version, from that peer if given); returns a Result.
+
+        The Result names the other versions of ``name`` on the network, if any.
+        """
         check_name(name)
         transfer = self._ask(name, sha256, peer)
+        others = transfer.get("versions") or []
+        blame = Blame()
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                result = self._get(name, transfer, blame)
+            except OtherSize as e:  # holders claim two sizes for the SHA-256: try the other
+                transfer = e.transfer
+                continue
+            result.others = others
+            return result
+        raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
+
+    def _get(self, name, transfer, blame):
         size, sha256 = transfer["file"]["size"], transfer["file"]["sha256"]
         renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
                           transfer["transfer_id"])
@@ -534,10 +565,15 @@ class Downloader:
                 self._end(transfer, "cancelled")
                 raise
             try:  # the partial file stays locked until it has its final name
-                result = self._run(partial, transfer, name, size, sha256, renewer)
+                blame.doubt_resumed = partial.offset > 0
+                result = self._run(partial, transfer, name, size, sha256, renewer, blame)
                 result.path = self._commit(plan.partial, name, size, sha256)
             except VerifyFailed:
                 os.unlink(plan.partial)
+                raise
+            except BaseException:
+                if partial.offset == 0:  # nothing to resume from: leave no empty partial file
+                    os.unlink(plan.partial)
                 raise
             finally:
                 partial.close()
@@ -548,6 +584,11 @@ class Downloader:
 
     def _check_folder(self, partial):
         folder = os.path.dirname(partial)
+        existing = folder
+        while existing != self.root and not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if os.path.exists(existing) and within(os.path.realpath(self.root), existing) is None:
+            raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
@@ -581,6 +622,8 @@ class Downloader:
                 os.ftruncate(fd, offset)
             free = shutil.disk_usage(self.root).free
             if free < size - offset:
+                if offset == 0:  # ours (locked) and empty: leave nothing behind
+                    os.unlink(path)
                 raise DiskError(f"Not enough space in {self.root}: {size - offset} bytes "
                                 f"needed, {free} free.")
             return PartialFile(fd, offset)
@@ -588,11 +631,13 @@ class Downloader:
             os.close(fd)
             raise
 
-    def _run(self, partial, transfer, name, size, sha256, renewer):
-        """Fill ``partial`` from holder after holder until it verifies; returns a Result."""
+    def _run(self, partial, transfer, name, size, sha256, renewer, blame):
+        """Fill ``partial`` from holder after holder until it verifies; returns a Result, or
+        OtherSize when the next holder has another size for the file."""
         result = Result("", name, size, sha256, resumed_from=partial.offset)
-        blame = Blame(resumed=partial.offset > 0)
         for _attempt in range(MAX_ATTEMPTS):
+            if transfer["file"]["size"] != size:
+                raise OtherSize(transfer)
             renewer.transfer_id = transfer["transfer_id"]
             peer = transfer["peer"]
             source = " ".join(x for x in (peer.get("name"), format_address(peer["host"],

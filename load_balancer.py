@@ -12,11 +12,12 @@ request                                     answer
   {files?, uploads?}
 ``DELETE /peers/{id}`` + Bearer token       204
 ``GET /files?q=TEXT``                       200 {files: [{name, size, sha256, holders}]}
-``POST /transfers`` {name, sha256?, peer?,  201 {transfer_id, peer, file, renew_s};
-  exclude?, requester?}                     404 nobody shares it; 409 several versions;
-                                            503 every holder excluded
-``PUT /transfers/{id}``                     200 renewed
-``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled)
+``POST /transfers`` {name, sha256?, peer?,  201 {transfer_id, secret, peer, file, renew_s,
+  exclude?, requester?}                     versions?}; 404 nobody shares it; 409 several
+                                            versions, none leading; 503 all excluded
+``PUT /transfers/{id}`` + Bearer secret     200 renewed; 403 wrong secret
+``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled); 403
+  + Bearer secret
 ``GET /status``                             200 {policy, peers: [...]}
 ``GET /``                                   an HTML page of the same and of the files,
                                             refreshing itself
@@ -31,10 +32,13 @@ p2p-load-balancer/VERSION``, and ``LBClient`` recognises a peer's replies
 balancer's is named as the mistake it is.
 
 The decisions live in ``Registry`` (no sockets, thread-safe, injectable
-clock): the index from file name to holders, grouped by SHA-256; the
-transfers handed out, each expiring ``3 x renew_s`` after its last renewal;
-the cool-down of holders whose transfer failed; peers dropped after
-``3 x heartbeat_s`` of silence; and the picking policy, which looks only at
+clock): the index from file name to holders, grouped by (SHA-256, size);
+the transfers handed out, each with a random id and a secret that only its
+requester gets, expiring ``3 x renew_s`` after its last renewal and counting
+against its holder only until the holder next reports its uploads; the
+cool-down of holders whose transfers failed (for that requester, or for
+everyone once two hosts saw it); addresses owned by their peers until they
+leave or miss ``3`` heartbeats; and the picking policy, which looks only at
 the holders of the requested file. ``LBHandler`` and ``LBClient`` (used by
 ``peer.py``) are the two ends of the wire around it.
 
@@ -66,7 +70,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
 from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
-                     check_name, format_address, parse_address, set_nodelay, unmapped)
+                     check_name, format_address, parse_address, set_nodelay)
 from members import (OPEN, URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
                      Unauthorized, describe_tls_error)
 
@@ -76,6 +80,10 @@ DEFAULT_PORT = 6969
 DEFAULT_HEARTBEAT_S = 10.0
 MISSED_BEATS = 3  # heartbeats or renewals missed before a peer or transfer is dropped
 FAIL_COOLDOWN_S = 10.0  # a holder whose transfer failed is skipped this long (nginx fail_timeout)
+FAIL_QUORUM = 2  # distinct requester hosts whose failures sideline a holder for everyone
+MAX_FAILURE_SOURCES = 64  # requester hosts remembered per holder for its cool-down
+TRANSFER_ID_BYTES = 12  # random bytes of a transfer id: not guessable from another one
+TRANSFER_SECRET_BYTES = 18  # random bytes of the secret that renews or ends a transfer
 MAX_FILES_PER_PEER = 100_000
 MAX_PEERS = 100_000
 MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
@@ -136,14 +144,18 @@ class FileInfo:
     size: int
     sha256: str
 
+    @property
+    def key(self):
+        """A file is its content and its length: (SHA-256, size)."""
+        return self.sha256, self.size
+
     def as_dict(self):
         return {"name": self.name, "size": self.size, "sha256": self.sha256}
 
 
 class PeerRecord:
-    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "last_seen",
-                 "active", "uploads", "served", "failed", "cooldown_until", "last_pick",
-                 "transfers")
+    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "last_seen", "fresh",
+                 "uploads", "served", "failed", "failures", "last_pick", "transfers")
 
     def __init__(self, peer_id, host, port, token, now, source=None, name=""):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
@@ -151,21 +163,43 @@ class PeerRecord:
         self.source = source  # the address it registered from
         self.files = {}  # name -> FileInfo
         self.last_seen = now
-        self.active = 0  # transfers handed out and not yet ended
+        self.fresh = 0  # transfers handed out since its last report of uploads, not yet ended
         self.uploads = 0  # uploads the peer itself reports
         self.served = 0
         self.failed = 0
-        self.cooldown_until = 0.0
+        self.failures = collections.OrderedDict()  # requester host -> last failure, oldest first
         self.last_pick = 0  # pick sequence number: round-robin among equals
         self.transfers = set()
 
     @property
     def load(self):
-        return max(self.active, self.uploads)
+        """Its own count of uploads, plus the transfers handed out since it reported it: a
+        transfer that is never used stops counting at the holder's next heartbeat."""
+        return self.uploads + self.fresh
+
+    def cooling(self, source, now, cooldown_s):
+        """Is it sidelined for a requester at ``source``: that requester saw it fail, or
+        FAIL_QUORUM different requesters did, within ``cooldown_s``?"""
+        while self.failures and next(iter(self.failures.values())) <= now - cooldown_s:
+            self.failures.popitem(last=False)
+        return source in self.failures or len(self.failures) >= FAIL_QUORUM
+
+    def blame(self, source, now):
+        self.failed += 1
+        self.failures.pop(source, None)
+        self.failures[source] = now
+        if len(self.failures) > MAX_FAILURE_SOURCES:
+            self.failures.popitem(last=False)
 
     @property
     def address(self):
         return format_address(self.host, self.port)
+
+    @property
+    def machine(self):
+        """The host it registered from (the host it claims, when that is unknown): one vote
+        per machine when versions of a name are ranked, whatever hosts it claims."""
+        return self.source or self.host
 
     def public(self):
         return {"id": self.id, "name": self.name, "host": self.host, "port": self.port}
@@ -174,9 +208,13 @@ class PeerRecord:
 @dataclass
 class Transfer:
     id: str
+    secret: str  # given only to the requester; needed to renew or end the transfer
     peer_id: str
     file: FileInfo
     expires_at: float
+    source: str = None  # the requester's host
+    counted: bool = True  # still in its holder's ``fresh`` count
+    others: list = ()  # the other versions of the name, when it has several
 
 
 class Registry:
@@ -199,10 +237,9 @@ class Registry:
         self._lock = threading.Lock()
         self._peers = collections.OrderedDict()  # id -> PeerRecord, least recently seen first
         self._by_address = {}  # (host, port) -> id
-        self._index = {}  # name -> {sha256 -> {peer_id: None}} (dicts as ordered sets)
+        self._index = {}  # name -> {(sha256, size) -> {peer_id: None}} (dicts as ordered sets)
         self._transfers = collections.OrderedDict()  # id -> Transfer, least recently renewed first
         self._picks = 0
-        self._run = secrets.token_hex(4)  # transfer ids: unique to this run, then a counter
         self._empty_since = clock()
 
     # -- peers --------------------------------------------------------------
@@ -210,16 +247,18 @@ class Registry:
     def register(self, host, port, files, source=None, name=""):
         """Add a peer; returns its record.
 
-        An earlier peer at the same address is replaced when the new one comes from the
-        same ``source`` (the TCP address it connected from; a restarted peer) or the old one
-        has missed a heartbeat; otherwise the address is someone else's: Conflict.
+        An address belongs to its peer until it unregisters or is dropped after
+        MISSED_BEATS heartbeats of silence. A new registration there replaces it only from
+        the same ``source`` (the host it connected from: the same machine, where one process
+        at a time can listen on a port, so a restarted peer); otherwise the address is
+        someone else's: Conflict.
         """
         with self._lock:
             now = self._clock()
             self._sweep(now)
             old = self._peers.get(self._by_address.get((host, port)))
             if old is not None:
-                if old.source != source and now - old.last_seen <= self.heartbeat_s:
+                if old.source != source:
                     raise Conflict(f"Another peer is registered at {old.address}; "
                                    "use another --port or --advertise.")
                 self._drop_peer(old.id)
@@ -243,6 +282,9 @@ class Registry:
                 self._set_files(peer, files)
             if uploads is not None:
                 peer.uploads = uploads
+                peer.fresh = 0
+                for transfer_id in peer.transfers:
+                    self._transfers[transfer_id].counted = False
 
     def unregister(self, peer_id, token):
         with self._lock:
@@ -260,35 +302,24 @@ class Registry:
         return peer
 
     def _set_files(self, peer, files):
-        new = {f.name: f for f in files if self._size_agrees(f)}
+        new = {f.name: f for f in files}
         for name, old in peer.files.items():
             if new.get(name) != old:
                 self._unindex(peer.id, old)
         for name, info in new.items():
             if peer.files.get(name) != info:
-                self._index.setdefault(name, {}).setdefault(info.sha256, {})[peer.id] = None
+                self._index.setdefault(name, {}).setdefault(info.key, {})[peer.id] = None
         peer.files = new
-
-    def _size_agrees(self, info):
-        """One SHA-256 has one size: a file claiming another size for it is not indexed."""
-        holders = self._index.get(info.name, {}).get(info.sha256)
-        if not holders:
-            return True
-        size = self._peers[next(iter(holders))].files[info.name].size
-        if size != info.size:
-            log.warning("%r claims %d bytes for a SHA-256 others have as %d: ignored",
-                        info.name, info.size, size)
-        return size == info.size
 
     def _unindex(self, peer_id, info):
         versions = self._index.get(info.name)
         if versions is None:
             return
-        holders = versions.get(info.sha256)
+        holders = versions.get(info.key)
         if holders is not None:
             holders.pop(peer_id, None)
             if not holders:
-                del versions[info.sha256]
+                del versions[info.key]
         if not versions:
             del self._index[info.name]
 
@@ -349,11 +380,14 @@ class Registry:
 
     # -- transfers ----------------------------------------------------------
 
-    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None):
+    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, source=None):
         """Hand out a transfer of ``name`` from the best holder; returns (Transfer, PeerRecord).
 
-        ``peer`` is an optional (host, port-or-None) the user asked for.
-        Costs O(holders of that file).
+        ``peer`` is an optional (host, port-or-None) the user asked for; ``source`` the
+        requester's host, whose own failure reports sideline a holder for it alone.
+        Without ``sha256``, a name shared as several files is the version held by the most
+        distinct machines (the others are listed in ``Transfer.others``), or Conflict when
+        none leads. Costs O(holders of that file).
         """
         with self._lock:
             now = self._clock()
@@ -363,18 +397,12 @@ class Registry:
                 raise NotFound(f"Nobody shares {name!r} right now; list the shared files to see "
                                "what there is.")
             if sha256 is not None:
-                holders = versions.get(sha256)
-                if holders is None:
+                versions = {key: h for key, h in versions.items() if key[0] == sha256}
+                if not versions:
                     raise NotFound(f"Nobody shares {name!r} with SHA-256 {sha256}.")
-            else:
-                if len(versions) > 1 and peer is not None:  # the named peer's version, if one
-                    versions = {s: h for s, h in versions.items() if self._at(h, *peer)} or versions
-                if len(versions) > 1:
-                    listed = [{**self._peers[next(iter(h))].files[name].as_dict(),
-                               "holders": len(h)} for h in versions.values()]
-                    raise Conflict(f"{len(versions)} different files are shared as {name!r}; "
-                                   "choose one by its sha256.", versions=listed)
-                sha256, holders = next(iter(versions.items()))
+            elif len(versions) > 1 and peer is not None:  # the named peer's version, if one
+                versions = {key: h for key, h in versions.items() if self._at(h, *peer)} or versions
+            holders, others = self._version(name, versions)
             candidates = [self._peers[pid] for pid in holders if pid != requester]
             if peer is not None:
                 host, port = peer
@@ -395,17 +423,62 @@ class Registry:
                 if not candidates:
                     raise Unavailable(f"Every holder of {name!r} has been tried and failed; "
                                       "try again later.")
-                healthy = [p for p in candidates if p.cooldown_until <= now]
+                healthy = [p for p in candidates if not p.cooling(source, now, self.cooldown_s)]
                 candidates = healthy or candidates
             chosen = self._choose(candidates)
             self._picks += 1
             chosen.last_pick = self._picks
-            chosen.active += 1
-            transfer = Transfer(f"{self._run}-{self._picks:x}", chosen.id, chosen.files[name],
-                                now + MISSED_BEATS * self.renew_s)
+            chosen.fresh += 1
+            transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
+                                secrets.token_urlsafe(TRANSFER_SECRET_BYTES), chosen.id,
+                                chosen.files[name], now + MISSED_BEATS * self.renew_s, source,
+                                others=others)
             self._transfers[transfer.id] = transfer
             chosen.transfers.add(transfer.id)
             return transfer, chosen
+
+    def _version(self, name, versions):
+        """The holders to pick from among ``versions`` ({(sha256, size): holders}) of
+        ``name``, and the other versions as listed to people; or Conflict.
+
+        Contents (SHA-256s) are ranked by the distinct machines that hold them: one machine
+        cannot outvote many, however many peers it registers. Sizes claimed for the leading
+        SHA-256 are ranked the same way; when no size leads, all are candidates (the
+        downloader's checks sort them out), so a wrong size claimed for a file never hides
+        its true holders.
+        """
+        if len(versions) == 1:
+            return next(iter(versions.values())), []
+        by_content = {}
+        for key, holders in versions.items():
+            by_content.setdefault(key[0], []).append((key, holders))
+        leader = self._leading(by_content)
+        if leader is None:
+            raise Conflict(f"{len(by_content)} different files are shared as {name!r} and none "
+                           "is held by more hosts than the others; choose one by its sha256.",
+                           versions=self._listed(name, versions))
+        others = self._listed(name, {k: h for k, h in versions.items() if k[0] != leader})
+        sizes = {key: [(key, h)] for key, h in by_content[leader]}
+        size = self._leading(sizes)
+        if size is not None:
+            return versions[size], others
+        return {pid: None for _, h in by_content[leader] for pid in h}, others
+
+    def _leading(self, groups):
+        """The key of ``groups`` ({key: [(version, holders)]}) held by the most distinct
+        machines, or None on a tie."""
+        if len(groups) == 1:
+            return next(iter(groups))
+        hosts = {key: len({self._peers[pid].machine for _, h in group for pid in h})
+                 for key, group in groups.items()}
+        ranked = sorted(hosts.values(), reverse=True)
+        if ranked[0] == ranked[1]:
+            return None
+        return max(hosts, key=hosts.get)
+
+    def _listed(self, name, versions):
+        return [{**self._peers[next(iter(h))].files[name].as_dict(), "holders": len(h)}
+                for h in versions.values()]
 
     def _at(self, peer_ids, host, port):
         """Is one of ``peer_ids`` at ``host`` (and ``port``, unless None)?"""
@@ -417,25 +490,34 @@ class Registry:
             return min(candidates, key=lambda p: p.last_pick)
         return min(candidates, key=lambda p: (p.load, p.last_pick))
 
-    def renew(self, transfer_id):
+    def renew(self, transfer_id, secret):
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            transfer = self._transfers.get(transfer_id)
-            if transfer is None:
-                raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
-            transfer.expires_at = now + MISSED_BEATS * self.renew_s
+            self._owned(transfer_id, secret).expires_at = now + MISSED_BEATS * self.renew_s
             self._transfers.move_to_end(transfer_id)
 
-    def end(self, transfer_id, outcome="done"):
+    def end(self, transfer_id, secret, outcome="done"):
         if outcome not in OUTCOMES:
             raise Invalid(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}.")
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            if transfer_id not in self._transfers:
-                raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
+            self._owned(transfer_id, secret)
             self._finish(transfer_id, outcome, now)
+
+    def _owned(self, transfer_id, secret):
+        """The transfer, if ``secret`` is the one it was handed out with."""
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None:
+            raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
+        if not secret:
+            raise Forbidden("Send the transfer's secret (from POST /transfers) as "
+                            "'Authorization: Bearer SECRET'.")
+        if not hmac.compare_digest(transfer.secret.encode(), str(secret).encode()):
+            raise Forbidden(f"The secret does not match transfer {transfer_id}; only the "
+                            "requester it was handed to may renew or end it.")
+        return transfer
 
     def _finish(self, transfer_id, outcome, now):
         transfer = self._transfers.pop(transfer_id)
@@ -443,12 +525,12 @@ class Registry:
         if peer is None:
             return
         peer.transfers.discard(transfer_id)
-        peer.active -= 1
+        if transfer.counted:
+            peer.fresh -= 1
         if outcome == "done":
             peer.served += 1
         elif outcome == "failed":
-            peer.failed += 1
-            peer.cooldown_until = now + self.cooldown_s
+            peer.blame(transfer.source, now)
 
     # -- views --------------------------------------------------------------
 
@@ -458,7 +540,7 @@ class Registry:
             self._sweep(now)
             peers = [{
                 "id": p.id, "name": p.name, "host": p.host, "port": p.port,
-                "files": sorted(p.files), "active": p.active, "uploads": p.uploads,
+                "files": sorted(p.files), "active": p.load, "uploads": p.uploads,
                 "served": p.served, "failed": p.failed,
                 "last_seen_s": round(now - p.last_seen, 1),
             } for p in self._peers.values()]
@@ -703,11 +785,16 @@ class LBHandler(JSONRequestHandler):
             raise Invalid("The body must be a JSON object.")
         return obj
 
-    def token(self):
+    def bearer(self):
+        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def token(self):
+        token = self.bearer()
+        if not token:
             raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
-        return token.strip()
+        return token
 
     # -- routes -------------------------------------------------------------
 
@@ -726,9 +813,9 @@ class LBHandler(JSONRequestHandler):
         sha256 = self.query.get("sha256", [None])[0]
         if sha256 is not None:
             check_sha256(sha256)
-        transfer, peer = self.registry.pick(name, sha256)
+        transfer, peer = self.registry.pick(name, sha256, source=self.source)
         if self.command == "HEAD":
-            self.registry.end(transfer.id, "cancelled")
+            self.registry.end(transfer.id, transfer.secret, "cancelled")
         signed = {key: self.query[key][0] for key in (URL_EXPIRES_PARAM, URL_SIG_PARAM)
                   if key in self.query}  # a presigned URL is good on any holder of the name
         location = (f"{self.server.members.scheme}://{peer.address}/files/"
@@ -749,9 +836,8 @@ class LBHandler(JSONRequestHandler):
         self.send_json(200, {"files": files, "truncated": truncated})
 
     def route_register(self):
-        source = unmapped(self.client_address[0])
-        host, port, files, name = parse_register(self.json_body(), source)
-        peer = self.registry.register(host, port, files, source=source, name=name)
+        host, port, files, name = parse_register(self.json_body(), self.source)
+        peer = self.registry.register(host, port, files, source=self.source, name=name)
         log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
         self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
                              "heartbeat_s": self.registry.heartbeat_s})
@@ -768,17 +854,20 @@ class LBHandler(JSONRequestHandler):
 
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
-        transfer, peer = self.registry.pick(**request)
-        self.send_json(201, {"transfer_id": transfer.id, "peer": peer.public(),
-                             "file": transfer.file.as_dict(), "renew_s": self.registry.renew_s})
+        transfer, peer = self.registry.pick(**request, source=self.source)
+        answer = {"transfer_id": transfer.id, "secret": transfer.secret, "peer": peer.public(),
+                  "file": transfer.file.as_dict(), "renew_s": self.registry.renew_s}
+        if transfer.others:
+            answer["versions"] = transfer.others
+        self.send_json(201, answer)
 
     def route_renew_transfer(self, transfer_id):
-        self.registry.renew(transfer_id)
+        self.registry.renew(transfer_id, self.bearer())
         self.send_json(200, {"renew_s": self.registry.renew_s})
 
     def route_end_transfer(self, transfer_id):
         outcome = self.query.get("outcome", ["done"])[0]
-        self.registry.end(transfer_id, outcome)
+        self.registry.end(transfer_id, self.bearer(), outcome)
         self.send_json(204)
 
 
@@ -859,6 +948,7 @@ class LBClient:
         self._conn = None
         self._lock = threading.Lock()
         self._interrupted = False
+        self._secrets = {}  # transfer id -> its secret, from start_transfer until it ends
 
     @property
     def address(self):
@@ -983,13 +1073,20 @@ class LBClient:
         for key, value in (("sha256", sha256), ("peer", peer), ("requester", requester)):
             if value:
                 body[key] = value
-        return self._call("POST", "/transfers", body)
+        answer = self._call("POST", "/transfers", body)
+        self._secrets[answer["transfer_id"]] = answer.get("secret", "")
+        return answer
 
     def renew_transfer(self, transfer_id):
-        self._call("PUT", f"/transfers/{quote(transfer_id)}")
+        self._call("PUT", f"/transfers/{quote(transfer_id)}",
+                   token=self._secrets.get(transfer_id))
 
     def end_transfer(self, transfer_id, outcome="done"):
-        self._call("DELETE", f"/transfers/{quote(transfer_id)}?outcome={quote(outcome)}")
+        try:
+            self._call("DELETE", f"/transfers/{quote(transfer_id)}?outcome={quote(outcome)}",
+                       token=self._secrets.get(transfer_id))
+        finally:
+            self._secrets.pop(transfer_id, None)
 
     def status(self):
         return self._call("GET", "/status")

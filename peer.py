@@ -644,7 +644,17 @@ def describe_result(result):
     resumed = f", resumed at {human_size(result.resumed_from)}" if result.resumed_from else ""
     sources = " then ".join(dict.fromkeys(result.sources))
     return (f"Saved {result.path} ({human_size(result.size)}, SHA-256 verified{resumed}) "
-            f"from {sources}.")
+            f"from {sources}." + describe_others(result))
+
+
+def describe_others(result):
+    """' Other files are shared under that name too: ... --sha256 HEX.', or ''."""
+    if not result.others:
+        return ""
+    listed = ", ".join(f"{v['sha256'][:12]} ({human_size(v['size'])}, "
+                       f"{plural(v['holders'], 'holder')})" for v in result.others)
+    return (f" It is the version most hosts share ({result.sha256[:12]}); other files are "
+            f"shared under that name too: {listed}. Get one with --sha256 HEX.")
 
 
 def suggest_names(name, names, most=3):

@@ -61,8 +61,8 @@ from dataclasses import dataclass
 from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
-                     check_name, format_address, parse_address, unmapped)
+from httpkit import (DEFAULT_WORKERS, VERSION, BadName, BoundedHTTPServer, HTTPProblem,
+                     JSONRequestHandler, check_name, format_address, parse_address, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 
 log = logging.getLogger("p2p.share")
@@ -101,6 +101,15 @@ def name_from_url_path(path):
     except UnicodeDecodeError:
         raise BadName("The file name is not valid UTF-8.") from None
     return check_name(name)
+
+
+def target_path(target):
+    """The path of a request-target, origin-form or absolute-form; HTTPProblem 400 if it is
+    not a URL (an unbalanced '[' in the host, say)."""
+    try:
+        return urlsplit(target).path
+    except ValueError:
+        raise HTTPProblem(400, f"The request target {target[:100]!r} is not a URL.") from None
 
 
 def url_for_name(name):
@@ -640,7 +649,10 @@ class FileHandler(JSONRequestHandler):
 
     def check_auth(self, secret):
         """A signed request, or a presigned URL of the file it asks for."""
-        url = urlsplit(self.path)
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # not a URL, so not a presigned one (serve answers 400)
+            return super().check_auth(secret)
         query = parse_qs(url.query) if url.query else {}
         if URL_SIG_PARAM not in query:
             return super().check_auth(secret)
@@ -654,7 +666,7 @@ class FileHandler(JSONRequestHandler):
         try:
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             self.request_read()
-            path = urlsplit(self.path).path
+            path = target_path(self.path)
             if path == "/":
                 page = render_index(self.server.index.files(), self.server.peer_name,
                                     self.server.address, self.server.lb_address)
@@ -831,4 +843,5 @@ class FileServer(BoundedHTTPServer):
         self.index = index
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
+        limits.setdefault("workers", DEFAULT_WORKERS + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

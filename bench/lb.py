@@ -10,7 +10,7 @@ a thread of this process (peers are registered straight into its ``Registry``: r
 is not what is measured), then runs pick + end pairs over HTTP:
 
     POST /transfers {"name": ...}            -> 201
-    DELETE /transfers/{id}?outcome=done      -> 204
+    DELETE /transfers/{id}?outcome=done      -> 204 (with the pick's secret)
 
 (a) over one keep-alive connection, (b) over N concurrent connections (default 8), and
 reports requests per second (each HTTP request counts), and p50 / p99 latency per request.
@@ -120,6 +120,7 @@ class RawClient:
         self.sock = members.connect(sock)
         self.members = members
         self.pending = b""
+        self.secrets = {}  # transfer id -> its secret, until it is ended
 
     def _call(self, method, target, headers=b"", body=b""):
         auth = b"".join(f"{key}: {value}\r\n".encode()
@@ -146,11 +147,15 @@ class RawClient:
 
     def start_transfer(self, name):
         body = json.dumps({"name": name}).encode()
-        return self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n" % len(body), body)
+        transfer = self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n" % len(body), body)
+        self.secrets[transfer["transfer_id"]] = transfer["secret"]
+        return transfer
 
     def end_transfer(self, transfer_id, outcome):
-        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}")
+        secret = self.secrets.pop(transfer_id)
+        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}",
+                          f"Authorization: Bearer {secret}\r\n".encode())
 
     def close(self):
         self.sock.close()
@@ -263,8 +268,7 @@ def measure(peers, seconds, clients, client_procs, kind, mode):
     started = time.perf_counter()
     registry = build_registry(peers)
     setup_s = time.perf_counter() - started
-    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, max_connections=clients + 8,
-                                   members=network_members(mode))
+    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, members=network_members(mode))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()
@@ -322,7 +326,7 @@ def main(argv=None):
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; {args.seconds:g} s per case; policy least-connections")
     client = "a minimal socket client" if args.client == "raw" else "LBClient"
-    print(f"server: LoadBalancerServer (threaded) in this process, alone; clients: {client}, "
+    print(f"server: LoadBalancerServer (selector, worker threads) in this process; clients: {client}, "
           "one thread per keep-alive connection, in separate processes")
     print(f"each peer shares {FILES_PER_PEER} files, each file held by {HOLDERS_PER_FILE} peers\n")
     header = (f"{'network':>10} {'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "

@@ -88,6 +88,26 @@ HOSTILE_NAMES = [
     "/".join(["a"] * 65),
     "\ud800",  # lone surrogate
     "a\udfffb",
+    # names a Windows peer could not write safely
+    "CON",
+    "con",
+    "NUL.txt",
+    "dir/aux.tar.gz",
+    "COM1",
+    "lpt9.log",
+    "COM\u00b9",
+    "CON .txt",
+    "a:b",
+    "dir/a:b.txt",
+    "file.",
+    "trailing space ",
+    "dir./x",
+    "a*b",
+    "a?b.txt",
+    "a<b",
+    "a>b",
+    "a|b",
+    'a"b',
 ]
 
 GOOD_NAMES = [
@@ -102,10 +122,14 @@ GOOD_NAMES = [
     "--help",
     "a..b",
     "a/b..c/d",
-    "file.",
-    "trailing space ",
     "100%.txt",
-    "a+b=c&d?.txt",
+    "a+b=c&d.txt",
+    "console.txt",
+    "CONFIG",
+    "com10",
+    "nul-x.txt",
+    " leading space",
+    "a. b",
     "#hash.txt",
     "x" * 1024,
     "/".join(["a"] * 64),
@@ -183,7 +207,7 @@ class NameFromUrlPathTests(unittest.TestCase):
                     sharing.name_from_url_path(path)
 
     def test_url_for_name_round_trips(self):
-        for name in GOOD_NAMES + ["a?b#c.txt", "50% off/%20.txt"]:
+        for name in GOOD_NAMES + ["a&b#c.txt", "50% off/%20.txt"]:
             with self.subTest(name=name[:80]):
                 url = sharing.url_for_name(name)
                 self.assertTrue(url.startswith("/files/"))
@@ -636,8 +660,6 @@ class CollisionNameTests(unittest.TestCase):
             ("noext", 1, "noext (1)"),
             ("dir.v2/noext", 1, "dir.v2/noext (1)"),
             ("a/b/c.d/e.f", 3, "a/b/c.d/e (3).f"),
-            # A trailing dot counts as an empty extension.
-            ("trailing.", 1, "trailing (1)."),
             ("my file.txt", 1, "my file (1).txt"),
             ("日本語/ファイル.txt", 1, "日本語/ファイル (1).txt"),
         ]
@@ -695,6 +717,66 @@ class PartialNameTests(unittest.TestCase):
         self.assertNotEqual(download.partial_name("a.txt", sha(b"one")),
                             download.partial_name("b.txt", sha(b"one")))
         self.assertEqual(a, download.partial_name("a.txt", sha(b"one")))
+
+
+    def test_a_long_legal_name_has_a_partial_file_that_can_be_written(self):
+        root = make_temp_dir(self)
+        for base in ("x" * 240, "é" * 125 + ".txt"):  # 240 characters; 254 bytes of UTF-8
+            with self.subTest(base=base[:10]):
+                with open(os.path.join(root, base), "wb"):  # the final name fits on disk
+                    pass
+                partial = download.partial_name(f"dir/{base}", sha(b"one"))
+                self.assertLessEqual(len(partial.split("/")[-1].encode()), 255)
+                self.assertNotEqual(partial, download.partial_name(f"dir/{base}", sha(b"two")))
+                os.makedirs(os.path.join(root, "dir"), exist_ok=True)
+                with open(download.local_path(root, partial), "wb"):
+                    pass
+
+
+class FakeLB:
+    """A load balancer that hands out one transfer of a file and records how it ended."""
+
+    def __init__(self, name, size, sha256):
+        self.transfer = {"transfer_id": "t", "secret": "s", "renew_s": 60.0,
+                         "peer": {"id": "p", "host": "127.0.0.1", "port": 9},
+                         "file": {"name": name, "size": size, "sha256": sha256}}
+        self.ended = []
+
+    def start_transfer(self, name, **options):
+        return self.transfer
+
+    def renew_transfer(self, transfer_id):
+        pass
+
+    def end_transfer(self, transfer_id, outcome="done"):
+        self.ended.append(outcome)
+
+
+class DownloaderRefusalTests(unittest.TestCase):
+    """Downloads refused before a byte moves leave nothing behind, inside or outside."""
+
+    def setUp(self):
+        self.base = make_temp_dir(self)
+        self.root = os.path.join(self.base, "downloads")
+        self.outside = os.path.join(self.base, "outside")
+        os.makedirs(self.root)
+        os.makedirs(self.outside)
+
+    def test_a_symlinked_folder_inside_downloads_creates_nothing_outside(self):
+        os.symlink(self.outside, os.path.join(self.root, "linkdir"))
+        lb = FakeLB("linkdir/new/x.bin", 10, sha(b"x"))
+        with self.assertRaises(download.DiskError) as caught:
+            download.Downloader(lb, self.root).get("linkdir/new/x.bin")
+        self.assertIn("leads outside", caught.exception.message)
+        self.assertEqual(os.listdir(self.outside), [])
+        self.assertEqual(lb.ended, ["cancelled"])
+
+    def test_a_download_refused_for_lack_of_space_leaves_no_partial_file(self):
+        lb = FakeLB("huge.bin", 1 << 60, sha(b"huge"))
+        with self.assertRaises(download.DiskError) as caught:
+            download.Downloader(lb, self.root).get("huge.bin")
+        self.assertIn("Not enough space", caught.exception.message)
+        self.assertEqual(os.listdir(self.root), [])
 
 
 class PlanTargetTests(unittest.TestCase):

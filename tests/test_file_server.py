@@ -3,6 +3,7 @@
 import hashlib
 import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import time
 import unittest
 
 from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
+from tests.support import raw_get
 
 GiB = 1 << 30
 
@@ -106,6 +108,31 @@ class FileServerTests(unittest.TestCase):
         self.assertEqual(response.status, 404)
         response, body = self.request("GET", "/files/a%20file.txt")
         self.assertEqual(body, self.content)  # still serving
+
+    def test_an_absolute_form_target_that_is_not_a_url_is_a_400(self):
+        for target in ("http://[::1/files/x", "http://[/files/a%20file.txt", "http://]x[/files"):
+            with self.subTest(target=target):
+                status, data = raw_get(self.server.port, target)
+                self.assertEqual(status, 400, data)
+        status, data = raw_get(self.server.port, f"http://127.0.0.1:{self.server.port}"
+                                                 "/files/a%20file.txt")
+        self.assertEqual(status, 200)
+        self.assertTrue(data.endswith(self.content))
+
+    def test_a_flood_of_refused_requests_adds_only_a_few_log_lines(self):
+        lines = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lines.append
+        logger = logging.getLogger("p2p")
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        for i in range(200):
+            with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+                s.sendall(b"NONSENSE %d\r\n\r\n" % i)
+                self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 400 "))
+        self.assertLessEqual(len(lines), 1)
+        response, body = self.request("GET", "/files/a%20file.txt")
+        self.assertEqual(body, self.content)
 
     def test_busy_slots_answer_503_with_retry_after(self):
         self.write("slow.bin", os.urandom(4 << 20))

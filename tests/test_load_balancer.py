@@ -31,6 +31,7 @@ if ROOT not in sys.path:
 
 import httpkit  # noqa: E402
 import load_balancer as lb  # noqa: E402
+from tests.support import wait_for  # noqa: E402
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -112,7 +113,7 @@ class TestLeastConnections(RegistryTestCase):
         for _ in range(40):
             transfer, peer = self.registry.pick("movie.mkv")
             counts[peer.id] += 1
-            self.registry.end(transfer.id, "done")
+            self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(counts, {p.id: 10 for p in holders})
         status = {p["id"]: p for p in self.registry.status()["peers"]}
         for p in holders:
@@ -127,23 +128,34 @@ class TestLeastConnections(RegistryTestCase):
         self.assertEqual(picked, {a.id, b.id})
         self.assertEqual(self.registry.pick("other.txt")[1].id, c.id)
 
-    def test_larger_of_handed_out_and_reported_uploads_drives_the_pick(self):
+    def test_reported_uploads_plus_picks_since_the_report_drive_the_pick(self):
         self.make()
         a, b = self.peers(2, [info("f")])
         self.registry.heartbeat(a.id, a.token, uploads=3)
         seq = [self.registry.pick("f")[1].id for _ in range(7)]
-        # a counts as 3 busy: b first until it has 3, then ties alternate, a catches up.
-        self.assertEqual(seq, [b.id, b.id, b.id, a.id, b.id, a.id, a.id])
-        # Now a has 3 handed out and b 4. Reported uploads=10 outweighs a's own 3.
+        # a counts as 3 busy: b first until it has 3, then ties alternate.
+        self.assertEqual(seq, [b.id, b.id, b.id, a.id, b.id, a.id, b.id])
+        # a reports 10 uploads: its picks before the report are in that figure.
         self.registry.heartbeat(a.id, a.token, uploads=10)
-        seq = [self.registry.pick("f")[1].id for _ in range(5)]
-        self.assertEqual(seq, [b.id] * 5)
-        # uploads lower than the handed-out count: the handed-out count (3) still counts.
+        self.assertEqual([self.registry.pick("f")[1].id for _ in range(5)], [b.id] * 5)
+        # a reports none: the picks it was handed and never saw no longer count.
         self.registry.heartbeat(a.id, a.token, uploads=0)
-        self.assertEqual(self.registry.pick("f")[1].id, a.id)  # a: 3 < b: 9
+        self.assertEqual(self.registry.pick("f")[1].id, a.id)  # a: 0 < b: 10
         status = {p["id"]: p for p in self.registry.status()["peers"]}
-        self.assertEqual((status[a.id]["active"], status[a.id]["uploads"]), (4, 0))
-        self.assertEqual(status[b.id]["active"], 9)
+        self.assertEqual((status[a.id]["active"], status[a.id]["uploads"]), (1, 0))
+        self.assertEqual(status[b.id]["active"], 10)
+
+    def test_picks_never_used_stop_counting_at_the_holders_next_heartbeat(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        hoarded = [self.registry.pick("f", peer=(a.host, a.port))[0] for _ in range(50)]
+        self.assertEqual(self.registry.pick("f")[1].id, b.id)  # a looks busy, for now
+        self.registry.heartbeat(a.id, a.token, uploads=0)  # a: nobody is connected
+        for transfer in hoarded:  # renewing them does not make them count again
+            self.registry.renew(transfer.id, transfer.secret)
+        self.assertEqual(self.registry.pick("f")[1].id, a.id)
+        self.registry.end(hoarded[0].id, hoarded[0].secret, "cancelled")
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1})
 
 
 class TestRoundRobin(RegistryTestCase):
@@ -212,11 +224,11 @@ class TestExcludeAndRequester(RegistryTestCase):
 
 
 class TestVersions(RegistryTestCase):
-    def test_two_files_under_one_name_conflict(self):
+    def test_two_files_under_one_name_held_by_as_many_hosts_conflict(self):
         self.make()
         v1, v2 = info("linux.iso", 1), info("linux.iso", 2)
         a = self.registry.register("10.0.0.1", 7000, [v1])
-        b = self.registry.register("10.0.0.2", 7000, [v1])
+        b = self.registry.register("10.0.0.1", 7001, [v1])  # one host, two peers: one vote
         c = self.registry.register("10.0.0.3", 7000, [v2])
         with self.assertRaises(lb.Conflict) as cm:
             self.registry.pick("linux.iso")
@@ -233,6 +245,39 @@ class TestVersions(RegistryTestCase):
         self.assertEqual(transfer.file, v2)
         with self.assertRaises(lb.NotFound):
             self.registry.pick("linux.iso", sha256=sha("no such version"))
+
+    def test_the_version_most_hosts_hold_is_picked_and_the_others_named(self):
+        self.make()
+        real, fake = info("song.mp3", 1), info("song.mp3", 2)
+        honest = [self.registry.register(f"10.0.0.{i}", 7000, [real]) for i in (1, 2)]
+        self.registry.register("10.6.6.6", 7000, [fake])
+        for _ in range(4):
+            transfer, peer = self.registry.pick("song.mp3")
+            self.assertIn(peer.id, {p.id for p in honest})
+            self.assertEqual(transfer.file, real)
+            self.assertEqual([(v["sha256"], v["holders"]) for v in transfer.others],
+                             [(fake.sha256, 1)])
+        transfer, _ = self.registry.pick("song.mp3", sha256=fake.sha256)
+        self.assertEqual(transfer.file, fake)
+        self.assertFalse(transfer.others)
+
+    def test_a_wrong_size_claimed_for_a_sha256_never_hides_its_true_holders(self):
+        self.make()
+        real = info("song.mp3", size=100)
+        liar = self.registry.register("10.6.6.6", 7000, [lb.FileInfo("song.mp3", 999,
+                                                                     real.sha256)])
+        honest = self.registry.register("10.0.0.1", 7000, [real])  # announced after the liar
+        files, _ = self.registry.find_files("song.mp3")
+        self.assertEqual(sorted((f["size"], f["holders"]) for f in files), [(100, 1), (999, 1)])
+        picked = set()
+        for _ in range(4):  # one host each: both are candidates, the downloader checks sizes
+            transfer, peer = self.registry.pick("song.mp3")
+            picked.add((peer.id, transfer.file.size))
+            self.registry.end(transfer.id, transfer.secret)
+        self.assertEqual(picked, {(liar.id, 999), (honest.id, 100)})
+        self.registry.register("10.0.0.2", 7000, [real])  # two hosts agree on the size
+        for _ in range(4):
+            self.assertEqual(self.registry.pick("song.mp3", sha256=real.sha256)[0].file, real)
 
 
 class TestExplicitPeer(RegistryTestCase):
@@ -279,22 +324,45 @@ class TestExplicitPeer(RegistryTestCase):
 
 
 class TestCooldown(RegistryTestCase):
+    def test_one_requesters_failures_sideline_a_holder_for_it_alone(self):
+        self.make(cooldown_s=10.0)
+        a, b = self.peers(2, [info("f")])
+        for _ in range(20):  # an attacker ending its own transfers of a as failed
+            transfer, _ = self.registry.pick("f", peer=(a.host, a.port), source="10.6.6.6")
+            self.registry.end(transfer.id, transfer.secret, "failed")
+        for _ in range(2):
+            transfer, peer = self.registry.pick("f", source="10.6.6.6")
+            self.assertEqual(peer.id, b.id)
+            self.registry.end(transfer.id, transfer.secret)
+        picked = set()
+        for _ in range(4):  # everyone else still gets a in turn
+            transfer, peer = self.registry.pick("f", source="10.0.0.9")
+            picked.add(peer.id)
+            self.registry.end(transfer.id, transfer.secret)
+        self.assertEqual(picked, {a.id, b.id})
+        transfer, _ = self.registry.pick("f", peer=(a.host, a.port), source="10.0.0.8")
+        self.registry.end(transfer.id, transfer.secret, "failed")  # a second host saw it fail
+        for _ in range(3):
+            transfer, peer = self.registry.pick("f", source="10.0.0.9")
+            self.assertEqual(peer.id, b.id)
+            self.registry.end(transfer.id, transfer.secret)
+
     def test_failed_holder_skipped_then_back_after_cooldown(self):
         self.make(cooldown_s=10.0)
         a, b, c = self.peers(3, [info("f")])
         transfer, peer = self.registry.pick("f", peer=(a.host, a.port))
-        self.registry.end(transfer.id, "failed")
+        self.registry.end(transfer.id, transfer.secret, "failed")
         seq = []
         for _ in range(6):
             transfer, peer = self.registry.pick("f")
             seq.append(peer.id)
-            self.registry.end(transfer.id, "done")
+            self.registry.end(transfer.id, transfer.secret, "done")
         self.assertNotIn(a.id, seq)
         self.assertEqual(set(seq), {b.id, c.id})
         self.clock.advance(9.9)
         transfer, peer = self.registry.pick("f")
         self.assertNotEqual(peer.id, a.id)
-        self.registry.end(transfer.id, "done")
+        self.registry.end(transfer.id, transfer.secret, "done")
         self.clock.advance(0.2)  # 10.1 s after the failure
         transfer, peer = self.registry.pick("f")
         self.assertEqual(peer.id, a.id)  # idle and least recently picked
@@ -306,19 +374,19 @@ class TestCooldown(RegistryTestCase):
         holders = self.peers(2, [info("f")])
         for p in holders:
             transfer, _ = self.registry.pick("f", peer=(p.host, p.port))
-            self.registry.end(transfer.id, "failed")
+            self.registry.end(transfer.id, transfer.secret, "failed")
         picked = set()
         for _ in range(4):
             transfer, peer = self.registry.pick("f")
             picked.add(peer.id)
-            self.registry.end(transfer.id, "done")
+            self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(picked, {p.id for p in holders})
 
     def test_only_holder_that_failed_is_still_picked(self):
         self.make()
         (a,) = self.peers(1, [info("f")])
         transfer, _ = self.registry.pick("f")
-        self.registry.end(transfer.id, "failed")
+        self.registry.end(transfer.id, transfer.secret, "failed")
         self.assertEqual(self.registry.pick("f")[1].id, a.id)
 
 
@@ -335,7 +403,7 @@ class TestExpiry(RegistryTestCase):
         self.clock.advance(0.2)  # now a is over the limit; b was seen 10.1 s ago
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [b.id])
         with self.assertRaises(lb.NotFound):
-            self.registry.end(transfer.id, "done")
+            self.registry.end(transfer.id, transfer.secret, "done")
         with self.assertRaises(lb.NotFound):
             self.registry.heartbeat(a.id, a.token)
         with self.assertRaises(lb.NotFound):
@@ -370,16 +438,16 @@ class TestExpiry(RegistryTestCase):
         t2, _ = self.registry.pick("f")
         self.assertEqual(active_by_id(self.registry), {a.id: 2})
         self.clock.advance(10)
-        self.registry.renew(t2.id)
+        self.registry.renew(t2.id, t2.secret)
         self.clock.advance(4.9)  # t1 just under 3 x renew_s old: still counted
         self.assertEqual(active_by_id(self.registry), {a.id: 2})
         self.clock.advance(0.2)
         self.assertEqual(active_by_id(self.registry), {a.id: 1})
         with self.assertRaises(lb.NotFound):
-            self.registry.renew(t1.id)
+            self.registry.renew(t1.id, t1.secret)
         with self.assertRaises(lb.NotFound):
-            self.registry.end(t1.id, "done")
-        self.registry.renew(t2.id)
+            self.registry.end(t1.id, t1.secret, "done")
+        self.registry.renew(t2.id, t2.secret)
         self.clock.advance(14.9)
         self.assertEqual(active_by_id(self.registry), {a.id: 1})
         self.clock.advance(0.2)
@@ -391,9 +459,9 @@ class TestExpiry(RegistryTestCase):
         self.make()
         (a,) = self.peers(1, [info("f")])
         transfer, _ = self.registry.pick("f")
-        self.registry.end(transfer.id, "done")
+        self.registry.end(transfer.id, transfer.secret, "done")
         with self.assertRaises(lb.NotFound):
-            self.registry.end(transfer.id, "done")
+            self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(active_by_id(self.registry), {a.id: 0})
 
     def test_bad_outcome_is_invalid(self):
@@ -401,7 +469,7 @@ class TestExpiry(RegistryTestCase):
         self.peers(1, [info("f")])
         transfer, _ = self.registry.pick("f")
         with self.assertRaises(lb.Invalid) as cm:
-            self.registry.end(transfer.id, "exploded")
+            self.registry.end(transfer.id, transfer.secret, "exploded")
         self.assertEqual(cm.exception.status, 400)
 
     def test_idle_seconds(self):
@@ -442,7 +510,7 @@ class TestPeersAndIndex(RegistryTestCase):
         with self.assertRaises(lb.NotFound):
             self.registry.pick("old.txt")
         with self.assertRaises(lb.NotFound):
-            self.registry.end(transfer.id)
+            self.registry.end(transfer.id, transfer.secret)
         self.assertEqual(self.registry.pick("new.txt")[1].id, new.id)
         # A different port on the same host is a different peer.
         other = self.registry.register("10.0.0.1", 7001, [])
@@ -525,7 +593,8 @@ class TestConcurrency(RegistryTestCase):
                 start.wait(DEADLINE_S)
                 for i in range(pairs):
                     transfer, _ = registry.pick("f" if (i + seed) % 2 else "g")
-                    registry.end(transfer.id, "failed" if (i * 7 + seed) % 5 == 0 else "done")
+                    outcome = "failed" if (i * 7 + seed) % 5 == 0 else "done"
+                    registry.end(transfer.id, transfer.secret, outcome)
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
@@ -629,13 +698,11 @@ class CountingServer(lb.LoadBalancerServer):
                 except OSError:
                     pass
 
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)  # releases the slot
-        finally:
-            with self.cond:
-                self.finished += 1
-                self.cond.notify_all()
+    def close_request(self, request):
+        super().close_request(request)
+        with self.cond:
+            self.finished += 1
+            self.cond.notify_all()
 
     def wait_finished(self, count, timeout=DEADLINE_S):
         with self.cond:
@@ -788,15 +855,21 @@ class TestRoutes(ServerTestCase):
         self.assertEqual(body["file"], wire("movie.mkv"))
         self.assertEqual(body["renew_s"], self.registry.renew_s)
         tid = body["transfer_id"]
+        secret = {"Authorization": f"Bearer {body['secret']}"}
         self.assertEqual(self.registry.status()["peers"][0]["active"], 1)
-        response, _, _ = self.request("PUT", f"/transfers/{tid}", conn=conn)
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            self.assert_error("PUT", f"/transfers/{tid}", 403, None, headers)
+            self.assert_error("DELETE", f"/transfers/{tid}?outcome=failed", 403, None, headers)
+        response, _, _ = self.request("PUT", f"/transfers/{tid}", conn=conn, headers=secret)
         self.assertEqual(response.status, 200)
-        response, raw, _ = self.request("DELETE", f"/transfers/{tid}?outcome=failed", conn=conn)
+        response, raw, _ = self.request("DELETE", f"/transfers/{tid}?outcome=failed", conn=conn,
+                                        headers=secret)
         self.assertEqual((response.status, raw), (204, b""))
         peer = self.registry.status()["peers"][0]
         self.assertEqual((peer["active"], peer["failed"]), (0, 1))
         _, _, body = self.request("POST", "/transfers", {"name": "movie.mkv"}, conn=conn)
-        response, _, _ = self.request("DELETE", f"/transfers/{body['transfer_id']}", conn=conn)
+        response, _, _ = self.request("DELETE", f"/transfers/{body['transfer_id']}", conn=conn,
+                                      headers={"Authorization": f"Bearer {body['secret']}"})
         self.assertEqual(response.status, 204)
         self.assertEqual(self.registry.status()["peers"][0]["served"], 1)  # default outcome: done
 
@@ -819,6 +892,7 @@ class TestRoutes(ServerTestCase):
 
     def test_status_json_shape(self):
         a = self.register(["x", "y"], port=7001)
+        self.client.start_transfer("x")  # counted until a's next report of its uploads
         self.client.heartbeat(a["peer_id"], a["token"], uploads=4)
         self.client.start_transfer("x")
         response, _, body = self.request("GET", "/status")
@@ -830,11 +904,11 @@ class TestRoutes(ServerTestCase):
         self.assertEqual(peer["id"], a["peer_id"])
         self.assertEqual((peer["host"], peer["port"]), ("127.0.0.1", 7001))
         self.assertEqual(peer["files"], ["x", "y"])
-        self.assertEqual((peer["active"], peer["uploads"], peer["served"]), (1, 4, 0))
+        self.assertEqual((peer["active"], peer["uploads"], peer["served"]), (5, 4, 0))
         self.assertIsInstance(peer["last_seen_s"], (int, float))
 
     def test_html_page_lists_peer_and_escapes_names(self):
-        hostile = "<script>alert(1)</script>.txt"
+        hostile = "x'onmouseover='alert(1).txt"  # names cannot hold <>: attributes are the risk
         self.register([hostile, "plain & simple.txt"], port=7001)
         self.register(["z"], port=7002, host="<script>alert(2)</script>")
         response, raw, _ = self.request("GET", "/")
@@ -843,7 +917,7 @@ class TestRoutes(ServerTestCase):
         page = raw.decode("utf-8")
         self.assertEqual(int(response.getheader("Content-Length")), len(raw))
         self.assertIn("127.0.0.1:7001", page)
-        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;.txt", page)
+        self.assertIn("x&#x27;onmouseover=&#x27;alert(1).txt", page)
         self.assertIn("&lt;script&gt;alert(2)&lt;/script&gt;", page)
         self.assertIn("plain &amp; simple.txt", page)
         self.assertNotIn("<script", page.lower())
@@ -921,7 +995,8 @@ class TestErrors(ServerTestCase):
 
     def test_bad_names(self):
         self.register(["ok"], port=7001)
-        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname"]:
+        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname", "CON",
+                     "NUL.txt", "a:b", "dot.", "space ", "a*b", "a?b", "a<b>", "a|b"]:
             with self.subTest(name=name[:20]):
                 self.assert_error("POST", "/peers", 400,
                                   {"port": 7002, "files": [{"name": name, "size": 1,
@@ -1195,14 +1270,24 @@ class TestRobustness(ServerTestCase):
         self.assertLess(time.monotonic() - started, DEADLINE_S)
         self.assertTrue(server.wait_finished(1))
 
-    def test_connection_limit_refuses_with_503(self):
+    def test_connection_limit_refuses_with_503_only_when_no_connection_is_idle(self):
         server = self.start_server(lb.Registry(clock=FakeClock()), max_connections=1)
-        first = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE_S)
-        self.addCleanup(first.close)
-        first.request("GET", "/status")
-        reply = first.getresponse()
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE_S)
+        self.addCleanup(idle.close)
+        idle.request("GET", "/status")
+        reply = idle.getresponse()
         reply.read()
-        self.assertEqual(reply.status, 200)  # this keep-alive connection holds the only slot
+        self.assertEqual(reply.status, 200)  # this keep-alive connection holds the only place
+        wait_for(lambda: not any(c.busy for c in list(server._conns.values())),
+                 what="the worker to give the connection back")
+        self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)  # it made room
+        self.assertTrue(server.wait_finished(2))  # the idle one, and that one
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
+        self.addCleanup(busy.close)
+        busy.sendall(b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n"
+                     % (httpkit.MAX_BUFFERED_BODY_BYTES + 1))  # a worker waits for the body
+        wait_for(lambda: server._conns and all(c.busy for c in list(server._conns.values())),
+                 what="a worker to take the request")
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(sock.close)
         sock.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
@@ -1211,8 +1296,8 @@ class TestRobustness(ServerTestCase):
         self.assertEqual(response.status, 503)
         self.assertTrue(response.getheader("Retry-After"))
         self.assertTrue(json.loads(response.read())["error"])
-        first.close()  # frees the slot
-        self.assertTrue(server.wait_finished(1))
+        busy.close()  # frees the place
+        self.assertTrue(server.wait_finished(4))  # and the refused one
         self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)
 
 
@@ -1526,18 +1611,23 @@ class TestRegistryOwnership(unittest.TestCase):
             self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
         again = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
         self.assertNotEqual(again.id, first.id)  # the same machine restarting: replaced
-        self.clock.advance(11)  # silent past a heartbeat: anyone may take the address
+        self.clock.advance(29)  # silent for almost three heartbeats: still its address
+        with self.assertRaises(lb.Conflict):
+            self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
+        self.clock.advance(1.1)  # expired after the full silence: the address is free
         taken = self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [taken.id])
 
-    def test_a_size_that_contradicts_the_sha256_is_not_indexed(self):
-        honest = info("f", size=100)
-        self.registry.register("10.0.0.1", 7000, [honest])
-        liar = lb.FileInfo("f", 999, honest.sha256)
-        peer = self.registry.register("10.0.0.2", 7000, [liar])
-        files, _ = self.registry.find_files("f")
-        self.assertEqual([(f["size"], f["holders"]) for f in files], [(100, 1)])
-        for _ in range(3):
-            transfer, chosen = self.registry.pick("f")
-            self.assertNotEqual(chosen.id, peer.id)
-            self.registry.end(transfer.id)
+    def test_only_the_requester_may_renew_or_end_its_transfer(self):
+        self.registry.register("10.0.0.1", 7000, [info("f")])
+        first, _ = self.registry.pick("f")
+        second, _ = self.registry.pick("f")
+        self.assertNotEqual(first.secret, second.secret)
+        self.assertEqual(len({first.id, second.id}), 2)
+        for secret in (second.secret, "", None):
+            with self.assertRaises(lb.Forbidden):
+                self.registry.renew(first.id, secret)
+            with self.assertRaises(lb.Forbidden):
+                self.registry.end(first.id, secret, "failed")
+        self.registry.end(first.id, first.secret, "done")
+        self.assertEqual(self.registry.status()["peers"][0]["failed"], 0)

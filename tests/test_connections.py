@@ -1,0 +1,205 @@
+"""Connections cost nothing until they ask: both servers keep serving with hundreds of idle
+or trickling connections open from another 'machine' (127.0.0.2), in this process."""
+
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import httpkit
+import load_balancer as lb
+from sharing import FileServer, ShareIndex
+from tests.support import wait_for
+
+ATTACKER = "127.0.0.2"
+IDLE = 300  # connections that never send a byte
+TRICKLING = 100  # connections that send their head a byte at a time, and never finish it
+TRICKLE_INTERVAL_S = 0.2
+HONEST_REQUESTS = 50
+TRICKLED_BYTES = 5  # honest requests go on while the trickling connections send this much
+MAX_EXTRA_THREADS = httpkit.DEFAULT_WORKERS + 4  # a worker pool, not a thread per connection
+DEADLINE_S = 10.0
+
+
+def open_from(source, port, count):
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    return socks
+
+
+class Trickler:
+    """Sends a request head a byte at a time on every socket, until stopped."""
+
+    def __init__(self, socks):
+        self.socks = socks
+        self.sent = 0  # bytes sent on each socket so far
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        head = b"GET /status HTTP/1.1\r\nHost: lb\r\nX-Slow: " + b"a" * 10_000
+        while not self.stop.wait(TRICKLE_INTERVAL_S) and self.sent < len(head):
+            for s in self.socks:
+                try:
+                    s.send(head[self.sent:self.sent + 1])
+                except OSError:
+                    pass
+            self.sent += 1
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(DEADLINE_S)
+
+
+class ConnectionCostTests(unittest.TestCase):
+
+    def setUp(self):
+        quiet = logging.NullHandler()
+        logger = logging.getLogger("p2p")
+        logger.addHandler(quiet)
+        logger.propagate = False
+        self.addCleanup(setattr, logger, "propagate", True)
+        self.addCleanup(logger.removeHandler, quiet)
+        try:
+            with socket.socket() as s:
+                s.bind((ATTACKER, 0))
+        except OSError:
+            self.skipTest(f"no {ATTACKER} on this machine")
+
+    def serve(self, server):
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, DEADLINE_S)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server
+
+    def attack(self, port):
+        """IDLE idle and TRICKLING trickling connections from ATTACKER, closed at cleanup."""
+        threads_before = threading.active_count()
+        socks = open_from(ATTACKER, port, IDLE + TRICKLING)
+        for s in socks:
+            self.addCleanup(s.close)
+        trickler = Trickler(socks[IDLE:])
+        self.addCleanup(trickler.close)
+        return trickler, threads_before + 1  # and the trickler's own thread
+
+    def test_the_load_balancer_answers_picks_under_idle_and_trickling_connections(self):
+        registry = lb.Registry()
+        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        registry.register("10.0.0.1", 7000, [lb.FileInfo("f", 1, "a" * 64)])
+        trickler, threads = self.attack(server.port)
+        honest = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
+        self.addCleanup(honest.close)
+        started = time.monotonic()
+        picks = 0
+        while picks < HONEST_REQUESTS or trickler.sent < TRICKLED_BYTES:  # while it goes on
+            transfer = honest.start_transfer("f")
+            honest.end_transfer(transfer["transfer_id"], "done")
+            picks += 1
+            self.assertLess(time.monotonic() - started, DEADLINE_S)
+        fresh = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)  # a new connection
+        self.addCleanup(fresh.close)
+        self.assertEqual(len(fresh.status()["peers"]), 1)
+        self.assertLessEqual(threading.active_count() - threads, MAX_EXTRA_THREADS)
+
+    def test_the_file_server_serves_under_idle_and_trickling_connections(self):
+        root = tempfile.mkdtemp(prefix="p2p-conn-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        content = os.urandom(1 << 20)
+        with open(os.path.join(root, "f.bin"), "wb") as f:
+            f.write(content)
+        index = ShareIndex([root])
+        index.refresh()
+        self.assertTrue(index.wait_hashed(10))
+        self.addCleanup(index.close)
+        server = self.serve(FileServer(("127.0.0.1", 0), index))
+        trickler, threads = self.attack(server.port)
+        while trickler.sent < TRICKLED_BYTES:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S) as s:
+                s.sendall(b"GET /files/f.bin HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(1 << 20):
+                    data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200 "))
+            self.assertTrue(data.endswith(content))
+        self.assertLessEqual(threading.active_count() - threads, MAX_EXTRA_THREADS)
+
+    def test_one_address_holds_at_most_its_share_and_its_oldest_idle_go_first(self):
+        registry = lb.Registry()
+        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry,
+                                                  max_connections=40))
+        share = 40 // httpkit.SOURCE_SHARE
+        socks = open_from(ATTACKER, server.port, share + 3)
+        for s in socks:
+            self.addCleanup(s.close)
+            s.settimeout(DEADLINE_S)
+        for s in socks[:3]:  # the three oldest were closed to make room for the newest
+            self.assertEqual(s.recv(1), b"")
+        for s in socks[3:]:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
+            self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200 "))
+        honest = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
+        self.addCleanup(honest.close)
+        self.assertEqual(honest.status()["peers"], [])
+
+    def test_idle_connections_are_closed_first_when_connections_run_short(self):
+        registry = lb.Registry()
+        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry,
+                                                  max_connections=8, timeout=DEADLINE_S))
+        sources = [f"127.0.0.{i}" for i in range(1, 13)]  # one connection each: under its share
+        trickling = []
+        for source in sources[:4]:  # a head begun on each: not idle, kept while idle ones go
+            (s,) = open_from(source, server.port, 1)
+            self.addCleanup(s.close)
+            s.sendall(b"GET /status HTTP/1.1\r\n")
+            trickling.append(s)
+        idle = []
+        for source in sources[4:8]:
+            (s,) = open_from(source, server.port, 1)
+            self.addCleanup(s.close)
+            s.settimeout(DEADLINE_S)
+            idle.append(s)
+        wait_for(lambda: len(server._conns) == 8, what="eight connections held")
+        newcomers = []
+        for source in sources[8:]:
+            (s,) = open_from(source, server.port, 1)
+            self.addCleanup(s.close)
+            newcomers.append(s)
+        for s in idle:
+            self.assertEqual(s.recv(1), b"")
+        for s in trickling:
+            s.settimeout(DEADLINE_S)
+            s.sendall(b"Host: lb\r\n\r\n")
+        for s in newcomers:
+            s.settimeout(DEADLINE_S)
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
+        for s in trickling + newcomers:
+            self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200 "))
+
+    def test_pipelined_requests_are_all_answered_in_order(self):
+        registry = lb.Registry()
+        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        body = b'{"port": 7000, "files": []}'
+        register = (b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body))
+        status = b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n"
+        last = b"GET /status HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S) as s:
+            s.sendall(status + register + last)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        self.assertEqual(re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", data), [b"200", b"201", b"200"])
+        self.assertEqual(data.count(b'"peers":[]'), 1)  # the first status, before the register
