@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import logging
 import os
 import selectors
 import shutil
@@ -65,6 +66,16 @@ def wait_partial(folder, at_least):
         lambda: [n for n in os.listdir(folder) if n.endswith(".part")], what="a partial file")[0])
     wait_for(lambda: os.path.getsize(partial) >= at_least, what=f"{at_least} bytes to arrive")
     return partial
+
+
+def quiet_logs(test):
+    """Keep the servers' warnings about refused input out of the test output, for ``test``."""
+    quiet = logging.NullHandler()
+    logger = logging.getLogger("p2p")
+    logger.addHandler(quiet)
+    logger.propagate = False
+    test.addCleanup(setattr, logger, "propagate", True)
+    test.addCleanup(logger.removeHandler, quiet)
 
 
 def free_port():

@@ -1,7 +1,6 @@
 """Connections cost nothing until they ask: both servers keep serving with hundreds of idle
 or trickling connections open from another 'machine' (127.0.0.2), in this process."""
 
-import logging
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ import unittest
 import httpkit
 import load_balancer as lb
 from sharing import FileServer, ShareIndex
-from tests.support import wait_for
+from tests.support import quiet_logs, wait_for
 
 ATTACKER = "127.0.0.2"
 IDLE = 300  # connections that never send a byte
@@ -64,12 +63,7 @@ class Trickler:
 class ConnectionCostTests(unittest.TestCase):
 
     def setUp(self):
-        quiet = logging.NullHandler()
-        logger = logging.getLogger("p2p")
-        logger.addHandler(quiet)
-        logger.propagate = False
-        self.addCleanup(setattr, logger, "propagate", True)
-        self.addCleanup(logger.removeHandler, quiet)
+        quiet_logs(self)
         try:
             with socket.socket() as s:
                 s.bind((ATTACKER, 0))

@@ -2,7 +2,6 @@
 process, on loopback. Never a 500, never a hang, and a normal request is answered after."""
 
 import json
-import logging
 import os
 import random
 import re
@@ -14,6 +13,7 @@ import unittest
 
 import load_balancer as lb
 from sharing import FileServer, ShareIndex
+from tests.support import quiet_logs
 
 REQUESTS_PER_SERVER = 2500
 SEED = 20261125
@@ -81,12 +81,7 @@ def exchange(port, data):
 class FuzzTests(unittest.TestCase):
 
     def setUp(self):
-        quiet = logging.NullHandler()
-        logger = logging.getLogger("p2p")
-        logger.addHandler(quiet)
-        logger.propagate = False
-        self.addCleanup(setattr, logger, "propagate", True)
-        self.addCleanup(logger.removeHandler, quiet)
+        quiet_logs(self)
 
     def serve(self, server):
         threading.Thread(target=server.serve_forever, daemon=True).start()
