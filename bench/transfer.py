@@ -13,7 +13,9 @@ Measures, in one run on this machine:
    holder through a load balancer, into a fresh folder: request, receive,
    write, SHA-256 in a second thread, rename;
 4. peer.py get: the same as a whole command, interpreter start included;
-5. curl: the same holder into ``curl -o /dev/null``, if curl is installed.
+5. curl: the same holder into ``curl -o /dev/null``, if curl is installed;
+6. nginx: nginx (``sendfile on``) serving the same file into the same curl, if
+   both are installed: what a C server gives curl on this machine.
 
 Steps 3 to 5 run once per network mode given with ``--network`` (default
 ``open``): ``open``, ``secret`` (every request signed with a network secret;
@@ -42,7 +44,7 @@ from download import Downloader  # noqa: E402
 from load_balancer import LBClient  # noqa: E402
 from members import NETWORK_CERT_NAME, Members  # noqa: E402
 from sharing import sha256_file  # noqa: E402
-from tests.support import read_line, wait_for, write_random  # noqa: E402
+from tests.support import free_port, read_line, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20
 NETWORK_MODES = ("open", "secret", "tls", "secret+tls")
@@ -164,6 +166,40 @@ def measure_network(mode, tmp, shared, size, runs, procs):
     return inprocess, gets, curls
 
 
+NGINX_CONF = """
+daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; sendfile on; tcp_nopush on;
+       client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+       uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+       server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+"""
+
+
+def nginx_times(tmp, shared, runs):
+    """Seconds for ``curl -o /dev/null`` of the file from nginx, or [] without nginx or curl."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if nginx is None or not shutil.which("curl"):
+        return []
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=port, root=shared))
+    server = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/big.bin"
+        wait_for(lambda: subprocess.run(["curl", "-sf", "-r", "0-0", "-o", "/dev/null", url])
+                 .returncode == 0, what="nginx to answer")
+        return [float(subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}",
+                                      url], check=True, capture_output=True, text=True,
+                                     timeout=600).stdout) for _ in range(runs)]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def rate(size, seconds):
     return size / seconds / MiB
 
@@ -196,6 +232,7 @@ def main():
 
         measured = [measure_network(mode, tmp, shared, size, args.runs, procs)
                     for mode in args.network]
+        nginx = nginx_times(tmp, shared, args.runs)
 
         best_raw = min(raw)
         print(f"\n{args.size_mib} MiB over loopback, {args.runs} runs each, "
@@ -207,6 +244,8 @@ def main():
             rows += [(f"Downloader.get{suffix}", inprocess), (f"peer.py get{suffix}", gets)]
             if curls:
                 rows.append((f"peer server -> curl{suffix}", curls))
+        if nginx:
+            rows.append(("nginx -> curl", nginx))
         for label, times in rows:
             print(f"{label:34}{rate(size, min(times)):12.0f}"
                   f"{rate(size, statistics.median(times)):14.0f}{best_raw / min(times):8.2f}")
