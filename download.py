@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 
 from httpkit import format_address
-from load_balancer import LBClientError, describe_socket_error
+from load_balancer import LBClientError, connect_http, describe_socket_error
 from members import OPEN
 from sharing import PEER_HEADER, check_name, sha256_file, url_for_name, within
 
@@ -837,17 +837,18 @@ class DirectSource:
     there is nothing to renew or end, and no other holder to turn to when it fails.
     """
 
-    def __init__(self, host, port, timeout=CONNECT_TIMEOUT_S):
+    def __init__(self, host, port, timeout=CONNECT_TIMEOUT_S, members=OPEN):
         self.host, self.port, self.timeout = host, port, timeout
+        self.members = members
         self.address = format_address(host, port)
 
     def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
         if exclude:
             raise LBClientError(f"{self.address} failed, and without a load balancer there "
                                 "is no other holder to ask.", 404)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = connect_http(self.host, self.port, self.timeout, self.members)
         try:
-            conn.request("GET", "/files")
+            conn.request("GET", "/files", headers=self.members.auth_headers("GET", "/files"))
             response = conn.getresponse()
             listing = json.loads(response.read())
         except (OSError, http.client.HTTPException) as e:
@@ -857,6 +858,10 @@ class DirectSource:
             raise LBClientError(f"{self.address} answered, but not as a peer.") from None
         finally:
             conn.close()
+        if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
+            raise LBClientError(f"{self.address} refuses us: "
+                                f"{listing.get('error') or 'wrong or missing network secret.'}",
+                                401)
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:

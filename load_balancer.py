@@ -927,6 +927,13 @@ def describe_socket_error(error):
     return error.strerror or error.__class__.__name__
 
 
+def connect_http(host, port, timeout, members=OPEN):
+    """An http.client connection to a server of the network: TLS when it uses TLS, Nagle off."""
+    if members.tls is None:
+        return _Connection(host, port, timeout=timeout)
+    return _TLSConnection(host, port, timeout=timeout, context=members.tls.client)
+
+
 class _Connection(http.client.HTTPConnection):
     def connect(self):
         super().connect()
@@ -1017,10 +1024,7 @@ class LBClient:
         for attempt in (1, 2):
             fresh = self._conn is None
             if fresh:
-                self._conn = (_Connection(self.host, self.port, timeout=self.timeout)
-                              if self.members.tls is None else
-                              _TLSConnection(self.host, self.port, timeout=self.timeout,
-                                             context=self.members.tls.client))
+                self._conn = connect_http(self.host, self.port, self.timeout, self.members)
             try:  # signed on every attempt: a retry with the same nonce would be a replay
                 headers.update(self.members.auth_headers(method, path))
                 self._conn.request(method, path, body=data, headers=headers)

@@ -1028,7 +1028,7 @@ class Menu:
                          "(HOST:PORT): ")
         try:
             where = resolve_peer_address(where)
-            direct_source(where)
+            direct_source(where, self.peer.members)
         except ValueError as e:
             self.say(str(e))
             return
@@ -1044,7 +1044,8 @@ class Menu:
 
     def run_job(self, job, on_progress):
         """One queued download (in its own thread)."""
-        direct = direct_source(job.peer) if job.peer and self.peer.lb_problem else None
+        direct = (direct_source(job.peer, self.peer.members)
+                  if job.peer and self.peer.lb_problem else None)
         result = self.peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
         if not result.already:
             self.peer.downloads_done.append(describe_result(result))
@@ -1443,7 +1444,7 @@ def run_get(args):
     lb = LBClient(args.lb_host, args.lb_port, members=args.members)
     try:
         source = resolve_peer_address(args.source) if args.source else None
-        via = direct_source(source) if source and not lb_answers(args.lb_host, args.lb_port) \
+        via = direct_source(source, args.members) if source and not lb_answers(args.lb_host, args.lb_port) \
             else lb
     except ValueError as e:
         return fail(str(e))
@@ -1477,13 +1478,13 @@ def run_get(args):
     return 1 if failed else 0
 
 
-def direct_source(source):
+def direct_source(source, members):
     """The named peer, asked directly: there is no load balancer to ask."""
     host, port = parse_address(source)
     if port is None:
         raise ValueError(f"No load balancer answers, so give the peer's port too: "
                          f"--from {host}:PORT.")
-    return DirectSource(host, port)
+    return DirectSource(host, port, members=members)
 
 
 def run_url(args, lb):

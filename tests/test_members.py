@@ -21,7 +21,7 @@ from unittest import mock
 from urllib.parse import parse_qs
 
 import load_balancer as lb
-from download import Downloader
+from download import DirectSource, Downloader
 from httpkit import AUTH_HEADER
 from members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, ReplayFull,
                      ReplayGuard, SecretError, TLSSetupError, Unauthorized, new_secret,
@@ -301,6 +301,17 @@ class ClosedNetworkTests(unittest.TestCase):
         with open(result.path, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).digest(),
                              hashlib.sha256(self.content).digest())
+
+    def test_a_named_holder_is_asked_directly_as_a_member_and_refuses_a_stranger(self):
+        root = os.path.join(self.tmp, "direct")
+        member = DirectSource("127.0.0.1", self.holder.port, members=self.members)
+        result = Downloader(member, root, members=self.members).get("song.mp3")
+        with open(result.path, "rb") as f:
+            self.assertEqual(f.read(), self.content)
+        stranger = DirectSource("127.0.0.1", self.holder.port, members=Members(
+            NetworkSecret("another secret of sixteen chars"), self.members.tls))
+        with self.assertRaisesRegex(lb.LBClientError, "refuses us: .*network secret"):
+            stranger.start_transfer("song.mp3")
 
     def test_a_holder_that_refuses_us_is_a_clear_failure(self):
         stranger_holder = serve(FileServer(("127.0.0.1", 0), self.index,
