@@ -511,7 +511,10 @@ class BoundedHTTPServer(http.server.HTTPServer):
             self._forget(conn)
 
     def _peek_tls(self, conn):
-        first = conn.sock.recv(1, socket.MSG_PEEK)
+        try:
+            first = conn.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):  # a wakeup with nothing to read yet
+            return
         if not first:
             self._forget(conn)
         elif first[0] != TLS_RECORD_HANDSHAKE:
