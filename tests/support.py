@@ -52,8 +52,14 @@ def read_line(stream, timeout=START_TIMEOUT_S):
 
 def raw_get(port, target):
     """One GET of ``target`` as raw bytes (no client-side normalising): (status, response)."""
+    return raw_request(port, target, "GET")
+
+
+def raw_request(port, target, method):
+    """One request of ``target`` as raw bytes, read until the server closes: (status, response)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  .encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

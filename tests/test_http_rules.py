@@ -9,7 +9,6 @@ import html.parser
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -18,6 +17,7 @@ import unittest
 import load_balancer as lb
 from sharing import (FileServer, ShareIndex, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
+from tests.support import raw_request
 
 CURL_TIMEOUT_S = 20
 ETAG = '"' + "ab" * 32 + '"'
@@ -76,11 +76,7 @@ class Links(html.parser.HTMLParser):
 
 def head_only(port, path):
     """Does a HEAD of ``path`` get headers and nothing after them?"""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+    _, data = raw_request(port, path, "HEAD")
     return data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n") \
         and data.count(b"\r\n\r\n") == 1
 
