@@ -160,6 +160,12 @@ class Bitfield:
                 self._bits[index >> 3] |= 0x80 >> (index & 7)
                 self._have += 1
 
+    def discard(self, index):
+        with self._lock:
+            if self._test(index):
+                self._bits[index >> 3] &= ~(0x80 >> (index & 7)) & 0xFF
+                self._have -= 1
+
     def __len__(self):
         """How many pieces are here."""
         return self._have
