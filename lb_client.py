@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from httpkit import format_address, set_nodelay
 from members import OPEN, describe_tls_error
-from wire import BadRecord, FileRecord
+from wire import FileRecord
 
 CLIENT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_AFTER_S = 1.0  # when a busy answer does not say how long to wait
@@ -371,7 +371,7 @@ class LBClient:
         answer = self._call("POST", "/transfers", body, unavailable=NoHolderLeft)
         try:
             return Pick.parse(answer)
-        except (KeyError, TypeError, ValueError, BadRecord) as e:
+        except (KeyError, TypeError, ValueError) as e:  # wire.BadRecord is a ValueError
             raise Unreachable(f"{self.address} answered a pick this peer cannot read "
                               f"({e}).", 201) from None
 

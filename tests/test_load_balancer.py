@@ -33,7 +33,7 @@ import httpkit  # noqa: E402
 import lb_client  # noqa: E402
 import load_balancer as lb  # noqa: E402
 from tests.support import wait_for  # noqa: E402
-from wire import FileRecord  # noqa: E402
+from wire import BadRecord, FileRecord, PartialRecord  # noqa: E402
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -594,6 +594,239 @@ class TestPeersAndIndex(RegistryTestCase):
         files, truncated = self.registry.find_files("", limit=2)
         self.assertEqual(len(files), 2)
         self.assertFalse(truncated, "2 files, limit 2: the listing is complete, not truncated")
+
+
+class TestSwarmPicks(RegistryTestCase):
+    """Several holders per pick, partial holders, busy holders and the agreed piece list."""
+
+    def loaded(self, loads, files=(info("f"),)):
+        """Peers sharing ``files``, each reporting the uploads in ``loads``."""
+        peers = self.peers(len(loads), files)
+        for peer, uploads in zip(peers, loads):
+            self.registry.heartbeat(peer.id, peer.token, uploads=uploads)
+        return peers
+
+    def downloading(self, host, done, record=info("f"), port=7100):
+        """A peer that has verified ``done`` bytes of ``record`` and shares nothing whole."""
+        return self.registry.register(host, port, [],
+                                      partial=[PartialRecord(record, done)])
+
+    def test_count_hands_out_that_many_distinct_least_loaded_holders_each_counted(self):
+        self.make()
+        a, b, c, d, e = self.loaded([3, 0, 1, 0, 2])
+        handout = self.registry.pick("f", count=3)
+        self.assertEqual([t.holder.id for t in handout.transfers], [b.id, d.id, c.id])
+        self.assertEqual(len({t.id for t in handout.transfers}), 3)
+        self.assertEqual(active_by_id(self.registry),
+                         {a.id: 3, b.id: 1, c.id: 2, d.id: 1, e.id: 2})
+        self.assertEqual(len(self.registry.pick("f", count=lb.MAX_SOURCES).transfers), 5)
+
+    def test_without_count_one_holder_of_the_whole_file_and_no_partial_holder(self):
+        self.make()
+        (a,) = self.loaded([5])
+        self.downloading("10.0.1.1", done=50)
+        for _ in range(3):
+            handout = self.registry.pick("f")
+            self.assertEqual([(t.holder.id, t.done) for t in handout.transfers], [(a.id, None)])
+
+    def test_partial_holders_join_with_verified_bytes_never_the_requester(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        self.downloading("10.0.1.1", done=0)
+        helper = self.downloading("10.0.1.2", done=50)
+        requester = self.downloading("10.0.1.3", done=80)
+        handout = self.registry.pick("f", count=4, requester=requester.id)
+        self.assertEqual([(t.holder.id, t.done) for t in handout.transfers],
+                         [(a.id, None), (helper.id, 50)])  # at equal load, whole files first
+        self.assertEqual(handout.transfers[1].file, info("f"))
+        self.assertEqual(active_by_id(self.registry)[helper.id], 1)
+
+    def test_a_partial_holder_of_another_version_or_size_is_no_candidate(self):
+        self.make()
+        self.peers(1, [info("f")])
+        self.downloading("10.0.1.1", done=50, record=info("f", version=2))
+        self.downloading("10.0.1.2", done=50, record=info("f", size=200))
+        self.assertEqual(len(self.registry.pick("f", count=4).transfers), 1)
+
+    def test_a_holder_whose_slots_are_taken_is_busy_and_not_handed_out(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=1, uploads=1)
+        self.assertEqual([t.holder.id for t in self.registry.pick("f", count=2).transfers],
+                         [b.id])
+        self.registry.heartbeat(b.id, b.token, slots=2)
+        self.registry.pick("f")  # b: 2 of 2 slots now
+        with self.assertRaises(lb.Busy) as cm:
+            self.registry.pick("f", count=2)
+        self.assertEqual(cm.exception.status, 503)
+        self.assertEqual(cm.exception.extra, {"busy": 2, "retry_after": lb.BUSY_RETRY_S})
+        self.assertEqual(cm.exception.headers, {"Retry-After": str(lb.BUSY_RETRY_S)})
+        self.assertIn("Every holder of 'f' is busy (2 holders)", cm.exception.message)
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 2})  # nothing counted
+
+    def test_a_busy_partial_holder_is_counted_busy_too(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        for peer in (a, helper):
+            self.registry.heartbeat(peer.id, peer.token, slots=1, uploads=1)
+        with self.assertRaises(lb.Busy) as cm:
+            self.registry.pick("f", count=2)
+        self.assertEqual(cm.exception.extra["busy"], 2)
+
+    def test_every_holder_excluded_is_no_holder_left_not_busy(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=1, uploads=1)
+        with self.assertRaises(lb.Unavailable) as cm:
+            self.registry.pick("f", count=2, exclude=[a.id, b.id])
+        self.assertNotIsInstance(cm.exception, lb.Busy)
+        self.assertNotIn("busy", cm.exception.extra)
+
+    def test_cooling_holders_come_last(self):
+        self.make()
+        a, b, c = self.peers(3, [info("f")])
+        failed = self.registry.pick("f", peer=(a.host, a.port), source="10.9.9.9").first
+        self.registry.end(failed.id, failed.secret, "failed")
+        handout = self.registry.pick("f", count=3, source="10.9.9.9")
+        self.assertEqual(handout.transfers[-1].holder.id, a.id)
+
+    def test_round_robin_rotates_over_holders_and_partial_holders(self):
+        self.make(policy="round-robin")
+        a, b = self.peers(2, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        seen = [t.holder.id for _ in range(3) for t in self.registry.pick("f", count=1).transfers]
+        self.assertEqual(sorted(seen), sorted([a.id, b.id, helper.id]))
+
+    def test_the_piece_list_most_machines_announced_is_handed_out(self):
+        self.make()
+        good, bad = sha("pieces good"), sha("pieces bad")
+        record = info("f")
+        with_pieces = FileRecord(record.name, record.size, record.sha256, good)
+        self.peers(2, [with_pieces])
+        liar = FileRecord(record.name, record.size, record.sha256, bad)
+        for port in (7100, 7101, 7102):  # one machine, three peers: one vote
+            self.registry.register("10.6.6.6", port, [liar], source="10.6.6.6")
+        self.registry.register("10.0.0.9", 7000, [record])  # announced none
+        self.assertEqual(self.registry.pick("f").pieces, good)
+        self.registry.register("10.6.6.7", 7000, [liar], source="10.6.6.7")
+        self.assertIsNone(self.registry.pick("f").pieces)  # a tie: no list is trusted
+
+    def test_no_piece_list_when_no_holder_announced_one(self):
+        self.make()
+        self.peers(2, [info("f")])
+        self.assertIsNone(self.registry.pick("f", count=2).pieces)
+
+    def test_status_and_files_show_slots_and_partial_holders(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=4)
+        helper = self.downloading("10.0.1.1", done=37)
+        peers = {p["id"]: p for p in self.registry.status()["peers"]}
+        self.assertEqual((peers[a.id]["slots"], peers[a.id]["partial"]), (4, []))
+        self.assertEqual(peers[helper.id]["slots"], None)
+        self.assertEqual(peers[helper.id]["partial"],
+                         [{"name": "f", "sha256": info("f").sha256, "size": 100, "done": 37}])
+        files, _ = self.registry.find_files("f")
+        self.assertEqual([(f["holders"], f["partial"]) for f in files], [(1, 1)])
+
+    def test_partial_list_is_replaced_and_leaves_with_its_peer(self):
+        self.make()
+        self.peers(1, [info("f")])
+        helper = self.downloading("10.0.1.1", done=37)
+        self.registry.heartbeat(helper.id, helper.token, uploads=0)  # no list: kept
+        self.assertEqual(self.registry.find_files("f")[0][0]["partial"], 1)
+        self.registry.heartbeat(helper.id, helper.token, partial=[])
+        self.assertEqual(self.registry.find_files("f")[0][0]["partial"], 0)
+        self.assertEqual(len(self.registry.pick("f", count=2).transfers), 1)
+        again = self.downloading("10.0.1.2", done=37)
+        self.registry.unregister(again.id, again.token)
+        self.assertEqual(self.registry._partials, {})
+
+    def test_every_source_is_renewed_ended_and_expired_as_one_transfer(self):
+        self.make(heartbeat_s=1000.0, renew_s=10.0)
+        a, b = self.peers(2, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        first = self.registry.pick("f", count=3).transfers
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1, helper.id: 1})
+        self.clock.advance(25)
+        for transfer in first:
+            self.registry.renew(transfer.id, transfer.secret)
+        self.clock.advance(25)  # 50 s after the pick, 25 s after the renewal: running
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1, helper.id: 1})
+        self.registry.end(first[0].id, first[0].secret, "done")
+        self.registry.end(first[1].id, first[1].secret, "failed")
+        ended = {first[0].holder.id, first[1].holder.id}
+        self.assertEqual({pid for pid, n in active_by_id(self.registry).items() if n == 0},
+                         ended)
+        self.clock.advance(31)  # the third was not renewed again: expired
+        self.assertEqual(set(active_by_id(self.registry).values()), {0})
+        with self.assertRaises(lb.NotFound):
+            self.registry.renew(first[2].id, first[2].secret)
+
+
+class TestWireRecords(unittest.TestCase):
+    """wire.py's records and lb_client's reading of refusals, without sockets."""
+
+    def test_a_file_record_round_trips_and_bad_fields_are_named(self):
+        record = FileRecord.parse({**wire("a/b.txt"), "pieces": sha("p")})
+        self.assertEqual(FileRecord.parse(record.as_dict()), record)
+        self.assertEqual(record.key, (sha("a/b.txt#0"), 100))
+        self.assertNotIn("pieces", info("f").as_dict())
+        for obj, needle in [([], "object"), ({"size": 1, "sha256": sha(1)}, "'name'"),
+                            ({**wire("f"), "size": -1}, "negative"),
+                            ({**wire("f"), "size": True}, "'size'"),
+                            ({**wire("f"), "sha256": "ABC"}, "'sha256'"),
+                            ({**wire("f"), "pieces": 5}, "'pieces'"),
+                            ({**wire("f"), "name": "../x"}, "../x")]:
+            with self.subTest(obj=obj), self.assertRaisesRegex(BadRecord, re.escape(needle)):
+                FileRecord.parse(obj)
+
+    def test_a_partial_record_says_its_verified_bytes_within_the_size(self):
+        record = PartialRecord.parse({**wire("f"), "done": 100})
+        self.assertEqual((record.done, record.key), (100, info("f").key))
+        self.assertEqual(PartialRecord.parse(record.as_dict()), record)
+        for done in (-1, 101, "1", None):
+            with self.subTest(done=done), self.assertRaisesRegex(BadRecord, "'done'"):
+                PartialRecord.parse({**wire("f"), "done": done})
+
+    def test_refusals_become_the_error_the_caller_acts_on(self):
+        versions = [{**wire("f", v), "holders": 1} for v in (1, 2)]
+        cases = [(404, {}, lb_client.NotFound), (409, {"versions": versions}, lb_client.Ambiguous),
+                 (409, {}, lb_client.LBClientError), (503, {}, lb_client.NoHolderLeft),
+                 (503, {"busy": 3, "retry_after": 2}, lb_client.AllBusy),
+                 (400, {}, lb_client.LBClientError)]
+        for status, extra, kind in cases:
+            with self.subTest(status=status, extra=extra):
+                error = lb_client.refusal(status, {"error": "why", **extra},
+                                          lb_client.NoHolderLeft)
+                self.assertIs(type(error), kind)
+                self.assertEqual((error.message, error.status), ("why", status))
+        busy = lb_client.refusal(503, {"error": "why", "busy": 3, "retry_after": 2})
+        self.assertEqual((busy.busy, busy.retry_after), (3, 2))
+        self.assertEqual(lb_client.refusal(409, {"versions": versions}).versions, versions)
+        self.assertEqual(lb_client.refusal(503, {"busy": 1, "retry_after": "x"}).retry_after,
+                         lb_client.DEFAULT_RETRY_AFTER_S)
+
+    def test_a_pick_is_read_from_its_sources_or_from_an_older_top_level_answer(self):
+        peer = {"id": "p1", "host": "10.0.0.1", "port": 7000, "name": "alice"}
+        answer = {"transfer_id": "t1", "secret": "s1", "peer": peer, "file": wire("f"),
+                  "renew_s": 10}
+        older = lb_client.Pick.parse(answer)
+        self.assertEqual(older.leases, [lb_client.Lease("t1", "s1", "p1", "10.0.0.1", 7000,
+                                                        "alice")])
+        self.assertEqual((older.file, older.pieces, older.versions), (info("f"), None, []))
+        second = {"transfer_id": "t2", "secret": "s2", "done": 37,
+                  "peer": {"id": "p2", "host": "::1", "port": 7001}}
+        pick = lb_client.Pick.parse({**answer, "pieces": sha("p"), "sources": [
+            {**{k: answer[k] for k in ("transfer_id", "secret", "peer")}, "done": None}, second]})
+        self.assertEqual([(lease.address, lease.done) for lease in pick.leases],
+                         [("10.0.0.1:7000", None), ("[::1]:7001", 37)])
+        self.assertEqual(pick.pieces, sha("p"))
+        for broken in ({**answer, "renew_s": 0}, {**answer, "file": {}},
+                       {**answer, "peer": {**peer, "port": "7000"}}):
+            with self.subTest(broken=broken), self.assertRaises((KeyError, ValueError)):
+                lb_client.Pick.parse(broken)
 
 
 class TestConcurrency(RegistryTestCase):
@@ -1466,6 +1699,90 @@ def read_line(stream, deadline_s):
                 break
             data += chunk
     return data
+
+
+class TestSwarmWire(ServerTestCase):
+    """The swarm's fields through the real handler and LBClient."""
+
+    def partial(self, name="f", done=37, **fields):
+        return {**wire(name), "pieces": sha("pieces"), "done": done, **fields}
+
+    def test_slots_and_partial_are_announced_and_shown(self):
+        a = self.client.register(7001, [wire("f")], slots=3)
+        b = self.client.register(7002, [], host="127.0.0.2", slots=2,
+                                 partial=[self.partial(done=0)])
+        self.client.heartbeat(b["peer_id"], b["token"], partial=[self.partial(done=37)])
+        status = self.client.status()
+        peers = {p["id"]: p for p in status["peers"]}
+        self.assertEqual((peers[a["peer_id"]]["slots"], peers[a["peer_id"]]["partial"]), (3, []))
+        self.assertEqual(peers[b["peer_id"]]["partial"],
+                         [{"name": "f", "sha256": sha("f#0"), "size": 100, "done": 37}])
+        self.assertGreaterEqual(status["requests"], 3)  # the two registrations and the heartbeat
+        self.assertGreater(self.client.status()["requests"], status["requests"])
+        (entry,) = self.client.files("f")["files"]
+        self.assertEqual((entry["holders"], entry["partial"]), (1, 1))
+        _, page, _ = self.request("GET", "/")
+        self.assertIn("downloading f 37 %", page.decode())
+
+    def test_count_answers_sources_and_the_agreed_piece_list(self):
+        pieces = sha("pieces")
+        a = self.client.register(7001, [{**wire("f"), "pieces": pieces}])
+        b = self.client.register(7002, [], host="127.0.0.2", partial=[self.partial()])
+        _, _, body = self.request("POST", "/transfers", {"name": "f", "count": 4})
+        self.assertEqual([(s["peer"]["id"], s["done"]) for s in body["sources"]],
+                         [(a["peer_id"], None), (b["peer_id"], 37)])
+        self.assertEqual((body["transfer_id"], body["secret"], body["peer"]),
+                         tuple(body["sources"][0][k] for k in ("transfer_id", "secret", "peer")))
+        self.assertEqual(body["pieces"], pieces)
+        self.assertEqual(body["file"], {**wire("f"), "pieces": pieces})
+        pick = self.client.pick("f", count=4)
+        self.assertEqual([(lease.peer_id, lease.done) for lease in pick.leases],
+                         [(a["peer_id"], None), (b["peer_id"], 37)])
+        self.assertEqual((pick.file.sha256, pick.pieces, pick.renew_s),
+                         (sha("f#0"), pieces, self.registry.renew_s))
+        for lease in pick.leases:
+            self.client.renew(lease)
+            self.client.end(lease, "cancelled")
+        self.assertEqual(active_by_id(self.registry),  # the raw request's two are left
+                         {a["peer_id"]: 1, b["peer_id"]: 1})
+
+    def test_every_holder_busy_is_a_503_with_the_busy_count_and_retry_after(self):
+        self.client.register(7001, [wire("f")], slots=1)
+        self.client.pick("f")  # its one slot is taken
+        response, parsed = self.assert_error("POST", "/transfers", 503, {"name": "f"})
+        self.assertEqual((parsed["busy"], parsed["retry_after"]), (1, lb.BUSY_RETRY_S))
+        self.assertEqual(response.getheader("Retry-After"), str(lb.BUSY_RETRY_S))
+        self.assertIn("busy (1 holder)", parsed["error"])
+        with self.assertRaises(lb_client.AllBusy) as cm:
+            self.client.pick("f", count=2)
+        self.assertEqual((cm.exception.busy, cm.exception.retry_after, cm.exception.status),
+                         (1, lb.BUSY_RETRY_S, 503))
+        self.assertEqual(self.request("GET", "/files/f")[0].status, 503)  # the redirector too
+
+    def test_bad_count_slots_and_partial_get_a_400_that_names_the_field(self):
+        a = self.register(["f"])
+        auth = {"Authorization": f"Bearer {a['token']}"}
+        for count in (0, lb.MAX_SOURCES + 1, "2", True, 1.5):
+            with self.subTest(count=count):
+                _, parsed = self.assert_error("POST", "/transfers", 400,
+                                              {"name": "f", "count": count})
+                self.assertIn("'count'", parsed["error"])
+        bad_partial = [
+            ("x", "'partial'"), ([5], "file record"), ([{**wire("g")}], "'done'"),
+            ([self.partial(done=101)], "'done'"), ([self.partial(done=-1)], "'done'"),
+            ([self.partial(pieces="abc")], "'pieces'"), ([self.partial(sha256="x")], "'sha256'"),
+            ([self.partial(), self.partial()], "twice"),
+            ([self.partial()] * (lb.MAX_PARTIAL_PER_PEER + 1), "at most")]
+        for slots in (0, lb.MAX_SLOTS + 1, "4", True):
+            bad = ({"slots": slots}, "'slots'")
+            for body, needle in [bad] + [({"partial": p}, n) for p, n in bad_partial]:
+                with self.subTest(body=str(body)[:60]):
+                    _, parsed = self.assert_error("PUT", f"/peers/{a['peer_id']}", 400, body,
+                                                  auth)
+                    self.assertIn(needle, parsed["error"])
+                    _, parsed = self.assert_error("POST", "/peers", 400, {"port": 7009, **body})
+                    self.assertIn(needle, parsed["error"])
+        self.assertEqual(len(self.client.status()["peers"]), 1)
 
 
 class TestCommandLine(unittest.TestCase):
