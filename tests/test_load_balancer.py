@@ -1787,8 +1787,10 @@ class TestSwarmWire(ServerTestCase):
 
 class TestCommandLine(unittest.TestCase):
     def start(self, *args):
+        """Start ``load_balancer.py``, not announced: a load balancer of the same network
+        elsewhere on this machine would be heard as senior and this one would stand down."""
         proc = subprocess.Popen(
-            [sys.executable, "load_balancer.py", "--host", "127.0.0.1", *args],
+            [sys.executable, "load_balancer.py", "--host", "127.0.0.1", "--no-announce", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def cleanup():
