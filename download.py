@@ -48,9 +48,11 @@ import time
 from dataclasses import dataclass, field
 
 from httpkit import format_address
-from load_balancer import LBClientError, connect_http, describe_socket_error
+from lb_client import (AllBusy, Ambiguous, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
+                       Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
 from sharing import PEER_HEADER, check_name, sha256_file, url_for_name, within
+from wire import FileRecord
 
 try:
     import fcntl
@@ -95,9 +97,9 @@ class DiskError(DownloadError):
 class OtherSize(Exception):
     """The next holder has the file with another size than the partial file was made for."""
 
-    def __init__(self, transfer):
-        super().__init__(transfer["file"]["size"])
-        self.transfer = transfer
+    def __init__(self, pick):
+        super().__init__(pick.file.size)
+        self.pick = pick
 
 
 class VerifyFailed(DownloadError):
@@ -378,22 +380,22 @@ class HashPipe:
 
 
 class Renewer:
-    """Renews the current transfer every ``renew_s`` until stopped; errors are only logged."""
+    """Renews the current lease every ``renew_s`` until stopped; errors are only logged."""
 
-    def __init__(self, lb, renew_s, transfer_id):
+    def __init__(self, lb, renew_s, lease):
         self.lb, self.renew_s = lb, renew_s
-        self.transfer_id = transfer_id
+        self.lease = lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="renewer")
         self._thread.start()
 
     def _run(self):
         while not self._stop.wait(self.renew_s):
-            if self.transfer_id:
+            if self.lease.transfer_id:
                 try:
-                    self.lb.renew_transfer(self.transfer_id)
+                    self.lb.renew(self.lease)
                 except LBClientError as e:
-                    log.info("could not renew transfer %s: %s", self.transfer_id, e)
+                    log.info("could not renew transfer %s: %s", self.lease.transfer_id, e)
 
     def stop(self):
         self._stop.set()
@@ -512,17 +514,27 @@ class Downloader:
     # -- talking to the load balancer ---------------------------------------
 
     def _ask(self, name, sha256=None, peer=None, exclude=()):
-        try:
-            return self.lb.start_transfer(name, sha256=sha256, peer=peer, exclude=exclude,
-                                          requester=self.requester)
-        except LBClientError as e:
-            raise DownloadError(e.message, e.status, e.body.get("versions")) from None
+        """A Pick of one holder; while every holder is busy, waits its Retry-After (at most
+        BUSY_WAIT_MAX_S) up to BUSY_ROUNDS times."""
+        for busy_round in range(BUSY_ROUNDS + 1):
+            try:
+                return self.lb.pick(name, sha256=sha256, peer=peer, exclude=exclude,
+                                    requester=self.requester)
+            except AllBusy as e:
+                if busy_round == BUSY_ROUNDS:
+                    raise DownloadError(e.message, e.status) from None
+                time.sleep(min(e.retry_after, BUSY_WAIT_MAX_S))
+            except Ambiguous as e:
+                raise DownloadError(e.message, e.status, e.versions) from None
+            except LBClientError as e:
+                raise DownloadError(e.message, e.status) from None
 
-    def _end(self, transfer, outcome):
+    def _end(self, pick, outcome):
+        lease = pick.leases[0]
         try:
-            self.lb.end_transfer(transfer["transfer_id"], outcome)
+            self.lb.end(lease, outcome)
         except LBClientError as e:
-            log.info("could not end transfer %s: %s", transfer["transfer_id"], e)
+            log.info("could not end transfer %s: %s", lease.transfer_id, e)
 
     # -- the download -------------------------------------------------------
 
@@ -532,41 +544,39 @@ class Downloader:
         The Result names the other versions of ``name`` on the network, if any.
         """
         check_name(name)
-        transfer = self._ask(name, sha256, peer)
-        others = transfer.get("versions") or []
+        pick = self._ask(name, sha256, peer)
         blame = Blame()
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                result = self._get(name, transfer, blame)
+                result = self._get(name, pick, blame)
             except OtherSize as e:  # holders claim two sizes for the SHA-256: try the other
-                transfer = e.transfer
+                pick = e.pick
                 continue
-            result.others = others
+            result.others = pick.versions
             return result
         raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
 
-    def _get(self, name, transfer, blame):
-        size, sha256 = transfer["file"]["size"], transfer["file"]["sha256"]
-        renewer = Renewer(self.lb, transfer.get("renew_s", DEFAULT_RENEW_S),
-                          transfer["transfer_id"])
+    def _get(self, name, pick, blame):
+        size, sha256 = pick.file.size, pick.file.sha256
+        renewer = Renewer(self.lb, pick.renew_s, pick.leases[0])
         try:
             try:
                 mine = self.have(sha256)
                 if mine is not None:
-                    self._end(transfer, "cancelled")
+                    self._end(pick, "cancelled")
                     return Result(mine.path, name, size, sha256, already=True)
                 plan = plan_target(self.root, name, size, sha256)
                 if plan.have:
-                    self._end(transfer, "cancelled")
+                    self._end(pick, "cancelled")
                     return Result(plan.have, name, size, sha256, already=True)
                 self._check_folder(plan.partial)
                 partial = self._open_partial(plan.partial, size)
             except BaseException:
-                self._end(transfer, "cancelled")
+                self._end(pick, "cancelled")
                 raise
             try:  # the partial file stays locked until it has its final name
                 blame.doubt_resumed = partial.offset > 0
-                result = self._run(partial, transfer, name, size, sha256, renewer, blame)
+                result = self._run(partial, pick, name, size, sha256, renewer, blame)
                 result.path = self._commit(plan.partial, name, size, sha256)
             except VerifyFailed:
                 os.unlink(plan.partial)
@@ -631,28 +641,26 @@ class Downloader:
             os.close(fd)
             raise
 
-    def _run(self, partial, transfer, name, size, sha256, renewer, blame):
+    def _run(self, partial, pick, name, size, sha256, renewer, blame):
         """Fill ``partial`` from holder after holder until it verifies; returns a Result, or
         OtherSize when the next holder has another size for the file."""
         result = Result("", name, size, sha256, resumed_from=partial.offset)
         for _attempt in range(MAX_ATTEMPTS):
-            if transfer["file"]["size"] != size:
-                raise OtherSize(transfer)
-            renewer.transfer_id = transfer["transfer_id"]
-            peer = transfer["peer"]
-            source = " ".join(x for x in (peer.get("name"), format_address(peer["host"],
-                                                                            peer["port"])) if x)
+            if pick.file.size != size:
+                raise OtherSize(pick)
+            lease = renewer.lease = pick.leases[0]
+            source = " ".join(x for x in (lease.name, lease.address) if x)
             result.sources.append(source)
             try:
                 if partial.offset < size:
-                    blame.sending(peer["id"])
-                    self._fetch(partial, peer, name, size, sha256, result)
+                    blame.sending(lease.peer_id)
+                    self._fetch(partial, lease, name, size, sha256, result)
             except PeerFault as fault:
                 log.warning("%s from %s failed at byte %d: %s", name, source, partial.offset,
                             fault)
-                self._end(transfer, blame.fault(peer["id"], fault.busy))
+                self._end(pick, blame.fault(lease.peer_id, fault.busy))
                 try:
-                    transfer = self._ask(name, sha256, exclude=blame.excluded())
+                    pick = self._ask(name, sha256, exclude=blame.excluded())
                 except DownloadError as e:
                     wait = blame.wait_for_busy() if e.status == 503 else None
                     if wait is None:
@@ -661,13 +669,13 @@ class Downloader:
                         raise DownloadError(f"Could not download {name!r}: {source} failed "
                                             f"({fault}). {e.message}{kept}", e.status) from None
                     time.sleep(wait)
-                    transfer = self._ask(name, sha256, exclude=blame.excluded())
+                    pick = self._ask(name, sha256, exclude=blame.excluded())
                 continue
             except BaseException:
-                self._end(transfer, "cancelled")
+                self._end(pick, "cancelled")
                 raise
             if partial.hexdigest() == sha256:
-                self._end(transfer, "done")
+                self._end(pick, "done")
                 elapsed = max(time.monotonic() - result.started, 1e-6)
                 self.on_progress(Progress(name, size, size, result.received / elapsed, source,
                                           finished=True))
@@ -680,20 +688,21 @@ class Downloader:
                 continue
             log.warning("%s: SHA-256 mismatch after the bytes from %s", name,
                         ", ".join(result.sources))
-            self._end(transfer, "failed")
+            self._end(pick, "failed")
             try:
-                transfer = self._ask(name, sha256, exclude=blame.excluded())
+                pick = self._ask(name, sha256, exclude=blame.excluded())
             except DownloadError:
                 liars = " and ".join(dict.fromkeys(result.sources))
                 raise VerifyFailed(f"{name!r} from {liars} did not match its SHA-256 and no "
                                    "other holder is left; nothing was saved.") from None
         raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
 
-    def _fetch(self, partial, peer, name, size, sha256, result):
-        """Receive from ``peer`` into ``partial`` until the file is complete, or PeerFault."""
-        source = format_address(peer["host"], peer["port"])
+    def _fetch(self, partial, lease, name, size, sha256, result):
+        """Receive from ``lease``'s holder into ``partial`` until the file is complete, or
+        PeerFault."""
+        source = lease.address
         try:
-            sock = socket.create_connection((peer["host"], peer["port"]), CONNECT_TIMEOUT_S)
+            sock = socket.create_connection((lease.host, lease.port), CONNECT_TIMEOUT_S)
             sock = self.members.connect(sock)
         except OSError as e:
             raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
@@ -842,39 +851,37 @@ class DirectSource:
         self.members = members
         self.address = format_address(host, port)
 
-    def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
+    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, count=None):
         if exclude:
-            raise LBClientError(f"{self.address} failed, and without a load balancer there "
-                                "is no other holder to ask.", 404)
+            raise NoHolderLeft(f"{self.address} failed, and without a load balancer there "
+                               "is no other holder to ask.", 404)
         conn = connect_http(self.host, self.port, self.timeout, self.members)
         try:
             conn.request("GET", "/files", headers=self.members.auth_headers("GET", "/files"))
             response = conn.getresponse()
             listing = json.loads(response.read())
         except (OSError, http.client.HTTPException) as e:
-            raise LBClientError(f"No peer answers at {self.address} "
-                                f"({describe_socket_error(e)}).") from None
+            raise Unreachable(f"No peer answers at {self.address} "
+                              f"({describe_socket_error(e)}).") from None
         except ValueError:
-            raise LBClientError(f"{self.address} answered, but not as a peer.") from None
+            raise Unreachable(f"{self.address} answered, but not as a peer.") from None
         finally:
             conn.close()
         if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
-            raise LBClientError(f"{self.address} refuses us: "
-                                f"{listing.get('error') or 'wrong or missing network secret.'}",
-                                401)
+            raise Unauthorized(f"{self.address} refuses us: "
+                               f"{listing.get('error') or 'wrong or missing network secret.'}")
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:
-            raise LBClientError(f"{self.address} does not share {name!r}.", 404)
+            raise NotFound(f"{self.address} does not share {name!r}.", 404)
         file = versions[0]
-        return {"transfer_id": "", "renew_s": DEFAULT_RENEW_S,
-                "peer": {"id": self.address, "host": self.host, "port": self.port},
-                "file": {"name": name, "size": file["size"], "sha256": file["sha256"]}}
+        return Pick(FileRecord(name, file["size"], file["sha256"]),
+                    [Lease("", "", self.address, self.host, self.port)], DEFAULT_RENEW_S)
 
-    def renew_transfer(self, transfer_id):
+    def renew(self, lease):
         """Nothing to renew: no load balancer counts this transfer."""
 
-    def end_transfer(self, transfer_id, outcome="done"):
+    def end(self, lease, outcome="done"):
         """Nothing to end: no load balancer counts this transfer."""
 
 

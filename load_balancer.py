@@ -6,41 +6,58 @@ keeps soft state only, rebuilt from the peers' heartbeats after a restart:
 ==========================================  ==========================================
 request                                     answer
 ==========================================  ==========================================
-``POST /peers`` {port, host?, files}        201 {peer_id, token, heartbeat_s, host};
-                                            409 another live peer has that address
+``POST /peers`` {port, host?, files,        201 {peer_id, token, heartbeat_s, host};
+  slots?, partial?}                         409 another live peer has that address
 ``PUT /peers/{id}`` + Bearer token          200; 404 unknown (register again); 403
-  {files?, uploads?}
+  {files?, uploads?, slots?, partial?}
 ``DELETE /peers/{id}`` + Bearer token       204
-``GET /files?q=TEXT``                       200 {files: [{name, size, sha256, holders}]}
+``GET /files?q=TEXT``                       200 {files: [{name, size, sha256, pieces?,
+                                            holders, partial}]}
 ``POST /transfers`` {name, sha256?, peer?,  201 {transfer_id, secret, peer, file, renew_s,
-  exclude?, requester?}                     versions?}; 404 nobody shares it; 409 several
-                                            versions, none leading; 503 all excluded
+  exclude?, requester?, count?}             sources, pieces, versions?}; 404 nobody
+                                            shares it; 409 several versions, none
+                                            leading; 503 all excluded, or all busy
+                                            {busy, retry_after} + Retry-After
 ``PUT /transfers/{id}`` + Bearer secret     200 renewed; 403 wrong secret
 ``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled); 403
   + Bearer secret
-``GET /status``                             200 {policy, peers: [...]}
+``GET /status``                             200 {policy, requests, peers: [{..., slots,
+                                            partial}]}
 ``GET /``                                   an HTML page of the same and of the files,
                                             refreshing itself
 ``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
                                             ``/files/{name}``, counted as a transfer
 ==========================================  ==========================================
 
+File records are ``wire.FileRecord``: {name, size, sha256, pieces?}, where
+``pieces`` is the holder's piece-list hash. ``partial`` lists the files a peer
+is downloading, each a file record plus ``done``, its verified bytes (``PUT``
+replaces the list); ``slots`` is its number of upload slots (1 to
+``MAX_SLOTS``). ``count`` (1 to ``MAX_SOURCES``) asks for several holders,
+partial ones included: ``sources`` is [{transfer_id, secret, peer, done}], the
+first of them also at the top level, ``done`` null for a holder of the whole
+file; ``pieces`` is the piece-list hash announced by the most machines among
+the full holders (null on a tie or when none announced one). Each source is a
+transfer of its own, renewed and ended by its id and secret. A holder whose
+load is at or above its slots is busy and never handed out; busy is not a
+failure.
+
 ``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
 sentence a person can act on>"}``; every reply says ``Server:
-p2p-load-balancer/VERSION``, and ``LBClient`` recognises a peer's replies
-(``Server: p2p-peer/...``), so a peer's address given as the load
-balancer's is named as the mistake it is.
+p2p-load-balancer/VERSION``, so ``lb_client.py`` (the peer's end of this
+wire) names a peer given as the load balancer as the mistake it is.
 
 The decisions live in ``Registry`` (no sockets, thread-safe, injectable
-clock): the index from file name to holders, grouped by (SHA-256, size);
-the transfers handed out, each with a random id and a secret that only its
-requester gets, expiring ``3 x renew_s`` after its last renewal and counting
-against its holder only until the holder next reports its uploads; the
-cool-down of holders whose transfers failed (for that requester, or for
-everyone once two hosts saw it); addresses owned by their peers until they
-leave or miss ``3`` heartbeats; and the picking policy, which looks only at
-the holders of the requested file. ``LBHandler`` and ``LBClient`` (used by
-``peer.py``) are the two ends of the wire around it.
+clock): the index from file name to holders, grouped by (SHA-256, size), and
+of partial holders by (SHA-256, size); the transfers handed out, each with a
+random id and a secret that only its requester gets, expiring ``3 x
+renew_s`` after its last renewal and counting against its holder only until
+the holder next reports its uploads; the cool-down of holders whose transfers
+failed (for that requester, or for everyone once two hosts saw it); addresses
+owned by their peers until they leave or miss ``3`` heartbeats; and the
+picking policy (``Registry.pick``: choose the version, gather the candidates,
+hand out the best ``count`` as ``ORDER`` ranks them), which looks only at the
+holders of the requested file. ``LBHandler`` is the wire around it.
 
 It announces itself on the local network (``discovery.py``: UDP multicast on
 each interface it listens on, under ``--network NAME``; ``--no-announce`` to
@@ -51,17 +68,14 @@ the same network: one load balancer per network.
 import argparse
 import collections
 import errno
+import heapq
 import hmac
 import html
-import http.client
 import json
 import logging
 import os
-import re
 import secrets
 import signal
-import socket
-import ssl
 import sys
 import threading
 import time
@@ -69,10 +83,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
-from httpkit import (VERSION, BadName, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
-                     check_name, format_address, parse_address, set_nodelay)
-from members import (OPEN, URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
-                     Unauthorized, describe_tls_error)
+from httpkit import (VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
+                     parse_address)
+from members import (URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
+                     Unauthorized)
+from wire import BadRecord, FileRecord, PartialRecord, check_file_name, check_sha256, field
 
 log = logging.getLogger("p2p.lb")
 
@@ -85,20 +100,20 @@ MAX_FAILURE_SOURCES = 64  # requester hosts remembered per holder for its cool-d
 TRANSFER_ID_BYTES = 12  # random bytes of a transfer id: not guessable from another one
 TRANSFER_SECRET_BYTES = 18  # random bytes of the secret that renews or ends a transfer
 MAX_FILES_PER_PEER = 100_000
+MAX_PARTIAL_PER_PEER = 1000  # files one peer may announce it is downloading
+MAX_SLOTS = 1000  # upload slots a peer may announce
+MAX_SOURCES = 8  # holders one POST /transfers may ask for ("count")
+BUSY_RETRY_S = 1  # Retry-After of "every holder is busy": a slot frees in about this long
 MAX_PEERS = 100_000
 MAX_LISTED_FILES = 1000  # GET /files answers at most this many entries
 MAX_EXCLUDE = 1000
 MAX_PEER_NAME_CHARS = 64
 IDLE_CHECK_S = 1.0
-CLIENT_TIMEOUT_S = 10.0
 STATUS_REFRESH_S = 2
-POLICIES = ("least-connections", "round-robin")
 OUTCOMES = ("done", "failed", "cancelled")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
-PEER_SERVER_PREFIX = "p2p-peer/"  # what a peer's replies say they come from
-PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer it uses
 PAGE_FILES = 200  # files listed on the page, with links
+PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 
 
 # ---------------------------------------------------------------------------
@@ -112,6 +127,7 @@ class LBError(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra
+        self.headers = {}
 
 
 class Invalid(LBError):
@@ -134,34 +150,30 @@ class Unavailable(LBError):
     status = 503
 
 
+class Busy(Unavailable):
+    """Every holder left has all its upload slots taken: ask again after ``retry_after``."""
+
+    def __init__(self, message, busy, retry_after=BUSY_RETRY_S):
+        super().__init__(message, busy=busy, retry_after=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 # ---------------------------------------------------------------------------
 # The registry: pure state and decisions
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    name: str
-    size: int
-    sha256: str
-
-    @property
-    def key(self):
-        """A file is its content and its length: (SHA-256, size)."""
-        return self.sha256, self.size
-
-    def as_dict(self):
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
-
-
 class PeerRecord:
-    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "last_seen", "fresh",
-                 "uploads", "served", "failed", "failures", "last_pick", "transfers")
+    __slots__ = ("id", "host", "port", "token", "source", "name", "files", "partial", "slots",
+                 "last_seen", "fresh", "uploads", "served", "failed", "failures", "last_pick",
+                 "transfers")
 
     def __init__(self, peer_id, host, port, token, now, source=None, name=""):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
         self.name = name  # what the peer calls itself (stable across restarts, unlike the port)
         self.source = source  # the address it registered from
-        self.files = {}  # name -> FileInfo
+        self.files = {}  # name -> FileRecord
+        self.partial = {}  # (sha256, size) -> PartialRecord: the files it is downloading
+        self.slots = None  # its upload slots, when it said; None: never busy here
         self.last_seen = now
         self.fresh = 0  # transfers handed out since its last report of uploads, not yet ended
         self.uploads = 0  # uploads the peer itself reports
@@ -176,6 +188,11 @@ class PeerRecord:
         """Its own count of uploads, plus the transfers handed out since it reported it: a
         transfer that is never used stops counting at the holder's next heartbeat."""
         return self.uploads + self.fresh
+
+    @property
+    def busy(self):
+        """Are all its upload slots taken (as far as the load balancer knows)?"""
+        return self.slots is not None and self.load >= self.slots
 
     def cooling(self, source, now, cooldown_s):
         """Is it sidelined for a requester at ``source``: that requester saw it fail, or
@@ -209,12 +226,43 @@ class PeerRecord:
 class Transfer:
     id: str
     secret: str  # given only to the requester; needed to renew or end the transfer
-    peer_id: str
-    file: FileInfo
+    holder: PeerRecord
+    file: FileRecord
     expires_at: float
     source: str = None  # the requester's host
     counted: bool = True  # still in its holder's ``fresh`` count
-    others: list = ()  # the other versions of the name, when it has several
+    done: int = None  # None from a full holder; the bytes a partial holder had verified
+
+
+@dataclass
+class Handout:
+    """What one pick hands out: a transfer per holder chosen, the best first."""
+    transfers: list
+    others: list  # the other versions of the name, as listed to people, when it has several
+    pieces: str = None  # the piece-list hash the most machines announced for this version
+
+    @property
+    def first(self):
+        return self.transfers[0]
+
+
+@dataclass
+class Candidate:
+    """A holder that may be handed out: ``done`` is None for a full holder."""
+    peer: PeerRecord
+    file: FileRecord
+    done: int = None
+    cooling: bool = False
+
+
+# How each policy ranks candidates, best first: the sort key of a Candidate. Holders that
+# failed recently go last; under least-connections, full holders before partial ones at an
+# equal load; the least recently picked breaks ties (round-robin among equals).
+ORDER = {
+    "least-connections": lambda c: (c.cooling, c.peer.load, c.done is not None, c.peer.last_pick),
+    "round-robin": lambda c: (c.cooling, c.peer.last_pick),
+}
+POLICIES = tuple(ORDER)
 
 
 class Registry:
@@ -238,13 +286,14 @@ class Registry:
         self._peers = collections.OrderedDict()  # id -> PeerRecord, least recently seen first
         self._by_address = {}  # (host, port) -> id
         self._index = {}  # name -> {(sha256, size) -> {peer_id: None}} (dicts as ordered sets)
+        self._partials = {}  # (sha256, size) -> {peer_id: None}: who is downloading it
         self._transfers = collections.OrderedDict()  # id -> Transfer, least recently renewed first
         self._picks = 0
         self._empty_since = clock()
 
     # -- peers --------------------------------------------------------------
 
-    def register(self, host, port, files, source=None, name=""):
+    def register(self, host, port, files, source=None, name="", slots=None, partial=()):
         """Add a peer; returns its record.
 
         An address belongs to its peer until it unregisters or is dropped after
@@ -266,12 +315,15 @@ class Registry:
                 raise Unavailable(f"The load balancer already has {MAX_PEERS} peers.")
             peer_id = secrets.token_hex(6)
             peer = PeerRecord(peer_id, host, port, secrets.token_urlsafe(18), now, source, name)
+            peer.slots = slots
             self._peers[peer_id] = peer
             self._by_address[(host, port)] = peer_id
             self._set_files(peer, files)
+            self._set_partial(peer, partial)
             return peer
 
-    def heartbeat(self, peer_id, token, files=None, uploads=None):
+    def heartbeat(self, peer_id, token, files=None, uploads=None, slots=None, partial=None):
+        """The peer is alive; what is not None replaces what it said before."""
         with self._lock:
             now = self._clock()
             self._sweep(now)
@@ -280,6 +332,10 @@ class Registry:
             self._peers.move_to_end(peer_id)
             if files is not None:
                 self._set_files(peer, files)
+            if partial is not None:
+                self._set_partial(peer, partial)
+            if slots is not None:
+                peer.slots = slots
             if uploads is not None:
                 peer.uploads = uploads
                 peer.fresh = 0
@@ -306,28 +362,40 @@ class Registry:
         for name, old in peer.files.items():
             if new.get(name) != old:
                 self._unindex(peer.id, old)
-        for name, info in new.items():
-            if peer.files.get(name) != info:
-                self._index.setdefault(name, {}).setdefault(info.key, {})[peer.id] = None
+        for name, record in new.items():
+            if peer.files.get(name) != record:
+                self._index.setdefault(name, {}).setdefault(record.key, {})[peer.id] = None
         peer.files = new
 
-    def _unindex(self, peer_id, info):
-        versions = self._index.get(info.name)
+    def _unindex(self, peer_id, record):
+        versions = self._index.get(record.name)
         if versions is None:
             return
-        holders = versions.get(info.key)
+        holders = versions.get(record.key)
         if holders is not None:
             holders.pop(peer_id, None)
             if not holders:
-                del versions[info.key]
+                del versions[record.key]
         if not versions:
-            del self._index[info.name]
+            del self._index[record.name]
+
+    def _set_partial(self, peer, partial):
+        """Replace the files ``peer`` is downloading, indexed by (sha256, size)."""
+        for key in peer.partial:
+            holders = self._partials[key]
+            holders.pop(peer.id, None)
+            if not holders:
+                del self._partials[key]
+        peer.partial = {record.key: record for record in partial}
+        for key in peer.partial:
+            self._partials.setdefault(key, {})[peer.id] = None
 
     def _drop_peer(self, peer_id):
         peer = self._peers.pop(peer_id)
         self._by_address.pop((peer.host, peer.port), None)
-        for info in peer.files.values():
-            self._unindex(peer_id, info)
+        for record in peer.files.values():
+            self._unindex(peer_id, record)
+        self._set_partial(peer, ())
         for transfer_id in peer.transfers:
             self._transfers.pop(transfer_id, None)
         if not self._peers:
@@ -363,7 +431,10 @@ class Registry:
     # -- files --------------------------------------------------------------
 
     def find_files(self, query="", limit=MAX_LISTED_FILES):
-        """Shared files whose name contains ``query`` (any case), by name; and truncated?"""
+        """Shared files whose name contains ``query`` (any case), by name; and truncated?
+
+        Each entry says how many peers hold it whole and how many are downloading it.
+        """
         needle = query.casefold()
         with self._lock:
             self._sweep(self._clock())
@@ -371,74 +442,121 @@ class Registry:
             for name in sorted(self._index):
                 if needle and needle not in name.casefold():
                     continue
-                for holders in self._index[name].values():
-                    info = self._peers[next(iter(holders))].files[name]
-                    found.append({**info.as_dict(), "holders": len(holders)})
+                for key, holders in self._index[name].items():
+                    record = self._peers[next(iter(holders))].files[name]
+                    found.append({**record.as_dict(), "holders": len(holders),
+                                  "partial": len(self._partials.get(key, ()))})
                 if len(found) > limit:
                     break
             return found[:limit], len(found) > limit
 
     # -- transfers ----------------------------------------------------------
 
-    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, source=None):
-        """Hand out a transfer of ``name`` from the best holder; returns (Transfer, PeerRecord).
+    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, source=None,
+             count=None):
+        """Hand out transfers of ``name`` from its best holders; returns a Handout.
 
-        ``peer`` is an optional (host, port-or-None) the user asked for; ``source`` the
-        requester's host, whose own failure reports sideline a holder for it alone.
-        Without ``sha256``, a name shared as several files is the version held by the most
-        distinct machines (the others are listed in ``Transfer.others``), or Conflict when
-        none leads. Costs O(holders of that file).
+        In three steps: choose the version of the name; gather the candidates among its
+        holders for this requester; hand out the best ``count`` (as ORDER ranks them).
+        Without ``count``: one holder of the whole file (what ``GET /files/NAME`` needs);
+        with it, up to ``count``, partial holders included. ``peer`` is an optional
+        (host, port-or-None) the user asked for; ``source`` the requester's host, whose own
+        failure reports sideline a holder for it alone. Costs O(holders of that file).
         """
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            versions = self._index.get(name)
+            version, others = self._choose_version(name, sha256, peer)
+            candidates = self._candidates(name, version, peer, exclude, requester,
+                                          partial=count is not None)
+            chosen = self._best(name, candidates, source, now, count or 1)
+            transfers = [self._hand_out(candidate, source, now) for candidate in chosen]
+            return Handout(transfers, others, self._agreed_pieces(name, version))
+
+    def _choose_version(self, name, sha256, peer):
+        """Step 1: the version of ``name`` to hand out, as {(sha256, size): holders} (several
+        sizes when holders disagree on it), and the other versions as listed to people.
+
+        Without ``sha256``, a name shared as several files is the version held by the most
+        distinct machines (or the named peer's), or Conflict when none leads.
+        """
+        versions = self._index.get(name)
+        if not versions:
+            raise NotFound(f"Nobody shares {name!r} right now; list the shared files to see "
+                           "what there is.")
+        if sha256 is not None:
+            versions = {key: h for key, h in versions.items() if key[0] == sha256}
             if not versions:
-                raise NotFound(f"Nobody shares {name!r} right now; list the shared files to see "
-                               "what there is.")
-            if sha256 is not None:
-                versions = {key: h for key, h in versions.items() if key[0] == sha256}
-                if not versions:
-                    raise NotFound(f"Nobody shares {name!r} with SHA-256 {sha256}.")
-            elif len(versions) > 1 and peer is not None:  # the named peer's version, if one
-                versions = {key: h for key, h in versions.items() if self._at(h, *peer)} or versions
-            holders, others = self._version(name, versions)
-            candidates = [self._peers[pid] for pid in holders if pid != requester]
-            if peer is not None:
-                host, port = peer
-                candidates = [p for p in candidates if p.host == host and port in (None, p.port)]
-                if not candidates and requester in holders and self._at([requester], *peer):
-                    raise NotFound(f"That address is you; you already share {name!r}.")
-                if not candidates:
-                    wanted = host if port is None else format_address(host, port)
-                    others = [self._peers[pid].address for pid in holders if pid != requester]
-                    raise NotFound(f"{wanted} does not share {name!r}"
-                                   + (f"; it is shared by {', '.join(others[:5])}." if others
-                                      else "."))
-            else:
-                if not candidates:
-                    raise NotFound(f"Only you share {name!r}; no other peer has it.")
-                excluded = set(exclude)
-                candidates = [p for p in candidates if p.id not in excluded]
-                if not candidates:
-                    raise Unavailable(f"Every holder of {name!r} has been tried and failed; "
-                                      "try again later.")
-                healthy = [p for p in candidates if not p.cooling(source, now, self.cooldown_s)]
-                candidates = healthy or candidates
-            chosen = self._choose(candidates)
-            self._picks += 1
-            chosen.last_pick = self._picks
-            chosen.fresh += 1
-            transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
-                                secrets.token_urlsafe(TRANSFER_SECRET_BYTES), chosen.id,
-                                chosen.files[name], now + MISSED_BEATS * self.renew_s, source,
-                                others=others)
-            self._transfers[transfer.id] = transfer
-            chosen.transfers.add(transfer.id)
-            return transfer, chosen
+                raise NotFound(f"Nobody shares {name!r} with SHA-256 {sha256}.")
+        elif len(versions) > 1 and peer is not None:  # the named peer's version, if one
+            versions = {key: h for key, h in versions.items() if self._at(h, *peer)} or versions
+        return self._version(name, versions)
+
+    def _candidates(self, name, version, peer, exclude, requester, partial):
+        """Step 2: who may send ``version`` to this requester: its full holders and, when
+        ``partial``, the peers that have verified some of it; never the requester; only
+        the named ``peer``, or else none that is in ``exclude``."""
+        candidates = [Candidate(self._peers[pid], self._peers[pid].files[name])
+                      for holders in version.values() for pid in holders if pid != requester]
+        if partial:
+            full = {c.peer.id for c in candidates}
+            for key in version:
+                for pid in self._partials.get(key, ()):
+                    downloading = self._peers[pid].partial[key]
+                    if pid != requester and pid not in full and downloading.done > 0:
+                        record = FileRecord(name, key[1], key[0], downloading.file.pieces)
+                        candidates.append(Candidate(self._peers[pid], record, downloading.done))
+        if peer is not None:
+            return self._at_named(name, version, candidates, peer, requester)
+        if not candidates:
+            raise NotFound(f"Only you share {name!r}; no other peer has it.")
+        excluded = set(exclude)
+        candidates = [c for c in candidates if c.peer.id not in excluded]
+        if not candidates:
+            raise Unavailable(f"Every holder of {name!r} has been tried and failed; "
+                              "try again later.")
+        return candidates
+
+    def _at_named(self, name, version, candidates, peer, requester):
+        host, port = peer
+        named = [c for c in candidates if c.peer.host == host and port in (None, c.peer.port)]
+        if named:
+            return named
+        holders = [pid for h in version.values() for pid in h]
+        if requester in holders and self._at([requester], *peer):
+            raise NotFound(f"That address is you; you already share {name!r}.")
+        wanted = host if port is None else format_address(host, port)
+        others = [self._peers[pid].address for pid in holders if pid != requester]
+        raise NotFound(f"{wanted} does not share {name!r}"
+                       + (f"; it is shared by {', '.join(others[:5])}." if others else "."))
+
+    def _best(self, name, candidates, source, now, count):
+        """Step 3: the ``count`` best candidates that have a free upload slot, or Busy."""
+        free = [c for c in candidates if not c.peer.busy]
+        if not free:
+            n = len(candidates)
+            raise Busy(f"Every holder of {name!r} is busy ({n} holder{'s' * (n != 1)}); "
+                       "waiting for a free upload slot.", busy=n)
+        for candidate in free:
+            candidate.cooling = candidate.peer.cooling(source, now, self.cooldown_s)
+        return heapq.nsmallest(count, free, key=ORDER[self.policy])
+
+    def _hand_out(self, candidate, source, now):
+        """A transfer from ``candidate``, counted against it until it ends or expires."""
+        holder = candidate.peer
+        self._picks += 1
+        holder.last_pick = self._picks
+        holder.fresh += 1
+        transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
+                            secrets.token_urlsafe(TRANSFER_SECRET_BYTES), holder,
+                            candidate.file, now + MISSED_BEATS * self.renew_s, source,
+                            done=candidate.done)
+        self._transfers[transfer.id] = transfer
+        holder.transfers.add(transfer.id)
+        return transfer
 
     def _version(self, name, versions):
-        """The holders to pick from among ``versions`` ({(sha256, size): holders}) of
+        """The versions to pick from among ``versions`` ({(sha256, size): holders}) of
         ``name``, and the other versions as listed to people; or Conflict.
 
         Contents (SHA-256s) are ranked by the distinct machines that hold them: one machine
@@ -448,7 +566,7 @@ class Registry:
         its true holders.
         """
         if len(versions) == 1:
-            return next(iter(versions.values())), []
+            return versions, []
         by_content = {}
         for key, holders in versions.items():
             by_content.setdefault(key[0], []).append((key, holders))
@@ -458,11 +576,10 @@ class Registry:
                            "is held by more hosts than the others; choose one by its sha256.",
                            versions=self._listed(name, versions))
         others = self._listed(name, {k: h for k, h in versions.items() if k[0] != leader})
-        sizes = {key: [(key, h)] for key, h in by_content[leader]}
-        size = self._leading(sizes)
+        size = self._leading({key: [(key, h)] for key, h in by_content[leader]})
         if size is not None:
-            return versions[size], others
-        return {pid: None for _, h in by_content[leader] for pid in h}, others
+            return {size: versions[size]}, others
+        return dict(by_content[leader]), others
 
     def _leading(self, groups):
         """The key of ``groups`` ({key: [(version, holders)]}) held by the most distinct
@@ -476,6 +593,17 @@ class Registry:
             return None
         return max(hosts, key=hosts.get)
 
+    def _agreed_pieces(self, name, version):
+        """The piece-list hash the most distinct machines announced among the full holders
+        of ``version``; None when none announced one, or on a tie."""
+        announced = {}
+        for key, holders in version.items():
+            for pid in holders:
+                pieces = self._peers[pid].files[name].pieces
+                if pieces is not None:
+                    announced.setdefault(pieces, []).append((key, [pid]))
+        return self._leading(announced) if announced else None
+
     def _listed(self, name, versions):
         return [{**self._peers[next(iter(h))].files[name].as_dict(), "holders": len(h)}
                 for h in versions.values()]
@@ -484,11 +612,6 @@ class Registry:
         """Is one of ``peer_ids`` at ``host`` (and ``port``, unless None)?"""
         return any(self._peers[pid].host == host and port in (None, self._peers[pid].port)
                    for pid in peer_ids)
-
-    def _choose(self, candidates):
-        if self.policy == "round-robin":
-            return min(candidates, key=lambda p: p.last_pick)
-        return min(candidates, key=lambda p: (p.load, p.last_pick))
 
     def renew(self, transfer_id, secret):
         with self._lock:
@@ -521,8 +644,8 @@ class Registry:
 
     def _finish(self, transfer_id, outcome, now):
         transfer = self._transfers.pop(transfer_id)
-        peer = self._peers.get(transfer.peer_id)
-        if peer is None:
+        peer = transfer.holder
+        if self._peers.get(peer.id) is not peer:
             return
         peer.transfers.discard(transfer_id)
         if transfer.counted:
@@ -541,7 +664,10 @@ class Registry:
             peers = [{
                 "id": p.id, "name": p.name, "host": p.host, "port": p.port,
                 "files": sorted(p.files), "active": p.load, "uploads": p.uploads,
-                "served": p.served, "failed": p.failed,
+                "slots": p.slots, "served": p.served, "failed": p.failed,
+                "partial": sorted(({"name": r.file.name, "sha256": r.file.sha256,
+                                    "size": r.file.size, "done": r.done}
+                                   for r in p.partial.values()), key=lambda r: r["name"]),
                 "last_seen_s": round(now - p.last_seen, 1),
             } for p in self._peers.values()]
         peers.sort(key=lambda p: (p["host"], p["port"]))
@@ -550,52 +676,48 @@ class Registry:
 
 
 # ---------------------------------------------------------------------------
-# Request validation (pure): JSON bodies -> typed values, or Invalid
-
-
-def _field(body, key, kind, what, required=True):
-    if key not in body:
-        if required:
-            raise Invalid(f"The field {key!r} ({what}) is missing.")
-        return None
-    value = body[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(f"The field {key!r} must be {what}.")
-    return value
-
-
-def check_file_name(name):
-    try:
-        return check_name(name)
-    except BadName as e:
-        raise Invalid(f"{e} ({name[:100]!r})") from None
-
-
-def check_sha256(value, key="sha256"):
-    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
-        raise Invalid(f"The field {key!r} must be 64 lowercase hexadecimal digits.")
-    return value
+# Request validation (pure): JSON bodies -> typed values, or Invalid (BadRecord from
+# wire.py for a field of a file record; both are answered 400)
 
 
 def parse_files(raw):
     if not isinstance(raw, list):
-        raise Invalid("The field 'files' must be a list of {name, size, sha256}.")
+        raise Invalid("The field 'files' must be a list of {name, size, sha256, pieces?}.")
     if len(raw) > MAX_FILES_PER_PEER:
         raise Invalid(f"A peer may share at most {MAX_FILES_PER_PEER} files.")
     files, seen = [], set()
     for entry in raw:
-        if not isinstance(entry, dict):
-            raise Invalid("Each entry of 'files' must be an object {name, size, sha256}.")
-        name = check_file_name(_field(entry, "name", str, "a file name"))
-        size = _field(entry, "size", int, "a size in bytes")
-        if size < 0:
-            raise Invalid(f"The size of {name!r} must not be negative.")
-        sha256 = check_sha256(_field(entry, "sha256", str, "a SHA-256 in hex"))
-        if name in seen:
-            raise Invalid(f"{name!r} is listed twice in 'files'.")
-        seen.add(name)
-        files.append(FileInfo(name, size, sha256))
+        record = FileRecord.parse(entry)
+        if record.name in seen:
+            raise Invalid(f"{record.name!r} is listed twice in 'files'.")
+        seen.add(record.name)
+        files.append(record)
     return files
+
+
+def parse_partial(raw):
+    """The files a peer is downloading: [{name, size, sha256, pieces?, done}]."""
+    if not isinstance(raw, list):
+        raise Invalid("The field 'partial' must be a list of {name, size, sha256, pieces, "
+                      "done}.")
+    if len(raw) > MAX_PARTIAL_PER_PEER:
+        raise Invalid(f"A peer may announce at most {MAX_PARTIAL_PER_PEER} partial files.")
+    partial = {}
+    for entry in raw:
+        record = PartialRecord.parse(entry)
+        if record.key in partial:
+            raise Invalid(f"The file with SHA-256 {record.file.sha256} is listed twice in "
+                          "'partial'.")
+        partial[record.key] = record
+    return list(partial.values())
+
+
+def parse_slots(body):
+    slots = field(body, "slots", int, "a whole number of upload slots", required=False)
+    if slots is not None and not 1 <= slots <= MAX_SLOTS:
+        raise Invalid(f"The field 'slots' must be a whole number of upload slots from 1 to "
+                      f"{MAX_SLOTS}, not {slots}.")
+    return slots
 
 
 def check_host(host, key):
@@ -606,44 +728,53 @@ def check_host(host, key):
 
 
 def parse_register(body, default_host):
-    port = _field(body, "port", int, "the peer's TCP port")
+    """The keyword arguments of ``Registry.register`` (but ``source``) from a POST /peers."""
+    port = field(body, "port", int, "the peer's TCP port")
     if not 0 < port < 65536:
         raise Invalid("The field 'port' must be between 1 and 65535.")
-    host = _field(body, "host", str, "a host name or IP address", required=False)
+    host = field(body, "host", str, "a host name or IP address", required=False)
     if host is not None:
         check_host(host, "host")
-    name = _field(body, "name", str, "the peer's name", required=False) or ""
+    name = field(body, "name", str, "the peer's name", required=False) or ""
     if len(name) > MAX_PEER_NAME_CHARS or not name.isprintable():
         raise Invalid(f"The field 'name' must be at most {MAX_PEER_NAME_CHARS} printable "
                       "characters.")
-    return host or default_host, port, parse_files(body.get("files", [])), name
+    return {"host": host or default_host, "port": port,
+            "files": parse_files(body.get("files", [])), "name": name,
+            "slots": parse_slots(body), "partial": parse_partial(body.get("partial", []))}
 
 
 def parse_heartbeat(body):
-    files = parse_files(body["files"]) if "files" in body else None
-    uploads = _field(body, "uploads", int, "a count of uploads", required=False)
+    """The keyword arguments of ``Registry.heartbeat`` (but the peer) from a PUT /peers/ID."""
+    uploads = field(body, "uploads", int, "a count of uploads", required=False)
     if uploads is not None and uploads < 0:
         raise Invalid("The field 'uploads' must not be negative.")
-    return files, uploads
+    return {"files": parse_files(body["files"]) if "files" in body else None,
+            "uploads": uploads, "slots": parse_slots(body),
+            "partial": parse_partial(body["partial"]) if "partial" in body else None}
 
 
 def parse_transfer_request(body):
-    name = check_file_name(_field(body, "name", str, "a file name"))
+    name = check_file_name(field(body, "name", str, "a file name"))
     sha256 = body.get("sha256")
     if sha256 is not None:
         check_sha256(sha256)
-    peer = _field(body, "peer", str, "an address like host:port", required=False)
+    peer = field(body, "peer", str, "an address like host:port", required=False)
     if peer is not None:
         try:
             peer = parse_address(check_host(peer, "peer"))
         except ValueError as e:
             raise Invalid(str(e)) from None
-    exclude = _field(body, "exclude", list, "a list of peer ids", required=False) or []
+    exclude = field(body, "exclude", list, "a list of peer ids", required=False) or []
     if len(exclude) > MAX_EXCLUDE or not all(isinstance(x, str) for x in exclude):
         raise Invalid(f"The field 'exclude' must be a list of at most {MAX_EXCLUDE} peer ids.")
-    requester = _field(body, "requester", str, "your peer id", required=False)
+    requester = field(body, "requester", str, "your peer id", required=False)
+    count = field(body, "count", int, "a number of holders", required=False)
+    if count is not None and not 1 <= count <= MAX_SOURCES:
+        raise Invalid(f"The field 'count' must be a number of holders from 1 to {MAX_SOURCES}, "
+                      f"not {count}.")
     return {"name": name, "sha256": sha256, "peer": peer, "exclude": exclude,
-            "requester": requester}
+            "requester": requester, "count": count}
 
 
 # ---------------------------------------------------------------------------
@@ -656,11 +787,16 @@ def file_link(name, base="", sha256=None):
     return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
 
 
+def percent(done, size):
+    """``done`` of ``size`` bytes in whole per cent, rounded down (100 only when complete)."""
+    return 100 if done >= size else done * 100 // size
+
+
 def render_status_page(status, files=(), truncated=False):
     """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
 
     A file's name links here (the redirector: the least-loaded holder sends it); a name
-    in a peer's row links to that peer.
+    in a peer's row links to that peer, and the files it is downloading show how far.
     """
     peers = status["peers"]
     most = max([p["active"] for p in peers] + [1])
@@ -671,19 +807,24 @@ def render_status_page(status, files=(), truncated=False):
         names = ", ".join(file_link(n, base) for n in p["files"][:8])
         if len(p["files"]) > 8:
             names += f", … ({len(p['files']) - 8} more)"
+        downloading = "".join(
+            f"<br><small>downloading {html.escape(d['name'])} "
+            f"{percent(d['done'], d['size'])} %</small>" for d in p["partial"][:PAGE_PARTIAL])
         width = int(100 * p["active"] / most)
+        slots = f" of {p['slots']} slots" if p["slots"] is not None else ""
         who = html.escape(p.get("name") or "")
         rows.append(
             f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
             f"<small>{html.escape(p['id'])}</small></td>"
-            f"<td>{len(p['files'])}<br><small>{names}</small></td>"
+            f"<td>{len(p['files'])}<br><small>{names}</small>{downloading}</td>"
             f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
-            f" (uploads {p['uploads']})</td><td>{p['served']}</td><td>{p['failed']}</td>"
+            f" (uploads {p['uploads']}{slots})</td><td>{p['served']}</td><td>{p['failed']}</td>"
             f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
     table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
     file_rows = "".join(
         f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
-        f"<td>{f['holders']}</td><td><code>{f['sha256'][:16]}</code></td></tr>" for f in files)
+        f"<td>{f['holders']}</td><td>{f['partial']}</td><td><code>{f['sha256'][:16]}</code></td>"
+        "</tr>" for f in files)
     more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
     return f"""<!doctype html>
 <html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
@@ -698,7 +839,8 @@ refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 <table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
 <th>Failed</th><th>Last seen</th></tr>{table}</table>
 <h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
-<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>SHA-256</th></tr>{file_rows}</table>
+<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>Downloading</th><th>SHA-256</th></tr>
+{file_rows}</table>
 {more}</body></html>
 """
 
@@ -752,9 +894,13 @@ class LBHandler(JSONRequestHandler):
         except HTTPProblem as problem:
             self.send_problem(problem)
         except LBError as e:
-            self.send_json(e.status, {"error": e.message, **e.extra})
+            self.send_json(e.status, {"error": e.message, **e.extra}, e.headers)
+        except BadRecord as e:
+            self.send_json(400, {"error": str(e)})
         except Exception:
             self.send_unexpected()
+        finally:
+            self.server.answered()
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
 
@@ -813,12 +959,12 @@ class LBHandler(JSONRequestHandler):
         sha256 = self.query.get("sha256", [None])[0]
         if sha256 is not None:
             check_sha256(sha256)
-        transfer, peer = self.registry.pick(name, sha256, source=self.source)
+        transfer = self.registry.pick(name, sha256, source=self.source).first
         if self.command == "HEAD":
             self.registry.end(transfer.id, transfer.secret, "cancelled")
         signed = {key: self.query[key][0] for key in (URL_EXPIRES_PARAM, URL_SIG_PARAM)
                   if key in self.query}  # a presigned URL is good on any holder of the name
-        location = (f"{self.server.members.scheme}://{peer.address}/files/"
+        location = (f"{self.server.members.scheme}://{transfer.holder.address}/files/"
                     f"{quote(name, safe='/')}" + (f"?{urlencode(signed)}" if signed else ""))
         self.send_whole(302, b"", None, {"Location": location, "Cache-Control": "no-store"})
 
@@ -828,7 +974,7 @@ class LBHandler(JSONRequestHandler):
         self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
-        self.send_json(200, self.registry.status())
+        self.send_json(200, {**self.registry.status(), "requests": self.server.requests})
 
     def route_files(self):
         query = self.query.get("q", [""])[0]
@@ -836,15 +982,15 @@ class LBHandler(JSONRequestHandler):
         self.send_json(200, {"files": files, "truncated": truncated})
 
     def route_register(self):
-        host, port, files, name = parse_register(self.json_body(), self.source)
-        peer = self.registry.register(host, port, files, source=self.source, name=name)
-        log.info("peer %s registered at %s with %d files", peer.id, peer.address, len(files))
-        self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": host,
+        request = parse_register(self.json_body(), self.source)
+        peer = self.registry.register(**request, source=self.source)
+        log.info("peer %s registered at %s with %d files", peer.id, peer.address,
+                 len(request["files"]))
+        self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": peer.host,
                              "heartbeat_s": self.registry.heartbeat_s})
 
     def route_heartbeat(self, peer_id):
-        files, uploads = parse_heartbeat(self.json_body())
-        self.registry.heartbeat(peer_id, self.token(), files, uploads)
+        self.registry.heartbeat(peer_id, self.token(), **parse_heartbeat(self.json_body()))
         self.send_json(200, {"heartbeat_s": self.registry.heartbeat_s})
 
     def route_unregister(self, peer_id):
@@ -854,11 +1000,15 @@ class LBHandler(JSONRequestHandler):
 
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
-        transfer, peer = self.registry.pick(**request, source=self.source)
-        answer = {"transfer_id": transfer.id, "secret": transfer.secret, "peer": peer.public(),
-                  "file": transfer.file.as_dict(), "renew_s": self.registry.renew_s}
-        if transfer.others:
-            answer["versions"] = transfer.others
+        handout = self.registry.pick(**request, source=self.source)
+        first = handout.first
+        answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
+                  "file": first.file.as_dict(), "renew_s": self.registry.renew_s,
+                  "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
+                               "done": t.done} for t in handout.transfers],
+                  "pieces": handout.pieces}
+        if handout.others:
+            answer["versions"] = handout.others
         self.send_json(201, answer)
 
     def route_renew_transfer(self, transfer_id):
@@ -874,226 +1024,13 @@ class LBHandler(JSONRequestHandler):
 class LoadBalancerServer(BoundedHTTPServer):
     def __init__(self, address, registry, **limits):
         self.registry = registry
+        self.requests = 0  # answered since start
+        self._requests_lock = threading.Lock()
         super().__init__(address, LBHandler, **limits)
 
-
-# ---------------------------------------------------------------------------
-# The client the peer uses
-
-
-class LBClientError(Exception):
-    """The load balancer said no; ``message`` is its sentence, ``status`` its code."""
-
-    def __init__(self, message, status=None, body=None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.body = body or {}
-
-
-class LBUnreachable(LBClientError):
-    """Nothing (or nothing sane) answers at the load balancer's address."""
-
-
-class LBUnauthorized(LBClientError):
-    """The load balancer refuses us as we are: wrong or missing network secret (401), or
-    it speaks TLS and we do not."""
-
-
-def not_a_load_balancer(address, server, told=None):
-    """What to say when ``address`` answered as something else, from its Server header.
-
-    A peer names its own load balancer (``told``) in its replies; None when the
-    reply may well be from a load balancer.
-    """
-    if server.startswith(PEER_SERVER_PREFIX):
-        where = f"; the load balancer is {told}" if told else ""
-        return f"{address} is a peer, not a load balancer{where}. Give that to --lb."
-    return None
-
-
-def describe_socket_error(error):
-    """A few words for a person: 'connection refused', not '[Errno 111] ...'."""
-    if isinstance(error, ssl.SSLError):
-        return describe_tls_error(error)
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused: is it running?"
-    if isinstance(error, TimeoutError):
-        return "no answer in time"
-    if isinstance(error, socket.gaierror):
-        return "unknown host name"
-    if isinstance(error, (ConnectionError, http.client.HTTPException)):
-        return "the connection broke"
-    return error.strerror or error.__class__.__name__
-
-
-def connect_http(host, port, timeout, members=OPEN):
-    """An http.client connection to a server of the network: TLS when it uses TLS, Nagle off."""
-    if members.tls is None:
-        return _Connection(host, port, timeout=timeout)
-    return _TLSConnection(host, port, timeout=timeout, context=members.tls.client)
-
-
-class _Connection(http.client.HTTPConnection):
-    def connect(self):
-        super().connect()
-        set_nodelay(self.sock)
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    def connect(self):
-        super().connect()
-        set_nodelay(self.sock)
-
-
-class LBClient:
-    """A keep-alive client of one load balancer; thread-safe (one request at a time)."""
-
-    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN):
-        self.host, self.port, self.timeout = host, port, timeout
-        self.members = members
-        self._conn = None
-        self._lock = threading.Lock()
-        self._interrupted = False
-        self._secrets = {}  # transfer id -> its secret, from start_transfer until it ends
-
-    @property
-    def address(self):
-        return format_address(self.host, self.port)
-
-    def close(self):
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def retarget(self, host, port):
-        """Talk to the load balancer at ``host:port`` from the next request on."""
-        with self._lock:
-            self.host, self.port = host, port
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def interrupt(self, timeout):
-        """Cut short a request in flight in another thread, and use ``timeout`` from now on.
-
-        The socket is shut down before taking the lock, so the request in flight fails at
-        once (and does not reconnect) instead of holding the lock for its whole timeout.
-        """
-        self.timeout = timeout
-        self._interrupted = True
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        with self._lock:
-            self._interrupted = False
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _call(self, method, path, body=None, token=None):
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        with self._lock:
-            status, raw, server, told = self._roundtrip(method, path, data, headers)
-        wrong = not_a_load_balancer(self.address, server, told)
-        if wrong:
-            raise LBUnreachable(wrong, status)
-        try:
-            answer = json.loads(raw) if raw else {}
-        except ValueError:
-            raise LBUnreachable(f"{self.address} answered, but not as a load balancer "
-                                f"(HTTP {status}).", status) from None
-        if status == 401 or (isinstance(answer, dict) and answer.get("tls_required")):
-            message = answer.get("error") if isinstance(answer, dict) else None
-            raise LBUnauthorized(f"The load balancer at {self.address} refuses us: "
-                                 f"{message or 'wrong or missing network secret.'}", 401, answer)
-        if status >= 400:
-            message = answer.get("error") if isinstance(answer, dict) else None
-            raise LBClientError(message or f"The load balancer answered HTTP {status}.",
-                                status, answer)
-        return answer
-
-    def _roundtrip(self, method, path, data, headers):
-        for attempt in (1, 2):
-            fresh = self._conn is None
-            if fresh:
-                self._conn = connect_http(self.host, self.port, self.timeout, self.members)
-            try:  # signed on every attempt: a retry with the same nonce would be a replay
-                headers.update(self.members.auth_headers(method, path))
-                self._conn.request(method, path, body=data, headers=headers)
-                response = self._conn.getresponse()
-                raw = response.read()
-                if response.will_close:
-                    self._conn.close()
-                    self._conn = None
-                return (response.status, raw, response.getheader("Server", ""),
-                        response.getheader(PEER_LB_HEADER))
-            except (ConnectionError, http.client.HTTPException, OSError) as e:
-                self._conn.close()
-                self._conn = None
-                # A kept-alive connection the server closed: try once on a new one.
-                if fresh or attempt == 2 or isinstance(e, (TimeoutError, ssl.SSLError)) \
-                        or self._interrupted:
-                    if isinstance(e, ssl.SSLError):
-                        raise LBUnreachable(f"Cannot talk to the load balancer at "
-                                            f"{self.address}: {describe_tls_error(e)}.") from None
-                    raise LBUnreachable(f"No load balancer answers at {self.address} "
-                                        f"({describe_socket_error(e)}).") from None
-        raise AssertionError("unreachable")
-
-    # -- the API ------------------------------------------------------------
-
-    def register(self, port, files, host=None, name=""):
-        body = {"port": port, "files": files}
-        if host:
-            body["host"] = host
-        if name:
-            body["name"] = name
-        return self._call("POST", "/peers", body)
-
-    def heartbeat(self, peer_id, token, files=None, uploads=None):
-        body = {}
-        if files is not None:
-            body["files"] = files
-        if uploads is not None:
-            body["uploads"] = uploads
-        return self._call("PUT", f"/peers/{quote(peer_id)}", body, token)
-
-    def unregister(self, peer_id, token):
-        self._call("DELETE", f"/peers/{quote(peer_id)}", token=token)
-
-    def files(self, query=""):
-        return self._call("GET", "/files?q=" + quote(query))
-
-    def start_transfer(self, name, sha256=None, peer=None, exclude=(), requester=None):
-        body = {"name": name, "exclude": list(exclude)}
-        for key, value in (("sha256", sha256), ("peer", peer), ("requester", requester)):
-            if value:
-                body[key] = value
-        answer = self._call("POST", "/transfers", body)
-        self._secrets[answer["transfer_id"]] = answer.get("secret", "")
-        return answer
-
-    def renew_transfer(self, transfer_id):
-        self._call("PUT", f"/transfers/{quote(transfer_id)}",
-                   token=self._secrets.get(transfer_id))
-
-    def end_transfer(self, transfer_id, outcome="done"):
-        try:
-            self._call("DELETE", f"/transfers/{quote(transfer_id)}?outcome={quote(outcome)}",
-                       token=self._secrets.get(transfer_id))
-        finally:
-            self._secrets.pop(transfer_id, None)
-
-    def status(self):
-        return self._call("GET", "/status")
+    def answered(self):
+        with self._requests_lock:
+            self.requests += 1
 
 
 # ---------------------------------------------------------------------------

@@ -59,8 +59,8 @@ from console import Choices, LineReader
 from download import (DEFAULT_PARALLEL, DirectSource, DownloadError, DownloadQueue, Downloader,
                       find_unfinished, remove_unfinished)
 from httpkit import VERSION, BadName, check_name, format_address, parse_address
-from load_balancer import (DEFAULT_PORT, LBClient, LBClientError, LBUnauthorized, LBUnreachable,
-                           add_member_options, members_from_args, port_number)
+from lb_client import Ambiguous, LBClient, LBClientError, NotFound, Unauthorized, Unreachable
+from load_balancer import DEFAULT_PORT, add_member_options, members_from_args, port_number
 from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret,
                      parse_duration)
 from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate, url_for_name
@@ -205,7 +205,7 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
         try:
             pid = client.status().get("pid")
             break
-        except LBUnauthorized as e:  # another one, of another network, won the race
+        except Unauthorized as e:  # another one, of another network, won the race
             raise PeerError(e.message) from None
         except LBClientError:
             exited = process.poll() is not None  # lost a race (then another answers) or failed
@@ -290,10 +290,10 @@ class Peer:
         self._first_scan()
         try:
             self._register()
-        except LBUnauthorized as e:
+        except Unauthorized as e:
             self.stop()
-            hint = ("Give every member the same --tls-cert and --tls-key." if e.body.get(
-                "tls_required") else "Give every member the same --secret-file (or P2P_SECRET).")
+            hint = ("Give every member the same --tls-cert and --tls-key." if e.tls_required
+                    else "Give every member the same --secret-file (or P2P_SECRET).")
             raise PeerError(f"{e.message} {hint}") from None
         self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
         self._thread.start()
@@ -395,8 +395,9 @@ class Peer:
     def _register(self):
         version, files = self._files()
         try:
-            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name)
-        except LBUnauthorized as e:
+            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name,
+                                      slots=self.upload_slots)
+        except Unauthorized as e:
             if self._thread is None:  # starting: the person must fix it, not wait for it
                 raise
             self.lb_problem = e.message
@@ -422,9 +423,9 @@ class Peer:
             version, files = self._files()
         try:
             self.lb.heartbeat(self.peer_id, self.token, files=files,
-                              uploads=len(self.server.uploads))
+                              uploads=len(self.server.uploads), slots=self.upload_slots)
         except LBClientError as e:
-            if e.status == 404 and not self._stop.is_set():  # it restarted and forgot us
+            if isinstance(e, NotFound) and not self._stop.is_set():  # it restarted, forgot us
                 log.warning("the load balancer forgot this peer; registering again")
                 self.peer_id = None
                 return self._register()
@@ -875,9 +876,9 @@ class Menu:
                 continue
             try:
                 if choice in ("1", "3") and self.peer.lb_problem:
-                    raise LBUnreachable(self.peer.lb_problem)
+                    raise Unreachable(self.peer.lb_problem)
                 action()
-            except LBUnreachable as e:
+            except Unreachable as e:
                 self.say(f"{e.message} Options 2 (naming a peer), 4 and 0 still work; this peer "
                          "registers again by itself as soon as the load balancer is back (to "
                          f"start one: python load_balancer.py --port {self.peer.lb.port}).")
@@ -1492,26 +1493,26 @@ def run_url(args, lb):
     sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
     source = resolve_peer_address(args.source) if args.source else None
     try:
-        transfer = lb.start_transfer(args.name, sha256=sha256, peer=source)
-    except LBClientError as e:
-        raise DownloadError(e.message + (did_you_mean(lb, args.name) if e.status == 404 else ""),
-                            e.status, e.body.get("versions")) from None
+        pick = lb.pick(args.name, sha256=sha256, peer=source)
+    except NotFound as e:
+        raise DownloadError(e.message + did_you_mean(lb, args.name), e.status) from None
+    except Ambiguous as e:
+        raise DownloadError(e.message, e.status, e.versions) from None
     # Only the address is wanted: the holder counts the download itself while it runs.
-    lb.end_transfer(transfer["transfer_id"], "cancelled")
-    holder = transfer["peer"]
+    holder = pick.leases[0]
+    lb.end(holder, "cancelled")
     members = args.members
-    url = (f"{members.scheme}://{format_address(holder['host'], holder['port'])}"
-           f"{url_for_name(transfer['file']['name'])}")
+    url = f"{members.scheme}://{holder.address}{url_for_name(pick.file.name)}"
     if members.secret is not None:
-        url += "?" + members.secret.url_query(transfer["file"]["name"], args.expires)
+        url += "?" + members.secret.url_query(pick.file.name, args.expires)
     else:
         print("peer.py: this network has no secret: the URL needs no signature and does not "
               "expire.", file=sys.stderr)
     if members.tls is not None:
         tls = members.tls
         print(f"peer.py: the network uses TLS: curl --cert {tls.cert} --key {tls.key} "
-              f"--cacert {tls.ca or tls.cert} --resolve {NETWORK_CERT_NAME}:{holder['port']}:"
-              f"{holder['host']} -O 'https://{NETWORK_CERT_NAME}:{holder['port']}"
+              f"--cacert {tls.ca or tls.cert} --resolve {NETWORK_CERT_NAME}:{holder.port}:"
+              f"{holder.host} -O 'https://{NETWORK_CERT_NAME}:{holder.port}"
               f"{url[url.index('/files/'):]}' (with a certificate made as the README says)",
               file=sys.stderr)
     print(url)

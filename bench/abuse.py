@@ -34,7 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from download import Downloader  # noqa: E402
-from load_balancer import LBClient, LBClientError  # noqa: E402
+from lb_client import LBClient, LBClientError  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20
@@ -141,9 +141,9 @@ class Picker:
         while not self.stop.wait(1 / PICKS_PER_S):
             started = time.perf_counter()
             try:
-                transfer = self.client.start_transfer(self.name)
+                pick = self.client.pick(self.name)
                 self.latencies.append(time.perf_counter() - started)
-                self.client.end_transfer(transfer["transfer_id"], "cancelled")
+                self.client.end(pick.leases[0], "cancelled")
             except LBClientError:
                 self.failures += 1
 

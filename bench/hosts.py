@@ -32,7 +32,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from load_balancer import LBClient, LBClientError  # noqa: E402
+from lb_client import LBClient, LBClientError  # noqa: E402
 from tests import hosts as testhosts  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
 
@@ -116,9 +116,9 @@ def picks(lb_host, names, seconds):
         if wait > 0:
             time.sleep(wait)
         began = time.perf_counter()
-        transfer = client.start_transfer(f"file-{k % names:06d}.bin")
+        pick = client.pick(f"file-{k % names:06d}.bin")
         latencies.append((time.perf_counter() - began) * 1000)
-        client.end_transfer(transfer["transfer_id"])
+        client.end(pick.leases[0])
     print(json.dumps(latencies), flush=True)
 
 

@@ -50,7 +50,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import load_balancer as lb  # noqa: E402
+from lb_client import LBClient, LBClientError, Lease, Pick  # noqa: E402
 from members import AUTH_HEADER, Members, NetworkSecret, NetworkTLS  # noqa: E402
+from wire import FileRecord  # noqa: E402
 
 FILES_PER_PEER = 10
 HOLDERS_PER_FILE = 4
@@ -81,7 +83,7 @@ def build_registry(peers):
     registry = lb.Registry(heartbeat_s=3600.0)  # nobody expires during the run
     held = [[] for _ in range(peers)]
     for k in range(distinct_files(peers)):
-        info = lb.FileInfo(file_name(k), 1 << 20, f"{k:064x}")
+        info = FileRecord(file_name(k), 1 << 20, f"{k:064x}")
         for i in range(HOLDERS_PER_FILE):
             held[(HOLDERS_PER_FILE * k + i) % peers].append(info)
     for p, files in enumerate(held):
@@ -120,7 +122,6 @@ class RawClient:
         self.sock = members.connect(sock)
         self.members = members
         self.pending = b""
-        self.secrets = {}  # transfer id -> its secret, until it is ended
 
     def _call(self, method, target, headers=b"", body=b""):
         auth = b"".join(f"{key}: {value}\r\n".encode()
@@ -132,7 +133,7 @@ class RawClient:
         while (end := data.find(b"\r\n\r\n")) < 0:
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise lb.LBClientError("the server closed the connection")
+                raise LBClientError("the server closed the connection")
             data += chunk
         status = int(data[9:12])
         match = re.search(rb"\r\nContent-Length: (\d+)", data[:end])
@@ -142,20 +143,22 @@ class RawClient:
         self.pending = data[end + 4 + length:]
         reply = data[end + 4:end + 4 + length]
         if status >= 400:
-            raise lb.LBClientError(reply.decode(), status)
+            raise LBClientError(reply.decode(), status)
         return json.loads(reply) if reply else None
 
-    def start_transfer(self, name):
+    def pick(self, name):
+        """As ``LBClient.pick``, without checking the answer."""
         body = json.dumps({"name": name}).encode()
-        transfer = self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
-                              b"Content-Length: %d\r\n" % len(body), body)
-        self.secrets[transfer["transfer_id"]] = transfer["secret"]
-        return transfer
+        answer = self._call("POST", "/transfers", b"Content-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n" % len(body), body)
+        peer = answer["peer"]
+        lease = Lease(answer["transfer_id"], answer["secret"], peer["id"], peer["host"],
+                      peer["port"])
+        return Pick(FileRecord(**answer["file"]), [lease], answer["renew_s"])
 
-    def end_transfer(self, transfer_id, outcome):
-        secret = self.secrets.pop(transfer_id)
-        return self._call("DELETE", f"/transfers/{transfer_id}?outcome={outcome}",
-                          f"Authorization: Bearer {secret}\r\n".encode())
+    def end(self, lease, outcome):
+        return self._call("DELETE", f"/transfers/{lease.transfer_id}?outcome={outcome}",
+                          f"Authorization: Bearer {lease.secret}\r\n".encode())
 
     def close(self):
         self.sock.close()
@@ -164,7 +167,7 @@ class RawClient:
 def make_client(kind, port, members):
     if kind == "raw":
         return RawClient(port, members)
-    return lb.LBClient("127.0.0.1", port, timeout=10.0, members=members)
+    return LBClient("127.0.0.1", port, timeout=10.0, members=members)
 
 
 def worker(port, names, connections, seconds, start_at, seed, kind, mode):
@@ -180,8 +183,7 @@ def worker(port, names, connections, seconds, start_at, seed, kind, mode):
         errors = 0
         try:
             for _ in range(WARMUP_PAIRS):
-                transfer = client.start_transfer(file_name(rng.randrange(names)))
-                client.end_transfer(transfer["transfer_id"], "done")
+                client.end(client.pick(file_name(rng.randrange(names))).leases[0], "done")
             barrier.wait(30)
             wait = start_at - time.time()
             if wait > 0:
@@ -194,11 +196,11 @@ def worker(port, names, connections, seconds, start_at, seed, kind, mode):
                 if t0 >= end:
                     break
                 try:
-                    transfer = client.start_transfer(file_name(rng.randrange(names)))
+                    lease = client.pick(file_name(rng.randrange(names))).leases[0]
                     t1 = clock()
-                    client.end_transfer(transfer["transfer_id"], "done")
+                    client.end(lease, "done")
                     t2 = clock()
-                except lb.LBClientError:
+                except LBClientError:
                     errors += 1
                     continue
                 latencies.append(t1 - t0)

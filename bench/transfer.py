@@ -41,7 +41,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from download import Downloader  # noqa: E402
-from load_balancer import LBClient  # noqa: E402
+from lb_client import LBClient  # noqa: E402
 from members import NETWORK_CERT_NAME, Members  # noqa: E402
 from sharing import sha256_file  # noqa: E402
 from tests.support import free_port, read_line, wait_for, write_random  # noqa: E402

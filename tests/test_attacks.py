@@ -12,8 +12,8 @@ import shutil
 import threading
 import time
 
-import load_balancer as lb
-from sharing import FileServer, ShareIndex
+from lb_client import LBClient
+from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex
 from tests.support import ProcessTestCase, free_port, same_bytes, wait_for, write_random
 
 MiB = 1 << 20
@@ -70,24 +70,29 @@ class AttackTests(ProcessTestCase):
         write_random(source, MiB)
         a, b = self.holder("f.bin", source, "a"), self.holder("f.bin", source, "b")
 
-        honest = lb.LBClient("127.0.0.1", self.lb.port)
+        honest = LBClient("127.0.0.1", self.lb.port)
         self.addCleanup(honest.close)
-        mine = honest.start_transfer("f.bin")
+        (mine,) = honest.pick("f.bin").leases
         status, theirs = self.attacker.call("POST", "/transfers", {"name": "f.bin"})
         self.assertEqual(status, 201)
         for headers in ({}, {"Authorization": f"Bearer {theirs['secret']}"}):
-            for method, path in (("PUT", f"/transfers/{mine['transfer_id']}"),
-                                 ("DELETE", f"/transfers/{mine['transfer_id']}?outcome=failed")):
+            for method, path in (("PUT", f"/transfers/{mine.transfer_id}"),
+                                 ("DELETE", f"/transfers/{mine.transfer_id}?outcome=failed")):
                 self.assertEqual(self.attacker.call(method, path, headers=headers)[0], 403)
-        honest.end_transfer(mine["transfer_id"], "cancelled")
+        honest.end(mine, "cancelled")
 
-        picks = []
+        picks, busy = [], None
         for _ in range(50):  # picks of a that are never used: a looks busy, for a moment
             status, body = self.attacker.call("POST", "/transfers",
                                               {"name": "f.bin", "peer": f"127.0.0.1:{a.port}"})
+            if status == 503:  # its upload slots are taken: no more is handed out
+                busy = body["busy"]
+                break
             self.assertEqual(status, 201, body)
             picks.append(body)
-        for pick in picks[:10]:  # and its own transfers of a ended as failed
+        self.assertEqual(busy, 1)
+        self.assertGreaterEqual(len(picks), DEFAULT_UPLOAD_SLOTS)  # a heartbeat may free some
+        for pick in picks[:DEFAULT_UPLOAD_SLOTS // 2]:  # and its own transfers ended as failed
             auth = {"Authorization": f"Bearer {pick['secret']}"}
             status, _ = self.attacker.call("DELETE",
                                            f"/transfers/{pick['transfer_id']}?outcome=failed",

@@ -12,8 +12,10 @@ import unittest
 
 import httpkit
 import load_balancer as lb
+from lb_client import LBClient
 from sharing import FileServer, ShareIndex
 from tests.support import quiet_logs, wait_for
+from wire import FileRecord
 
 ATTACKER = "127.0.0.2"
 IDLE = 300  # connections that never send a byte
@@ -92,18 +94,17 @@ class ConnectionCostTests(unittest.TestCase):
     def test_the_load_balancer_answers_picks_under_idle_and_trickling_connections(self):
         registry = lb.Registry()
         server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
-        registry.register("10.0.0.1", 7000, [lb.FileInfo("f", 1, "a" * 64)])
+        registry.register("10.0.0.1", 7000, [FileRecord("f", 1, "a" * 64)])
         trickler, threads = self.attack(server.port)
-        honest = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
+        honest = LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
         self.addCleanup(honest.close)
         started = time.monotonic()
         picks = 0
         while picks < HONEST_REQUESTS or trickler.sent < TRICKLED_BYTES:  # while it goes on
-            transfer = honest.start_transfer("f")
-            honest.end_transfer(transfer["transfer_id"], "done")
+            honest.end(honest.pick("f").leases[0], "done")
             picks += 1
             self.assertLess(time.monotonic() - started, DEADLINE_S)
-        fresh = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)  # a new connection
+        fresh = LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)  # a new connection
         self.addCleanup(fresh.close)
         self.assertEqual(len(fresh.status()["peers"]), 1)
         self.assertLessEqual(threading.active_count() - threads, MAX_EXTRA_THREADS)
@@ -144,7 +145,7 @@ class ConnectionCostTests(unittest.TestCase):
         for s in socks[3:]:
             s.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n")
             self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200 "))
-        honest = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
+        honest = LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
         self.addCleanup(honest.close)
         self.assertEqual(honest.status()["peers"], [])
 

@@ -19,7 +19,9 @@ import download
 import httpkit
 import sharing
 from download import PeerFault
+from lb_client import Lease, Pick
 from sharing import BadName, RangeNotSatisfiable
+from wire import FileRecord
 
 WAIT_S = 5.0  # upper bound for any wait on a background thread
 
@@ -737,18 +739,17 @@ class FakeLB:
     """A load balancer that hands out one transfer of a file and records how it ended."""
 
     def __init__(self, name, size, sha256):
-        self.transfer = {"transfer_id": "t", "secret": "s", "renew_s": 60.0,
-                         "peer": {"id": "p", "host": "127.0.0.1", "port": 9},
-                         "file": {"name": name, "size": size, "sha256": sha256}}
+        self.lease = Lease("t", "s", "p", "127.0.0.1", 9)
+        self.answer = Pick(FileRecord(name, size, sha256), [self.lease], 60.0)
         self.ended = []
 
-    def start_transfer(self, name, **options):
-        return self.transfer
+    def pick(self, name, **options):
+        return self.answer
 
-    def renew_transfer(self, transfer_id):
+    def renew(self, lease):
         pass
 
-    def end_transfer(self, transfer_id, outcome="done"):
+    def end(self, lease, outcome="done"):
         self.ended.append(outcome)
 
 

@@ -12,6 +12,7 @@ import threading
 import unittest
 
 import load_balancer as lb
+from lb_client import LBClient
 from sharing import FileServer, ShareIndex
 from tests.support import quiet_logs
 
@@ -103,7 +104,7 @@ class FuzzTests(unittest.TestCase):
         registry = lb.Registry()
         server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
         self.fuzz(server.port)
-        client = lb.LBClient("127.0.0.1", server.port)
+        client = LBClient("127.0.0.1", server.port)
         self.addCleanup(client.close)
         self.assertIn("peers", client.status())
 

@@ -15,9 +15,11 @@ import threading
 import unittest
 
 import load_balancer as lb
+from lb_client import LBClient, Unreachable, not_a_load_balancer
 from sharing import (FileServer, ShareIndex, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
 from tests.support import raw_request
+from wire import FileRecord
 
 CURL_TIMEOUT_S = 20
 ETAG = '"' + "ab" * 32 + '"'
@@ -56,12 +58,12 @@ class RuleTests(unittest.TestCase):
         self.assertEqual(content_type("no-extension"), "application/octet-stream")
 
     def test_a_peer_is_told_apart_from_a_load_balancer(self):
-        said = lb.not_a_load_balancer("10.0.0.7:41237", "p2p-peer/1.1", "10.0.0.5:6969")
+        said = not_a_load_balancer("10.0.0.7:41237", "p2p-peer/1.1", "10.0.0.5:6969")
         self.assertEqual(said, "10.0.0.7:41237 is a peer, not a load balancer; the load "
                                "balancer is 10.0.0.5:6969. Give that to --lb.")
-        self.assertIn("is a peer", lb.not_a_load_balancer("h:1", "p2p-peer/1.1"))
-        self.assertIsNone(lb.not_a_load_balancer("h:1", "p2p-load-balancer/1.1"))
-        self.assertIsNone(lb.not_a_load_balancer("h:1", "nginx"))
+        self.assertIn("is a peer", not_a_load_balancer("h:1", "p2p-peer/1.1"))
+        self.assertIsNone(not_a_load_balancer("h:1", "p2p-load-balancer/1.1"))
+        self.assertIsNone(not_a_load_balancer("h:1", "nginx"))
 
 
 class Links(html.parser.HTMLParser):
@@ -108,7 +110,7 @@ class CurlTests(unittest.TestCase):
         self.peer.peer_name = "alice"
         self.peer.address = f"127.0.0.1:{self.peer.port}"
         self.registry.register("127.0.0.1", self.peer.port,
-                               [lb.FileInfo(f.name, f.size, f.sha256) for f in self.index.files()])
+                               [FileRecord(f.name, f.size, f.sha256) for f in self.index.files()])
         self.etag = '"' + hashlib.sha256(self.content).hexdigest() + '"'
 
     def serve(self, server):
@@ -239,11 +241,11 @@ class CurlTests(unittest.TestCase):
         self.assertEqual(status, 302)
 
     def test_a_load_balancer_client_pointed_at_a_peer_says_so(self):
-        client = lb.LBClient("127.0.0.1", self.peer.port, timeout=5)
+        client = LBClient("127.0.0.1", self.peer.port, timeout=5)
         self.addCleanup(client.close)
         for call in (client.files, client.status):
             with self.subTest(call=call.__name__):
-                with self.assertRaises(lb.LBUnreachable) as caught:
+                with self.assertRaises(Unreachable) as caught:
                     call()
                 self.assertEqual(caught.exception.message,
                                  f"127.0.0.1:{self.peer.port} is a peer, not a load balancer; "

@@ -30,8 +30,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import httpkit  # noqa: E402
+import lb_client  # noqa: E402
 import load_balancer as lb  # noqa: E402
 from tests.support import wait_for  # noqa: E402
+from wire import BadRecord, FileRecord, PartialRecord  # noqa: E402
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -69,7 +71,7 @@ def sha(text):
 
 
 def info(name, version=0, size=100):
-    return lb.FileInfo(name, size, sha(f"{name}#{version}"))
+    return FileRecord(name, size, sha(f"{name}#{version}"))
 
 
 def wire(name, version=0, size=100):
@@ -102,7 +104,8 @@ class TestLeastConnections(RegistryTestCase):
     def test_held_picks_spread_evenly(self):
         self.make()
         holders = self.peers(4, [info("movie.mkv")])
-        counts = collections.Counter(self.registry.pick("movie.mkv")[1].id for _ in range(100))
+        counts = collections.Counter(self.registry.pick("movie.mkv").first.holder.id
+                                     for _ in range(100))
         self.assertEqual(counts, {p.id: 25 for p in holders})
         self.assertEqual(active_by_id(self.registry), {p.id: 25 for p in holders})
 
@@ -111,7 +114,8 @@ class TestLeastConnections(RegistryTestCase):
         holders = self.peers(4, [info("movie.mkv")])
         counts = collections.Counter()
         for _ in range(40):
-            transfer, peer = self.registry.pick("movie.mkv")
+            transfer = self.registry.pick("movie.mkv").first
+            peer = transfer.holder
             counts[peer.id] += 1
             self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(counts, {p.id: 10 for p in holders})
@@ -124,23 +128,23 @@ class TestLeastConnections(RegistryTestCase):
         self.make()
         a, b = self.peers(2, [info("a.txt")])
         c = self.registry.register("10.0.9.9", 7000, [info("other.txt")])
-        picked = {self.registry.pick("a.txt")[1].id for _ in range(10)}
+        picked = {self.registry.pick("a.txt").first.holder.id for _ in range(10)}
         self.assertEqual(picked, {a.id, b.id})
-        self.assertEqual(self.registry.pick("other.txt")[1].id, c.id)
+        self.assertEqual(self.registry.pick("other.txt").first.holder.id, c.id)
 
     def test_reported_uploads_plus_picks_since_the_report_drive_the_pick(self):
         self.make()
         a, b = self.peers(2, [info("f")])
         self.registry.heartbeat(a.id, a.token, uploads=3)
-        seq = [self.registry.pick("f")[1].id for _ in range(7)]
+        seq = [self.registry.pick("f").first.holder.id for _ in range(7)]
         # a counts as 3 busy: b first until it has 3, then ties alternate.
         self.assertEqual(seq, [b.id, b.id, b.id, a.id, b.id, a.id, b.id])
         # a reports 10 uploads: its picks before the report are in that figure.
         self.registry.heartbeat(a.id, a.token, uploads=10)
-        self.assertEqual([self.registry.pick("f")[1].id for _ in range(5)], [b.id] * 5)
+        self.assertEqual([self.registry.pick("f").first.holder.id for _ in range(5)], [b.id] * 5)
         # a reports none: the picks it was handed and never saw no longer count.
         self.registry.heartbeat(a.id, a.token, uploads=0)
-        self.assertEqual(self.registry.pick("f")[1].id, a.id)  # a: 0 < b: 10
+        self.assertEqual(self.registry.pick("f").first.holder.id, a.id)  # a: 0 < b: 10
         status = {p["id"]: p for p in self.registry.status()["peers"]}
         self.assertEqual((status[a.id]["active"], status[a.id]["uploads"]), (1, 0))
         self.assertEqual(status[b.id]["active"], 10)
@@ -148,12 +152,12 @@ class TestLeastConnections(RegistryTestCase):
     def test_picks_never_used_stop_counting_at_the_holders_next_heartbeat(self):
         self.make()
         a, b = self.peers(2, [info("f")])
-        hoarded = [self.registry.pick("f", peer=(a.host, a.port))[0] for _ in range(50)]
-        self.assertEqual(self.registry.pick("f")[1].id, b.id)  # a looks busy, for now
+        hoarded = [self.registry.pick("f", peer=(a.host, a.port)).first for _ in range(50)]
+        self.assertEqual(self.registry.pick("f").first.holder.id, b.id)  # a looks busy, for now
         self.registry.heartbeat(a.id, a.token, uploads=0)  # a: nobody is connected
         for transfer in hoarded:  # renewing them does not make them count again
             self.registry.renew(transfer.id, transfer.secret)
-        self.assertEqual(self.registry.pick("f")[1].id, a.id)
+        self.assertEqual(self.registry.pick("f").first.holder.id, a.id)
         self.registry.end(hoarded[0].id, hoarded[0].secret, "cancelled")
         self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1})
 
@@ -165,7 +169,7 @@ class TestRoundRobin(RegistryTestCase):
         self.registry.heartbeat(a.id, a.token, uploads=50)
         for _ in range(5):  # b gets 5 transfers that stay open
             self.registry.pick("f", peer=(b.host, b.port))
-        seq = [self.registry.pick("f")[1].id for _ in range(12)]
+        seq = [self.registry.pick("f").first.holder.id for _ in range(12)]
         self.assertEqual(set(seq[:3]), {a.id, b.id, c.id})
         for i, peer_id in enumerate(seq):
             self.assertEqual(peer_id, seq[i % 3], f"rotation broken at pick {i}: {seq}")
@@ -178,7 +182,7 @@ class TestRoundRobin(RegistryTestCase):
         self.registry.heartbeat(a.id, a.token, uploads=50)
         for _ in range(5):
             self.registry.pick("f", peer=(b.host, b.port))
-        seq = [self.registry.pick("f")[1].id for _ in range(4)]
+        seq = [self.registry.pick("f").first.holder.id for _ in range(4)]
         self.assertEqual(seq, [c.id] * 4)
 
     def test_unknown_policy_rejected(self):
@@ -190,7 +194,7 @@ class TestExcludeAndRequester(RegistryTestCase):
     def test_exclude_is_honoured(self):
         self.make()
         a, b, c = self.peers(3, [info("f")])
-        picked = {self.registry.pick("f", exclude=[a.id, c.id])[1].id for _ in range(6)}
+        picked = {self.registry.pick("f", exclude=[a.id, c.id]).first.holder.id for _ in range(6)}
         self.assertEqual(picked, {b.id})
 
     def test_every_holder_excluded_is_unavailable(self):
@@ -204,7 +208,7 @@ class TestExcludeAndRequester(RegistryTestCase):
     def test_requester_never_gets_itself(self):
         self.make()
         a, b = self.peers(2, [info("f")])
-        picked = {self.registry.pick("f", requester=a.id)[1].id for _ in range(10)}
+        picked = {self.registry.pick("f", requester=a.id).first.holder.id for _ in range(10)}
         self.assertEqual(picked, {b.id})
 
     def test_requester_as_only_holder_is_not_found(self):
@@ -238,9 +242,11 @@ class TestVersions(RegistryTestCase):
                          {v1.sha256: 2, v2.sha256: 1})
         for v in versions:
             self.assertEqual(v["name"], "linux.iso")
-        picked = {self.registry.pick("linux.iso", sha256=v1.sha256)[1].id for _ in range(6)}
+        picked = {self.registry.pick("linux.iso", sha256=v1.sha256).first.holder.id
+                  for _ in range(6)}
         self.assertEqual(picked, {a.id, b.id})
-        transfer, peer = self.registry.pick("linux.iso", sha256=v2.sha256)
+        transfer = self.registry.pick("linux.iso", sha256=v2.sha256).first
+        peer = transfer.holder
         self.assertEqual(peer.id, c.id)
         self.assertEqual(transfer.file, v2)
         with self.assertRaises(lb.NotFound):
@@ -252,32 +258,33 @@ class TestVersions(RegistryTestCase):
         honest = [self.registry.register(f"10.0.0.{i}", 7000, [real]) for i in (1, 2)]
         self.registry.register("10.6.6.6", 7000, [fake])
         for _ in range(4):
-            transfer, peer = self.registry.pick("song.mp3")
-            self.assertIn(peer.id, {p.id for p in honest})
-            self.assertEqual(transfer.file, real)
-            self.assertEqual([(v["sha256"], v["holders"]) for v in transfer.others],
+            handout = self.registry.pick("song.mp3")
+            self.assertIn(handout.first.holder.id, {p.id for p in honest})
+            self.assertEqual(handout.first.file, real)
+            self.assertEqual([(v["sha256"], v["holders"]) for v in handout.others],
                              [(fake.sha256, 1)])
-        transfer, _ = self.registry.pick("song.mp3", sha256=fake.sha256)
-        self.assertEqual(transfer.file, fake)
-        self.assertFalse(transfer.others)
+        handout = self.registry.pick("song.mp3", sha256=fake.sha256)
+        self.assertEqual(handout.first.file, fake)
+        self.assertFalse(handout.others)
 
     def test_a_wrong_size_claimed_for_a_sha256_never_hides_its_true_holders(self):
         self.make()
         real = info("song.mp3", size=100)
-        liar = self.registry.register("10.6.6.6", 7000, [lb.FileInfo("song.mp3", 999,
+        liar = self.registry.register("10.6.6.6", 7000, [FileRecord("song.mp3", 999,
                                                                      real.sha256)])
         honest = self.registry.register("10.0.0.1", 7000, [real])  # announced after the liar
         files, _ = self.registry.find_files("song.mp3")
         self.assertEqual(sorted((f["size"], f["holders"]) for f in files), [(100, 1), (999, 1)])
         picked = set()
         for _ in range(4):  # one host each: both are candidates, the downloader checks sizes
-            transfer, peer = self.registry.pick("song.mp3")
+            transfer = self.registry.pick("song.mp3").first
+            peer = transfer.holder
             picked.add((peer.id, transfer.file.size))
             self.registry.end(transfer.id, transfer.secret)
         self.assertEqual(picked, {(liar.id, 999), (honest.id, 100)})
         self.registry.register("10.0.0.2", 7000, [real])  # two hosts agree on the size
         for _ in range(4):
-            self.assertEqual(self.registry.pick("song.mp3", sha256=real.sha256)[0].file, real)
+            self.assertEqual(self.registry.pick("song.mp3", sha256=real.sha256).first.file, real)
 
 
 class TestExplicitPeer(RegistryTestCase):
@@ -286,11 +293,12 @@ class TestExplicitPeer(RegistryTestCase):
         a, b = self.peers(2, [info("f")])
         # b is made the busiest, and is still the one picked when asked for by name.
         for _ in range(3):
-            self.assertEqual(self.registry.pick("f", peer=(b.host, None))[1].id, b.id)
-        self.assertEqual(self.registry.pick("f", peer=(b.host, b.port))[1].id, b.id)
-        self.assertEqual(self.registry.pick("f", peer=lb.parse_address(f"{a.host}:{a.port}"))[1].id,
-                         a.id)
-        self.assertEqual(self.registry.pick("f", peer=lb.parse_address(b.host))[1].id, b.id)
+            self.assertEqual(self.registry.pick("f", peer=(b.host, None)).first.holder.id, b.id)
+        self.assertEqual(self.registry.pick("f", peer=(b.host, b.port)).first.holder.id, b.id)
+        named = lb.parse_address(f"{a.host}:{a.port}")
+        self.assertEqual(self.registry.pick("f", peer=named).first.holder.id, a.id)
+        named = lb.parse_address(b.host)
+        self.assertEqual(self.registry.pick("f", peer=named).first.holder.id, b.id)
 
     def test_explicit_peer_that_does_not_share_is_not_found_naming_holders(self):
         self.make()
@@ -310,9 +318,10 @@ class TestExplicitPeer(RegistryTestCase):
         b = self.registry.register("10.0.0.2", 7002, [info("f", version=2)])
         with self.assertRaises(lb.Conflict):
             self.registry.pick("f")
-        transfer, peer = self.registry.pick("f", peer=(b.host, None))
+        transfer = self.registry.pick("f", peer=(b.host, None)).first
+        peer = transfer.holder
         self.assertEqual((peer.id, transfer.file), (b.id, info("f", version=2)))
-        self.assertEqual(self.registry.pick("f", peer=(a.host, a.port))[0].file,
+        self.assertEqual(self.registry.pick("f", peer=(a.host, a.port)).first.file,
                          info("f", version=1))
 
     def test_asking_for_yourself_by_address_says_so(self):
@@ -328,43 +337,50 @@ class TestCooldown(RegistryTestCase):
         self.make(cooldown_s=10.0)
         a, b = self.peers(2, [info("f")])
         for _ in range(20):  # an attacker ending its own transfers of a as failed
-            transfer, _ = self.registry.pick("f", peer=(a.host, a.port), source="10.6.6.6")
+            transfer = self.registry.pick("f", peer=(a.host, a.port), source="10.6.6.6").first
             self.registry.end(transfer.id, transfer.secret, "failed")
         for _ in range(2):
-            transfer, peer = self.registry.pick("f", source="10.6.6.6")
+            transfer = self.registry.pick("f", source="10.6.6.6").first
+            peer = transfer.holder
             self.assertEqual(peer.id, b.id)
             self.registry.end(transfer.id, transfer.secret)
         picked = set()
         for _ in range(4):  # everyone else still gets a in turn
-            transfer, peer = self.registry.pick("f", source="10.0.0.9")
+            transfer = self.registry.pick("f", source="10.0.0.9").first
+            peer = transfer.holder
             picked.add(peer.id)
             self.registry.end(transfer.id, transfer.secret)
         self.assertEqual(picked, {a.id, b.id})
-        transfer, _ = self.registry.pick("f", peer=(a.host, a.port), source="10.0.0.8")
+        transfer = self.registry.pick("f", peer=(a.host, a.port), source="10.0.0.8").first
         self.registry.end(transfer.id, transfer.secret, "failed")  # a second host saw it fail
         for _ in range(3):
-            transfer, peer = self.registry.pick("f", source="10.0.0.9")
+            transfer = self.registry.pick("f", source="10.0.0.9").first
+            peer = transfer.holder
             self.assertEqual(peer.id, b.id)
             self.registry.end(transfer.id, transfer.secret)
 
     def test_failed_holder_skipped_then_back_after_cooldown(self):
         self.make(cooldown_s=10.0)
         a, b, c = self.peers(3, [info("f")])
-        transfer, peer = self.registry.pick("f", peer=(a.host, a.port))
+        transfer = self.registry.pick("f", peer=(a.host, a.port)).first
+        peer = transfer.holder
         self.registry.end(transfer.id, transfer.secret, "failed")
         seq = []
         for _ in range(6):
-            transfer, peer = self.registry.pick("f")
+            transfer = self.registry.pick("f").first
+            peer = transfer.holder
             seq.append(peer.id)
             self.registry.end(transfer.id, transfer.secret, "done")
         self.assertNotIn(a.id, seq)
         self.assertEqual(set(seq), {b.id, c.id})
         self.clock.advance(9.9)
-        transfer, peer = self.registry.pick("f")
+        transfer = self.registry.pick("f").first
+        peer = transfer.holder
         self.assertNotEqual(peer.id, a.id)
         self.registry.end(transfer.id, transfer.secret, "done")
         self.clock.advance(0.2)  # 10.1 s after the failure
-        transfer, peer = self.registry.pick("f")
+        transfer = self.registry.pick("f").first
+        peer = transfer.holder
         self.assertEqual(peer.id, a.id)  # idle and least recently picked
         status = {p["id"]: p for p in self.registry.status()["peers"]}
         self.assertEqual(status[a.id]["failed"], 1)
@@ -373,11 +389,12 @@ class TestCooldown(RegistryTestCase):
         self.make(cooldown_s=10.0)
         holders = self.peers(2, [info("f")])
         for p in holders:
-            transfer, _ = self.registry.pick("f", peer=(p.host, p.port))
+            transfer = self.registry.pick("f", peer=(p.host, p.port)).first
             self.registry.end(transfer.id, transfer.secret, "failed")
         picked = set()
         for _ in range(4):
-            transfer, peer = self.registry.pick("f")
+            transfer = self.registry.pick("f").first
+            peer = transfer.holder
             picked.add(peer.id)
             self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(picked, {p.id for p in holders})
@@ -385,9 +402,9 @@ class TestCooldown(RegistryTestCase):
     def test_only_holder_that_failed_is_still_picked(self):
         self.make()
         (a,) = self.peers(1, [info("f")])
-        transfer, _ = self.registry.pick("f")
+        transfer = self.registry.pick("f").first
         self.registry.end(transfer.id, transfer.secret, "failed")
-        self.assertEqual(self.registry.pick("f")[1].id, a.id)
+        self.assertEqual(self.registry.pick("f").first.holder.id, a.id)
 
 
 class TestExpiry(RegistryTestCase):
@@ -395,7 +412,7 @@ class TestExpiry(RegistryTestCase):
         self.make(heartbeat_s=10.0, renew_s=1000.0)
         a = self.registry.register("10.0.0.1", 7000, [info("shared"), info("only-a")])
         b = self.registry.register("10.0.0.2", 7000, [info("shared")])
-        transfer, _ = self.registry.pick("shared", peer=(a.host, a.port))
+        transfer = self.registry.pick("shared", peer=(a.host, a.port)).first
         self.clock.advance(20)
         self.registry.heartbeat(b.id, b.token)
         self.clock.advance(9.9)  # a silent for just under 3 x heartbeat: still there
@@ -410,7 +427,7 @@ class TestExpiry(RegistryTestCase):
             self.registry.pick("only-a")
         files, _ = self.registry.find_files("")
         self.assertEqual([(f["name"], f["holders"]) for f in files], [("shared", 1)])
-        self.assertEqual(self.registry.pick("shared")[1].id, b.id)
+        self.assertEqual(self.registry.pick("shared").first.holder.id, b.id)
 
     def test_silent_peer_behind_a_live_one_is_dropped(self):
         # The first-registered peer keeps beating; the later one goes silent.
@@ -429,13 +446,13 @@ class TestExpiry(RegistryTestCase):
             self.clock.advance(9)
             self.registry.heartbeat(a.id, a.token)
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [a.id])
-        self.assertEqual(self.registry.pick("f")[1].id, a.id)
+        self.assertEqual(self.registry.pick("f").first.holder.id, a.id)
 
     def test_unrenewed_transfer_expires_renewed_one_does_not(self):
         self.make(heartbeat_s=1000.0, renew_s=5.0)
         (a,) = self.peers(1, [info("f")])
-        t1, _ = self.registry.pick("f")
-        t2, _ = self.registry.pick("f")
+        t1 = self.registry.pick("f").first
+        t2 = self.registry.pick("f").first
         self.assertEqual(active_by_id(self.registry), {a.id: 2})
         self.clock.advance(10)
         self.registry.renew(t2.id, t2.secret)
@@ -458,7 +475,7 @@ class TestExpiry(RegistryTestCase):
     def test_ended_transfer_cannot_be_ended_twice(self):
         self.make()
         (a,) = self.peers(1, [info("f")])
-        transfer, _ = self.registry.pick("f")
+        transfer = self.registry.pick("f").first
         self.registry.end(transfer.id, transfer.secret, "done")
         with self.assertRaises(lb.NotFound):
             self.registry.end(transfer.id, transfer.secret, "done")
@@ -467,7 +484,7 @@ class TestExpiry(RegistryTestCase):
     def test_bad_outcome_is_invalid(self):
         self.make()
         self.peers(1, [info("f")])
-        transfer, _ = self.registry.pick("f")
+        transfer = self.registry.pick("f").first
         with self.assertRaises(lb.Invalid) as cm:
             self.registry.end(transfer.id, transfer.secret, "exploded")
         self.assertEqual(cm.exception.status, 400)
@@ -501,7 +518,7 @@ class TestPeersAndIndex(RegistryTestCase):
     def test_register_again_at_same_address_replaces(self):
         self.make()
         old = self.registry.register("10.0.0.1", 7000, [info("old.txt")])
-        transfer, _ = self.registry.pick("old.txt")
+        transfer = self.registry.pick("old.txt").first
         new = self.registry.register("10.0.0.1", 7000, [info("new.txt")])
         self.assertNotEqual(old.id, new.id)
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [new.id])
@@ -511,7 +528,7 @@ class TestPeersAndIndex(RegistryTestCase):
             self.registry.pick("old.txt")
         with self.assertRaises(lb.NotFound):
             self.registry.end(transfer.id, transfer.secret)
-        self.assertEqual(self.registry.pick("new.txt")[1].id, new.id)
+        self.assertEqual(self.registry.pick("new.txt").first.holder.id, new.id)
         # A different port on the same host is a different peer.
         other = self.registry.register("10.0.0.1", 7001, [])
         self.assertEqual({p["id"] for p in self.registry.status()["peers"]}, {new.id, other.id})
@@ -532,7 +549,7 @@ class TestPeersAndIndex(RegistryTestCase):
         with self.assertRaises(lb.NotFound):
             self.registry.pick("one")
         self.assertEqual([f["name"] for f in self.registry.find_files("")[0]], ["three", "two"])
-        self.assertEqual(self.registry.pick("three")[1].id, a.id)
+        self.assertEqual(self.registry.pick("three").first.holder.id, a.id)
         # files=None keeps the list; a changed file (new sha256) replaces the old version.
         self.registry.heartbeat(a.id, a.token, uploads=1)
         self.assertEqual(len(self.registry.find_files("")[0]), 2)
@@ -540,7 +557,7 @@ class TestPeersAndIndex(RegistryTestCase):
         files = self.registry.find_files("")[0]
         self.assertEqual([(f["name"], f["sha256"]) for f in files],
                          [("two", info("two", 9).sha256)])
-        transfer, _ = self.registry.pick("two")  # no conflict with the old version
+        transfer = self.registry.pick("two").first  # no conflict with the old version
         self.assertEqual(transfer.file.sha256, info("two", 9).sha256)
         self.registry.heartbeat(a.id, a.token, files=[])
         self.assertEqual(self.registry.find_files("")[0], [])
@@ -579,6 +596,239 @@ class TestPeersAndIndex(RegistryTestCase):
         self.assertFalse(truncated, "2 files, limit 2: the listing is complete, not truncated")
 
 
+class TestSwarmPicks(RegistryTestCase):
+    """Several holders per pick, partial holders, busy holders and the agreed piece list."""
+
+    def loaded(self, loads, files=(info("f"),)):
+        """Peers sharing ``files``, each reporting the uploads in ``loads``."""
+        peers = self.peers(len(loads), files)
+        for peer, uploads in zip(peers, loads):
+            self.registry.heartbeat(peer.id, peer.token, uploads=uploads)
+        return peers
+
+    def downloading(self, host, done, record=info("f"), port=7100):
+        """A peer that has verified ``done`` bytes of ``record`` and shares nothing whole."""
+        return self.registry.register(host, port, [],
+                                      partial=[PartialRecord(record, done)])
+
+    def test_count_hands_out_that_many_distinct_least_loaded_holders_each_counted(self):
+        self.make()
+        a, b, c, d, e = self.loaded([3, 0, 1, 0, 2])
+        handout = self.registry.pick("f", count=3)
+        self.assertEqual([t.holder.id for t in handout.transfers], [b.id, d.id, c.id])
+        self.assertEqual(len({t.id for t in handout.transfers}), 3)
+        self.assertEqual(active_by_id(self.registry),
+                         {a.id: 3, b.id: 1, c.id: 2, d.id: 1, e.id: 2})
+        self.assertEqual(len(self.registry.pick("f", count=lb.MAX_SOURCES).transfers), 5)
+
+    def test_without_count_one_holder_of_the_whole_file_and_no_partial_holder(self):
+        self.make()
+        (a,) = self.loaded([5])
+        self.downloading("10.0.1.1", done=50)
+        for _ in range(3):
+            handout = self.registry.pick("f")
+            self.assertEqual([(t.holder.id, t.done) for t in handout.transfers], [(a.id, None)])
+
+    def test_partial_holders_join_with_verified_bytes_never_the_requester(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        self.downloading("10.0.1.1", done=0)
+        helper = self.downloading("10.0.1.2", done=50)
+        requester = self.downloading("10.0.1.3", done=80)
+        handout = self.registry.pick("f", count=4, requester=requester.id)
+        self.assertEqual([(t.holder.id, t.done) for t in handout.transfers],
+                         [(a.id, None), (helper.id, 50)])  # at equal load, whole files first
+        self.assertEqual(handout.transfers[1].file, info("f"))
+        self.assertEqual(active_by_id(self.registry)[helper.id], 1)
+
+    def test_a_partial_holder_of_another_version_or_size_is_no_candidate(self):
+        self.make()
+        self.peers(1, [info("f")])
+        self.downloading("10.0.1.1", done=50, record=info("f", version=2))
+        self.downloading("10.0.1.2", done=50, record=info("f", size=200))
+        self.assertEqual(len(self.registry.pick("f", count=4).transfers), 1)
+
+    def test_a_holder_whose_slots_are_taken_is_busy_and_not_handed_out(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=1, uploads=1)
+        self.assertEqual([t.holder.id for t in self.registry.pick("f", count=2).transfers],
+                         [b.id])
+        self.registry.heartbeat(b.id, b.token, slots=2)
+        self.registry.pick("f")  # b: 2 of 2 slots now
+        with self.assertRaises(lb.Busy) as cm:
+            self.registry.pick("f", count=2)
+        self.assertEqual(cm.exception.status, 503)
+        self.assertEqual(cm.exception.extra, {"busy": 2, "retry_after": lb.BUSY_RETRY_S})
+        self.assertEqual(cm.exception.headers, {"Retry-After": str(lb.BUSY_RETRY_S)})
+        self.assertIn("Every holder of 'f' is busy (2 holders)", cm.exception.message)
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 2})  # nothing counted
+
+    def test_a_busy_partial_holder_is_counted_busy_too(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        for peer in (a, helper):
+            self.registry.heartbeat(peer.id, peer.token, slots=1, uploads=1)
+        with self.assertRaises(lb.Busy) as cm:
+            self.registry.pick("f", count=2)
+        self.assertEqual(cm.exception.extra["busy"], 2)
+
+    def test_every_holder_excluded_is_no_holder_left_not_busy(self):
+        self.make()
+        a, b = self.peers(2, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=1, uploads=1)
+        with self.assertRaises(lb.Unavailable) as cm:
+            self.registry.pick("f", count=2, exclude=[a.id, b.id])
+        self.assertNotIsInstance(cm.exception, lb.Busy)
+        self.assertNotIn("busy", cm.exception.extra)
+
+    def test_cooling_holders_come_last(self):
+        self.make()
+        a, b, c = self.peers(3, [info("f")])
+        failed = self.registry.pick("f", peer=(a.host, a.port), source="10.9.9.9").first
+        self.registry.end(failed.id, failed.secret, "failed")
+        handout = self.registry.pick("f", count=3, source="10.9.9.9")
+        self.assertEqual(handout.transfers[-1].holder.id, a.id)
+
+    def test_round_robin_rotates_over_holders_and_partial_holders(self):
+        self.make(policy="round-robin")
+        a, b = self.peers(2, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        seen = [t.holder.id for _ in range(3) for t in self.registry.pick("f", count=1).transfers]
+        self.assertEqual(sorted(seen), sorted([a.id, b.id, helper.id]))
+
+    def test_the_piece_list_most_machines_announced_is_handed_out(self):
+        self.make()
+        good, bad = sha("pieces good"), sha("pieces bad")
+        record = info("f")
+        with_pieces = FileRecord(record.name, record.size, record.sha256, good)
+        self.peers(2, [with_pieces])
+        liar = FileRecord(record.name, record.size, record.sha256, bad)
+        for port in (7100, 7101, 7102):  # one machine, three peers: one vote
+            self.registry.register("10.6.6.6", port, [liar], source="10.6.6.6")
+        self.registry.register("10.0.0.9", 7000, [record])  # announced none
+        self.assertEqual(self.registry.pick("f").pieces, good)
+        self.registry.register("10.6.6.7", 7000, [liar], source="10.6.6.7")
+        self.assertIsNone(self.registry.pick("f").pieces)  # a tie: no list is trusted
+
+    def test_no_piece_list_when_no_holder_announced_one(self):
+        self.make()
+        self.peers(2, [info("f")])
+        self.assertIsNone(self.registry.pick("f", count=2).pieces)
+
+    def test_status_and_files_show_slots_and_partial_holders(self):
+        self.make()
+        (a,) = self.peers(1, [info("f")])
+        self.registry.heartbeat(a.id, a.token, slots=4)
+        helper = self.downloading("10.0.1.1", done=37)
+        peers = {p["id"]: p for p in self.registry.status()["peers"]}
+        self.assertEqual((peers[a.id]["slots"], peers[a.id]["partial"]), (4, []))
+        self.assertEqual(peers[helper.id]["slots"], None)
+        self.assertEqual(peers[helper.id]["partial"],
+                         [{"name": "f", "sha256": info("f").sha256, "size": 100, "done": 37}])
+        files, _ = self.registry.find_files("f")
+        self.assertEqual([(f["holders"], f["partial"]) for f in files], [(1, 1)])
+
+    def test_partial_list_is_replaced_and_leaves_with_its_peer(self):
+        self.make()
+        self.peers(1, [info("f")])
+        helper = self.downloading("10.0.1.1", done=37)
+        self.registry.heartbeat(helper.id, helper.token, uploads=0)  # no list: kept
+        self.assertEqual(self.registry.find_files("f")[0][0]["partial"], 1)
+        self.registry.heartbeat(helper.id, helper.token, partial=[])
+        self.assertEqual(self.registry.find_files("f")[0][0]["partial"], 0)
+        self.assertEqual(len(self.registry.pick("f", count=2).transfers), 1)
+        again = self.downloading("10.0.1.2", done=37)
+        self.registry.unregister(again.id, again.token)
+        self.assertEqual(self.registry._partials, {})
+
+    def test_every_source_is_renewed_ended_and_expired_as_one_transfer(self):
+        self.make(heartbeat_s=1000.0, renew_s=10.0)
+        a, b = self.peers(2, [info("f")])
+        helper = self.downloading("10.0.1.1", done=50)
+        first = self.registry.pick("f", count=3).transfers
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1, helper.id: 1})
+        self.clock.advance(25)
+        for transfer in first:
+            self.registry.renew(transfer.id, transfer.secret)
+        self.clock.advance(25)  # 50 s after the pick, 25 s after the renewal: running
+        self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 1, helper.id: 1})
+        self.registry.end(first[0].id, first[0].secret, "done")
+        self.registry.end(first[1].id, first[1].secret, "failed")
+        ended = {first[0].holder.id, first[1].holder.id}
+        self.assertEqual({pid for pid, n in active_by_id(self.registry).items() if n == 0},
+                         ended)
+        self.clock.advance(31)  # the third was not renewed again: expired
+        self.assertEqual(set(active_by_id(self.registry).values()), {0})
+        with self.assertRaises(lb.NotFound):
+            self.registry.renew(first[2].id, first[2].secret)
+
+
+class TestWireRecords(unittest.TestCase):
+    """wire.py's records and lb_client's reading of refusals, without sockets."""
+
+    def test_a_file_record_round_trips_and_bad_fields_are_named(self):
+        record = FileRecord.parse({**wire("a/b.txt"), "pieces": sha("p")})
+        self.assertEqual(FileRecord.parse(record.as_dict()), record)
+        self.assertEqual(record.key, (sha("a/b.txt#0"), 100))
+        self.assertNotIn("pieces", info("f").as_dict())
+        for obj, needle in [([], "object"), ({"size": 1, "sha256": sha(1)}, "'name'"),
+                            ({**wire("f"), "size": -1}, "negative"),
+                            ({**wire("f"), "size": True}, "'size'"),
+                            ({**wire("f"), "sha256": "ABC"}, "'sha256'"),
+                            ({**wire("f"), "pieces": 5}, "'pieces'"),
+                            ({**wire("f"), "name": "../x"}, "../x")]:
+            with self.subTest(obj=obj), self.assertRaisesRegex(BadRecord, re.escape(needle)):
+                FileRecord.parse(obj)
+
+    def test_a_partial_record_says_its_verified_bytes_within_the_size(self):
+        record = PartialRecord.parse({**wire("f"), "done": 100})
+        self.assertEqual((record.done, record.key), (100, info("f").key))
+        self.assertEqual(PartialRecord.parse(record.as_dict()), record)
+        for done in (-1, 101, "1", None):
+            with self.subTest(done=done), self.assertRaisesRegex(BadRecord, "'done'"):
+                PartialRecord.parse({**wire("f"), "done": done})
+
+    def test_refusals_become_the_error_the_caller_acts_on(self):
+        versions = [{**wire("f", v), "holders": 1} for v in (1, 2)]
+        cases = [(404, {}, lb_client.NotFound), (409, {"versions": versions}, lb_client.Ambiguous),
+                 (409, {}, lb_client.LBClientError), (503, {}, lb_client.NoHolderLeft),
+                 (503, {"busy": 3, "retry_after": 2}, lb_client.AllBusy),
+                 (400, {}, lb_client.LBClientError)]
+        for status, extra, kind in cases:
+            with self.subTest(status=status, extra=extra):
+                error = lb_client.refusal(status, {"error": "why", **extra},
+                                          lb_client.NoHolderLeft)
+                self.assertIs(type(error), kind)
+                self.assertEqual((error.message, error.status), ("why", status))
+        busy = lb_client.refusal(503, {"error": "why", "busy": 3, "retry_after": 2})
+        self.assertEqual((busy.busy, busy.retry_after), (3, 2))
+        self.assertEqual(lb_client.refusal(409, {"versions": versions}).versions, versions)
+        self.assertEqual(lb_client.refusal(503, {"busy": 1, "retry_after": "x"}).retry_after,
+                         lb_client.DEFAULT_RETRY_AFTER_S)
+
+    def test_a_pick_is_read_from_its_sources_or_from_an_older_top_level_answer(self):
+        peer = {"id": "p1", "host": "10.0.0.1", "port": 7000, "name": "alice"}
+        answer = {"transfer_id": "t1", "secret": "s1", "peer": peer, "file": wire("f"),
+                  "renew_s": 10}
+        older = lb_client.Pick.parse(answer)
+        self.assertEqual(older.leases, [lb_client.Lease("t1", "s1", "p1", "10.0.0.1", 7000,
+                                                        "alice")])
+        self.assertEqual((older.file, older.pieces, older.versions), (info("f"), None, []))
+        second = {"transfer_id": "t2", "secret": "s2", "done": 37,
+                  "peer": {"id": "p2", "host": "::1", "port": 7001}}
+        pick = lb_client.Pick.parse({**answer, "pieces": sha("p"), "sources": [
+            {**{k: answer[k] for k in ("transfer_id", "secret", "peer")}, "done": None}, second]})
+        self.assertEqual([(lease.address, lease.done) for lease in pick.leases],
+                         [("10.0.0.1:7000", None), ("[::1]:7001", 37)])
+        self.assertEqual(pick.pieces, sha("p"))
+        for broken in ({**answer, "renew_s": 0}, {**answer, "file": {}},
+                       {**answer, "peer": {**peer, "port": "7000"}}):
+            with self.subTest(broken=broken), self.assertRaises((KeyError, ValueError)):
+                lb_client.Pick.parse(broken)
+
+
 class TestConcurrency(RegistryTestCase):
     def test_many_threads_pick_and_end(self):
         registry = lb.Registry(clock=FakeClock(), cooldown_s=10.0)
@@ -592,7 +842,7 @@ class TestConcurrency(RegistryTestCase):
             try:
                 start.wait(DEADLINE_S)
                 for i in range(pairs):
-                    transfer, _ = registry.pick("f" if (i + seed) % 2 else "g")
+                    transfer = registry.pick("f" if (i + seed) % 2 else "g").first
                     outcome = "failed" if (i * 7 + seed) % 5 == 0 else "done"
                     registry.end(transfer.id, transfer.secret, outcome)
             except BaseException as e:  # noqa: BLE001 - reported below
@@ -718,7 +968,7 @@ class ServerTestCase(unittest.TestCase):
         self.registry = lb.Registry(clock=self.clock, **self.registry_kwargs)
         self.server = self.start_server(self.registry, **self.server_kwargs)
         self.port = self.server.port
-        self.client = lb.LBClient("127.0.0.1", self.port, timeout=DEADLINE_S)
+        self.client = lb_client.LBClient("127.0.0.1", self.port, timeout=DEADLINE_S)
         self.addCleanup(self.client.close)
 
     def start_server(self, registry, server_class=CountingServer, port=0, host="127.0.0.1",
@@ -839,7 +1089,7 @@ class TestRoutes(ServerTestCase):
         self.assertEqual(response.status, 200)
         self.assertEqual([(f["name"], f["holders"]) for f in body["files"]],
                          [("Holiday.zip", 1), ("holiday.zip", 1)])
-        self.assertEqual(set(body["files"][0]), {"name", "size", "sha256", "holders"})
+        self.assertEqual(set(body["files"][0]), {"name", "size", "sha256", "holders", "partial"})
         _, _, body = self.request("GET", "/files")
         self.assertEqual(len(body["files"]), 3)
         _, _, body = self.request("GET", "/files?q=" + "notes%20")
@@ -892,9 +1142,9 @@ class TestRoutes(ServerTestCase):
 
     def test_status_json_shape(self):
         a = self.register(["x", "y"], port=7001)
-        self.client.start_transfer("x")  # counted until a's next report of its uploads
+        self.client.pick("x")  # counted until a's next report of its uploads
         self.client.heartbeat(a["peer_id"], a["token"], uploads=4)
-        self.client.start_transfer("x")
+        self.client.pick("x")
         response, _, body = self.request("GET", "/status")
         self.assertEqual(response.status, 200)
         self.assertEqual(body["policy"], "least-connections")
@@ -955,8 +1205,7 @@ class TestRoutes(ServerTestCase):
         self.client.status()
         started = time.monotonic()
         for _ in range(50):
-            transfer = self.client.start_transfer("f")
-            self.client.end_transfer(transfer["transfer_id"])
+            self.client.end(self.client.pick("f").leases[0])
         elapsed = time.monotonic() - started
         self.assertLess(elapsed, 2.0, f"100 keep-alive requests took {elapsed:.2f} s")
         self.assertEqual(self.server.accepted, 1)
@@ -1310,13 +1559,13 @@ class TestClient(ServerTestCase):
                          self.registry.heartbeat_s)
         files = self.client.files("SONG")["files"]
         self.assertEqual([(f["name"], f["holders"]) for f in files], [("song.ogg", 2)])
-        t = self.client.start_transfer("song.ogg", exclude=[b["peer_id"]])
-        self.assertEqual(t["peer"]["id"], a["peer_id"])
-        t2 = self.client.start_transfer("song.ogg", sha256=sha("song.ogg#0"), peer="127.0.0.2:7002")
-        self.assertEqual(t2["peer"]["id"], b["peer_id"])
-        self.assertIsNone(self.client.renew_transfer(t["transfer_id"]))
-        self.client.end_transfer(t["transfer_id"], "done")
-        self.client.end_transfer(t2["transfer_id"], "failed")
+        (t,) = self.client.pick("song.ogg", exclude=[b["peer_id"]]).leases
+        self.assertEqual(t.peer_id, a["peer_id"])
+        (t2,) = self.client.pick("song.ogg", sha256=sha("song.ogg#0"), peer="127.0.0.2:7002").leases
+        self.assertEqual((t2.peer_id, t2.address, t2.done), (b["peer_id"], "127.0.0.2:7002", None))
+        self.assertIsNone(self.client.renew(t))
+        self.client.end(t, "done")
+        self.client.end(t2, "failed")
         peers = {p["id"]: p for p in self.client.status()["peers"]}
         self.assertEqual((peers[a["peer_id"]]["served"], peers[b["peer_id"]]["failed"]), (1, 1))
         self.client.unregister(b["peer_id"], b["token"])
@@ -1328,41 +1577,43 @@ class TestClient(ServerTestCase):
         a = self.client.register(7001, [wire("f")])
         raw = self.request("PUT", f"/peers/{a['peer_id']}", {},
                            {"Authorization": "Bearer wrong"})[2]
-        with self.assertRaises(lb.LBClientError) as cm:
+        with self.assertRaises(lb_client.LBClientError) as cm:
             self.client.heartbeat(a["peer_id"], "wrong")
-        self.assertNotIsInstance(cm.exception, lb.LBUnreachable)
+        self.assertNotIsInstance(cm.exception, lb_client.Unreachable)
         self.assertEqual(cm.exception.status, 403)
         self.assertEqual(cm.exception.message, raw["error"])
         self.assertEqual(str(cm.exception), raw["error"])
-        for call, status in [(lambda: self.client.start_transfer("nope"), 404),
-                             (lambda: self.client.heartbeat("0123456789ab", "t"), 404),
-                             (lambda: self.client.end_transfer("ffff"), 404),
-                             (lambda: self.client.start_transfer("f", exclude=[a["peer_id"]]), 503),
-                             (lambda: self.client.register(0, []), 400)]:
-            with self.assertRaises(lb.LBClientError) as cm:
+        unknown = lb_client.Lease("ffff", "s", "p", "127.0.0.1", 1)
+        for call, status, error in [
+                (lambda: self.client.pick("nope"), 404, lb_client.NotFound),
+                (lambda: self.client.heartbeat("0123456789ab", "t"), 404, lb_client.NotFound),
+                (lambda: self.client.end(unknown), 404, lb_client.NotFound),
+                (lambda: self.client.pick("f", exclude=[a["peer_id"]]), 503,
+                 lb_client.NoHolderLeft),
+                (lambda: self.client.register(0, []), 400, lb_client.LBClientError)]:
+            with self.assertRaises(error) as cm:
                 call()
             self.assertEqual(cm.exception.status, status)
             self.assertTrue(cm.exception.message)
-            self.assertEqual(cm.exception.body["error"], cm.exception.message)
         self.client.register(7002, [wire("f", 2)])
-        with self.assertRaises(lb.LBClientError) as cm:
-            self.client.start_transfer("f")
+        with self.assertRaises(lb_client.Ambiguous) as cm:
+            self.client.pick("f")
         self.assertEqual(cm.exception.status, 409)
-        self.assertEqual(len(cm.exception.body["versions"]), 2)
+        self.assertEqual(len(cm.exception.versions), 2)
 
     def test_unreachable_when_nothing_listens(self):
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         started = time.monotonic()
-        with self.assertRaises(lb.LBUnreachable) as cm:
+        with self.assertRaises(lb_client.Unreachable) as cm:
             client.status()
         self.assertLess(time.monotonic() - started, DEADLINE_S)
         self.assertIn(f"127.0.0.1:{port}", cm.exception.message)
-        self.assertIsInstance(cm.exception, lb.LBClientError)
+        self.assertIsInstance(cm.exception, lb_client.LBClientError)
 
     def test_unreachable_when_something_else_answers(self):
         import http.server
@@ -1383,14 +1634,14 @@ class TestClient(ServerTestCase):
                          daemon=True).start()
         self.addCleanup(other.server_close)
         self.addCleanup(other.shutdown)
-        client = lb.LBClient("127.0.0.1", other.server_address[1], timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", other.server_address[1], timeout=DEADLINE_S)
         self.addCleanup(client.close)
-        with self.assertRaises(lb.LBUnreachable):
+        with self.assertRaises(lb_client.Unreachable):
             client.status()
 
     def test_reconnects_once_after_server_closed_keep_alive(self):
         server = self.start_server(lb.Registry(clock=FakeClock()), timeout=0.2)
-        client = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         client.register(7001, [wire("f")])
         # The server drops the idle keep-alive connection after 0.2 s.
@@ -1406,7 +1657,7 @@ class TestClient(ServerTestCase):
         thread = threading.Thread(target=first.serve_forever, kwargs={"poll_interval": 0.05},
                                   daemon=True)
         thread.start()
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         peer = client.register(7001, [])
         first.shutdown()
@@ -1414,13 +1665,13 @@ class TestClient(ServerTestCase):
         first.drop_connections()  # the client's keep-alive connection dies with the server
         self.assertTrue(first.wait_finished(1))
         thread.join(DEADLINE_S)
-        with self.assertRaises(lb.LBUnreachable):
-            lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S).status()
+        with self.assertRaises(lb_client.Unreachable):
+            lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S).status()
         second = self.start_server(lb.Registry(clock=FakeClock()), port=port)
         self.assertEqual(second.port, port)
-        with self.assertRaises(lb.LBClientError) as cm:  # the new registry does not know us
+        with self.assertRaises(lb_client.LBClientError) as cm:  # the new registry does not know us
             client.heartbeat(peer["peer_id"], peer["token"])
-        self.assertNotIsInstance(cm.exception, lb.LBUnreachable)
+        self.assertNotIsInstance(cm.exception, lb_client.Unreachable)
         self.assertEqual(cm.exception.status, 404)
         self.assertEqual(second.accepted, 1)
 
@@ -1450,10 +1701,96 @@ def read_line(stream, deadline_s):
     return data
 
 
+class TestSwarmWire(ServerTestCase):
+    """The swarm's fields through the real handler and LBClient."""
+
+    def partial(self, name="f", done=37, **fields):
+        return {**wire(name), "pieces": sha("pieces"), "done": done, **fields}
+
+    def test_slots_and_partial_are_announced_and_shown(self):
+        a = self.client.register(7001, [wire("f")], slots=3)
+        b = self.client.register(7002, [], host="127.0.0.2", slots=2,
+                                 partial=[self.partial(done=0)])
+        self.client.heartbeat(b["peer_id"], b["token"], partial=[self.partial(done=37)])
+        status = self.client.status()
+        peers = {p["id"]: p for p in status["peers"]}
+        self.assertEqual((peers[a["peer_id"]]["slots"], peers[a["peer_id"]]["partial"]), (3, []))
+        self.assertEqual(peers[b["peer_id"]]["partial"],
+                         [{"name": "f", "sha256": sha("f#0"), "size": 100, "done": 37}])
+        self.assertGreaterEqual(status["requests"], 3)  # the two registrations and the heartbeat
+        self.assertGreater(self.client.status()["requests"], status["requests"])
+        (entry,) = self.client.files("f")["files"]
+        self.assertEqual((entry["holders"], entry["partial"]), (1, 1))
+        _, page, _ = self.request("GET", "/")
+        self.assertIn("downloading f 37 %", page.decode())
+
+    def test_count_answers_sources_and_the_agreed_piece_list(self):
+        pieces = sha("pieces")
+        a = self.client.register(7001, [{**wire("f"), "pieces": pieces}])
+        b = self.client.register(7002, [], host="127.0.0.2", partial=[self.partial()])
+        _, _, body = self.request("POST", "/transfers", {"name": "f", "count": 4})
+        self.assertEqual([(s["peer"]["id"], s["done"]) for s in body["sources"]],
+                         [(a["peer_id"], None), (b["peer_id"], 37)])
+        self.assertEqual((body["transfer_id"], body["secret"], body["peer"]),
+                         tuple(body["sources"][0][k] for k in ("transfer_id", "secret", "peer")))
+        self.assertEqual(body["pieces"], pieces)
+        self.assertEqual(body["file"], {**wire("f"), "pieces": pieces})
+        pick = self.client.pick("f", count=4)
+        self.assertEqual([(lease.peer_id, lease.done) for lease in pick.leases],
+                         [(a["peer_id"], None), (b["peer_id"], 37)])
+        self.assertEqual((pick.file.sha256, pick.pieces, pick.renew_s),
+                         (sha("f#0"), pieces, self.registry.renew_s))
+        for lease in pick.leases:
+            self.client.renew(lease)
+            self.client.end(lease, "cancelled")
+        self.assertEqual(active_by_id(self.registry),  # the raw request's two are left
+                         {a["peer_id"]: 1, b["peer_id"]: 1})
+
+    def test_every_holder_busy_is_a_503_with_the_busy_count_and_retry_after(self):
+        self.client.register(7001, [wire("f")], slots=1)
+        self.client.pick("f")  # its one slot is taken
+        response, parsed = self.assert_error("POST", "/transfers", 503, {"name": "f"})
+        self.assertEqual((parsed["busy"], parsed["retry_after"]), (1, lb.BUSY_RETRY_S))
+        self.assertEqual(response.getheader("Retry-After"), str(lb.BUSY_RETRY_S))
+        self.assertIn("busy (1 holder)", parsed["error"])
+        with self.assertRaises(lb_client.AllBusy) as cm:
+            self.client.pick("f", count=2)
+        self.assertEqual((cm.exception.busy, cm.exception.retry_after, cm.exception.status),
+                         (1, lb.BUSY_RETRY_S, 503))
+        self.assertEqual(self.request("GET", "/files/f")[0].status, 503)  # the redirector too
+
+    def test_bad_count_slots_and_partial_get_a_400_that_names_the_field(self):
+        a = self.register(["f"])
+        auth = {"Authorization": f"Bearer {a['token']}"}
+        for count in (0, lb.MAX_SOURCES + 1, "2", True, 1.5):
+            with self.subTest(count=count):
+                _, parsed = self.assert_error("POST", "/transfers", 400,
+                                              {"name": "f", "count": count})
+                self.assertIn("'count'", parsed["error"])
+        bad_partial = [
+            ("x", "'partial'"), ([5], "file record"), ([{**wire("g")}], "'done'"),
+            ([self.partial(done=101)], "'done'"), ([self.partial(done=-1)], "'done'"),
+            ([self.partial(pieces="abc")], "'pieces'"), ([self.partial(sha256="x")], "'sha256'"),
+            ([self.partial(), self.partial()], "twice"),
+            ([self.partial()] * (lb.MAX_PARTIAL_PER_PEER + 1), "at most")]
+        for slots in (0, lb.MAX_SLOTS + 1, "4", True):
+            bad = ({"slots": slots}, "'slots'")
+            for body, needle in [bad] + [({"partial": p}, n) for p, n in bad_partial]:
+                with self.subTest(body=str(body)[:60]):
+                    _, parsed = self.assert_error("PUT", f"/peers/{a['peer_id']}", 400, body,
+                                                  auth)
+                    self.assertIn(needle, parsed["error"])
+                    _, parsed = self.assert_error("POST", "/peers", 400, {"port": 7009, **body})
+                    self.assertIn(needle, parsed["error"])
+        self.assertEqual(len(self.client.status()["peers"]), 1)
+
+
 class TestCommandLine(unittest.TestCase):
     def start(self, *args):
+        """Start ``load_balancer.py``, not announced: a load balancer of the same network
+        elsewhere on this machine would be heard as senior and this one would stand down."""
         proc = subprocess.Popen(
-            [sys.executable, "load_balancer.py", "--host", "127.0.0.1", *args],
+            [sys.executable, "load_balancer.py", "--host", "127.0.0.1", "--no-announce", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def cleanup():
@@ -1478,7 +1815,7 @@ class TestCommandLine(unittest.TestCase):
 
     def test_listens_answers_and_stops_on_sigterm(self):
         proc, port = self.start("--port", "0")
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         status = client.status()
         self.assertEqual((status["policy"], status["peers"]), ("least-connections", []))
@@ -1488,7 +1825,7 @@ class TestCommandLine(unittest.TestCase):
 
     def test_sigint_stops_cleanly(self):
         proc, port = self.start("--port", "0")
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         self.assertEqual(client.status()["peers"], [])
         proc.send_signal(signal.SIGINT)
@@ -1514,7 +1851,7 @@ class TestCommandLine(unittest.TestCase):
 
     def test_policy_and_heartbeat_options(self):
         proc, port = self.start("--port", "0", "--policy", "round-robin", "--heartbeat", "2.5")
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         self.assertEqual(client.register(7001, [])["heartbeat_s"], 2.5)
         self.assertEqual(client.status()["policy"], "round-robin")
@@ -1529,7 +1866,7 @@ class TestCommandLine(unittest.TestCase):
         self.assertIn(str(port), lines[0])
         self.assertNotIn("Traceback", result.stderr)
         self.assertIsNone(proc.poll())  # the first one is unharmed
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         self.assertEqual(client.status()["peers"], [])
 
@@ -1542,7 +1879,7 @@ class TestCommandLine(unittest.TestCase):
 
     def test_idle_exit_waits_while_a_peer_is_registered(self):
         proc, port = self.start("--port", "0", "--idle-exit", "1")
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         peer = client.register(7001, [])
         with self.assertRaises(subprocess.TimeoutExpired):
@@ -1595,7 +1932,7 @@ class TestDeadlinesAndAddresses(ServerTestCase):
             server = self.start_server(lb.Registry(clock=FakeClock()), host="::1")
         except OSError:
             self.skipTest("no IPv6 loopback here")
-        client = lb.LBClient("::1", server.port, timeout=DEADLINE_S)
+        client = lb_client.LBClient("::1", server.port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         self.assertEqual(client.status()["peers"], [])
 
@@ -1620,8 +1957,8 @@ class TestRegistryOwnership(unittest.TestCase):
 
     def test_only_the_requester_may_renew_or_end_its_transfer(self):
         self.registry.register("10.0.0.1", 7000, [info("f")])
-        first, _ = self.registry.pick("f")
-        second, _ = self.registry.pick("f")
+        first = self.registry.pick("f").first
+        second = self.registry.pick("f").first
         self.assertNotEqual(first.secret, second.secret)
         self.assertEqual(len({first.id, second.id}), 2)
         for secret in (second.secret, "", None):

@@ -20,6 +20,7 @@ import unittest
 from unittest import mock
 from urllib.parse import parse_qs
 
+import lb_client
 import load_balancer as lb
 from download import DirectSource, Downloader
 from httpkit import AUTH_HEADER
@@ -247,7 +248,7 @@ class ClosedNetworkTests(unittest.TestCase):
                                                  [f.as_dict() for f in self.index.files()])
 
     def lb_client(self, members):
-        client = lb.LBClient("127.0.0.1", self.lb_server.port, timeout=DEADLINE_S,
+        client = lb_client.LBClient("127.0.0.1", self.lb_server.port, timeout=DEADLINE_S,
                              members=members)
         self.addCleanup(client.close)
         return client
@@ -266,10 +267,11 @@ class ClosedNetworkTests(unittest.TestCase):
                         Members(NetworkSecret("another secret of sixteen chars"), self.members.tls)):
             stranger = self.lb_client(members)
             with self.subTest(members=members.describe()):
-                with self.assertRaisesRegex(lb.LBUnauthorized, "wrong or missing network secret"):
+                with self.assertRaisesRegex(lb_client.Unauthorized,
+                                            "wrong or missing network secret"):
                     stranger.register(1234, [{"name": "evil.bin", "size": 1,
                                               "sha256": "0" * 64}])
-                with self.assertRaises(lb.LBUnauthorized):
+                with self.assertRaises(lb_client.Unauthorized):
                     stranger.status()
         self.assertEqual([p["port"] for p in self.client.status()["peers"]], [self.holder.port])
         self.assertEqual(self.client.files("evil")["files"], [])
@@ -310,8 +312,8 @@ class ClosedNetworkTests(unittest.TestCase):
             self.assertEqual(f.read(), self.content)
         stranger = DirectSource("127.0.0.1", self.holder.port, members=Members(
             NetworkSecret("another secret of sixteen chars"), self.members.tls))
-        with self.assertRaisesRegex(lb.LBClientError, "refuses us: .*network secret"):
-            stranger.start_transfer("song.mp3")
+        with self.assertRaisesRegex(lb_client.Unauthorized, "refuses us: .*network secret"):
+            stranger.pick("song.mp3")
 
     def test_a_holder_that_refuses_us_is_a_clear_failure(self):
         stranger_holder = serve(FileServer(("127.0.0.1", 0), self.index,
@@ -378,14 +380,14 @@ class TLSNetworkTests(ClosedNetworkTests):
 
     def test_a_plain_client_is_told_to_use_tls_on_both_sides(self):
         with self.assertLogs("p2p.http", logging.WARNING) as logs:
-            with self.assertRaisesRegex(lb.LBUnauthorized, "speaks TLS only"):
+            with self.assertRaisesRegex(lb_client.Unauthorized, "speaks TLS only"):
                 self.lb_client(Members(NetworkSecret(SECRET))).status()
         self.assertIn("this server speaks TLS only", "\n".join(logs.output))
 
     def test_another_certificate_is_refused_on_both_sides(self):
         other = Members(NetworkSecret(SECRET), NetworkTLS(*tls_files("other")))
         with self.assertLogs("p2p.http", logging.WARNING) as logs:
-            with self.assertRaisesRegex(lb.LBUnreachable, "network certificate"):
+            with self.assertRaisesRegex(lb_client.Unreachable, "network certificate"):
                 self.lb_client(other).status()
             wait_for(lambda: "network certificate" in "\n".join(logs.output),
                      what="the server to log the refused handshake")
@@ -394,10 +396,11 @@ class TLSNetworkTests(ClosedNetworkTests):
         plain = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry()))
         self.addCleanup(plain.server_close)
         self.addCleanup(plain.shutdown)
-        client = lb.LBClient("127.0.0.1", plain.port, timeout=DEADLINE_S, members=self.members)
+        client = lb_client.LBClient("127.0.0.1", plain.port, timeout=DEADLINE_S,
+                                    members=self.members)
         self.addCleanup(client.close)
         with self.assertLogs("p2p.http", logging.WARNING) as logs:
-            with self.assertRaisesRegex(lb.LBUnreachable, "does not speak TLS"):
+            with self.assertRaisesRegex(lb_client.Unreachable, "does not speak TLS"):
                 client.status()
             wait_for(lambda: "without --tls-cert" in "\n".join(logs.output),
                      what="the plain server to log the TLS client")
@@ -436,13 +439,14 @@ class CANetworkTests(unittest.TestCase):
         self.addCleanup(server.shutdown)
         for members, ok in ((member, True),
                             (Members(tls=NetworkTLS(*tls_files("network"), ca=ca)), False)):
-            client = lb.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S, members=members)
+            client = lb_client.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S,
+                                        members=members)
             self.addCleanup(client.close)
             with self.subTest(ok=ok):
                 if ok:
                     self.assertEqual(client.status()["peers"], [])
                 else:
-                    with self.assertRaises(lb.LBUnreachable):
+                    with self.assertRaises(lb_client.Unreachable):
                         client.status()
 
 
@@ -506,7 +510,7 @@ class ProgramTests(ProcessTestCase):
         self.assertEqual(status.returncode, 0, status.stderr)
         self.assertIn("1 peer(s)", status.stdout)
         members = Members.from_options(self.secret_file, *tls_files("network"))
-        client = lb.LBClient("127.0.0.1", port, timeout=DEADLINE_S, members=members)
+        client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S, members=members)
         self.addCleanup(client.close)
         self.addCleanup(os.kill, client.status()["pid"], signal.SIGTERM)
         plain = self.run_peer("status", "--lb", f"127.0.0.1:{port}")
