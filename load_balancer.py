@@ -1050,20 +1050,22 @@ class LBClient:
 
     # -- the API ------------------------------------------------------------
 
-    def register(self, port, files, host=None, name=""):
+    def register(self, port, files, host=None, name="", slots=None):
         body = {"port": port, "files": files}
         if host:
             body["host"] = host
         if name:
             body["name"] = name
+        if slots is not None:
+            body["slots"] = slots
         return self._call("POST", "/peers", body)
 
-    def heartbeat(self, peer_id, token, files=None, uploads=None):
+    def heartbeat(self, peer_id, token, files=None, uploads=None, slots=None, partial=None):
         body = {}
-        if files is not None:
-            body["files"] = files
-        if uploads is not None:
-            body["uploads"] = uploads
+        for key, value in (("files", files), ("uploads", uploads), ("slots", slots),
+                           ("partial", partial)):
+            if value is not None:
+                body[key] = value
         return self._call("PUT", f"/peers/{quote(peer_id)}", body, token)
 
     def unregister(self, peer_id, token):

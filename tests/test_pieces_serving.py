@@ -12,6 +12,7 @@ import unittest
 from unittest import mock
 
 import sharing
+from peer import Peer, upload_line
 from pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
 
@@ -228,6 +229,21 @@ class PiecesServingTests(unittest.TestCase):
         self.assertEqual(Upload(1, "c", "x", 2 * PIECE, PIECE - 1, 5 * PIECE).pieces, (0, 2))
 
 
+class UploadLineTests(unittest.TestCase):
+    def test_option_4_names_the_pieces_of_a_range(self):
+        whole = 40 * PIECE
+        cases = [(Upload(1, "127.0.0.1:4242", "song.mp3", 2 * PIECE, 16 * PIECE, whole),
+                  "pieces 17-18 of song.mp3 to 127.0.0.1:4242: 0 B / 512.0 KiB (bytes 4.0 MiB "
+                  "to 4.5 MiB of 10.0 MiB)"),
+                 (Upload(1, "127.0.0.1:4242", "song.mp3", 10, 16 * PIECE + 5, whole),
+                  "piece 17 of song.mp3 to 127.0.0.1:4242: 0 B / 10 B"),
+                 (Upload(1, "127.0.0.1:4242", "song.mp3", whole, 0, whole),
+                  "song.mp3 to 127.0.0.1:4242: 0 B / 10.0 MiB")]
+        for upload, line in cases:
+            with self.subTest(line=line):
+                self.assertTrue(upload_line(upload).startswith(line), upload_line(upload))
+
+
 class PartialSharesTests(unittest.TestCase):
     def test_versions_and_what_is_announced(self):
         changes = []
@@ -256,6 +272,65 @@ class PartialSharesTests(unittest.TestCase):
         self.assertEqual(len(changes), 4)
 
 
+class RecordingLB:
+    """Stands in for the peer's LBClient: answers at once and records what it was told."""
+    host, port, address = "127.0.0.1", 9, "127.0.0.1:9"
+
+    def __init__(self):
+        self.registered, self.heartbeats = [], []
+        self.beat = threading.Condition()
+
+    def register(self, port, files, host=None, name="", slots=None):
+        self.registered.append(slots)
+        return {"peer_id": "p1", "token": "t", "heartbeat_s": 0.01}
+
+    def heartbeat(self, peer_id, token, files=None, uploads=None, partial=None):
+        with self.beat:
+            self.heartbeats.append(partial)
+            self.beat.notify_all()
+
+    def wait_beats(self, count):
+        with self.beat:
+            self.beat.wait_for(lambda: len(self.heartbeats) >= count, WAIT_S)
+            return list(self.heartbeats)
+
+    def unregister(self, peer_id, token):
+        pass
+
+    def interrupt(self, timeout):
+        pass
+
+    def close(self):
+        pass
+
+
+class PeerAnnouncesPartialsTests(unittest.TestCase):
+    def test_slots_at_registration_and_partials_when_they_change(self):
+        root = tempfile.mkdtemp(prefix="p2p-peer-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        lb = RecordingLB()
+        me = Peer(lb, None, os.path.join(root, "downloads"), "127.0.0.1", upload_slots=3)
+        me.start()
+        self.addCleanup(me.stop)
+        self.assertEqual(lb.registered, [3])
+        self.assertEqual(os.listdir(root), ["downloads"])  # no shared folder, no lock file
+        self.assertIs(me.server.partials, me.partials)
+        first = len(lb.wait_beats(1))
+        data = os.urandom(PIECE + 1)
+        pieces = piece_list(data)
+        have = Bitfield(pieces.count)
+        me.partials.add("a.bin", pieces, have, os.path.join(root, "downloads", ".a.part"))
+        beats = lb.wait_beats(first + 2)
+        announced = [b for b in beats if b]
+        self.assertEqual(announced, [me.partials.announced()])
+        self.assertEqual(beats[-1], None)  # said once, until it changes
+        have.add(1)
+        me.partials.touch()
+        with lb.beat:
+            lb.beat.wait_for(lambda: any(b and b[0]["done"] == 1 for b in lb.heartbeats), WAIT_S)
+        self.assertEqual([b[0]["done"] for b in lb.heartbeats if b], [0, 1])
+
+
 class PieceHashCacheTests(unittest.TestCase):
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="p2p-cache-")
@@ -263,11 +338,15 @@ class PieceHashCacheTests(unittest.TestCase):
         self.data = os.urandom(PIECE + 1)
         self.path = write(self.root, "a.bin", self.data)
 
-    def index(self):
-        index = ShareIndex([self.root])
+    def index(self, hashes=True):
+        """A new index of the folder, once what it hashes is hashed and in the cache file."""
+        saved = threading.Event()
+        index = ShareIndex([self.root], on_change=saved.set)
         self.addCleanup(index.close)
         index.refresh()
         self.assertTrue(index.wait_hashed(WAIT_S))
+        if hashes:
+            self.assertTrue(saved.wait(WAIT_S), "the hasher did not announce")
         return index
 
     def cache(self):
@@ -279,7 +358,7 @@ class PieceHashCacheTests(unittest.TestCase):
         self.assertEqual(first.digests, piece_list(self.data).digests)
         self.assertEqual(self.cache()["a.bin"]["pieces"], list(first.digests))
         with mock.patch.object(sharing, "hash_pieces", side_effect=AssertionError("hashed")):
-            again = self.index().get("a.bin")
+            again = self.index(hashes=False).get("a.bin")
         self.assertEqual((again.digests, again.as_dict()), (first.digests, first.as_dict()))
 
     def test_an_old_entry_without_pieces_is_hashed_again(self):
@@ -293,7 +372,7 @@ class PieceHashCacheTests(unittest.TestCase):
 
     def test_a_verified_download_without_pieces_gets_them(self):
         index = self.index()
-        path = write(self.root, "got.bin", self.data)
+        path = write(self.root, "got.bin", self.data)  # as if downloaded by an older downloader
         index.add_verified(self.root, path, sha(self.data))
         self.assertIsNone(index.get("got.bin").pieces)
         self.assertNotIn("pieces", index.get("got.bin").as_dict())
