@@ -768,7 +768,7 @@ class Upload:
     def pieces(self):
         """(first, last) index of the pieces its range touches."""
         piece = piece_size(self.size)
-        return self.start // piece, (self.start + max(self.total, 1) - 1) // piece
+        return self.start // piece, (self.start + self.total - 1) // piece
 
 
 class UploadSlots:
@@ -859,7 +859,7 @@ class FileHandler(JSONRequestHandler):
             elif path.startswith("/files/"):
                 self.send_file(path, send_body)
             elif path.startswith("/pieces/"):
-                self.send_pieces(sha256_from_url_path(path), send_body)
+                self.send_pieces(sha256_from_url_path(path))
             elif path.startswith("/blobs/"):
                 self.send_blob(sha256_from_url_path(path), send_body)
             else:
@@ -908,7 +908,7 @@ class FileHandler(JSONRequestHandler):
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
             self.send_range(f, entry, send_body, validators, use_range)
 
-    def send_pieces(self, sha256, send_body):
+    def send_pieces(self, sha256):
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
             if entry.pieces is None:

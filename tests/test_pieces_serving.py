@@ -12,9 +12,11 @@ import unittest
 from unittest import mock
 
 import sharing
+from members import Members, NetworkSecret
 from peer import Peer, upload_line
 from pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
+from tests.support import quiet_logs
 
 PIECE = MIN_PIECE_BYTES
 WAIT_S = 10.0  # upper bound for hashing a few small files in the background
@@ -227,6 +229,31 @@ class PiecesServingTests(unittest.TestCase):
                          ("song.mp3", 2 * PIECE + 3, PIECE - 3, len(self.song)))
         self.assertEqual(upload.pieces, (2, 2))
         self.assertEqual(Upload(1, "c", "x", 2 * PIECE, PIECE - 1, 5 * PIECE).pieces, (0, 2))
+
+
+class SignedPiecesTests(PiecesServingTests):
+    """On a network with a secret, /pieces and /blobs are signed like every request; a
+    presigned URL is good for /files only."""
+
+    def start(self, **options):
+        quiet_logs(self)
+        self.members = Members(NetworkSecret("the tests' own network secret"))
+        return super().start(members=self.members, **options)
+
+    def request(self, method, path, headers=None, sign=True):
+        signed = self.members.auth_headers(method, path) if sign else {}
+        return super().request(method, path, {**(headers or {}), **signed})
+
+    def test_unsigned_or_presigned_requests_are_refused(self):
+        query = self.members.secret.url_query("whole.bin")
+        for path in (f"/pieces/{self.song_sha}", f"/blobs/{sha(self.full)}"):
+            with self.subTest(path=path):
+                response, _ = self.request("GET", path, sign=False)
+                self.assertEqual(response.status, 401)
+                response, _ = self.request("GET", f"{path}?{query}", sign=False)
+                self.assertEqual(response.status, 401)
+        response, _ = self.request("GET", f"/files/whole.bin?{query}", sign=False)
+        self.assertEqual(response.status, 200)
 
 
 class UploadLineTests(unittest.TestCase):
