@@ -16,9 +16,11 @@ from members import Members, NetworkSecret
 from peer import Peer, upload_line
 from pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
-from tests.support import quiet_logs
+from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, free_port, http_json,
+                           quiet_logs, wait_for, write_random)
 
 PIECE = MIN_PIECE_BYTES
+MiB = 1 << 20
 WAIT_S = 10.0  # upper bound for hashing a few small files in the background
 
 
@@ -356,6 +358,26 @@ class PeerAnnouncesPartialsTests(unittest.TestCase):
         with lb.beat:
             lb.beat.wait_for(lambda: any(b and b[0]["done"] == 1 for b in lb.heartbeats), WAIT_S)
         self.assertEqual([b[0]["done"] for b in lb.heartbeats if b], [0, 1])
+
+
+class GetServesTests(ProcessTestCase):
+    def test_get_is_a_peer_while_it_runs_and_leaves_when_done(self):
+        lb = self.start_lb("--heartbeat", "1")
+        write_random(os.path.join(self.folder("holder", "shared"), "big.bin"), 16 * MiB)
+        self.start_peer(lb.port, "holder", "--upload-limit", "4M", wait_files=["big.bin"])
+        port = free_port()
+        downloads = self.folder("me", "downloads")
+        get = self.spawn([PEER, "get", "big.bin", "--lb", f"127.0.0.1:{lb.port}", "--downloads",
+                          downloads, "--host", "127.0.0.1", "--port", str(port)])
+        wait_for(lambda: self.peer_entry(lb.port, port) is not None, what="get to register")
+        self.assertEqual(self.peer_files(lb.port, port), set())  # it shares nothing whole
+        code, body = http_json(port, "GET", f"/pieces/{sha(b'not here')}")
+        self.assertEqual(code, 404, body)
+        out, err = get.communicate(timeout=COMMAND_TIMEOUT_S)
+        self.assertEqual(get.returncode, 0, err)
+        self.assertNotIn(b"listening on", out)
+        self.assertIsNone(self.peer_entry(lb.port, port))
+        self.assertEqual(os.listdir(downloads), ["big.bin"])
 
 
 class PieceHashCacheTests(unittest.TestCase):
