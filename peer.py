@@ -3,10 +3,12 @@
 ``python peer.py`` starts the interactive peer: a threaded file server over
 ``shared/`` (and, once verified, what it downloaded, unless ``--no-reshare``;
 see ``sharing.py``), a member of the load balancer's registry (register under
-its ``--name``, heartbeat carrying its current uploads and, when they changed,
-its files; the folders are scanned every second and a change is announced at
-once; register again when the load balancer forgot it; unregister on exit,
-however it is asked to), a downloader (``download.py``, several downloads in
+its ``--name`` and upload slots, heartbeat carrying its current uploads and,
+when they changed, its files and the files it is downloading with how much of
+each is verified (``partials``, at most once per ``PARTIAL_ANNOUNCE_S``, served
+piece by piece meanwhile); the folders are scanned every second and a change is
+announced at once; register again when the load balancer forgot it; unregister
+on exit, however it is asked to), a downloader (``download.py``, several downloads in
 the background) and the numbered menu (line editing and Tab completion in
 ``console.py``). Without ``--lb`` (or ``P2P_LB``) every command first looks
 for the load balancer of its ``--network`` on the local network
@@ -23,7 +25,8 @@ Subcommands, for scripts and tests (``--help`` on each, or ``help COMMAND``)::
 
     python peer.py [menu]        the interactive peer (default)
     python peer.py serve         the same peer without the menu, until Ctrl-C / SIGTERM
-    python peer.py get NAME...   download files one after another, then exit
+    python peer.py get NAME...   download files one after another, then exit; a peer
+                                 meanwhile, serving their verified pieces
     python peer.py list [TEXT]   the files on the network
     python peer.py status        the load balancer's view of every peer, my unfinished downloads
     python peer.py clean         delete my unfinished downloads
