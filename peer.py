@@ -1498,8 +1498,6 @@ def run_get(args):
                         members=args.members).start()
             log.info("serving verified pieces on %s", format_address(args.host, peer.port))
         return get_each(args, lb, via, source)
-    except PeerError as e:
-        return fail(str(e))
     except (KeyboardInterrupt, Terminate):
         print("peer.py: interrupted; the partial file is kept: run the same command to "
               "resume.", file=sys.stderr)
