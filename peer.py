@@ -3,10 +3,12 @@
 ``python peer.py`` starts the interactive peer: a threaded file server over
 ``shared/`` (and, once verified, what it downloaded, unless ``--no-reshare``;
 see ``sharing.py``), a member of the load balancer's registry (register under
-its ``--name``, heartbeat carrying its current uploads and, when they changed,
-its files; the folders are scanned every second and a change is announced at
-once; register again when the load balancer forgot it; unregister on exit,
-however it is asked to), a downloader (``download.py``, several downloads in
+its ``--name`` and upload slots, heartbeat carrying its current uploads and,
+when they changed, its files and the files it is downloading with how much of
+each is verified (``partials``, at most once per ``PARTIAL_ANNOUNCE_S``, served
+piece by piece meanwhile); the folders are scanned every second and a change is
+announced at once; register again when the load balancer forgot it; unregister
+on exit, however it is asked to), a downloader (``download.py``, several downloads in
 the background) and the numbered menu (line editing and Tab completion in
 ``console.py``). Without ``--lb`` (or ``P2P_LB``) every command first looks
 for the load balancer of its ``--network`` on the local network
@@ -23,7 +25,8 @@ Subcommands, for scripts and tests (``--help`` on each, or ``help COMMAND``)::
 
     python peer.py [menu]        the interactive peer (default)
     python peer.py serve         the same peer without the menu, until Ctrl-C / SIGTERM
-    python peer.py get NAME...   download files one after another, then exit
+    python peer.py get NAME...   download files one after another, then exit; a peer
+                                 meanwhile, serving their verified pieces
     python peer.py list [TEXT]   the files on the network
     python peer.py status        the load balancer's view of every peer, my unfinished downloads
     python peer.py clean         delete my unfinished downloads
@@ -63,7 +66,8 @@ from lb_client import Ambiguous, LBClient, LBClientError, NotFound, Unauthorized
 from load_balancer import DEFAULT_PORT, add_member_options, members_from_args, port_number
 from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret,
                      parse_duration)
-from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex, parse_rate, url_for_name
+from sharing import (DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex, parse_rate,
+                     url_for_name)
 
 try:
     import fcntl
@@ -83,6 +87,7 @@ INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the r
 SCAN_INTERVAL_S = 1.0  # the folders are scanned (stat only) this often; changes go out at once
 SCAN_CPU_SHARE = 0.1  # ...or less often, so that scanning takes at most this share of the time
 SETTLE_S = 1.0  # a file is announced once it has not changed for this long (still copying?)
+PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
 UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
@@ -235,7 +240,11 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
 
 
 class Peer:
-    """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes."""
+    """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes.
+
+    With ``shared=None`` it shares no folder (``peer.py get``): it serves only the verified
+    pieces of its downloads, which the downloader puts in ``partials``.
+    """
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
                  advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
@@ -246,13 +255,17 @@ class Peer:
         self.restart_lb = restart_lb  # (host, port) -> started process or None, or None
         self.members = members
         self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
-        self.shared = os.path.abspath(shared)
+        self.shared = None if shared is None else os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
         self.advertise = advertise
         self.upload_slots, self.upload_limit = upload_slots, upload_limit
         roots = [self.shared, self.downloads] if reshare else [self.shared]
-        self.index = ShareIndex(roots, on_change=self._wake_now, settle_s=SETTLE_S)
+        self.index = ShareIndex([r for r in roots if r is not None], on_change=self._wake_now,
+                                settle_s=SETTLE_S)
+        self.partials = PartialShares(on_change=self._wake_now)  # filled by the downloader
+        self._partials_announced = -1
+        self._partials_sent_at = -PARTIAL_ANNOUNCE_S
         self.server = None
         self.peer_id = self.token = None
         self.seen_as = None  # the host the load balancer sees us as
@@ -269,17 +282,17 @@ class Peer:
     # -- life cycle ---------------------------------------------------------
 
     def start(self):
-        for folder in (self.shared, self.downloads):
+        for folder in filter(None, (self.shared, self.downloads)):
             if os.path.exists(folder) and not os.path.isdir(folder):
                 raise PeerError(f"{folder} is not a folder.")
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
                 raise PeerError(f"Cannot create the folder {folder}: {e.strerror}.") from None
-        self.shares_folder_with_another = not self._lock_folder()
+        self.shares_folder_with_another = self.shared is not None and not self._lock_folder()
         try:
             self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit,
-                                     members=self.members)
+                                     partials=self.partials, members=self.members)
         except OSError as e:
             hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
             raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
@@ -412,18 +425,25 @@ class Peer:
         self.server.address = self.address
         self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
         self._announced = version
+        self._partials_announced = -1  # the next heartbeat says what is being downloaded
+        if len(self.partials):
+            self._wake.set()
         self.lb_problem = None
         log.info("registered as %s at %s with %d files", self.peer_id, self.address, len(files))
         return True
 
     def _heartbeat(self):
-        files = None
+        files = partial = None
         version = self.index.version
         if version != self._announced:
             version, files = self._files()
+        partial_version = self.partials.version
+        if partial_version != self._partials_announced:
+            partial = self.partials.announced()
         try:
             self.lb.heartbeat(self.peer_id, self.token, files=files,
-                              uploads=len(self.server.uploads), slots=self.upload_slots)
+                              uploads=len(self.server.uploads), slots=self.upload_slots,
+                              partial=partial)
         except LBClientError as e:
             if isinstance(e, NotFound) and not self._stop.is_set():  # it restarted, forgot us
                 log.warning("the load balancer forgot this peer; registering again")
@@ -433,6 +453,9 @@ class Peer:
             log.warning("heartbeat failed: %s", e.message)
             return False
         self._announced = version
+        if partial is not None:
+            self._partials_announced = partial_version
+            self._partials_sent_at = time.monotonic()
         self.lb_problem = None
         return True
 
@@ -441,6 +464,8 @@ class Peer:
             healthy = self.lb_problem is None
             self._wake.wait(self.heartbeat_s if healthy else min(self.heartbeat_s, RECONNECT_S))
             self._wake.clear()
+            if self.partials.version != self._partials_announced:
+                self._stop.wait(self._partials_sent_at + PARTIAL_ANNOUNCE_S - time.monotonic())
             if self._stop.is_set():
                 return
             heard = self._register() if self.peer_id is None else self._heartbeat()
@@ -510,6 +535,19 @@ def shown_path(path):
     """A folder as a person finds it: relative to here when it is below here."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def upload_line(u):
+    """'pieces 17-18 of song.mp3 to 127.0.0.1:4242: 1.5 MiB / 2.0 MiB (bytes ...)' for an
+    upload of a range (pieces counted from 1), 'song.mp3 to ...: ...' for a whole file."""
+    what, where = u.name, ""
+    if u.total != u.size:
+        first, last = (i + 1 for i in u.pieces)
+        pieces = f"piece {first}" if first == last else f"pieces {first}-{last}"
+        what = f"{pieces} of {u.name}"
+        where = (f" (bytes {human_size(u.start)} to {human_size(u.start + u.total)} of "
+                 f"{human_size(u.size)})")
+    return f"{what} to {u.client}: {human_size(u.sent)} / {human_size(u.total)}{where}"
 
 
 def plural(count, noun):
@@ -960,10 +998,7 @@ class Menu:
         uploads = peer.server.uploads.active()
         self.say(f"Uploads in progress: {len(uploads)}")
         for u in uploads:
-            where = (f" (bytes {human_size(u.start)} to {human_size(u.start + u.total)} of "
-                     f"{human_size(u.size)})" if u.total != u.size else "")
-            self.say(f"  {u.name} to {u.client}: {human_size(u.sent)} / "
-                     f"{human_size(u.total)}{where}")
+            self.say(f"  {upload_line(u)}")
         jobs = self.queue.active()
         if jobs:
             self.say(f"Downloads running or waiting: {len(jobs)}")
@@ -1121,13 +1156,14 @@ VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--adve
                  "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from", "--name",
                  "--parallel", "--secret-file", "--tls-cert", "--tls-key", "--tls-ca",
                  "--expires")
-SERVING_OPTIONS = ("--host", "--port", "--advertise", "--shared", "--upload-slots",
-                   "--upload-limit", "--name", "--parallel", "--no-lb-start", "--no-reshare")
+LISTENING_OPTIONS = ("--host", "--port", "--advertise")
+SERVING_OPTIONS = ("--shared", "--upload-slots", "--upload-limit", "--name", "--parallel",
+                   "--no-lb-start", "--no-reshare")
 
 
 def option_groups():
-    """(--lb and --verbose, --downloads, the serving peer's options): each command takes
-    only the groups that mean something to it."""
+    """(--lb and --verbose, --downloads, where the file server listens, the serving peer's
+    options): each command takes only the groups that mean something to it."""
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--lb", default=os.environ.get("P2P_LB") or None, metavar="HOST:PORT",
                         help="the load balancer (env P2P_LB; default: the one announced on the "
@@ -1142,13 +1178,15 @@ def option_groups():
     downloads.add_argument("--downloads", metavar="DIR",
                            help="folder to download into, its verified files shared too "
                                 "(default: downloads/ beside peer.py; created if missing)")
+    listening = argparse.ArgumentParser(add_help=False)
+    listening.add_argument("--host", default="0.0.0.0",
+                           help="address the file server listens on")
+    listening.add_argument("--port", type=port_number, default=0,
+                           help="file server port (0: any free one)")
+    listening.add_argument("--advertise", metavar="HOST",
+                           help="the address other peers should use to reach this one "
+                                "(default: what the load balancer sees)")
     serving = argparse.ArgumentParser(add_help=False)
-    serving.add_argument("--host", default="0.0.0.0", help="address the file server listens on")
-    serving.add_argument("--port", type=port_number, default=0,
-                         help="file server port (0: any free one)")
-    serving.add_argument("--advertise", metavar="HOST",
-                         help="the address other peers should use to reach this one "
-                              "(default: what the load balancer sees)")
     serving.add_argument("--no-reshare", dest="reshare", action="store_false",
                          help="keep downloads private (by default a verified download is "
                               "shared too)")
@@ -1167,7 +1205,7 @@ def option_groups():
     serving.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
                          help="upload speed limit of this peer (all uploads together) in "
                               "bytes/s, like 500K or 2M")
-    return client, downloads, serving
+    return client, downloads, listening, serving
 
 
 def duration_arg(text):
@@ -1213,18 +1251,19 @@ def command_first(argv):
 
 
 def parse_args(argv):
-    client, downloads, serving = option_groups()
+    client, downloads, listening, serving = option_groups()
     parser = argparse.ArgumentParser(
         prog="peer.py", description="A peer of the P2P file sharing network.",
         epilog="With no command, runs the interactive menu; 'peer.py COMMAND -h' lists the "
                "options of each.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    peer = [client, downloads, serving]
+    peer = [client, downloads, listening, serving]
     commands.add_parser("menu", parents=peer, help="the interactive peer (default)")
     commands.add_parser("serve", parents=peer, help="share and serve until Ctrl-C or SIGTERM")
-    get = commands.add_parser("get", parents=[client, downloads],
-                              help="download one file, then exit")
+    get = commands.add_parser("get", parents=[client, downloads, listening],
+                              help="download files, serving their verified pieces to other "
+                                   "peers meanwhile, then exit")
     get.add_argument("names", nargs="+", metavar="NAME",
                      help="the file's name on the network (see 'list'); several download "
                           "one after another")
@@ -1253,10 +1292,12 @@ def parse_args(argv):
                      help="a URL of this peer instead of the least-loaded holder")
     argv = command_first(list(sys.argv[1:] if argv is None else argv))
     if argv[0] in ("get", "list", "status", "clean", "url"):
-        misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in SERVING_OPTIONS]
+        others = SERVING_OPTIONS if argv[0] == "get" else SERVING_OPTIONS + LISTENING_OPTIONS
+        misplaced = [w.split("=")[0] for w in argv if w.split("=")[0] in others]
         if misplaced:
-            parser.error(f"{misplaced[0]} is an option of 'menu' and 'serve', not of "
-                         f"'{argv[0]}'")
+            owners = "'menu', 'serve' and 'get'" if misplaced[0] in LISTENING_OPTIONS \
+                else "'menu' and 'serve'"
+            parser.error(f"{misplaced[0]} is an option of {owners}, not of '{argv[0]}'")
         if argv[0] == "list" and any(w.split("=")[0] == "--downloads" for w in argv):
             parser.error(f"--downloads is not an option of '{argv[0]}'")
     args = parser.parse_args(argv)
@@ -1439,7 +1480,8 @@ def run_peer(args, interactive):
 
 
 def run_get(args):
-    """Download each name in turn; exit 1 if any failed, 130 on Ctrl-C."""
+    """Download each name in turn, a peer serving their verified pieces meanwhile (when
+    there is a load balancer to register with); exit 1 if any failed, 130 on Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
     lb = LBClient(args.lb_host, args.lb_port, members=args.members)
@@ -1449,6 +1491,26 @@ def run_get(args):
             else lb
     except ValueError as e:
         return fail(str(e))
+    peer = None
+    try:
+        if via is lb:
+            peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), None,
+                        args.downloads, args.host, args.port, args.advertise, reshare=False,
+                        members=args.members).start()
+            log.info("serving verified pieces on %s", format_address(args.host, peer.port))
+        return get_each(args, lb, via, source)
+    except (KeyboardInterrupt, Terminate):
+        print("peer.py: interrupted; the partial file is kept: run the same command to "
+              "resume.", file=sys.stderr)
+        return 130
+    finally:
+        if peer is not None:
+            hold_signals()
+            peer.stop()
+
+
+def get_each(args, lb, via, source):
+    """Download each name of ``args.names`` in turn; the exit status."""
     failed = 0
     for name in args.names:
         progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
@@ -1461,10 +1523,6 @@ def run_get(args):
             finally:
                 if progress:
                     progress.end()
-        except (KeyboardInterrupt, Terminate):
-            print("peer.py: interrupted; the partial file is kept: run the same command to "
-                  "resume.", file=sys.stderr)
-            return 130
         except DownloadError as e:
             failed += 1
             message = e.message

@@ -6,7 +6,7 @@ Protocol (served by ``FileHandler`` on a ``BoundedHTTPServer``):
 request (``GET`` or ``HEAD``)          answer
 =====================================  ==============================================
 ``/``                                  an HTML index, each file name a link
-``/files``                             200 [{name, size, sha256}, ...]
+``/files``                             200 [{name, size, sha256, pieces}, ...]
 ``/files/{name}``                      200 with ``Content-Length``, ``Content-Type``
                                        (by extension), ``Accept-Ranges: bytes``,
                                        ``ETag: "<sha256>"``, ``Last-Modified``; one
@@ -18,7 +18,27 @@ request (``GET`` or ``HEAD``)          answer
                                        unsatisfiable 416; a bad name 400; unknown
                                        404; every upload slot busy, or the file
                                        being hashed, 503 + ``Retry-After``
+``/pieces/{sha256}``                   200 ``PieceList.as_json(have)`` (``pieces.py``):
+                                       ``have`` null from a holder of the whole
+                                       file, the bitfield of its verified pieces
+                                       from a peer still downloading it; 404 when
+                                       it has neither; 400 unless ``{sha256}`` is
+                                       64 lower-case hex
+``/blobs/{sha256}``                    the file with that SHA-256, content-addressed
+                                       for downloaders: from a holder of the whole
+                                       file exactly as ``/files/{name}``; from a
+                                       peer still downloading it, only a
+                                       ``Range`` wholly inside verified pieces
+                                       (206, ``ETag``, ``Content-Range``), anything
+                                       else 404 ``{"error", "missing": true}``
+                                       (never a 200, never an unverified byte);
+                                       upload slots and limit as for ``/files``
 =====================================  ==============================================
+
+``/`` and ``/files`` list shared files only, never one being downloaded; each
+record carries ``pieces``, the hash of its piece list, once its pieces are
+hashed. The files being downloaded are in ``PartialShares`` (``server.partials``),
+which the downloader fills as it verifies pieces.
 
 On a network with a secret every request must be signed (``members.py``), or
 carry the query of a presigned URL for the file it asks for (``GET`` or
@@ -38,7 +58,8 @@ symlinks followed, is inside the folder. Bodies go out with
 all uploads) is set, and each upload must end within a time its size allows.
 
 ``ShareIndex`` scans the shared folder (and the verified downloads), hashes
-new or changed files in a background thread and caches the hashes, keyed by
+new or changed files in a background thread (the whole-file SHA-256 and each
+piece's, in one read: ``hash_pieces``) and caches the hashes, keyed by
 ``stamp`` (size, mtime, ctime, inode), in the hidden file ``.p2p-hashes.json``
 (never shared, like every dotfile), so a restart does not re-read gigabytes.
 A file found changed when served is re-hashed (503 meanwhile), never sent
@@ -46,6 +67,7 @@ under its old ETag.
 """
 
 import email.utils
+import functools
 import hashlib
 import html
 import itertools
@@ -57,6 +79,7 @@ import re
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -64,6 +87,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from httpkit import (DEFAULT_WORKERS, VERSION, BadName, BoundedHTTPServer, HTTPProblem,
                      JSONRequestHandler, check_name, format_address, parse_address, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
+from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
 
 log = logging.getLogger("p2p.share")
 
@@ -240,6 +264,38 @@ def sha256_file(path, chunk=HASH_CHUNK_BYTES):
     return digest.hexdigest()
 
 
+def hash_pieces(path):
+    """(whole-file SHA-256, [piece SHA-256, ...]) of the file at ``path``, in one read.
+
+    What ``pieces.hash_file`` computes, with the whole-file hash in a second thread
+    (hashlib lets go of the GIL): each read goes to both, so hashing costs one
+    SHA-256 pass, not two. Two buffers take turns: one is read into and hashed
+    into its piece while the other is hashed into the whole.
+    """
+    whole = hashlib.sha256()
+    digests = []
+    buffers = [memoryview(bytearray(READ_BYTES)), memoryview(bytearray(READ_BYTES))]
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
+        piece = piece_size(os.fstat(f.fileno()).st_size)
+        current, left, behind, turn = hashlib.sha256(), piece, None, 0
+        while n := f.readinto(buffers[turn][:min(READ_BYTES, left)]):
+            chunk = buffers[turn][:n]
+            if behind is not None:
+                behind.result()  # the whole has the chunk before this one
+            behind = pool.submit(whole.update, chunk)
+            current.update(chunk)
+            left -= n
+            if left == 0:
+                digests.append(current.hexdigest())
+                current, left = hashlib.sha256(), piece
+            turn ^= 1
+        if behind is not None:
+            behind.result()
+    if left != piece:
+        digests.append(current.hexdigest())
+    return whole.hexdigest(), digests
+
+
 # ---------------------------------------------------------------------------
 # The index of shared files
 
@@ -253,9 +309,22 @@ def stamp(st):
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def cache_entry(st, sha256):
+def cache_entry(st, sha256, digests):
     """One entry of the hash cache file, for the file whose ``os.stat`` is ``st``."""
-    return {"stamp": list(stamp(st)), "sha256": sha256}
+    return {"stamp": list(stamp(st)), "sha256": sha256, "pieces": list(digests)}
+
+
+def cached_hashes(entry):
+    """(stamp, sha256, digests) of one entry of the hash cache file; ValueError if it is
+    not one of this version (an entry without pieces, say: that file is hashed again)."""
+    try:
+        st, sha256, digests = tuple(entry["stamp"]), str(entry["sha256"]), entry["pieces"]
+    except (TypeError, KeyError):
+        raise ValueError("not a cache entry") from None
+    if not (st and isinstance(st[0], int) and isinstance(digests, list)
+            and len(digests) == piece_count(st[0]) and all(isinstance(d, str) for d in digests)):
+        raise ValueError("not a cache entry")
+    return st, sha256, tuple(digests)
 
 
 @dataclass(frozen=True)
@@ -265,13 +334,28 @@ class SharedFile:
     root: str  # the shared folder it is in
     path: str  # where it is on disk (under root, symlinks not resolved)
     stamp: tuple  # stamp() of the file that was hashed
+    digests: tuple | None = None  # each piece's SHA-256; None while they are being hashed
 
     @property
     def size(self):
         return self.stamp[0]
 
+    @functools.cached_property
+    def pieces(self):
+        """Its PieceList, or None while its pieces are being hashed."""
+        if self.digests is None:
+            return None
+        return PieceList(self.sha256, self.size, piece_size(self.size), self.digests)
+
+    @functools.cached_property
+    def pieces_hash(self):
+        return None if self.digests is None else pieces_hash(self.digests)
+
     def as_dict(self):
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+        record = {"name": self.name, "size": self.size, "sha256": self.sha256}
+        if self.digests is not None:
+            record["pieces"] = self.pieces_hash
+        return record
 
 
 class ShareIndex:
@@ -311,8 +395,8 @@ class ShareIndex:
         cache = {}
         for name, entry in raw.items():
             try:
-                cache[name] = (tuple(entry["stamp"]), str(entry["sha256"]))
-            except (TypeError, KeyError):
+                cache[name] = cached_hashes(entry)
+            except ValueError:
                 continue  # an entry from another version: hash that file again
         return cache
 
@@ -322,9 +406,10 @@ class ShareIndex:
 
     def _write_cache(self, root):
         with self._lock:
-            entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256}
-                       for f in self._files.values() if f.root == root}
-            self._caches[root] = {k: (tuple(v["stamp"]), v["sha256"]) for k, v in entries.items()}
+            kept = [f for f in self._files.values() if f.root == root and f.digests is not None]
+            entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256,
+                                "pieces": list(f.digests)} for f in kept}
+            self._caches[root] = {f.name: (f.stamp, f.sha256, f.digests) for f in kept}
         target = os.path.join(root, CACHE_NAME)
         temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
@@ -414,7 +499,7 @@ class ShareIndex:
                     continue
                 cached = self._caches[root].get(name)
                 if cached and cached[0] == now:
-                    self._files[name] = SharedFile(name, cached[1], root, path, now)
+                    self._files[name] = SharedFile(name, cached[1], root, path, now, cached[2])
                     changed = True
                 elif not self._settled(now):
                     self._settling.add(name)
@@ -435,16 +520,24 @@ class ShareIndex:
                     self._save_cache(root)
         return changed
 
-    def add_verified(self, root, path, sha256):
-        """A file we just downloaded and verified: share it without hashing it again."""
+    def add_verified(self, root, path, sha256, digests=None):
+        """A file we just downloaded and verified: share it without hashing it again.
+
+        Without its piece ``digests`` it is shared at once and its pieces are hashed in
+        the background (its piece list is announced when they are)."""
         root = os.path.abspath(root)
         st = os.stat(path)
         name = os.path.relpath(path, root).replace(os.sep, "/")
         with self._lock:
             if name in self._files:
                 return
-            self._files[name] = SharedFile(name, sha256, root, path, stamp(st))
+            self._files[name] = SharedFile(name, sha256, root, path, stamp(st),
+                                           None if digests is None else tuple(digests))
             self.version += 1
+            if digests is None:
+                self._pending[name] = (root, path, stamp(st))
+                self._start_hasher()
+                self._wakeup.notify_all()
         self._save_cache(root)
         self.on_change()
 
@@ -511,16 +604,17 @@ class ShareIndex:
             if item is not None:
                 name, (root, path, before) = item
                 try:
-                    sha256 = sha256_file(path)
+                    sha256, digests = hash_pieces(path)
                     after = stamp(os.stat(path))
                 except OSError as e:
                     log.warning("cannot hash %s: %s", path, e)
-                    sha256, after = None, None
+                    sha256, digests, after = None, None, None
                 with self._lock:
                     if self._pending.get(name) == (root, path, before):
                         del self._pending[name]
                         if after == before:  # else it changed while hashed: next refresh
-                            self._files[name] = SharedFile(name, sha256, root, path, before)
+                            self._files[name] = SharedFile(name, sha256, root, path, before,
+                                                           tuple(digests))
                             self.version += 1
                             dirty.add(root)
                     if not self._pending:
@@ -574,6 +668,89 @@ class ShareIndex:
 
 
 # ---------------------------------------------------------------------------
+# Files being downloaded, shared piece by piece
+
+
+@dataclass(frozen=True)
+class PartialShare:
+    """A file this peer is downloading: its pieces, the verified ones (``have``), and the
+    hidden partial file ``path`` where each verified piece is at its offset."""
+    name: str
+    pieces: PieceList
+    have: Bitfield
+    path: str
+
+    @property
+    def size(self):
+        return self.pieces.size
+
+    @property
+    def done(self):
+        """Verified bytes."""
+        count, have = self.pieces.count, len(self.have)
+        if not have:
+            return 0
+        short = self.pieces.piece_size - self.pieces.span(count - 1)[1]
+        return have * self.pieces.piece_size - (short if count - 1 in self.have else 0)
+
+    def covers(self, start, end):
+        """Is every byte from ``start`` to ``end`` (inclusive) in a verified piece?"""
+        size = self.pieces.piece_size
+        return all(i in self.have for i in range(start // size, end // size + 1))
+
+
+class PartialShares:
+    """The files this peer is downloading, by SHA-256, for its server and its heartbeat.
+
+    Thread-safe. ``version`` grows on every ``add`` and ``remove`` and whenever the
+    downloader says, with ``touch()``, that a ``have`` grew; ``on_change`` is called then
+    too, so the peer can announce it.
+    """
+
+    def __init__(self, on_change=None):
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.Lock()
+        self._shares = {}  # sha256 -> PartialShare
+        self._hashes = {}  # sha256 -> its piece-list hash, computed once
+        self.version = 0
+
+    def add(self, name, pieces, have, path):
+        with self._lock:
+            self._shares[pieces.sha256] = PartialShare(name, pieces, have, path)
+            self._hashes[pieces.sha256] = pieces.hash
+            self.version += 1
+        self.on_change()
+
+    def remove(self, sha256):
+        with self._lock:
+            if self._shares.pop(sha256, None) is None:
+                return
+            del self._hashes[sha256]
+            self.version += 1
+        self.on_change()
+
+    def touch(self):
+        with self._lock:
+            self.version += 1
+        self.on_change()
+
+    def get(self, sha256):
+        with self._lock:
+            return self._shares.get(sha256)
+
+    def announced(self):
+        """What the heartbeat says: [{name, size, sha256, pieces, done}], done in bytes."""
+        with self._lock:
+            shares = [(s, self._hashes[k]) for k, s in self._shares.items()]
+        return [{"name": s.name, "size": s.size, "sha256": s.pieces.sha256, "pieces": h,
+                 "done": s.done} for s, h in shares]
+
+    def __len__(self):
+        with self._lock:
+            return len(self._shares)
+
+
+# ---------------------------------------------------------------------------
 # Uploads in progress (for the menu and the heartbeat)
 
 
@@ -586,6 +763,12 @@ class Upload:
     start: int = 0  # where the range starts in the file
     size: int = 0  # the whole file
     sent: int = 0
+
+    @property
+    def pieces(self):
+        """(first, last) index of the pieces its range touches."""
+        piece = piece_size(self.size)
+        return self.start // piece, (self.start + self.total - 1) // piece
 
 
 class UploadSlots:
@@ -675,6 +858,10 @@ class FileHandler(JSONRequestHandler):
                 self.send_json(200, [f.as_dict() for f in self.server.index.files()])
             elif path.startswith("/files/"):
                 self.send_file(path, send_body)
+            elif path.startswith("/pieces/"):
+                self.send_pieces(sha256_from_url_path(path))
+            elif path.startswith("/blobs/"):
+                self.send_blob(sha256_from_url_path(path), send_body)
             else:
                 raise HTTPProblem(404, f"There is nothing at {path!r} on this peer; try GET / "
                                           "or GET /files.")
@@ -695,6 +882,10 @@ class FileHandler(JSONRequestHandler):
             problem = HTTPProblem(503, f"{name!r} {doing} on this peer; try again shortly.")
             problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
             raise problem
+        self.send_shared(name, entry, send_body)
+
+    def send_shared(self, name, entry, send_body):
+        """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}."""
         real = entry and resolve(entry.root, name)
         if not real:
             raise HTTPProblem(404, f"This peer does not share {name!r}.")
@@ -717,15 +908,56 @@ class FileHandler(JSONRequestHandler):
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
             self.send_range(f, entry, send_body, validators, use_range)
 
+    def send_pieces(self, sha256):
+        entry = self.server.index.find_by_hash(sha256)
+        if entry is not None:
+            if entry.pieces is None:
+                problem = HTTPProblem(503, f"The pieces of {entry.name!r} are being hashed on "
+                                           "this peer; try again shortly.")
+                problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+                raise problem
+            self.send_json(200, entry.pieces.as_json())
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        self.send_json(200, share.pieces.as_json(share.have))
+
+    def send_blob(self, sha256, send_body):
+        """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
+        partial one, only by a range wholly inside verified pieces (never a 200)."""
+        entry = self.server.index.find_by_hash(sha256)
+        if entry is not None:
+            self.send_shared(entry.name, entry, send_body)
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        etag = f'"{sha256}"'
+        header, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        try:  # without a Last-Modified here, only this ETag in If-Range lets a Range apply
+            wanted = parse_range(header, share.size) if if_range in (None, etag) else None
+        except RangeNotSatisfiable:
+            raise unsatisfiable(header, share.size) from None
+        if wanted is None or not share.covers(*wanted):
+            raise missing(share, wanted)
+        try:
+            f = open(share.path, "rb")
+        except OSError:  # finished (renamed away) or given up since we looked
+            entry = self.server.index.find_by_hash(sha256)
+            if entry is None:
+                raise missing(share, wanted) from None
+            self.send_shared(entry.name, entry, send_body)
+            return
+        with f:
+            self.send_range(f, share, send_body, {"ETag": etag}, True)
+
     def send_range(self, f, entry, send_body, validators, use_range):
         size = entry.size
         try:
             wanted = parse_range(self.headers.get("Range"), size) if use_range else None
         except RangeNotSatisfiable:
-            problem = HTTPProblem(416, f"The range {self.headers.get('Range')!r} is outside "
-                                       f"the file's {size} bytes.")
-            problem.headers["Content-Range"] = f"bytes */{size}"
-            raise problem from None
+            raise unsatisfiable(self.headers.get("Range"), size) from None
         start, end = wanted if wanted else (0, size - 1)
         length = end - start + 1
         upload = None
@@ -833,14 +1065,37 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+def sha256_from_url_path(path):
+    """``/blobs/HEX`` or ``/pieces/HEX`` -> HEX; HTTPProblem 400 unless 64 lower-case hex."""
+    sha256 = path.split("/", 2)[2]
+    if not HEX64.fullmatch(sha256):
+        raise HTTPProblem(400, f"{sha256[:100]!r} is not a SHA-256 (64 lower-case hex digits).")
+    return sha256
+
+
+def unsatisfiable(header, size):
+    problem = HTTPProblem(416, f"The range {header!r} is outside the file's {size} bytes.")
+    problem.headers["Content-Range"] = f"bytes */{size}"
+    return problem
+
+
+def missing(share, wanted):
+    """The 404 of a partial holder asked for bytes it has not verified."""
+    percent = int(100 * share.done / share.size) if share.size else 0
+    span = f"bytes {wanted[0]}-{wanted[1]}" if wanted else "the whole file"
+    return HTTPProblem(404, f"This peer has verified only {percent} % of that file so far; "
+                            f"ask another peer for {span}.", missing=True)
+
+
 class FileServer(BoundedHTTPServer):
     peer_name = ""  # what the peer calls itself, shown on its page
     address = ""  # where other peers reach it, shown on its page
     lb_address = ""  # its load balancer, told to a client that mistook this peer for it
 
     def __init__(self, address, index, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0,
-                 **limits):
+                 partials=None, **limits):
         self.index = index
+        self.partials = partials if partials is not None else PartialShares()
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
         limits.setdefault("workers", DEFAULT_WORKERS + upload_slots)  # uploads hold theirs

@@ -20,10 +20,17 @@ import httpkit
 import sharing
 from download import PeerFault
 from lb_client import Lease, Pick
+from pieces import piece_size, pieces_hash
 from sharing import BadName, RangeNotSatisfiable
 from wire import FileRecord
 
 WAIT_S = 5.0  # upper bound for any wait on a background thread
+
+
+def piece_digests(data):
+    """Each piece's SHA-256 of ``data``, cut as pieces.piece_size says."""
+    piece = piece_size(len(data))
+    return [sha(data[i:i + piece]) for i in range(0, len(data), piece)]
 
 
 def sha(data):
@@ -373,11 +380,11 @@ class ParseRateTests(unittest.TestCase):
 
 
 class CountingHash:
-    """Stands in for sharing.sha256_file and counts its calls."""
+    """Stands in for sharing.hash_pieces and counts its calls."""
 
     def __init__(self):
         self.calls = []
-        self._real = sharing.sha256_file
+        self._real = sharing.hash_pieces
 
     def __call__(self, path, *args, **kwargs):
         self.calls.append(path)
@@ -448,7 +455,8 @@ class ShareIndexTests(unittest.TestCase):
                 self.assertEqual(entry.size, len(data))
                 self.assertEqual(entry.root, os.path.abspath(self.root))
                 self.assertEqual(entry.as_dict(),
-                                 {"name": name, "size": len(data), "sha256": sha(data)})
+                                 {"name": name, "size": len(data), "sha256": sha(data),
+                                  "pieces": pieces_hash(piece_digests(data))})
         self.assertEqual(index.find_by_hash(sha(b"with spaces")).name, "my file.txt")
         self.assertIsNone(index.find_by_hash(sha(b"nobody has this")))
 
@@ -456,7 +464,8 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(set(cache), set(contents))
         for name, data in contents.items():
             st = os.stat(os.path.join(self.root, *name.split("/")))
-            self.assertEqual(cache[name], sharing.cache_entry(st, sha(data)))
+            self.assertEqual(cache[name],
+                             sharing.cache_entry(st, sha(data), piece_digests(data)))
             self.assertEqual(cache[name]["stamp"][0], len(data))
 
         # The cache file now exists on disk and is still never shared.
@@ -500,7 +509,7 @@ class ShareIndexTests(unittest.TestCase):
         self.hash_all(self.new_index())
 
         counting = CountingHash()
-        with mock.patch.object(sharing, "sha256_file", counting):
+        with mock.patch.object(sharing, "hash_pieces", counting):
             second = self.new_index()
             self.assertTrue(second.refresh())
             self.assertEqual(second.pending(), 0)
@@ -514,7 +523,7 @@ class ShareIndexTests(unittest.TestCase):
         st = os.stat(path)
         fake = "ab" * 32
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
-            json.dump({"a.txt": sharing.cache_entry(st, fake)}, f)
+            json.dump({"a.txt": sharing.cache_entry(st, fake, [fake])}, f)
         index = self.new_index()
         self.assertTrue(index.refresh())
         self.assertEqual(index.pending(), 0)
@@ -537,7 +546,7 @@ class ShareIndexTests(unittest.TestCase):
         write(self.root, "b.txt", b"other content")
         st = os.stat(path)
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
-            stale = sharing.cache_entry(st, "ab" * 32)
+            stale = sharing.cache_entry(st, "ab" * 32, ["ab" * 32])
             stale["stamp"][1] -= 1
             json.dump({"a.txt": stale, "b.txt": "not an entry"}, f)
         index = self.new_index()
@@ -631,9 +640,9 @@ class ShareIndexTests(unittest.TestCase):
         path = write(downloads, "got/it.bin", b"downloaded bytes")
         fake = "cd" * 32  # not the real hash: proves nothing re-hashed it
         counting = CountingHash()
-        with mock.patch.object(sharing, "sha256_file", counting):
+        with mock.patch.object(sharing, "hash_pieces", counting):
             self.changed.clear()
-            index.add_verified(downloads, path, fake)
+            index.add_verified(downloads, path, fake, ["ef" * 32])
             self.assertTrue(self.changed.wait(WAIT_S), "on_change was not called")
             entry = index.get("got/it.bin")
             self.assertEqual((entry.sha256, entry.size), (fake, len(b"downloaded bytes")))

@@ -12,6 +12,7 @@ import threading
 import time
 import unittest
 
+from pieces import piece_count
 from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
 from tests.support import raw_get
 
@@ -172,7 +173,8 @@ class FileServerTests(unittest.TestCase):
             f.write(b"needle")
         st = os.stat(big)
         with open(os.path.join(self.root, CACHE_NAME), "w") as f:  # skip hashing 5 GiB
-            json.dump({"huge.img": cache_entry(st, "0" * 64)}, f)
+            zeros = ["0" * 64] * piece_count(5 * GiB)
+            json.dump({"huge.img": cache_entry(st, "0" * 64, zeros)}, f)
         index = ShareIndex([self.root])
         index.refresh()
         self.addCleanup(index.close)

@@ -145,7 +145,8 @@ class HostTests(ProcessTestCase):
         cut = int(serving[0].rsplit(".", 1)[1])
         hosts.cut(cut)
         other = (holders - {serving[0]}).pop()
-        wait_for(lambda: self.peers_seen(hosts, 1) == {other}, timeout=15,
+        getter = hosts.address(4)  # get is a peer too while it runs, serving its pieces
+        wait_for(lambda: self.peers_seen(hosts, 1) == {other, getter}, timeout=15,
                  what="the load balancer to expire the silent host")
         out, err = get.communicate(timeout=RUN_TIMEOUT_S)
         self.assertEqual(get.returncode, 0, err)

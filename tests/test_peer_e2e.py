@@ -10,7 +10,7 @@ import sys
 import time
 import unittest
 
-from sharing import cache_entry
+from sharing import cache_entry, hash_pieces
 from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, raw_get,
                            read_line, same_bytes, wait_for, wait_partial, write_random)
 
@@ -88,7 +88,7 @@ class DownloadTests(ProcessTestCase):
         write_random(liar_file, size)
         st = os.stat(liar_file)
         with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
-            json.dump({"data.bin": cache_entry(st, honest_sha)}, f)
+            json.dump({"data.bin": cache_entry(st, honest_sha, hash_pieces(liar_file)[1])}, f)
         liar = self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
 
         downloads = self.folder("me", "downloads")
@@ -103,7 +103,7 @@ class DownloadTests(ProcessTestCase):
         write_random(liar_file, MiB)
         st = os.stat(liar_file)
         with open(os.path.join(liar_shared, ".p2p-hashes.json"), "w") as f:
-            json.dump({"data.bin": cache_entry(st, "ab" * 32)}, f)
+            json.dump({"data.bin": cache_entry(st, "ab" * 32, hash_pieces(liar_file)[1])}, f)
         self.start_peer(self.lb.port, "liar", wait_files=["data.bin"])
         downloads = self.folder("me", "downloads")
         result = self.get(self.lb.port, "data.bin", downloads)
