@@ -313,7 +313,7 @@ class RecordingLB:
         self.registered.append(slots)
         return {"peer_id": "p1", "token": "t", "heartbeat_s": 0.01}
 
-    def heartbeat(self, peer_id, token, files=None, uploads=None, partial=None):
+    def heartbeat(self, peer_id, token, files=None, uploads=None, slots=None, partial=None):
         with self.beat:
             self.heartbeats.append(partial)
             self.beat.notify_all()
