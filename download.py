@@ -1,37 +1,41 @@
-"""The downloader: a file from the least-loaded holder into ``downloads/``, verified.
+"""The downloader: a file from many holders at once into ``downloads/``, verified.
 
-Steps (DESIGN "Download"):
+Steps (DESIGN "Download", "Pieces and the swarm"):
 
-1. Ask the load balancer for a transfer (``POST /transfers``): it names the
-   holder and the file's size and SHA-256. The user may name a peer instead.
-2. ``GET /files/{name}`` from that peer (``Range: bytes=N-`` when resuming),
-   streaming into the hidden partial file ``.<name>.<sha256[:16]>.part`` next
-   to the final name, hashing in a second thread as the bytes arrive, renewing
-   the transfer while it runs.
-3. On a fault of the holder (refused, reset, timeout, short body, 5xx, wrong
-   ETag) end its transfer as ``failed``, ask for another holder with the failed
-   ones excluded, and continue from the byte reached.
-4. Only when size and SHA-256 match does the file get its final name, with a
-   hard link that never replaces an existing file (a different file of that
-   name keeps it; the new one becomes ``name (1).ext``). A mismatch deletes the
-   partial file, blames the holders that sent it and starts again from an
-   honest one, or fails with a clear error when none is left.
+1. Ask the load balancer for up to MAX_SOURCES holders (``lb_client.LBClient.pick``):
+   each is a transfer it counts (a ``Lease``), renewed by one thread for the
+   whole download and ended with how it went. While every holder is busy the
+   download waits and says so, for as long as holders are online (or
+   ``wait_s``); busy is never failure.
+2. Fetch the file's piece list (``GET /pieces/{sha256}``, see ``pieces.py``)
+   from a holder, checked against the piece-list hash the holders announced.
+3. One connection per holder (``HolderConnection``, keep-alive) asks for the
+   pieces ``plan.Plan`` gives it (``GET /blobs/{sha256}`` with ``Range``,
+   straight into a buffer of its own); verifier threads hash each piece and
+   write it at its offset of the hidden partial file
+   ``.<name>.<sha256[:16]>.part`` only when it matches, then tell the plan and
+   the peer's server (``partials``: a downloading peer shares what it has
+   verified). Bad pieces are fetched again elsewhere and blamed; slow holders
+   are let go; every few seconds the load balancer is asked for more holders.
+4. ``WholeHash`` follows the verified pieces in order; only when the whole
+   SHA-256 and size match does the file get its final name, with a hard link
+   that never replaces an existing file (a different file of that name keeps
+   it; the new one becomes ``name (1).ext``).
 5. The caller shares the verified file from then on.
 
-A download stopped by Ctrl-C, a crash or a full disk keeps its partial file
-and resumes from it next time (``Range`` with ``If-Range: "<sha256>"``, so a
-holder of another version sends the whole file instead); ``find_unfinished``
-lists those files and ``remove_unfinished`` deletes one that is not running.
-A 503 carries the holder's own reason (busy, hashing, still being written),
-which reaches the user. ``plan_target``, ``collision_name``,
-``parse_response_head``, ``check_response`` and ``Blame`` (who failed, whom to
-ask next) are the pure decisions.
+A download stopped by Ctrl-C, a crash or a full disk keeps its partial file;
+the next run keeps every piece in it that still matches its SHA-256 and
+fetches the rest. ``find_unfinished`` lists those files and
+``remove_unfinished`` deletes one that is not running. ``plan_target``,
+``collision_name``, ``parse_response_head`` and ``check_response`` are pure
+decisions; which piece next and whom to blame is ``plan.py``.
 
 ``DownloadQueue`` runs downloads in background threads, a few at once, each
 cancellable; ``DirectSource`` stands in for the load balancer when there is
 none and the person named the peer to ask.
 """
 
+import collections
 import errno
 import hashlib
 import http.client
@@ -48,10 +52,12 @@ import time
 from dataclasses import dataclass, field
 
 from httpkit import format_address
-from lb_client import (AllBusy, Ambiguous, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
+from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
                        Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
-from sharing import PEER_HEADER, check_name, sha256_file, url_for_name, within
+from pieces import BadPieceList, Bitfield, OtherFile, PieceList
+from plan import Plan
+from sharing import PEER_HEADER, check_name, sha256_file, within
 from wire import FileRecord
 
 try:
@@ -61,19 +67,25 @@ except ImportError:  # Windows: no advisory locks, one download per file at a ti
 
 log = logging.getLogger("p2p.download")
 
+MAX_SOURCES = 8  # holders one download fetches from at once
+MAX_LIST_TRIES = 3  # piece lists tried (each from another holder) before a download gives up
 BUFFER_BYTES = 1 << 20  # each recv_into fills up to this much
-PIPELINE_BUFFERS = 4  # buffers in flight between the receiving and hashing threads
+BUFFERS_PER_SOURCE = 2  # piece buffers per holder: one receiving while one is verified
+VERIFY_THREADS = 2  # threads hashing and writing pieces (hashlib releases the GIL)
 CONNECT_TIMEOUT_S = 5.0
 STALL_TIMEOUT_S = 15.0  # no byte from the holder for this long is a fault
 MAX_HEAD_BYTES = 64 * 1024
-MAX_ATTEMPTS = 20  # transfers tried for one download before giving up
+MAX_SMALL_BODY_BYTES = 4 << 20  # an error or a piece list (2,000+ digests) fits in this
 PROGRESS_EVERY_S = 0.2
+RATE_WINDOW_S = 2.0  # the rate shown is over this much time
 BUSY_WAIT_MAX_S = 5.0  # longest Retry-After honoured when every holder is busy
-BUSY_ROUNDS = 3  # times to wait for busy holders before giving up
+ASK_BUSY_MIN_S = 0.5  # shortest wait before asking again while every holder is busy
+ASK_MORE_EVERY_S = 2.0  # while below MAX_SOURCES, ask the load balancer for more this often
+PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
+PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
+WORKER_JOIN_S = 5.0  # a holder's thread stopped at the end is waited for this long
 DEFAULT_RENEW_S = 10.0
 HEAD_DEADLINE_S = 30.0  # the holder's response headers must arrive within this
-SLOW_WINDOW_S = 60.0  # a holder sending less than MIN_RATE over this window is a fault
-MIN_RATE_BYTES_S = 64  # catches a holder trickling bytes, not one with a low upload limit
 DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wait their turn)
 PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
@@ -83,35 +95,43 @@ MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and W
 class DownloadError(Exception):
     """A download could not finish; the message says what happened and what to do."""
 
-    def __init__(self, message, status=None, versions=None):
+    def __init__(self, message):
         super().__init__(message)
         self.message = message
-        self.status = status
-        self.versions = versions or []
 
 
 class DiskError(DownloadError):
     pass
 
 
-class OtherSize(Exception):
-    """The next holder has the file with another size than the partial file was made for."""
-
-    def __init__(self, pick):
-        super().__init__(pick.file.size)
-        self.pick = pick
-
-
 class VerifyFailed(DownloadError):
     pass
 
 
-class PeerFault(Exception):
-    """The holder failed us: try another. ``busy`` is a Retry-After in seconds, if any."""
+class NoPieceList(DownloadError):
+    """No holder handed out gave the file's piece list; ``broken``: the peer ids that failed."""
 
-    def __init__(self, message, busy=None):
+    def __init__(self, message, broken):
         super().__init__(message)
-        self.busy = busy
+        self.broken = broken
+
+
+class FalseList(VerifyFailed):
+    """Every piece matched a holder's piece list, but the whole file did not: the list
+    (from ``peer_id``) is false."""
+
+    def __init__(self, message, peer_id):
+        super().__init__(message)
+        self.peer_id = peer_id
+
+
+class PeerFault(Exception):
+    """A holder failed us. ``busy``: it asked us to come back in that many seconds;
+    ``missing``: it does not have what we asked for."""
+
+    def __init__(self, message, busy=None, missing=False, other_file=False):
+        super().__init__(message)
+        self.busy, self.missing, self.other_file = busy, missing, other_file
 
 
 # ---------------------------------------------------------------------------
@@ -149,7 +169,7 @@ def partial_of(filename):
 
 @dataclass
 class Unfinished:
-    """A partial download on disk: the file's name, the start of its SHA-256, bytes so far."""
+    """A partial download on disk: the file's name, the start of its SHA-256, bytes written."""
     name: str
     sha_prefix: str
     path: str
@@ -167,8 +187,9 @@ def find_unfinished(root):
             if parsed is None:
                 continue
             path = os.path.join(folder, filename)
-            try:
-                done = os.stat(path, follow_symlinks=False).st_size
+            try:  # pieces land anywhere in a sparse file: count what is written
+                st = os.stat(path, follow_symlinks=False)
+                done = min(st.st_size, st.st_blocks * 512)
             except OSError:
                 continue
             name = parsed[0] if prefix == "." else f"{prefix}/{parsed[0]}"
@@ -200,78 +221,24 @@ def local_path(root, name):
     return os.path.join(root, *name.split("/"))
 
 
-class Blame:
-    """Who failed a download, and whom to ask next: the failover decisions, without I/O.
-
-    A holder that breaks down is excluded and its transfer ends ``failed`` (a cool-down at
-    the load balancer). A busy one is set aside without blame (``cancelled``) and asked
-    again after its Retry-After once nobody else is left, at most BUSY_ROUNDS times. A file
-    that does not verify blames every holder that sent bytes of it, unless some bytes came
-    from before a resume: then it starts once more from byte 0 before anybody is blamed.
-    """
-
-    def __init__(self, resumed=False):
-        self.failed = set()
-        self.busy = {}  # peer id -> seconds it asked us to wait
-        self.contributors = set()  # holders that sent bytes of the current attempt
-        self.busy_rounds = 0
-        self.doubt_resumed = resumed
-
-    def sending(self, peer_id):
-        self.contributors.add(peer_id)
-
-    def fault(self, peer_id, busy=None):
-        """A holder failed us; returns the outcome to end its transfer with."""
-        if busy is None:
-            self.failed.add(peer_id)
-            return "failed"
-        self.busy[peer_id] = busy
-        return "cancelled"
-
-    def excluded(self):
-        return self.failed | set(self.busy)
-
-    def wait_for_busy(self):
-        """Seconds to wait before asking the busy holders again, or None to give up."""
-        if not self.busy or self.busy_rounds >= BUSY_ROUNDS:
-            return None
-        self.busy_rounds += 1
-        wait = max(self.busy.values())
-        self.busy.clear()
-        return wait
-
-    def mismatch(self):
-        """The whole file did not verify: True to start again without blame, else blamed."""
-        doubt, self.doubt_resumed = self.doubt_resumed, False
-        if not doubt:
-            self.failed |= self.contributors
-        self.contributors.clear()
-        return doubt
-
-
 @dataclass
-class Plan:
+class Target:
     """Where a download goes: ``have`` is set when the file is already there."""
     partial: str
-    offset: int
     have: str = None
 
 
 def plan_target(root, name, size, sha256, hash_of=sha256_file, max_names=1000):
-    """Decide from what is on disk: already have it, or resume the partial from where."""
+    """Decide from what is on disk: already have it (a file of that content under the name
+    or one of its ``name (n).ext`` variants), or the partial file to fill."""
     for n in range(max_names):
         candidate = local_path(root, collision_name(name, n))
         if not os.path.lexists(candidate):
             break
         if os.path.isfile(candidate) and os.path.getsize(candidate) == size \
                 and hash_of(candidate) == sha256:
-            return Plan(partial="", offset=0, have=candidate)
-    partial = local_path(root, partial_name(name, sha256))
-    try:
-        offset = os.path.getsize(partial)
-    except OSError:
-        offset = 0
-    return Plan(partial=partial, offset=offset if offset <= size else 0)
+            return Target(partial="", have=candidate)
+    return Target(partial=local_path(root, partial_name(name, sha256)))
 
 
 def parse_response_head(data):
@@ -298,107 +265,31 @@ def peer_says(body):
     return said if isinstance(said, str) and said.strip() else None
 
 
-def check_response(status, headers, offset, size, sha256, body=b""):
-    """Where the body starts in the file, or PeerFault. Also checks length and ETag.
-
-    ``body`` is what came after the head so far: a 503 carries the peer's reason
-    (every slot busy, the file being hashed or still being written) in it.
-    """
+def check_response(status, headers, start, length, size, sha256, body=b""):
+    """Check a holder's answer to ``Range: bytes=start-(start+length-1)`` of the file
+    (sha256, size): None when the range follows, else PeerFault (``busy`` for a 503 or
+    429 with its Retry-After, ``missing`` for a partial holder's 404)."""
     if status in (503, 429):
         retry = headers.get("retry-after", "")
         seconds = int(retry) if re.fullmatch(r"[0-9]+", retry) else 1  # or an HTTP date
         said = peer_says(body)
         raise PeerFault(f"the peer says: {said}" if said else "the peer is busy",
-                        busy=min(BUSY_WAIT_MAX_S, seconds))
-    if status == 200:
-        start = 0
-    elif status == 206:
-        unit, _, spec = headers.get("content-range", "").partition(" ")
-        expected = f"{offset}-{size - 1}/{size}"
-        if unit != "bytes" or spec != expected:
-            raise PeerFault(f"the peer sent range {spec!r}, not {expected!r}")
-        start = offset
-    elif status == 401:
+                        busy=min(BUSY_WAIT_MAX_S, max(seconds, 1)))
+    if status == 404:
+        raise PeerFault(peer_says(body) or "the peer does not have it", missing=True)
+    if status == 401:
         raise PeerFault("the peer refused us: wrong or missing network secret")
-    else:
+    if status != 206:
         raise PeerFault(f"the peer answered HTTP {status}")
+    unit, _, spec = headers.get("content-range", "").partition(" ")
+    expected = f"{start}-{start + length - 1}/{size}"
+    if unit != "bytes" or spec != expected:
+        raise PeerFault(f"the peer sent range {spec!r}, not {expected!r}")
     if headers.get("etag", "").strip('"') != sha256:
         raise PeerFault("the peer's copy is not the advertised version (ETag differs)")
-    if headers.get("content-length") != str(size - start):
+    if headers.get("content-length") != str(length):
         raise PeerFault(f"the peer announced {headers.get('content-length')} bytes, "
-                        f"not {size - start}")
-    return start
-
-
-# ---------------------------------------------------------------------------
-# Hashing in a second thread
-
-
-class HashPipe:
-    """SHA-256 of the buffers given to ``submit``, computed in a second thread.
-
-    The receiving thread takes a free buffer with ``buffer()``, fills it, and
-    hands it over; hashlib releases the GIL, so receiving and hashing overlap.
-    """
-
-    def __init__(self, buffers=PIPELINE_BUFFERS, size=BUFFER_BYTES):
-        self._digest = hashlib.sha256()
-        self._free = queue.Queue()
-        self._full = queue.Queue()
-        for _ in range(buffers):
-            self._free.put(bytearray(size))
-        self._thread = threading.Thread(target=self._run, daemon=True, name="hash-pipe")
-        self._thread.start()
-
-    def _run(self):
-        while (item := self._full.get()) is not None:
-            buf, n = item
-            self._digest.update(memoryview(buf)[:n])
-            self._free.put(buf)
-
-    def buffer(self):
-        return self._free.get()
-
-    def submit(self, buf, n):
-        self._full.put((buf, n))
-
-    def give_back(self, buf):
-        self._free.put(buf)
-
-    def hexdigest(self):
-        self.close()
-        return self._digest.hexdigest()
-
-    def close(self):
-        if self._thread.is_alive():
-            self._full.put(None)
-            self._thread.join()
-
-
-# ---------------------------------------------------------------------------
-# Keeping the transfer alive
-
-
-class Renewer:
-    """Renews the current lease every ``renew_s`` until stopped; errors are only logged."""
-
-    def __init__(self, lb, renew_s, lease):
-        self.lb, self.renew_s = lb, renew_s
-        self.lease = lease
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="renewer")
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(self.renew_s):
-            if self.lease.transfer_id:
-                try:
-                    self.lb.renew(self.lease)
-                except LBClientError as e:
-                    log.info("could not renew transfer %s: %s", self.lease.transfer_id, e)
-
-    def stop(self):
-        self._stop.set()
+                        f"not {length}")
 
 
 @dataclass
@@ -407,8 +298,10 @@ class Progress:
     done: int
     total: int
     rate: float  # bytes/s, recent
-    source: str
+    source: str  # the holder sending the most, or the one being waited for
     finished: bool = False
+    sources: int = 1  # holders sending now
+    waiting: str = ""  # why nothing arrives: "waiting for a free upload slot, 3 holders busy"
 
 
 @dataclass
@@ -419,14 +312,14 @@ class Result:
     sha256: str
     already: bool = False  # the same content was already there: nothing moved
     received: int = 0  # bytes that came over the network this time
-    resumed_from: int = 0
+    resumed_from: int = 0  # verified bytes found on disk at the start
     sources: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     others: list = field(default_factory=list)  # other versions of the name on the network
 
 
 # ---------------------------------------------------------------------------
-# The downloader
+# The transfer layer: byte ranges from one holder, the partial file, the whole hash
 
 
 def _set_socket_timeouts(sock, seconds):
@@ -436,107 +329,696 @@ def _set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-class PartialFile:
-    """The hidden partial file being filled, and the running hash of its bytes."""
+class HolderConnection:
+    """One keep-alive connection to a holder, asking for byte ranges of one file.
 
-    def __init__(self, fd, offset):
-        self.fd, self.offset = fd, 0
-        self.pipe = HashPipe()
+    ``fetch`` receives a range straight into a caller's buffer (``recv_into`` with
+    ``MSG_WAITALL`` on a plain socket); ``abort`` (from another thread) cuts the
+    connection short, and the next call connects again.
+    """
+
+    def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
+                 stall_timeout=STALL_TIMEOUT_S):
+        self.host, self.port = host, port
+        self.address = format_address(host, port)
+        self.sha256, self.size = sha256, size
+        self.members, self.identity = members, identity
+        self.stall_timeout = stall_timeout
+        self.sock = None
+        self._aborted = None  # the socket abort() cut, if it is still the one in use
+        self._leftover = b""
+
+    def _connect(self):
         try:
-            while self.offset < offset:  # resuming: hash what is already there
-                buf = self.pipe.buffer()
-                n = os.preadv(fd, [memoryview(buf)[:min(len(buf), offset - self.offset)]],
-                              self.offset)
-                if n <= 0:
-                    self.pipe.give_back(buf)
-                    raise DiskError("The partial file shrank while being read.")
-                self.pipe.submit(buf, n)
-                self.offset += n
-        except BaseException:
-            self.pipe.close()
+            sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT_S)
+            sock = self.members.connect(sock)
+        except OSError as e:
+            raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
+        if self.members.tls is None:
+            sock.settimeout(None)
+            _set_socket_timeouts(sock, self.stall_timeout)
+        else:  # no MSG_WAITALL on an SSLSocket: plain timeouts, and _recv fills the buffer
+            sock.settimeout(self.stall_timeout)
+        self.sock, self._leftover = sock, b""
+
+    def _request(self, target, extra=""):
+        if self.sock is not None and self.sock is self._aborted:
+            self.close()  # cut short after its last answer had arrived whole: start afresh
+        if self.sock is None:
+            self._connect()
+        auth = "".join(f"{key}: {value}\r\n"
+                       for key, value in self.members.auth_headers("GET", target).items())
+        request = (f"GET {target} HTTP/1.1\r\nHost: {self.address}\r\n{extra}"
+                   + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
+                   + auth + "\r\n")
+        self.sock.sendall(request.encode("ascii"))
+        return self._read_head()
+
+    def _read_head(self):
+        data = bytearray(self._leftover)
+        deadline = time.monotonic() + HEAD_DEADLINE_S
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            if len(data) > MAX_HEAD_BYTES:
+                raise PeerFault("the peer's response headers are too large")
+            if time.monotonic() > deadline:
+                raise PeerFault(f"no complete answer within {HEAD_DEADLINE_S:.0f} s")
+            chunk = self.sock.recv(MAX_HEAD_BYTES)
+            if not chunk:
+                raise PeerFault("the peer closed the connection without answering")
+            data += chunk
+        status, headers = parse_response_head(bytes(data[:end]))
+        self._leftover = bytes(data[end + 4:])
+        return status, headers
+
+    def _small_body(self, headers):
+        """The body of a short answer (JSON), read whole; PeerFault when too long."""
+        length = headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_SMALL_BODY_BYTES:
+            raise PeerFault("the peer's answer has no usable length")
+        body = bytearray(self._leftover[:int(length)])
+        self._leftover = self._leftover[int(length):]
+        while len(body) < int(length):
+            chunk = self.sock.recv(int(length) - len(body))
+            if not chunk:
+                raise PeerFault("the connection ended inside an answer")
+            body += chunk
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return bytes(body)
+
+    def piece_list(self, trusted_hash):
+        """(PieceList, Bitfield of what it has or None for all), from ``GET /pieces/SHA``."""
+        try:
+            status, headers = self._request(f"/pieces/{self.sha256}")
+            body = self._small_body(headers)
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+        if status != 200:
+            raise PeerFault(peer_says(body) or f"the peer answered HTTP {status} for the "
+                            "piece list", missing=status == 404)
+        try:
+            answer = json.loads(body)
+            pieces = PieceList.from_json(answer, self.sha256, self.size, trusted_hash)
+            have = answer.get("have")
+            return pieces, None if have is None else Bitfield.from_text(pieces.count, have)
+        except OtherFile as e:
+            raise PeerFault(f"its piece list is wrong: {e}", other_file=True) from None
+        except (ValueError, BadPieceList) as e:
+            raise PeerFault(f"its piece list is wrong: {e}") from None
+
+    def fetch(self, start, view, on_bytes):
+        """Receive bytes ``start``... of the file into ``view`` (all of it), or PeerFault.
+
+        ``on_bytes(n)`` is called as bytes arrive (at least every BUFFER_BYTES)."""
+        length = len(view)
+        try:
+            status, headers = self._request(
+                f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
+            body = self._small_body(headers) if status in (404, 503) else b""
+            check_response(status, headers, start, length, self.size, self.sha256, body)
+            got = min(len(self._leftover), length)
+            view[:got] = self._leftover[:got]
+            self._leftover = self._leftover[got:]
+            on_bytes(got)
+            while got < length:
+                try:
+                    n = self._recv(view[got:got + BUFFER_BYTES])
+                except (BlockingIOError, TimeoutError):
+                    raise PeerFault(f"no data for {self.stall_timeout:.0f} s") from None
+                if n == 0:
+                    raise PeerFault(f"the connection ended at byte {start + got} of "
+                                    f"{self.size}")
+                got += n
+                on_bytes(n)
+        except PeerFault as fault:
+            if not fault.missing:
+                self.close()
             raise
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
 
-    def buffer(self):
-        return self.pipe.buffer()
+    def _recv(self, view):
+        """Fill ``view``: fewer bytes only at a stall, a signal or the end."""
+        if self.members.tls is None:
+            return self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
+        got = 0
+        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
+            try:
+                n = self.sock.recv_into(view[got:])
+            except TimeoutError:
+                if got:
+                    return got
+                raise
+            if n == 0:
+                break
+            got += n
+        return got
 
-    def give_back(self, buf):
-        self.pipe.give_back(buf)
+    def abort(self):
+        """Cut the connection short (from another thread): a fetch in progress ends."""
+        sock = self._aborted = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
-    def append(self, buf, n):
-        """Write the first ``n`` bytes of ``buf`` at the end, and hash them in the pipe."""
-        view = memoryview(buf)[:n]
-        start = self.offset
+    def close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class PartialFile:
+    """The hidden, locked partial file: verified pieces written at their offsets."""
+
+    def __init__(self, path, fd, pieces):
+        self.path, self.fd, self.pieces = path, fd, pieces
+
+    def write(self, index, view):
+        start, _ = self.pieces.span(index)
         try:
             while view:
-                written = os.pwrite(self.fd, view, self.offset)
-                view = view[written:]
-                self.offset += written
+                written = os.pwrite(self.fd, view, start)
+                view, start = view[written:], start + written
         except OSError as e:
-            self.pipe.give_back(buf)
-            self.offset = start
-            os.ftruncate(self.fd, start)
             if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise DiskError("The disk is full (or a file size limit was reached) while "
                                 "saving; free some space and run the same download again "
                                 "to resume.") from None
             raise DiskError(f"Cannot write the partial file: {e.strerror}.") from None
-        self.pipe.submit(buf, n)
 
-    def restart(self):
-        """Throw the bytes away and start again from byte 0."""
-        os.ftruncate(self.fd, 0)
-        self.pipe.close()
-        self.pipe, self.offset = HashPipe(), 0
+    def verified(self):
+        """A Bitfield of the pieces already on disk whose bytes match their SHA-256
+        (from an earlier run stopped by Ctrl-C, a crash or a full disk)."""
+        have = Bitfield(self.pieces.count)
+        on_disk = os.fstat(self.fd).st_size
+        buf = bytearray(self.pieces.piece_size)
+        for index in range(self.pieces.count):
+            start, length = self.pieces.span(index)
+            if start + length > on_disk:
+                break
+            if not self._has_data(start, length):
+                continue
+            view = memoryview(buf)[:length]
+            if os.preadv(self.fd, [view], start) == length and \
+                    self.pieces.matches(index, hashlib.sha256(view).hexdigest()):
+                have.add(index)
+        return have
 
-    def hexdigest(self):
-        return self.pipe.hexdigest()
+    def _has_data(self, start, length):
+        """False when the piece lies in a hole of the sparse file (never written)."""
+        try:
+            return os.lseek(self.fd, start, os.SEEK_DATA) < start + length
+        except (OSError, AttributeError):  # no SEEK_DATA here, or nothing after start
+            return hasattr(os, "SEEK_DATA") is False
 
     def close(self):
-        self.pipe.close()
         os.close(self.fd)
 
 
-class Downloader:
-    """Downloads through one load balancer into ``root``; ``on_progress`` sees Progress."""
+class WholeHash:
+    """The whole file's SHA-256, in a thread that follows the verified pieces in order,
+    reading them back from the partial file (the page cache has them)."""
 
-    def __init__(self, lb, root, requester=None, on_progress=None, on_verified=None,
-                 have=None, identity=None, stall_timeout=STALL_TIMEOUT_S, members=OPEN):
-        self.lb = lb
-        self.members = members
-        self.root = os.path.abspath(root)
-        self.requester = requester
-        self.on_progress = on_progress or (lambda progress: None)
-        self.on_verified = on_verified or (lambda root, path, sha256: None)
-        self.have = have or (lambda sha256: None)  # a SharedFile we already have, or None
-        self.identity = identity  # this peer's address, shown to the holders we fetch from
-        self.stall_timeout = stall_timeout
+    def __init__(self, partial, have, cond):
+        self.partial, self.have, self.cond = partial, have, cond
+        self._digest = hashlib.sha256()
+        self._next = 0
+        self._stop = False
+        self.error = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="whole-hash")
+        self._thread.start()
 
-    # -- talking to the load balancer ---------------------------------------
+    def _run(self):
+        pieces = self.partial.pieces
+        buf = bytearray(min(BUFFER_BYTES, pieces.piece_size) if pieces.count else 0)
+        try:
+            while self._next < pieces.count:
+                with self.cond:
+                    self.cond.wait_for(lambda: self._stop or self._next in self.have)
+                    if self._stop:
+                        return
+                start, length = pieces.span(self._next)
+                while length:
+                    view = memoryview(buf)[:min(len(buf), length)]
+                    n = os.preadv(self.partial.fd, [view], start)
+                    if n <= 0:
+                        raise DiskError("The partial file shrank while being read.")
+                    self._digest.update(view[:n])
+                    start, length = start + n, length - n
+                self._next += 1
+        except (OSError, DiskError) as e:
+            self.error = e
 
-    def _ask(self, name, sha256=None, peer=None, exclude=()):
-        """A Pick of one holder; while every holder is busy, waits its Retry-After (at most
-        BUSY_WAIT_MAX_S) up to BUSY_ROUNDS times."""
-        for busy_round in range(BUSY_ROUNDS + 1):
-            try:
-                return self.lb.pick(name, sha256=sha256, peer=peer, exclude=exclude,
-                                    requester=self.requester)
-            except AllBusy as e:
-                if busy_round == BUSY_ROUNDS:
-                    raise DownloadError(e.message, e.status) from None
-                time.sleep(min(e.retry_after, BUSY_WAIT_MAX_S))
-            except Ambiguous as e:
-                raise DownloadError(e.message, e.status, e.versions) from None
-            except LBClientError as e:
-                raise DownloadError(e.message, e.status) from None
+    def hexdigest(self):
+        self._thread.join()
+        if self.error is not None:
+            raise self.error if isinstance(self.error, DiskError) else DiskError(
+                f"Cannot read the partial file back: {self.error.strerror}.")
+        return self._digest.hexdigest()
 
-    def _end(self, pick, outcome):
-        lease = pick.leases[0]
+    def stop(self):
+        with self.cond:
+            self._stop = True
+            self.cond.notify_all()
+        self._thread.join()
+
+
+class Leases:
+    """The transfers of one download at the load balancer: one thread renews them all
+    every ``renew_s``; ``end`` ends one. Errors are only logged."""
+
+    def __init__(self, lb, renew_s):
+        self.lb, self.renew_s = lb, renew_s
+        self._active = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="renewer")
+        self._thread.start()
+
+    def add(self, lease):
+        with self._lock:
+            self._active[lease.transfer_id] = lease
+
+    def _run(self):
+        while not self._stop.wait(self.renew_s):
+            with self._lock:
+                leases = list(self._active.values())
+            for lease in leases:
+                try:
+                    self.lb.renew(lease)
+                except LBClientError as e:
+                    log.info("could not renew transfer %s: %s", lease.transfer_id, e)
+
+    def end(self, lease, outcome):
+        with self._lock:
+            if self._active.pop(lease.transfer_id, None) is None:
+                return
         try:
             self.lb.end(lease, outcome)
         except LBClientError as e:
             log.info("could not end transfer %s: %s", lease.transfer_id, e)
 
-    # -- the download -------------------------------------------------------
+    def end_all(self, outcome):
+        with self._lock:
+            leases = list(self._active.values())
+        for lease in leases:
+            self.end(lease, outcome)
+
+    def stop(self):
+        self._stop.set()
+
+
+# ---------------------------------------------------------------------------
+# One download from many holders: threads around the plan
+
+
+class Swarm:
+    """Fills a partial file from the holders the load balancer hands out.
+
+    One thread per holder (its ``HolderConnection``) asks the plan for pieces and
+    receives them into buffers of its own; VERIFY_THREADS threads hash each piece,
+    write it when it matches and tell the plan; ``WholeHash`` follows in order. The
+    caller's thread (``run``) asks the load balancer for more holders, waits while
+    every holder is busy, lets slow holders go and reports progress. Every decision
+    is the plan's; this class only moves bytes and keeps time.
+    """
+
+    def __init__(self, downloader, name, pick, partial, plan, leases, result, partials,
+                 named=False):
+        self.d = downloader
+        self.named = named  # the person named the holder: no other is asked
+        self.name, self.file, self.partial = name, pick.file, partial
+        self.pieces = partial.pieces
+        self.plan, self.leases, self.result = plan, leases, result
+        self.partials = partials
+        self.cond = threading.Condition()
+        self.workers = {}  # lease transfer id -> Worker
+        self.finished = {}  # the same -> Lease, of holders still there when every piece was
+        self.busy = {}  # peer id -> when its upload slots may free up
+        self.problem = None  # a DiskError from a verifier, raised in run()
+        self.last_fault = ""
+        self.verify_queue = queue.Queue()
+        self.verifiers = [threading.Thread(target=self._verify_loop, daemon=True,
+                                           name="verify") for _ in range(VERIFY_THREADS)]
+        for thread in self.verifiers:
+            thread.start()
+        self.whole = WholeHash(partial, plan.have, self.cond)
+
+    # -- the caller's thread ------------------------------------------------
+
+    def run(self, pick, list_from):
+        """Until every piece is here and verified, and the whole file's SHA-256 with it;
+        VerifyFailed (the piece list from ``list_from``, a Lease, is blamed) if it is not
+        the file's."""
+        try:
+            self._add(pick)
+            self._loop(pick)
+            digest = self.whole.hexdigest()
+        finally:
+            self._stop_all()
+        with self.cond:
+            if digest != self.file.sha256:
+                for key, source in list(self.plan.sources.items()):
+                    if source.peer_id == list_from.peer_id:
+                        self.plan.fault(key)
+            ended = [(lease, self.plan.remove_source(key))
+                     for key, lease in self.finished.items()]
+        for lease, outcome in ended:
+            self.leases.end(lease, outcome)
+        if digest != self.file.sha256:
+            raise FalseList(f"{self.name!r} from {list_from.address} did not match its "
+                            "SHA-256, though every piece matched the piece list it gave",
+                            list_from.peer_id)
+
+    def _loop(self, pick):
+        named = self.named
+        ask_at = time.monotonic() + ASK_MORE_EVERY_S
+        waiting_since, waiting = None, ""
+        rate = RateWindow()
+        while True:
+            with self.cond:
+                self.cond.wait(PROGRESS_EVERY_S)
+                if self.problem is not None:
+                    raise self.problem
+                done = self.plan.done
+                active = len(self.workers)
+            now = time.monotonic()
+            if done:
+                return
+            self._progress(rate.add(now, self.result.received), waiting, active)
+            with self.cond:
+                for key in self.plan.slow(now):
+                    log.info("%s: letting a slow holder go", self.name)
+                    self.workers[key].stop()
+            if named:
+                if not active:
+                    raise DownloadError(f"Could not download {self.name!r}: "
+                                        f"{pick.leases[0].address} failed "
+                                        f"({self.last_fault}).{self._kept()}")
+                continue
+            if active >= MAX_SOURCES or now < ask_at:
+                continue
+            try:
+                more = self.d.lb.pick(self.name, sha256=self.file.sha256,
+                                      exclude=self._exclude(),
+                                      requester=self.d.requester,
+                                      count=MAX_SOURCES - active)
+            except AllBusy as e:
+                waiting_since = waiting_since or now
+                waiting = (f"waiting for a free upload slot, {e.busy} "
+                           f"{'holder' if e.busy == 1 else 'holders'} busy")
+                ask_at = now + min(BUSY_WAIT_MAX_S, max(e.retry_after, ASK_BUSY_MIN_S))
+                if not active and self.d.wait_s is not None \
+                        and now - waiting_since > self.d.wait_s:
+                    raise DownloadError(f"Waited {self.d.wait_s:.0f} s for a free upload slot "
+                                        f"for {self.name!r}; every holder is busy. The partial "
+                                        "file is kept: try again later to resume.") from None
+                continue
+            except (NotFound, NoHolderLeft) as e:
+                if not active and not self._busy_soon(now):
+                    raise DownloadError(f"Could not download {self.name!r}: {e.message}"
+                                        + (f" (last: {self.last_fault})" if self.last_fault
+                                           else "") + self._kept()) from None
+                ask_at = now + ASK_MORE_EVERY_S
+                continue
+            except LBClientError as e:
+                if not active:
+                    raise DownloadError(f"{e.message}{self._kept()}") from None
+                ask_at = now + ASK_MORE_EVERY_S
+                continue
+            waiting_since, waiting = None, ""
+            ask_at = now + ASK_MORE_EVERY_S
+            self._add(more)
+
+    def _kept(self):
+        return (" The partial file is kept: try again later to resume."
+                if len(self.plan.have) else "")
+
+    def _busy_soon(self, now):
+        """Did a holder turn us away as busy a moment ago (so it is worth asking again)?"""
+        return any(until > now - BUSY_WAIT_MAX_S for until in self.busy.values())
+
+    def _exclude(self):
+        with self.cond:
+            return sorted(self.plan.banned() | {w.lease.peer_id for w in self.workers.values()})
+
+    def _add(self, pick):
+        if pick.downloading:
+            self.plan.alone = False
+        for lease in pick.leases:
+            self.leases.add(lease)
+            worker = Worker(self, lease)
+            with self.cond:
+                self.workers[lease.transfer_id or lease.address] = worker
+            worker.start()
+
+    def _progress(self, rate, waiting, active):
+        done = self.plan.progress(self.pieces.piece_size, self.file.size)
+        with self.cond:
+            sending = [w for w in self.workers.values() if w.sending]
+        main = max(sending, key=lambda w: w.received, default=None)
+        source = main.lease.address if main is not None else ""
+        self.d.on_progress(Progress(self.name, done, self.file.size, rate, source,
+                                    sources=len(sending), waiting="" if sending else waiting))
+
+    def _stop_all(self):
+        with self.cond:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(WORKER_JOIN_S)
+        for _ in self.verifiers:
+            self.verify_queue.put(None)
+        for thread in self.verifiers:
+            thread.join(WORKER_JOIN_S)
+        self.whole.stop()
+
+    # -- the verifier threads ----------------------------------------------
+
+    def _verify_loop(self):
+        while (item := self.verify_queue.get()) is not None:
+            worker, index, buf, length = item
+            view = memoryview(buf)[:length]
+            good = self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+            try:
+                if good and index in self.plan.missing:
+                    self.partial.write(index, view)
+            except DiskError as e:
+                with self.cond:
+                    self.problem = e
+                    self.cond.notify_all()
+                worker.give_back(buf)
+                continue
+            worker.give_back(buf)
+            with self.cond:
+                arrival = self.plan.arrived(worker.key, index, good)
+                for key in arrival.cancel:
+                    if key in self.workers:
+                        self.workers[key].cancel(index)
+                if arrival.bad:
+                    log.warning("%s: piece %d from %s did not match its SHA-256%s", self.name,
+                                index, worker.source, "; not asking it again"
+                                if arrival.banned else "")
+                    if arrival.banned:
+                        worker.stop()
+                self.cond.notify_all()
+            if arrival.new and self.partials is not None:
+                self.partials.touch()
+
+
+class RateWindow:
+    """Bytes per second over the last RATE_WINDOW_S, from a running total."""
+
+    def __init__(self):
+        self.samples = collections.deque()
+
+    def add(self, now, total):
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_S:
+            self.samples.popleft()
+        then, before = self.samples[0]
+        return (total - before) / (now - then) if now > then else 0.0
+
+
+class Worker:
+    """One holder's connection: asks the plan for pieces and receives them."""
+
+    def __init__(self, swarm, lease):
+        self.swarm, self.lease = swarm, lease
+        self.key = lease.transfer_id or lease.address
+        self.source = " ".join(x for x in (lease.name, lease.address) if x)
+        d = swarm.d
+        self.conn = HolderConnection(lease.host, lease.port, swarm.file.sha256, swarm.file.size,
+                                     d.members, d.identity, d.stall_timeout)
+        self.free = queue.Queue()
+        for _ in range(BUFFERS_PER_SOURCE):
+            self.free.put(bytearray(swarm.pieces.piece_size))
+        self.received = 0
+        self.sending = False  # has sent bytes
+        self.refreshed = 0.0  # when a partial holder last said what it has
+        self._stopped = False
+        self._fetching = None  # the piece being fetched now
+        self._cancelled = None  # ...once another holder delivered it
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"source-{lease.address}")
+
+    def start(self):
+        self._thread.start()
+
+    def join(self, timeout):
+        self._thread.join(timeout)
+
+    def give_back(self, buf):
+        self.free.put(buf)
+
+    def stop(self):
+        """Stop after (or during) the piece being fetched; the caller holds no lock needed."""
+        self._stopped = True
+        self.conn.abort()
+
+    def cancel(self, index):
+        """Another holder delivered ``index``, which this one is fetching: cut it short."""
+        if self._fetching == index:
+            self._cancelled = index
+            self.conn.abort()
+
+    def _run(self):
+        swarm, plan, cond = self.swarm, self.swarm.plan, self.swarm.cond
+        outcome = "cancelled"
+        try:
+            has = None
+            if self.lease.done is not None:  # a partial holder: what does it have?
+                _, has = self.conn.piece_list(swarm.pieces.hash)
+                self.refreshed = time.monotonic()
+            with cond:
+                plan.add_source(self.key, self.lease.peer_id, has)
+            swarm.result.sources.append(self.source)
+            self._fetch_loop()
+        except PeerFault as fault:
+            with cond:
+                if fault.busy is not None:
+                    swarm.busy[self.lease.peer_id] = time.monotonic()
+                elif not self._stopped:
+                    plan.fault(self.key)
+                    swarm.last_fault = f"{self.source}: {fault}"
+                    log.warning("%s from %s failed: %s", swarm.name, self.source, fault)
+        except Exception:  # a bug of ours: logged, and the other holders go on
+            log.exception("fetching %s from %s", swarm.name, self.source)
+        finally:
+            self.conn.close()
+            with cond:
+                swarm.workers.pop(self.key, None)
+                cond.notify_all()
+                if plan.done and self.key in plan.sources:  # the whole file's check decides
+                    swarm.finished[self.key] = self.lease
+                    return
+                if self.key in plan.sources:
+                    outcome = plan.remove_source(self.key)
+            swarm.leases.end(self.lease, outcome)
+
+    def _refresh(self):
+        """Ask a partial holder again what it has."""
+        _, have = self.conn.piece_list(self.swarm.pieces.hash)
+        with self.swarm.cond:
+            self.swarm.plan.update_source(self.key, have)
+        self.refreshed = time.monotonic()
+
+    def _fetch_loop(self):
+        """Pieces until the file is complete. With nothing to fetch for now (the end game
+        is covered, or a partial holder has nothing new), wait for the plan to change; a
+        partial holder is asked again what it has, and let go after PARTIAL_IDLE_S of
+        having nothing we need."""
+        plan, cond = self.swarm.plan, self.swarm.cond
+        useful = time.monotonic()
+        while not self._stopped:
+            with cond:
+                if plan.done:
+                    return
+                index = plan.next_piece(self.key)
+                if index is None:
+                    if plan.wants(self.key):
+                        useful = time.monotonic()
+                    elif time.monotonic() - useful > PARTIAL_IDLE_S:
+                        return
+                    cond.wait(PARTIAL_REFRESH_S)
+            if index is not None:
+                useful = time.monotonic()
+                self._fetch(index)
+            elif self.pieces_change and time.monotonic() - self.refreshed >= PARTIAL_REFRESH_S:
+                self._refresh()
+
+    @property
+    def pieces_change(self):
+        """Is this a partial holder (its pieces grow while we download)?"""
+        with self.swarm.cond:
+            return self.pieces_change_locked()
+
+    def pieces_change_locked(self):
+        source = self.swarm.plan.sources.get(self.key)
+        return source is not None and source.pieces is not None
+
+    def _fetch(self, index):
+        swarm, cond = self.swarm, self.swarm.cond
+        start, length = swarm.pieces.span(index)
+        buf = self.free.get()
+        self._fetching, self._cancelled = index, None
+
+        def arrived(n):
+            self.received += n
+            self.sending = True
+            with cond:
+                swarm.result.received += n
+                swarm.plan.sent(self.key, n, time.monotonic())
+
+        try:
+            self.conn.fetch(start, memoryview(buf)[:length], arrived)
+        except PeerFault as fault:
+            self.give_back(buf)
+            with cond:
+                if fault.missing and self.pieces_change_locked():
+                    swarm.plan.lacks(self.key, index)
+                    return
+                swarm.plan.release(self.key, index)
+            if self._cancelled == index or self._stopped:
+                return  # cut short on purpose: not the holder's fault
+            raise
+        finally:
+            self._fetching = None
+        swarm.verify_queue.put((self, index, buf, length))
+
+
+# ---------------------------------------------------------------------------
+# The downloader
+
+
+class Downloader:
+    """Downloads through one load balancer into ``root``; ``on_progress`` sees Progress.
+
+    ``partials`` (a ``sharing.PartialShares``) is told about each download's verified
+    pieces, so the peer's server can share them while it runs; ``wait_s`` limits how
+    long a download waits while every holder is busy (None: as long as holders are
+    online).
+    """
+
+    def __init__(self, lb, root, requester=None, on_progress=None, on_verified=None,
+                 have=None, identity=None, stall_timeout=STALL_TIMEOUT_S, members=OPEN,
+                 partials=None, wait_s=None):
+        self.lb = lb
+        self.members = members
+        self.root = os.path.abspath(root)
+        self.requester = requester
+        self.on_progress = on_progress or (lambda progress: None)
+        self.on_verified = on_verified or (lambda root, path, sha256, digests: None)
+        self.have = have or (lambda sha256: None)  # a SharedFile we already have, or None
+        self.identity = identity  # this peer's address, shown to the holders we fetch from
+        self.stall_timeout = stall_timeout
+        self.partials = partials
+        self.wait_s = wait_s
 
     def get(self, name, sha256=None, peer=None):
         """Download ``name`` (that version, from that peer if given); returns a Result.
@@ -544,53 +1026,126 @@ class Downloader:
         The Result names the other versions of ``name`` on the network, if any.
         """
         check_name(name)
-        pick = self._ask(name, sha256, peer)
-        blame = Blame()
-        for _attempt in range(MAX_ATTEMPTS):
+        liars, broken = [], []
+        for _ in range(MAX_LIST_TRIES):
             try:
-                result = self._get(name, pick, blame)
-            except OtherSize as e:  # holders claim two sizes for the SHA-256: try the other
-                pick = e.pick
+                pick = self._first_pick(name, sha256, None if liars else peer,
+                                        [lie.peer_id for lie in liars] + broken)
+            except (NotFound, NoHolderLeft):
+                if not liars:
+                    raise
+                break
+            sha256 = pick.file.sha256
+            leases = Leases(self.lb, pick.renew_s)
+            for lease in pick.leases:
+                leases.add(lease)
+            try:
+                result = self._get(name, pick, leases, named=peer is not None and not liars)
+            except FalseList as lie:
+                log.warning("%s; asking another holder", lie.message)
+                liars.append(lie)
                 continue
+            except NoPieceList as e:
+                if not e.broken or peer is not None:
+                    raise
+                log.warning("%s", e.message)
+                broken += e.broken
+                unlisted = e
+                continue
+            finally:
+                leases.end_all("cancelled")
+                leases.stop()
             result.others = pick.versions
             return result
-        raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
+        if not liars:
+            raise unlisted
+        raise VerifyFailed(" and ".join(lie.message for lie in liars)
+                           + "; no other holder is left. Nothing was saved.")
 
-    def _get(self, name, pick, blame):
-        size, sha256 = pick.file.size, pick.file.sha256
-        renewer = Renewer(self.lb, pick.renew_s, pick.leases[0])
-        try:
+    def _first_pick(self, name, sha256, peer, exclude):
+        """The first holders; while every one is busy, wait (and say so) for a free slot."""
+        started = time.monotonic()
+        while True:
             try:
-                mine = self.have(sha256)
-                if mine is not None:
-                    self._end(pick, "cancelled")
-                    return Result(mine.path, name, size, sha256, already=True)
-                plan = plan_target(self.root, name, size, sha256)
-                if plan.have:
-                    self._end(pick, "cancelled")
-                    return Result(plan.have, name, size, sha256, already=True)
-                self._check_folder(plan.partial)
-                partial = self._open_partial(plan.partial, size)
-            except BaseException:
-                self._end(pick, "cancelled")
-                raise
-            try:  # the partial file stays locked until it has its final name
-                blame.doubt_resumed = partial.offset > 0
-                result = self._run(partial, pick, name, size, sha256, renewer, blame)
-                result.path = self._commit(plan.partial, name, size, sha256)
-            except VerifyFailed:
-                os.unlink(plan.partial)
-                raise
-            except BaseException:
-                if partial.offset == 0:  # nothing to resume from: leave no empty partial file
-                    os.unlink(plan.partial)
-                raise
+                return self.lb.pick(name, sha256=sha256, peer=peer, exclude=exclude,
+                                    requester=self.requester,
+                                    count=1 if peer else MAX_SOURCES)
+            except AllBusy as e:
+                waited = time.monotonic() - started
+                if self.wait_s is not None and waited > self.wait_s:
+                    raise DownloadError(f"Waited {self.wait_s:.0f} s for a free upload slot "
+                                        f"for {name!r}; every holder is busy. Try again "
+                                        "later.") from None
+                waiting = (f"waiting for a free upload slot, {e.busy} "
+                           f"{'holder' if e.busy == 1 else 'holders'} busy")
+                until = time.monotonic() + min(BUSY_WAIT_MAX_S, max(e.retry_after,
+                                                                    ASK_BUSY_MIN_S))
+                while time.monotonic() < until:
+                    self.on_progress(Progress(name, 0, 0, 0.0, "", sources=0, waiting=waiting))
+                    time.sleep(min(PROGRESS_EVERY_S, max(0.0, until - time.monotonic())))
+
+    def _get(self, name, pick, leases, named):
+        size, sha256 = pick.file.size, pick.file.sha256
+        mine = self.have(sha256)
+        if mine is not None:
+            return Result(mine.path, name, size, sha256, already=True)
+        target = plan_target(self.root, name, size, sha256)
+        if target.have:
+            return Result(target.have, name, size, sha256, already=True)
+        self._check_folder(target.partial)
+        fd = self._open_partial(target.partial, size)
+        have = None
+        try:  # the partial file stays locked until it has its final name
+            pieces, list_from = self._piece_list(pick, leases)
+            partial = PartialFile(target.partial, fd, pieces)
+            have = partial.verified()
+            plan = Plan(pieces.count, have)
+            result = Result("", name, size, sha256,
+                            resumed_from=plan.progress(pieces.piece_size, size))
+            if self.partials is not None:
+                self.partials.add(name, pieces, have, target.partial)
+            try:
+                Swarm(self, name, pick, partial, plan, leases, result, self.partials,
+                      named).run(pick, list_from)
             finally:
-                partial.close()
+                if self.partials is not None:
+                    self.partials.remove(sha256)
+            result.path = self._commit(target.partial, name, size, sha256)
+        except VerifyFailed:
+            os.unlink(target.partial)
+            raise
+        except BaseException:
+            if (not have) if have is not None else os.fstat(fd).st_size == 0:
+                os.unlink(target.partial)  # nothing verified to resume from: leave nothing
+            raise
         finally:
-            renewer.stop()
-        self.on_verified(self.root, result.path, sha256)
+            os.close(fd)
+        elapsed = max(time.monotonic() - result.started, 1e-6)
+        self.on_progress(Progress(name, size, size, result.received / elapsed,
+                                  ", ".join(dict.fromkeys(result.sources)), finished=True,
+                                  sources=len(set(result.sources))))
+        self.on_verified(self.root, result.path, sha256, list(pieces.digests))
         return result
+
+    def _piece_list(self, pick, leases):
+        """The file's piece list, from the first holder that gives one the holders agree on
+        (``pick.pieces``); and the Lease of that holder. A holder that cannot be reached
+        or answers nonsense has its transfer ended ``failed``; NoPieceList if none gives it."""
+        problems, broken = [], []
+        for lease in pick.leases:
+            conn = HolderConnection(lease.host, lease.port, pick.file.sha256, pick.file.size,
+                                    self.members, self.identity, self.stall_timeout)
+            try:
+                return conn.piece_list(pick.pieces)[0], lease
+            except PeerFault as e:
+                problems.append(f"{lease.address}: {e}")
+                if not e.other_file:  # another size claimed for it: the pick's record may lie
+                    broken.append(lease.peer_id)
+                    leases.end(lease, "failed")
+            finally:
+                conn.close()
+        raise NoPieceList(f"No holder gave the piece list of {pick.file.name!r} ("
+                          + "; ".join(problems) + "); try again later.", broken)
 
     def _check_folder(self, partial):
         folder = os.path.dirname(partial)
@@ -603,11 +1158,9 @@ class Downloader:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise DiskError(f"Cannot create {folder}: {e.strerror}.") from None
-        if within(os.path.realpath(self.root), folder) is None:
-            raise DiskError(f"{folder} leads outside {self.root} (a symlink?); not writing there.")
 
     def _open_partial(self, path, size):
-        """Open, lock and check the partial file; a PartialFile at the byte to resume from."""
+        """Open, lock and check the partial file; its descriptor."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
@@ -627,187 +1180,19 @@ class Downloader:
             if not same:  # another download finished and moved this partial file into place
                 raise DownloadError("Another download of this file just finished; run it "
                                     "again to find it in place.")
-            offset = st.st_size if st.st_size <= size else 0  # longer than the file: not ours
-            if offset != st.st_size:
-                os.ftruncate(fd, offset)
+            if st.st_size > size:  # longer than the file: not ours
+                os.ftruncate(fd, 0)
             free = shutil.disk_usage(self.root).free
-            if free < size - offset:
-                if offset == 0:  # ours (locked) and empty: leave nothing behind
+            needed = size - min(st.st_blocks * 512, st.st_size)
+            if free < needed:
+                if st.st_size == 0:  # ours (locked) and empty: leave nothing behind
                     os.unlink(path)
-                raise DiskError(f"Not enough space in {self.root}: {size - offset} bytes "
+                raise DiskError(f"Not enough space in {self.root}: {needed} bytes "
                                 f"needed, {free} free.")
-            return PartialFile(fd, offset)
+            return fd
         except BaseException:
             os.close(fd)
             raise
-
-    def _run(self, partial, pick, name, size, sha256, renewer, blame):
-        """Fill ``partial`` from holder after holder until it verifies; returns a Result, or
-        OtherSize when the next holder has another size for the file."""
-        result = Result("", name, size, sha256, resumed_from=partial.offset)
-        for _attempt in range(MAX_ATTEMPTS):
-            if pick.file.size != size:
-                raise OtherSize(pick)
-            lease = renewer.lease = pick.leases[0]
-            source = " ".join(x for x in (lease.name, lease.address) if x)
-            result.sources.append(source)
-            try:
-                if partial.offset < size:
-                    blame.sending(lease.peer_id)
-                    self._fetch(partial, lease, name, size, sha256, result)
-            except PeerFault as fault:
-                log.warning("%s from %s failed at byte %d: %s", name, source, partial.offset,
-                            fault)
-                self._end(pick, blame.fault(lease.peer_id, fault.busy))
-                try:
-                    pick = self._ask(name, sha256, exclude=blame.excluded())
-                except DownloadError as e:
-                    wait = blame.wait_for_busy() if e.status == 503 else None
-                    if wait is None:
-                        kept = (" The partial file is kept: try again later to resume."
-                                if partial.offset else "")
-                        raise DownloadError(f"Could not download {name!r}: {source} failed "
-                                            f"({fault}). {e.message}{kept}", e.status) from None
-                    time.sleep(wait)
-                    pick = self._ask(name, sha256, exclude=blame.excluded())
-                continue
-            except BaseException:
-                self._end(pick, "cancelled")
-                raise
-            if partial.hexdigest() == sha256:
-                self._end(pick, "done")
-                elapsed = max(time.monotonic() - result.started, 1e-6)
-                self.on_progress(Progress(name, size, size, result.received / elapsed, source,
-                                          finished=True))
-                return result
-            partial.restart()
-            if blame.mismatch():
-                log.warning("%s: SHA-256 mismatch after resuming; starting again from byte 0",
-                            name)
-                result.resumed_from = 0
-                continue
-            log.warning("%s: SHA-256 mismatch after the bytes from %s", name,
-                        ", ".join(result.sources))
-            self._end(pick, "failed")
-            try:
-                pick = self._ask(name, sha256, exclude=blame.excluded())
-            except DownloadError:
-                liars = " and ".join(dict.fromkeys(result.sources))
-                raise VerifyFailed(f"{name!r} from {liars} did not match its SHA-256 and no "
-                                   "other holder is left; nothing was saved.") from None
-        raise DownloadError(f"Gave up on {name!r} after {MAX_ATTEMPTS} attempts.")
-
-    def _fetch(self, partial, lease, name, size, sha256, result):
-        """Receive from ``lease``'s holder into ``partial`` until the file is complete, or
-        PeerFault."""
-        source = lease.address
-        try:
-            sock = socket.create_connection((lease.host, lease.port), CONNECT_TIMEOUT_S)
-            sock = self.members.connect(sock)
-        except OSError as e:
-            raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
-        with sock:
-            if self.members.tls is None:
-                sock.settimeout(None)
-                _set_socket_timeouts(sock, self.stall_timeout)
-            else:  # no MSG_WAITALL on an SSLSocket: plain timeouts, and _recv fills the buffer
-                sock.settimeout(self.stall_timeout)
-            try:
-                target = url_for_name(name)
-                auth = "".join(f"{key}: {value}\r\n" for key, value
-                               in self.members.auth_headers("GET", target).items())
-                request = (f"GET {target} HTTP/1.1\r\nHost: {source}\r\n"
-                           + (f"Range: bytes={partial.offset}-\r\nIf-Range: \"{sha256}\"\r\n"
-                              if partial.offset else "")
-                           + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
-                           + auth + "Connection: close\r\n\r\n")
-                sock.sendall(request.encode("ascii"))
-                status, headers, leftover = self._read_head(sock)
-                start = check_response(status, headers, partial.offset, size, sha256, leftover)
-                if start != partial.offset:  # the holder ignored the range: start over
-                    partial.restart()
-                self._receive(sock, partial, leftover, size, name, source, result)
-            except OSError as e:
-                raise PeerFault(self._describe(e)) from None
-
-    @staticmethod
-    def _read_head(sock):
-        data = bytearray()
-        deadline = time.monotonic() + HEAD_DEADLINE_S
-        while (end := data.find(b"\r\n\r\n")) < 0:
-            if len(data) > MAX_HEAD_BYTES:
-                raise PeerFault("the peer's response headers are too large")
-            if time.monotonic() > deadline:
-                raise PeerFault(f"no complete answer within {HEAD_DEADLINE_S:.0f} s")
-            chunk = sock.recv(MAX_HEAD_BYTES)
-            if not chunk:
-                raise PeerFault("the peer closed the connection without answering")
-            data += chunk
-        status, headers = parse_response_head(bytes(data[:end]))
-        return status, headers, bytes(data[end + 4:])
-
-    def _receive(self, sock, partial, leftover, size, name, source, result):
-        window_start, window_bytes = time.monotonic(), 0
-        slow_start, slow_bytes = window_start, 0
-        rate = 0.0
-        last_report = 0.0
-        while partial.offset < size:
-            buf = partial.buffer()
-            view = memoryview(buf)[:min(len(buf), size - partial.offset)]
-            if leftover:
-                n = min(len(leftover), len(view))
-                view[:n] = leftover[:n]
-                leftover = leftover[n:]
-            else:
-                try:
-                    n = self._recv(sock, view)
-                except (BlockingIOError, TimeoutError):
-                    partial.give_back(buf)
-                    raise PeerFault(f"no data for {self.stall_timeout:.0f} s") from None
-                except BaseException:
-                    partial.give_back(buf)
-                    raise
-            partial.append(buf, n)  # n < len(view): a stall or a signal; the next recv tells
-            result.received += n
-            window_bytes += n
-            slow_bytes += n
-            now = time.monotonic()
-            if now - slow_start >= SLOW_WINDOW_S:
-                if slow_bytes < MIN_RATE_BYTES_S * (now - slow_start):
-                    raise PeerFault(f"slower than {MIN_RATE_BYTES_S} bytes/s for "
-                                    f"{SLOW_WINDOW_S:.0f} s")
-                slow_start, slow_bytes = now, 0
-            if now - window_start >= 1.0:
-                rate, window_start, window_bytes = window_bytes / (now - window_start), now, 0
-            if now - last_report >= PROGRESS_EVERY_S:
-                last_report = now
-                shown = rate or window_bytes / max(now - window_start, 1e-3)
-                self.on_progress(Progress(name, partial.offset, size, shown, source))
-            if n == 0:
-                raise PeerFault(f"the connection ended at byte {partial.offset} of {size}")
-
-    def _recv(self, sock, view):
-        """Fill ``view`` from ``sock``: fewer bytes only at a stall, a signal or the end."""
-        if self.members.tls is None:
-            return sock.recv_into(view, len(view), socket.MSG_WAITALL)
-        got = 0
-        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
-            try:
-                n = sock.recv_into(view[got:])
-            except TimeoutError:
-                if got:
-                    return got
-                raise
-            if n == 0:
-                break
-            got += n
-        return got
-
-    @staticmethod
-    def _describe(error):
-        if isinstance(error, BlockingIOError):
-            return "no answer in time"
-        return describe_socket_error(error)
 
     def _commit(self, partial, name, size, sha256):
         """Give the verified partial file its final name without replacing anything."""
@@ -842,8 +1227,9 @@ class Downloader:
 class DirectSource:
     """Stands in for the load balancer when there is none and the person named a peer.
 
-    That peer is the only holder: its ``GET /files`` says the file's size and SHA-256;
-    there is nothing to renew or end, and no other holder to turn to when it fails.
+    That peer is the only holder: its ``GET /files`` says the file's size, SHA-256 and
+    piece-list hash; there is nothing to renew or end, and no other holder to turn to
+    when it fails.
     """
 
     def __init__(self, host, port, timeout=CONNECT_TIMEOUT_S, members=OPEN):
@@ -851,10 +1237,10 @@ class DirectSource:
         self.members = members
         self.address = format_address(host, port)
 
-    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, count=None):
+    def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, count=1):
         if exclude:
             raise NoHolderLeft(f"{self.address} failed, and without a load balancer there "
-                               "is no other holder to ask.", 404)
+                               "is no other holder to ask.", 503)
         conn = connect_http(self.host, self.port, self.timeout, self.members)
         try:
             conn.request("GET", "/files", headers=self.members.auth_headers("GET", "/files"))
@@ -869,14 +1255,20 @@ class DirectSource:
             conn.close()
         if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
             raise Unauthorized(f"{self.address} refuses us: "
-                               f"{listing.get('error') or 'wrong or missing network secret.'}")
+                               f"{listing.get('error') or 'wrong or missing network secret.'}",
+                               401)
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:
             raise NotFound(f"{self.address} does not share {name!r}.", 404)
-        file = versions[0]
-        return Pick(FileRecord(name, file["size"], file["sha256"]),
-                    [Lease("", "", self.address, self.host, self.port)], DEFAULT_RENEW_S)
+        try:
+            record = FileRecord.parse(versions[0])
+        except ValueError:
+            raise Unreachable(f"{self.address} answered, but not as a peer.") from None
+        lease = Lease(transfer_id="", secret="", peer_id=self.address, host=self.host,
+                      port=self.port)
+        return Pick(file=record, leases=[lease], renew_s=DEFAULT_RENEW_S,
+                    pieces=record.pieces)
 
     def renew(self, lease):
         """Nothing to renew: no load balancer counts this transfer."""
@@ -957,7 +1349,7 @@ class DownloadQueue:
             job.state = "done"
         except DownloadCancelled:
             job.state = "cancelled"
-        except DownloadError as e:
+        except (DownloadError, LBClientError) as e:
             job.error, job.state = e, "failed"
         except Exception as e:  # a bug of ours: logged, and the other downloads go on
             log.exception("download of %s failed", job.name)

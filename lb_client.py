@@ -133,6 +133,7 @@ class Pick:
     renew_s: float
     pieces: str | None = None  # the piece-list hash most holders announced
     versions: list = field(default_factory=list)  # the other versions of the name
+    downloading: int = 0  # other peers downloading the file now
 
     @classmethod
     def parse(cls, answer):
@@ -141,8 +142,11 @@ class Pick:
         renew_s = answer["renew_s"]
         if not isinstance(renew_s, (int, float)) or renew_s <= 0:
             raise ValueError("renew_s must be a positive number of seconds")
+        downloading = answer.get("downloading", 0)
+        if not isinstance(downloading, int):
+            raise ValueError("downloading must be a number of peers")
         return cls(FileRecord.parse(answer["file"]), leases, float(renew_s),
-                   answer.get("pieces"), list(answer.get("versions") or []))
+                   answer.get("pieces"), list(answer.get("versions") or []), downloading)
 
 
 # ---------------------------------------------------------------------------

@@ -240,6 +240,7 @@ class Handout:
     transfers: list
     others: list  # the other versions of the name, as listed to people, when it has several
     pieces: str = None  # the piece-list hash the most machines announced for this version
+    downloading: int = 0  # other peers downloading this version now (partial holders)
 
     @property
     def first(self):
@@ -471,7 +472,9 @@ class Registry:
                                           partial=count is not None)
             chosen = self._best(name, candidates, source, now, count or 1)
             transfers = [self._hand_out(candidate, source, now) for candidate in chosen]
-            return Handout(transfers, others, self._agreed_pieces(name, version))
+            downloading = sum(1 for key in version for pid in self._partials.get(key, ())
+                              if pid != requester)
+            return Handout(transfers, others, self._agreed_pieces(name, version), downloading)
 
     def _choose_version(self, name, sha256, peer):
         """Step 1: the version of ``name`` to hand out, as {(sha256, size): holders} (several
@@ -1006,7 +1009,7 @@ class LBHandler(JSONRequestHandler):
                   "file": first.file.as_dict(), "renew_s": self.registry.renew_s,
                   "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
                                "done": t.done} for t in handout.transfers],
-                  "pieces": handout.pieces}
+                  "pieces": handout.pieces, "downloading": handout.downloading}
         if handout.others:
             answer["versions"] = handout.others
         self.send_json(201, answer)

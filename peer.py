@@ -506,16 +506,17 @@ class Peer:
 
     # -- downloads ----------------------------------------------------------
 
-    def downloader(self, on_progress=None, direct=None):
-        """A Downloader through the load balancer, or through ``direct`` (a DirectSource)."""
+    def downloader(self, on_progress=None, direct=None, wait_s=None):
+        """A Downloader through the load balancer, or through ``direct`` (a DirectSource),
+        sharing the verified pieces of what it downloads."""
         return Downloader(direct or self.lb, self.downloads, requester=self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
                           have=self.index.find_on_disk, identity=self.address,
-                          members=self.members)
+                          members=self.members, partials=self.partials, wait_s=wait_s)
 
-    def _verified(self, root, path, sha256):
+    def _verified(self, root, path, sha256, digests):
         if self.reshare:
-            self.index.add_verified(root, path, sha256)
+            self.index.add_verified(root, path, sha256, digests)
 
     def describe_openness(self):
         """To whom this peer's files are open, and whether its downloads are among them."""
@@ -627,8 +628,12 @@ class ProgressPrinter:
     def __call__(self, p):
         percent = 100 * p.done / p.total if p.total else 100.0
         eta = human_duration((p.total - p.done) / p.rate) if p.rate > 0 else "--:--"
-        line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
-                f"{human_size(p.rate)}/s  ETA {eta}  from {p.source}")
+        if p.waiting:
+            line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
+                    f"{p.waiting}" if p.total else f"{p.name}: {p.waiting}")
+        else:
+            line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
+                    f"{human_size(p.rate)}/s  ETA {eta}  {sent_by(p)}")
         if self.tty:  # one line that fits, or the terminal would scroll instead of redraw
             line = line[:shutil.get_terminal_size().columns - 1]
             self.stream.write("\r\x1b[K" + line)
@@ -652,13 +657,21 @@ class ProgressPrinter:
             self.drawn = False
 
 
+def sent_by(p):
+    """'from 10.0.0.7:41237', or 'from 5 peers' when several send at once."""
+    return f"from {p.sources} peers" if p.sources > 1 else f"from {p.source}"
+
+
 def job_line(job):
-    """'song.mp3 52 % 5.0 MiB/s from 10.0.0.7:41237', or 'big.bin waiting'."""
+    """'song.mp3 52 % 5.0 MiB/s from 5 peers', 'big.bin waiting for its turn', or
+    'big.bin 10 % waiting for a free upload slot, 3 holders busy'."""
     p = job.progress
     if job.state == "waiting" or p is None:
         return f"{job.name} {'waiting for its turn' if job.state == 'waiting' else 'starting'}"
-    percent = 100 * p.done / p.total if p.total else 100.0
-    return f"{job.name} {percent:.0f} % {human_size(p.rate)}/s from {p.source}"
+    percent = 100 * p.done / p.total if p.total else 0.0
+    if p.waiting:
+        return f"{job.name} {percent:.0f} % {p.waiting}"
+    return f"{job.name} {percent:.0f} % {human_size(p.rate)}/s {sent_by(p)}"
 
 
 def jobs_line(jobs):
@@ -672,7 +685,7 @@ def describe_job(job):
     if job.state == "cancelled":
         return f"Stopped {job.name!r}; the partial file is kept: download it again to resume."
     message = job.error.message
-    if job.error.status == 409 and job.error.versions:
+    if isinstance(job.error, Ambiguous) and job.error.versions:
         message += " Option 1 numbers each version; option 2 takes the number."
     return message
 
@@ -681,7 +694,7 @@ def describe_result(result):
     if result.already:
         return f"Already have it: {result.path} has the same content; nothing to download."
     resumed = f", resumed at {human_size(result.resumed_from)}" if result.resumed_from else ""
-    sources = " then ".join(dict.fromkeys(result.sources))
+    sources = ", ".join(dict.fromkeys(result.sources))
     return (f"Saved {result.path} ({human_size(result.size)}, SHA-256 verified{resumed}) "
             f"from {sources}." + describe_others(result))
 
@@ -1156,9 +1169,8 @@ VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--adve
                  "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from", "--name",
                  "--parallel", "--secret-file", "--tls-cert", "--tls-key", "--tls-ca",
                  "--expires")
-LISTENING_OPTIONS = ("--host", "--port", "--advertise")
-SERVING_OPTIONS = ("--shared", "--upload-slots", "--upload-limit", "--name", "--parallel",
-                   "--no-lb-start", "--no-reshare")
+LISTENING_OPTIONS = ("--host", "--port", "--advertise", "--upload-slots", "--upload-limit")
+SERVING_OPTIONS = ("--shared", "--name", "--parallel", "--no-lb-start", "--no-reshare")
 
 
 def option_groups():
@@ -1186,6 +1198,12 @@ def option_groups():
     listening.add_argument("--advertise", metavar="HOST",
                            help="the address other peers should use to reach this one "
                                 "(default: what the load balancer sees)")
+    listening.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS,
+                           metavar="N", help=f"uploads served at once (default "
+                                             f"{DEFAULT_UPLOAD_SLOTS})")
+    listening.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
+                           help="upload speed limit of this peer (all uploads together) in "
+                                "bytes/s, like 500K or 2M")
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--no-reshare", dest="reshare", action="store_false",
                          help="keep downloads private (by default a verified download is "
@@ -1200,11 +1218,6 @@ def option_groups():
                                         "(default: the host name)")
     serving.add_argument("--shared", metavar="DIR",
                          help="folder to share (default: shared/ beside peer.py)")
-    serving.add_argument("--upload-slots", type=int, default=DEFAULT_UPLOAD_SLOTS, metavar="N",
-                         help=f"uploads served at once (default {DEFAULT_UPLOAD_SLOTS})")
-    serving.add_argument("--upload-limit", type=rate_arg, default=0, metavar="RATE",
-                         help="upload speed limit of this peer (all uploads together) in "
-                              "bytes/s, like 500K or 2M")
     return client, downloads, listening, serving
 
 
@@ -1272,6 +1285,9 @@ def parse_args(argv):
                           "its first hex digits do)")
     get.add_argument("--from", dest="source", metavar="HOST[:PORT]",
                      help="ask this peer instead of the least-loaded holder")
+    get.add_argument("--wait", type=duration_arg, default=None, metavar="DURATION",
+                     help="give up after waiting this long (like 90s or 10m) while every "
+                          "holder is busy (default: wait as long as a holder is online)")
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
     commands.add_parser("status", parents=[client, downloads],
@@ -1495,10 +1511,11 @@ def run_get(args):
     try:
         if via is lb:
             peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), None,
-                        args.downloads, args.host, args.port, args.advertise, reshare=False,
-                        members=args.members).start()
+                        args.downloads, args.host, args.port, args.advertise,
+                        upload_slots=args.upload_slots, upload_limit=args.upload_limit,
+                        reshare=False, members=args.members).start()
             log.info("serving verified pieces on %s", format_address(args.host, peer.port))
-        return get_each(args, lb, via, source)
+        return get_each(args, lb, via, source, peer)
     except (KeyboardInterrupt, Terminate):
         print("peer.py: interrupted; the partial file is kept: run the same command to "
               "resume.", file=sys.stderr)
@@ -1509,26 +1526,28 @@ def run_get(args):
             peer.stop()
 
 
-def get_each(args, lb, via, source):
-    """Download each name of ``args.names`` in turn; the exit status."""
+def get_each(args, lb, via, source, peer):
+    """Download each name of ``args.names`` in turn, ``peer`` (if any) sharing their
+    verified pieces meanwhile; the exit status."""
     failed = 0
     for name in args.names:
         progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
         try:
             try:
                 sha256 = resolve_sha256(lb, name, args.sha256) if args.sha256 else None
-                result = Downloader(via, args.downloads, on_progress=progress,
-                                    members=args.members).get(
-                    name, sha256, source)
+                downloader = peer.downloader(progress, wait_s=args.wait) if peer is not None \
+                    else Downloader(via, args.downloads, on_progress=progress,
+                                    members=args.members, wait_s=args.wait)
+                result = downloader.get(name, sha256, source)
             finally:
                 if progress:
                     progress.end()
-        except DownloadError as e:
+        except (DownloadError, LBClientError) as e:
             failed += 1
             message = e.message
-            if e.status == 404 and via is lb and not args.source:
+            if isinstance(e, NotFound) and via is lb and not args.source:
                 message += did_you_mean(lb, name)  # names on the network get no suggestion
-            if e.status == 409:
+            if isinstance(e, Ambiguous):
                 message += " Versions: " + ", ".join(
                     f"{v['sha256']} ({human_size(v['size'])})" for v in e.versions)
             fail(message)
@@ -1553,9 +1572,7 @@ def run_url(args, lb):
     try:
         pick = lb.pick(args.name, sha256=sha256, peer=source)
     except NotFound as e:
-        raise DownloadError(e.message + did_you_mean(lb, args.name), e.status) from None
-    except Ambiguous as e:
-        raise DownloadError(e.message, e.status, e.versions) from None
+        raise DownloadError(e.message + did_you_mean(lb, args.name)) from None
     # Only the address is wanted: the holder counts the download itself while it runs.
     holder = pick.leases[0]
     lb.end(holder, "cancelled")

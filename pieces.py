@@ -41,6 +41,10 @@ class BadPieceList(ValueError):
     """A piece list that does not describe the file it claims to (the message says how)."""
 
 
+class OtherFile(BadPieceList):
+    """A piece list of another file (another SHA-256 or size) than the one asked for."""
+
+
 def piece_size(size):
     """The piece size of a file of ``size`` bytes (the same for every holder)."""
     piece = MIN_PIECE_BYTES
@@ -125,7 +129,7 @@ class PieceList:
         if not isinstance(body, dict):
             raise BadPieceList("the piece list is not a JSON object")
         if body.get("sha256") != sha256 or body.get("size") != size:
-            raise BadPieceList("the piece list is of another file")
+            raise OtherFile("the piece list is of another file")
         if body.get("piece_size") != piece_size(size):
             raise BadPieceList(f"the piece size is {body.get('piece_size')!r}, "
                                f"not {piece_size(size)}")

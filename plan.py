@@ -52,9 +52,13 @@ class Source:
     received: int = 0  # bytes it sent
     since: float = None  # when it started sending
     fetching: set = field(default_factory=set)
+    spoiled: set = field(default_factory=set)  # pieces it sent bad: asked of others instead
 
     def has(self, index):
         return self.pieces is None or index in self.pieces
+
+    def may_send(self, index):
+        return self.has(index) and index not in self.spoiled
 
     @property
     def banned(self):
@@ -87,6 +91,7 @@ class Plan:
         self.sources = {}  # key -> Source
         self.availability = [0] * count  # how many known holders have each piece
         self.alone = True  # in order (see the module docstring), until others appear
+        self.shunned = set()  # peer ids that broke down or were banned: not asked again
         self._rng = rng or random.Random()
         self._lowest = 0  # in order: no free piece below this one
 
@@ -136,11 +141,11 @@ class Plan:
     def wants(self, key):
         """Does this holder have a piece we still miss?"""
         source = self.sources[key]
-        return not source.banned and any(source.has(i) for i in self.missing)
+        return not source.banned and any(source.may_send(i) for i in self.missing)
 
     def banned(self):
         """Peer ids never to ask again in this download."""
-        return {s.peer_id for s in self.sources.values() if s.banned or s.faulted}
+        return set(self.shunned)
 
     # -- which piece next ---------------------------------------------------
 
@@ -161,14 +166,14 @@ class Plan:
         for index in range(self._lowest, self.count):
             if index in self.missing and index not in self.fetchers:
                 self._lowest = index
-                return index if source.has(index) else self._rarest(source)
+                return index if source.may_send(index) else self._rarest(source)
         self._lowest = self.count
         return None
 
     def _rarest(self, source):
         best, rarest = None, []
         for index in self.missing:
-            if index in self.fetchers or not source.has(index):
+            if index in self.fetchers or not source.may_send(index):
                 continue
             n = self.availability[index]
             if best is None or n < best:
@@ -180,11 +185,11 @@ class Plan:
     def _endgame(self, source):
         """A piece others are fetching, when nothing else is left: the one with the fewest
         connections on it, and among those the one fetched longest."""
-        if any(i not in self.fetchers for i in self.missing if source.has(i)):
+        if any(i not in self.fetchers for i in self.missing if source.may_send(i)):
             return None
         choices = [i for i, keys in self.fetchers.items()
                    if source.key not in keys and len(keys) < ENDGAME_COPIES
-                   and i in self.missing and source.has(i)]
+                   and i in self.missing and source.may_send(i)]
         if not choices:
             return None
         return min(choices, key=lambda i: (len(self.fetchers[i]), i))
@@ -203,9 +208,13 @@ class Plan:
         source = self.sources.get(key)
         self._unfetch(key, index)
         if not good:
-            if source is not None:
-                source.strikes += 1
-            return Arrival(bad=True, banned=source is not None and source.banned)
+            if source is None:
+                return Arrival(bad=True)
+            source.strikes += 1
+            source.spoiled.add(index)
+            if source.banned:
+                self.shunned.add(source.peer_id)
+            return Arrival(bad=True, banned=source.banned)
         if source is not None:
             source.delivered += 1
         if index not in self.missing:
@@ -243,7 +252,9 @@ class Plan:
 
     def fault(self, key):
         """The holder's connection broke or it broke the protocol: not asked again."""
-        self.sources[key].faulted = True
+        source = self.sources[key]
+        source.faulted = True
+        self.shunned.add(source.peer_id)
 
     def slow(self, now):
         """Holders much slower than the fastest, to let go while faster ones are online."""

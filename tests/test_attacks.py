@@ -106,7 +106,7 @@ class AttackTests(ProcessTestCase):
             self.assertTrue(same_bytes(source, path))
         served = {p.port: self.peer_entry(self.lb.port, p.port)["served"] for p in (a, b)}
         self.assertGreaterEqual(served[a.port], 1, served)  # a stays in everyone's rotation
-        self.assertEqual(sum(served.values()), 4)
+        self.assertLessEqual(sum(served.values()), 8)  # each download from a, b or both
 
     def test_a_live_peers_address_cannot_be_hijacked(self):
         source = os.path.join(self.tmp, "source", "f.bin")

@@ -231,7 +231,7 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(row.group(1), "1")  # one active transfer while it uploads
         holder.expect(r"Choose 0-4: ")
         holder.send("4")
-        holder.expect(r"Uploads in progress: 1\s+song\.mp3 to 127\.0\.0\.1:\d+")
+        holder.expect(r"Uploads in progress: 1\s+(pieces? [\d-]+ of )?song\.mp3 to 127\.0\.0\.1:\d+")
         holder.expect(r"Choose 0-4: ")
         holder.send("0")
         holder.expect(r"1 upload to other peers in progress .* Quit anyway\? \[y/N\] ")

@@ -57,10 +57,10 @@ class DownloadTests(ProcessTestCase):
         for i in range(10):
             self.assertTrue(same_bytes(source, os.path.join(self.tmp, f"client{i}", "song.mp3")))
         served = [self.peer_entry(self.lb.port, p.port)["served"] for p in procs]
-        self.assertEqual(sum(served), 10)
+        self.assertGreaterEqual(sum(served), 10)  # a download may take pieces from both
         self.assertGreaterEqual(min(served), 3, served)
 
-    def test_holder_killed_mid_file_the_other_finishes_it(self):
+    def test_holder_killed_mid_file_the_others_finish_it(self):
         procs, source = self.holders("movie.mkv", 24 * MiB, 2, "--upload-limit", "8M")
         downloads = self.folder("me", "downloads")
         get = subprocess.Popen(
@@ -69,13 +69,11 @@ class DownloadTests(ProcessTestCase):
             stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: get.poll() is None and get.kill())
         wait_partial(downloads, 2 * MiB)
-        serving = [p for p in procs if self.peer_entry(self.lb.port, p.port)["active"]]
-        self.assertEqual(len(serving), 1)
-        serving[0].kill()
+        victim, survivor = procs
+        victim.kill()
         out, err = get.communicate(timeout=60)
         self.assertEqual(get.returncode, 0, err)
-        survivor = [p for p in procs if p is not serving[0]][0]
-        self.assertRegex(out, rf" then holder\d 127\.0\.0\.1:{survivor.port}\.")  # name, address
+        self.assertRegex(out, rf"holder\d 127\.0\.0\.1:{survivor.port}\b")  # name, address
         self.assertTrue(same_bytes(source, os.path.join(downloads, "movie.mkv")))
 
     def test_lying_holder_is_caught_and_the_honest_one_serves(self):

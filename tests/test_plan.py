@@ -131,7 +131,8 @@ class Blame(unittest.TestCase):
         self.assertTrue(arrival.bad)
         self.assertFalse(arrival.banned)
         self.assertIn(piece, plan.missing)
-        self.assertEqual(plan.next_piece("honest"), piece)  # fetched again elsewhere
+        self.assertNotEqual(plan.next_piece("liar"), piece)  # not asked of it again
+        self.assertEqual(plan.next_piece("honest"), piece)  # but of someone else
         for _ in range(BAN_STRIKES - 1):
             arrival = plan.arrived("liar", plan.next_piece("liar"), False)
         self.assertTrue(arrival.banned)

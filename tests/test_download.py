@@ -1,0 +1,206 @@
+"""The downloader against in-process fakes: many holders, liars, droppers, busy, resume.
+
+The load balancer is ``tests.fakes.FakeLB`` and the holders ``FakeHolder`` servers on
+loopback; the downloader is the real one. Each case runs in well under a second.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import unittest
+from dataclasses import replace
+
+from download import (BUFFERS_PER_SOURCE, DownloadError, Downloader, VerifyFailed,
+                      partial_name)
+from pieces import MIN_PIECE_BYTES, Bitfield
+from plan import BAN_STRIKES, ENDGAME_COPIES
+from tests.fakes import FakeHolder, FakeLB, make_data
+from tests.support import quiet_logs
+
+PIECES = 12
+SIZE = PIECES * MIN_PIECE_BYTES - 1000  # a short last piece
+
+
+class DownloadCase(unittest.TestCase):
+    def setUp(self):
+        self.data = make_data(SIZE)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.holders = []
+        self.progress = []
+        quiet_logs(self)
+
+    def holder(self, **misbehaviour):
+        holder = FakeHolder(self.data, **misbehaviour)
+        self.holders.append(holder)
+        self.addCleanup(holder.close)
+        return holder
+
+    def download(self, lb, **options):
+        downloader = Downloader(lb, self.root, on_progress=self.progress.append, **options)
+        return downloader.get("file.bin")
+
+    def assert_saved(self, result):
+        with open(result.path, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), self.sha256)
+        self.assertEqual([n for n in os.listdir(self.root) if n.endswith(".part")], [])
+
+    def pieces_asked(self, holder):
+        piece = MIN_PIECE_BYTES
+        return [start // piece for start, _ in holder.requests]
+
+
+class ManyHolders(DownloadCase):
+    def test_four_holders_each_send_part_of_the_file_and_it_verifies(self):
+        holders = [self.holder() for _ in range(4)]
+        lb = FakeLB(holders)
+        result = self.download(lb)
+        self.assert_saved(result)
+        senders = [h for h in holders if h.requests]
+        self.assertGreater(len(senders), 1)
+        asked = [i for h in holders for i in self.pieces_asked(h)]
+        self.assertEqual(set(asked), set(range(PIECES)))
+        self.assertLessEqual(max(map(asked.count, asked)), ENDGAME_COPIES)
+        self.assertTrue(all(o in ("done", "cancelled") for _, o in lb.ended))
+        self.assertTrue(self.progress[-1].finished)
+
+    def test_progress_says_how_many_holders_send(self):
+        holders = [self.holder(trickle=0.0005) for _ in range(3)]
+        self.download(FakeLB(holders))
+        self.assertGreater(max(p.sources for p in self.progress), 1)
+
+
+class Liars(DownloadCase):
+    def test_a_corrupt_piece_is_fetched_again_elsewhere_and_only_its_sender_is_blamed(self):
+        liar = self.holder(corrupt_first=1)
+        honest = self.holder()
+        lb = FakeLB([liar, honest])
+        result = self.download(lb)
+        self.assert_saved(result)
+        bad = self.pieces_asked(liar)[0]
+        self.assertIn(bad, self.pieces_asked(honest))  # the bad piece, fetched again
+        self.assertLessEqual(result.received, SIZE + MIN_PIECE_BYTES * (1 + len(self.holders)))
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+        self.assertNotIn("failed", lb.outcomes("h1"))
+
+    def test_two_bad_pieces_ban_the_holder_for_the_download(self):
+        liar = self.holder(corrupt_first=PIECES)
+        honest = self.holder()
+        lb = FakeLB([liar, honest])
+        self.assert_saved(self.download(lb))
+        self.assertLessEqual(len(liar.requests), BAN_STRIKES + BUFFERS_PER_SOURCE)
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+
+    def test_a_holder_that_corrupts_then_drops_is_blamed_and_the_rest_comes_from_others(self):
+        liar = self.holder(corrupt_first=1, drop_at=MIN_PIECE_BYTES * 2 + 100)
+        honest = self.holder()
+        lb = FakeLB([liar, honest])
+        self.assert_saved(self.download(lb))
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+        self.assertNotIn("failed", lb.outcomes("h1"))
+
+    def test_a_false_piece_list_from_one_holder_is_refused_and_another_is_asked(self):
+        forger = self.holder(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
+        honest = self.holder()
+        self.assert_saved(self.download(FakeLB([forger, honest])))
+
+    def test_a_false_list_all_holders_agree_on_saves_nothing(self):
+        holder = FakeHolder(make_data(SIZE, seed=1))  # other bytes, with their own pieces,
+        self.addCleanup(holder.close)
+        holder.sha256 = self.sha256  # ...served as the file we want
+        holder.pieces = replace(holder.pieces, sha256=self.sha256)
+        lb = FakeLB([holder])
+        lb.pieces = holder.pieces.hash
+        with self.assertRaises(VerifyFailed) as caught:
+            self.download(lb)
+        self.assertIn("Nothing was saved", caught.exception.message)
+        self.assertEqual(os.listdir(self.root), [])
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+
+
+class Slow(DownloadCase):
+    def test_a_trickling_holder_does_not_hold_the_download(self):
+        slow = self.holder(trickle=0.05)  # about 20 KiB/s: a piece would take 13 s
+        fast = self.holder()
+        result = self.download(FakeLB([slow, fast]))
+        self.assert_saved(result)
+        self.assertLess(len(slow.requests), 3)
+
+
+class Busy(DownloadCase):
+    def test_while_every_holder_is_busy_it_waits_and_says_so(self):
+        lb = FakeLB([self.holder()], busy_rounds=2)
+        self.assert_saved(self.download(lb))
+        self.assertIn("waiting for a free upload slot, 2 holders busy",
+                      [p.waiting for p in self.progress])
+        self.assertFalse([o for _, o in lb.ended if o == "failed"])
+
+    def test_a_holder_answering_busy_is_asked_again_not_blamed(self):
+        holder = self.holder(busy=1)
+        lb = FakeLB([holder])
+        self.assert_saved(self.download(lb))
+        self.assertNotIn("failed", lb.outcomes("h0"))
+
+    def test_the_wait_has_the_limit_the_user_set(self):
+        lb = FakeLB([self.holder()], busy_rounds=10_000)
+        with self.assertRaises(DownloadError) as caught:
+            self.download(lb, wait_s=0.3)
+        self.assertIn("Waited", caught.exception.message)
+
+
+class Partial(DownloadCase):
+    def test_a_partial_holder_is_asked_only_for_what_it_has(self):
+        have = Bitfield(PIECES)
+        for i in range(0, PIECES, 2):
+            have.add(i)
+        partial = self.holder(have=have)
+        seed = self.holder()
+        self.assert_saved(self.download(FakeLB([partial, seed])))
+        self.assertTrue(all(i % 2 == 0 for i in self.pieces_asked(partial)))
+
+
+class Resume(DownloadCase):
+    def test_verified_pieces_on_disk_are_kept_and_a_half_piece_is_fetched_again(self):
+        path = os.path.join(self.root, partial_name("file.bin", self.sha256))
+        with open(path, "wb") as f:
+            f.write(self.data[:MIN_PIECE_BYTES * 5 + 100])  # 5 pieces and a bit
+        holder = self.holder()
+        result = self.download(FakeLB([holder]))
+        self.assert_saved(result)
+        self.assertEqual(self.pieces_asked(holder), list(range(5, PIECES)))
+        self.assertEqual(result.resumed_from, MIN_PIECE_BYTES * 5)
+
+    def test_a_corrupt_piece_on_disk_is_fetched_again(self):
+        path = os.path.join(self.root, partial_name("file.bin", self.sha256))
+        damaged = bytearray(self.data[:MIN_PIECE_BYTES * 3])
+        damaged[MIN_PIECE_BYTES + 7] ^= 1
+        with open(path, "wb") as f:
+            f.write(damaged)
+        holder = self.holder()
+        self.assert_saved(self.download(FakeLB([holder])))
+        self.assertEqual(self.pieces_asked(holder), [1] + list(range(3, PIECES)))
+
+
+class Errors(DownloadCase):
+    def test_every_holder_failing_is_a_clear_error_and_keeps_verified_pieces(self):
+        holder = self.holder(drop_at=MIN_PIECE_BYTES * 2 + 10)
+        with self.assertRaises(DownloadError) as caught:
+            self.download(FakeLB([holder]))
+        self.assertIn("partial file is kept", caught.exception.message)
+        partial = os.path.join(self.root, partial_name("file.bin", self.sha256))
+        with open(partial, "rb") as f:
+            self.assertEqual(f.read(MIN_PIECE_BYTES * 2), self.data[:MIN_PIECE_BYTES * 2])
+
+    def test_the_same_content_already_here_moves_nothing(self):
+        with open(os.path.join(self.root, "file.bin"), "wb") as f:
+            f.write(self.data)
+        holder = self.holder()
+        result = self.download(FakeLB([holder]))
+        self.assertTrue(result.already)
+        self.assertEqual(holder.requests, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
