@@ -90,6 +90,7 @@ DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wa
 PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
+MAX_NAME_VARIANTS = 1000  # name, name (1), ... name (999): then a clear error
 
 
 class DownloadError(Exception):
@@ -228,15 +229,25 @@ class Target:
     have: str = None
 
 
-def plan_target(root, name, size, sha256, hash_of=sha256_file, max_names=1000):
+def name_variants(root, name):
+    """The collision walk: ``name``, ``name (1).ext``, ... as paths under ``root``, up to
+    MAX_NAME_VARIANTS of them."""
+    for n in range(MAX_NAME_VARIANTS):
+        yield local_path(root, collision_name(name, n))
+
+
+def same_content(path, size, sha256, hash_of=sha256_file):
+    """Is ``path`` a regular file of that size and SHA-256 (hashed only if the size fits)?"""
+    return os.path.isfile(path) and os.path.getsize(path) == size and hash_of(path) == sha256
+
+
+def plan_target(root, name, size, sha256, hash_of=sha256_file):
     """Decide from what is on disk: already have it (a file of that content under the name
     or one of its ``name (n).ext`` variants), or the partial file to fill."""
-    for n in range(max_names):
-        candidate = local_path(root, collision_name(name, n))
+    for candidate in name_variants(root, name):
         if not os.path.lexists(candidate):
             break
-        if os.path.isfile(candidate) and os.path.getsize(candidate) == size \
-                and hash_of(candidate) == sha256:
+        if same_content(candidate, size, sha256, hash_of):
             return Target(partial="", have=candidate)
     return Target(partial=local_path(root, partial_name(name, sha256)))
 
@@ -414,6 +425,8 @@ class HolderConnection:
         except OSError as e:
             self.close()
             raise PeerFault(describe_socket_error(e)) from None
+        if status == 401:
+            raise PeerFault("the peer refused us: wrong or missing network secret")
         if status != 200:
             raise PeerFault(peer_says(body) or f"the peer answered HTTP {status} for the "
                             "piece list", missing=status == 404)
@@ -1026,15 +1039,17 @@ class Downloader:
         The Result names the other versions of ``name`` on the network, if any.
         """
         check_name(name)
-        liars, broken = [], []
+        liars, broken, unlisted = [], [], None
         for _ in range(MAX_LIST_TRIES):
             try:
                 pick = self._first_pick(name, sha256, None if liars else peer,
                                         [lie.peer_id for lie in liars] + broken)
             except (NotFound, NoHolderLeft):
-                if not liars:
-                    raise
-                break
+                if liars:
+                    break
+                if unlisted is not None:  # say why the holders tried failed us
+                    raise unlisted from None
+                raise
             sha256 = pick.file.sha256
             leases = Leases(self.lb, pick.renew_s)
             for lease in pick.leases:
@@ -1196,11 +1211,9 @@ class Downloader:
 
     def _commit(self, partial, name, size, sha256):
         """Give the verified partial file its final name without replacing anything."""
-        for n in range(1000):
-            target = local_path(self.root, collision_name(name, n))
+        for target in name_variants(self.root, name):
             if os.path.lexists(target):
-                if os.path.isfile(target) and os.path.getsize(target) == size \
-                        and sha256_file(target) == sha256:
+                if same_content(target, size, sha256):
                     os.unlink(partial)
                     return target
                 continue

@@ -838,8 +838,12 @@ def print_status(out, lb, me=None):
     names_width = max(STATUS_NAMES_MIN, shutil.get_terminal_size().columns - STATUS_OTHER_COLUMNS)
     for p in peers:
         who = " ".join(x for x in (p.get("name"), format_address(p["host"], p["port"])) if x)
-        rows.append((who + (" (me)" if p["id"] == me else ""),
-                     f"{len(p['files'])}  {fit_names(p['files'], names_width)}".rstrip(),
+        files = f"{len(p['files'])}  {fit_names(p['files'], names_width)}".rstrip()
+        downloading = ", ".join(f"{d['name']} {100 * d['done'] // max(d['size'], 1)} %"
+                                for d in p.get("partial", []))
+        if downloading:  # a partial holder: shares the pieces it has verified
+            files += f" · downloading {downloading}"
+        rows.append((who + (" (me)" if p["id"] == me else ""), files,
                      p["active"], p["served"], f"{p['last_seen_s']:.0f} s ago"))
     out.write(table(rows, ("peer", "files", "active", "served", "last seen")) + "\n")
 

@@ -28,7 +28,8 @@ from members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, Repla
                      ReplayGuard, SecretError, TLSSetupError, Unauthorized, new_secret,
                      parse_duration, read_secret)
 from sharing import FileServer, ShareIndex
-from tests.support import PEER, ProcessTestCase, free_port, read_line, wait_for, write_random
+from tests.support import (PEER, ProcessTestCase, free_port, quiet_logs, read_line, wait_for,
+                           write_random)
 
 TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls")
 SECRET = "correct horse battery staple, twice over"
@@ -227,6 +228,7 @@ class ClosedNetworkTests(unittest.TestCase):
         quiet = mock.patch("httpkit.QUIET_LOG_INTERVAL_S", 0)  # every refusal logged, to check
         quiet.start()
         self.addCleanup(quiet.stop)
+        quiet_logs(self)  # ...but not onto the test output
         self.lb_server = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry(),
                                                      members=self.members))
         self.addCleanup(self.lb_server.server_close)
@@ -432,6 +434,7 @@ class TLSNetworkTests(ClosedNetworkTests):
 class CANetworkTests(unittest.TestCase):
 
     def test_with_a_ca_any_certificate_it_signed_is_a_member(self):
+        quiet_logs(self)
         ca = tls_files("ca")[0]
         member = Members(tls=NetworkTLS(*tls_files("member"), ca=ca))
         server = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry(), members=member))
