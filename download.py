@@ -70,7 +70,9 @@ log = logging.getLogger("p2p.download")
 MAX_SOURCES = 8  # holders one download fetches from at once
 MAX_LIST_TRIES = 3  # piece lists tried (each from another holder) before a download gives up
 BUFFER_BYTES = 1 << 20  # each recv_into fills up to this much
-BUFFERS_PER_SOURCE = 2  # piece buffers per holder: one receiving while one is verified
+BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
+MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
+REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
 VERIFY_THREADS = 2  # threads hashing and writing pieces (hashlib releases the GIL)
 CONNECT_TIMEOUT_S = 5.0
 STALL_TIMEOUT_S = 15.0  # no byte from the holder for this long is a fault
@@ -115,6 +117,15 @@ class NoPieceList(DownloadError):
     def __init__(self, message, broken):
         super().__init__(message)
         self.broken = broken
+
+
+class Spoiled(DownloadError):
+    """Pieces written unhashed (while alone) turned out bad: ``peer_ids`` sent them. The
+    good ones are kept; the download goes on from other holders, checking every piece."""
+
+    def __init__(self, message, peer_ids):
+        super().__init__(message)
+        self.peer_ids = peer_ids
 
 
 class FalseList(VerifyFailed):
@@ -440,16 +451,28 @@ class HolderConnection:
         except (ValueError, BadPieceList) as e:
             raise PeerFault(f"its piece list is wrong: {e}") from None
 
-    def fetch(self, start, view, on_bytes):
-        """Receive bytes ``start``... of the file into ``view`` (all of it), or PeerFault.
-
-        ``on_bytes(n)`` is called as bytes arrive (at least every BUFFER_BYTES)."""
-        length = len(view)
+    def ask_range(self, start, length):
+        """Ask for ``length`` bytes from ``start``; PeerFault unless they follow. Then
+        ``receive`` takes them, in as many parts as the caller likes."""
         try:
             status, headers = self._request(
                 f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
             body = self._small_body(headers) if status in (404, 503) else b""
             check_response(status, headers, start, length, self.size, self.sha256, body)
+        except PeerFault as fault:
+            if not fault.missing:
+                self.close()
+            raise
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+
+    def receive(self, view, on_bytes):
+        """Fill ``view`` with the next bytes of the range asked for, or PeerFault.
+
+        ``on_bytes(n)`` is called as bytes arrive (at least every BUFFER_BYTES)."""
+        length = len(view)
+        try:
             got = min(len(self._leftover), length)
             view[:got] = self._leftover[:got]
             self._leftover = self._leftover[got:]
@@ -460,13 +483,11 @@ class HolderConnection:
                 except (BlockingIOError, TimeoutError):
                     raise PeerFault(f"no data for {self.stall_timeout:.0f} s") from None
                 if n == 0:
-                    raise PeerFault(f"the connection ended at byte {start + got} of "
-                                    f"{self.size}")
+                    raise PeerFault("the connection ended inside a piece")
                 got += n
                 on_bytes(n)
-        except PeerFault as fault:
-            if not fault.missing:
-                self.close()
+        except PeerFault:
+            self.close()
             raise
         except OSError as e:
             self.close()
@@ -556,8 +577,8 @@ class WholeHash:
     """The whole file's SHA-256, in a thread that follows the verified pieces in order,
     reading them back from the partial file (the page cache has them)."""
 
-    def __init__(self, partial, have, cond):
-        self.partial, self.have, self.cond = partial, have, cond
+    def __init__(self, partial, ready, cond):
+        self.partial, self.ready, self.cond = partial, ready, cond
         self._digest = hashlib.sha256()
         self._next = 0
         self._stop = False
@@ -571,7 +592,7 @@ class WholeHash:
         try:
             while self._next < pieces.count:
                 with self.cond:
-                    self.cond.wait_for(lambda: self._stop or self._next in self.have)
+                    self.cond.wait_for(lambda: self._stop or self.ready(self._next))
                     if self._stop:
                         return
                 start, length = pieces.span(self._next)
@@ -679,7 +700,7 @@ class Swarm:
                                            name="verify") for _ in range(VERIFY_THREADS)]
         for thread in self.verifiers:
             thread.start()
-        self.whole = WholeHash(partial, plan.have, self.cond)
+        self.whole = WholeHash(partial, plan.landed_or_verified, self.cond)
 
     # -- the caller's thread ------------------------------------------------
 
@@ -693,19 +714,40 @@ class Swarm:
             digest = self.whole.hexdigest()
         finally:
             self._stop_all()
+        spoilers = self._check_landed() if digest != self.file.sha256 else set()
         with self.cond:
-            if digest != self.file.sha256:
-                for key, source in list(self.plan.sources.items()):
-                    if source.peer_id == list_from.peer_id:
-                        self.plan.fault(key)
+            blamed = spoilers or ({list_from.peer_id} if digest != self.file.sha256 else ())
+            for key, source in list(self.plan.sources.items()):
+                if source.peer_id in blamed:
+                    self.plan.fault(key)
             ended = [(lease, self.plan.remove_source(key))
                      for key, lease in self.finished.items()]
         for lease, outcome in ended:
             self.leases.end(lease, outcome)
+        if spoilers:
+            raise Spoiled(f"{self.name!r}: some pieces did not match their SHA-256", spoilers)
         if digest != self.file.sha256:
             raise FalseList(f"{self.name!r} from {list_from.address} did not match its "
                             "SHA-256, though every piece matched the piece list it gave",
                             list_from.peer_id)
+
+    def _check_landed(self):
+        """The whole file did not match: hash the pieces written unhashed; the good ones are
+        verified now, the bad ones stay on disk to be fetched again. The peer ids that sent
+        bad ones."""
+        spoilers = set()
+        buf = bytearray(self.pieces.piece_size)
+        for index, sender in sorted(self.plan.unchecked.items()):
+            start, length = self.pieces.span(index)
+            view = memoryview(buf)[:length]
+            if os.preadv(self.partial.fd, [view], start) == length and \
+                    self.pieces.matches(index, hashlib.sha256(view).hexdigest()):
+                self.plan.have.add(index)
+            else:
+                log.warning("%s: piece %d from %s did not match its SHA-256", self.name, index,
+                            sender)
+                spoilers.add(sender)
+        return spoilers
 
     def _loop(self, pick):
         named = self.named
@@ -769,7 +811,7 @@ class Swarm:
 
     def _kept(self):
         return (" The partial file is kept: try again later to resume."
-                if len(self.plan.have) else "")
+                if self.plan.here else "")
 
     def _busy_soon(self, now):
         """Did a holder turn us away as busy a moment ago (so it is worth asking again)?"""
@@ -814,10 +856,16 @@ class Swarm:
     # -- the verifier threads ----------------------------------------------
 
     def _verify_loop(self):
+        """Hash each piece, write it if it matches and tell the plan. While the download is
+        alone (in order, from whole holders, nobody to share with) a piece is written
+        without its own hash: the whole file's SHA-256, which runs anyway, checks it, and
+        ``run`` hashes the pieces only if that fails. That keeps the fast path at one hash
+        per byte instead of two."""
         while (item := self.verify_queue.get()) is not None:
             worker, index, buf, length = item
             view = memoryview(buf)[:length]
-            good = self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+            trusted = self.plan.alone
+            good = trusted or self.pieces.matches(index, hashlib.sha256(view).hexdigest())
             try:
                 if good and index in self.plan.missing:
                     self.partial.write(index, view)
@@ -829,7 +877,8 @@ class Swarm:
                 continue
             worker.give_back(buf)
             with self.cond:
-                arrival = self.plan.arrived(worker.key, index, good)
+                arrival = (self.plan.landed(worker.key, worker.lease.peer_id, index) if trusted
+                           else self.plan.arrived(worker.key, index, good))
                 for key in arrival.cancel:
                     if key in self.workers:
                         self.workers[key].cancel(index)
@@ -840,7 +889,7 @@ class Swarm:
                     if arrival.banned:
                         worker.stop()
                 self.cond.notify_all()
-            if arrival.new and self.partials is not None:
+            if arrival.new and not trusted and self.partials is not None:
                 self.partials.touch()
 
 
@@ -869,8 +918,9 @@ class Worker:
         self.conn = HolderConnection(lease.host, lease.port, swarm.file.sha256, swarm.file.size,
                                      d.members, d.identity, d.stall_timeout)
         self.free = queue.Queue()
-        for _ in range(BUFFERS_PER_SOURCE):
-            self.free.put(bytearray(swarm.pieces.piece_size))
+        piece = swarm.pieces.piece_size
+        for _ in range(max(MIN_BUFFERS_PER_SOURCE, BUFFER_BUDGET_BYTES // piece)):
+            self.free.put(bytearray(piece))
         self.received = 0
         self.sending = False  # has sent bytes
         self.refreshed = 0.0  # when a partial holder last said what it has
@@ -952,16 +1002,16 @@ class Worker:
             with cond:
                 if plan.done:
                     return
-                index = plan.next_piece(self.key)
-                if index is None:
+                run = plan.next_run(self.key, max(1, REQUEST_BYTES // self.swarm.pieces.piece_size))
+                if not run:
                     if plan.wants(self.key):
                         useful = time.monotonic()
                     elif time.monotonic() - useful > PARTIAL_IDLE_S:
                         return
                     cond.wait(PARTIAL_REFRESH_S)
-            if index is not None:
+            if run:
                 useful = time.monotonic()
-                self._fetch(index)
+                self._fetch(run)
             elif self.pieces_change and time.monotonic() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
@@ -975,11 +1025,13 @@ class Worker:
         source = self.swarm.plan.sources.get(self.key)
         return source is not None and source.pieces is not None
 
-    def _fetch(self, index):
+    def _fetch(self, run):
+        """Fetch ``run``, consecutive pieces, with one request; each piece goes to the
+        verifiers as soon as it is in."""
         swarm, cond = self.swarm, self.swarm.cond
-        start, length = swarm.pieces.span(index)
-        buf = self.free.get()
-        self._fetching, self._cancelled = index, None
+        start = swarm.pieces.span(run[0])[0]
+        end = sum(swarm.pieces.span(run[-1]))
+        self._cancelled = None
 
         def arrived(n):
             self.received += n
@@ -988,21 +1040,27 @@ class Worker:
                 swarm.result.received += n
                 swarm.plan.sent(self.key, n, time.monotonic())
 
-        try:
-            self.conn.fetch(start, memoryview(buf)[:length], arrived)
-        except PeerFault as fault:
-            self.give_back(buf)
-            with cond:
-                if fault.missing and self.pieces_change_locked():
-                    swarm.plan.lacks(self.key, index)
-                    return
-                swarm.plan.release(self.key, index)
-            if self._cancelled == index or self._stopped:
-                return  # cut short on purpose: not the holder's fault
-            raise
-        finally:
-            self._fetching = None
-        swarm.verify_queue.put((self, index, buf, length))
+        for at, index in enumerate(run):
+            buf, length = self.free.get(), swarm.pieces.span(index)[1]
+            self._fetching = index
+            try:
+                if at == 0:
+                    self.conn.ask_range(start, end - start)
+                self.conn.receive(memoryview(buf)[:length], arrived)
+            except PeerFault as fault:
+                self.give_back(buf)
+                with cond:
+                    for left in run[at:]:
+                        swarm.plan.release(self.key, left)
+                    if fault.missing and self.pieces_change_locked():
+                        swarm.plan.lacks(self.key, index)
+                        return
+                if self._cancelled == index or self._stopped:
+                    return  # cut short on purpose: not the holder's fault
+                raise
+            finally:
+                self._fetching = None
+            swarm.verify_queue.put((self, index, buf, length))
 
 
 # ---------------------------------------------------------------------------
@@ -1039,43 +1097,44 @@ class Downloader:
         The Result names the other versions of ``name`` on the network, if any.
         """
         check_name(name)
-        liars, broken, unlisted = [], [], None
+        liars, broken, last = [], [], None
         for _ in range(MAX_LIST_TRIES):
             try:
-                pick = self._first_pick(name, sha256, None if liars else peer,
+                pick = self._first_pick(name, sha256, peer if last is None else None,
                                         [lie.peer_id for lie in liars] + broken)
             except (NotFound, NoHolderLeft):
-                if liars:
-                    break
-                if unlisted is not None:  # say why the holders tried failed us
-                    raise unlisted from None
-                raise
+                if last is None:
+                    raise
+                break
             sha256 = pick.file.sha256
             leases = Leases(self.lb, pick.renew_s)
             for lease in pick.leases:
                 leases.add(lease)
             try:
-                result = self._get(name, pick, leases, named=peer is not None and not liars)
+                result = self._get(name, pick, leases, named=peer is not None and last is None,
+                                   check_every_piece=last is not None)
             except FalseList as lie:
-                log.warning("%s; asking another holder", lie.message)
                 liars.append(lie)
-                continue
+                last = lie
+            except Spoiled as e:
+                broken += sorted(e.peer_ids)
+                last = e
             except NoPieceList as e:
                 if not e.broken or peer is not None:
                     raise
-                log.warning("%s", e.message)
                 broken += e.broken
-                unlisted = e
-                continue
+                last = e
+            else:
+                result.others = pick.versions
+                return result
             finally:
                 leases.end_all("cancelled")
                 leases.stop()
-            result.others = pick.versions
-            return result
-        if not liars:
-            raise unlisted
-        raise VerifyFailed(" and ".join(lie.message for lie in liars)
-                           + "; no other holder is left. Nothing was saved.")
+            log.warning("%s; asking other holders", last.message)
+        if liars:
+            raise VerifyFailed(" and ".join(lie.message for lie in liars)
+                               + "; no other holder is left. Nothing was saved.")
+        raise last
 
     def _first_pick(self, name, sha256, peer, exclude):
         """The first holders; while every one is busy, wait (and say so) for a free slot."""
@@ -1099,7 +1158,7 @@ class Downloader:
                     self.on_progress(Progress(name, 0, 0, 0.0, "", sources=0, waiting=waiting))
                     time.sleep(min(PROGRESS_EVERY_S, max(0.0, until - time.monotonic())))
 
-    def _get(self, name, pick, leases, named):
+    def _get(self, name, pick, leases, named, check_every_piece=False):
         size, sha256 = pick.file.size, pick.file.sha256
         mine = self.have(sha256)
         if mine is not None:
@@ -1109,12 +1168,13 @@ class Downloader:
             return Result(target.have, name, size, sha256, already=True)
         self._check_folder(target.partial)
         fd = self._open_partial(target.partial, size)
-        have = None
+        plan = None
         try:  # the partial file stays locked until it has its final name
             pieces, list_from = self._piece_list(pick, leases)
             partial = PartialFile(target.partial, fd, pieces)
             have = partial.verified()
             plan = Plan(pieces.count, have)
+            plan.alone = plan.alone and not check_every_piece
             result = Result("", name, size, sha256,
                             resumed_from=plan.progress(pieces.piece_size, size))
             if self.partials is not None:
@@ -1130,8 +1190,8 @@ class Downloader:
             os.unlink(target.partial)
             raise
         except BaseException:
-            if (not have) if have is not None else os.fstat(fd).st_size == 0:
-                os.unlink(target.partial)  # nothing verified to resume from: leave nothing
+            if not plan.here if plan is not None else os.fstat(fd).st_size == 0:
+                os.unlink(target.partial)  # no piece here to resume from: leave nothing
             raise
         finally:
             os.close(fd)

@@ -92,6 +92,7 @@ class Plan:
         self.availability = [0] * count  # how many known holders have each piece
         self.alone = True  # in order (see the module docstring), until others appear
         self.shunned = set()  # peer ids that broke down or were banned: not asked again
+        self.unchecked = {}  # piece -> peer id that sent it, written unhashed while alone
         self._rng = rng or random.Random()
         self._lowest = 0  # in order: no free piece below this one
 
@@ -162,6 +163,27 @@ class Plan:
             source.fetching.add(index)
         return index
 
+    def next_run(self, key, most):
+        """Up to ``most`` consecutive pieces for this holder's connection to fetch with one
+        request (more than one only in order, and no more than half a fair share of the
+        pieces nobody is fetching, so every connection has some); [] for none now."""
+        index = self.next_piece(key)
+        if index is None:
+            return []
+        run = [index]
+        source = self.sources[key]
+        most = min(most, max(1, (len(self.missing) - len(self.fetchers))
+                             // (2 * len(self.sources))))
+        while self.alone and len(run) < most:
+            following = run[-1] + 1
+            if following not in self.missing or following in self.fetchers \
+                    or not source.may_send(following):
+                break
+            self.fetchers[following] = {key}
+            source.fetching.add(following)
+            run.append(following)
+        return run
+
     def _in_order(self, source):
         for index in range(self._lowest, self.count):
             if index in self.missing and index not in self.fetchers:
@@ -226,6 +248,27 @@ class Plan:
             self.sources[other].fetching.discard(index)
         return Arrival(new=True, cancel=sorted(others, key=str))
 
+    def landed(self, key, peer_id, index):
+        """A whole piece arrived from ``key`` (``peer_id``; its connection may be gone by
+        now) while the download is alone: written without
+        its own hash (the whole file's SHA-256 checks it, see ``download.py``), so it is
+        no longer missing, but not verified (not in ``have``, never shared)."""
+        source = self.sources.get(key)
+        self._unfetch(key, index)
+        if index not in self.missing:
+            return Arrival()
+        self.missing.discard(index)
+        self.unchecked[index] = peer_id
+        if source is not None:
+            source.delivered += 1
+        others = self.fetchers.pop(index, set())
+        for other in others:
+            self.sources[other].fetching.discard(index)
+        return Arrival(new=True, cancel=sorted(others, key=str))
+
+    def landed_or_verified(self, index):
+        return index in self.have or index in self.unchecked
+
     def release(self, key, index):
         """A piece this holder was fetching will not come from it (cancelled, or missing
         there after all); someone else may fetch it."""
@@ -265,9 +308,14 @@ class Plan:
         fastest = max(rates.values())
         return [key for key, rate in rates.items() if rate * SLOW_RATIO < fastest]
 
+    @property
+    def here(self):
+        """Pieces here, verified or landed."""
+        return self.count - len(self.missing)
+
     def progress(self, piece_bytes, size):
-        """Verified bytes so far (the last piece may be short)."""
-        full = len(self.have) * piece_bytes
-        if self.count and (self.count - 1) in self.have:
+        """Bytes here so far, verified or landed (the last piece may be short)."""
+        full = self.here * piece_bytes
+        if self.count and (self.count - 1) not in self.missing:
             full -= self.count * piece_bytes - size
         return full

@@ -33,7 +33,7 @@ def make_data(size, seed=0):
 class FakeHolder:
     """A holder of ``data``. Misbehaviour, each optional:
 
-    ``corrupt_first``: the first n pieces it sends have one byte flipped; ``drop_at``: the connection is cut
+    ``corrupt_first``: the first n pieces it sends have their first byte flipped; ``drop_at``: the connection is cut
     after this many body bytes in all; ``busy``: the first n requests for bytes get 503;
     ``have``: a Bitfield, making it a partial holder; ``trickle``: seconds between
     1 KiB chunks; ``bad_list``: piece digests it claims instead of the true ones.
@@ -101,9 +101,10 @@ class FakeHolder:
             return
         body = bytearray(self.data[start:end + 1])
         with self.lock:
-            if self.corrupt_first:
-                self.corrupt_first -= 1
-                body[0] ^= 0xFF
+            for at in range(-start % piece, len(body), piece):  # each piece that starts here
+                if self.corrupt_first:
+                    self.corrupt_first -= 1
+                    body[at] ^= 0xFF
         handler.send_response(206)
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Content-Range", f"bytes {start}-{end}/{len(self.data)}")
