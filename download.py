@@ -862,35 +862,39 @@ class Swarm:
         ``run`` hashes the pieces only if that fails. That keeps the fast path at one hash
         per byte instead of two."""
         while (item := self.verify_queue.get()) is not None:
-            worker, index, buf, length = item
-            view = memoryview(buf)[:length]
-            trusted = self.plan.alone
-            good = trusted or self.pieces.matches(index, hashlib.sha256(view).hexdigest())
-            try:
-                if good and index in self.plan.missing:
-                    self.partial.write(index, view)
-            except DiskError as e:
-                with self.cond:
-                    self.problem = e
-                    self.cond.notify_all()
-                worker.give_back(buf)
-                continue
-            worker.give_back(buf)
+            self.land(*item)
+
+    def land(self, worker, index, buf, length):
+        """Hash the piece (unless alone), write it if it matches, tell the plan; in a
+        verifier thread, or in the holder's own thread when alone (nothing to hash)."""
+        view = memoryview(buf)[:length]
+        trusted = self.plan.alone
+        good = trusted or self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+        try:
+            if good and index in self.plan.missing:
+                self.partial.write(index, view)
+        except DiskError as e:
             with self.cond:
-                arrival = (self.plan.landed(worker.key, worker.lease.peer_id, index) if trusted
-                           else self.plan.arrived(worker.key, index, good))
-                for key in arrival.cancel:
-                    if key in self.workers:
-                        self.workers[key].cancel(index)
-                if arrival.bad:
-                    log.warning("%s: piece %d from %s did not match its SHA-256%s", self.name,
-                                index, worker.source, "; not asking it again"
-                                if arrival.banned else "")
-                    if arrival.banned:
-                        worker.stop()
+                self.problem = e
                 self.cond.notify_all()
-            if arrival.new and not trusted and self.partials is not None:
-                self.partials.touch()
+            return
+        finally:
+            worker.give_back(buf)
+        with self.cond:
+            arrival = (self.plan.landed(worker.key, worker.lease.peer_id, index) if trusted
+                       else self.plan.arrived(worker.key, index, good))
+            for key in arrival.cancel:
+                if key in self.workers:
+                    self.workers[key].cancel(index)
+            if arrival.bad:
+                log.warning("%s: piece %d from %s did not match its SHA-256%s", self.name,
+                            index, worker.source, "; not asking it again"
+                            if arrival.banned else "")
+                if arrival.banned:
+                    worker.stop()
+            self.cond.notify_all()
+        if arrival.new and not trusted and self.partials is not None:
+            self.partials.touch()
 
 
 class RateWindow:
@@ -1060,7 +1064,10 @@ class Worker:
                 raise
             finally:
                 self._fetching = None
-            swarm.verify_queue.put((self, index, buf, length))
+            if swarm.plan.alone:  # unhashed: no need to hand it to another thread
+                swarm.land(self, index, buf, length)
+            else:
+                swarm.verify_queue.put((self, index, buf, length))
 
 
 # ---------------------------------------------------------------------------
