@@ -51,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from httpkit import format_address
+from httpkit import Problem, format_address
 from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
                        Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
@@ -92,12 +92,8 @@ PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
 
 
-class DownloadError(Exception):
+class DownloadError(Problem):
     """A download could not finish; the message says what happened and what to do."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
 
 class DiskError(DownloadError):

@@ -28,9 +28,10 @@ otherwise, and the connection is closed), and, with a network certificate,
 speak only TLS: the handshake is done by the selector without blocking, and a
 plain-HTTP client gets a plain 400 that says to use TLS.
 
-Errors are JSON: ``{"error": "<a sentence a person can act on>"}``.
-``HTTPProblem`` is the one exception the handlers raise to answer with an
-error; everything else that escapes a handler is a 500 and is logged.
+Errors are JSON: ``{"error": "<a sentence a person can act on>"}``. Every
+module's errors derive from ``Problem`` (a status and a sentence); a handler
+answers any ``Problem`` that escapes it with its status (``HTTPProblem`` when
+it names the status itself), and everything else is a 500 and is logged.
 
 Both ends of the protocol also share here what a file name may be
 (``check_name``: a relative path that cannot leave or hide in a folder) and
@@ -103,15 +104,32 @@ EXPECT_CONTINUE_RE = re.compile(rb"\nexpect:[ \t]*100-continue", re.I)
 QUIET_LOG_INTERVAL_S = 10.0  # a warning about refused connections at most this often per kind
 
 
-class HTTPProblem(Exception):
-    """An error answer: an HTTP status and a sentence for the person reading it."""
+class Problem(Exception):
+    """A status and a sentence: the base of every module's errors that a person reads.
 
-    def __init__(self, status, message, **extra):
+    ``message`` is the sentence, one a person can act on; ``status`` the HTTP status it is
+    answered with, or came in as (None when no HTTP answer is involved, as for a download
+    that failed on disk); ``extra`` more fields of its JSON answer and ``headers`` more
+    headers. An edge turns any of them into a message (``message``) or an answer
+    (``JSONRequestHandler.send_problem``) the same way.
+    """
+
+    status = None
+
+    def __init__(self, message, status=None, **extra):
         super().__init__(message)
-        self.status = int(status)
         self.message = message
+        if status is not None:
+            self.status = int(status)
         self.extra = extra
         self.headers = {}
+
+
+class HTTPProblem(Problem):
+    """An error answer a handler raises: an HTTP status and a sentence."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message, status, **extra)
 
 
 _quiet_last = {}  # kind -> time.monotonic() of the last warning about it
@@ -871,9 +889,10 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(reply + body if self.command != "HEAD" else reply)
 
     def send_problem(self, problem):
+        """Answer a Problem: its status (500 without one), its sentence and extra fields."""
         body = {"error": problem.message}
         body.update(problem.extra)
-        self.send_json(problem.status, body, problem.headers)
+        self.send_json(problem.status or 500, body, problem.headers)
 
     def send_unexpected(self):
         """Answer 500 for a bug of ours (logged with its traceback) and close the connection."""

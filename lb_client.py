@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from httpkit import format_address, set_nodelay
+from httpkit import Problem, format_address, set_nodelay
 from members import OPEN, describe_tls_error
 from wire import FileRecord
 
@@ -46,13 +46,8 @@ PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer
 # Errors
 
 
-class LBClientError(Exception):
+class LBClientError(Problem):
     """The load balancer said no; ``message`` is its sentence, ``status`` its code."""
-
-    def __init__(self, message, status=None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 class Unreachable(LBClientError):

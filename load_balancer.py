@@ -83,11 +83,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
-from httpkit import (VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
-                     parse_address)
+from httpkit import (VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, Problem,
+                     format_address, parse_address)
 from members import (URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
                      Unauthorized)
-from wire import BadRecord, FileRecord, PartialRecord, check_file_name, check_sha256, field
+from wire import FileRecord, PartialRecord, check_file_name, check_sha256, field
 
 log = logging.getLogger("p2p.lb")
 
@@ -120,14 +120,10 @@ PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 # Errors (each carries the HTTP status it is answered with)
 
 
-class LBError(Exception):
-    status = 500
+class LBError(Problem):
+    """A decision of the Registry against a request: ``message`` and ``extra`` are its answer."""
 
-    def __init__(self, message, **extra):
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-        self.headers = {}
+    status = 500
 
 
 class Invalid(LBError):
@@ -894,12 +890,8 @@ class LBHandler(JSONRequestHandler):
                 problem.headers["Allow"] = ", ".join(allowed)
                 raise problem
             getattr(self, "route_" + action)(*ids)
-        except HTTPProblem as problem:
+        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
             self.send_problem(problem)
-        except LBError as e:
-            self.send_json(e.status, {"error": e.message, **e.extra}, e.headers)
-        except BadRecord as e:
-            self.send_json(400, {"error": str(e)})
         except Exception:
             self.send_unexpected()
         finally:

@@ -18,14 +18,16 @@ that is not a load balancer's.
 import re
 from dataclasses import dataclass
 
-from httpkit import BadName, check_name
+from httpkit import BadName, Problem, check_name
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME_CHARS = 100  # of a bad name quoted back in an error
 
 
-class BadRecord(ValueError):
+class BadRecord(Problem, ValueError):
     """A record that does not say what it must; the message says which field and why."""
+
+    status = 400
 
 
 def field(obj, key, kind, what, required=True):
