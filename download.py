@@ -51,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from httpkit import Problem, format_address
+from httpkit import Problem, format_address, header_field
 from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
                        Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
@@ -246,9 +246,9 @@ def parse_response_head(data):
         raise PeerFault(f"the peer answered something that is not HTTP: {lines[0][:80]!r}")
     headers = {}
     for line in lines[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip().lower()] = value.strip()
+        pair = header_field(line)
+        if pair:  # a line that is not a header is skipped
+            headers[pair[0].lower()] = pair[1]
     return int(parts[1]), headers
 
 

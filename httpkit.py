@@ -169,6 +169,16 @@ class Headers:
         return list(self._values.get(name.lower(), [])) or default
 
 
+def header_field(line):
+    """One header line, of a request or of a response -> (name, value without the white
+    space around it), or None when it is not ``name: value`` (no colon, no name, or white
+    space before the colon or the name). The one rule for header lines on both sides."""
+    name, sep, value = line.partition(":")
+    if not sep or not name or name != name.strip():
+        return None
+    return name, value.strip()
+
+
 def read_headers(rfile):
     """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
     headers = Headers()
@@ -178,10 +188,10 @@ def read_headers(rfile):
             raise HTTPProblem(431, "A request header line is too long.")
         if line in (b"\r\n", b"\n", b""):
             return headers
-        name, sep, value = line.decode("iso-8859-1").partition(":")
-        if not sep or not name or name != name.strip() or name[0] in " \t":
+        pair = header_field(line.decode("iso-8859-1"))
+        if pair is None:
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        headers.add(name, value.strip())
+        headers.add(*pair)
     raise HTTPProblem(431, f"More than {MAX_HEADERS} request headers.")
 
 
