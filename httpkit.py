@@ -28,6 +28,10 @@ otherwise, and the connection is closed), and, with a network certificate,
 speak only TLS: the handshake is done by the selector without blocking, and a
 plain-HTTP client gets a plain 400 that says to use TLS.
 
+Both servers route one way: a ``Routes`` table (path patterns -> a
+``route_<name>`` method per HTTP method), followed by
+``JSONRequestHandler.dispatch``, which answers 404 and 405 (with ``Allow``).
+
 Errors are JSON: ``{"error": "<a sentence a person can act on>"}``. Every
 module's errors derive from ``Problem`` (a status and a sentence); a handler
 answers any ``Problem`` that escapes it with its status (``HTTPProblem`` when
@@ -193,6 +197,40 @@ def read_headers(rfile):
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
         headers.add(*pair)
     raise HTTPProblem(431, f"More than {MAX_HEADERS} request headers.")
+
+
+class Routes:
+    """A server's routing table: path patterns -> {method: route name}, as both servers use it.
+
+    A pattern is a path (``/status``), a path and one more non-empty part (``/peers/*``: the
+    part is the route's argument), or a prefix and whatever follows it, slashes and all
+    (``/files/**``: what follows is the argument, maybe empty). ``JSONRequestHandler.dispatch``
+    calls the handler's ``route_<name>`` for a request.
+    """
+
+    def __init__(self, table):
+        self._exact, self._one, self._rest = {}, {}, []
+        for pattern, methods in table.items():
+            if pattern.endswith("/**"):
+                self._rest.append((pattern[:-2], methods))
+            elif pattern.endswith("/*"):
+                self._one[pattern[:-1]] = methods
+            else:
+                self._exact[pattern] = methods
+
+    def find(self, path):
+        """``path`` -> ({method: route name}, [argument] or []), or (None, []) for no route."""
+        methods = self._exact.get(path)
+        if methods is not None:
+            return methods, []
+        head, _, last = path.rpartition("/")
+        methods = self._one.get(head + "/")
+        if methods is not None and last:
+            return methods, [last]
+        for prefix, methods in self._rest:
+            if path.startswith(prefix):
+                return methods, [path[len(prefix):]]
+        return None, []
 
 
 def encode_json(obj):
@@ -767,6 +805,8 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     wbufsize = REPLY_BUFFER_BYTES
     max_body = DEFAULT_MAX_BODY_BYTES
     server_version = "p2p"
+    routes = Routes({})  # each server's paths; see dispatch
+    not_found = "There is no {path} here."  # the 404 of a path no route has
 
     def version_string(self):
         return self.server_version
@@ -870,6 +910,21 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         if log.isEnabledFor(logging.INFO):
             super().log_request(code, size)
+
+    def dispatch(self, path):
+        """Call the ``route_<name>`` that ``routes`` gives ``path`` and this request's method
+        (HEAD as GET), with the path's argument; HTTPProblem 404 for no such path, 405 (with
+        ``Allow``) for a method the path does not take."""
+        methods, args = self.routes.find(path)
+        if methods is None:
+            raise HTTPProblem(404, self.not_found.format(path=path))
+        name = methods.get("GET" if self.command == "HEAD" else self.command)
+        if name is None:
+            allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+            problem = HTTPProblem(405, f"{path} accepts {', '.join(allowed)}, not {self.command}.")
+            problem.headers["Allow"] = ", ".join(allowed)
+            raise problem
+        getattr(self, "route_" + name)(*args)
 
     # -- output -------------------------------------------------------------
 
