@@ -51,14 +51,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from httpkit import Problem, format_address, header_field
+from httpkit import Problem, header_field
 from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
                        Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
 from pieces import BadPieceList, Bitfield, OtherFile, PieceList
 from plan import Plan
 from sharing import PEER_HEADER, check_name, sha256_file, within
-from wire import FileRecord
+from wire import FileRecord, format_address
 
 try:
     import fcntl

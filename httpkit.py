@@ -36,10 +36,6 @@ Errors are JSON: ``{"error": "<a sentence a person can act on>"}``. Every
 module's errors derive from ``Problem`` (a status and a sentence); a handler
 answers any ``Problem`` that escapes it with its status (``HTTPProblem`` when
 it names the status itself), and everything else is a 500 and is logged.
-
-Both ends of the protocol also share here what a file name may be
-(``check_name``: a relative path that cannot leave or hide in a folder) and
-how an address is written (``parse_address``, ``format_address``).
 """
 
 import collections
@@ -60,7 +56,6 @@ import ssl
 import sys
 import threading
 import time
-import unicodedata
 from http import HTTPStatus
 
 from members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
@@ -90,13 +85,6 @@ REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
 MAX_HEADER_LINE_BYTES = 64 * 1024
 MAX_HEADERS = 100
 STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
-MAX_NAME_CHARS = 1024
-MAX_NAME_PARTS = 64
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-WINDOWS_FORBIDDEN_CHARS = frozenset('<>:"|?*')
-WINDOWS_DEVICE_NAMES = frozenset(
-    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
-    + [f"{port}{n}" for port in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"])
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
@@ -1034,54 +1022,6 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         warn_sometimes("refused", "%s %s", self.address_string(), format % args)
 
 
-# ---------------------------------------------------------------------------
-# Names on the wire: both ends, the load balancer and the peers, use one rule
-
-
-class BadName(ValueError):
-    """A file name that is not a safe relative path; the message says why."""
-
-
-def check_name(name):
-    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
-    if not isinstance(name, str) or not name:
-        raise BadName("The file name is empty.")
-    if len(name) > MAX_NAME_CHARS:
-        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
-    if "\\" in name:
-        raise BadName("The file name contains a backslash; use / between folders.")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
-        raise BadName("The file name contains NUL, control or text-direction characters.")
-    if name.startswith("/"):
-        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
-    if re.match(r"[A-Za-z]:", name):  # before the rule on ':' below, for the clearer reason
-        raise BadName("The file name starts with a drive letter (like C:); names are relative "
-                      "to the shared folder.")
-    parts = name.split("/")
-    if len(parts) > MAX_NAME_PARTS:
-        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise BadName("The file name has an empty, '.' or '..' part.")
-        if part.startswith("."):
-            raise BadName("Hidden files (names starting with '.') are not shared.")
-        check_windows_part(part)
-    return name
-
-
-def check_windows_part(part):
-    """Raise BadName for a name a Windows peer could not write safely: the characters
-    ``<>:"|?*``, a trailing dot or space, or a device name such as ``CON`` or ``nul.txt``."""
-    if any(c in WINDOWS_FORBIDDEN_CHARS for c in part):
-        raise BadName('The file name contains one of <>:"|?*, which Windows cannot use in names.')
-    if part.endswith((".", " ")):
-        raise BadName("A part of the file name ends with a dot or a space, which Windows drops.")
-    if part.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
-        raise BadName(f"{part!r} is a device name on Windows (like CON, NUL, COM1), "
-                      "not a file name.")
-
-
-
 def set_nodelay(sock):
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -1096,34 +1036,3 @@ def unmapped(host):
     except ValueError:
         return host
     return str(mapped) if mapped else host
-
-
-def format_address(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text, default_port=None):
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
-
-    Raises ValueError with a sentence when the text is not an address.
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("The address is empty.")
-    port = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
-        port = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    if not re.fullmatch(r"[A-Za-z0-9._%:-]+", host) or host.isdigit():
-        raise ValueError(f"{text!r} is not an address like 192.168.1.5 or 192.168.1.5:41237.")
-    if port is None:
-        return host, default_port
-    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
-    return host, int(port)

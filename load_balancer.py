@@ -83,11 +83,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
-from httpkit import (VERSION, BoundedHTTPServer, JSONRequestHandler, Problem, Routes,
-                     format_address, parse_address)
+from httpkit import VERSION, BoundedHTTPServer, JSONRequestHandler, Problem, Routes
 from members import (URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
                      Unauthorized)
-from wire import FileRecord, PartialRecord, check_file_name, check_sha256, field
+from wire import (FileRecord, PartialRecord, check_file_name, check_sha256, field, format_address,
+                  parse_address)
 
 log = logging.getLogger("p2p.lb")
 

@@ -50,7 +50,7 @@ balancer in ``X-P2P-Load-Balancer``, so a client that took this peer for
 the load balancer can say which address it wanted.
 
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
-in the URL. ``httpkit.check_name`` refuses anything that could leave the
+in the URL. ``wire.check_name`` refuses anything that could leave the
 folder or hide in it (``..``, absolute paths, backslashes, NUL and control
 characters, dotfiles); ``resolve`` checks again on disk that the real path,
 symlinks followed, is inside the folder. Bodies go out with
@@ -84,11 +84,11 @@ from dataclasses import dataclass
 from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (DEFAULT_WORKERS, VERSION, BadName, BoundedHTTPServer, HTTPProblem,
-                     JSONRequestHandler, Routes, check_name, format_address, parse_address,
-                     unmapped)
+from httpkit import (DEFAULT_WORKERS, VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
+                     Routes, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
+from wire import BadName, check_name, format_address, parse_address
 
 log = logging.getLogger("p2p.share")
 
