@@ -85,7 +85,7 @@ from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from httpkit import (DEFAULT_WORKERS, VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
-                     Routes, unmapped)
+                     Problem, Routes, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
 from wire import BadName, check_name, format_address, parse_address
@@ -857,7 +857,7 @@ class FileHandler(JSONRequestHandler):
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             self.request_read()
             self.dispatch(target_path(self.path))
-        except HTTPProblem as problem:
+        except Problem as problem:
             self.send_problem(problem)
         except Exception:
             self.send_unexpected()
