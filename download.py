@@ -51,14 +51,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from httpkit import format_address
+from httpkit import Problem, header_field
 from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
                        Unauthorized, Unreachable, connect_http, describe_socket_error)
 from members import OPEN
 from pieces import BadPieceList, Bitfield, OtherFile, PieceList
 from plan import Plan
 from sharing import PEER_HEADER, check_name, sha256_file, within
-from wire import FileRecord
+from wire import FileRecord, format_address
 
 try:
     import fcntl
@@ -95,12 +95,8 @@ MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and W
 MAX_NAME_VARIANTS = 1000  # name, name (1), ... name (999): then a clear error
 
 
-class DownloadError(Exception):
+class DownloadError(Problem):
     """A download could not finish; the message says what happened and what to do."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
 
 class DiskError(DownloadError):
@@ -272,9 +268,9 @@ def parse_response_head(data):
         raise PeerFault(f"the peer answered something that is not HTTP: {lines[0][:80]!r}")
     headers = {}
     for line in lines[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip().lower()] = value.strip()
+        pair = header_field(line)
+        if pair:  # a line that is not a header is skipped
+            headers[pair[0].lower()] = pair[1]
     return int(parts[1]), headers
 
 

@@ -28,13 +28,14 @@ otherwise, and the connection is closed), and, with a network certificate,
 speak only TLS: the handshake is done by the selector without blocking, and a
 plain-HTTP client gets a plain 400 that says to use TLS.
 
-Errors are JSON: ``{"error": "<a sentence a person can act on>"}``.
-``HTTPProblem`` is the one exception the handlers raise to answer with an
-error; everything else that escapes a handler is a 500 and is logged.
+Both servers route one way: a ``Routes`` table (path patterns -> a
+``route_<name>`` method per HTTP method), followed by
+``JSONRequestHandler.dispatch``, which answers 404 and 405 (with ``Allow``).
 
-Both ends of the protocol also share here what a file name may be
-(``check_name``: a relative path that cannot leave or hide in a folder) and
-how an address is written (``parse_address``, ``format_address``).
+Errors are JSON: ``{"error": "<a sentence a person can act on>"}``. Every
+module's errors derive from ``Problem`` (a status and a sentence); a handler
+answers any ``Problem`` that escapes it with its status (``HTTPProblem`` when
+it names the status itself), and everything else is a 500 and is logged.
 """
 
 import collections
@@ -55,7 +56,6 @@ import ssl
 import sys
 import threading
 import time
-import unicodedata
 from http import HTTPStatus
 
 from members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
@@ -85,13 +85,6 @@ REPLY_BUFFER_BYTES = 64 * 1024  # one write per small reply
 MAX_HEADER_LINE_BYTES = 64 * 1024
 MAX_HEADERS = 100
 STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
-MAX_NAME_CHARS = 1024
-MAX_NAME_PARTS = 64
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-WINDOWS_FORBIDDEN_CHARS = frozenset('<>:"|?*')
-WINDOWS_DEVICE_NAMES = frozenset(
-    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
-    + [f"{port}{n}" for port in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"])
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 BUSY_RETRY_AFTER_S = 1
@@ -103,15 +96,32 @@ EXPECT_CONTINUE_RE = re.compile(rb"\nexpect:[ \t]*100-continue", re.I)
 QUIET_LOG_INTERVAL_S = 10.0  # a warning about refused connections at most this often per kind
 
 
-class HTTPProblem(Exception):
-    """An error answer: an HTTP status and a sentence for the person reading it."""
+class Problem(Exception):
+    """A status and a sentence: the base of every module's errors that a person reads.
 
-    def __init__(self, status, message, **extra):
+    ``message`` is the sentence, one a person can act on; ``status`` the HTTP status it is
+    answered with, or came in as (None when no HTTP answer is involved, as for a download
+    that failed on disk); ``extra`` more fields of its JSON answer and ``headers`` more
+    headers. An edge turns any of them into a message (``message``) or an answer
+    (``JSONRequestHandler.send_problem``) the same way.
+    """
+
+    status = None
+
+    def __init__(self, message, status=None, **extra):
         super().__init__(message)
-        self.status = int(status)
         self.message = message
+        if status is not None:
+            self.status = int(status)
         self.extra = extra
         self.headers = {}
+
+
+class HTTPProblem(Problem):
+    """An error answer a handler raises: an HTTP status and a sentence."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message, status, **extra)
 
 
 _quiet_last = {}  # kind -> time.monotonic() of the last warning about it
@@ -151,6 +161,16 @@ class Headers:
         return list(self._values.get(name.lower(), [])) or default
 
 
+def header_field(line):
+    """One header line, of a request or of a response -> (name, value without the white
+    space around it), or None when it is not ``name: value`` (no colon, no name, or white
+    space before the colon or the name). The one rule for header lines on both sides."""
+    name, sep, value = line.partition(":")
+    if not sep or not name or name != name.strip():
+        return None
+    return name, value.strip()
+
+
 def read_headers(rfile):
     """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
     headers = Headers()
@@ -160,11 +180,45 @@ def read_headers(rfile):
             raise HTTPProblem(431, "A request header line is too long.")
         if line in (b"\r\n", b"\n", b""):
             return headers
-        name, sep, value = line.decode("iso-8859-1").partition(":")
-        if not sep or not name or name != name.strip() or name[0] in " \t":
+        pair = header_field(line.decode("iso-8859-1"))
+        if pair is None:
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        headers.add(name, value.strip())
+        headers.add(*pair)
     raise HTTPProblem(431, f"More than {MAX_HEADERS} request headers.")
+
+
+class Routes:
+    """A server's routing table: path patterns -> {method: route name}, as both servers use it.
+
+    A pattern is a path (``/status``), a path and one more non-empty part (``/peers/*``: the
+    part is the route's argument), or a prefix and whatever follows it, slashes and all
+    (``/files/**``: what follows is the argument, maybe empty). ``JSONRequestHandler.dispatch``
+    calls the handler's ``route_<name>`` for a request.
+    """
+
+    def __init__(self, table):
+        self._exact, self._one, self._rest = {}, {}, []
+        for pattern, methods in table.items():
+            if pattern.endswith("/**"):
+                self._rest.append((pattern[:-2], methods))
+            elif pattern.endswith("/*"):
+                self._one[pattern[:-1]] = methods
+            else:
+                self._exact[pattern] = methods
+
+    def find(self, path):
+        """``path`` -> ({method: route name}, [argument] or []), or (None, []) for no route."""
+        methods = self._exact.get(path)
+        if methods is not None:
+            return methods, []
+        head, _, last = path.rpartition("/")
+        methods = self._one.get(head + "/")
+        if methods is not None and last:
+            return methods, [last]
+        for prefix, methods in self._rest:
+            if path.startswith(prefix):
+                return methods, [path[len(prefix):]]
+        return None, []
 
 
 def encode_json(obj):
@@ -739,6 +793,8 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     wbufsize = REPLY_BUFFER_BYTES
     max_body = DEFAULT_MAX_BODY_BYTES
     server_version = "p2p"
+    routes = Routes({})  # each server's paths; see dispatch
+    not_found = "There is no {path} here."  # the 404 of a path no route has
 
     def version_string(self):
         return self.server_version
@@ -843,6 +899,21 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.INFO):
             super().log_request(code, size)
 
+    def dispatch(self, path):
+        """Call the ``route_<name>`` that ``routes`` gives ``path`` and this request's method
+        (HEAD as GET), with the path's argument; HTTPProblem 404 for no such path, 405 (with
+        ``Allow``) for a method the path does not take."""
+        methods, args = self.routes.find(path)
+        if methods is None:
+            raise HTTPProblem(404, self.not_found.format(path=path))
+        name = methods.get("GET" if self.command == "HEAD" else self.command)
+        if name is None:
+            allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+            problem = HTTPProblem(405, f"{path} accepts {', '.join(allowed)}, not {self.command}.")
+            problem.headers["Allow"] = ", ".join(allowed)
+            raise problem
+        getattr(self, "route_" + name)(*args)
+
     # -- output -------------------------------------------------------------
 
     def send_json(self, status, obj=None, headers=None):
@@ -871,9 +942,10 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(reply + body if self.command != "HEAD" else reply)
 
     def send_problem(self, problem):
+        """Answer a Problem: its status (500 without one), its sentence and extra fields."""
         body = {"error": problem.message}
         body.update(problem.extra)
-        self.send_json(problem.status, body, problem.headers)
+        self.send_json(problem.status or 500, body, problem.headers)
 
     def send_unexpected(self):
         """Answer 500 for a bug of ours (logged with its traceback) and close the connection."""
@@ -950,54 +1022,6 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         warn_sometimes("refused", "%s %s", self.address_string(), format % args)
 
 
-# ---------------------------------------------------------------------------
-# Names on the wire: both ends, the load balancer and the peers, use one rule
-
-
-class BadName(ValueError):
-    """A file name that is not a safe relative path; the message says why."""
-
-
-def check_name(name):
-    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
-    if not isinstance(name, str) or not name:
-        raise BadName("The file name is empty.")
-    if len(name) > MAX_NAME_CHARS:
-        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
-    if "\\" in name:
-        raise BadName("The file name contains a backslash; use / between folders.")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
-        raise BadName("The file name contains NUL, control or text-direction characters.")
-    if name.startswith("/"):
-        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
-    if re.match(r"[A-Za-z]:", name):  # before the rule on ':' below, for the clearer reason
-        raise BadName("The file name starts with a drive letter (like C:); names are relative "
-                      "to the shared folder.")
-    parts = name.split("/")
-    if len(parts) > MAX_NAME_PARTS:
-        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise BadName("The file name has an empty, '.' or '..' part.")
-        if part.startswith("."):
-            raise BadName("Hidden files (names starting with '.') are not shared.")
-        check_windows_part(part)
-    return name
-
-
-def check_windows_part(part):
-    """Raise BadName for a name a Windows peer could not write safely: the characters
-    ``<>:"|?*``, a trailing dot or space, or a device name such as ``CON`` or ``nul.txt``."""
-    if any(c in WINDOWS_FORBIDDEN_CHARS for c in part):
-        raise BadName('The file name contains one of <>:"|?*, which Windows cannot use in names.')
-    if part.endswith((".", " ")):
-        raise BadName("A part of the file name ends with a dot or a space, which Windows drops.")
-    if part.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
-        raise BadName(f"{part!r} is a device name on Windows (like CON, NUL, COM1), "
-                      "not a file name.")
-
-
-
 def set_nodelay(sock):
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -1012,34 +1036,3 @@ def unmapped(host):
     except ValueError:
         return host
     return str(mapped) if mapped else host
-
-
-def format_address(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text, default_port=None):
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
-
-    Raises ValueError with a sentence when the text is not an address.
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("The address is empty.")
-    port = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
-        port = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    if not re.fullmatch(r"[A-Za-z0-9._%:-]+", host) or host.isdigit():
-        raise ValueError(f"{text!r} is not an address like 192.168.1.5 or 192.168.1.5:41237.")
-    if port is None:
-        return host, default_port
-    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
-    return host, int(port)

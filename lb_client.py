@@ -32,9 +32,9 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from httpkit import format_address, set_nodelay
+from httpkit import Problem, set_nodelay
 from members import OPEN, describe_tls_error
-from wire import FileRecord
+from wire import FileRecord, format_address
 
 CLIENT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_AFTER_S = 1.0  # when a busy answer does not say how long to wait
@@ -46,13 +46,8 @@ PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer
 # Errors
 
 
-class LBClientError(Exception):
+class LBClientError(Problem):
     """The load balancer said no; ``message`` is its sentence, ``status`` its code."""
-
-    def __init__(self, message, status=None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 class Unreachable(LBClientError):

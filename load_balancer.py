@@ -83,11 +83,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import discovery
-from httpkit import (VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler, format_address,
-                     parse_address)
+from httpkit import VERSION, BoundedHTTPServer, JSONRequestHandler, Problem, Routes
 from members import (URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
                      Unauthorized)
-from wire import BadRecord, FileRecord, PartialRecord, check_file_name, check_sha256, field
+from wire import (FileRecord, PartialRecord, check_file_name, check_sha256, field, format_address,
+                  parse_address)
 
 log = logging.getLogger("p2p.lb")
 
@@ -120,14 +120,10 @@ PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 # Errors (each carries the HTTP status it is answered with)
 
 
-class LBError(Exception):
-    status = 500
+class LBError(Problem):
+    """A decision of the Registry against a request: ``message`` and ``extra`` are its answer."""
 
-    def __init__(self, message, **extra):
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-        self.headers = {}
+    status = 500
 
 
 class Invalid(LBError):
@@ -848,31 +844,21 @@ refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 """
 
 
-# (collection, has an id) -> {method: route}: /transfers is ("transfers", False),
-# /transfers/ID is ("transfers", True).
-ROUTES = {
-    ("", False): {"GET": "page"},
-    ("status", False): {"GET": "status"},
-    ("files", False): {"GET": "files"},
-    ("peers", False): {"POST": "register"},
-    ("peers", True): {"PUT": "heartbeat", "DELETE": "unregister"},
-    ("transfers", False): {"POST": "start_transfer"},
-    ("transfers", True): {"PUT": "renew_transfer", "DELETE": "end_transfer"},
-}
-
-
-def route(path):
-    """``/transfers/abc`` -> (the methods table, ["abc"]), or (None, []) for no such path."""
-    parts = path.split("/")
-    if parts[0] or len(parts) > 3 or (len(parts) == 3 and not parts[2]):
-        return None, []
-    return ROUTES.get((parts[1], len(parts) == 3)), parts[2:]
-
-
 class LBHandler(JSONRequestHandler):
     """One request against ``self.server.registry``."""
 
     server_version = LB_SERVER
+    routes = Routes({
+        "/": {"GET": "page"},
+        "/status": {"GET": "status"},
+        "/files": {"GET": "files"},
+        "/files/**": {"GET": "redirect"},
+        "/peers": {"POST": "register"},
+        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
+        "/transfers": {"POST": "start_transfer"},
+        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
+    })
+    not_found = "There is no {path} here; see GET /status or GET /."
 
     def handle_request(self):
         try:
@@ -880,26 +866,9 @@ class LBHandler(JSONRequestHandler):
             self.request_read()
             path, _, query = self.path.partition("?")
             self.query = parse_qs(query) if query else {}
-            if path.startswith("/files/") and self.command in ("GET", "HEAD"):
-                self.route_redirect(path)
-                return
-            methods, ids = route(path)
-            if methods is None:
-                raise HTTPProblem(404, f"There is no {path} here; see GET /status or GET /.")
-            action = methods.get("GET" if self.command == "HEAD" else self.command)
-            if action is None:
-                allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
-                problem = HTTPProblem(405, f"{path} accepts {', '.join(allowed)}, "
-                                           f"not {self.command}.")
-                problem.headers["Allow"] = ", ".join(allowed)
-                raise problem
-            getattr(self, "route_" + action)(*ids)
-        except HTTPProblem as problem:
+            self.dispatch(path)
+        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
             self.send_problem(problem)
-        except LBError as e:
-            self.send_json(e.status, {"error": e.message, **e.extra}, e.headers)
-        except BadRecord as e:
-            self.send_json(400, {"error": str(e)})
         except Exception:
             self.send_unexpected()
         finally:
@@ -947,7 +916,7 @@ class LBHandler(JSONRequestHandler):
 
     # -- routes -------------------------------------------------------------
 
-    def route_redirect(self, path):
+    def route_redirect(self, quoted_name):
         """``GET /files/NAME``: 302 to the least-loaded holder, counted like any pick.
 
         A mirror network's redirector: ``curl -L`` and browsers get the balancing too.
@@ -955,7 +924,7 @@ class LBHandler(JSONRequestHandler):
         (``3 x renew_s``). ``HEAD`` says where a GET would go without counting.
         """
         try:
-            name = unquote(path[len("/files/"):], errors="strict")
+            name = unquote(quoted_name, errors="strict")
         except UnicodeDecodeError:
             raise Invalid("The file name is not valid UTF-8.") from None
         check_file_name(name)

@@ -61,13 +61,14 @@ import discovery
 from console import Choices, LineReader
 from download import (DEFAULT_PARALLEL, DirectSource, DownloadError, DownloadQueue, Downloader,
                       find_unfinished, remove_unfinished)
-from httpkit import VERSION, BadName, check_name, format_address, parse_address
+from httpkit import VERSION
 from lb_client import Ambiguous, LBClient, LBClientError, NotFound, Unauthorized, Unreachable
 from load_balancer import DEFAULT_PORT, add_member_options, members_from_args, port_number
 from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret,
                      parse_duration)
 from sharing import (DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex, parse_rate,
                      url_for_name)
+from wire import BadName, check_name, format_address, parse_address
 
 try:
     import fcntl

@@ -50,7 +50,7 @@ balancer in ``X-P2P-Load-Balancer``, so a client that took this peer for
 the load balancer can say which address it wanted.
 
 Names are relative paths with ``/`` between parts, percent-encoded as UTF-8
-in the URL. ``httpkit.check_name`` refuses anything that could leave the
+in the URL. ``wire.check_name`` refuses anything that could leave the
 folder or hide in it (``..``, absolute paths, backslashes, NUL and control
 characters, dotfiles); ``resolve`` checks again on disk that the real path,
 symlinks followed, is inside the folder. Bodies go out with
@@ -84,10 +84,11 @@ from dataclasses import dataclass
 from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (DEFAULT_WORKERS, VERSION, BadName, BoundedHTTPServer, HTTPProblem,
-                     JSONRequestHandler, check_name, format_address, parse_address, unmapped)
+from httpkit import (DEFAULT_WORKERS, VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
+                     Problem, Routes, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
+from wire import BadName, check_name, format_address, parse_address
 
 log = logging.getLogger("p2p.share")
 
@@ -119,9 +120,13 @@ class RangeNotSatisfiable(ValueError):
 
 def name_from_url_path(path):
     """``/files/a%20b.txt`` -> ``a b.txt`` (checked), or raise BadName."""
-    raw = path[len("/files/"):]
+    return name_from_url(path[len("/files/"):])
+
+
+def name_from_url(quoted):
+    """``a%20b.txt`` (of ``/files/a%20b.txt``) -> ``a b.txt`` (checked), or raise BadName."""
     try:
-        name = unquote(raw, encoding="utf-8", errors="strict")
+        name = unquote(quoted, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise BadName("The file name is not valid UTF-8.") from None
     return check_name(name)
@@ -809,18 +814,20 @@ class FileHandler(JSONRequestHandler):
     """Serves ``self.server.index`` with ``self.server.uploads`` slots."""
 
     server_version = PEER_SERVER
+    routes = Routes({
+        "/": {"GET": "page"},
+        "/files": {"GET": "files"},
+        "/files/**": {"GET": "file"},
+        "/pieces/**": {"GET": "pieces"},
+        "/blobs/**": {"GET": "blob"},
+    })
+    not_found = "There is nothing at {path!r} on this peer; try GET / or GET /files."
 
     def send_whole(self, status, body, content_type, headers=None):
         headers = dict(headers or {})
         if self.server.lb_address:
             headers[LB_HEADER] = self.server.lb_address
         super().send_whole(status, body, content_type, headers)
-
-    def do_GET(self):
-        self.serve(send_body=True)
-
-    def do_HEAD(self):
-        self.serve(send_body=False)
 
     def refuse_other_methods(self):
         self.discard_body()
@@ -845,34 +852,29 @@ class FileHandler(JSONRequestHandler):
             raise Unauthorized("A signed URL is good for /files/NAME only.") from None
         secret.check_url(self.command, name, query)
 
-    def serve(self, send_body):
+    def serve(self):
         try:
             self.discard_body()  # a body on GET/HEAD means nothing here; keep the stream in step
             self.request_read()
-            path = target_path(self.path)
-            if path == "/":
-                page = render_index(self.server.index.files(), self.server.peer_name,
-                                    self.server.address, self.server.lb_address)
-                self.send_whole(200, page.encode("utf-8"), "text/html; charset=utf-8")
-            elif path == "/files":
-                self.send_json(200, [f.as_dict() for f in self.server.index.files()])
-            elif path.startswith("/files/"):
-                self.send_file(path, send_body)
-            elif path.startswith("/pieces/"):
-                self.send_pieces(sha256_from_url_path(path))
-            elif path.startswith("/blobs/"):
-                self.send_blob(sha256_from_url_path(path), send_body)
-            else:
-                raise HTTPProblem(404, f"There is nothing at {path!r} on this peer; try GET / "
-                                          "or GET /files.")
-        except HTTPProblem as problem:
+            self.dispatch(target_path(self.path))
+        except Problem as problem:
             self.send_problem(problem)
         except Exception:
             self.send_unexpected()
 
-    def send_file(self, path, send_body):
+    do_GET = do_HEAD = serve
+
+    def route_page(self):
+        page = render_index(self.server.index.files(), self.server.peer_name,
+                            self.server.address, self.server.lb_address)
+        self.send_whole(200, page.encode("utf-8"), "text/html; charset=utf-8")
+
+    def route_files(self):
+        self.send_json(200, [f.as_dict() for f in self.server.index.files()])
+
+    def route_file(self, quoted_name):
         try:
-            name = name_from_url_path(path)
+            name = name_from_url(quoted_name)
         except BadName as e:
             raise HTTPProblem(400, str(e)) from None
         index = self.server.index
@@ -882,7 +884,7 @@ class FileHandler(JSONRequestHandler):
             problem = HTTPProblem(503, f"{name!r} {doing} on this peer; try again shortly.")
             problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
             raise problem
-        self.send_shared(name, entry, send_body)
+        self.send_shared(name, entry, self.command == "GET")  # a HEAD: the headers only
 
     def send_shared(self, name, entry, send_body):
         """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}."""
@@ -908,7 +910,8 @@ class FileHandler(JSONRequestHandler):
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
             self.send_range(f, entry, send_body, validators, use_range)
 
-    def send_pieces(self, sha256):
+    def route_pieces(self, hex_digits):
+        sha256 = sha256_from_url(hex_digits)
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
             if entry.pieces is None:
@@ -923,9 +926,11 @@ class FileHandler(JSONRequestHandler):
             raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
         self.send_json(200, share.pieces.as_json(share.have))
 
-    def send_blob(self, sha256, send_body):
+    def route_blob(self, hex_digits):
         """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
         partial one, only by a range wholly inside verified pieces (never a 200)."""
+        sha256 = sha256_from_url(hex_digits)
+        send_body = self.command == "GET"  # a HEAD: the headers only
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
             self.send_shared(entry.name, entry, send_body)
@@ -1065,9 +1070,8 @@ class RateLimiter:
             time.sleep(start - now)
 
 
-def sha256_from_url_path(path):
-    """``/blobs/HEX`` or ``/pieces/HEX`` -> HEX; HTTPProblem 400 unless 64 lower-case hex."""
-    sha256 = path.split("/", 2)[2]
+def sha256_from_url(sha256):
+    """HEX of ``/blobs/HEX`` or ``/pieces/HEX``; HTTPProblem 400 unless 64 lower-case hex."""
     if not HEX64.fullmatch(sha256):
         raise HTTPProblem(400, f"{sha256[:100]!r} is not a SHA-256 (64 lower-case hex digits).")
     return sha256

@@ -1,4 +1,5 @@
-"""The records both ends of the load balancer's wire share, and their checks. Pure.
+"""What both ends of the wire share, and its checks: file records, file names and
+addresses. Pure.
 
 A peer announces each file it shares as a file record, and the load balancer
 hands the same record back with every pick::
@@ -13,19 +14,34 @@ A file the peer is still downloading is a partial record: the file record plus
 into a record or raise ``BadRecord`` with a sentence naming the field; the load
 balancer answers that sentence with a 400, the client treats it as an answer
 that is not a load balancer's.
+
+Every side (the load balancer, the peer's server, its downloader and its menu)
+uses one rule for what a file name may be (``check_name``: a relative path that
+cannot leave or hide in a folder, and that every system can write) and one
+way to write an address (``parse_address``, ``format_address``).
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
-from httpkit import BadName, check_name
+from httpkit import Problem
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME_CHARS = 100  # of a bad name quoted back in an error
+MAX_NAME_CHARS = 1024
+MAX_NAME_PARTS = 64
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+WINDOWS_FORBIDDEN_CHARS = frozenset('<>:"|?*')
+WINDOWS_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{n}" for port in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"])
 
 
-class BadRecord(ValueError):
+class BadRecord(Problem, ValueError):
     """A record that does not say what it must; the message says which field and why."""
+
+    status = 400
 
 
 def field(obj, key, kind, what, required=True):
@@ -110,3 +126,85 @@ class PartialRecord:
             raise BadRecord(f"The field 'done' of {file.name!r} must be between 0 and its "
                             f"size, {file.size}.")
         return cls(file, done)
+
+
+# ---------------------------------------------------------------------------
+# Names on the wire: both ends, the load balancer and the peers, use one rule
+
+
+class BadName(ValueError):
+    """A file name that is not a safe relative path; the message says why."""
+
+
+def check_name(name):
+    """Return ``name`` if it is a safe relative path under a shared folder, else raise BadName."""
+    if not isinstance(name, str) or not name:
+        raise BadName("The file name is empty.")
+    if len(name) > MAX_NAME_CHARS:
+        raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
+    if "\\" in name:
+        raise BadName("The file name contains a backslash; use / between folders.")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
+        raise BadName("The file name contains NUL, control or text-direction characters.")
+    if name.startswith("/"):
+        raise BadName("The file name is an absolute path; names are relative to the shared folder.")
+    if re.match(r"[A-Za-z]:", name):  # before the rule on ':' below, for the clearer reason
+        raise BadName("The file name starts with a drive letter (like C:); names are relative "
+                      "to the shared folder.")
+    parts = name.split("/")
+    if len(parts) > MAX_NAME_PARTS:
+        raise BadName(f"The file name has more than {MAX_NAME_PARTS} folders.")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise BadName("The file name has an empty, '.' or '..' part.")
+        if part.startswith("."):
+            raise BadName("Hidden files (names starting with '.') are not shared.")
+        check_windows_part(part)
+    return name
+
+
+def check_windows_part(part):
+    """Raise BadName for a name a Windows peer could not write safely: the characters
+    ``<>:"|?*``, a trailing dot or space, or a device name such as ``CON`` or ``nul.txt``."""
+    if any(c in WINDOWS_FORBIDDEN_CHARS for c in part):
+        raise BadName('The file name contains one of <>:"|?*, which Windows cannot use in names.')
+    if part.endswith((".", " ")):
+        raise BadName("A part of the file name ends with a dot or a space, which Windows drops.")
+    if part.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
+        raise BadName(f"{part!r} is a device name on Windows (like CON, NUL, COM1), "
+                      "not a file name.")
+
+
+# ---------------------------------------------------------------------------
+# Addresses: host:port, [v6]:port
+
+
+def format_address(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text, default_port=None):
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or default).
+
+    Raises ValueError with a sentence when the text is not an address.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("The address is empty.")
+    port = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not an address like [::1]:6969.")
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    if not re.fullmatch(r"[A-Za-z0-9._%:-]+", host) or host.isdigit():
+        raise ValueError(f"{text!r} is not an address like 192.168.1.5 or 192.168.1.5:41237.")
+    if port is None:
+        return host, default_port
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
+    return host, int(port)

@@ -16,8 +16,8 @@ import unittest
 from unittest import mock
 
 import download
-import httpkit
 import sharing
+import wire
 from download import PeerFault
 from lb_client import Lease, Pick
 from pieces import PieceList, piece_size, pieces_hash
@@ -172,11 +172,11 @@ class CheckNameTests(unittest.TestCase):
                 self.assertEqual(sharing.check_name(name), name)
 
     def test_length_and_depth_limits_are_exact(self):
-        self.assertEqual(sharing.check_name("x" * httpkit.MAX_NAME_CHARS),
-                         "x" * httpkit.MAX_NAME_CHARS)
+        self.assertEqual(sharing.check_name("x" * wire.MAX_NAME_CHARS),
+                         "x" * wire.MAX_NAME_CHARS)
         with self.assertRaises(BadName):
-            sharing.check_name("x" * (httpkit.MAX_NAME_CHARS + 1))
-        deep = "/".join(["d"] * httpkit.MAX_NAME_PARTS)
+            sharing.check_name("x" * (wire.MAX_NAME_CHARS + 1))
+        deep = "/".join(["d"] * wire.MAX_NAME_PARTS)
         self.assertEqual(sharing.check_name(deep), deep)
         with self.assertRaises(BadName):
             sharing.check_name(deep + "/d")

@@ -33,7 +33,7 @@ import httpkit  # noqa: E402
 import lb_client  # noqa: E402
 import load_balancer as lb  # noqa: E402
 from tests.support import wait_for  # noqa: E402
-from wire import BadRecord, FileRecord, PartialRecord  # noqa: E402
+from wire import MAX_NAME_CHARS, BadRecord, FileRecord, PartialRecord  # noqa: E402
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -1244,7 +1244,7 @@ class TestErrors(ServerTestCase):
 
     def test_bad_names(self):
         self.register(["ok"], port=7001)
-        for name in ["", "x" * (httpkit.MAX_NAME_CHARS + 1), "bad\nname", "tab\tname", "CON",
+        for name in ["", "x" * (MAX_NAME_CHARS + 1), "bad\nname", "tab\tname", "CON",
                      "NUL.txt", "a:b", "dot.", "space ", "a*b", "a?b", "a<b>", "a|b"]:
             with self.subTest(name=name[:20]):
                 self.assert_error("POST", "/peers", 400,
@@ -1252,7 +1252,7 @@ class TestErrors(ServerTestCase):
                                                             "sha256": sha(name)}]})
                 self.assert_error("POST", "/transfers", 400, {"name": name})
         # exactly the limit is fine
-        long_name = "y" * httpkit.MAX_NAME_CHARS
+        long_name = "y" * MAX_NAME_CHARS
         self.register([long_name], port=7003)
         response, _, _ = self.request("POST", "/transfers", {"name": long_name})
         self.assertEqual(response.status, 201)
