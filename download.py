@@ -368,9 +368,13 @@ class HolderConnection:
 
     def _connect(self):
         try:
-            sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT_S)
-            sock = self.members.connect(sock)
+            plain = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT_S)
         except OSError as e:
+            raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
+        try:
+            sock = self.members.connect(plain)
+        except OSError as e:
+            plain.close()
             raise PeerFault(f"cannot connect to it: {describe_socket_error(e)}") from None
         if self.members.tls is None:
             sock.settimeout(None)

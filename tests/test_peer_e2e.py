@@ -11,8 +11,9 @@ import time
 import unittest
 
 from sharing import cache_entry, hash_pieces
-from tests.support import (PEER, ProcessTestCase, clean_env, free_port, http_json, raw_get,
-                           read_line, same_bytes, wait_for, wait_partial, write_random)
+from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, clean_env, free_port,
+                           http_json, raw_get, read_line, same_bytes, wait_for, wait_partial,
+                           write_random)
 
 MiB = 1 << 20
 
@@ -59,6 +60,22 @@ class DownloadTests(ProcessTestCase):
         served = [self.peer_entry(self.lb.port, p.port)["served"] for p in procs]
         self.assertGreaterEqual(sum(served), 10)  # a download may take pieces from both
         self.assertGreaterEqual(min(served), 3, served)
+
+    def test_twelve_downloaders_one_holder_with_eight_slots_all_complete(self):
+        procs, source = self.holders("crowd.bin", 4 * MiB, 1, "--upload-limit", "4M")
+        gets = [subprocess.Popen(
+            [sys.executable, PEER, "get", "crowd.bin", "--lb", f"127.0.0.1:{self.lb.port}",
+             "--downloads", self.folder(f"crowd{i}"), "--host", "127.0.0.1",
+             "--upload-limit", "4M"], cwd=self.tmp, env=clean_env(self.tmp),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(12)]
+        for proc in gets:
+            self.addCleanup(lambda p=proc: p.poll() is None and p.kill())
+        for proc in gets:  # busy is waited out, never reported as a failure
+            out, err = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+            self.assertEqual(proc.returncode, 0, err)
+        for i in range(12):
+            self.assertTrue(same_bytes(source, os.path.join(self.tmp, f"crowd{i}", "crowd.bin")))
+        self.assertEqual(self.peer_entry(self.lb.port, procs[0].port)["failed"], 0)
 
     def test_holder_killed_mid_file_the_others_finish_it(self):
         procs, source = self.holders("movie.mkv", 24 * MiB, 2, "--upload-limit", "8M")
