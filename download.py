@@ -754,9 +754,12 @@ class Swarm:
         ask_at = time.monotonic() + ASK_MORE_EVERY_S
         waiting_since, waiting = None, ""
         rate = RateWindow()
+        active = len(pick.leases)
         while True:
-            with self.cond:
-                self.cond.wait(PROGRESS_EVERY_S)
+            with self.cond:  # woken by every piece: look up only when something changed
+                before = active
+                self.cond.wait_for(lambda: self.problem is not None or self.plan.done
+                                   or len(self.workers) != before, PROGRESS_EVERY_S)
                 if self.problem is not None:
                     raise self.problem
                 done = self.plan.done
