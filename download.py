@@ -692,6 +692,7 @@ class Swarm:
         self.cond = threading.Condition()
         self.workers = {}  # lease transfer id -> Worker
         self.finished = {}  # the same -> Lease, of holders still there when every piece was
+        self.refetched = False  # a piece written unhashed was bad, and fetched again
         self.busy = {}  # peer id -> when its upload slots may free up
         self.problem = None  # a DiskError from a verifier, raised in run()
         self.last_fault = ""
@@ -714,6 +715,8 @@ class Swarm:
             digest = self.whole.hexdigest()
         finally:
             self._stop_all()
+        if digest != self.file.sha256 and self.refetched:  # the whole hash saw a bad piece
+            digest = sha256_file(self.partial.path)
         spoilers = self._check_landed() if digest != self.file.sha256 else set()
         with self.cond:
             blamed = spoilers or ({list_from.peer_id} if digest != self.file.sha256 else ())
@@ -732,21 +735,29 @@ class Swarm:
                             list_from.peer_id)
 
     def _check_landed(self):
-        """The whole file did not match: hash the pieces written unhashed; the good ones are
-        verified now, the bad ones stay on disk to be fetched again. The peer ids that sent
-        bad ones."""
+        """Hash the pieces written unhashed while alone: the good ones are verified (and
+        shared) now, the bad ones missing again, to be fetched from others. At the end, when
+        the whole file did not match; or when other downloaders appear, so that they can
+        have what is here. The peer ids that sent bad ones."""
         spoilers = set()
         buf = bytearray(self.pieces.piece_size)
-        for index, sender in sorted(self.plan.unchecked.items()):
+        with self.cond:
+            landed = sorted(self.plan.unchecked)
+        for index in landed:
             start, length = self.pieces.span(index)
             view = memoryview(buf)[:length]
-            if os.preadv(self.partial.fd, [view], start) == length and \
-                    self.pieces.matches(index, hashlib.sha256(view).hexdigest()):
-                self.plan.have.add(index)
-            else:
+            good = os.preadv(self.partial.fd, [view], start) == length and \
+                self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+            with self.cond:
+                sender = self.plan.checked(index, good)
+                self.cond.notify_all()
+            if sender is not None:
                 log.warning("%s: piece %d from %s did not match its SHA-256", self.name, index,
                             sender)
                 spoilers.add(sender)
+                self.refetched = True
+        if self.partials is not None:
+            self.partials.touch()
         return spoilers
 
     def _loop(self, pick):
@@ -825,8 +836,9 @@ class Swarm:
             return sorted(self.plan.banned() | {w.lease.peer_id for w in self.workers.values()})
 
     def _add(self, pick):
-        if pick.downloading:
+        if pick.downloading and self.plan.alone:  # others came: share what is here
             self.plan.alone = False
+            self.verify_queue.put(CHECK_LANDED)
         for lease in pick.leases:
             self.leases.add(lease)
             worker = Worker(self, lease)
@@ -865,7 +877,10 @@ class Swarm:
         ``run`` hashes the pieces only if that fails. That keeps the fast path at one hash
         per byte instead of two."""
         while (item := self.verify_queue.get()) is not None:
-            self.land(*item)
+            if item is CHECK_LANDED:
+                self._check_landed()
+            else:
+                self.land(*item)
 
     def land(self, worker, index, buf, length):
         """Hash the piece (unless alone), write it if it matches, tell the plan; in a
@@ -898,6 +913,9 @@ class Swarm:
             self.cond.notify_all()
         if arrival.new and not trusted and self.partials is not None:
             self.partials.touch()
+
+
+CHECK_LANDED = object()  # a verifier's task: hash the pieces written unhashed (_check_landed)
 
 
 class RateWindow:

@@ -266,6 +266,24 @@ class Plan:
             self.sources[other].fetching.discard(index)
         return Arrival(new=True, cancel=sorted(others, key=str))
 
+    def checked(self, index, good):
+        """A piece that landed unhashed was hashed after all: now verified, or (``good``
+        false) missing again, its sender struck as for any bad piece. Returns the sender's
+        peer id when it was bad."""
+        sender = self.unchecked.pop(index, None)
+        if good:
+            self.have.add(index)
+            return None
+        self.missing.add(index)
+        self._lowest = min(self._lowest, index)
+        for source in self.sources.values():
+            if source.peer_id == sender:
+                source.strikes += 1
+                source.spoiled.add(index)
+                if source.banned:
+                    self.shunned.add(sender)
+        return sender
+
     def landed_or_verified(self, index):
         return index in self.have or index in self.unchecked
 

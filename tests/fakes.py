@@ -139,12 +139,12 @@ class FakeHolder:
 class FakeLB:
     """Hands out every holder not excluded (least asked first), in memory.
 
-    ``busy_rounds``: how many picks answer AllBusy first. ``ended`` records
+    ``busy_rounds``: how many picks answer AllBusy first; ``most``: holders per pick. ``ended`` records
     (peer id, outcome) of every transfer ended.
     """
 
     def __init__(self, holders, name="file.bin", busy_rounds=0, busy_holders=2, downloading=0,
-                 pieces=None):
+                 pieces=None, most=8):
         self.holders = {f"h{i}": h for i, h in enumerate(holders)}
         sample = holders[0]
         self.file = FileRecord(name, len(sample.data), sample.sha256)
@@ -153,6 +153,8 @@ class FakeLB:
             tuple(hash_file(io.BytesIO(sample.data))[1])).hash
         self.busy_rounds, self.busy_holders = busy_rounds, busy_holders
         self.downloading = downloading
+        self.downloading_after_first_pick = None  # what later picks say, if it changes
+        self.most = most  # holders handed out per pick
         self.ended = []
         self.renewed = 0
         self.picks = 0
@@ -167,7 +169,7 @@ class FakeLB:
             if self.busy_rounds:
                 self.busy_rounds -= 1
                 raise AllBusy("Every holder is busy.", busy=self.busy_holders, retry_after=0)
-            free = [pid for pid in self.holders if pid not in exclude][:count]
+            free = [pid for pid in self.holders if pid not in exclude][:min(count, self.most)]
             if not free:
                 raise NoHolderLeft("Every holder has been tried and failed.", 503)
             leases = []
@@ -176,7 +178,10 @@ class FakeLB:
                 holder = self.holders[pid]
                 leases.append(Lease(f"t{self._ids}", "secret", pid, "127.0.0.1", holder.port,
                                     done=None if holder.have is None else len(holder.have)))
-            return Pick(self.file, leases, 30.0, self.pieces, [], self.downloading)
+            pick = Pick(self.file, leases, 30.0, self.pieces, [], self.downloading)
+            if self.downloading_after_first_pick is not None:
+                self.downloading = self.downloading_after_first_pick
+            return pick
 
     def renew(self, lease):
         with self.lock:

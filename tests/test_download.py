@@ -136,6 +136,33 @@ class LiarsInACrowd(Liars):
     crowd = 3
 
 
+class JoinedByOthers(DownloadCase):
+    def test_pieces_landed_alone_are_checked_and_shared_once_others_download_it(self):
+        shares = Shares()
+        holders = [self.holder(trickle=0.001), self.holder(trickle=0.001)]
+        lb = self.lb(holders, most=1)  # the second holder comes with the second pick...
+        lb.downloading_after_first_pick = 2  # ...which says others are downloading it now
+        Downloader(lb, self.root, partials=shares).get("file.bin")
+        self.assertTrue(shares.touched)  # told the peer's server it has pieces to share
+        self.assertTrue(shares.shared_whole)  # ...and all of them verified by the end
+
+
+class Shares:
+    """Stands in for the peer's PartialShares: records what the download offered."""
+
+    def __init__(self):
+        self.have, self.touched, self.shared_whole = None, 0, False
+
+    def add(self, name, pieces, have, path):
+        self.have = have
+
+    def touch(self):
+        self.touched += 1
+
+    def remove(self, sha256):
+        self.shared_whole = self.have.complete
+
+
 class Slow(DownloadCase):
     def test_a_trickling_holder_does_not_hold_the_download(self):
         slow = self.holder(trickle=0.05)  # about 20 KiB/s: a piece would take 13 s

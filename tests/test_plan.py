@@ -165,6 +165,23 @@ class Blame(unittest.TestCase):
         self.assertEqual(plan.remove_source("honest"), "done")
 
 
+class Alone(unittest.TestCase):
+    def test_pieces_landed_unhashed_are_not_shared_until_checked(self):
+        plan = Plan(3, Bitfield(3))
+        plan.add_source("a", "A")
+        for _ in range(3):
+            plan.landed("a", "A", plan.next_piece("a"))
+        self.assertTrue(plan.done)
+        self.assertEqual(len(plan.have), 0)  # landed, not verified: never offered to others
+        self.assertEqual(plan.progress(10, 30), 30)
+        self.assertIsNone(plan.checked(0, True))
+        self.assertIn(0, plan.have)
+        self.assertEqual(plan.checked(2, False), "A")  # bad after all: fetched again
+        self.assertEqual(plan.missing, {2})
+        self.assertEqual(plan.sources["a"].strikes, 1)
+        self.assertNotEqual(plan.next_piece("a"), 2)  # ...from someone else
+
+
 class Slow(unittest.TestCase):
     def test_a_holder_much_slower_than_the_fastest_is_let_go_after_the_grace(self):
         plan = Plan(100, Bitfield(100))
