@@ -50,6 +50,30 @@ def read_line(stream, timeout=START_TIMEOUT_S):
         return line.decode()
 
 
+def write_file(root, name, data):
+    """Write ``data`` to ``root/name`` (``/`` between folders, made as needed); its path."""
+    path = os.path.join(root, *name.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def http_request(port, method, path, headers=None, conn=None):
+    """One request to a server on loopback, on ``conn`` (kept open) or a connection of its
+    own; (response, body)."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
 def raw_get(port, target):
     """One GET of ``target`` as raw bytes (no client-side normalising): (status, response)."""
     return raw_request(port, target, "GET")

@@ -22,6 +22,7 @@ from download import PeerFault
 from lb_client import Lease, Pick
 from pieces import PieceList, piece_size, pieces_hash
 from sharing import BadName, RangeNotSatisfiable
+from tests.support import write_file
 from wire import FileRecord
 
 WAIT_S = 5.0  # upper bound for any wait on a background thread
@@ -35,14 +36,6 @@ def piece_digests(data):
 
 def sha(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def write(root, name, data):
-    path = os.path.join(root, *name.split("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
 
 
 def make_temp_dir(test):
@@ -234,9 +227,9 @@ class ResolveTests(unittest.TestCase):
     def setUp(self):
         self.root = make_temp_dir(self)
         self.outside = make_temp_dir(self)
-        self.inside_file = write(self.root, "a.txt", b"inside")
-        write(self.root, "sub/b.txt", b"nested")
-        self.outside_file = write(self.outside, "secret.txt", b"outside")
+        self.inside_file = write_file(self.root, "a.txt", b"inside")
+        write_file(self.root, "sub/b.txt", b"nested")
+        self.outside_file = write_file(self.outside, "secret.txt", b"outside")
 
     def test_file_inside_gives_its_real_path(self):
         self.assertEqual(sharing.resolve(self.root, "a.txt"), os.path.realpath(self.inside_file))
@@ -430,14 +423,14 @@ class ShareIndexTests(unittest.TestCase):
             "empty.dat": b"",
         }
         for name, data in contents.items():
-            write(self.root, name, data)
+            write_file(self.root, name, data)
         for hidden in (".hidden", ".git/config", "sub/.secret", ".dotdir/inner.txt",
                        "sub/.dotdir/x.txt"):
-            write(self.root, hidden, b"hidden")
-        write(self.root, "bad\nname.txt", b"control character")
-        write(self.root, "back\\slash.txt", b"backslash")
+            write_file(self.root, hidden, b"hidden")
+        write_file(self.root, "bad\nname.txt", b"control character")
+        write_file(self.root, "back\\slash.txt", b"backslash")
         if hasattr(os, "symlink"):
-            outside_file = write(self.outside, "secret.txt", b"outside")
+            outside_file = write_file(self.outside, "secret.txt", b"outside")
             os.symlink(outside_file, os.path.join(self.root, "escape.txt"))
             os.symlink(self.outside, os.path.join(self.root, "escape-dir"))
             os.symlink(os.path.join(self.root, "a.txt"), os.path.join(self.root, "alias.txt"))
@@ -474,7 +467,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertIsNone(index.get(sharing.CACHE_NAME))
 
     def test_a_file_still_being_written_waits_until_it_has_been_still(self):
-        path = write(self.root, "copying.bin", b"part of it")
+        path = write_file(self.root, "copying.bin", b"part of it")
         written = os.stat(path)
         now = [written.st_ctime + 0.5]
         announced = threading.Event()
@@ -493,7 +486,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(index.get("copying.bin").sha256, sha(b"part of it"))
 
     def test_found_on_disk_means_on_disk_now(self):
-        path = write(self.root, "here.txt", b"here")
+        path = write_file(self.root, "here.txt", b"here")
         index = self.new_index()
         self.hash_all(index)
         self.assertEqual(index.find_on_disk(sha(b"here")).name, "here.txt")
@@ -505,7 +498,7 @@ class ShareIndexTests(unittest.TestCase):
     def test_second_index_reads_hashes_from_the_cache(self):
         contents = {"a.txt": b"alpha", "sub/b.txt": b"beta" * 1000}
         for name, data in contents.items():
-            write(self.root, name, data)
+            write_file(self.root, name, data)
         self.hash_all(self.new_index())
 
         counting = CountingHash()
@@ -519,7 +512,7 @@ class ShareIndexTests(unittest.TestCase):
                          {name: sha(data) for name, data in contents.items()})
 
     def test_a_cache_entry_for_the_exact_size_and_mtime_is_believed(self):
-        path = write(self.root, "a.txt", b"real content")
+        path = write_file(self.root, "a.txt", b"real content")
         st = os.stat(path)
         fake = "ab" * 32
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
@@ -530,7 +523,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(index.get("a.txt").sha256, fake)
 
     def test_same_size_rewrite_with_the_old_mtime_is_hashed_again(self):
-        path = write(self.root, "a.txt", b"version one")
+        path = write_file(self.root, "a.txt", b"version one")
         index = self.new_index()
         self.hash_all(index)
         old = os.stat(path)
@@ -542,8 +535,8 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(fresh.get("a.txt").sha256, sha(b"version two"))
 
     def test_a_stale_or_broken_cache_is_not_believed(self):
-        path = write(self.root, "a.txt", b"real content")
-        write(self.root, "b.txt", b"other content")
+        path = write_file(self.root, "a.txt", b"real content")
+        write_file(self.root, "b.txt", b"other content")
         st = os.stat(path)
         with open(os.path.join(self.root, sharing.CACHE_NAME), "w", encoding="utf-8") as f:
             stale = sharing.cache_entry(st, "ab" * 32, ["ab" * 32])
@@ -562,7 +555,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(again.get("a.txt").sha256, sha(b"real content"))
 
     def test_a_changed_file_is_hashed_again(self):
-        path = write(self.root, "a.txt", b"version one")
+        path = write_file(self.root, "a.txt", b"version one")
         index = self.new_index()
         self.hash_all(index)
         old = index.get("a.txt")
@@ -583,7 +576,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(self.read_cache()["a.txt"]["sha256"], sha(b"version two, longer"))
 
     def test_same_size_new_mtime_is_hashed_again(self):
-        path = write(self.root, "a.txt", b"AAAA")
+        path = write_file(self.root, "a.txt", b"AAAA")
         index = self.new_index()
         self.hash_all(index)
         mtime = index.get("a.txt").stamp[1]
@@ -594,8 +587,8 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(index.get("a.txt").sha256, sha(b"BBBB"))
 
     def test_a_removed_file_disappears(self):
-        write(self.root, "keep.txt", b"keep")
-        gone = write(self.root, "gone.txt", b"gone")
+        write_file(self.root, "keep.txt", b"keep")
+        gone = write_file(self.root, "gone.txt", b"gone")
         index = self.new_index()
         self.hash_all(index)
         self.assertIsNotNone(index.get("gone.txt"))
@@ -607,7 +600,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(set(self.read_cache()), {"keep.txt"})
 
     def test_refresh_reports_no_change_when_nothing_changed(self):
-        write(self.root, "a.txt", b"a")
+        write_file(self.root, "a.txt", b"a")
         index = self.new_index()
         self.hash_all(index)
         version = index.version
@@ -616,9 +609,9 @@ class ShareIndexTests(unittest.TestCase):
 
     def test_the_first_root_wins_a_name(self):
         second = make_temp_dir(self)
-        write(self.root, "a.txt", b"from the first root")
-        write(second, "a.txt", b"from the second root")
-        write(second, "b.txt", b"only in the second")
+        write_file(self.root, "a.txt", b"from the first root")
+        write_file(second, "a.txt", b"from the second root")
+        write_file(second, "b.txt", b"only in the second")
         index = self.new_index([self.root, second])
         self.hash_all(index)
         self.assertEqual(index.get("a.txt").sha256, sha(b"from the first root"))
@@ -628,7 +621,7 @@ class ShareIndexTests(unittest.TestCase):
         self.assertEqual(len(index), 2)
 
     def test_a_missing_root_is_skipped(self):
-        write(self.root, "a.txt", b"a")
+        write_file(self.root, "a.txt", b"a")
         index = self.new_index([self.root, os.path.join(self.outside, "does-not-exist")])
         self.hash_all(index)
         self.assertEqual([f.name for f in index.files()], ["a.txt"])
@@ -637,7 +630,7 @@ class ShareIndexTests(unittest.TestCase):
         downloads = make_temp_dir(self)
         index = self.new_index([self.root, downloads])
         index.refresh()
-        path = write(downloads, "got/it.bin", b"downloaded bytes")
+        path = write_file(downloads, "got/it.bin", b"downloaded bytes")
         fake = "cd" * 32  # not the real hash: proves nothing re-hashed it
         counting = CountingHash()
         with mock.patch.object(sharing, "hash_pieces", counting):
@@ -704,9 +697,9 @@ class PartialNameTests(unittest.TestCase):
         root = make_temp_dir(self)
         digest = sha(b"x")
         for name in ("a.txt", "dir/日本語 b.txt"):
-            write(root, download.partial_name(name, digest), b"12345")
-        write(root, "done.txt", b"done")
-        write(root, ".x.part", b"not ours")
+            write_file(root, download.partial_name(name, digest), b"12345")
+        write_file(root, "done.txt", b"done")
+        write_file(root, ".x.part", b"not ours")
         found = download.find_unfinished(root)
         self.assertEqual([(u.name, u.sha_prefix, u.done) for u in found],
                          [("a.txt", digest[:16], 5), ("dir/日本語 b.txt", digest[:16], 5)])
@@ -821,17 +814,17 @@ class PlanTargetTests(unittest.TestCase):
         self.assertNotEqual(target.partial, other)
 
     def test_the_same_file_already_there(self):
-        path = write(self.root, "a.txt", self.data)
+        path = write_file(self.root, "a.txt", self.data)
         target = download.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertEqual(target.have, path)
 
     def test_a_different_file_of_that_name_is_not_had(self):
-        write(self.root, "a.txt", b"X" * self.size)  # same size, other content
+        write_file(self.root, "a.txt", b"X" * self.size)  # same size, other content
         target = download.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertIsNone(target.have)
 
     def test_a_different_size_is_not_hashed(self):
-        write(self.root, "a.txt", b"short")
+        write_file(self.root, "a.txt", b"short")
         hashed = []
 
         def hash_of(path):
@@ -844,8 +837,8 @@ class PlanTargetTests(unittest.TestCase):
         self.assertEqual(hashed, [])
 
     def test_the_same_content_under_a_collision_name(self):
-        write(self.root, "dir/a.txt", b"Y" * self.size)
-        copy = write(self.root, "dir/a (1).txt", self.data)
+        write_file(self.root, "dir/a.txt", b"Y" * self.size)
+        copy = write_file(self.root, "dir/a (1).txt", self.data)
         target = download.plan_target(self.root, "dir/a.txt", self.size, self.digest)
         self.assertEqual(target.have, copy)
 

@@ -14,7 +14,7 @@ import unittest
 
 from pieces import piece_count
 from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
-from tests.support import raw_get
+from tests.support import http_request, raw_get
 
 GiB = 1 << 30
 
@@ -49,16 +49,7 @@ class FileServerTests(unittest.TestCase):
         return path
 
     def request(self, method, path, headers=None, conn=None):
-        own = conn is None
-        if own:
-            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
-        try:
-            conn.request(method, path, headers=headers or {})
-            response = conn.getresponse()
-            return response, response.read()
-        finally:
-            if own:
-                conn.close()
+        return http_request(self.server.port, method, path, headers, conn)
 
     def test_list(self):
         response, body = self.request("GET", "/files")

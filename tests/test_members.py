@@ -408,8 +408,8 @@ class TLSNetworkTests(ClosedNetworkTests):
                      what="the plain server to log the TLS client")
 
     def test_the_bytes_on_the_wire_are_encrypted(self):
-        with socket.create_connection(("127.0.0.1", self.holder.port), timeout=DEADLINE_S) as s:
-            tls = self.members.tls.client.wrap_socket(s)
+        with socket.create_connection(("127.0.0.1", self.holder.port), timeout=DEADLINE_S) as s, \
+                self.members.tls.client.wrap_socket(s) as tls:
             target = "/files/song.mp3"
             tls.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                         f"{AUTH_HEADER}: {self.members.secret.sign('GET', target)}\r\n\r\n"

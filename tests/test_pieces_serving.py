@@ -2,7 +2,6 @@
 PartialShares, and piece hashes in the hash cache. In-process servers on port 0."""
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from peer import Peer, upload_line
 from pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
 from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, free_port, http_json,
-                           quiet_logs, wait_for, write_random)
+                           http_request, quiet_logs, wait_for, write_file, write_random)
 
 PIECE = MIN_PIECE_BYTES
 MiB = 1 << 20
@@ -36,14 +35,6 @@ def piece_list(data):
     return PieceList(whole, len(data), piece_size(len(data)), tuple(digests))
 
 
-def write(root, name, data):
-    path = os.path.join(root, *name.split("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
-
-
 class PiecesServingTests(unittest.TestCase):
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="p2p-pieces-")
@@ -51,7 +42,7 @@ class PiecesServingTests(unittest.TestCase):
         self.shared = os.path.join(self.root, "shared")
         self.downloads = os.path.join(self.root, "downloads")
         self.full = os.urandom(3 * PIECE + 1000)  # 4 pieces, the last short
-        write(self.shared, "whole.bin", self.full)
+        write_file(self.shared, "whole.bin", self.full)
         self.index = ShareIndex([self.shared, self.downloads])
         self.addCleanup(self.index.close)
         self.index.refresh()
@@ -68,7 +59,7 @@ class PiecesServingTests(unittest.TestCase):
             start, length = self.pieces.span(index)
             junk[start:start + length] = self.song[start:start + length]
             self.have.add(index)
-        self.part = write(self.downloads, f".song.mp3.{self.song_sha[:16]}.part", junk)
+        self.part = write_file(self.downloads, f".song.mp3.{self.song_sha[:16]}.part", junk)
         self.partials = PartialShares()
         self.partials.add("song.mp3", self.pieces, self.have, self.part)
         self.start()
@@ -82,13 +73,7 @@ class PiecesServingTests(unittest.TestCase):
         return server
 
     def request(self, method, path, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
-        try:
-            conn.request(method, path, headers=headers or {})
-            response = conn.getresponse()
-            return response, response.read()
-        finally:
-            conn.close()
+        return http_request(self.server.port, method, path, headers)
 
     def ranged(self, start, end, method="GET", target=None):
         return self.request(method, target or f"/blobs/{self.song_sha}",
@@ -194,7 +179,7 @@ class PiecesServingTests(unittest.TestCase):
         self.assertEqual(response.status, 404)
 
     def test_a_finished_download_is_served_from_the_index(self):
-        final = write(self.downloads, "song.mp3", self.song)
+        final = write_file(self.downloads, "song.mp3", self.song)
         os.unlink(self.part)
         self.assert_missing(*self.ranged(0, 9))  # gone, and not yet shared
         self.index.add_verified(self.downloads, final, self.song_sha, self.pieces.digests)
@@ -385,7 +370,7 @@ class PieceHashCacheTests(unittest.TestCase):
         self.root = tempfile.mkdtemp(prefix="p2p-cache-")
         self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
         self.data = os.urandom(PIECE + 1)
-        self.path = write(self.root, "a.bin", self.data)
+        self.path = write_file(self.root, "a.bin", self.data)
 
     def index(self, hashes=True):
         """A new index of the folder, once what it hashes is hashed and in the cache file."""
@@ -421,7 +406,7 @@ class PieceHashCacheTests(unittest.TestCase):
 
     def test_a_verified_download_without_pieces_gets_them(self):
         index = self.index()
-        path = write(self.root, "got.bin", self.data)  # as if downloaded by an older downloader
+        path = write_file(self.root, "got.bin", self.data)  # as if downloaded by an older downloader
         index.add_verified(self.root, path, sha(self.data))
         self.assertIsNone(index.get("got.bin").pieces)
         self.assertNotIn("pieces", index.get("got.bin").as_dict())
