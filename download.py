@@ -563,11 +563,14 @@ class PartialFile:
         return have
 
     def _has_data(self, start, length):
-        """False when the piece lies in a hole of the sparse file (never written)."""
+        """False when the piece lies in a hole of the sparse file (never written); True
+        where holes cannot be seen (no SEEK_DATA), so the piece is hashed to find out."""
+        if not hasattr(os, "SEEK_DATA"):
+            return True
         try:
             return os.lseek(self.fd, start, os.SEEK_DATA) < start + length
-        except (OSError, AttributeError):  # no SEEK_DATA here, or nothing after start
-            return hasattr(os, "SEEK_DATA") is False
+        except OSError:  # ENXIO: no data after start
+            return False
 
     def close(self):
         os.close(self.fd)
