@@ -19,7 +19,8 @@ folder that is removed at the end, in the tests' clean environment (discovery on
    start, interpreter included), slowest / alone (goal: all of them, within 2x), and the
    load balancer's peak request rate: the ``requests`` field of its ``GET /status``
    sampled every 0.5 s, the sampling's own requests taken off ("n/a" when the load
-   balancer does not report it).
+   balancer does not report it), against the limit measured in the same run: the
+   requests/s that load balancer then answers on one keep-alive connection.
 2. sources: HOLDERS ``serve --upload-limit LIMIT``, each sharing the same file from its own
    folder. One ``get`` while only the first is online, one with all of them: MiB/s of
    each and their ratio (goal: at least 3.5x).
@@ -36,6 +37,7 @@ before and after, since other work on the machine shows in the figures.
 
 import argparse
 import hashlib
+import http.client
 import os
 import shutil
 import statistics
@@ -68,6 +70,7 @@ STATUS_EVERY_S = 0.5         # the load balancer's request count is sampled this
 STATUS_TIMEOUT_S = 2.0
 POLL_S = 0.05                # how often running downloads are checked
 KILL_WAIT_S = 10.0
+CAPACITY_S = 2.0             # the load balancer's capacity is measured over this long
 GET_OPTIONS = ("--upload-limit", "--host")  # passed to ``get`` only when it accepts them
 FILE_NAME = "swarm.bin"
 BIG_NAME = "big.bin"
@@ -213,6 +216,23 @@ class RequestCounter:
         return max(rates) if rates else None
 
 
+def lb_capacity(lb_port, seconds=CAPACITY_S):
+    """Requests/s the load balancer answers on one keep-alive connection: the limit the
+    crowd's peak rate is measured against, in the same run (``GET /files?q=NAME``, what
+    a peer asks most besides picks)."""
+    conn = http.client.HTTPConnection("127.0.0.1", lb_port, timeout=STATUS_TIMEOUT_S)
+    answered = 0
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            conn.request("GET", f"/files?q={FILE_NAME}")
+            conn.getresponse().read()
+            answered += 1
+    finally:
+        conn.close()
+    return answered / (time.monotonic() - started)
+
+
 def run_downloads(downloads, deadline_s, counter=None):
     """Wait for ``downloads`` to end, at most ``deadline_s``; kill those still running."""
     deadline = time.monotonic() + deadline_s
@@ -254,7 +274,8 @@ def one_download(bench, lb_port, name, sha256, label, deadline_s, limited):
 
 
 def crowd_phase(bench, source, sha256, crowd):
-    """(seconds alone or None, [seconds of each verified crowd download], peak req/s or None)."""
+    """(seconds alone or None, [seconds of each verified crowd download], peak req/s or None,
+    the load balancer's capacity in req/s)."""
     size = os.path.getsize(source)
     expected = size / parse_rate(bench.limit)
     lb, lb_port = bench.start_lb()
@@ -269,6 +290,7 @@ def crowd_phase(bench, source, sha256, crowd):
     run_downloads(downloads, DEADLINE_FACTOR * CROWD_GOAL_SLOWDOWN * expected
                   + DEADLINE_GRACE_S, counter)
     counter.sample()
+    capacity = lb_capacity(lb_port)
     bench.kill([seed, lb])
     times = []
     for d in downloads:
@@ -276,7 +298,7 @@ def crowd_phase(bench, source, sha256, crowd):
             times.append(d.seconds)
         else:
             bench.failures.append(failure(d))
-    return alone, times, counter.peak_rate()
+    return alone, times, counter.peak_rate(), capacity
 
 
 def sources_phase(bench, source, sha256, holders):
@@ -379,7 +401,7 @@ def main():
             source = os.path.join(bench.folder("files"), FILE_NAME)
             sha256 = random_file(source, args.size_mib)
         if "crowd" in phases:
-            alone, times, rate = crowd_phase(bench, source, sha256, args.crowd)
+            alone, times, rate, capacity = crowd_phase(bench, source, sha256, args.crowd)
             rows += [
                 (f"flash crowd: 1 seed, {args.crowd} downloaders, {args.size_mib} MiB, "
                  f"limit {args.limit}", None, None),
@@ -393,6 +415,8 @@ def main():
                  f"<= {CROWD_GOAL_SLOWDOWN:g}x"),
                 ("  load balancer peak rate", "n/a" if rate is None else f"{rate:.0f} req/s",
                  ""),
+                ("  load balancer capacity, 1 connection", f"{capacity:.0f} req/s", ""),
+                ("  peak / capacity", "-" if rate is None else f"{rate / capacity:.1%}", ""),
             ]
         if "sources" in phases:
             one, many = sources_phase(bench, source, sha256, args.holders)
