@@ -350,9 +350,9 @@ def _set_socket_timeouts(sock, seconds):
 class HolderConnection:
     """One keep-alive connection to a holder, asking for byte ranges of one file.
 
-    ``fetch`` receives a range straight into a caller's buffer (``recv_into`` with
-    ``MSG_WAITALL`` on a plain socket); ``abort`` (from another thread) cuts the
-    connection short, and the next call connects again.
+    ``ask_range`` asks for a range; ``receive`` takes it, in parts, straight into a
+    caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
+    (from another thread) cuts the connection short, and the next call connects again.
     """
 
     def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
@@ -554,13 +554,17 @@ class PartialFile:
             start, length = self.pieces.span(index)
             if start + length > on_disk:
                 break
-            if not self._has_data(start, length):
-                continue
-            view = memoryview(buf)[:length]
-            if os.preadv(self.fd, [view], start) == length and \
-                    self.pieces.matches(index, hashlib.sha256(view).hexdigest()):
+            if self._has_data(start, length) and self.piece_matches(index, buf):
                 have.add(index)
         return have
+
+    def piece_matches(self, index, buf):
+        """Do the bytes of piece ``index`` on disk match its SHA-256? (``buf``: room for a
+        piece, reused.)"""
+        start, length = self.pieces.span(index)
+        view = memoryview(buf)[:length]
+        return os.preadv(self.fd, [view], start) == length and \
+            self.pieces.matches(index, hashlib.sha256(view).hexdigest())
 
     def _has_data(self, start, length):
         """False when the piece lies in a hole of the sparse file (never written); True
@@ -577,8 +581,9 @@ class PartialFile:
 
 
 class WholeHash:
-    """The whole file's SHA-256, in a thread that follows the verified pieces in order,
-    reading them back from the partial file (the page cache has them)."""
+    """The whole file's SHA-256, in a thread that follows the pieces in order as they are
+    written (verified, or landed unhashed while alone), reading them back from the
+    partial file (the page cache has them)."""
 
     def __init__(self, partial, ready, cond):
         self.partial, self.ready, self.cond = partial, ready, cond
@@ -696,7 +701,7 @@ class Swarm:
         self.workers = {}  # lease transfer id -> Worker
         self.finished = {}  # the same -> Lease, of holders still there when every piece was
         self.refetched = False  # a piece written unhashed was bad, and fetched again
-        self.busy = {}  # peer id -> when its upload slots may free up
+        self.busy = {}  # peer id -> when it last turned us away as busy
         self.problem = None  # a DiskError from a verifier, raised in run()
         self.last_fault = ""
         self.verify_queue = queue.Queue()
@@ -747,10 +752,7 @@ class Swarm:
         with self.cond:
             landed = sorted(self.plan.unchecked)
         for index in landed:
-            start, length = self.pieces.span(index)
-            view = memoryview(buf)[:length]
-            good = os.preadv(self.partial.fd, [view], start) == length and \
-                self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+            good = self.partial.piece_matches(index, buf)
             with self.cond:
                 sender = self.plan.checked(index, good)
                 self.cond.notify_all()
@@ -807,8 +809,8 @@ class Swarm:
                 if not active and self.d.wait_s is not None \
                         and now - waiting_since > self.d.wait_s:
                     raise DownloadError(f"Waited {self.d.wait_s:.0f} s for a free upload slot "
-                                        f"for {self.name!r}; every holder is busy. The partial "
-                                        "file is kept: try again later to resume.") from None
+                                        f"for {self.name!r}; every holder is busy."
+                                        + self._kept()) from None
                 continue
             except (NotFound, NoHolderLeft) as e:
                 if not active and not self._busy_soon(now):
@@ -832,7 +834,7 @@ class Swarm:
 
     def _busy_soon(self, now):
         """Did a holder turn us away as busy a moment ago (so it is worth asking again)?"""
-        return any(until > now - BUSY_WAIT_MAX_S for until in self.busy.values())
+        return any(when > now - BUSY_WAIT_MAX_S for when in self.busy.values())
 
     def _exclude(self):
         with self.cond:
@@ -874,11 +876,11 @@ class Swarm:
     # -- the verifier threads ----------------------------------------------
 
     def _verify_loop(self):
-        """Hash each piece, write it if it matches and tell the plan. While the download is
-        alone (in order, from whole holders, nobody to share with) a piece is written
-        without its own hash: the whole file's SHA-256, which runs anyway, checks it, and
-        ``run`` hashes the pieces only if that fails. That keeps the fast path at one hash
-        per byte instead of two."""
+        """Verifier threads: ``land`` each piece handed over (with other downloaders about)
+        and run ``_check_landed`` when asked. Alone (in order, from whole holders, nobody to
+        share with) a holder's own thread lands its pieces unhashed: the whole file's
+        SHA-256, which runs anyway, checks them, and ``run`` hashes the pieces only if that
+        fails. That keeps the fast path at one hash per byte instead of two."""
         while (item := self.verify_queue.get()) is not None:
             if item is CHECK_LANDED:
                 self._check_landed()
@@ -947,6 +949,7 @@ class Worker:
                                      d.members, d.identity, d.stall_timeout)
         self.free = queue.Queue()
         piece = swarm.pieces.piece_size
+        self.per_request = max(1, REQUEST_BYTES // piece)  # pieces one request asks for
         for _ in range(max(MIN_BUFFERS_PER_SOURCE, BUFFER_BUDGET_BYTES // piece)):
             self.free.put(bytearray(piece))
         self.received = 0
@@ -1030,7 +1033,7 @@ class Worker:
             with cond:
                 if plan.done:
                     return
-                run = plan.next_run(self.key, max(1, REQUEST_BYTES // self.swarm.pieces.piece_size))
+                run = plan.next_run(self.key, self.per_request)
                 if not run:
                     if plan.wants(self.key):
                         useful = time.monotonic()
@@ -1054,8 +1057,8 @@ class Worker:
         return source is not None and source.pieces is not None
 
     def _fetch(self, run):
-        """Fetch ``run``, consecutive pieces, with one request; each piece goes to the
-        verifiers as soon as it is in."""
+        """Fetch ``run``, consecutive pieces, with one request; each piece is landed (or
+        handed to the verifiers) as soon as it is in."""
         swarm, cond = self.swarm, self.swarm.cond
         start = swarm.pieces.span(run[0])[0]
         end = sum(swarm.pieces.span(run[-1]))

@@ -159,9 +159,12 @@ class Plan:
         if index is None:
             index = self._endgame(source)
         if index is not None:
-            self.fetchers.setdefault(index, set()).add(key)
-            source.fetching.add(index)
+            self._take(source, index)
         return index
+
+    def _take(self, source, index):
+        self.fetchers.setdefault(index, set()).add(source.key)
+        source.fetching.add(index)
 
     def next_run(self, key, most):
         """Up to ``most`` consecutive pieces for this holder's connection to fetch with one
@@ -179,8 +182,7 @@ class Plan:
             if following not in self.missing or following in self.fetchers \
                     or not source.may_send(following):
                 break
-            self.fetchers[following] = {key}
-            source.fetching.add(following)
+            self._take(source, following)
             run.append(following)
         return run
 

@@ -381,6 +381,7 @@ class ShareIndex:
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._files = {}  # name -> SharedFile
+        self._by_hash = (None, {})  # (version it was made at, sha256 -> first SharedFile)
         self._caches = {root: self._load_cache(root) for root in self.roots}
         self._pending = {}  # name -> (root, path, stamp) waiting for a hash
         self._wakeup = threading.Condition(self._lock)
@@ -648,9 +649,18 @@ class ShareIndex:
             return sorted(self._files.values(), key=lambda f: f.name)
 
     def find_by_hash(self, sha256):
-        """A shared file with this content, or None (so a peer never fetches what it has)."""
+        """A shared file with this content, or None (so a peer never fetches what it has).
+
+        Asked for every ``/blobs`` request: the index by SHA-256 is made again only when
+        the shared list changed (``version``), not searched file by file each time."""
         with self._lock:
-            return next((f for f in self._files.values() if f.sha256 == sha256), None)
+            made_at, by_hash = self._by_hash
+            if made_at != self.version:
+                by_hash = {}
+                for entry in self._files.values():
+                    by_hash.setdefault(entry.sha256, entry)
+                self._by_hash = (self.version, by_hash)
+            return by_hash.get(sha256)
 
     def find_on_disk(self, sha256):
         """Like ``find_by_hash``, but checked on disk now: a file removed or changed since
