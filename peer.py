@@ -790,13 +790,15 @@ def describe_unfinished(u, file):
     return f"{u.name}  {percent:.1f} %  ({human_size(u.done)} of {human_size(file['size'])})"
 
 
+def unfinished_lines(title, found):
+    """``title`` and a line per (Unfinished, file) in ``found``; none when nothing is."""
+    return [title] + [f"  {describe_unfinished(u, file)}" for u, file in found] if found else []
+
+
 def print_unfinished(out, lb, root):
-    found = unfinished_downloads(lb, root)
-    if found:
-        out.write(f"Unfinished downloads in {shown_path(root)}/ ('peer.py clean' deletes "
-                  "them):\n")
-        for u, file in found:
-            out.write(f"  {describe_unfinished(u, file)}\n")
+    title = f"Unfinished downloads in {shown_path(root)}/ ('peer.py clean' deletes them):"
+    for line in unfinished_lines(title, unfinished_downloads(lb, root)):
+        out.write(line + "\n")
 
 
 def clean_unfinished(root):
@@ -1028,11 +1030,10 @@ class Menu:
         running = {job.name for job in jobs}
         unfinished = [(u, file) for u, file in unfinished_downloads(peer.lb, peer.downloads)
                       if u.name not in running]
-        if unfinished:
-            self.say(f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
-                     "'peer.py clean' deletes them)")
-            for u, file in unfinished:
-                self.say(f"  {describe_unfinished(u, file)}")
+        title = (f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
+                 "'peer.py clean' deletes them)")
+        for line in unfinished_lines(title, unfinished):
+            self.say(line)
 
     def download(self):
         numbers = f" or number (1-{len(self.choices)})" if len(self.choices) else ""

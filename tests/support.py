@@ -14,11 +14,14 @@ import tempfile
 import time
 import unittest
 
+from sharing import ShareIndex
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "peer.py")
 LB = os.path.join(ROOT, "load_balancer.py")
 START_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 60.0
+HASH_WAIT_S = 10.0  # for a few small files to be hashed in the background
 
 
 def wait_for(predicate, timeout=10.0, what="a condition", interval=0.05):
@@ -57,6 +60,20 @@ def write_file(root, name, data):
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def hashed_index(test, prefix, files):
+    """A ShareIndex over a new temporary folder holding ``files`` ({name: bytes}), hashed,
+    both removed after ``test``; (the folder, the index)."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    test.addCleanup(shutil.rmtree, root, ignore_errors=True)
+    for name, data in files.items():
+        write_file(root, name, data)
+    index = ShareIndex([root])
+    index.refresh()
+    test.assertTrue(index.wait_hashed(HASH_WAIT_S))
+    test.addCleanup(index.close)
+    return root, index
 
 
 def http_request(port, method, path, headers=None, conn=None):

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import unittest
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from plan import ENDGAME_COPIES
 from tests.fakes import FakeHolder, FakeLB, make_data
 from tests.support import quiet_logs
 
+DOWNLOAD_DEADLINE_S = 60.0  # each case takes well under a second; a hang fails here
 PIECES = 12
 SIZE = PIECES * MIN_PIECE_BYTES - 1000  # a short last piece
 
@@ -43,8 +45,23 @@ class DownloadCase(unittest.TestCase):
         return FakeLB(holders, downloading=self.crowd, **options)
 
     def download(self, lb, **options):
+        """The download's Result (or its error, raised), failing the test at a deadline."""
         downloader = Downloader(lb, self.root, on_progress=self.progress.append, **options)
-        return downloader.get("file.bin")
+        ended = {}
+
+        def run():
+            try:
+                ended["result"] = downloader.get("file.bin")
+            except BaseException as e:  # handed to the test's thread
+                ended["error"] = e
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(DOWNLOAD_DEADLINE_S)
+        self.assertFalse(thread.is_alive(), f"no end within {DOWNLOAD_DEADLINE_S:.0f} s")
+        if "error" in ended:
+            raise ended["error"]
+        return ended["result"]
 
     def assert_saved(self, result):
         with open(result.path, "rb") as f:
@@ -142,7 +159,7 @@ class JoinedByOthers(DownloadCase):
         holders = [self.holder(trickle=0.001), self.holder(trickle=0.001)]
         lb = self.lb(holders, most=1)  # the second holder comes with the second pick...
         lb.downloading_after_first_pick = 2  # ...which says others are downloading it now
-        Downloader(lb, self.root, partials=shares).get("file.bin")
+        self.download(lb, partials=shares)
         self.assertTrue(shares.touched)  # told the peer's server it has pieces to share
         self.assertTrue(shares.shared_whole)  # ...and all of them verified by the end
 

@@ -5,16 +5,14 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import unittest
 
 from pieces import piece_count
 from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
-from tests.support import http_request, raw_get
+from tests.support import hashed_index, http_request, raw_get, write_file
 
 GiB = 1 << 30
 
@@ -22,15 +20,9 @@ GiB = 1 << 30
 class FileServerTests(unittest.TestCase):
 
     def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="p2p-fs-")
-        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
         self.content = os.urandom(100_000)
-        self.write("a file.txt", self.content)
-        self.write("sub/ñ.txt", b"nested")
-        self.index = ShareIndex([self.root])
-        self.index.refresh()
-        self.assertTrue(self.index.wait_hashed(10))
-        self.addCleanup(self.index.close)
+        self.root, self.index = hashed_index(self, "p2p-fs-", {
+            "a file.txt": self.content, "sub/ñ.txt": b"nested"})
         self.start()
 
     def start(self, **options):
@@ -42,11 +34,7 @@ class FileServerTests(unittest.TestCase):
         return server
 
     def write(self, name, data):
-        path = os.path.join(self.root, *name.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        return write_file(self.root, name, data)
 
     def request(self, method, path, headers=None, conn=None):
         return http_request(self.server.port, method, path, headers, conn)

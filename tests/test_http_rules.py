@@ -10,15 +10,14 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import unittest
 
 import load_balancer as lb
 from lb_client import LBClient, Unreachable, not_a_load_balancer
-from sharing import (FileServer, ShareIndex, content_type, etag_listed, http_date, not_modified,
+from sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
-from tests.support import raw_request
+from tests.support import hashed_index, raw_request
 from wire import FileRecord
 
 CURL_TIMEOUT_S = 20
@@ -94,15 +93,9 @@ class CurlTests(unittest.TestCase):
     """A peer's file server and a load balancer it is registered with, both in this process."""
 
     def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="p2p-http-")
-        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
         self.content = os.urandom(50_000)
-        self.write("song.mp3", self.content)
-        self.write("sub/日本語 notes.txt", b"hello")
-        self.index = ShareIndex([self.root])
-        self.index.refresh()
-        self.assertTrue(self.index.wait_hashed(10))
-        self.addCleanup(self.index.close)
+        self.root, self.index = hashed_index(self, "p2p-http-", {
+            "song.mp3": self.content, "sub/日本語 notes.txt": b"hello"})
         self.peer = self.serve(FileServer(("127.0.0.1", 0), self.index))
         self.registry = lb.Registry()
         self.lb = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), self.registry))
@@ -120,12 +113,6 @@ class CurlTests(unittest.TestCase):
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
         return server
-
-    def write(self, name, data):
-        path = os.path.join(self.root, *name.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
 
     def curl(self, port, path, *options):
         """curl's answer: (status, {lower-case header: value}, body bytes) of the last reply.
