@@ -87,7 +87,7 @@ from httpkit import VERSION, BoundedHTTPServer, JSONRequestHandler, Problem, Rou
 from members import (URL_EXPIRES_PARAM, URL_SIG_PARAM, Members, SecretError, TLSSetupError,
                      Unauthorized)
 from wire import (FileRecord, PartialRecord, check_file_name, check_sha256, field, format_address,
-                  parse_address)
+                  parse_address, percent)
 
 log = logging.getLogger("p2p.lb")
 
@@ -784,11 +784,6 @@ def file_link(name, base="", sha256=None):
     """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
     url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
     return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
-
-
-def percent(done, size):
-    """``done`` of ``size`` bytes in whole per cent, rounded down (100 only when complete)."""
-    return 100 if done >= size else done * 100 // size
 
 
 def render_status_page(status, files=(), truncated=False):

@@ -68,7 +68,7 @@ from members import (DEFAULT_URL_LIFETIME_S, NETWORK_CERT_NAME, OPEN, new_secret
                      parse_duration)
 from sharing import (DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex, parse_rate,
                      url_for_name)
-from wire import BadName, check_name, format_address, parse_address
+from wire import BadName, check_name, format_address, parse_address, percent
 
 try:
     import fcntl
@@ -842,7 +842,7 @@ def print_status(out, lb, me=None):
     for p in peers:
         who = " ".join(x for x in (p.get("name"), format_address(p["host"], p["port"])) if x)
         files = f"{len(p['files'])}  {fit_names(p['files'], names_width)}".rstrip()
-        downloading = ", ".join(f"{d['name']} {100 * d['done'] // max(d['size'], 1)} %"
+        downloading = ", ".join(f"{d['name']} {percent(d['done'], d['size'])} %"
                                 for d in p.get("partial", []))
         if downloading:  # a partial holder: shares the pieces it has verified
             files += f" · downloading {downloading}"

@@ -88,7 +88,7 @@ from httpkit import (DEFAULT_WORKERS, VERSION, BoundedHTTPServer, HTTPProblem, J
                      Problem, Routes, unmapped)
 from members import URL_SIG_PARAM, Unauthorized
 from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
-from wire import BadName, check_name, format_address, parse_address
+from wire import BadName, check_name, format_address, parse_address, percent
 
 log = logging.getLogger("p2p.share")
 
@@ -1095,9 +1095,9 @@ def unsatisfiable(header, size):
 
 def missing(share, wanted):
     """The 404 of a partial holder asked for bytes it has not verified."""
-    percent = int(100 * share.done / share.size) if share.size else 0
     span = f"bytes {wanted[0]}-{wanted[1]}" if wanted else "the whole file"
-    return HTTPProblem(404, f"This peer has verified only {percent} % of that file so far; "
+    return HTTPProblem(404, f"This peer has verified only {percent(share.done, share.size)} % "
+                            "of that file so far; "
                             f"ask another peer for {span}.", missing=True)
 
 

@@ -208,3 +208,9 @@ def parse_address(text, default_port=None):
     if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise ValueError(f"{port!r} in {text!r} is not a port number (1-65535).")
     return host, int(port)
+
+
+def percent(done, size):
+    """``done`` of ``size`` bytes in whole per cent, rounded down (100 only when complete):
+    how far a partial holder is, wherever it is shown."""
+    return 100 if done >= size else done * 100 // size
