@@ -701,6 +701,7 @@ class Swarm:
         self.workers = {}  # lease transfer id -> Worker
         self.finished = {}  # the same -> Lease, of holders still there when every piece was
         self.refetched = False  # a piece written unhashed was bad, and fetched again
+        self.writing = set()  # pieces one copy of which is being written now
         self.busy = {}  # peer id -> when it last turned us away as busy
         self.problem = None  # a DiskError from a verifier, raised in run()
         self.last_fault = ""
@@ -709,7 +710,7 @@ class Swarm:
                                            name="verify") for _ in range(VERIFY_THREADS)]
         for thread in self.verifiers:
             thread.start()
-        self.whole = WholeHash(partial, plan.landed_or_verified, self.cond)
+        self.whole = WholeHash(partial, self._written, self.cond)
 
     # -- the caller's thread ------------------------------------------------
 
@@ -749,8 +750,8 @@ class Swarm:
         have what is here. The peer ids that sent bad ones."""
         spoilers = set()
         buf = bytearray(self.pieces.piece_size)
-        with self.cond:
-            landed = sorted(self.plan.unchecked)
+        with self.cond:  # a piece still being written is left for the whole-file check
+            landed = sorted(i for i in self.plan.unchecked if i not in self.writing)
         for index in landed:
             good = self.partial.piece_matches(index, buf)
             with self.cond:
@@ -891,11 +892,15 @@ class Swarm:
         """Hash the piece (unless alone), write it if it matches, tell the plan; in a
         verifier thread, or in the holder's own thread when alone (nothing to hash)."""
         view = memoryview(buf)[:length]
-        trusted = self.plan.alone
-        good = trusted or self.pieces.matches(index, hashlib.sha256(view).hexdigest())
         try:
-            if good and index in self.plan.missing:
-                self.partial.write(index, view)
+            if self.plan.alone:
+                arrival = self._land_unhashed(worker, index, view)
+            else:
+                good = self.pieces.matches(index, hashlib.sha256(view).hexdigest())
+                if good and index in self.plan.missing:  # any good copy: the same bytes
+                    self.partial.write(index, view)
+                with self.cond:
+                    arrival = self.plan.arrived(worker.key, index, good)
         except DiskError as e:
             with self.cond:
                 self.problem = e
@@ -904,8 +909,6 @@ class Swarm:
         finally:
             worker.give_back(buf)
         with self.cond:
-            arrival = (self.plan.landed(worker.key, worker.lease.peer_id, index) if trusted
-                       else self.plan.arrived(worker.key, index, good))
             for key in arrival.cancel:
                 if key in self.workers:
                     self.workers[key].cancel(index)
@@ -916,8 +919,28 @@ class Swarm:
                 if arrival.banned:
                     worker.stop()
             self.cond.notify_all()
-        if arrival.new and not trusted and self.partials is not None:
+        if arrival.new and arrival.verified and self.partials is not None:
             self.partials.touch()
+
+    def _land_unhashed(self, worker, index, view):
+        """Alone: the first copy of a piece to arrive claims it and is written (so the
+        sender the plan records is the sender of the bytes on disk); the whole-file hash
+        waits for the writing to end."""
+        with self.cond:
+            arrival = self.plan.landed(worker.key, worker.lease.peer_id, index)
+            if arrival.new:
+                self.writing.add(index)
+        if arrival.new:
+            try:
+                self.partial.write(index, view)
+            finally:
+                with self.cond:
+                    self.writing.discard(index)
+        return arrival
+
+    def _written(self, index):
+        """Is piece ``index`` on disk, verified or landed unhashed (for WholeHash)?"""
+        return self.plan.landed_or_verified(index) and index not in self.writing
 
 
 CHECK_LANDED = object()  # a verifier's task: hash the pieces written unhashed (_check_landed)

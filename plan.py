@@ -75,6 +75,7 @@ class Arrival:
     """What a piece that arrived changed: new (first good copy), bad, banned, and the other
     connections fetching the same piece, to cancel."""
     new: bool = False
+    verified: bool = True  # hashed (False: landed unhashed while alone)
     bad: bool = False
     banned: bool = False
     cancel: list = field(default_factory=list)
@@ -266,7 +267,7 @@ class Plan:
         others = self.fetchers.pop(index, set())
         for other in others:
             self.sources[other].fetching.discard(index)
-        return Arrival(new=True, cancel=sorted(others, key=str))
+        return Arrival(new=True, verified=False, cancel=sorted(others, key=str))
 
     def checked(self, index, good):
         """A piece that landed unhashed was hashed after all: now verified, or (``good``
