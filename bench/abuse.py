@@ -33,8 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from download import Downloader  # noqa: E402
-from lb_client import LBClient, LBClientError  # noqa: E402
+from p2p.net.download import Downloader  # noqa: E402
+from p2p.net.lb_client import LBClient, LBClientError  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from lb_client import LBClient, LBClientError  # noqa: E402
+from p2p.net.lb_client import LBClient, LBClientError  # noqa: E402
 from tests import hosts as testhosts  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
 

@@ -49,10 +49,11 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import load_balancer as lb  # noqa: E402
-from lb_client import LBClient, LBClientError, Lease, Pick  # noqa: E402
-from members import AUTH_HEADER, Members, NetworkSecret, NetworkTLS  # noqa: E402
-from wire import FileRecord  # noqa: E402
+from p2p.core import registry as lb_core  # noqa: E402
+from p2p.net import lb_server  # noqa: E402
+from p2p.net.lb_client import LBClient, LBClientError, Lease, Pick  # noqa: E402
+from p2p.core.members import Members, NetworkSecret, NetworkTLS  # noqa: E402
+from p2p.core.wire import FileRecord  # noqa: E402
 
 FILES_PER_PEER = 10
 HOLDERS_PER_FILE = 4
@@ -80,7 +81,7 @@ def distinct_files(peers):
 
 def build_registry(peers):
     """A registry with ``peers`` peers; holder i of file k is peer (4k + i) mod peers."""
-    registry = lb.Registry(heartbeat_s=3600.0)  # nobody expires during the run
+    registry = lb_core.Registry(heartbeat_s=3600.0)  # nobody expires during the run
     held = [[] for _ in range(peers)]
     for k in range(distinct_files(peers)):
         info = FileRecord(file_name(k), 1 << 20, f"{k:064x}")
@@ -270,7 +271,7 @@ def measure(peers, seconds, clients, client_procs, kind, mode):
     started = time.perf_counter()
     registry = build_registry(peers)
     setup_s = time.perf_counter() - started
-    server = lb.LoadBalancerServer(("127.0.0.1", 0), registry, members=network_members(mode))
+    server = lb_server.LoadBalancerServer(("127.0.0.1", 0), registry, members=network_members(mode))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sharing import ShareIndex  # noqa: E402
+from p2p.net.sharing import ShareIndex  # noqa: E402
 
 HASH_TIMEOUT_S = 600.0
 

@@ -36,7 +36,6 @@ before and after, since other work on the machine shows in the figures.
 """
 
 import argparse
-import hashlib
 import http.client
 import os
 import shutil
@@ -51,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from sharing import parse_rate, sha256_file  # noqa: E402
+from p2p.net.sharing import parse_rate, sha256_file  # noqa: E402
 from tests.support import LB, PEER, clean_env, http_json, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20

@@ -40,10 +40,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from download import Downloader  # noqa: E402
-from lb_client import LBClient  # noqa: E402
-from members import NETWORK_CERT_NAME, Members  # noqa: E402
-from sharing import sha256_file  # noqa: E402
+from p2p.net.download import Downloader  # noqa: E402
+from p2p.net.lb_client import LBClient  # noqa: E402
+from p2p.core.members import NETWORK_CERT_NAME, Members  # noqa: E402
+from p2p.net.sharing import sha256_file  # noqa: E402
 from tests.support import free_port, read_line, wait_for, write_random  # noqa: E402
 
 MiB = 1 << 20

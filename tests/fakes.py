@@ -14,9 +14,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lb_client import AllBusy, Lease, NoHolderLeft, NotFound, Pick
-from pieces import PieceList, hash_file, piece_size
-from wire import FileRecord
+from p2p.net.lb_client import AllBusy, Lease, NoHolderLeft, NotFound, Pick
+from p2p.core.pieces import PieceList, hash_file, piece_size
+from p2p.core.wire import FileRecord
 
 
 def make_data(size, seed=0):

@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from sharing import ShareIndex
+from p2p.net.sharing import ShareIndex
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "peer.py")

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 import unittest
 
-import sharing
-from pieces import (MAX_PIECE_BYTES, MIN_PIECE_BYTES, TARGET_PIECES, BadPieceList, Bitfield,
+from p2p.net import sharing
+from p2p.core.pieces import (MAX_PIECE_BYTES, MIN_PIECE_BYTES, TARGET_PIECES, BadPieceList, Bitfield,
                     PieceList, hash_file, piece_count, piece_size, piece_span, pieces_hash)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30

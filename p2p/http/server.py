@@ -58,10 +58,10 @@ import threading
 import time
 from http import HTTPStatus
 
-from members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
+from p2p.core.errors import Problem
+from p2p.core.members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
 
 log = logging.getLogger("p2p.http")
-VERSION = "1.1"  # of the program, shown by --version and in the Server header of each side
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
 
 DEFAULT_SOCKET_TIMEOUT_S = 30.0  # idle keep-alive connection; each read or write of a request
@@ -94,27 +94,6 @@ TLS_RECORD_HANDSHAKE = 0x16  # the first byte a TLS client sends
 HEAD_CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.I)
 EXPECT_CONTINUE_RE = re.compile(rb"\nexpect:[ \t]*100-continue", re.I)
 QUIET_LOG_INTERVAL_S = 10.0  # a warning about refused connections at most this often per kind
-
-
-class Problem(Exception):
-    """A status and a sentence: the base of every module's errors that a person reads.
-
-    ``message`` is the sentence, one a person can act on; ``status`` the HTTP status it is
-    answered with, or came in as (None when no HTTP answer is involved, as for a download
-    that failed on disk); ``extra`` more fields of its JSON answer and ``headers`` more
-    headers. An edge turns any of them into a message (``message``) or an answer
-    (``JSONRequestHandler.send_problem``) the same way.
-    """
-
-    status = None
-
-    def __init__(self, message, status=None, **extra):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = int(status)
-        self.extra = extra
-        self.headers = {}
 
 
 class HTTPProblem(Problem):

@@ -10,12 +10,13 @@ import threading
 import time
 import unittest
 
-import httpkit
-import load_balancer as lb
-from lb_client import LBClient
-from sharing import FileServer, ShareIndex
+from p2p.http import server as httpkit
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from p2p.net.lb_client import LBClient
+from p2p.net.sharing import FileServer, ShareIndex
 from tests.support import quiet_logs, wait_for
-from wire import FileRecord
+from p2p.core.wire import FileRecord
 
 ATTACKER = "127.0.0.2"
 IDLE = 300  # connections that never send a byte
@@ -92,8 +93,8 @@ class ConnectionCostTests(unittest.TestCase):
         return trickler, threads_before + 1  # and the trickler's own thread
 
     def test_the_load_balancer_answers_picks_under_idle_and_trickling_connections(self):
-        registry = lb.Registry()
-        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        registry = lb_core.Registry()
+        server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry))
         registry.register("10.0.0.1", 7000, [FileRecord("f", 1, "a" * 64)])
         trickler, threads = self.attack(server.port)
         honest = LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
@@ -132,8 +133,8 @@ class ConnectionCostTests(unittest.TestCase):
         self.assertLessEqual(threading.active_count() - threads, MAX_EXTRA_THREADS)
 
     def test_one_address_holds_at_most_its_share_and_its_oldest_idle_go_first(self):
-        registry = lb.Registry()
-        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry,
+        registry = lb_core.Registry()
+        server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry,
                                                   max_connections=40))
         share = 40 // httpkit.SOURCE_SHARE
         socks = open_from(ATTACKER, server.port, share + 3)
@@ -150,8 +151,8 @@ class ConnectionCostTests(unittest.TestCase):
         self.assertEqual(honest.status()["peers"], [])
 
     def test_idle_connections_are_closed_first_when_connections_run_short(self):
-        registry = lb.Registry()
-        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry,
+        registry = lb_core.Registry()
+        server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry,
                                                   max_connections=8, timeout=DEADLINE_S))
         sources = [f"127.0.0.{i}" for i in range(1, 13)]  # one connection each: under its share
         trickling = []
@@ -184,8 +185,8 @@ class ConnectionCostTests(unittest.TestCase):
             self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200 "))
 
     def test_pipelined_requests_are_all_answered_in_order(self):
-        registry = lb.Registry()
-        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        registry = lb_core.Registry()
+        server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry))
         body = b'{"port": 7000, "files": []}'
         register = (b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n%s"
                     % (len(body), body))

@@ -84,11 +84,27 @@ from dataclasses import dataclass
 from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from httpkit import (DEFAULT_WORKERS, VERSION, BoundedHTTPServer, HTTPProblem, JSONRequestHandler,
-                     Problem, Routes, unmapped)
-from members import URL_SIG_PARAM, Unauthorized
-from pieces import HEX64, READ_BYTES, Bitfield, PieceList, piece_count, piece_size, pieces_hash
-from wire import BadName, check_name, format_address, parse_address, percent
+from p2p import VERSION
+from p2p.core.errors import Problem
+from p2p.core.members import URL_SIG_PARAM, Unauthorized
+from p2p.core.pieces import (
+    HEX64,
+    READ_BYTES,
+    Bitfield,
+    PieceList,
+    piece_count,
+    piece_size,
+    pieces_hash,
+)
+from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
+from p2p.http.server import (
+    DEFAULT_WORKERS,
+    BoundedHTTPServer,
+    HTTPProblem,
+    JSONRequestHandler,
+    Routes,
+    unmapped,
+)
 
 log = logging.getLogger("p2p.share")
 

@@ -25,15 +25,12 @@ import threading
 import time
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import httpkit  # noqa: E402
-import lb_client  # noqa: E402
-import load_balancer as lb  # noqa: E402
-from tests.support import wait_for  # noqa: E402
-from wire import MAX_NAME_CHARS, BadRecord, FileRecord, PartialRecord  # noqa: E402
+from p2p.http import server as httpkit
+from p2p.net import lb_client
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from tests.support import ROOT, wait_for
+from p2p.core.wire import MAX_NAME_CHARS, BadRecord, FileRecord, PartialRecord
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -91,7 +88,7 @@ class RegistryTestCase(unittest.TestCase):
         self.clock = FakeClock()
         kwargs.setdefault("heartbeat_s", 10.0)
         kwargs.setdefault("cooldown_s", 10.0)
-        self.registry = lb.Registry(clock=self.clock, **kwargs)
+        self.registry = lb_core.Registry(clock=self.clock, **kwargs)
         return self.registry
 
     def peers(self, count, files, host_prefix="10.0.0."):
@@ -187,7 +184,7 @@ class TestRoundRobin(RegistryTestCase):
 
     def test_unknown_policy_rejected(self):
         with self.assertRaises(ValueError):
-            lb.Registry(policy="random")
+            lb_core.Registry(policy="random")
 
 
 class TestExcludeAndRequester(RegistryTestCase):
@@ -200,7 +197,7 @@ class TestExcludeAndRequester(RegistryTestCase):
     def test_every_holder_excluded_is_unavailable(self):
         self.make()
         a, b = self.peers(2, [info("f")])
-        with self.assertRaises(lb.Unavailable) as cm:
+        with self.assertRaises(lb_core.Unavailable) as cm:
             self.registry.pick("f", exclude=[a.id, b.id])
         self.assertEqual(cm.exception.status, 503)
         self.assertIn("f", cm.exception.message)
@@ -214,7 +211,7 @@ class TestExcludeAndRequester(RegistryTestCase):
     def test_requester_as_only_holder_is_not_found(self):
         self.make()
         (a,) = self.peers(1, [info("f")])
-        with self.assertRaises(lb.NotFound) as cm:
+        with self.assertRaises(lb_core.NotFound) as cm:
             self.registry.pick("f", requester=a.id)
         self.assertEqual(cm.exception.status, 404)
         self.assertEqual(active_by_id(self.registry), {a.id: 0})
@@ -222,7 +219,7 @@ class TestExcludeAndRequester(RegistryTestCase):
     def test_nobody_shares_is_not_found(self):
         self.make()
         self.peers(2, [info("f")])
-        with self.assertRaises(lb.NotFound) as cm:
+        with self.assertRaises(lb_core.NotFound) as cm:
             self.registry.pick("nothing.bin")
         self.assertIn("nothing.bin", cm.exception.message)
 
@@ -234,7 +231,7 @@ class TestVersions(RegistryTestCase):
         a = self.registry.register("10.0.0.1", 7000, [v1])
         b = self.registry.register("10.0.0.1", 7001, [v1])  # one host, two peers: one vote
         c = self.registry.register("10.0.0.3", 7000, [v2])
-        with self.assertRaises(lb.Conflict) as cm:
+        with self.assertRaises(lb_core.Conflict) as cm:
             self.registry.pick("linux.iso")
         self.assertEqual(cm.exception.status, 409)
         versions = cm.exception.extra["versions"]
@@ -249,7 +246,7 @@ class TestVersions(RegistryTestCase):
         peer = transfer.holder
         self.assertEqual(peer.id, c.id)
         self.assertEqual(transfer.file, v2)
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.pick("linux.iso", sha256=sha("no such version"))
 
     def test_the_version_most_hosts_hold_is_picked_and_the_others_named(self):
@@ -295,9 +292,9 @@ class TestExplicitPeer(RegistryTestCase):
         for _ in range(3):
             self.assertEqual(self.registry.pick("f", peer=(b.host, None)).first.holder.id, b.id)
         self.assertEqual(self.registry.pick("f", peer=(b.host, b.port)).first.holder.id, b.id)
-        named = lb.parse_address(f"{a.host}:{a.port}")
+        named = lb_core.parse_address(f"{a.host}:{a.port}")
         self.assertEqual(self.registry.pick("f", peer=named).first.holder.id, a.id)
-        named = lb.parse_address(b.host)
+        named = lb_core.parse_address(b.host)
         self.assertEqual(self.registry.pick("f", peer=named).first.holder.id, b.id)
 
     def test_explicit_peer_that_does_not_share_is_not_found_naming_holders(self):
@@ -305,7 +302,7 @@ class TestExplicitPeer(RegistryTestCase):
         a, b = self.peers(2, [info("f")])
         c = self.registry.register("10.0.0.3", 7777, [info("other")])
         for wanted in [(c.host, None), (c.host, c.port), (a.host, a.port + 1000)]:
-            with self.assertRaises(lb.NotFound) as cm:
+            with self.assertRaises(lb_core.NotFound) as cm:
                 self.registry.pick("f", peer=wanted)
             self.assertIn(a.address, cm.exception.message)
             self.assertIn(b.address, cm.exception.message)
@@ -316,7 +313,7 @@ class TestExplicitPeer(RegistryTestCase):
         self.make()
         a = self.registry.register("10.0.0.1", 7001, [info("f", version=1)])
         b = self.registry.register("10.0.0.2", 7002, [info("f", version=2)])
-        with self.assertRaises(lb.Conflict):
+        with self.assertRaises(lb_core.Conflict):
             self.registry.pick("f")
         transfer = self.registry.pick("f", peer=(b.host, None)).first
         peer = transfer.holder
@@ -327,7 +324,7 @@ class TestExplicitPeer(RegistryTestCase):
     def test_asking_for_yourself_by_address_says_so(self):
         self.make()
         a, b = self.peers(2, [info("f")])
-        with self.assertRaises(lb.NotFound) as cm:
+        with self.assertRaises(lb_core.NotFound) as cm:
             self.registry.pick("f", peer=(a.host, a.port), requester=a.id)
         self.assertIn("is you", cm.exception.message)
 
@@ -419,11 +416,11 @@ class TestExpiry(RegistryTestCase):
         self.assertEqual({p["id"] for p in self.registry.status()["peers"]}, {a.id, b.id})
         self.clock.advance(0.2)  # now a is over the limit; b was seen 10.1 s ago
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [b.id])
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.end(transfer.id, transfer.secret, "done")
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.heartbeat(a.id, a.token)
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.pick("only-a")
         files, _ = self.registry.find_files("")
         self.assertEqual([(f["name"], f["holders"]) for f in files], [("shared", 1)])
@@ -460,9 +457,9 @@ class TestExpiry(RegistryTestCase):
         self.assertEqual(active_by_id(self.registry), {a.id: 2})
         self.clock.advance(0.2)
         self.assertEqual(active_by_id(self.registry), {a.id: 1})
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.renew(t1.id, t1.secret)
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.end(t1.id, t1.secret, "done")
         self.registry.renew(t2.id, t2.secret)
         self.clock.advance(14.9)
@@ -477,7 +474,7 @@ class TestExpiry(RegistryTestCase):
         (a,) = self.peers(1, [info("f")])
         transfer = self.registry.pick("f").first
         self.registry.end(transfer.id, transfer.secret, "done")
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.end(transfer.id, transfer.secret, "done")
         self.assertEqual(active_by_id(self.registry), {a.id: 0})
 
@@ -485,7 +482,7 @@ class TestExpiry(RegistryTestCase):
         self.make()
         self.peers(1, [info("f")])
         transfer = self.registry.pick("f").first
-        with self.assertRaises(lb.Invalid) as cm:
+        with self.assertRaises(lb_core.Invalid) as cm:
             self.registry.end(transfer.id, transfer.secret, "exploded")
         self.assertEqual(cm.exception.status, 400)
 
@@ -505,12 +502,12 @@ class TestPeersAndIndex(RegistryTestCase):
     def test_heartbeat_wrong_token_forbidden_unknown_id_not_found(self):
         self.make()
         (a,) = self.peers(1, [info("f")])
-        with self.assertRaises(lb.Forbidden) as cm:
+        with self.assertRaises(lb_core.Forbidden) as cm:
             self.registry.heartbeat(a.id, a.token + "x")
         self.assertEqual(cm.exception.status, 403)
-        with self.assertRaises(lb.Forbidden):
+        with self.assertRaises(lb_core.Forbidden):
             self.registry.unregister(a.id, "")
-        with self.assertRaises(lb.NotFound) as cm:
+        with self.assertRaises(lb_core.NotFound) as cm:
             self.registry.heartbeat("0123456789ab", a.token)
         self.assertEqual(cm.exception.status, 404)
         self.registry.heartbeat(a.id, a.token)  # the right token works
@@ -522,11 +519,11 @@ class TestPeersAndIndex(RegistryTestCase):
         new = self.registry.register("10.0.0.1", 7000, [info("new.txt")])
         self.assertNotEqual(old.id, new.id)
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [new.id])
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.heartbeat(old.id, old.token)
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.pick("old.txt")
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.end(transfer.id, transfer.secret)
         self.assertEqual(self.registry.pick("new.txt").first.holder.id, new.id)
         # A different port on the same host is a different peer.
@@ -539,14 +536,14 @@ class TestPeersAndIndex(RegistryTestCase):
         self.registry.unregister(a.id, a.token)
         self.assertEqual([p["id"] for p in self.registry.status()["peers"]], [b.id])
         self.assertEqual(self.registry.find_files("f")[0][0]["holders"], 1)
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.unregister(a.id, a.token)
 
     def test_heartbeat_with_new_file_list_updates_index(self):
         self.make()
         (a,) = self.peers(1, [info("one"), info("two")])
         self.registry.heartbeat(a.id, a.token, files=[info("two"), info("three")])
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.pick("one")
         self.assertEqual([f["name"] for f in self.registry.find_files("")[0]], ["three", "two"])
         self.assertEqual(self.registry.pick("three").first.holder.id, a.id)
@@ -619,7 +616,7 @@ class TestSwarmPicks(RegistryTestCase):
         self.assertEqual(len({t.id for t in handout.transfers}), 3)
         self.assertEqual(active_by_id(self.registry),
                          {a.id: 3, b.id: 1, c.id: 2, d.id: 1, e.id: 2})
-        self.assertEqual(len(self.registry.pick("f", count=lb.MAX_SOURCES).transfers), 5)
+        self.assertEqual(len(self.registry.pick("f", count=lb_core.MAX_SOURCES).transfers), 5)
 
     def test_without_count_one_holder_of_the_whole_file_and_no_partial_holder(self):
         self.make()
@@ -656,11 +653,11 @@ class TestSwarmPicks(RegistryTestCase):
                          [b.id])
         self.registry.heartbeat(b.id, b.token, slots=2)
         self.registry.pick("f")  # b: 2 of 2 slots now
-        with self.assertRaises(lb.Busy) as cm:
+        with self.assertRaises(lb_core.Busy) as cm:
             self.registry.pick("f", count=2)
         self.assertEqual(cm.exception.status, 503)
-        self.assertEqual(cm.exception.extra, {"busy": 2, "retry_after": lb.BUSY_RETRY_S})
-        self.assertEqual(cm.exception.headers, {"Retry-After": str(lb.BUSY_RETRY_S)})
+        self.assertEqual(cm.exception.extra, {"busy": 2, "retry_after": lb_core.BUSY_RETRY_S})
+        self.assertEqual(cm.exception.headers, {"Retry-After": str(lb_core.BUSY_RETRY_S)})
         self.assertIn("Every holder of 'f' is busy (2 holders)", cm.exception.message)
         self.assertEqual(active_by_id(self.registry), {a.id: 1, b.id: 2})  # nothing counted
 
@@ -670,7 +667,7 @@ class TestSwarmPicks(RegistryTestCase):
         helper = self.downloading("10.0.1.1", done=50)
         for peer in (a, helper):
             self.registry.heartbeat(peer.id, peer.token, slots=1, uploads=1)
-        with self.assertRaises(lb.Busy) as cm:
+        with self.assertRaises(lb_core.Busy) as cm:
             self.registry.pick("f", count=2)
         self.assertEqual(cm.exception.extra["busy"], 2)
 
@@ -678,9 +675,9 @@ class TestSwarmPicks(RegistryTestCase):
         self.make()
         a, b = self.peers(2, [info("f")])
         self.registry.heartbeat(a.id, a.token, slots=1, uploads=1)
-        with self.assertRaises(lb.Unavailable) as cm:
+        with self.assertRaises(lb_core.Unavailable) as cm:
             self.registry.pick("f", count=2, exclude=[a.id, b.id])
-        self.assertNotIsInstance(cm.exception, lb.Busy)
+        self.assertNotIsInstance(cm.exception, lb_core.Busy)
         self.assertNotIn("busy", cm.exception.extra)
 
     def test_cooling_holders_come_last(self):
@@ -761,7 +758,7 @@ class TestSwarmPicks(RegistryTestCase):
                          ended)
         self.clock.advance(31)  # the third was not renewed again: expired
         self.assertEqual(set(active_by_id(self.registry).values()), {0})
-        with self.assertRaises(lb.NotFound):
+        with self.assertRaises(lb_core.NotFound):
             self.registry.renew(first[2].id, first[2].secret)
 
 
@@ -831,7 +828,7 @@ class TestWireRecords(unittest.TestCase):
 
 class TestConcurrency(RegistryTestCase):
     def test_many_threads_pick_and_end(self):
-        registry = lb.Registry(clock=FakeClock(), cooldown_s=10.0)
+        registry = lb_core.Registry(clock=FakeClock(), cooldown_s=10.0)
         holders = [registry.register(f"10.0.0.{i}", 7000, [info("f"), info("g")]) for i in range(5)]
         threads_n, pairs = 8, 10_000
         errors, lowest = [], [0]
@@ -886,44 +883,44 @@ class TestParseAddress(unittest.TestCase):
         }
         for text, expected in cases.items():
             with self.subTest(text=text):
-                self.assertEqual(lb.parse_address(text), expected)
-        self.assertEqual(lb.parse_address("host", default_port=6969), ("host", 6969))
-        self.assertEqual(lb.parse_address("[fe80::2]", 7), ("fe80::2", 7))
+                self.assertEqual(lb_core.parse_address(text), expected)
+        self.assertEqual(lb_core.parse_address("host", default_port=6969), ("host", 6969))
+        self.assertEqual(lb_core.parse_address("[fe80::2]", 7), ("fe80::2", 7))
 
     def test_invalid(self):
         for text in ["", "   ", "h:", ":80", "h:0", "h:65536", "h:-1", "h:http", "h:8o",
                      "[::1", "[::1]80", "[]:80", "a b:80", "h:99999999999999999999"]:
             with self.subTest(text=text):
                 with self.assertRaises(ValueError) as cm:
-                    lb.parse_address(text)
+                    lb_core.parse_address(text)
                 self.assertTrue(str(cm.exception))
 
     def test_bracketed_host_with_empty_port_is_rejected_like_host_colon(self):
         # Regression (fixed in 6525336): "[::1]:" silently meant the default port, while
         # "h:" is an error.
         with self.assertRaises(ValueError):
-            lb.parse_address("[::1]:")
+            lb_core.parse_address("[::1]:")
 
     def test_non_ascii_digits_are_not_a_port(self):
         # Regression (fixed in 6525336): str.isdigit() accepted any Unicode digit, so
         # "h:\u0668\u0660" (Arabic-Indic) was port 80; "h:\u00b2" raised int()'s own message.
         with self.assertRaises(ValueError):
-            lb.parse_address("h:\u0668\u0660")
+            lb_core.parse_address("h:\u0668\u0660")
         with self.assertRaises(ValueError) as cm:
-            lb.parse_address("h:\u00b2")
+            lb_core.parse_address("h:\u00b2")
         self.assertIn("port", str(cm.exception))
 
     def test_format_address_round_trip(self):
         for host, port in [("10.0.0.1", 80), ("::1", 6969), ("example.org", 1)]:
-            self.assertEqual(lb.parse_address(lb.format_address(host, port)), (host, port))
-        self.assertEqual(lb.format_address("::1", 80), "[::1]:80")
+            self.assertEqual(lb_core.parse_address(lb_core.format_address(host, port)), (host, port))
+        self.assertEqual(lb_core.format_address("::1", 80), "[::1]:80")
 
 
 # ---------------------------------------------------------------------------
 # Tier 2: the HTTP API over loopback
 
 
-class CountingServer(lb.LoadBalancerServer):
+class CountingServer(lb_server.LoadBalancerServer):
     """A LoadBalancerServer that counts accepted and finished connections."""
 
     def __init__(self, *args, **kwargs):
@@ -965,7 +962,7 @@ class ServerTestCase(unittest.TestCase):
 
     def setUp(self):
         self.clock = FakeClock()
-        self.registry = lb.Registry(clock=self.clock, **self.registry_kwargs)
+        self.registry = lb_core.Registry(clock=self.clock, **self.registry_kwargs)
         self.server = self.start_server(self.registry, **self.server_kwargs)
         self.port = self.server.port
         self.client = lb_client.LBClient("127.0.0.1", self.port, timeout=DEADLINE_S)
@@ -1262,7 +1259,7 @@ class TestErrors(ServerTestCase):
         for body in [{"name": 5}, {}, {"name": "f", "sha256": "abc"}, {"name": "f", "peer": 5},
                      {"name": "f", "peer": "h:notaport"}, {"name": "f", "exclude": "x"},
                      {"name": "f", "exclude": [1]}, {"name": "f", "requester": 3},
-                     {"name": "f", "exclude": ["x"] * (lb.MAX_EXCLUDE + 1)}]:
+                     {"name": "f", "exclude": ["x"] * (lb_core.MAX_EXCLUDE + 1)}]:
             with self.subTest(body=body):
                 self.assert_error("POST", "/transfers", 400, body)
         _, _, body = self.request("POST", "/transfers", {"name": "f"})
@@ -1405,7 +1402,7 @@ class TestErrors(ServerTestCase):
     def test_unexpected_exception_is_a_500_and_server_keeps_serving(self):
         # Regression (fixed in 6525336): httpkit's docstring promised "everything else that
         # escapes a handler is a 500", but the connection was dropped with no answer.
-        class Broken(lb.Registry):
+        class Broken(lb_core.Registry):
             def find_files(self, *args, **kwargs):
                 raise RuntimeError("boom")
 
@@ -1510,7 +1507,7 @@ class TestRobustness(ServerTestCase):
         self.assertLess(time.monotonic() - started, DEADLINE_S)
 
     def test_server_times_out_a_silent_client(self):
-        server = self.start_server(lb.Registry(clock=FakeClock()), timeout=0.3)
+        server = self.start_server(lb_core.Registry(clock=FakeClock()), timeout=0.3)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(sock.close)
         sock.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n")
@@ -1520,7 +1517,7 @@ class TestRobustness(ServerTestCase):
         self.assertTrue(server.wait_finished(1))
 
     def test_connection_limit_refuses_with_503_only_when_no_connection_is_idle(self):
-        server = self.start_server(lb.Registry(clock=FakeClock()), max_connections=1)
+        server = self.start_server(lb_core.Registry(clock=FakeClock()), max_connections=1)
         idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE_S)
         self.addCleanup(idle.close)
         idle.request("GET", "/status")
@@ -1640,7 +1637,7 @@ class TestClient(ServerTestCase):
             client.status()
 
     def test_reconnects_once_after_server_closed_keep_alive(self):
-        server = self.start_server(lb.Registry(clock=FakeClock()), timeout=0.2)
+        server = self.start_server(lb_core.Registry(clock=FakeClock()), timeout=0.2)
         client = lb_client.LBClient("127.0.0.1", server.port, timeout=DEADLINE_S)
         self.addCleanup(client.close)
         client.register(7001, [wire("f")])
@@ -1651,7 +1648,7 @@ class TestClient(ServerTestCase):
         self.assertEqual(server.accepted, 2)
 
     def test_reconnects_after_server_restart(self):
-        registry = lb.Registry(clock=FakeClock())
+        registry = lb_core.Registry(clock=FakeClock())
         first = CountingServer(("127.0.0.1", 0), registry)
         port = first.port
         thread = threading.Thread(target=first.serve_forever, kwargs={"poll_interval": 0.05},
@@ -1667,7 +1664,7 @@ class TestClient(ServerTestCase):
         thread.join(DEADLINE_S)
         with self.assertRaises(lb_client.Unreachable):
             lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S).status()
-        second = self.start_server(lb.Registry(clock=FakeClock()), port=port)
+        second = self.start_server(lb_core.Registry(clock=FakeClock()), port=port)
         self.assertEqual(second.port, port)
         with self.assertRaises(lb_client.LBClientError) as cm:  # the new registry does not know us
             client.heartbeat(peer["peer_id"], peer["token"])
@@ -1750,19 +1747,19 @@ class TestSwarmWire(ServerTestCase):
         self.client.register(7001, [wire("f")], slots=1)
         self.client.pick("f")  # its one slot is taken
         response, parsed = self.assert_error("POST", "/transfers", 503, {"name": "f"})
-        self.assertEqual((parsed["busy"], parsed["retry_after"]), (1, lb.BUSY_RETRY_S))
-        self.assertEqual(response.getheader("Retry-After"), str(lb.BUSY_RETRY_S))
+        self.assertEqual((parsed["busy"], parsed["retry_after"]), (1, lb_core.BUSY_RETRY_S))
+        self.assertEqual(response.getheader("Retry-After"), str(lb_core.BUSY_RETRY_S))
         self.assertIn("busy (1 holder)", parsed["error"])
         with self.assertRaises(lb_client.AllBusy) as cm:
             self.client.pick("f", count=2)
         self.assertEqual((cm.exception.busy, cm.exception.retry_after, cm.exception.status),
-                         (1, lb.BUSY_RETRY_S, 503))
+                         (1, lb_core.BUSY_RETRY_S, 503))
         self.assertEqual(self.request("GET", "/files/f")[0].status, 503)  # the redirector too
 
     def test_bad_count_slots_and_partial_get_a_400_that_names_the_field(self):
         a = self.register(["f"])
         auth = {"Authorization": f"Bearer {a['token']}"}
-        for count in (0, lb.MAX_SOURCES + 1, "2", True, 1.5):
+        for count in (0, lb_core.MAX_SOURCES + 1, "2", True, 1.5):
             with self.subTest(count=count):
                 _, parsed = self.assert_error("POST", "/transfers", 400,
                                               {"name": "f", "count": count})
@@ -1772,8 +1769,8 @@ class TestSwarmWire(ServerTestCase):
             ([self.partial(done=101)], "'done'"), ([self.partial(done=-1)], "'done'"),
             ([self.partial(pieces="abc")], "'pieces'"), ([self.partial(sha256="x")], "'sha256'"),
             ([self.partial(), self.partial()], "twice"),
-            ([self.partial()] * (lb.MAX_PARTIAL_PER_PEER + 1), "at most")]
-        for slots in (0, lb.MAX_SLOTS + 1, "4", True):
+            ([self.partial()] * (lb_core.MAX_PARTIAL_PER_PEER + 1), "at most")]
+        for slots in (0, lb_core.MAX_SLOTS + 1, "4", True):
             bad = ({"slots": slots}, "'slots'")
             for body, needle in [bad] + [({"partial": p}, n) for p, n in bad_partial]:
                 with self.subTest(body=str(body)[:60]):
@@ -1906,7 +1903,7 @@ if __name__ == "__main__":
 
 class TestDeadlinesAndAddresses(ServerTestCase):
     def test_a_trickled_request_is_cut_at_its_deadline_and_the_server_serves_on(self):
-        server = self.start_server(lb.Registry(clock=FakeClock()), request_deadline=1.0)
+        server = self.start_server(lb_core.Registry(clock=FakeClock()), request_deadline=1.0)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(sock.close)
         started = time.monotonic()
@@ -1929,7 +1926,7 @@ class TestDeadlinesAndAddresses(ServerTestCase):
 
     def test_ipv6_loopback_if_the_machine_has_it(self):
         try:
-            server = self.start_server(lb.Registry(clock=FakeClock()), host="::1")
+            server = self.start_server(lb_core.Registry(clock=FakeClock()), host="::1")
         except OSError:
             self.skipTest("no IPv6 loopback here")
         client = lb_client.LBClient("::1", server.port, timeout=DEADLINE_S)
@@ -1940,16 +1937,16 @@ class TestDeadlinesAndAddresses(ServerTestCase):
 class TestRegistryOwnership(unittest.TestCase):
     def setUp(self):
         self.clock = FakeClock()
-        self.registry = lb.Registry(clock=self.clock, heartbeat_s=10)
+        self.registry = lb_core.Registry(clock=self.clock, heartbeat_s=10)
 
     def test_someone_else_cannot_take_a_live_peers_address(self):
         first = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
-        with self.assertRaises(lb.Conflict):
+        with self.assertRaises(lb_core.Conflict):
             self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
         again = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
         self.assertNotEqual(again.id, first.id)  # the same machine restarting: replaced
         self.clock.advance(29)  # silent for almost three heartbeats: still its address
-        with self.assertRaises(lb.Conflict):
+        with self.assertRaises(lb_core.Conflict):
             self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
         self.clock.advance(1.1)  # expired after the full silence: the address is free
         taken = self.registry.register("10.0.0.1", 7000, [], source="10.6.6.6")
@@ -1962,9 +1959,9 @@ class TestRegistryOwnership(unittest.TestCase):
         self.assertNotEqual(first.secret, second.secret)
         self.assertEqual(len({first.id, second.id}), 2)
         for secret in (second.secret, "", None):
-            with self.assertRaises(lb.Forbidden):
+            with self.assertRaises(lb_core.Forbidden):
                 self.registry.renew(first.id, secret)
-            with self.assertRaises(lb.Forbidden):
+            with self.assertRaises(lb_core.Forbidden):
                 self.registry.end(first.id, secret, "failed")
         self.registry.end(first.id, first.secret, "done")
         self.assertEqual(self.registry.status()["peers"][0]["failed"], 0)

@@ -13,12 +13,13 @@ import subprocess
 import threading
 import unittest
 
-import load_balancer as lb
-from lb_client import LBClient, Unreachable, not_a_load_balancer
-from sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from p2p.net.lb_client import LBClient, Unreachable, not_a_load_balancer
+from p2p.net.sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
 from tests.support import hashed_index, raw_request
-from wire import FileRecord
+from p2p.core.wire import FileRecord
 
 CURL_TIMEOUT_S = 20
 ETAG = '"' + "ab" * 32 + '"'
@@ -97,8 +98,8 @@ class CurlTests(unittest.TestCase):
         self.root, self.index = hashed_index(self, "p2p-http-", {
             "song.mp3": self.content, "sub/日本語 notes.txt": b"hello"})
         self.peer = self.serve(FileServer(("127.0.0.1", 0), self.index))
-        self.registry = lb.Registry()
-        self.lb = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), self.registry))
+        self.registry = lb_core.Registry()
+        self.lb = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), self.registry))
         self.peer.lb_address = f"127.0.0.1:{self.lb.port}"
         self.peer.peer_name = "alice"
         self.peer.address = f"127.0.0.1:{self.peer.port}"

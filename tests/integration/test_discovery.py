@@ -12,11 +12,11 @@ import threading
 import unittest
 from unittest import mock
 
-import discovery
-import peer
-from discovery import (Announce, BadDatagram, Beacon, HostileLog, Query, check_signature, choose,
+from p2p.net import discovery
+from p2p.cli import peer
+from p2p.net.discovery import (Announce, BadDatagram, Beacon, HostileLog, Query, check_signature, choose,
                        discover, format_datagram, parse_datagram, senior)
-from members import MAX_CLOCK_SKEW_S, NetworkSecret
+from p2p.core.members import MAX_CLOCK_SKEW_S, NetworkSecret
 from tests.support import wait_for
 
 WAIT_S = 5.0
@@ -171,8 +171,8 @@ class CommandLineTests(unittest.TestCase):
 
     def test_a_given_load_balancer_is_used_without_listening_first(self):
         args = self.parse(["serve", "--lb", "127.0.0.1:7000"])
-        with mock.patch("discovery.discover", side_effect=AssertionError("listened")), \
-                mock.patch("peer.ensure_load_balancer") as ensure:
+        with mock.patch("p2p.net.discovery.discover", side_effect=AssertionError("listened")), \
+                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
             peer.find_or_start_load_balancer(args, say=lambda text: None)
         ensure.assert_called_once_with("127.0.0.1", 7000, mock.ANY, members=args.members,
                                        member_options=[])
@@ -180,8 +180,8 @@ class CommandLineTests(unittest.TestCase):
     def test_found_on_the_network_starts_nothing(self):
         args = self.parse(["serve"])
         said = []
-        with mock.patch("discovery.discover", return_value=("198.18.0.1", 6969)), \
-                mock.patch("peer.ensure_load_balancer") as ensure:
+        with mock.patch("p2p.net.discovery.discover", return_value=("198.18.0.1", 6969)), \
+                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
             peer.find_or_start_load_balancer(args, said.append)
         ensure.assert_not_called()
         self.assertEqual((args.lb_host, args.lb_port), ("198.18.0.1", 6969))
@@ -189,8 +189,8 @@ class CommandLineTests(unittest.TestCase):
 
     def test_none_found_listens_again_then_starts_an_announced_one(self):
         args = self.parse(["serve", "--host", "127.0.0.1"])
-        with mock.patch("discovery.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
-                mock.patch("peer.ensure_load_balancer") as ensure:
+        with mock.patch("p2p.net.discovery.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
+                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
             peer.find_or_start_load_balancer(args, say=lambda text: None)
         ensure.assert_called_once_with("127.0.0.1", 6969, mock.ANY, network="p2p",
                                        listen="127.0.0.1", members=args.members,

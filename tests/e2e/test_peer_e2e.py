@@ -10,7 +10,7 @@ import sys
 import time
 import unittest
 
-from sharing import cache_entry, hash_pieces
+from p2p.net.sharing import cache_entry, hash_pieces
 from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, clean_env, free_port,
                            http_json, raw_get, read_line, same_bytes, wait_for, wait_partial,
                            write_random)

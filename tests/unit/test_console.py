@@ -3,8 +3,8 @@
 import unittest
 import unittest.mock
 
-import peer
-from console import Choices, completions
+from p2p.cli import peer
+from p2p.cli.console import Choices, completions
 
 
 class ChoicesTests(unittest.TestCase):

@@ -11,9 +11,10 @@ import tempfile
 import threading
 import unittest
 
-import load_balancer as lb
-from lb_client import LBClient
-from sharing import FileServer, ShareIndex
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from p2p.net.lb_client import LBClient
+from p2p.net.sharing import FileServer, ShareIndex
 from tests.support import quiet_logs
 
 REQUESTS_PER_SERVER = 2500
@@ -101,8 +102,8 @@ class FuzzTests(unittest.TestCase):
             self.assertNotIn(500, statuses, f"request {i}: {data[:200]!r}")
 
     def test_load_balancer(self):
-        registry = lb.Registry()
-        server = self.serve(lb.LoadBalancerServer(("127.0.0.1", 0), registry))
+        registry = lb_core.Registry()
+        server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry))
         self.fuzz(server.port)
         client = LBClient("127.0.0.1", server.port)
         self.addCleanup(client.close)

@@ -51,14 +51,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from httpkit import Problem, header_field
-from lb_client import (AllBusy, LBClientError, Lease, NoHolderLeft, NotFound, Pick,
-                       Unauthorized, Unreachable, connect_http, describe_socket_error)
-from members import OPEN
-from pieces import BadPieceList, Bitfield, OtherFile, PieceList
-from plan import Plan
-from sharing import PEER_HEADER, check_name, sha256_file, within
-from wire import FileRecord, format_address
+from p2p.core.errors import Problem
+from p2p.core.members import OPEN
+from p2p.core.pieces import BadPieceList, Bitfield, OtherFile, PieceList
+from p2p.core.plan import Plan
+from p2p.core.wire import FileRecord, format_address
+from p2p.http.server import header_field
+from p2p.net.lb_client import (
+    AllBusy,
+    LBClientError,
+    Lease,
+    NoHolderLeft,
+    NotFound,
+    Pick,
+    Unauthorized,
+    Unreachable,
+    connect_http,
+    describe_socket_error,
+)
+from p2p.net.sharing import PEER_HEADER, check_name, sha256_file, within
 
 try:
     import fcntl

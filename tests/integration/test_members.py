@@ -5,7 +5,6 @@ loopback) and, last, the programs as a person runs them.
 """
 
 import hashlib
-import http.client
 import logging
 import os
 import shutil
@@ -20,18 +19,19 @@ import unittest
 from unittest import mock
 from urllib.parse import parse_qs
 
-import lb_client
-import load_balancer as lb
-from download import DirectSource, Downloader
-from httpkit import AUTH_HEADER
-from members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, ReplayFull,
+from p2p.net import lb_client
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from p2p.net.download import DirectSource, Downloader
+from p2p.http.server import AUTH_HEADER
+from p2p.core.members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, ReplayFull,
                      ReplayGuard, SecretError, TLSSetupError, Unauthorized, new_secret,
                      parse_duration, read_secret)
-from sharing import FileServer, ShareIndex
-from tests.support import (PEER, ProcessTestCase, free_port, quiet_logs, read_line, wait_for,
+from p2p.net.sharing import FileServer, ShareIndex
+from tests.support import (PEER, ROOT, ProcessTestCase, free_port, quiet_logs, read_line, wait_for,
                            write_random)
 
-TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls")
+TLS_DIR = os.path.join(ROOT, "tests", "tls")
 SECRET = "correct horse battery staple, twice over"
 DEADLINE_S = 10.0
 
@@ -225,11 +225,11 @@ class ClosedNetworkTests(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="p2p-members-")
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
-        quiet = mock.patch("httpkit.QUIET_LOG_INTERVAL_S", 0)  # every refusal logged, to check
+        quiet = mock.patch("p2p.http.server.QUIET_LOG_INTERVAL_S", 0)  # every refusal logged, to check
         quiet.start()
         self.addCleanup(quiet.stop)
         quiet_logs(self)  # ...but not onto the test output
-        self.lb_server = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry(),
+        self.lb_server = serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry(),
                                                      members=self.members))
         self.addCleanup(self.lb_server.server_close)
         self.addCleanup(self.lb_server.shutdown)
@@ -395,7 +395,7 @@ class TLSNetworkTests(ClosedNetworkTests):
                      what="the server to log the refused handshake")
 
     def test_a_tls_client_of_a_plain_server_is_told_on_both_sides(self):
-        plain = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry()))
+        plain = serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry()))
         self.addCleanup(plain.server_close)
         self.addCleanup(plain.shutdown)
         client = lb_client.LBClient("127.0.0.1", plain.port, timeout=DEADLINE_S,
@@ -437,7 +437,7 @@ class CANetworkTests(unittest.TestCase):
         quiet_logs(self)
         ca = tls_files("ca")[0]
         member = Members(tls=NetworkTLS(*tls_files("member"), ca=ca))
-        server = serve(lb.LoadBalancerServer(("127.0.0.1", 0), lb.Registry(), members=member))
+        server = serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry(), members=member))
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
         for members, ok in ((member, True),

@@ -25,7 +25,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from httpkit import Problem
+from p2p.core.errors import Problem
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME_CHARS = 100  # of a bad name quoted back in an error

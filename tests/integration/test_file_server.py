@@ -10,8 +10,8 @@ import threading
 import time
 import unittest
 
-from pieces import piece_count
-from sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
+from p2p.core.pieces import piece_count
+from p2p.net.sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
 from tests.support import hashed_index, http_request, raw_get, write_file
 
 GiB = 1 << 30

@@ -10,11 +10,11 @@ import threading
 import unittest
 from unittest import mock
 
-import sharing
-from members import Members, NetworkSecret
-from peer import Peer, upload_line
-from pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
-from sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
+from p2p.net import sharing
+from p2p.core.members import Members, NetworkSecret
+from p2p.cli.peer import Peer, upload_line
+from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
+from p2p.net.sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
 from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, free_port, http_json,
                            http_request, quiet_logs, wait_for, write_file, write_random)
 

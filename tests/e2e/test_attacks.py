@@ -12,8 +12,8 @@ import shutil
 import threading
 import time
 
-from lb_client import LBClient
-from sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex
+from p2p.net.lb_client import LBClient
+from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex
 from tests.support import ProcessTestCase, free_port, same_bytes, wait_for, write_random
 
 MiB = 1 << 20

@@ -32,9 +32,10 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from httpkit import Problem, set_nodelay
-from members import OPEN, describe_tls_error
-from wire import FileRecord, format_address
+from p2p.core.errors import Problem
+from p2p.core.members import OPEN, describe_tls_error
+from p2p.core.wire import FileRecord, format_address
+from p2p.http.server import set_nodelay
 
 CLIENT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_AFTER_S = 1.0  # when a busy answer does not say how long to wait

@@ -12,9 +12,9 @@ import threading
 import unittest
 from dataclasses import replace
 
-from download import DownloadError, Downloader, VerifyFailed, partial_name
-from pieces import MIN_PIECE_BYTES, Bitfield
-from plan import ENDGAME_COPIES
+from p2p.net.download import DownloadError, Downloader, VerifyFailed, partial_name
+from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
+from p2p.core.plan import ENDGAME_COPIES
 from tests.fakes import FakeHolder, FakeLB, make_data
 from tests.support import quiet_logs
 

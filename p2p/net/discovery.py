@@ -52,7 +52,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from members import MAX_CLOCK_SKEW_S
+from p2p.core.members import MAX_CLOCK_SKEW_S
 
 try:
     import fcntl

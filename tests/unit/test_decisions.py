@@ -15,15 +15,15 @@ import time
 import unittest
 from unittest import mock
 
-import download
-import sharing
-import wire
-from download import PeerFault
-from lb_client import Lease, Pick
-from pieces import PieceList, piece_size, pieces_hash
-from sharing import BadName, RangeNotSatisfiable
+from p2p.net import download
+from p2p.net import sharing
+from p2p.core import wire
+from p2p.net.download import PeerFault
+from p2p.net.lb_client import Lease, Pick
+from p2p.core.pieces import PieceList, piece_size, pieces_hash
+from p2p.net.sharing import BadName, RangeNotSatisfiable
 from tests.support import write_file
-from wire import FileRecord
+from p2p.core.wire import FileRecord
 
 WAIT_S = 5.0  # upper bound for any wait on a background thread
 
@@ -1035,7 +1035,7 @@ if __name__ == "__main__":
 
 class SuggestNamesTests(unittest.TestCase):
     def test_case_then_containing_then_alike_and_never_the_name_itself(self):
-        from peer import suggest_names
+        from p2p.cli.peer import suggest_names
         names = ["notes.txt", "photos/2024/trip.txt", "hello.txt", "Hello.TXT.bak", "bob.txt"]
         self.assertEqual(suggest_names("trip.txt", names)[0], "photos/2024/trip.txt")
         self.assertEqual(suggest_names("HELLO.TXT", names)[0], "hello.txt")
@@ -1046,7 +1046,7 @@ class SuggestNamesTests(unittest.TestCase):
 
 class CommandLineTests(unittest.TestCase):
     def test_the_command_may_follow_options_but_an_option_value_is_not_a_command(self):
-        from peer import command_first
+        from p2p.cli.peer import command_first
         self.assertEqual(command_first([]), ["menu"])
         self.assertEqual(command_first(["--lb", "h:1", "status"]), ["status", "--lb", "h:1"])
         self.assertEqual(command_first(["--shared", "status"]), ["menu", "--shared", "status"])

@@ -1,0 +1,317 @@
+"""The load balancer: who is online, who shares what, and who should send the next file.
+
+A standalone threaded HTTP/1.1 + JSON server (``python load_balancer.py``). It
+keeps soft state only, rebuilt from the peers' heartbeats after a restart:
+
+==========================================  ==========================================
+request                                     answer
+==========================================  ==========================================
+``POST /peers`` {port, host?, files,        201 {peer_id, token, heartbeat_s, host};
+  slots?, partial?}                         409 another live peer has that address
+``PUT /peers/{id}`` + Bearer token          200; 404 unknown (register again); 403
+  {files?, uploads?, slots?, partial?}
+``DELETE /peers/{id}`` + Bearer token       204
+``GET /files?q=TEXT``                       200 {files: [{name, size, sha256, pieces?,
+                                            holders, partial}]}
+``POST /transfers`` {name, sha256?, peer?,  201 {transfer_id, secret, peer, file, renew_s,
+  exclude?, requester?, count?}             sources, pieces, versions?}; 404 nobody
+                                            shares it; 409 several versions, none
+                                            leading; 503 all excluded, or all busy
+                                            {busy, retry_after} + Retry-After
+``PUT /transfers/{id}`` + Bearer secret     200 renewed; 403 wrong secret
+``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled); 403
+  + Bearer secret
+``GET /status``                             200 {policy, requests, peers: [{..., slots,
+                                            partial}]}
+``GET /``                                   an HTML page of the same and of the files,
+                                            refreshing itself
+``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
+                                            ``/files/{name}``, counted as a transfer
+==========================================  ==========================================
+
+File records are ``wire.FileRecord``: {name, size, sha256, pieces?}, where
+``pieces`` is the holder's piece-list hash. ``partial`` lists the files a peer
+is downloading, each a file record plus ``done``, its verified bytes (``PUT``
+replaces the list); ``slots`` is its number of upload slots (1 to
+``MAX_SLOTS``). ``count`` (1 to ``MAX_SOURCES``) asks for several holders,
+partial ones included: ``sources`` is [{transfer_id, secret, peer, done}], the
+first of them also at the top level, ``done`` null for a holder of the whole
+file; ``pieces`` is the piece-list hash announced by the most machines among
+the full holders (null on a tie or when none announced one). Each source is a
+transfer of its own, renewed and ended by its id and secret. A holder whose
+load is at or above its slots is busy and never handed out; busy is not a
+failure.
+
+``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
+sentence a person can act on>"}``; every reply says ``Server:
+p2p-load-balancer/VERSION``, so ``lb_client.py`` (the peer's end of this
+wire) names a peer given as the load balancer as the mistake it is.
+
+The decisions live in ``Registry`` (no sockets, thread-safe, injectable
+clock): the index from file name to holders, grouped by (SHA-256, size), and
+of partial holders by (SHA-256, size); the transfers handed out, each with a
+random id and a secret that only its requester gets, expiring ``3 x
+renew_s`` after its last renewal and counting against its holder only until
+the holder next reports its uploads; the cool-down of holders whose transfers
+failed (for that requester, or for everyone once two hosts saw it); addresses
+owned by their peers until they leave or miss ``3`` heartbeats; and the
+picking policy (``Registry.pick``: choose the version, gather the candidates,
+hand out the best ``count`` as ``ORDER`` ranks them), which looks only at the
+holders of the requested file. ``LBHandler`` is the wire around it.
+
+It announces itself on the local network (``discovery.py``: UDP multicast on
+each interface it listens on, under ``--network NAME``; ``--no-announce`` to
+stay quiet), and stands down, exiting, when it hears a senior load balancer of
+the same network: one load balancer per network.
+"""
+
+import html
+import json
+import logging
+import threading
+from urllib.parse import parse_qs, quote, unquote, urlencode
+
+from p2p import VERSION
+from p2p.core.errors import Problem
+from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
+from p2p.core.registry import (
+    Forbidden,
+    Invalid,
+    parse_heartbeat,
+    parse_register,
+    parse_transfer_request,
+)
+from p2p.core.wire import check_file_name, check_sha256, format_address, percent
+from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
+
+log = logging.getLogger("p2p.lb")
+
+STATUS_REFRESH_S = 2
+LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
+PAGE_FILES = 200  # files listed on the page, with links
+PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
+
+
+# ---------------------------------------------------------------------------
+# The HTTP server
+
+
+def file_link(name, base="", sha256=None):
+    """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
+    url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
+    return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
+
+
+def render_status_page(status, files=(), truncated=False):
+    """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
+
+    A file's name links here (the redirector: the least-loaded holder sends it); a name
+    in a peer's row links to that peer, and the files it is downloading show how far.
+    """
+    peers = status["peers"]
+    most = max([p["active"] for p in peers] + [1])
+    rows = []
+    for p in peers:
+        address = format_address(p["host"], p["port"])
+        base = f"http://{address}"
+        names = ", ".join(file_link(n, base) for n in p["files"][:8])
+        if len(p["files"]) > 8:
+            names += f", … ({len(p['files']) - 8} more)"
+        downloading = "".join(
+            f"<br><small>downloading {html.escape(d['name'])} "
+            f"{percent(d['done'], d['size'])} %</small>" for d in p["partial"][:PAGE_PARTIAL])
+        width = int(100 * p["active"] / most)
+        slots = f" of {p['slots']} slots" if p["slots"] is not None else ""
+        who = html.escape(p.get("name") or "")
+        rows.append(
+            f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
+            f"<small>{html.escape(p['id'])}</small></td>"
+            f"<td>{len(p['files'])}<br><small>{names}</small>{downloading}</td>"
+            f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
+            f" (uploads {p['uploads']}{slots})</td><td>{p['served']}</td><td>{p['failed']}</td>"
+            f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
+    table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
+    file_rows = "".join(
+        f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
+        f"<td>{f['holders']}</td><td>{f['partial']}</td><td><code>{f['sha256'][:16]}</code></td>"
+        "</tr>" for f in files)
+    more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
+    return f"""<!doctype html>
+<html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
+<title>P2P load balancer</title><style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-align:top}}
+.bar{{display:inline-block;width:8em;height:.8em;background:#eee;margin-right:.5em}}
+.bar span{{display:block;height:100%;background:#4a8}}</style></head><body>
+<h1>P2P load balancer</h1>
+<p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
+refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
+<table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
+<th>Failed</th><th>Last seen</th></tr>{table}</table>
+<h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
+<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>Downloading</th><th>SHA-256</th></tr>
+{file_rows}</table>
+{more}</body></html>
+"""
+
+
+class LBHandler(JSONRequestHandler):
+    """One request against ``self.server.registry``."""
+
+    server_version = LB_SERVER
+    routes = Routes({
+        "/": {"GET": "page"},
+        "/status": {"GET": "status"},
+        "/files": {"GET": "files"},
+        "/files/**": {"GET": "redirect"},
+        "/peers": {"POST": "register"},
+        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
+        "/transfers": {"POST": "start_transfer"},
+        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
+    })
+    not_found = "There is no {path} here; see GET /status or GET /."
+
+    def handle_request(self):
+        try:
+            self.body = self.read_body()
+            self.request_read()
+            path, _, query = self.path.partition("?")
+            self.query = parse_qs(query) if query else {}
+            self.dispatch(path)
+        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
+            self.send_problem(problem)
+        except Exception:
+            self.send_unexpected()
+        finally:
+            self.server.answered()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+
+    def check_auth(self, secret):
+        """A signed request, or a presigned URL of a file to redirect to its holder."""
+        path, _, query = self.path.partition("?")
+        signed = parse_qs(query) if query else {}
+        if URL_SIG_PARAM not in signed or not path.startswith("/files/"):
+            return super().check_auth(secret)
+        try:
+            name = unquote(path[len("/files/"):], errors="strict")
+        except UnicodeDecodeError:
+            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
+        secret.check_url(self.command, name, signed)
+
+    @property
+    def registry(self):
+        return self.server.registry
+
+    def json_body(self):
+        if not self.body:
+            return {}
+        try:
+            obj = json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
+        if not isinstance(obj, dict):
+            raise Invalid("The body must be a JSON object.")
+        return obj
+
+    def bearer(self):
+        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def token(self):
+        token = self.bearer()
+        if not token:
+            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
+        return token
+
+    # -- routes -------------------------------------------------------------
+
+    def route_redirect(self, quoted_name):
+        """``GET /files/NAME``: 302 to the least-loaded holder, counted like any pick.
+
+        A mirror network's redirector: ``curl -L`` and browsers get the balancing too.
+        The transfer is never ended by such a client, so it counts until it expires
+        (``3 x renew_s``). ``HEAD`` says where a GET would go without counting.
+        """
+        try:
+            name = unquote(quoted_name, errors="strict")
+        except UnicodeDecodeError:
+            raise Invalid("The file name is not valid UTF-8.") from None
+        check_file_name(name)
+        sha256 = self.query.get("sha256", [None])[0]
+        if sha256 is not None:
+            check_sha256(sha256)
+        transfer = self.registry.pick(name, sha256, source=self.source).first
+        if self.command == "HEAD":
+            self.registry.end(transfer.id, transfer.secret, "cancelled")
+        signed = {key: self.query[key][0] for key in (URL_EXPIRES_PARAM, URL_SIG_PARAM)
+                  if key in self.query}  # a presigned URL is good on any holder of the name
+        location = (f"{self.server.members.scheme}://{transfer.holder.address}/files/"
+                    f"{quote(name, safe='/')}" + (f"?{urlencode(signed)}" if signed else ""))
+        self.send_whole(302, b"", None, {"Location": location, "Cache-Control": "no-store"})
+
+    def route_page(self):
+        files, truncated = self.registry.find_files(limit=PAGE_FILES)
+        page = render_status_page(self.registry.status(), files, truncated).encode("utf-8")
+        self.send_whole(200, page, "text/html; charset=utf-8")
+
+    def route_status(self):
+        self.send_json(200, {**self.registry.status(), "requests": self.server.requests})
+
+    def route_files(self):
+        query = self.query.get("q", [""])[0]
+        files, truncated = self.registry.find_files(query)
+        self.send_json(200, {"files": files, "truncated": truncated})
+
+    def route_register(self):
+        request = parse_register(self.json_body(), self.source)
+        peer = self.registry.register(**request, source=self.source)
+        log.info("peer %s registered at %s with %d files", peer.id, peer.address,
+                 len(request["files"]))
+        self.send_json(201, {"peer_id": peer.id, "token": peer.token, "host": peer.host,
+                             "heartbeat_s": self.registry.heartbeat_s})
+
+    def route_heartbeat(self, peer_id):
+        self.registry.heartbeat(peer_id, self.token(), **parse_heartbeat(self.json_body()))
+        self.send_json(200, {"heartbeat_s": self.registry.heartbeat_s})
+
+    def route_unregister(self, peer_id):
+        self.registry.unregister(peer_id, self.token())
+        log.info("peer %s unregistered", peer_id)
+        self.send_json(204)
+
+    def route_start_transfer(self):
+        request = parse_transfer_request(self.json_body())
+        handout = self.registry.pick(**request, source=self.source)
+        first = handout.first
+        answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
+                  "file": first.file.as_dict(), "renew_s": self.registry.renew_s,
+                  "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
+                               "done": t.done} for t in handout.transfers],
+                  "pieces": handout.pieces, "downloading": handout.downloading}
+        if handout.others:
+            answer["versions"] = handout.others
+        self.send_json(201, answer)
+
+    def route_renew_transfer(self, transfer_id):
+        self.registry.renew(transfer_id, self.bearer())
+        self.send_json(200, {"renew_s": self.registry.renew_s})
+
+    def route_end_transfer(self, transfer_id):
+        outcome = self.query.get("outcome", ["done"])[0]
+        self.registry.end(transfer_id, self.bearer(), outcome)
+        self.send_json(204)
+
+
+class LoadBalancerServer(BoundedHTTPServer):
+    def __init__(self, address, registry, **limits):
+        self.registry = registry
+        self.requests = 0  # answered since start
+        self._requests_lock = threading.Lock()
+        super().__init__(address, LBHandler, **limits)
+
+    def answered(self):
+        with self._requests_lock:
+            self.requests += 1
+
