@@ -3,7 +3,7 @@
 Every holder cuts a file the same way, because the piece size depends on the
 file's size alone (``piece_size``): the smallest power of two from 256 KiB up
 that keeps the list at ``TARGET_PIECES`` pieces or fewer, at most 16 MiB (so a
-file over 32 GiB has more pieces). The last piece is shorter when the size is
+file over 31.25 GiB, 2,000 pieces of 16 MiB, has more pieces). The last piece is shorter when the size is
 not a multiple of it; an empty file has no pieces.
 
 A file's piece list is the SHA-256 of each piece, in order. Its own hash,
