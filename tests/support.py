@@ -109,10 +109,12 @@ def raw_get(port, target):
     return raw_request(port, target, "GET")
 
 
-def raw_request(port, target, method):
-    """One request of ``target`` as raw bytes, read until the server closes: (status, response)."""
+def raw_request(port, target, method, headers=""):
+    """One request of ``target`` as raw bytes, read until the server closes: (status, response).
+
+    ``headers``: more header lines, each ending in CRLF."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
                   .encode())
         data = b""
         while chunk := s.recv(65536):

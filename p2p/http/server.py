@@ -166,6 +166,19 @@ def read_headers(rfile):
     raise HTTPProblem(431, f"More than {MAX_HEADERS} request headers.")
 
 
+def body_length(headers):
+    """The body's length that ``headers`` frame (RFC 9112 §6.3): one plain byte count, or 0.
+
+    Content-Length headers that disagree, or one that is not a plain count, are a 400: the
+    request's end cannot be known, so the connection cannot be kept in step.
+    """
+    values = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
+    raw = values.pop()
+    if values or not CONTENT_LENGTH_RE.fullmatch(raw):
+        raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
+    return int(raw)
+
+
 class Routes:
     """A server's routing table: path patterns -> {method: route name}, as both servers use it.
 
@@ -833,6 +846,11 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         except HTTPProblem as problem:
             self.send_error(problem.status, problem.message)
             return False
+        try:
+            self.body_length = body_length(self.headers)
+        except HTTPProblem as problem:
+            self.send_error(problem.status, problem.message)
+            return False
         connection = self.headers.get("Connection", "").lower()
         self.close_connection = connection == "close" or (
             self.request_version == "HTTP/1.0" and connection != "keep-alive")
@@ -936,7 +954,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def handle_expect_100(self):
         """``Expect: 100-continue``: refuse an over-size body at once, else invite it (flushed)."""
         try:
-            too_big = int(self.headers.get("Content-Length", "0")) > self.max_body
+            too_big = self.body_length > self.max_body
         except ValueError:
             too_big = False
         if too_big:
@@ -968,12 +986,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
-        values = set(self.headers.get_all("Content-Length") or ["0"])
-        raw = values.pop()
-        if values or not CONTENT_LENGTH_RE.fullmatch(raw.strip()):
-            self.close_connection = True
-            raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
-        length = int(raw)
+        length = self.body_length
         if length > self.max_body:
             self.close_connection = True
             raise HTTPProblem(413, f"The body is {length} bytes; the limit is {self.max_body}.")
