@@ -58,6 +58,8 @@ import threading
 import time
 from http import HTTPStatus
 
+from p2p.core import admission
+from p2p.core.admission import CLOSE, HANDSHAKE, PEEK, AdmissionLimits, Phase
 from p2p.core.errors import Problem
 from p2p.core.members import AUTH_HEADER, OPEN, ReplayFull, Unauthorized, describe_tls_error
 
@@ -231,15 +233,14 @@ HEAD_TOO_LARGE_ANSWER = short_answer(431, f"The request head is larger than {MAX
 class Connection:
     """One client connection, from accept to close, as the selector front keeps it."""
 
-    __slots__ = ("sock", "address", "source", "buf", "deadline", "busy", "tls", "events")
+    __slots__ = ("sock", "address", "source", "buf", "deadline", "phase", "events")
 
-    def __init__(self, sock, address, deadline):
+    def __init__(self, sock, address, deadline, tls):
         self.sock, self.address = sock, address
         self.source = unmapped(address[0])
         self.buf = bytearray()  # what has arrived of the next request
         self.deadline = deadline  # time.monotonic() by which the next request must be in
-        self.busy = False  # a worker thread has it
-        self.tls = "peek"  # "peek": not known yet if it speaks TLS, "handshake", or "done"
+        self.phase = Phase(tls)  # peek, handshake, open, busy, closed: see p2p/core/admission.py
         self.events = 0  # what the selector waits for on it
 
 
@@ -385,6 +386,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
             max_connections = max(1, min(max_connections, soft_limit - RESERVED_FDS))
         self.max_connections = max_connections
         self.max_per_source = max(1, max_connections // SOURCE_SHARE)
+        self.admission = AdmissionLimits(self.max_connections, self.max_per_source)
         self.handler_timeout = timeout
         self.request_deadline = request_deadline
         self.head_deadline = min(HEAD_DEADLINE_S, timeout, request_deadline)
@@ -488,21 +490,17 @@ class BoundedHTTPServer(http.server.HTTPServer):
         request.setblocking(False)
         set_nodelay(request)
         source = unmapped(client_address[0])
-        if self._per_source[source] >= self.max_per_source:
-            room = self._evict(source)
-        elif len(self._conns) >= self.max_connections:
-            room = self._evict(None)
-        else:
-            room = True
+        fate = admission.admit(self.admission, len(self._conns), self._per_source[source])
+        room = fate == admission.ROOM or self._evict(
+            source if fate == admission.EVICT_OWN else None)
         if not room:
             warn_sometimes("full", "connection from %s refused: the server holds %d connections "
                            "(%d from that address)", source, len(self._conns),
                            self._per_source[source])
             self._refuse(request, BUSY_ANSWER)
             return
-        conn = Connection(request, client_address, time.monotonic() + self.head_deadline)
-        if self.members.tls is None:
-            conn.tls = "done"
+        conn = Connection(request, client_address, time.monotonic() + self.head_deadline,
+                          tls=self.members.tls is not None)
         self._conns[request] = conn
         self._per_source[source] += 1
         self._wait(conn, selectors.EVENT_READ)
@@ -510,18 +508,11 @@ class BoundedHTTPServer(http.server.HTTPServer):
     def _evict(self, source):
         """Close the connection (of ``source``, if given) that waited longest without sending
         anything, else the one sending its head for longest; False if none waits."""
-        partial = None
-        for conn in self._waiting:
-            if source is not None and conn.source != source:
-                continue
-            if not conn.buf and conn.tls != "handshake":  # nothing sent since accept or reply
-                self._forget(conn)
-                return True
-            if partial is None:
-                partial = conn
-        if partial is None:
+        conn = admission.victim(((c, c.source, c.phase.state, len(c.buf)) for c in self._waiting),
+                                source)
+        if conn is None:
             return False
-        self._forget(partial)
+        self._forget(conn)
         return True
 
     def _wait(self, conn, events):
@@ -544,9 +535,10 @@ class BoundedHTTPServer(http.server.HTTPServer):
         if conn is None:
             return
         try:
-            if conn.tls == "peek":
+            state = conn.phase.state
+            if state == PEEK:
                 self._peek_tls(conn)
-            elif conn.tls == "handshake":
+            elif state == HANDSHAKE:
                 self._handshake(conn)
             else:
                 self._read_head(conn)
@@ -573,7 +565,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
             conn.sock = self.members.tls.server.wrap_socket(
                 conn.sock, server_side=True, do_handshake_on_connect=False)
             self._conns[conn.sock] = conn
-            conn.tls = "handshake"
+            conn.phase.move("tls-hello")
             self._handshake(conn)
 
     def _handshake(self, conn):
@@ -585,7 +577,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
         except ssl.SSLWantWriteError:
             self._wait(conn, selectors.EVENT_WRITE)
             return
-        conn.tls = "done"
+        conn.phase.move("handshake-done")
         self._wait(conn, selectors.EVENT_READ)
         self._read_head(conn)  # the request may be in already, inside TLS where select misses it
 
@@ -624,7 +616,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
     def _dispatch(self, conn):
         """Hand a connection with a whole request to a worker thread."""
         self._unwait(conn)
-        conn.busy = True
+        conn.phase.move("request-whole")
         with self._pool_lock:
             start = self._idle_workers == 0 and self._threads < self.workers
             if start:
@@ -640,7 +632,6 @@ class BoundedHTTPServer(http.server.HTTPServer):
         now = time.monotonic()
         while self._returned:
             conn, keep = self._returned.popleft()
-            conn.busy = False
             if conn.sock not in self._conns:
                 continue
             if keep:
@@ -650,7 +641,9 @@ class BoundedHTTPServer(http.server.HTTPServer):
                     keep = False
             if not keep:
                 self._forget(conn)
-            elif request_ready(conn.buf):
+                continue
+            conn.phase.move("kept-alive")
+            if request_ready(conn.buf):
                 self._dispatch(conn)
             else:
                 conn.deadline = now + (self.head_deadline if conn.buf else self.handler_timeout)
@@ -658,7 +651,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
 
     def _expire(self, now):
         for conn in [c for c in self._waiting if c.deadline < now]:
-            if conn.buf or conn.tls == "handshake":
+            if not admission.is_idle(conn.phase.state, conn.buf):
                 warn_sometimes("head", "connection from %s closed: no whole request within "
                                "%g s", conn.source, self.head_deadline)
             self._forget(conn)
@@ -676,6 +669,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
 
     def _drop(self, conn):
         if self._conns.pop(conn.sock, None) is not None:
+            conn.phase.move(CLOSE)
             self._per_source[conn.source] -= 1
             if not self._per_source[conn.source]:
                 del self._per_source[conn.source]

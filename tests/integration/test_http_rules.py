@@ -18,7 +18,7 @@ from p2p.net import lb_server
 from p2p.net.lb_client import LBClient, Unreachable, not_a_load_balancer
 from p2p.net.sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
-from tests.support import hashed_index, raw_request
+from tests.support import hashed_index, quiet_logs, raw_request
 from p2p.core.wire import FileRecord
 
 CURL_TIMEOUT_S = 20
@@ -249,6 +249,7 @@ class FramingTests(unittest.TestCase):
     """A request whose end is uncertain (RFC 9112 §6.3) gets 400 from both servers."""
 
     def test_two_different_content_lengths_are_refused_by_both_servers(self):
+        quiet_logs(self)
         _, index = hashed_index(self, "p2p-framing-", {"a.bin": b"0123456789"})
         servers = [FileServer(("127.0.0.1", 0), index),
                    lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())]

@@ -699,7 +699,7 @@ class TestRobustness(ServerTestCase):
         reply = idle.getresponse()
         reply.read()
         self.assertEqual(reply.status, 200)  # this keep-alive connection holds the only place
-        wait_for(lambda: not any(c.busy for c in list(server._conns.values())),
+        wait_for(lambda: not any(c.phase.state == "busy" for c in list(server._conns.values())),
                  what="the worker to give the connection back")
         self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)  # it made room
         self.assertTrue(server.wait_finished(2))  # the idle one, and that one
@@ -707,7 +707,7 @@ class TestRobustness(ServerTestCase):
         self.addCleanup(busy.close)
         busy.sendall(b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n"
                      % (httpkit.MAX_BUFFERED_BODY_BYTES + 1))  # a worker waits for the body
-        wait_for(lambda: server._conns and all(c.busy for c in list(server._conns.values())),
+        wait_for(lambda: server._conns and all(c.phase.state == "busy" for c in list(server._conns.values())),
                  what="a worker to take the request")
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(sock.close)
