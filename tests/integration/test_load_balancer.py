@@ -498,7 +498,7 @@ class TestErrors(ServerTestCase):
     def test_over_size_body(self):
         sock = self.raw_socket()
         sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: {httpkit.DEFAULT_MAX_BODY_BYTES + 1}\r\n\r\n").encode())
+                      f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
         response = http.client.HTTPResponse(sock)
         response.begin()
         body = json.loads(response.read())
@@ -513,7 +513,7 @@ class TestErrors(ServerTestCase):
         # believed it could send its next request on it.
         sock = self.raw_socket()
         sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\n"
-                      f"Content-Length: {httpkit.DEFAULT_MAX_BODY_BYTES + 1}\r\n\r\n").encode())
+                      f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
         response = http.client.HTTPResponse(sock)
         response.begin()
         response.read()
@@ -647,7 +647,7 @@ class TestErrors(ServerTestCase):
     def test_expect_100_continue_with_over_size_body_is_refused_at_once(self):
         sock = self.raw_socket()
         sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\n"
-                      f"Content-Length: {httpkit.DEFAULT_MAX_BODY_BYTES + 1}\r\n\r\n").encode())
+                      f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
         response = http.client.HTTPResponse(sock)
         response.begin()
         self.assertEqual(response.status, 413)
@@ -706,7 +706,7 @@ class TestRobustness(ServerTestCase):
         busy = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
         self.addCleanup(busy.close)
         busy.sendall(b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n"
-                     % (httpkit.MAX_BUFFERED_BODY_BYTES + 1))  # a worker waits for the body
+                     % (httpkit.LIMITS.max_buffered_body_bytes + 1))  # a worker waits for the body
         wait_for(lambda: server._conns and all(c.phase.state == "busy" for c in list(server._conns.values())),
                  what="a worker to take the request")
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
@@ -952,7 +952,7 @@ class TestDeadlinesAndAddresses(ServerTestCase):
                 cut = True
                 break
         self.assertTrue(cut, "the trickling client was never cut off")
-        self.assertLess(time.monotonic() - started, 1.0 + 2 * httpkit.REAP_INTERVAL_S + 1.0)
+        self.assertLess(time.monotonic() - started, 1.0 + 2 * httpkit.LIMITS.reap_interval_s + 1.0)
         self.assertEqual(status_or_error(server.port, "GET", "/status"), 200)
 
     def test_ipv6_loopback_if_the_machine_has_it(self):
