@@ -29,12 +29,13 @@ speak only TLS: the handshake is done by the selector without blocking, and a
 plain-HTTP client gets a plain 400 that says to use TLS.
 
 The modules, in the shape of waitress: ``server`` (this one: the accepting selector front,
-admission by ``p2p/core/admission.py``, and the worker pool), ``channel`` (one connection
-and the stream a handler reads it by), ``handler`` (``JSONRequestHandler``), ``routes``
-(``Routes``), ``messages`` (headers, framing, errors, short answers) and ``limits`` (every
-timeout and size, with its unit, in the frozen ``LIMITS``). The names the servers above use
-are importable from here: ``BoundedHTTPServer``, ``JSONRequestHandler``, ``HTTPProblem``,
-``Routes``, ``LIMITS``, ``set_nodelay``, ``unmapped``, ``header_field``.
+admission by ``p2p/core/admission.py``), ``pool`` (the worker threads and the request
+deadlines), ``channel`` (one connection and the stream a handler reads it by), ``handler``
+(``JSONRequestHandler``), ``routes`` (``Routes``), ``messages`` (headers, framing, errors,
+short answers) and ``limits`` (every timeout and size, with its unit, in the frozen
+``LIMITS``). The names the servers above use are importable from here:
+``BoundedHTTPServer``, ``JSONRequestHandler``, ``HTTPProblem``, ``Routes``, ``LIMITS``,
+``set_nodelay``, ``unmapped``, ``header_field``.
 
 Both servers route one way: a ``Routes`` table (path patterns -> a
 ``route_<name>`` method per HTTP method), followed by
@@ -49,7 +50,6 @@ it names the status itself), and everything else is a 500 and is logged.
 import collections
 import http.server
 import logging
-import queue
 import resource
 import selectors
 import socket
@@ -67,6 +67,7 @@ from p2p.http.handler import JSONRequestHandler
 from p2p.http.limits import LIMITS
 from p2p.http.messages import (HTTPProblem, header_field, set_nodelay, short_answer, unmapped,
                                warn_sometimes)
+from p2p.http.pool import Deadlines, WorkerPool
 from p2p.http.routes import Routes
 
 __all__ = ["AUTH_HEADER", "LIMITS", "BoundedHTTPServer", "HTTPProblem", "JSONRequestHandler",
@@ -124,18 +125,13 @@ class BoundedHTTPServer(http.server.HTTPServer):
         self.request_deadline = request_deadline
         self.head_deadline = min(LIMITS.head_deadline_s, timeout, request_deadline)
         self.workers = workers
-        self._deadlines = {}  # connection -> time.monotonic() by which it must be done
-        self._deadlines_lock = threading.Lock()
         self._closed = threading.Event()
         self._conns = {}  # socket -> Connection, for every open connection
         self._per_source = collections.Counter()
         self._waiting = collections.OrderedDict()  # Connection -> None, longest waiting first
         self._lingering = {}  # socket -> close by: refused, draining what the client sent
-        self._ready = queue.SimpleQueue()  # whole requests for the workers
         self._returned = collections.deque()  # keep-alive connections the workers are done with
-        self._idle_workers = 0
-        self._threads = 0
-        self._pool_lock = threading.Lock()
+        self._pool = WorkerPool(self._serve, workers)
         self._stop = False
         self._stopped = threading.Event()
         self._stopped.set()
@@ -147,7 +143,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
         self.socket.setblocking(False)
         self._selector.register(self.socket, selectors.EVENT_READ, self._accept)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
-        threading.Thread(target=self._reap, daemon=True, name="deadlines").start()
+        self._deadlines = Deadlines(self._closed)
 
     def server_bind(self):
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) we don't need.
@@ -186,8 +182,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
     def server_close(self):
         self._closed.set()
         super().server_close()
-        for _ in range(self._threads):
-            self._ready.put(None)
+        self._pool.close()
         for sock in list(self._conns) + list(self._lingering):
             self._close(sock)
         self._selector.close()
@@ -351,15 +346,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
         """Hand a connection with a whole request to a worker thread."""
         self._unwait(conn)
         conn.phase.move("request-whole")
-        with self._pool_lock:
-            start = self._idle_workers == 0 and self._threads < self.workers
-            if start:
-                self._threads += 1
-            else:
-                self._idle_workers -= 1
-        if start:
-            threading.Thread(target=self._work, daemon=True, name="worker").start()
-        self._ready.put(conn)
+        self._pool.submit(conn)
 
     def _take_back(self):
         """Connections the workers are done with: closed, or kept alive for the next request."""
@@ -445,16 +432,7 @@ class BoundedHTTPServer(http.server.HTTPServer):
 
     def requests_waiting(self):
         """Do whole requests wait for a worker?"""
-        return not self._ready.empty()
-
-    def _work(self):
-        while True:
-            conn = self._ready.get()
-            if conn is None:
-                return
-            self._serve(conn)
-            with self._pool_lock:
-                self._idle_workers += 1
+        return self._pool.waiting()
 
     def _serve(self, conn):
         keep = False
@@ -472,30 +450,8 @@ class BoundedHTTPServer(http.server.HTTPServer):
         self._wake()
 
     def set_deadline(self, connection, seconds):
-        """Cut ``connection`` if it is still at it ``seconds`` from now (None: no deadline).
-
-        Socket timeouts bound each read and write; this bounds the whole request, so a
-        client that trickles its body or reads its answer a byte at a time cannot hold a
-        worker thread for ever.
-        """
-        with self._deadlines_lock:
-            if seconds is None:
-                self._deadlines.pop(connection, None)
-            else:
-                self._deadlines[connection] = time.monotonic() + seconds
-
-    def _reap(self):
-        while not self._closed.wait(LIMITS.reap_interval_s):
-            now = time.monotonic()
-            with self._deadlines_lock:  # held, so no new request can start in between
-                late = [c for c, deadline in self._deadlines.items() if deadline < now]
-                for connection in late:
-                    del self._deadlines[connection]
-                    warn_sometimes("deadline", "cutting a connection that overran its deadline")
-                    try:
-                        connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+        """Cut ``connection`` if it is still at it ``seconds`` from now (None: no deadline)."""
+        self._deadlines.set(connection, seconds)
 
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]
