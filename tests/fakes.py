@@ -140,15 +140,16 @@ class FakeLB:
     """Hands out every holder not excluded (least asked first), in memory.
 
     ``busy_rounds``: how many picks answer AllBusy first; ``most``: holders per pick. ``ended`` records
-    (peer id, outcome) of every transfer ended.
+    (peer id, outcome) of every transfer ended. ``file``: the record to hand out, for holders that
+    are only an address (``port``, ``have``) and no bytes.
     """
 
     def __init__(self, holders, name="file.bin", busy_rounds=0, busy_holders=2, downloading=0,
-                 pieces=None, most=8):
+                 pieces=None, most=8, file=None):
         self.holders = {f"h{i}": h for i, h in enumerate(holders)}
         sample = holders[0]
-        self.file = FileRecord(name, len(sample.data), sample.sha256)
-        self.pieces = pieces if pieces is not None else PieceList(
+        self.file = file or FileRecord(name, len(sample.data), sample.sha256)
+        self.pieces = pieces if pieces is not None or file else PieceList(
             sample.sha256, len(sample.data), sample.pieces.piece_size,
             tuple(hash_file(io.BytesIO(sample.data))[1])).hash
         self.busy_rounds, self.busy_holders = busy_rounds, busy_holders

@@ -36,6 +36,19 @@ def wait_for(predicate, timeout=10.0, what="a condition", interval=0.05):
         time.sleep(interval)
 
 
+class FakeClock:
+    """A clock the test moves by hand: call it for the time, ``advance`` it by seconds."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
 def read_line(stream, timeout=START_TIMEOUT_S):
     """One line from a process's pipe, or AssertionError at the deadline."""
     with selectors.DefaultSelector() as sel:
@@ -96,10 +109,12 @@ def raw_get(port, target):
     return raw_request(port, target, "GET")
 
 
-def raw_request(port, target, method):
-    """One request of ``target`` as raw bytes, read until the server closes: (status, response)."""
+def raw_request(port, target, method, headers=""):
+    """One request of ``target`` as raw bytes, read until the server closes: (status, response).
+
+    ``headers``: more header lines, each ending in CRLF."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
                   .encode())
         data = b""
         while chunk := s.recv(65536):

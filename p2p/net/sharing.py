@@ -98,7 +98,7 @@ from p2p.core.pieces import (
 )
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
 from p2p.http.server import (
-    DEFAULT_WORKERS,
+    LIMITS,
     BoundedHTTPServer,
     HTTPProblem,
     JSONRequestHandler,
@@ -1128,5 +1128,5 @@ class FileServer(BoundedHTTPServer):
         self.partials = partials if partials is not None else PartialShares()
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
-        limits.setdefault("workers", DEFAULT_WORKERS + upload_slots)  # uploads hold theirs
+        limits.setdefault("workers", LIMITS.workers + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

@@ -24,7 +24,7 @@ TRICKLING = 100  # connections that send their head a byte at a time, and never 
 TRICKLE_INTERVAL_S = 0.2
 HONEST_REQUESTS = 50
 TRICKLED_BYTES = 5  # honest requests go on while the trickling connections send this much
-MAX_EXTRA_THREADS = httpkit.DEFAULT_WORKERS + 4  # a worker pool, not a thread per connection
+MAX_EXTRA_THREADS = httpkit.LIMITS.workers + 4  # a worker pool, not a thread per connection
 DEADLINE_S = 10.0
 
 
@@ -136,7 +136,7 @@ class ConnectionCostTests(unittest.TestCase):
         registry = lb_core.Registry()
         server = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), registry,
                                                   max_connections=40))
-        share = 40 // httpkit.SOURCE_SHARE
+        share = 40 // httpkit.LIMITS.source_share
         socks = open_from(ATTACKER, server.port, share + 3)
         for s in socks:
             self.addCleanup(s.close)

@@ -18,7 +18,7 @@ from p2p.net import lb_server
 from p2p.net.lb_client import LBClient, Unreachable, not_a_load_balancer
 from p2p.net.sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
-from tests.support import hashed_index, raw_request
+from tests.support import hashed_index, quiet_logs, raw_request
 from p2p.core.wire import FileRecord
 
 CURL_TIMEOUT_S = 20
@@ -243,3 +243,28 @@ class CurlTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FramingTests(unittest.TestCase):
+    """A request whose end is uncertain (RFC 9112 §6.3) gets 400 from both servers."""
+
+    def test_two_different_content_lengths_are_refused_by_both_servers(self):
+        quiet_logs(self)
+        _, index = hashed_index(self, "p2p-framing-", {"a.bin": b"0123456789"})
+        servers = [FileServer(("127.0.0.1", 0), index),
+                   lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())]
+        targets = ["/files/a.bin", "/status"]
+        for server, target in zip(servers, targets):
+            thread = threading.Thread(target=server.serve_forever,
+                                      kwargs={"poll_interval": 0.05}, daemon=True)
+            thread.start()
+            self.addCleanup(server.server_close)
+            self.addCleanup(server.shutdown)
+            for headers, status in [("Content-Length: 0\r\n", (200, 206)),
+                                    ("Content-Length: 0\r\nContent-Length: 5\r\n", (400,)),
+                                    ("Content-Length: 0\r\nContent-Length: 0\r\n", (200, 206)),
+                                    ("Content-Length: +5\r\n", (400,))]:
+                with self.subTest(target=target, headers=headers):
+                    got, data = raw_request(server.port, target, "GET",
+                                            "Range: bytes=0-3\r\n" + headers)
+                    self.assertIn(got, status, data[:200])

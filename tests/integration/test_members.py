@@ -4,6 +4,7 @@ Pure tests of ``members.py`` first, then the real servers in this process (port 
 loopback) and, last, the programs as a person runs them.
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ from p2p.net import lb_client
 from p2p.core import registry as lb_core
 from p2p.net import lb_server
 from p2p.net.download import DirectSource, Downloader
-from p2p.http.server import AUTH_HEADER
+from p2p.http.server import AUTH_HEADER, LIMITS
 from p2p.core.members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, ReplayFull,
                      ReplayGuard, SecretError, TLSSetupError, Unauthorized, new_secret,
                      parse_duration, read_secret)
@@ -225,7 +226,8 @@ class ClosedNetworkTests(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="p2p-members-")
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
-        quiet = mock.patch("p2p.http.server.QUIET_LOG_INTERVAL_S", 0)  # every refusal logged, to check
+        quiet = mock.patch("p2p.http.messages.LIMITS",  # every refusal logged, to check
+                           dataclasses.replace(LIMITS, quiet_log_interval_s=0))
         quiet.start()
         self.addCleanup(quiet.stop)
         quiet_logs(self)  # ...but not onto the test output

@@ -1,0 +1,122 @@
+"""HTTP/1.1 messages for both servers: the error an answer is made of, request headers read
+by a plain parser, a request's framing (RFC 9112 §6.3), short answers the selector sends,
+JSON, and a few socket and address helpers.
+"""
+
+import ipaddress
+import json
+import logging
+import re
+import socket
+import time
+from http import HTTPStatus
+
+from p2p.core.errors import Problem
+from p2p.http.limits import LIMITS
+
+log = logging.getLogger("p2p.http")
+
+STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+
+HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
+
+CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
+
+HEAD_CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.I)
+
+EXPECT_CONTINUE_RE = re.compile(rb"\nexpect:[ \t]*100-continue", re.I)
+
+class HTTPProblem(Problem):
+    """An error answer a handler raises: an HTTP status and a sentence."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message, status, **extra)
+
+_quiet_last = {}  # kind -> time.monotonic() of the last warning about it
+
+def warn_sometimes(kind, message, *args):
+    """Log a warning about refused input at most once per LIMITS.quiet_log_interval_s per ``kind``,
+    so that a flood of bad requests cannot fill the log."""
+    now = time.monotonic()
+    if now - _quiet_last.get(kind, -LIMITS.quiet_log_interval_s) >= LIMITS.quiet_log_interval_s:
+        _quiet_last[kind] = now
+        log.warning(message, *args)
+
+def short_answer(status, message, headers="", **extra):
+    """A whole error answer, ``Connection: close``, as bytes sent by the selector thread."""
+    body = encode_json({"error": message, **extra})
+    return (f"HTTP/1.1 {status} {STATUS_PHRASES[status]}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{headers}Connection: close\r\n\r\n"
+            ).encode("ascii") + body
+
+class Headers:
+    """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message."""
+
+    def __init__(self):
+        self._values = {}
+
+    def add(self, name, value):
+        self._values.setdefault(name.lower(), []).append(value)
+
+    def get(self, name, default=None):
+        values = self._values.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name, default=None):
+        return list(self._values.get(name.lower(), [])) or default
+
+def header_field(line):
+    """One header line, of a request or of a response -> (name, value without the white
+    space around it), or None when it is not ``name: value`` (no colon, no name, or white
+    space before the colon or the name). The one rule for header lines on both sides."""
+    name, sep, value = line.partition(":")
+    if not sep or not name or name != name.strip():
+        return None
+    return name, value.strip()
+
+def read_headers(rfile):
+    """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
+    headers = Headers()
+    for _ in range(LIMITS.max_headers + 1):
+        line = rfile.readline(LIMITS.max_header_line_bytes + 1)
+        if len(line) > LIMITS.max_header_line_bytes:
+            raise HTTPProblem(431, "A request header line is too long.")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        pair = header_field(line.decode("iso-8859-1"))
+        if pair is None:
+            raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
+        headers.add(*pair)
+    raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
+
+def body_length(headers):
+    """The body's length that ``headers`` frame (RFC 9112 §6.3): one plain byte count, or 0.
+
+    Content-Length headers that disagree, or one that is not a plain count, are a 400: the
+    request's end cannot be known, so the connection cannot be kept in step.
+    """
+    values = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
+    raw = values.pop()
+    if values or not CONTENT_LENGTH_RE.fullmatch(raw):
+        raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
+    return int(raw)
+
+def encode_json(obj):
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from someone's input: escape, don't fail
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+def set_nodelay(sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+def unmapped(host):
+    """``::ffff:10.0.0.7`` (IPv4 seen by an IPv6 socket) -> ``10.0.0.7``; others unchanged."""
+    try:
+        mapped = getattr(ipaddress.ip_address(host), "ipv4_mapped", None)
+    except ValueError:
+        return host
+    return str(mapped) if mapped else host
