@@ -379,7 +379,177 @@ class SharedFile:
         return record
 
 
-class ShareIndex:
+def load_cache(root):
+    """{name: (stamp, sha256, digests)} of the hash cache file in ``root`` ({} without one)."""
+    try:
+        with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
+            raw = dict(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return {}  # missing or unreadable: hash everything again
+    cache = {}
+    for name, entry in raw.items():
+        try:
+            cache[name] = cached_hashes(entry)
+        except ValueError:
+            continue  # an entry from another version: hash that file again
+    return cache
+
+
+def write_cache(root, kept):
+    """Write the hash cache file of ``root`` for ``kept`` (SharedFiles), atomically."""
+    entries = {f.name: cache_entry_of(f) for f in kept}
+    target = os.path.join(root, CACHE_NAME)
+    temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(entries, f)
+        os.replace(temp, target)
+    except OSError as e:
+        log.warning("cannot write the hash cache %s: %s", target, e)
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+
+
+def cache_entry_of(shared):
+    return {"stamp": list(shared.stamp), "sha256": shared.sha256, "pieces": list(shared.digests)}
+
+
+class NameFilter:
+    """Which names may be shared (``check_name``), each name checked once."""
+
+    def __init__(self):
+        self._good = set()
+
+    def __call__(self, name):
+        if name in self._good:
+            return True
+        try:
+            check_name(name)
+        except BadName:
+            return False
+        self._good.add(name)
+        return True
+
+
+def scan_roots(roots, shareable):
+    """name -> (root, path, stamp) for every shareable file under ``roots`` (first wins).
+
+    One ``scandir`` per folder and one ``stat`` per file; the real path is looked
+    at only for symlinks (a symlink out of the folder is never shared; symlinked
+    folders are not followed); ``shareable(name)`` says whether a name may be shared.
+    """
+    found = {}
+    for root in roots:
+        if os.path.isdir(root):
+            scan_root(root, shareable, found)
+    return found
+
+
+def scan_root(root, shareable, found):
+    real_root = os.path.realpath(root)
+    folders = [(root, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden: never shared
+            name = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, name + "/"))
+                    continue
+                if name in found:
+                    continue
+                st = entry.stat()
+                if entry.is_symlink() and within(real_root, entry.path) is None:
+                    continue
+            except OSError:
+                continue
+            if S_ISREG(st.st_mode) and shareable(name):
+                found[name] = (root, entry.path, stamp(st))
+
+
+class BackgroundHasher:
+    """The hashing half of ShareIndex: files waiting in ``_pending`` are hashed by one
+    background thread, which puts each in ``_files`` if it did not change meanwhile and
+    saves the cache and calls ``on_change`` at least every HASH_BATCH_S."""
+
+    def is_pending(self, name):
+        with self._lock:
+            return name in self._pending
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    def wait_hashed(self, timeout):
+        """Wait until nothing is waiting for a hash (or timeout); True if done."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.wait(left)
+            return True
+
+    def _start_hasher(self):
+        if self._hasher is None or not self._hasher.is_alive():
+            self._hasher = threading.Thread(target=self._hash_loop, daemon=True, name="hasher")
+            self._hasher.start()
+
+    def _hash_loop(self):
+        last_announce = time.monotonic()
+        dirty = set()
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    if dirty:
+                        break
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                item = next(iter(self._pending.items()), None)
+            if item is not None:
+                name, (root, path, before) = item
+                try:
+                    sha256, digests = hash_pieces(path)
+                    after = stamp(os.stat(path))
+                except OSError as e:
+                    log.warning("cannot hash %s: %s", path, e)
+                    sha256, digests, after = None, None, None
+                with self._lock:
+                    if self._pending.get(name) == (root, path, before):
+                        del self._pending[name]
+                        if after == before:  # else it changed while hashed: next refresh
+                            self._files[name] = SharedFile(name, sha256, root, path, before,
+                                                           tuple(digests))
+                            self.version += 1
+                            dirty.add(root)
+                    if not self._pending:
+                        self._wakeup.notify_all()
+            now = time.monotonic()
+            if dirty and (item is None or not self.pending() or now - last_announce > HASH_BATCH_S):
+                for root in dirty:
+                    self._save_cache(root)
+                dirty.clear()
+                last_announce = now
+                self.on_change()
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+
+
+class ShareIndex(BackgroundHasher):
     """What this peer shares: files under ``roots`` (first root wins a name), hashed.
 
     ``refresh()`` rescans (stat only) and queues new or changed files for the
@@ -392,109 +562,26 @@ class ShareIndex:
         self.settle_s = settle_s  # a file written to less than this long ago waits: it may
         self._clock = clock  # still be being copied in (see _settled)
         self._settling = set()  # names seen on disk, not yet still for settle_s
-        self._good_names = set()  # names check_name accepted (the scan checks each once)
+        self._shareable = NameFilter()
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._files = {}  # name -> SharedFile
         self._by_hash = (None, {})  # (version it was made at, sha256 -> first SharedFile)
-        self._caches = {root: self._load_cache(root) for root in self.roots}
+        self._caches = {root: load_cache(root) for root in self.roots}
         self._pending = {}  # name -> (root, path, stamp) waiting for a hash
         self._wakeup = threading.Condition(self._lock)
         self._hasher = None
         self._closed = False
         self.version = 0  # bumped whenever the shared list changes
 
-    # -- cache --------------------------------------------------------------
-
-    @staticmethod
-    def _load_cache(root):
-        try:
-            with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
-                raw = dict(json.load(f))
-        except (OSError, ValueError, TypeError):
-            return {}  # missing or unreadable: hash everything again
-        cache = {}
-        for name, entry in raw.items():
-            try:
-                cache[name] = cached_hashes(entry)
-            except ValueError:
-                continue  # an entry from another version: hash that file again
-        return cache
-
     def _save_cache(self, root):
         with self._save_lock:  # one writer at a time: an older snapshot never lands last
-            self._write_cache(root)
-
-    def _write_cache(self, root):
-        with self._lock:
-            kept = [f for f in self._files.values() if f.root == root and f.digests is not None]
-            entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256,
-                                "pieces": list(f.digests)} for f in kept}
-            self._caches[root] = {f.name: (f.stamp, f.sha256, f.digests) for f in kept}
-        target = os.path.join(root, CACHE_NAME)
-        temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            with open(temp, "w", encoding="utf-8") as f:
-                json.dump(entries, f)
-            os.replace(temp, target)
-        except OSError as e:
-            log.warning("cannot write the hash cache %s: %s", target, e)
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-
-    # -- scanning -----------------------------------------------------------
-
-    def _scan(self):
-        """name -> (root, path, stamp) for every shareable file on disk.
-
-        One ``scandir`` per folder and one ``stat`` per file; the real path is looked
-        at only for symlinks (a symlink out of the folder is never shared; symlinked
-        folders are not followed), and a name is checked once per index.
-        """
-        found = {}
-        for root in self.roots:
-            if not os.path.isdir(root):
-                continue
-            real_root = os.path.realpath(root)
-            folders = [(root, "")]
-            while folders:
-                folder, prefix = folders.pop()
-                try:
-                    with os.scandir(folder) as it:
-                        entries = list(it)
-                except OSError:
-                    continue
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue  # hidden: never shared
-                    name = prefix + entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            folders.append((entry.path, name + "/"))
-                            continue
-                        if name in found:
-                            continue
-                        st = entry.stat()
-                        if entry.is_symlink() and within(real_root, entry.path) is None:
-                            continue
-                    except OSError:
-                        continue
-                    if S_ISREG(st.st_mode) and self._shareable_name(name):
-                        found[name] = (root, entry.path, stamp(st))
-        return found
-
-    def _shareable_name(self, name):
-        if name in self._good_names:
-            return True
-        try:
-            check_name(name)
-        except BadName:
-            return False
-        self._good_names.add(name)
-        return True
+            with self._lock:
+                kept = [f for f in self._files.values()
+                        if f.root == root and f.digests is not None]
+                self._caches[root] = {f.name: (f.stamp, f.sha256, f.digests) for f in kept}
+            write_cache(root, kept)
 
     def _settled(self, st):
         """Has the file of ``stamp`` ``st`` been still for ``settle_s``?
@@ -506,7 +593,7 @@ class ShareIndex:
 
     def refresh(self):
         """Rescan the folders; returns True if the shared list changed."""
-        on_disk = self._scan()
+        on_disk = scan_roots(self.roots, self._shareable)
         changed = False
         with self._lock:
             for name in list(self._files):
@@ -578,10 +665,6 @@ class ShareIndex:
             self._wakeup.notify_all()
         self.on_change()
 
-    def is_pending(self, name):
-        with self._lock:
-            return name in self._pending
-
     def is_settling(self, name):
         """Is ``name`` still being written (changed less than ``settle_s`` ago)?"""
         with self._lock:
@@ -590,69 +673,6 @@ class ShareIndex:
     def settling(self):
         with self._lock:
             return len(self._settling)
-
-    def pending(self):
-        with self._lock:
-            return len(self._pending)
-
-    def wait_hashed(self, timeout):
-        """Wait until nothing is waiting for a hash (or timeout); True if done."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wakeup.wait(left)
-            return True
-
-    def _start_hasher(self):
-        if self._hasher is None or not self._hasher.is_alive():
-            self._hasher = threading.Thread(target=self._hash_loop, daemon=True, name="hasher")
-            self._hasher.start()
-
-    def _hash_loop(self):
-        last_announce = time.monotonic()
-        dirty = set()
-        while True:
-            with self._lock:
-                while not self._pending and not self._closed:
-                    if dirty:
-                        break
-                    self._wakeup.wait()
-                if self._closed:
-                    return
-                item = next(iter(self._pending.items()), None)
-            if item is not None:
-                name, (root, path, before) = item
-                try:
-                    sha256, digests = hash_pieces(path)
-                    after = stamp(os.stat(path))
-                except OSError as e:
-                    log.warning("cannot hash %s: %s", path, e)
-                    sha256, digests, after = None, None, None
-                with self._lock:
-                    if self._pending.get(name) == (root, path, before):
-                        del self._pending[name]
-                        if after == before:  # else it changed while hashed: next refresh
-                            self._files[name] = SharedFile(name, sha256, root, path, before,
-                                                           tuple(digests))
-                            self.version += 1
-                            dirty.add(root)
-                    if not self._pending:
-                        self._wakeup.notify_all()
-            now = time.monotonic()
-            if dirty and (item is None or not self.pending() or now - last_announce > HASH_BATCH_S):
-                for root in dirty:
-                    self._save_cache(root)
-                dirty.clear()
-                last_announce = now
-                self.on_change()
-
-    def close(self):
-        with self._lock:
-            self._closed = True
-            self._wakeup.notify_all()
 
     # -- lookups ------------------------------------------------------------
 
