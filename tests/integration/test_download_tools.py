@@ -144,7 +144,7 @@ class MetalinkDocumentTests(unittest.TestCase):
     def test_names_needing_quoting_in_xml_and_urls(self):
         name = "R&D's é.txt"
         self.net.holder({name: b"x" * 10})
-        response, body = self.net.get("/metalink/R%26D%27s%20%C3%A9.txt")
+        _, body = self.net.get("/metalink/R%26D%27s%20%C3%A9.txt")
         self.assertIn(b"R&amp;D", body)
         doc = self.metalink("/metalink/R%26D%27s%20%C3%A9.txt")
         f = doc.find("m:file", NS)
