@@ -209,7 +209,14 @@ class LBHandler(JSONRequestHandler):
         signed = parse_qs(query) if query else {}
         prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
         if URL_SIG_PARAM not in signed or prefix is None:
-            return super().check_auth(secret)
+            try:
+                return super().check_auth(secret)
+            except Unauthorized as e:
+                if prefix in (None, "/files/"):
+                    raise
+                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
+                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
+                                   f"after {prefix}NAME.") from None
         try:
             name = unquote(path[len(prefix):], errors="strict")
         except UnicodeDecodeError:

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 
 from p2p.core import registry as lb_core
 from p2p.core.bencode import decode
+from p2p.core.members import OPEN, Members, NetworkSecret
 from p2p.core.pieces import piece_size
 from p2p.net import lb_server
 from p2p.net.sharing import FileServer
@@ -37,10 +38,12 @@ def data_of(size, seed):
 class Network:
     """A load balancer and holders, each a server on port 0 in this process."""
 
-    def __init__(self, test):
+    def __init__(self, test, members=OPEN):
         self.test = test
+        self.members = members
         self.registry = lb_core.Registry()
-        self.lb = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), self.registry))
+        self.lb = self.serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), self.registry,
+                                                          members=members))
         self.lb_port = self.lb.server_address[1]
         self.holders = []
         self.sent = {}  # holder port -> bytes uploaded
@@ -57,7 +60,8 @@ class Network:
     def holder(self, files, upload_limit=0, register=True):
         _, index = hashed_index(self.test, "p2p-tools-", files)
         host = f"127.0.0.{len(self.holders) + 1}"  # the clients count connections per host
-        server = self.serve(FileServer((host, 0), index, upload_limit=upload_limit))
+        server = self.serve(FileServer((host, 0), index, upload_limit=upload_limit,
+                                       members=self.members))
         port = server.server_address[1]
         server.address, server.lb_address = f"{host}:{port}", f"127.0.0.1:{self.lb_port}"
         self.sent[port] = 0
@@ -230,6 +234,42 @@ class TorrentTests(unittest.TestCase):
         response, body = self.net.get("/torrent/d/")
         self.assertEqual(400, response.status)
         self.assertIn(b"/metalink/d/", body)
+
+
+class MembersOnlyTests(unittest.TestCase):
+    """With a network secret every URL in a document is presigned; unsigned asks are refused
+    with the way to get a signed URL."""
+
+    def setUp(self):
+        quiet_logs(self)
+        self.secret = NetworkSecret("s" * 32)
+        self.data = data_of(MiB, "m")
+        self.net = Network(self, Members(self.secret))
+        self.net.holder({"f.bin": self.data})
+        self.net.holder({"f.bin": self.data})
+
+    def test_unsigned_is_refused_with_the_way_to_sign(self):
+        for target in ("/metalink/f.bin", "/torrent/f.bin"):
+            response, body = self.net.get(target)
+            self.assertEqual(401, response.status)
+            self.assertIn(b"peer.py url", body)
+
+    def test_presigned_documents_carry_presigned_urls(self):
+        query = self.secret.url_query("f.bin")
+        response, body = self.net.get(f"/metalink/f.bin?{query}")
+        self.assertEqual(200, response.status, body)
+        doc = ET.fromstring(body)
+        urls = [u.text for u in doc.findall("m:file/m:url", NS)]
+        self.assertEqual(2, len(urls))
+        self.assertTrue(all("p2p-sig=" in u for u in urls), urls)
+        self.assertIsNotNone(doc.find("m:file/m:pieces", NS))  # fetched with signed requests
+        host, rest = urls[0].split("//", 1)[1].split("/", 1)
+        holder = next(h for h in self.net.holders if h.address == host)
+        response, got = self.net.get("/" + rest, server=holder)
+        self.assertEqual(self.data, got)
+        response, body = self.net.get(f"/torrent/f.bin?{query}")
+        self.assertEqual(200, response.status, body)
+        self.assertEqual(1, decode(body)[b"info"][b"private"])
 
 
 @unittest.skipUnless(ARIA2, "aria2c is not installed (apt-get install aria2)")

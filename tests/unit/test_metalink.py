@@ -1,12 +1,23 @@
-"""Metalink 4 documents, RFC 6249 headers, bencoding and torrents: pure, no sockets."""
+"""Metalink 4 documents, RFC 6249 headers, bencoding, torrents and folders: pure, no sockets."""
 
 import unittest
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
-from p2p.core import bencode, metalink, torrent
+from p2p.core import bencode, folder, metalink, torrent
 from p2p.core.metalink import BadDocument, MetalinkFile
 
 NS = {"m": metalink.NAMESPACE}
+
+
+@dataclass
+class Progress:  # the fields of download.Progress that FolderProgress reads and replaces
+    name: str
+    done: int
+    total: int
+    rate: float
+    source: str
+    finished: bool = False
 SHA = "ab" * 32
 
 
@@ -90,3 +101,29 @@ class TorrentTests(unittest.TestCase):
             torrent.metainfo("f", 5, 4, ["aa" * 20], ["http://x/"], "g", 0)
         with self.assertRaises(torrent.BadTorrent):
             torrent.metainfo("f", 5, 4, ["aa" * 20] * 2, [], "g", 0)
+
+
+class FolderTests(unittest.TestCase):
+    def test_files_under_a_folder_by_name(self):
+        listing = [{"name": "P/b", "size": 2}, {"name": "P/a/c", "size": 3},
+                   {"name": "P/b", "size": 5}, {"name": "Q/x", "size": 1}, {"name": "PX", "size": 1}]
+        self.assertEqual([("P/a/c", 3), ("P/b", 5)], folder.folder_files("P/", listing))
+
+    def test_none_or_too_many(self):
+        with self.assertRaisesRegex(folder.FolderError, "Nobody shares"):
+            folder.folder_files("P/", [{"name": "Q/x", "size": 1}])
+        with self.assertRaisesRegex(folder.FolderError, "more than"):
+            folder.folder_files("P/", [{"name": "P/x", "size": 1}], truncated=True)
+
+    def test_one_progress_for_the_folder(self):
+        seen = []
+        progress = folder.FolderProgress("P/", [("P/a", 10), ("P/b", 30)], seen.append)
+        progress(Progress("P/a", 10, 10, 1.0, "h", finished=True))
+        progress.file_done(10)
+        progress(Progress("P/b", 15, 30, 1.0, "h"))
+        progress(Progress("P/b", 30, 30, 1.0, "h", finished=True))
+        self.assertEqual([(10, 40, False), (25, 40, False), (40, 40, True)],
+                         [(p.done, p.total, p.finished) for p in seen])
+        self.assertEqual("P/ (2/2)", seen[-1].name)
+        self.assertTrue(folder.is_folder("P/"))
+        self.assertFalse(folder.is_folder("/"))
