@@ -168,6 +168,19 @@ refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 """
 
 
+def transfer_answer(handout, renew_s):
+    """The body of ``POST /transfers``' 201 for ``handout`` (a Registry.pick)."""
+    first = handout.first
+    answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
+              "file": first.file.as_dict(), "renew_s": renew_s,
+              "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
+                           "done": t.done} for t in handout.transfers],
+              "pieces": handout.pieces, "downloading": handout.downloading}
+    if handout.others:
+        answer["versions"] = handout.others
+    return answer
+
+
 class LBHandler(JSONRequestHandler):
     """One request against ``self.server.registry``."""
 
@@ -351,15 +364,7 @@ class LBHandler(JSONRequestHandler):
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
         handout = self.registry.pick(**request, source=self.source)
-        first = handout.first
-        answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
-                  "file": first.file.as_dict(), "renew_s": self.registry.renew_s,
-                  "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
-                               "done": t.done} for t in handout.transfers],
-                  "pieces": handout.pieces, "downloading": handout.downloading}
-        if handout.others:
-            answer["versions"] = handout.others
-        self.send_json(201, answer)
+        self.send_json(201, transfer_answer(handout, self.registry.renew_s))
 
     def route_renew_transfer(self, transfer_id):
         self.registry.renew(transfer_id, self.bearer())
