@@ -60,6 +60,7 @@ import unicodedata
 from p2p import VERSION
 from p2p.cli.console import Choices, LineReader
 from p2p.cli.lb_main import add_member_options, members_from_args, port_number
+from p2p.core.folder import FolderError, is_folder
 from p2p.core.members import (
     DEFAULT_URL_LIFETIME_S,
     NETWORK_CERT_NAME,
@@ -79,6 +80,7 @@ from p2p.net.download import (
     find_unfinished,
     remove_unfinished,
 )
+from p2p.net.folder import folder_result, get_folder
 from p2p.net.lb_client import (
     Ambiguous,
     LBClient,
@@ -1068,6 +1070,9 @@ class Menu:
         if not name:
             self.say("No name given; option 1 lists the files on the network.")
             return
+        if is_folder(name):
+            self.fetch(name, None, None)
+            return
         try:
             check_name(name)
         except BadName as e:
@@ -1125,12 +1130,27 @@ class Menu:
 
     def run_job(self, job, on_progress):
         """One queued download (in its own thread)."""
+        if is_folder(job.name):
+            return self.run_folder(job, on_progress)
         direct = (direct_source(job.peer, self.peer.members)
                   if job.peer and self.peer.lb_problem else None)
         result = self.peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
         if not result.already:
             self.peer.downloads_done.append(describe_result(result))
         return result
+
+    def run_folder(self, job, on_progress):
+        """A queued folder: every file under it (``folder.py``), one progress."""
+        try:
+            results, failures = get_folder(self.peer.lb, job.name, self.peer.downloader,
+                                           on_progress)
+        except FolderError as e:
+            raise DownloadError(str(e)) from None
+        self.peer.downloads_done.extend(describe_result(r) for r in results if not r.already)
+        if failures:
+            raise DownloadError(f"{len(failures)} of the files under {job.name!r} failed: "
+                                + "; ".join(f"{n}: {m}" for n, m in failures[:3]))
+        return folder_result(job.name, self.peer.downloads, results)
 
     def report(self):
         """What ended since the menu was last shown, and a line of what is still running."""
@@ -1563,6 +1583,9 @@ def get_each(args, lb, via, source, peer):
     verified pieces meanwhile; the exit status."""
     failed = 0
     for name in args.names:
+        if is_folder(name):
+            failed += get_folder_files(args, lb, via, source, peer, name)
+            continue
         progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
         try:
             try:
@@ -1586,6 +1609,32 @@ def get_each(args, lb, via, source, peer):
             continue
         print(describe_result(result), flush=True)
     return 1 if failed else 0
+
+
+def get_folder_files(args, lb, via, source, peer, folder):
+    """``get FOLDER/``: every file under it (``folder.py``), one progress; 1 if any failed."""
+    if via is not lb:
+        return fail(f"Downloading the folder {folder!r} needs the load balancer's list of "
+                    "files; none answers.")
+    progress = ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
+
+    def make_downloader(on_progress):
+        if peer is not None:
+            return peer.downloader(on_progress, wait_s=args.wait)
+        return Downloader(via, args.downloads, on_progress=on_progress, members=args.members,
+                          wait_s=args.wait)
+    try:
+        results, failures = get_folder(lb, folder, make_downloader, progress, source)
+    except (FolderError, LBClientError) as e:
+        return fail(str(e) if isinstance(e, FolderError) else e.message)
+    finally:
+        if progress:
+            progress.end()
+    for result in results:
+        print(describe_result(result), flush=True)
+    for name, message in failures:
+        fail(f"{name}: {message}")
+    return 1 if failures else 0
 
 
 def direct_source(source, members):

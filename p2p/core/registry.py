@@ -389,6 +389,17 @@ class Registry:
                     break
             return found[:limit], len(found) > limit
 
+    def holders_of(self, name, sha256, limit=MAX_SOURCES):
+        """The whole holders of ``name`` with content ``sha256``, least loaded first, at most
+        ``limit`` (public records); nothing is counted (a holder's ``Link`` headers)."""
+        with self._lock:
+            self._sweep(self._clock())
+            ids = [pid for key, h in self._index.get(name, {}).items() if key[0] == sha256
+                   for pid in h]
+            peers = heapq.nsmallest(limit, (self._peers[pid] for pid in ids),
+                                    key=lambda p: (p.load, p.last_pick))
+            return [p.public() for p in peers]
+
     # -- transfers ----------------------------------------------------------
 
     def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, source=None,

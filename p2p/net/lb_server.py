@@ -26,7 +26,15 @@ request                                     answer
 ``GET /``                                   an HTML page of the same and of the files,
                                             refreshing itself
 ``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
-                                            ``/files/{name}``, counted as a transfer
+                                            ``/files/{name}``, counted as a transfer;
+                                            with ``Accept: application/metalink4+xml``
+                                            the Metalink instead
+``GET /metalink/{name}[?sha256=HEX]``       200 Metalink 4 (``lb_documents.py``) of a
+                                            file, or of a folder ``{name}/``; 404 no
+                                            whole holder; 409 several versions
+``GET /torrent/{name}[?sha256=HEX]``        200 a .torrent with webseeds (BEP 19)
+``GET /holders/{name}?sha256=HEX``          200 {holders: [{id, name, host, port}]},
+                                            least loaded first, nothing counted
 ==========================================  ==========================================
 
 File records are ``wire.FileRecord``: {name, size, sha256, pieces?}, where
@@ -74,6 +82,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 from p2p import VERSION
 from p2p.core.errors import Problem
 from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
+from p2p.core.metalink import MEDIA_TYPE as METALINK_TYPE
+from p2p.core.metalink import wants_metalink
 from p2p.core.registry import (
     Forbidden,
     Invalid,
@@ -81,8 +91,10 @@ from p2p.core.registry import (
     parse_register,
     parse_transfer_request,
 )
+from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
 from p2p.core.wire import check_file_name, check_sha256, format_address, percent
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
+from p2p.net.lb_documents import Documents
 
 log = logging.getLogger("p2p.lb")
 
@@ -90,6 +102,7 @@ STATUS_REFRESH_S = 2
 LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
 PAGE_FILES = 200  # files listed on the page, with links
 PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
+SIGNED_PREFIXES = ("/files/", "/metalink/", "/torrent/")  # where a presigned URL is good
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +168,19 @@ refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
 """
 
 
+def transfer_answer(handout, renew_s):
+    """The body of ``POST /transfers``' 201 for ``handout`` (a Registry.pick)."""
+    first = handout.first
+    answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
+              "file": first.file.as_dict(), "renew_s": renew_s,
+              "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
+                           "done": t.done} for t in handout.transfers],
+              "pieces": handout.pieces, "downloading": handout.downloading}
+    if handout.others:
+        answer["versions"] = handout.others
+    return answer
+
+
 class LBHandler(JSONRequestHandler):
     """One request against ``self.server.registry``."""
 
@@ -164,6 +190,9 @@ class LBHandler(JSONRequestHandler):
         "/status": {"GET": "status"},
         "/files": {"GET": "files"},
         "/files/**": {"GET": "redirect"},
+        "/metalink/**": {"GET": "metalink"},
+        "/torrent/**": {"GET": "torrent"},
+        "/holders/**": {"GET": "holders"},
         "/peers": {"POST": "register"},
         "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
         "/transfers": {"POST": "start_transfer"},
@@ -191,10 +220,18 @@ class LBHandler(JSONRequestHandler):
         """A signed request, or a presigned URL of a file to redirect to its holder."""
         path, _, query = self.path.partition("?")
         signed = parse_qs(query) if query else {}
-        if URL_SIG_PARAM not in signed or not path.startswith("/files/"):
-            return super().check_auth(secret)
+        prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
+        if URL_SIG_PARAM not in signed or prefix is None:
+            try:
+                return super().check_auth(secret)
+            except Unauthorized as e:
+                if prefix in (None, "/files/"):
+                    raise
+                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
+                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
+                                   f"after {prefix}NAME.") from None
         try:
-            name = unquote(path[len("/files/"):], errors="strict")
+            name = unquote(path[len(prefix):], errors="strict")
         except UnicodeDecodeError:
             raise Unauthorized("A signed URL is good for /files/NAME only.") from None
         secret.check_url(self.command, name, signed)
@@ -227,21 +264,34 @@ class LBHandler(JSONRequestHandler):
 
     # -- routes -------------------------------------------------------------
 
+    def name_and_version(self, quoted_name, folders=False):
+        """The checked name of a route's argument (a folder ends in ``/`` when ``folders``)
+        and the ``?sha256=`` asked for, or None."""
+        try:
+            name = unquote(quoted_name, errors="strict")
+        except UnicodeDecodeError:
+            raise Invalid("The file name is not valid UTF-8.") from None
+        if folders and name.endswith("/"):
+            check_file_name(name[:-1])
+        else:
+            check_file_name(name)
+        sha256 = self.query.get("sha256", [None])[0]
+        if sha256 is not None:
+            check_sha256(sha256)
+        return name, sha256
+
     def route_redirect(self, quoted_name):
         """``GET /files/NAME``: 302 to the least-loaded holder, counted like any pick.
 
         A mirror network's redirector: ``curl -L`` and browsers get the balancing too.
         The transfer is never ended by such a client, so it counts until it expires
-        (``3 x renew_s``). ``HEAD`` says where a GET would go without counting.
+        (``3 x renew_s``). ``HEAD`` says where a GET would go without counting. A
+        request whose ``Accept`` names Metalink 4 (aria2c's) gets the Metalink instead.
         """
-        try:
-            name = unquote(quoted_name, errors="strict")
-        except UnicodeDecodeError:
-            raise Invalid("The file name is not valid UTF-8.") from None
-        check_file_name(name)
-        sha256 = self.query.get("sha256", [None])[0]
-        if sha256 is not None:
-            check_sha256(sha256)
+        if wants_metalink(self.headers.get("Accept")):
+            self.route_metalink(quoted_name)
+            return
+        name, sha256 = self.name_and_version(quoted_name)
         transfer = self.registry.pick(name, sha256, source=self.source).first
         if self.command == "HEAD":
             self.registry.end(transfer.id, transfer.secret, "cancelled")
@@ -250,6 +300,36 @@ class LBHandler(JSONRequestHandler):
         location = (f"{self.server.members.scheme}://{transfer.holder.address}/files/"
                     f"{quote(name, safe='/')}" + (f"?{urlencode(signed)}" if signed else ""))
         self.send_whole(302, b"", None, {"Location": location, "Cache-Control": "no-store"})
+
+    def send_document(self, made, media_type, filename):
+        """Send a (document, transfers) pair; a HEAD counts nothing."""
+        body, transfers = made
+        if self.command == "HEAD":
+            self.server.documents.cancel(transfers)
+        disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+        self.send_whole(200, body, media_type,
+                        {"Content-Disposition": disposition, "Cache-Control": "no-store"})
+
+    def route_metalink(self, quoted_name):
+        """``GET /metalink/NAME``: the Metalink 4 of a file (or of a folder, NAME/)."""
+        name, sha256 = self.name_and_version(quoted_name, folders=True)
+        made = self.server.documents.metalink(name, sha256, self.source)
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        self.send_document(made, METALINK_TYPE, f"{base}.meta4")
+
+    def route_torrent(self, quoted_name):
+        """``GET /torrent/NAME``: a .torrent whose webseeds are the whole holders."""
+        name, sha256 = self.name_and_version(quoted_name, folders=True)
+        made = self.server.documents.torrent(name, sha256, self.source)
+        self.send_document(made, TORRENT_TYPE, f"{name.rsplit('/', 1)[-1]}.torrent")
+
+    def route_holders(self, quoted_name):
+        """``GET /holders/NAME?sha256=HEX``: its whole holders, least loaded first; nothing
+        counted (what a holder names in its ``Link: rel=duplicate`` headers)."""
+        name, sha256 = self.name_and_version(quoted_name)
+        if sha256 is None:
+            raise Invalid("Say which version: GET /holders/NAME?sha256=HEX.")
+        self.send_json(200, {"holders": self.registry.holders_of(name, sha256)})
 
     def route_page(self):
         files, truncated = self.registry.find_files(limit=PAGE_FILES)
@@ -284,15 +364,7 @@ class LBHandler(JSONRequestHandler):
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
         handout = self.registry.pick(**request, source=self.source)
-        first = handout.first
-        answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
-                  "file": first.file.as_dict(), "renew_s": self.registry.renew_s,
-                  "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
-                               "done": t.done} for t in handout.transfers],
-                  "pieces": handout.pieces, "downloading": handout.downloading}
-        if handout.others:
-            answer["versions"] = handout.others
-        self.send_json(201, answer)
+        self.send_json(201, transfer_answer(handout, self.registry.renew_s))
 
     def route_renew_transfer(self, transfer_id):
         self.registry.renew(transfer_id, self.bearer())
@@ -310,6 +382,7 @@ class LoadBalancerServer(BoundedHTTPServer):
         self.requests = 0  # answered since start
         self._requests_lock = threading.Lock()
         super().__init__(address, LBHandler, **limits)
+        self.documents = Documents(registry, self.members)
 
     def answered(self):
         with self._requests_lock:

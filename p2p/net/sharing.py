@@ -87,6 +87,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from p2p import VERSION
 from p2p.core.errors import Problem
 from p2p.core.members import URL_SIG_PARAM, Unauthorized
+from p2p.core.metalink import digest_headers, link_header
 from p2p.core.pieces import (
     HEX64,
     READ_BYTES,
@@ -105,6 +106,8 @@ from p2p.http.server import (
     Routes,
     unmapped,
 )
+from p2p.net.duplicates import Duplicates
+from p2p.net.holder_lists import LRU
 
 log = logging.getLogger("p2p.share")
 
@@ -124,6 +127,7 @@ TLS_SEND_BYTES = 256 * 1024  # under TLS (no sendfile) the file goes out in read
 PEER_SERVER = f"p2p-peer/{VERSION}"  # the Server header: what answers here is a peer
 LB_HEADER = "X-P2P-Load-Balancer"  # the peer's load balancer, for a client that mistook us
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_SHA1_LISTS = 64  # SHA-1 piece lists (for .torrents) kept in memory
 
 
 class RangeNotSatisfiable(ValueError):
@@ -248,12 +252,14 @@ def content_type(name):
     return kind if kind and not encoding else DEFAULT_CONTENT_TYPE
 
 
-def render_index(files, peer_name, address, lb_address):
-    """The peer's ``/``: an HTML page of what it shares, each name a link to the file."""
+def render_index(files, peer_name, address, lb_address, folder=""):
+    """The peer's ``/`` (or ``/files/FOLDER/``): an HTML page of what it shares there, each
+    name a link to the file."""
     rows = "".join(
         f"<tr><td><a href=\"{html.escape(url_for_name(f.name))}\">{html.escape(f.name)}</a></td>"
         f"<td>{f.size}</td><td><code>{f.sha256}</code></td></tr>" for f in files)
     who = html.escape(" · ".join(x for x in (peer_name, address) if x))
+    where = f" in {html.escape(folder)}" if folder else ""
     lb = (f"<p>Load balancer: <a href=\"http://{html.escape(lb_address)}/\">"
           f"{html.escape(lb_address)}</a></p>" if lb_address else "")
     return f"""<!doctype html>
@@ -261,7 +267,7 @@ def render_index(files, peer_name, address, lb_address):
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left}}</style></head><body>
 <h1>P2P peer {who}</h1>{lb}
-<p>{len(files)} shared file(s) · <a href="/files">JSON</a></p>
+<p>{len(files)} shared file(s){where} · <a href="/files">JSON</a></p>
 <table><tr><th>Name</th><th>Bytes</th><th>SHA-256</th></tr>{rows}</table></body></html>
 """
 
@@ -379,7 +385,177 @@ class SharedFile:
         return record
 
 
-class ShareIndex:
+def load_cache(root):
+    """{name: (stamp, sha256, digests)} of the hash cache file in ``root`` ({} without one)."""
+    try:
+        with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
+            raw = dict(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return {}  # missing or unreadable: hash everything again
+    cache = {}
+    for name, entry in raw.items():
+        try:
+            cache[name] = cached_hashes(entry)
+        except ValueError:
+            continue  # an entry from another version: hash that file again
+    return cache
+
+
+def write_cache(root, kept):
+    """Write the hash cache file of ``root`` for ``kept`` (SharedFiles), atomically."""
+    entries = {f.name: cache_entry_of(f) for f in kept}
+    target = os.path.join(root, CACHE_NAME)
+    temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(entries, f)
+        os.replace(temp, target)
+    except OSError as e:
+        log.warning("cannot write the hash cache %s: %s", target, e)
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+
+
+def cache_entry_of(shared):
+    return {"stamp": list(shared.stamp), "sha256": shared.sha256, "pieces": list(shared.digests)}
+
+
+class NameFilter:
+    """Which names may be shared (``check_name``), each name checked once."""
+
+    def __init__(self):
+        self._good = set()
+
+    def __call__(self, name):
+        if name in self._good:
+            return True
+        try:
+            check_name(name)
+        except BadName:
+            return False
+        self._good.add(name)
+        return True
+
+
+def scan_roots(roots, shareable):
+    """name -> (root, path, stamp) for every shareable file under ``roots`` (first wins).
+
+    One ``scandir`` per folder and one ``stat`` per file; the real path is looked
+    at only for symlinks (a symlink out of the folder is never shared; symlinked
+    folders are not followed); ``shareable(name)`` says whether a name may be shared.
+    """
+    found = {}
+    for root in roots:
+        if os.path.isdir(root):
+            scan_root(root, shareable, found)
+    return found
+
+
+def scan_root(root, shareable, found):
+    real_root = os.path.realpath(root)
+    folders = [(root, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden: never shared
+            name = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, name + "/"))
+                    continue
+                if name in found:
+                    continue
+                st = entry.stat()
+                if entry.is_symlink() and within(real_root, entry.path) is None:
+                    continue
+            except OSError:
+                continue
+            if S_ISREG(st.st_mode) and shareable(name):
+                found[name] = (root, entry.path, stamp(st))
+
+
+class BackgroundHasher:
+    """The hashing half of ShareIndex: files waiting in ``_pending`` are hashed by one
+    background thread, which puts each in ``_files`` if it did not change meanwhile and
+    saves the cache and calls ``on_change`` at least every HASH_BATCH_S."""
+
+    def is_pending(self, name):
+        with self._lock:
+            return name in self._pending
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    def wait_hashed(self, timeout):
+        """Wait until nothing is waiting for a hash (or timeout); True if done."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.wait(left)
+            return True
+
+    def _start_hasher(self):
+        if self._hasher is None or not self._hasher.is_alive():
+            self._hasher = threading.Thread(target=self._hash_loop, daemon=True, name="hasher")
+            self._hasher.start()
+
+    def _hash_loop(self):
+        last_announce = time.monotonic()
+        dirty = set()
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    if dirty:
+                        break
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                item = next(iter(self._pending.items()), None)
+            if item is not None:
+                name, (root, path, before) = item
+                try:
+                    sha256, digests = hash_pieces(path)
+                    after = stamp(os.stat(path))
+                except OSError as e:
+                    log.warning("cannot hash %s: %s", path, e)
+                    sha256, digests, after = None, None, None
+                with self._lock:
+                    if self._pending.get(name) == (root, path, before):
+                        del self._pending[name]
+                        if after == before:  # else it changed while hashed: next refresh
+                            self._files[name] = SharedFile(name, sha256, root, path, before,
+                                                           tuple(digests))
+                            self.version += 1
+                            dirty.add(root)
+                    if not self._pending:
+                        self._wakeup.notify_all()
+            now = time.monotonic()
+            if dirty and (item is None or not self.pending() or now - last_announce > HASH_BATCH_S):
+                for root in dirty:
+                    self._save_cache(root)
+                dirty.clear()
+                last_announce = now
+                self.on_change()
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+
+
+class ShareIndex(BackgroundHasher):
     """What this peer shares: files under ``roots`` (first root wins a name), hashed.
 
     ``refresh()`` rescans (stat only) and queues new or changed files for the
@@ -392,109 +568,26 @@ class ShareIndex:
         self.settle_s = settle_s  # a file written to less than this long ago waits: it may
         self._clock = clock  # still be being copied in (see _settled)
         self._settling = set()  # names seen on disk, not yet still for settle_s
-        self._good_names = set()  # names check_name accepted (the scan checks each once)
+        self._shareable = NameFilter()
         self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._files = {}  # name -> SharedFile
         self._by_hash = (None, {})  # (version it was made at, sha256 -> first SharedFile)
-        self._caches = {root: self._load_cache(root) for root in self.roots}
+        self._caches = {root: load_cache(root) for root in self.roots}
         self._pending = {}  # name -> (root, path, stamp) waiting for a hash
         self._wakeup = threading.Condition(self._lock)
         self._hasher = None
         self._closed = False
         self.version = 0  # bumped whenever the shared list changes
 
-    # -- cache --------------------------------------------------------------
-
-    @staticmethod
-    def _load_cache(root):
-        try:
-            with open(os.path.join(root, CACHE_NAME), encoding="utf-8") as f:
-                raw = dict(json.load(f))
-        except (OSError, ValueError, TypeError):
-            return {}  # missing or unreadable: hash everything again
-        cache = {}
-        for name, entry in raw.items():
-            try:
-                cache[name] = cached_hashes(entry)
-            except ValueError:
-                continue  # an entry from another version: hash that file again
-        return cache
-
     def _save_cache(self, root):
         with self._save_lock:  # one writer at a time: an older snapshot never lands last
-            self._write_cache(root)
-
-    def _write_cache(self, root):
-        with self._lock:
-            kept = [f for f in self._files.values() if f.root == root and f.digests is not None]
-            entries = {f.name: {"stamp": list(f.stamp), "sha256": f.sha256,
-                                "pieces": list(f.digests)} for f in kept}
-            self._caches[root] = {f.name: (f.stamp, f.sha256, f.digests) for f in kept}
-        target = os.path.join(root, CACHE_NAME)
-        temp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            with open(temp, "w", encoding="utf-8") as f:
-                json.dump(entries, f)
-            os.replace(temp, target)
-        except OSError as e:
-            log.warning("cannot write the hash cache %s: %s", target, e)
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-
-    # -- scanning -----------------------------------------------------------
-
-    def _scan(self):
-        """name -> (root, path, stamp) for every shareable file on disk.
-
-        One ``scandir`` per folder and one ``stat`` per file; the real path is looked
-        at only for symlinks (a symlink out of the folder is never shared; symlinked
-        folders are not followed), and a name is checked once per index.
-        """
-        found = {}
-        for root in self.roots:
-            if not os.path.isdir(root):
-                continue
-            real_root = os.path.realpath(root)
-            folders = [(root, "")]
-            while folders:
-                folder, prefix = folders.pop()
-                try:
-                    with os.scandir(folder) as it:
-                        entries = list(it)
-                except OSError:
-                    continue
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue  # hidden: never shared
-                    name = prefix + entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            folders.append((entry.path, name + "/"))
-                            continue
-                        if name in found:
-                            continue
-                        st = entry.stat()
-                        if entry.is_symlink() and within(real_root, entry.path) is None:
-                            continue
-                    except OSError:
-                        continue
-                    if S_ISREG(st.st_mode) and self._shareable_name(name):
-                        found[name] = (root, entry.path, stamp(st))
-        return found
-
-    def _shareable_name(self, name):
-        if name in self._good_names:
-            return True
-        try:
-            check_name(name)
-        except BadName:
-            return False
-        self._good_names.add(name)
-        return True
+            with self._lock:
+                kept = [f for f in self._files.values()
+                        if f.root == root and f.digests is not None]
+                self._caches[root] = {f.name: (f.stamp, f.sha256, f.digests) for f in kept}
+            write_cache(root, kept)
 
     def _settled(self, st):
         """Has the file of ``stamp`` ``st`` been still for ``settle_s``?
@@ -506,7 +599,7 @@ class ShareIndex:
 
     def refresh(self):
         """Rescan the folders; returns True if the shared list changed."""
-        on_disk = self._scan()
+        on_disk = scan_roots(self.roots, self._shareable)
         changed = False
         with self._lock:
             for name in list(self._files):
@@ -578,10 +671,6 @@ class ShareIndex:
             self._wakeup.notify_all()
         self.on_change()
 
-    def is_pending(self, name):
-        with self._lock:
-            return name in self._pending
-
     def is_settling(self, name):
         """Is ``name`` still being written (changed less than ``settle_s`` ago)?"""
         with self._lock:
@@ -590,69 +679,6 @@ class ShareIndex:
     def settling(self):
         with self._lock:
             return len(self._settling)
-
-    def pending(self):
-        with self._lock:
-            return len(self._pending)
-
-    def wait_hashed(self, timeout):
-        """Wait until nothing is waiting for a hash (or timeout); True if done."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wakeup.wait(left)
-            return True
-
-    def _start_hasher(self):
-        if self._hasher is None or not self._hasher.is_alive():
-            self._hasher = threading.Thread(target=self._hash_loop, daemon=True, name="hasher")
-            self._hasher.start()
-
-    def _hash_loop(self):
-        last_announce = time.monotonic()
-        dirty = set()
-        while True:
-            with self._lock:
-                while not self._pending and not self._closed:
-                    if dirty:
-                        break
-                    self._wakeup.wait()
-                if self._closed:
-                    return
-                item = next(iter(self._pending.items()), None)
-            if item is not None:
-                name, (root, path, before) = item
-                try:
-                    sha256, digests = hash_pieces(path)
-                    after = stamp(os.stat(path))
-                except OSError as e:
-                    log.warning("cannot hash %s: %s", path, e)
-                    sha256, digests, after = None, None, None
-                with self._lock:
-                    if self._pending.get(name) == (root, path, before):
-                        del self._pending[name]
-                        if after == before:  # else it changed while hashed: next refresh
-                            self._files[name] = SharedFile(name, sha256, root, path, before,
-                                                           tuple(digests))
-                            self.version += 1
-                            dirty.add(root)
-                    if not self._pending:
-                        self._wakeup.notify_all()
-            now = time.monotonic()
-            if dirty and (item is None or not self.pending() or now - last_announce > HASH_BATCH_S):
-                for root in dirty:
-                    self._save_cache(root)
-                dirty.clear()
-                last_announce = now
-                self.on_change()
-
-    def close(self):
-        with self._lock:
-            self._closed = True
-            self._wakeup.notify_all()
 
     # -- lookups ------------------------------------------------------------
 
@@ -836,7 +862,71 @@ class UploadSlots:
 # The HTTP handler
 
 
-class FileHandler(JSONRequestHandler):
+class PieceRoutes:
+    """The content-addressed routes of FileHandler: ``/pieces``, ``/sha1`` and ``/blobs``."""
+
+    def route_pieces(self, hex_digits):
+        sha256 = sha256_from_url(hex_digits)
+        entry = self.server.index.find_by_hash(sha256)
+        if entry is not None:
+            if entry.pieces is None:
+                problem = HTTPProblem(503, f"The pieces of {entry.name!r} are being hashed on "
+                                           "this peer; try again shortly.")
+                problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+                raise problem
+            self.send_json(200, entry.pieces.as_json())
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        self.send_json(200, share.pieces.as_json(share.have))
+
+    def route_blob(self, hex_digits):
+        """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
+        partial one, only by a range wholly inside verified pieces (never a 200)."""
+        sha256 = sha256_from_url(hex_digits)
+        send_body = self.command == "GET"  # a HEAD: the headers only
+        entry = self.server.index.find_by_hash(sha256)
+        if entry is not None:
+            self.send_shared(entry.name, entry, send_body)
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        etag = f'"{sha256}"'
+        header, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        try:  # without a Last-Modified here, only this ETag in If-Range lets a Range apply
+            wanted = parse_range(header, share.size) if if_range in (None, etag) else None
+        except RangeNotSatisfiable:
+            raise unsatisfiable(header, share.size) from None
+        if wanted is None or not share.covers(*wanted):
+            raise missing(share, wanted)
+        try:
+            f = open(share.path, "rb")
+        except OSError:  # finished (renamed away) or given up since we looked
+            entry = self.server.index.find_by_hash(sha256)
+            if entry is None:
+                raise missing(share, wanted) from None
+            self.send_shared(entry.name, entry, send_body)
+            return
+        with f:
+            self.send_range(f, share, send_body, {"ETag": etag}, True)
+
+    def route_sha1(self, hex_digits):
+        """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
+        hashed once and kept (``Sha1Lists``)."""
+        entry = self.server.index.find_by_hash(sha256_from_url(hex_digits))
+        if entry is None:
+            raise HTTPProblem(404, f"This peer does not share the whole of {hex_digits}.")
+        try:
+            digests = self.server.sha1_lists.get(entry)
+        except OSError:
+            raise HTTPProblem(404, f"{entry.name!r} cannot be read on this peer now.") from None
+        self.send_json(200, {"sha256": entry.sha256, "size": entry.size,
+                             "piece_size": piece_size(entry.size), "pieces": list(digests)})
+
+
+class FileHandler(PieceRoutes, JSONRequestHandler):
     """Serves ``self.server.index`` with ``self.server.uploads`` slots."""
 
     server_version = PEER_SERVER
@@ -846,6 +936,7 @@ class FileHandler(JSONRequestHandler):
         "/files/**": {"GET": "file"},
         "/pieces/**": {"GET": "pieces"},
         "/blobs/**": {"GET": "blob"},
+        "/sha1/**": {"GET": "sha1"},
     })
     not_found = "There is nothing at {path!r} on this peer; try GET / or GET /files."
 
@@ -900,9 +991,12 @@ class FileHandler(JSONRequestHandler):
 
     def route_file(self, quoted_name):
         try:
-            name = name_from_url(quoted_name)
+            name = name_from_url(quoted_name.rstrip("/")) if quoted_name.strip("/") else ""
         except BadName as e:
             raise HTTPProblem(400, str(e)) from None
+        if quoted_name.endswith("/") or not name:
+            self.send_folder(name)
+            return
         index = self.server.index
         entry = index.get(name)
         if entry is None and (index.is_pending(name) or index.is_settling(name)):
@@ -911,6 +1005,19 @@ class FileHandler(JSONRequestHandler):
             problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
             raise problem
         self.send_shared(name, entry, self.command == "GET")  # a HEAD: the headers only
+
+    def send_folder(self, folder):
+        """GET /files/FOLDER/: the files under it, as HTML for a browser, else as JSON."""
+        prefix = folder + "/" if folder else ""
+        files = [f for f in self.server.index.files() if f.name.startswith(prefix)]
+        if not files:
+            raise HTTPProblem(404, f"This peer shares nothing under {prefix or '/'!r}.")
+        if "text/html" in self.headers.get("Accept", ""):
+            page = render_index(files, self.server.peer_name, self.server.address,
+                                self.server.lb_address, folder=prefix)
+            self.send_whole(200, page.encode("utf-8"), "text/html; charset=utf-8")
+        else:
+            self.send_json(200, {"folder": prefix, "files": [f.as_dict() for f in files]})
 
     def send_shared(self, name, entry, send_body):
         """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}."""
@@ -934,54 +1041,11 @@ class FileHandler(JSONRequestHandler):
                 self.send_whole(304, b"", None, validators)
                 return
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
-            self.send_range(f, entry, send_body, validators, use_range)
-
-    def route_pieces(self, hex_digits):
-        sha256 = sha256_from_url(hex_digits)
-        entry = self.server.index.find_by_hash(sha256)
-        if entry is not None:
-            if entry.pieces is None:
-                problem = HTTPProblem(503, f"The pieces of {entry.name!r} are being hashed on "
-                                           "this peer; try again shortly.")
-                problem.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
-                raise problem
-            self.send_json(200, entry.pieces.as_json())
-            return
-        share = self.server.partials.get(sha256)
-        if share is None:
-            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
-        self.send_json(200, share.pieces.as_json(share.have))
-
-    def route_blob(self, hex_digits):
-        """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
-        partial one, only by a range wholly inside verified pieces (never a 200)."""
-        sha256 = sha256_from_url(hex_digits)
-        send_body = self.command == "GET"  # a HEAD: the headers only
-        entry = self.server.index.find_by_hash(sha256)
-        if entry is not None:
-            self.send_shared(entry.name, entry, send_body)
-            return
-        share = self.server.partials.get(sha256)
-        if share is None:
-            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
-        etag = f'"{sha256}"'
-        header, if_range = self.headers.get("Range"), self.headers.get("If-Range")
-        try:  # without a Last-Modified here, only this ETag in If-Range lets a Range apply
-            wanted = parse_range(header, share.size) if if_range in (None, etag) else None
-        except RangeNotSatisfiable:
-            raise unsatisfiable(header, share.size) from None
-        if wanted is None or not share.covers(*wanted):
-            raise missing(share, wanted)
-        try:
-            f = open(share.path, "rb")
-        except OSError:  # finished (renamed away) or given up since we looked
-            entry = self.server.index.find_by_hash(sha256)
-            if entry is None:
-                raise missing(share, wanted) from None
-            self.send_shared(entry.name, entry, send_body)
-            return
-        with f:
-            self.send_range(f, share, send_body, {"ETag": etag}, True)
+            headers = {**validators, **digest_headers(entry.sha256)}
+            duplicates = self.server.duplicates.urls(entry.name, entry.sha256)
+            if duplicates:
+                headers["Link"] = link_header(duplicates)
+            self.send_range(f, entry, send_body, headers, use_range)
 
     def send_range(self, f, entry, send_body, validators, use_range):
         size = entry.size
@@ -1002,18 +1066,9 @@ class FileHandler(JSONRequestHandler):
                 raise problem
         try:
             self.send_response(206 if wanted else 200)
-            self.send_header("Content-Type", content_type(entry.name))
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            for key, value in validators.items():
+            for key, value in body_headers(entry.name, length, validators,
+                                           wanted and (start, end, size)):
                 self.send_header(key, value)
-            base = entry.name.split("/")[-1]
-            plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
-                            for c in base)
-            self.send_header("Content-Disposition",
-                             f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(base)}")
-            if wanted:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
             self.wfile.flush()
             if upload is not None:
@@ -1055,6 +1110,21 @@ class FileHandler(JSONRequestHandler):
             return
         if upload.sent != count:
             self.close_connection = True  # the file shrank under us: the client sees a short body
+
+
+def body_headers(name, length, validators, span):
+    """The headers of a file's 200 or 206 (``span``: (start, end, size) of a 206)."""
+    base = name.split("/")[-1]
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                    for c in base)
+    headers = [("Content-Type", content_type(name)), ("Content-Length", str(length)),
+               ("Accept-Ranges", "bytes"), *validators.items(),
+               ("Content-Disposition",
+                f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(base)}")]
+    if span:
+        start, end, size = span
+        headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+    return headers
 
 
 def send_file_range(sock, f, offset, count):
@@ -1117,6 +1187,43 @@ def missing(share, wanted):
                             f"ask another peer for {span}.", missing=True)
 
 
+def sha1_pieces(path, piece):
+    """The hex SHA-1 of each ``piece``-byte piece of the file at ``path`` (a torrent's v1)."""
+    digests = []
+    buf = memoryview(bytearray(min(READ_BYTES, piece)))
+    with open(path, "rb", buffering=0) as f:
+        current, left = hashlib.sha1(), piece
+        while n := f.readinto(buf[:min(len(buf), left)]):
+            current.update(buf[:n])
+            left -= n
+            if left == 0:
+                digests.append(current.hexdigest())
+                current, left = hashlib.sha1(), piece
+    if left != piece:
+        digests.append(current.hexdigest())
+    return tuple(digests)
+
+
+class Sha1Lists:
+    """The SHA-1 piece lists of shared files, each hashed once (one file at a time) and kept
+    while the file is unchanged; the MAX_SHA1_LISTS used last are kept."""
+
+    def __init__(self, limit=MAX_SHA1_LISTS):
+        self._lists = LRU(limit)
+        self._lock = threading.Lock()
+
+    def get(self, entry):
+        key = (entry.sha256, entry.stamp)
+        with self._lock:
+            digests = self._lists.get(key)
+            if digests is None:
+                digests = sha1_pieces(entry.path, piece_size(entry.size))
+                if len(digests) != piece_count(entry.size):
+                    raise OSError(f"{entry.path} changed while hashed")
+                self._lists.put(key, digests)
+        return digests
+
+
 class FileServer(BoundedHTTPServer):
     peer_name = ""  # what the peer calls itself, shown on its page
     address = ""  # where other peers reach it, shown on its page
@@ -1128,5 +1235,7 @@ class FileServer(BoundedHTTPServer):
         self.partials = partials if partials is not None else PartialShares()
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
+        self.sha1_lists = Sha1Lists()
+        self.duplicates = Duplicates(self)
         limits.setdefault("workers", LIMITS.workers + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

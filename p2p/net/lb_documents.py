@@ -1,0 +1,150 @@
+"""The load balancer's documents for download tools: Metalink 4 and .torrent.
+
+``documents.metalink(name, sha256, source)`` and ``documents.torrent(...)``
+pick the whole holders of a file (``Registry.pick`` with ``count``: each pick
+is a transfer counted as load, expiring ``3 x renew_s`` later as the
+redirector's do; picks of partial holders are cancelled at once), fetch the
+piece list from one of them (``holder_lists.py``, cached), leave out a
+holder that could not be reached (its transfer ends ``failed``), and render
+the document (``core/metalink.py``, ``core/torrent.py``). A name ending in
+``/`` is a folder: one ``<file>`` per file under it. On a network with a
+secret every URL in a document is presigned for ``URL_LIFETIME_S``.
+"""
+
+import time
+from urllib.parse import quote
+
+from p2p import VERSION
+from p2p.core.errors import Problem
+from p2p.core.metalink import BadDocument, MetalinkFile, render
+from p2p.core.pieces import piece_size
+from p2p.core.registry import MAX_SOURCES, Invalid, NotFound
+from p2p.core.torrent import BadTorrent, metainfo
+from p2p.net.holder_lists import HolderLists
+
+GENERATOR = f"p2p-load-balancer/{VERSION}"
+URL_LIFETIME_S = 24 * 3600  # presigned URLs in a document last a day
+MAX_FOLDER_FILES = 1000  # a folder's Metalink lists at most this many files
+
+
+class Gone(Problem):
+    status = 503
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.headers["Retry-After"] = "1"
+
+
+def file_url(members, holder, name):
+    url = f"{members.scheme}://{holder.address}/files/{quote(name, safe='/')}"
+    if members.secret is not None:
+        url += "?" + members.secret.url_query(name, URL_LIFETIME_S)
+    return url
+
+
+class Documents:
+    """Metalinks and torrents made from ``registry``'s picks and the holders' piece lists."""
+
+    def __init__(self, registry, members):
+        self.registry = registry
+        self.members = members
+        self.lists = HolderLists(members)
+
+    def _pick_whole(self, name, sha256, source):
+        """(Handout, [its transfers from whole holders]) or NotFound when none has it all."""
+        handout = self.registry.pick(name, sha256, count=MAX_SOURCES, source=source)
+        whole = [t for t in handout.transfers if t.done is None]
+        for t in handout.transfers:
+            if t.done is not None:
+                self.registry.end(t.id, t.secret, "cancelled")
+        if not whole:
+            raise NotFound(f"No peer has the whole of {name!r} yet ({len(handout.transfers)} "
+                           "are downloading it); try again when one has finished.")
+        return handout, whole
+
+    def _drop(self, name, transfers, failed):
+        """``transfers`` without those of unreachable holders (ended ``failed``)."""
+        gone = {h.id for h in failed}
+        for t in transfers:
+            if t.holder.id in gone:
+                self.registry.end(t.id, t.secret, "failed")
+        kept = [t for t in transfers if t.holder.id not in gone]
+        if not kept:
+            raise Gone(f"Every holder of {name!r} went away while the document was made; "
+                       "try again.")
+        return kept
+
+    def cancel(self, transfers):
+        """End ``transfers`` unused (a HEAD, or a document that could not be made)."""
+        for t in transfers:
+            try:
+                self.registry.end(t.id, t.secret, "cancelled")
+            except Problem:
+                pass  # ended already (a holder found gone)
+
+    def metalink_file(self, name, sha256, source):
+        """(MetalinkFile of one file, the transfers it counts)."""
+        handout, whole = self._pick_whole(name, sha256, source)
+        record = whole[0].file
+        fetched = self.lists.pieces(record, [t.holder for t in whole], handout.pieces)
+        whole = self._drop(name, whole, fetched.failed)
+        pieces = fetched.value
+        entry = MetalinkFile(name, record.size, record.sha256,
+                             [file_url(self.members, t.holder, name) for t in whole],
+                             pieces.piece_size if pieces else 0,
+                             list(pieces.digests) if pieces else [])
+        return entry, whole
+
+    def folder_names(self, folder):
+        """The names of the files under ``folder`` (ending in ``/``), or NotFound."""
+        found, truncated = self.registry.find_files(folder, limit=MAX_FOLDER_FILES)
+        names = sorted({f["name"] for f in found if f["name"].startswith(folder)})
+        if truncated:
+            raise Invalid(f"{folder!r} holds more than {MAX_FOLDER_FILES} files; "
+                          "ask for one of its folders.")
+        if not names:
+            raise NotFound(f"Nobody shares a file under {folder!r}.")
+        return names
+
+    def metalink(self, name, sha256, source):
+        """(the Metalink document as bytes, the transfers it counts)."""
+        names = self.folder_names(name) if name.endswith("/") else [name]
+        if len(names) > 1 and sha256 is not None:
+            raise Invalid("?sha256= chooses the version of one file, not of a folder.")
+        entries, counted = [], []
+        try:
+            for each in names:
+                entry, transfers = self.metalink_file(each, sha256, source)
+                entries.append(entry)
+                counted += transfers
+            return render(entries, GENERATOR), counted
+        except BadDocument as e:
+            self.cancel(counted)
+            raise Invalid(str(e)) from None
+        except Exception:
+            self.cancel(counted)
+            raise
+
+    def torrent(self, name, sha256, source):
+        """(the .torrent of one file as bytes, the transfers it counts)."""
+        if name.endswith("/"):
+            raise Invalid("A torrent is made for one file; for a folder use its Metalink "
+                          f"(GET /metalink/{quote(name)}).")
+        _, whole = self._pick_whole(name, sha256, source)
+        record = whole[0].file
+        try:
+            fetched = self.lists.sha1(record, [t.holder for t in whole])
+            whole = self._drop(name, whole, fetched.failed)
+            if fetched.value is None:
+                raise Gone(f"No holder of {name!r} could give its SHA-1 piece hashes yet; "
+                           "try again shortly.")
+            body = metainfo(name, record.size, piece_size(record.size), fetched.value,
+                            [file_url(self.members, t.holder, name) for t in whole],
+                            GENERATOR, time.time(), private=self.members.secret is not None)
+        except BadTorrent as e:
+            self.cancel(whole)
+            raise Invalid(str(e)) from None
+        except Exception:
+            self.cancel(whole)
+            raise
+        return body, whole
