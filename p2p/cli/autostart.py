@@ -10,11 +10,18 @@ With ``--lb`` on this machine and nothing answering there, it starts one there
 too, unannounced. An auto-started load balancer exits by itself once no peer has
 been registered for ``AUTO_LB_IDLE_EXIT_S``; it gets the network's secret and
 certificate options (``members.py``).
+
+When the network's load balancer is gone, a peer that found it by discovery first
+listens ``SEARCH_WAIT_S`` for another, then runs the same rules again
+(``elect_successor``): a random back-off while listening, then a successor of its
+own; the seniority rule leaves exactly one (``membership_hooks``).
 """
 
+import functools
 import ipaddress
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -38,6 +45,7 @@ AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long 
 LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
 LB_PROBE_TIMEOUT_S = 1.0
 START_POLL_S = 0.05  # while it starts, ask whether it answers this often
+SEARCH_WAIT_S = 0.5  # a peer whose load balancer is gone listens this long for another
 
 
 def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
@@ -203,3 +211,51 @@ def lb_start_options(args):
     if args.discover:
         options.update(network=args.network, listen=args.host)
     return options
+
+
+def membership_hooks(args):
+    """What a serving peer's membership does when its load balancer is gone (the
+    keyword arguments of ``Peer``): with ``--lb``, start it again when it is on this
+    machine; without, follow the network: listen to its announcements (``watch``),
+    move to the one announced (``rediscover``), or elect a successor (``elect``)."""
+    if not args.discover:
+        return {"restart_lb": functools.partial(restart_quietly, args) if args.lb_start
+                else None}
+    addresses = discovery_addresses(args)
+    listen = functools.partial(beacon.discover, args.network, addresses=addresses,
+                               secret=args.members.secret)
+    try:
+        watch = beacon.Watch(args.network, addresses, secret=args.members.secret).start()
+    except OSError as e:
+        log.warning("not listening to the load balancers' announcements: %s", e)
+        watch = None
+    return {"rediscover": functools.partial(listen, SEARCH_WAIT_S), "watch": watch,
+            "elect": functools.partial(elect_successor, args, listen) if args.lb_start
+            else None}
+
+
+def restart_quietly(args, host, port):
+    """Start the load balancer at ``host``:``port`` again if it is on this machine; the
+    started process, or None (with the reason logged)."""
+    try:
+        return ensure_load_balancer(host, port, log.warning, **lb_start_options(args))
+    except PeerError as e:
+        log.warning("%s", e)
+        return None
+
+
+def elect_successor(args, listen, rng=random):
+    """The network's load balancer is gone and none is announced: the start-up rules
+    again. Listen a random back-off (another peer's successor may appear), then start
+    one here, announced; the senior of two started at once stays, the other stands
+    down. (event, (host, port) or None) for the membership machine."""
+    found = listen(discovery.backoff(rng))
+    if found is not None:
+        return "found", found
+    host = args.host if args.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    log.warning("no load balancer of network %r answers: starting a successor here",
+                args.network)
+    if restart_quietly(args, host, args.lb_port) is None and not lb_answers(host, args.lb_port):
+        return "failed", None
+    found = listen(beacon.DISCOVERY_WAIT_S)
+    return ("elected", found) if found is not None else ("failed", None)

@@ -28,7 +28,6 @@ status is 0 on success, 1 with a one-line reason on standard error otherwise,
 
 import argparse
 import difflib
-import functools
 import logging
 import logging.handlers
 import os
@@ -45,12 +44,10 @@ from p2p import VERSION
 from p2p.cli.autostart import (
     DEFAULT_LB,
     TOP,
-    discovery_addresses,
-    ensure_load_balancer,
     find_on_lan,
     find_or_start_load_balancer,
     lb_answers,
-    lb_start_options,
+    membership_hooks,
     open_to,
     user_tag,
 )
@@ -65,7 +62,6 @@ from p2p.core.members import (
 )
 from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
-from p2p.net import beacon
 from p2p.net.download import (
     DEFAULT_PARALLEL,
     DirectSource,
@@ -82,7 +78,8 @@ from p2p.net.lb_client import (
     NotFound,
     Unreachable,
 )
-from p2p.net.node import RECONNECT_S, Peer, PeerError
+from p2p.net.membership import RECONNECT_S
+from p2p.net.node import Peer, PeerError
 from p2p.net.sharing import (
     DEFAULT_UPLOAD_SLOTS,
     parse_rate,
@@ -1014,16 +1011,10 @@ def run_peer(args, interactive):
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
     find_or_start_load_balancer(args, say_on_stderr)
-    rediscover = (functools.partial(beacon.discover, args.network,
-                                    addresses=discovery_addresses(args),
-                                    secret=args.members.secret)
-                  if args.discover else None)
-    restart = (functools.partial(ensure_load_balancer, say=log.warning,
-                                 **lb_start_options(args)) if args.lb_start else None)
     peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
-                args.upload_limit, args.name, restart_lb=restart, reshare=args.reshare,
-                members=args.members, rediscover=rediscover)
+                args.upload_limit, args.name, reshare=args.reshare, members=args.members,
+                **membership_hooks(args))
     try:
         peer.start()
         if interactive:

@@ -7,8 +7,9 @@ does it and reports how it went as an event::
     BEATING     heartbeat every heartbeat_s (or at a change) ok -> BEATING,
                                                              forgotten -> REGISTER, failed -> LOST
     LOST        it does not answer: a peer that found it by discovery searches at once
-                (then every retry_s), one whose load balancer is on its own machine
-                restarts it, any other retries every retry_s
+                (after a search that found only it, it tries it again in retry_s), one
+                whose load balancer is on its own machine restarts it, any other retries
+                every retry_s (a retried heartbeat goes at once)
                                                              search -> SEARCHING, restart ->
                                                              RESTARTING, retry -> BEATING or
                                                              REGISTER (retry_register)
@@ -87,8 +88,11 @@ class Membership:
         return target
 
     def lost_action(self, registered):
-        """The event that leaves LOST: what this peer does about a silent load balancer."""
-        if self.policy.follows:
+        """The event that leaves LOST: what this peer does about a silent load balancer.
+
+        A follower searches, except right after a search that found it again (or found
+        none, and it may not start one): then it tries that one again."""
+        if self.policy.follows and self.came_from != SEARCHING:
             return "search"
         if self.policy.may_start:
             return "restart"
@@ -107,7 +111,7 @@ class Membership:
         if self.state in NOW_STATES:
             return self.since
         if self.state == BEATING:
-            return self.since + self.heartbeat_s
+            return self.since + (0.0 if self.came_from == LOST else self.heartbeat_s)
         fresh = self.came_from in (REGISTER, BEATING) and self.policy.follows
         return self.since + (0.0 if fresh else self.policy.retry_s)
 

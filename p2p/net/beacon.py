@@ -238,3 +238,45 @@ class Beacon:
             elif message.id != self.me.id and senior(message, self.me) is message:
                 self._stop.set()
                 self.on_senior(source, message)
+
+
+class Watch:
+    """A peer's ear on the load balancers of its network: when each was last heard.
+
+    ``silent(host, port, for_s)`` is True once a load balancer heard before has not
+    announced itself for ``for_s``; one never heard is not judged (the heartbeat is).
+    """
+
+    def __init__(self, network, addresses, secret=None, clock=time.monotonic):
+        self.network, self.secret, self.clock = network, secret, clock
+        self._heard = {}  # (source address, port) -> when last heard
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = open_listener(addresses)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lb-watch")
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(RECEIVE_POLL_S * 4)
+        self._listener.close()
+
+    def silent(self, host, port, for_s):
+        with self._lock:
+            last = self._heard.get((host, port))
+        return last is not None and self.clock() - last > for_s
+
+    def _run(self):
+        hostile = HostileLog()
+        while not self._stop.is_set():
+            got = receive(self._listener, RECEIVE_POLL_S, hostile, self.secret)
+            if got is None:
+                continue
+            source, message = got
+            if isinstance(message, Announce) and message.network == self.network:
+                with self._lock:
+                    self._heard[(source, message.port)] = self.clock()

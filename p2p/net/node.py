@@ -21,7 +21,8 @@ import time
 from p2p.core.members import OPEN
 from p2p.core.wire import format_address
 from p2p.net.download import Downloader
-from p2p.net.lb_client import LBClientError, NotFound, Unauthorized
+from p2p.net.lb_client import Unauthorized
+from p2p.net.membership import Member
 from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex
 
 try:
@@ -31,12 +32,10 @@ except ImportError:  # Windows: no folder lock warning
 
 log = logging.getLogger("p2p.peer")
 
-RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
 SCAN_INTERVAL_S = 1.0  # the folders are scanned (stat only) this often; changes go out at once
 SCAN_CPU_SHARE = 0.1  # ...or less often, so that scanning takes at most this share of the time
 SETTLE_S = 1.0  # a file is announced once it has not changed for this long (still copying?)
-PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
 UNREGISTER_TIMEOUT_S = 2.0
 FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
 
@@ -54,13 +53,12 @@ class Peer:
 
     def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
                  advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
-                 restart_lb=None, reshare=True, members=OPEN, rediscover=None):
+                 restart_lb=None, reshare=True, members=OPEN, rediscover=None, elect=None,
+                 watch=None):
         self.lb = lb
         self.reshare = reshare  # share verified downloads too
         self.name = name
-        self.restart_lb = restart_lb  # (host, port) -> started process or None, or None
         self.members = members
-        self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
         self.shared = None if shared is None else os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
@@ -70,20 +68,16 @@ class Peer:
         self.index = ShareIndex([r for r in roots if r is not None], on_change=self._wake_now,
                                 settle_s=SETTLE_S)
         self.partials = PartialShares(on_change=self._wake_now)  # filled by the downloader
-        self._partials_announced = -1
-        self._partials_sent_at = -PARTIAL_ANNOUNCE_S
         self.server = None
-        self.peer_id = self.token = None
-        self.seen_as = None  # the host the load balancer sees us as
-        self.heartbeat_s = RECONNECT_S
-        self.lb_problem = None  # why the load balancer is not reachable, when it is not
+        # rediscover: () -> (host, port) or None, to follow the network's load balancer;
+        # elect: () -> (event, (host, port) or None), a successor; restart_lb: (host,
+        # port) -> the started process or None; watch: a beacon.Watch of the network.
+        self.member = Member(self, rediscover=rediscover, elect=elect, restart_lb=restart_lb,
+                             watch=watch)
+        self._stop = self.member.stopping
         self.downloads_done = []
-        self._announced = -1
         self._folder_lock = None
         self.shares_folder_with_another = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -108,14 +102,13 @@ class Peer:
                          name="file-server").start()
         self._first_scan()
         try:
-            self._register()
+            self.member.machine.fire(self.member.register())
         except Unauthorized as e:
             self.stop()
             hint = ("Give every member the same --tls-cert and --tls-key." if e.tls_required
                     else "Give every member the same --secret-file (or P2P_SECRET).")
             raise PeerError(f"{e.message} {hint}") from None
-        self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
-        self._thread.start()
+        self.member.start()
         threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
 
@@ -140,7 +133,7 @@ class Peer:
         while not self._stop.wait(max(SCAN_INTERVAL_S, took / SCAN_CPU_SHARE)):
             started = time.monotonic()
             if self.index.refresh():
-                self._wake.set()
+                self.member.wake.set()
             took = time.monotonic() - started
 
     def _lock_folder(self):
@@ -165,20 +158,10 @@ class Peer:
         Only the first call does it; later ones answer False."""
         if self._stop.is_set():
             return False
-        self._stop.set()
-        self._wake.set()
         # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
         self.lb.interrupt(UNREGISTER_TIMEOUT_S)
-        if self._thread is not None:
-            self._thread.join(UNREGISTER_TIMEOUT_S + 1)
-        unregistered = False
-        if self.peer_id is not None:
-            try:
-                self.lb.unregister(self.peer_id, self.token)
-                unregistered = True
-            except LBClientError as e:
-                log.info("could not unregister: %s", e)
-            self.peer_id = None
+        self.member.stop(UNREGISTER_TIMEOUT_S + 1)
+        unregistered = self.member.unregister()
         self.lb.close()
         if self.server is not None:
             self.server.shutdown()
@@ -194,7 +177,7 @@ class Peer:
 
     @property
     def address(self):
-        host = self.advertise or self.seen_as or self.bind[0]
+        host = self.advertise or self.member.seen_as or self.bind[0]
         return format_address(host, self.port)
 
     @property
@@ -202,106 +185,22 @@ class Peer:
         """'name ip:port', the peer as the menu and the status name it."""
         return f"{self.name} {self.address}" if self.name else self.address
 
-    # -- membership ---------------------------------------------------------
+    @property
+    def peer_id(self):
+        return self.member.peer_id
+
+    @property
+    def lb_problem(self):
+        """Why the load balancer is not reachable, when it is not (else None)."""
+        return self.member.problem
 
     def _wake_now(self):
-        self._wake.set()
-
-    def _files(self):
-        version = self.index.version
-        return version, [f.as_dict() for f in self.index.files()]
-
-    def _register(self):
-        version, files = self._files()
-        try:
-            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name,
-                                      slots=self.upload_slots)
-        except Unauthorized as e:
-            if self._thread is None:  # starting: the person must fix it, not wait for it
-                raise
-            self.lb_problem = e.message
-            log.warning("cannot register with the load balancer: %s", e.message)
-            return False
-        except LBClientError as e:
-            self.lb_problem = e.message
-            log.warning("cannot register with the load balancer: %s", e.message)
-            return False
-        self.peer_id, self.token = answer["peer_id"], answer["token"]
-        self.seen_as = answer.get("host")
-        self.server.address = self.address
-        self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
-        self._announced = version
-        self._partials_announced = -1  # the next heartbeat says what is being downloaded
-        if len(self.partials):
-            self._wake.set()
-        self.lb_problem = None
-        log.info("registered as %s at %s with %d files", self.peer_id, self.address, len(files))
-        return True
-
-    def _heartbeat(self):
-        files = partial = None
-        version = self.index.version
-        if version != self._announced:
-            version, files = self._files()
-        partial_version = self.partials.version
-        if partial_version != self._partials_announced:
-            partial = self.partials.announced()
-        try:
-            self.lb.heartbeat(self.peer_id, self.token, files=files,
-                              uploads=len(self.server.uploads), slots=self.upload_slots,
-                              partial=partial)
-        except LBClientError as e:
-            if isinstance(e, NotFound) and not self._stop.is_set():  # it restarted, forgot us
-                log.warning("the load balancer forgot this peer; registering again")
-                self.peer_id = None
-                return self._register()
-            self.lb_problem = e.message
-            log.warning("heartbeat failed: %s", e.message)
-            return False
-        self._announced = version
-        if partial is not None:
-            self._partials_announced = partial_version
-            self._partials_sent_at = time.monotonic()
-        self.lb_problem = None
-        return True
-
-    def _membership(self):
-        while not self._stop.is_set():
-            healthy = self.lb_problem is None
-            self._wake.wait(self.heartbeat_s if healthy else min(self.heartbeat_s, RECONNECT_S))
-            self._wake.clear()
-            if self.partials.version != self._partials_announced:
-                self._stop.wait(self._partials_sent_at + PARTIAL_ANNOUNCE_S - time.monotonic())
-            if self._stop.is_set():
-                return
-            heard = self._register() if self.peer_id is None else self._heartbeat()
-            if not heard and self.rediscover is not None and not self._stop.is_set():
-                heard = self._follow()
-            if not heard and self.restart_lb is not None and not self._stop.is_set():
-                self._start_lb_again()
-
-    def _follow(self):
-        """The load balancer found by discovery is gone: move to the one announced now."""
-        found = self.rediscover()
-        if found is None or found == (self.lb.host, self.lb.port):
-            return False
-        log.warning("moving to the load balancer at %s", format_address(*found))
-        self.lb.retarget(*found)
-        self.peer_id = None
-        return self._register()
-
-    def _start_lb_again(self):
-        """The load balancer is gone: start it again if its address is on this machine."""
-        try:
-            if self.restart_lb(self.lb.host, self.lb.port):
-                self._wake.set()  # register with it at once
-        except PeerError as e:
-            log.warning("%s", e)
+        self.member.wake.set()
 
     def refresh_now(self):
         """Rescan the shared folder and announce at once (the menu does this)."""
         self.index.refresh()
-        self._wake.set()
+        self.member.wake.set()
 
     # -- downloads ----------------------------------------------------------
 

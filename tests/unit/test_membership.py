@@ -77,6 +77,17 @@ class DecisionTests(unittest.TestCase):
                 _, machine_ = machine(follows=follows, may_start=may_start)
                 self.assertEqual(machine_.lost_action(registered), event)
 
+    def test_a_follower_that_found_only_its_own_again_retries_it(self):
+        clock, machine_ = machine(follows=True, retry_s=3.0)
+        for event in ("ok", "failed", "search", "same"):
+            machine_.fire(event)
+        self.assertEqual(machine_.lost_action(registered=True), "retry")
+        clock.advance(3.0)
+        machine_.fire("retry")
+        self.assertEqual(machine_.wait_s(), 0.0)  # the retried heartbeat goes at once
+        machine_.fire("failed")
+        self.assertEqual(machine_.lost_action(registered=True), "search")
+
     def test_what_a_search_found(self):
         here = ("198.18.0.1", 6969)
         for may_start, found, event in [(True, None, "none"), (False, None, "none_here"),
