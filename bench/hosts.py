@@ -2,6 +2,7 @@
 
     python bench/hosts.py [--part downloads|lb|both] [--hosts 8] [--mbit 100]
                           [--size-mib 64] [--peers 10000] [--seconds 20]
+    python bench/hosts.py --only failover [--rounds 3]
 
 downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directions). Host 1
   runs the load balancer and a seed sharing one ``--size-mib`` file; every other host runs
@@ -15,6 +16,11 @@ lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simula
   pick latencies, against the same picks with no heartbeats. Three times headroom is the
   goal: at most a third of a core.
 
+failover: four hosts, no ``--lb``. Host 1's ``peer.py serve`` starts the load balancer,
+  hosts 2 and 3 share f.bin. Every process of host 1 is killed and its cable cut; host 4
+  runs ``peer.py list`` back to back. Reports the time from the kill to the end of the
+  first list that shows f.bin (the goal: within 5 s).
+
 Every loop is bounded by time; all traffic stays on the test hosts.
 """
 
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +51,8 @@ PICKS_PER_S = 50
 QUIET_PICKS_S = 10.0
 DOWNLOAD_TIMEOUT_S = 600.0
 WORKER_GRACE_S = 60.0
+FAILOVER_TIMEOUT_S = 60.0  # give up on one failover round after this long
+FAILOVER_LIST_TIMEOUT_S = 20.0  # one 'peer.py list' (or a peer's first line) at most this
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -215,9 +224,75 @@ def bench_lb(args, tmp):
                   f"p99 {percentile(values, 0.99):.2f} ms, max {max(values):.2f} ms")
 
 
+def run_peer_on(hosts, i, tmp, env, *args):
+    return hosts.run(i, [os.path.join(ROOT, "peer.py"), *args], env=env, cwd=tmp)
+
+
+def listed_after(hosts, i, tmp, env, name, deadline):
+    """Run ``peer.py list`` on host ``i`` back to back until one lists ``name``; when that
+    one ended (None at the deadline)."""
+    while time.monotonic() < deadline:
+        proc = run_peer_on(hosts, i, tmp, env, "list")
+        try:
+            out, _ = proc.communicate(timeout=FAILOVER_LIST_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # a list that hangs is killed and run again
+            proc.kill()
+            proc.communicate()
+            continue
+        if name.encode() in out:
+            return time.monotonic()
+    return None
+
+
+def start_failover_network(hosts, tmp, env):
+    """Host 1's ``peer.py serve`` starts the load balancer; hosts 2 and 3 share f.bin."""
+    for i in (1, 2, 3):
+        shared = os.path.join(tmp, f"h{i}-shared")
+        os.makedirs(shared)
+        if i > 1:
+            write_random(os.path.join(shared, "f.bin"), MiB)
+        proc = run_peer_on(hosts, i, tmp, env, "serve", "--name", f"h{i}", "--shared", shared,
+                           "--downloads", os.path.join(tmp, f"h{i}-downloads"))
+        read_line(proc.stdout, timeout=FAILOVER_LIST_TIMEOUT_S)
+    url = f"http://{hosts.address(1)}:{LB_PORT}/status"
+    wait_for(lambda: sum(bool(p.get("files")) for p in
+                         (hosts.fetch_json(4, url) or {"peers": []})["peers"]) == 2,
+             timeout=60, what="hosts 2 and 3 to announce f.bin")
+
+
+def bench_failover(args, tmp):
+    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="failover")
+    env.pop("P2P_LB", None)
+    print(f"\nfailover: host 1's peer started the load balancer, hosts 2 and 3 share f.bin; "
+          f"host 1 is killed (every process) and cut; host 4 runs 'peer.py list' until it "
+          f"lists f.bin. {args.rounds} rounds:")
+    figures = []
+    for round_ in range(args.rounds):
+        with testhosts.Hosts(4) as hosts:
+            os.makedirs(os.path.join(tmp, str(round_)))
+            here = os.path.join(tmp, str(round_))
+            start_failover_network(hosts, here, env)
+            killed = time.monotonic()
+            hosts.kill_all(1)
+            hosts.cut(1)
+            listed = listed_after(hosts, 4, here, env, "f.bin", killed + FAILOVER_TIMEOUT_S)
+        figures.append(None if listed is None else listed - killed)
+        print(f"round {round_ + 1}: " + ("not listed within "
+                                         f"{FAILOVER_TIMEOUT_S:.0f} s" if listed is None
+                                         else f"listed again {listed - killed:.1f} s after "
+                                              "the kill"))
+    done = sorted(f for f in figures if f is not None)
+    if done:
+        print(f"kill to listed: median {percentile(done, 0.5):.1f} s, worst {done[-1]:.1f} s "
+              f"({len(done)} of {len(figures)} rounds)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("downloads", "lb", "both"), default="both")
+    parser.add_argument("--only", choices=("failover",),
+                        help="only this scenario (failover: the load balancer's host dies)")
+    parser.add_argument("--rounds", type=int, default=3, help="failover rounds")
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--mbit", type=int, default=100)
     parser.add_argument("--size-mib", type=int, default=64)
@@ -231,6 +306,8 @@ def main(argv=None):
         return register_and_beat(args.lb_host, args.peers, args.seconds)
     if args.worker == "picks":
         return picks(args.lb_host, args.names, args.seconds)
+    if args.only == "failover":
+        return run_in_tmp(bench_failover, args)
     reason = testhosts.unavailable() or (args.part != "lb" and testhosts.rate_limit_unavailable())
     if reason:
         print(f"bench/hosts.py: {reason}", file=sys.stderr)
@@ -241,6 +318,19 @@ def main(argv=None):
             bench_downloads(args, tmp)
         if args.part in ("lb", "both"):
             bench_lb(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def run_in_tmp(bench, args):
+    reason = testhosts.unavailable()
+    if reason:
+        print(f"bench/hosts.py: {reason}", file=sys.stderr)
+        return 1
+    tmp = tempfile.mkdtemp(prefix="p2p-bench-hosts-")
+    try:
+        bench(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

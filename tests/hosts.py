@@ -8,7 +8,8 @@ reserved for benchmarks and tests, RFC 2544) on its ``eth0``, and, with
 a host on several LANs has an interface on each (``eth0``, ``eth1``, ... in order). The
 bridges have no address on this machine and the namespaces have no default route, so no
 packet leaves the test hosts. ``run`` starts a real program inside a host; ``cut`` and ``mend`` pull
-and plug a host's cable (``ip link set ... down``/``up`` on the bridge side).
+and plug a host's cable (``ip link set ... down``/``up`` on the bridge side); ``kill_all``
+kills every process of a host, detached ones too.
 
 ``close`` (also called at exit) kills the programs and removes the namespaces and the
 bridge; making a ``Hosts`` first removes what dead test processes left behind (every
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -205,6 +207,15 @@ class Hosts:
                                  "-c", FETCH, url], capture_output=True, text=True,
                                 timeout=COMMAND_TIMEOUT_S)
         return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def kill_all(self, i):
+        """SIGKILL every process in host ``i`` (detached ones too: a machine dying)."""
+        pids = ip("netns", "pids", self.namespaces[i - 1], check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def cut(self, i, lan=0):
         ip("link", "set", self.cables[lan, i], "down")

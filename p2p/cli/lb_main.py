@@ -17,10 +17,11 @@ import sys
 import threading
 
 from p2p import VERSION
+from p2p.core import discovery
 from p2p.core.members import Members, SecretError, TLSSetupError
 from p2p.core.registry import DEFAULT_HEARTBEAT_S, DEFAULT_PORT, MISSED_BEATS, POLICIES, Registry
 from p2p.core.wire import format_address
-from p2p.net import discovery
+from p2p.net import beacon
 from p2p.net.lb_server import LoadBalancerServer
 
 log = logging.getLogger("p2p.lb")
@@ -110,7 +111,7 @@ def network_name(text):
 
 def start_beacon(server, args):
     """Announce on the interfaces we listen on; stand down when a senior one is heard."""
-    addresses = discovery.addresses_for(args.host)
+    addresses = beacon.addresses_for(args.host)
 
     def stand_down(source, senior):
         print(f"load_balancer.py: the load balancer at {format_address(source, senior.port)} "
@@ -119,8 +120,8 @@ def start_beacon(server, args):
         server.shutdown()
 
     try:
-        return discovery.Beacon(args.network, server.port, addresses, stand_down,
-                                secret=args.members.secret).start()
+        return beacon.Beacon(args.network, server.port, addresses, stand_down,
+                             secret=args.members.secret).start()
     except OSError as e:
         log.warning("not announced on the local network: %s", e)
         return None
@@ -156,20 +157,20 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     stop = threading.Event()
-    beacon = None
+    announcer = None
     try:
         threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
                          daemon=True, name="idle-watch").start()
         print(f"listening on {format_address(args.host, server.port)}", flush=True)
         print(f"network: {args.members.describe()}", flush=True)
         if args.announce:
-            beacon = start_beacon(server, args)
+            announcer = start_beacon(server, args)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
-        if beacon is not None:
-            beacon.close()
+        if announcer is not None:
+            announcer.close()
         server.server_close()
     return 0

@@ -1,25 +1,13 @@
 """A peer: shares its ``shared/`` folder, downloads into ``downloads/``, and has a menu.
 
-``python peer.py`` starts the interactive peer: a threaded file server over
-``shared/`` (and, once verified, what it downloaded, unless ``--no-reshare``;
-see ``sharing.py``), a member of the load balancer's registry (register under
-its ``--name`` and upload slots, heartbeat carrying its current uploads and,
-when they changed, its files and the files it is downloading with how much of
-each is verified (``partials``, at most once per ``PARTIAL_ANNOUNCE_S``, served
-piece by piece meanwhile); the folders are scanned every second and a change is
-announced at once; register again when the load balancer forgot it; unregister
-on exit, however it is asked to), a downloader (``download.py``, several downloads in
-the background) and the numbered menu (line editing and Tab completion in
-``console.py``). Without ``--lb`` (or ``P2P_LB``) every command first looks
-for the load balancer of its ``--network`` on the local network
-(``discovery.py``), and a peer that found it that way follows the network: when
-it stops answering, the peer moves to whichever load balancer is announced.
-When none is found, or nothing answers at the ``--lb`` address, and that
-address is on this machine, the peer starts ``load_balancer.py`` as a
-background process of its own (announced on the network when it was looked
-for there), at start and whenever it finds it gone; that one exits by itself
-once no peer has been registered for a minute. With a network secret or
-certificate (``members.py``) it hands them to that load balancer too.
+``python peer.py`` starts the interactive peer: the running peer of
+``p2p/net/node.py`` (a file server over ``shared/``, a member of the load
+balancer's registry; unregistered on exit, however it is asked to), a downloader
+(``download.py``, several downloads in the background) and the numbered menu
+(line editing and Tab completion in ``console.py``). Without ``--lb`` (or
+``P2P_LB``) every command first looks for the load balancer of its ``--network``
+on the local network, and a peer that found it that way follows the network;
+finding or starting one is ``autostart.py``.
 
 Subcommands, for scripts and tests (``--help`` on each, or ``help COMMAND``)::
 
@@ -40,9 +28,6 @@ status is 0 on success, 1 with a one-line reason on standard error otherwise,
 
 import argparse
 import difflib
-import errno
-import functools
-import ipaddress
 import logging
 import logging.handlers
 import os
@@ -50,27 +35,34 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unicodedata
 
 from p2p import VERSION
+from p2p.cli.autostart import (
+    DEFAULT_LB,
+    TOP,
+    find_on_lan,
+    find_or_start_load_balancer,
+    lb_answers,
+    membership_hooks,
+    open_to,
+    user_tag,
+)
 from p2p.cli.console import Choices, LineReader
 from p2p.cli.lb_main import add_member_options, members_from_args, port_number
+from p2p.core import discovery
 from p2p.core.folder import FolderError, is_folder
 from p2p.core.members import (
     DEFAULT_URL_LIFETIME_S,
     NETWORK_CERT_NAME,
-    OPEN,
     new_secret,
     parse_duration,
 )
 from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
-from p2p.net import discovery
 from p2p.net.download import (
     DEFAULT_PARALLEL,
     DirectSource,
@@ -86,38 +78,18 @@ from p2p.net.lb_client import (
     LBClient,
     LBClientError,
     NotFound,
-    Unauthorized,
     Unreachable,
 )
+from p2p.net.membership import RECONNECT_S
+from p2p.net.node import Peer, PeerError
 from p2p.net.sharing import (
     DEFAULT_UPLOAD_SLOTS,
-    FileServer,
-    PartialShares,
-    ShareIndex,
     parse_rate,
     url_for_name,
 )
 
-try:
-    import fcntl
-except ImportError:  # Windows: no folder lock warning
-    fcntl = None
-
 log = logging.getLogger("p2p.peer")
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LB_SCRIPT = os.path.join(TOP, "load_balancer.py")  # the program a user starts by hand
-DEFAULT_LB = f"127.0.0.1:{DEFAULT_PORT}"
-AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long without peers
-LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
-LB_PROBE_TIMEOUT_S = 1.0
-RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
-INITIAL_HASH_WAIT_S = 3.0  # hash this long before the first registration; the rest follows
-SCAN_INTERVAL_S = 1.0  # the folders are scanned (stat only) this often; changes go out at once
-SCAN_CPU_SHARE = 0.1  # ...or less often, so that scanning takes at most this share of the time
-SETTLE_S = 1.0  # a file is announced once it has not changed for this long (still copying?)
-PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
-UNREGISTER_TIMEOUT_S = 2.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
 LOG_BACKUPS = 1  # ...keeping this many older ones
@@ -126,11 +98,6 @@ STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
 STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
 JOBS_STOP_WAIT_S = 3.0  # on the way out, wait this long for running downloads to stop
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
-FOLDER_LOCK_NAME = ".p2p-peer.lock"  # held by the peer sharing the folder (a dotfile: unshared)
-
-
-class PeerError(Exception):
-    """Something the person has to fix (a port in use, a folder that is not one)."""
 
 
 class Terminate(BaseException):
@@ -142,422 +109,6 @@ class Cancelled(Exception):
 
 
 # ---------------------------------------------------------------------------
-# Finding or starting the load balancer
-
-
-def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
-    try:
-        with socket.create_connection((host, port), timeout):
-            return True
-    except OSError:
-        return False
-
-
-def is_local_address(host):
-    """True if ``host`` names this machine (we could listen on it)."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return False
-    for family, kind, proto, _, sockaddr in infos:
-        try:
-            with socket.socket(family, kind, proto) as s:
-                s.bind((sockaddr[0], 0))
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def user_tag():
-    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-
-
-def auto_lb_log_path(port):
-    return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
-
-
-def open_to(host, port):
-    """Who can reach a server listening on ``host``:``port``, in words."""
-    if host in ("0.0.0.0", "::", ""):
-        return f"anyone who can reach this machine on port {port} (every network interface)"
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
-        return "this machine only"
-    return f"anyone who can reach {format_address(host, port)}"
-
-
-def lb_bind_host(host):
-    """Where an auto-started load balancer listens: only on loopback when its address is
-    a loopback one (no other machine could use that address), else on every interface."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-    except (OSError, ValueError):
-        loopback = False
-    if loopback:
-        return host
-    return "::" if ":" in host else "0.0.0.0"
-
-
-def ensure_load_balancer(host, port, say=print, network=None, listen=None, members=OPEN,
-                         member_options=()):
-    """Start ``load_balancer.py`` in the background if none answers at a local address.
-
-    Returns the started process, or None when one was already there (or the
-    address is not on this machine). Two peers starting at once end up with
-    one load balancer: the second one's port is taken and it exits. With a
-    ``network`` (the peer found none on the LAN), it listens on ``listen`` and
-    announces itself there; without, it does not announce. The new load
-    balancer gets ``member_options`` (the network secret and certificate).
-    """
-    if lb_answers(host, port) or not is_local_address(host):
-        return None
-    log_path = auto_lb_log_path(port)
-    listen = listen or lb_bind_host(host)
-    command = [sys.executable, LB_SCRIPT, "--host", listen, "--port", str(port),
-               "--idle-exit", str(AUTO_LB_IDLE_EXIT_S),
-               *(["--network", network] if network else ["--no-announce"]), *member_options]
-    detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-              else {"start_new_session": True})
-    try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                         | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError:
-        log_path, log_fd = os.devnull, os.open(os.devnull, os.O_WRONLY)
-    try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_fd,
-                                   stderr=subprocess.STDOUT, close_fds=True, **detach)
-    finally:
-        os.close(log_fd)
-    deadline = time.monotonic() + LB_START_TIMEOUT_S
-    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S, members=members)
-    while True:
-        try:
-            pid = client.status().get("pid")
-            break
-        except Unauthorized as e:  # another one, of another network, won the race
-            raise PeerError(e.message) from None
-        except LBClientError:
-            exited = process.poll() is not None  # lost a race (then another answers) or failed
-            if time.monotonic() > deadline or (exited and not lb_answers(host, port)):
-                raise PeerError(f"Could not start a load balancer on port {port}; see "
-                                f"{log_path}, or start one with: python load_balancer.py "
-                                f"--port {port}") from None
-            time.sleep(0.05)
-        finally:
-            client.close()
-    if pid == process.pid:
-        where = (f"on network {network!r} on the local network" if network
-                 else f"at {format_address(host, port)}")
-        say(f"No load balancer was running {where}: started one in the background "
-            f"(pid {process.pid}, log {log_path}), open to {open_to(listen, port)}; it exits "
-            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
-        return process
-    try:  # another peer's won the race: ours finds the port taken and exits
-        process.wait(LB_START_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        log.warning("a second load balancer (pid %d) did not exit", process.pid)
-    return None
-
-
-# ---------------------------------------------------------------------------
-# The peer: file server + membership
-
-
-class Peer:
-    """A running peer. ``start()`` serves and registers; ``stop()`` unregisters and closes.
-
-    With ``shared=None`` it shares no folder (``peer.py get``): it serves only the verified
-    pieces of its downloads, which the downloader puts in ``partials``.
-    """
-
-    def __init__(self, lb, shared="shared", downloads="downloads", host="0.0.0.0", port=0,
-                 advertise=None, upload_slots=DEFAULT_UPLOAD_SLOTS, upload_limit=0, name="",
-                 restart_lb=None, reshare=True, members=OPEN, rediscover=None):
-        self.lb = lb
-        self.reshare = reshare  # share verified downloads too
-        self.name = name
-        self.restart_lb = restart_lb  # (host, port) -> started process or None, or None
-        self.members = members
-        self.rediscover = rediscover  # () -> (host, port) or None: follow the network's LB
-        self.shared = None if shared is None else os.path.abspath(shared)
-        self.downloads = os.path.abspath(downloads)
-        self.bind = (host, port)
-        self.advertise = advertise
-        self.upload_slots, self.upload_limit = upload_slots, upload_limit
-        roots = [self.shared, self.downloads] if reshare else [self.shared]
-        self.index = ShareIndex([r for r in roots if r is not None], on_change=self._wake_now,
-                                settle_s=SETTLE_S)
-        self.partials = PartialShares(on_change=self._wake_now)  # filled by the downloader
-        self._partials_announced = -1
-        self._partials_sent_at = -PARTIAL_ANNOUNCE_S
-        self.server = None
-        self.peer_id = self.token = None
-        self.seen_as = None  # the host the load balancer sees us as
-        self.heartbeat_s = RECONNECT_S
-        self.lb_problem = None  # why the load balancer is not reachable, when it is not
-        self.downloads_done = []
-        self._announced = -1
-        self._folder_lock = None
-        self.shares_folder_with_another = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
-
-    # -- life cycle ---------------------------------------------------------
-
-    def start(self):
-        for folder in filter(None, (self.shared, self.downloads)):
-            if os.path.exists(folder) and not os.path.isdir(folder):
-                raise PeerError(f"{folder} is not a folder.")
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise PeerError(f"Cannot create the folder {folder}: {e.strerror}.") from None
-        self.shares_folder_with_another = self.shared is not None and not self._lock_folder()
-        try:
-            self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit,
-                                     partials=self.partials, members=self.members)
-        except OSError as e:
-            hint = " (choose another --port)" if e.errno == errno.EADDRINUSE else ""
-            raise PeerError(f"Cannot listen on {format_address(*self.bind)}: "
-                            f"{e.strerror}{hint}.") from None
-        self.server.peer_name, self.server.lb_address = self.name, self.lb.address
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         name="file-server").start()
-        self._first_scan()
-        try:
-            self._register()
-        except Unauthorized as e:
-            self.stop()
-            hint = ("Give every member the same --tls-cert and --tls-key." if e.tls_required
-                    else "Give every member the same --secret-file (or P2P_SECRET).")
-            raise PeerError(f"{e.message} {hint}") from None
-        self._thread = threading.Thread(target=self._membership, daemon=True, name="membership")
-        self._thread.start()
-        threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
-        return self
-
-    def _first_scan(self):
-        """Scan, and wait a little for new files to settle and be hashed: the first
-        registration then has them; the rest follows as it is ready."""
-        deadline = time.monotonic() + INITIAL_HASH_WAIT_S
-        while True:
-            self.index.refresh()
-            left = deadline - time.monotonic()
-            if left <= 0 or not (self.index.settling() or self.index.pending()):
-                return
-            if self.index.settling():
-                self._stop.wait(min(left, SCAN_INTERVAL_S))  # until it has been still a moment
-            else:
-                self.index.wait_hashed(left)
-
-    def _scan_loop(self):
-        """Look at the folders every SCAN_INTERVAL_S (less often when a scan is costly:
-        at most SCAN_CPU_SHARE of the time); announce a change at once."""
-        took = 0.0
-        while not self._stop.wait(max(SCAN_INTERVAL_S, took / SCAN_CPU_SHARE)):
-            started = time.monotonic()
-            if self.index.refresh():
-                self._wake.set()
-            took = time.monotonic() - started
-
-    def _lock_folder(self):
-        """Hold a lock in the shared folder; False if another peer already shares it."""
-        if fcntl is None:
-            return True
-        try:
-            self._folder_lock = os.open(os.path.join(self.shared, FOLDER_LOCK_NAME),
-                                        os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
-                                        0o644)
-        except OSError:
-            return True  # a read-only folder, say: nothing to tell
-        try:
-            fcntl.flock(self._folder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        """Unregister (True if the load balancer heard it), stop serving, let go of folders.
-
-        Only the first call does it; later ones answer False."""
-        if self._stop.is_set():
-            return False
-        self._stop.set()
-        self._wake.set()
-        # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
-        self.lb.interrupt(UNREGISTER_TIMEOUT_S)
-        if self._thread is not None:
-            self._thread.join(UNREGISTER_TIMEOUT_S + 1)
-        unregistered = False
-        if self.peer_id is not None:
-            try:
-                self.lb.unregister(self.peer_id, self.token)
-                unregistered = True
-            except LBClientError as e:
-                log.info("could not unregister: %s", e)
-            self.peer_id = None
-        self.lb.close()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-        self.index.close()
-        if self._folder_lock is not None:
-            os.close(self._folder_lock)
-        return unregistered
-
-    @property
-    def port(self):
-        return self.server.port
-
-    @property
-    def address(self):
-        host = self.advertise or self.seen_as or self.bind[0]
-        return format_address(host, self.port)
-
-    @property
-    def title(self):
-        """'name ip:port', the peer as the menu and the status name it."""
-        return f"{self.name} {self.address}" if self.name else self.address
-
-    # -- membership ---------------------------------------------------------
-
-    def _wake_now(self):
-        self._wake.set()
-
-    def _files(self):
-        version = self.index.version
-        return version, [f.as_dict() for f in self.index.files()]
-
-    def _register(self):
-        version, files = self._files()
-        try:
-            answer = self.lb.register(self.port, files, host=self.advertise, name=self.name,
-                                      slots=self.upload_slots)
-        except Unauthorized as e:
-            if self._thread is None:  # starting: the person must fix it, not wait for it
-                raise
-            self.lb_problem = e.message
-            log.warning("cannot register with the load balancer: %s", e.message)
-            return False
-        except LBClientError as e:
-            self.lb_problem = e.message
-            log.warning("cannot register with the load balancer: %s", e.message)
-            return False
-        self.peer_id, self.token = answer["peer_id"], answer["token"]
-        self.seen_as = answer.get("host")
-        self.server.address = self.address
-        self.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
-        self._announced = version
-        self._partials_announced = -1  # the next heartbeat says what is being downloaded
-        if len(self.partials):
-            self._wake.set()
-        self.lb_problem = None
-        log.info("registered as %s at %s with %d files", self.peer_id, self.address, len(files))
-        return True
-
-    def _heartbeat(self):
-        files = partial = None
-        version = self.index.version
-        if version != self._announced:
-            version, files = self._files()
-        partial_version = self.partials.version
-        if partial_version != self._partials_announced:
-            partial = self.partials.announced()
-        try:
-            self.lb.heartbeat(self.peer_id, self.token, files=files,
-                              uploads=len(self.server.uploads), slots=self.upload_slots,
-                              partial=partial)
-        except LBClientError as e:
-            if isinstance(e, NotFound) and not self._stop.is_set():  # it restarted, forgot us
-                log.warning("the load balancer forgot this peer; registering again")
-                self.peer_id = None
-                return self._register()
-            self.lb_problem = e.message
-            log.warning("heartbeat failed: %s", e.message)
-            return False
-        self._announced = version
-        if partial is not None:
-            self._partials_announced = partial_version
-            self._partials_sent_at = time.monotonic()
-        self.lb_problem = None
-        return True
-
-    def _membership(self):
-        while not self._stop.is_set():
-            healthy = self.lb_problem is None
-            self._wake.wait(self.heartbeat_s if healthy else min(self.heartbeat_s, RECONNECT_S))
-            self._wake.clear()
-            if self.partials.version != self._partials_announced:
-                self._stop.wait(self._partials_sent_at + PARTIAL_ANNOUNCE_S - time.monotonic())
-            if self._stop.is_set():
-                return
-            heard = self._register() if self.peer_id is None else self._heartbeat()
-            if not heard and self.rediscover is not None and not self._stop.is_set():
-                heard = self._follow()
-            if not heard and self.restart_lb is not None and not self._stop.is_set():
-                self._start_lb_again()
-
-    def _follow(self):
-        """The load balancer found by discovery is gone: move to the one announced now."""
-        found = self.rediscover()
-        if found is None or found == (self.lb.host, self.lb.port):
-            return False
-        log.warning("moving to the load balancer at %s", format_address(*found))
-        self.lb.retarget(*found)
-        self.peer_id = None
-        return self._register()
-
-    def _start_lb_again(self):
-        """The load balancer is gone: start it again if its address is on this machine."""
-        try:
-            if self.restart_lb(self.lb.host, self.lb.port):
-                self._wake.set()  # register with it at once
-        except PeerError as e:
-            log.warning("%s", e)
-
-    def describe_sharing(self):
-        """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
-        mine = sum(1 for f in self.index.files() if f.root == self.shared)
-        fetched = len(self.index) - mine
-        text = f"{plural(mine, 'file')} from {shown_path(self.shared)}/"
-        return text + (f" and {fetched} downloaded" if fetched else "")
-
-    def refresh_now(self):
-        """Rescan the shared folder and announce at once (the menu does this)."""
-        self.index.refresh()
-        self._wake.set()
-
-    # -- downloads ----------------------------------------------------------
-
-    def downloader(self, on_progress=None, direct=None, wait_s=None):
-        """A Downloader through the load balancer, or through ``direct`` (a DirectSource),
-        sharing the verified pieces of what it downloads."""
-        return Downloader(direct or self.lb, self.downloads, requester=self.peer_id,
-                          on_progress=on_progress, on_verified=self._verified,
-                          have=self.index.find_on_disk, identity=self.address,
-                          members=self.members, partials=self.partials, wait_s=wait_s)
-
-    def _verified(self, root, path, sha256, digests):
-        if self.reshare:
-            self.index.add_verified(root, path, sha256, digests)
-
-    def describe_openness(self):
-        """To whom this peer's files are open, and whether its downloads are among them."""
-        reach = open_to(self.bind[0], self.port)
-        kept = ("downloads are shared too (--no-reshare keeps them private)" if self.reshare
-                else "downloads stay private (--no-reshare)")
-        if self.members.secret or self.members.tls:
-            reach = f"{reach}, but only to members ({self.members.describe()})"
-        return f"Open to {reach}; {kept}."
-
-
-# ---------------------------------------------------------------------------
 # Showing things to a person
 
 
@@ -565,6 +116,24 @@ def shown_path(path):
     """A folder as a person finds it: relative to here when it is below here."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def describe_sharing(peer):
+    """'3 files from shared/' (and 'and 2 downloaded' when there are some)."""
+    mine = sum(1 for f in peer.index.files() if f.root == peer.shared)
+    fetched = len(peer.index) - mine
+    text = f"{plural(mine, 'file')} from {shown_path(peer.shared)}/"
+    return text + (f" and {fetched} downloaded" if fetched else "")
+
+
+def describe_openness(peer):
+    """To whom this peer's files are open, and whether its downloads are among them."""
+    reach = open_to(peer.bind[0], peer.port)
+    kept = ("downloads are shared too (--no-reshare keeps them private)" if peer.reshare
+            else "downloads stay private (--no-reshare)")
+    if peer.members.secret or peer.members.tls:
+        reach = f"{reach}, but only to members ({peer.members.describe()})"
+    return f"Open to {reach}; {kept}."
 
 
 def upload_line(u):
@@ -914,8 +483,8 @@ class Menu:
     def banner(self):
         peer = self.peer
         lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.title} · sharing {peer.describe_sharing()} · load balancer {lb}")
-        self.say(peer.describe_openness())
+        self.say(f"Peer {peer.title} · sharing {describe_sharing(peer)} · load balancer {lb}")
+        self.say(describe_openness(peer))
         if peer.lb_problem:
             self.say(f"Note: {peer.lb_problem}")
         if self.log_path:
@@ -1036,7 +605,7 @@ class Menu:
         peer = self.peer
         peer.refresh_now()
         files = peer.index.files()
-        self.say(f"Sharing {peer.describe_sharing()}:")
+        self.say(f"Sharing {describe_sharing(peer)}:")
         if files:
             self.say(table([(f.name, human_size(f.size), f.sha256[:12]) for f in files],
                            ("name", "size", "sha256")))
@@ -1424,54 +993,6 @@ def say_on_stderr(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def discovery_addresses(args):
-    """Where to look: the interfaces a serving peer listens on, or every one."""
-    return discovery.addresses_for(getattr(args, "host", "0.0.0.0"))
-
-
-def find_on_lan(args, say, wait_s=discovery.DISCOVERY_WAIT_S):
-    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
-    found = discovery.discover(args.network, wait_s, discovery_addresses(args),
-                               secret=args.members.secret)
-    if found is None:
-        return False
-    args.lb_host, args.lb_port = found
-    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
-        "on the local network.")
-    return True
-
-
-def find_or_start_load_balancer(args, say):
-    """The load balancer a serving peer uses: given, found on the LAN, or started here.
-
-    Without ``--lb``: look on the LAN; if none is there, listen again for a random
-    while (peers starting together then mostly find the first one started), and only
-    then do as with the default ``--lb``: use or start one on this machine, now
-    announced, and look again to learn its address as other machines see it.
-    """
-    if not args.discover:
-        if args.lb_start:
-            ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
-        return
-    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
-            or not args.lb_start:
-        return
-    if args.host not in ("", "0.0.0.0", "::"):
-        args.lb_host = args.host
-    ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
-    find_on_lan(args, say)
-
-
-def lb_start_options(args):
-    """How this peer starts a load balancer: announced on its network when it looked there
-    for one, and with the network's secret and certificate."""
-    options = {"members": args.members,
-               "member_options": args.members.options(args.secret_file)}
-    if args.discover:
-        options.update(network=args.network, listen=args.host)
-    return options
-
-
 def fail(message):
     print(f"peer.py: {message}", file=sys.stderr)
     return 1
@@ -1510,25 +1031,19 @@ def run_peer(args, interactive):
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
     find_or_start_load_balancer(args, say_on_stderr)
-    rediscover = (functools.partial(discovery.discover, args.network,
-                                    addresses=discovery_addresses(args),
-                                    secret=args.members.secret)
-                  if args.discover else None)
-    restart = (functools.partial(ensure_load_balancer, say=log.warning,
-                                 **lb_start_options(args)) if args.lb_start else None)
     peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
-                args.upload_limit, args.name, restart_lb=restart, reshare=args.reshare,
-                members=args.members, rediscover=rediscover)
+                args.upload_limit, args.name, reshare=args.reshare, members=args.members,
+                **membership_hooks(args))
     try:
         peer.start()
         if interactive:
             Menu(peer, log_path=log_path, parallel=args.parallel).run()
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
-            print(f"sharing {peer.describe_sharing()} as {peer.title} · load balancer "
+            print(f"sharing {describe_sharing(peer)} as {peer.title} · load balancer "
                   f"{peer.lb.address}", flush=True)
-            print(peer.describe_openness(), flush=True)
+            print(describe_openness(peer), flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
                       file=sys.stderr, flush=True)

@@ -1,23 +1,30 @@
-"""Time for the pure core: ``Clock`` reads the monotonic clock, ``FakeClock`` is moved by hand."""
+"""Time for the state machines: ``Clock`` reads the monotonic clock, ``FakeClock`` is moved by hand.
+
+A machine in ``p2p/core`` takes a clock instead of calling ``time.monotonic``, so
+that its unit tests step time exactly (``FakeClock.advance``) without sleeping.
+"""
 
 import time
 
 
 class Clock:
-    """Seconds on the monotonic clock."""
+    """The real monotonic clock, in seconds."""
 
     def now(self):
         return time.monotonic()
 
 
 class FakeClock:
-    """A clock for tests: it stands still until ``advance`` moves it."""
+    """A clock that stands still until ``advance(seconds)``."""
 
-    def __init__(self, start=1000.0):
-        self._now = start
+    def __init__(self, start=0.0):
+        self.t = float(start)
 
     def now(self):
-        return self._now
+        return self.t
 
     def advance(self, seconds):
-        self._now += seconds
+        if seconds < 0:
+            raise ValueError("time does not run backwards")
+        self.t += seconds
+        return self.t

@@ -67,7 +67,7 @@ picking policy (``Registry.pick``: choose the version, gather the candidates,
 hand out the best ``count`` as ``ORDER`` ranks them), which looks only at the
 holders of the requested file. ``LBHandler`` is the wire around it.
 
-It announces itself on the local network (``discovery.py``: UDP multicast on
+It announces itself on the local network (``beacon.py``: UDP multicast on
 each interface it listens on, under ``--network NAME``; ``--no-announce`` to
 stay quiet), and stands down, exiting, when it hears a senior load balancer of
 the same network: one load balancer per network.

@@ -12,10 +12,12 @@ import threading
 import unittest
 from unittest import mock
 
-from p2p.net import discovery
-from p2p.cli import peer
-from p2p.net.discovery import (Announce, BadDatagram, Beacon, HostileLog, Query, check_signature, choose,
-                       discover, format_datagram, parse_datagram, senior)
+from p2p.cli import autostart, peer
+from p2p.core import discovery
+from p2p.core.discovery import (Announce, BadDatagram, HostileLog, Query, check_signature, choose,
+                                format_datagram, parse_datagram, senior)
+from p2p.net import beacon
+from p2p.net.beacon import Beacon, discover
 from p2p.core.members import MAX_CLOCK_SKEW_S, NetworkSecret
 from tests.support import wait_for
 
@@ -136,15 +138,15 @@ class DecisionTests(unittest.TestCase):
         self.assertIn("ignored 100 discovery datagram(s)", logs.output[1])
 
     def test_the_interfaces_can_be_chosen(self):
-        self.assertEqual(discovery.interface_addresses({"P2P_DISCOVERY_ON": "127.0.0.1, "
+        self.assertEqual(beacon.interface_addresses({"P2P_DISCOVERY_ON": "127.0.0.1, "
                                                                             "198.18.0.1"}),
                          ["127.0.0.1", "198.18.0.1"])
-        self.assertIn("127.0.0.1", discovery.interface_addresses({}))
+        self.assertIn("127.0.0.1", beacon.interface_addresses({}))
 
     def test_addresses_for_a_listening_host(self):
-        self.assertEqual(discovery.addresses_for("127.0.0.1"), ["127.0.0.1"])
-        self.assertEqual(discovery.addresses_for("::1"), [])
-        self.assertIn("127.0.0.1", discovery.addresses_for("0.0.0.0"))
+        self.assertEqual(beacon.addresses_for("127.0.0.1"), ["127.0.0.1"])
+        self.assertEqual(beacon.addresses_for("::1"), [])
+        self.assertIn("127.0.0.1", beacon.addresses_for("0.0.0.0"))
 
 
 class CommandLineTests(unittest.TestCase):
@@ -171,27 +173,27 @@ class CommandLineTests(unittest.TestCase):
 
     def test_a_given_load_balancer_is_used_without_listening_first(self):
         args = self.parse(["serve", "--lb", "127.0.0.1:7000"])
-        with mock.patch("p2p.net.discovery.discover", side_effect=AssertionError("listened")), \
-                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
-            peer.find_or_start_load_balancer(args, say=lambda text: None)
+        with mock.patch("p2p.net.beacon.discover", side_effect=AssertionError("listened")), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=lambda text: None)
         ensure.assert_called_once_with("127.0.0.1", 7000, mock.ANY, members=args.members,
                                        member_options=[])
 
     def test_found_on_the_network_starts_nothing(self):
         args = self.parse(["serve"])
         said = []
-        with mock.patch("p2p.net.discovery.discover", return_value=("198.18.0.1", 6969)), \
-                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
-            peer.find_or_start_load_balancer(args, said.append)
+        with mock.patch("p2p.net.beacon.discover", return_value=("198.18.0.1", 6969)), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, said.append)
         ensure.assert_not_called()
         self.assertEqual((args.lb_host, args.lb_port), ("198.18.0.1", 6969))
         self.assertIn("at 198.18.0.1:6969", said[0])
 
     def test_none_found_listens_again_then_starts_an_announced_one(self):
         args = self.parse(["serve", "--host", "127.0.0.1"])
-        with mock.patch("p2p.net.discovery.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
-                mock.patch("p2p.cli.peer.ensure_load_balancer") as ensure:
-            peer.find_or_start_load_balancer(args, say=lambda text: None)
+        with mock.patch("p2p.net.beacon.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=lambda text: None)
         ensure.assert_called_once_with("127.0.0.1", 6969, mock.ANY, network="p2p",
                                        listen="127.0.0.1", members=args.members,
                                        member_options=[])
@@ -206,9 +208,9 @@ class LoopbackTests(unittest.TestCase):
         self.network = "t-" + secrets.token_hex(6)
 
     def beacon(self, port, on_senior=lambda source, announce: None, **kwargs):
-        beacon = Beacon(self.network, port, self.LO, on_senior, **kwargs).start()
-        self.addCleanup(beacon.close)
-        return beacon
+        started = Beacon(self.network, port, self.LO, on_senior, **kwargs).start()
+        self.addCleanup(started.close)
+        return started
 
     def test_a_peer_finds_the_load_balancer_of_its_network_only(self):
         self.beacon(4242)
@@ -241,10 +243,10 @@ class LoopbackTests(unittest.TestCase):
 
     def test_hostile_datagrams_do_not_stop_a_beacon(self):
         self.beacon(4242)
-        with self.assertLogs("p2p.discovery", "WARNING"), discovery.open_sender() as s:
+        with self.assertLogs("p2p.discovery", "WARNING"), beacon.open_sender() as s:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
             for data in (b"\xff" * 600, b"p2p-lb 9 query x", bytes(range(200))):
-                s.sendto(data, (discovery.GROUP, discovery.DISCOVERY_PORT))
+                s.sendto(data, (beacon.GROUP, beacon.DISCOVERY_PORT))
             self.assertEqual(discover(self.network, WAIT_S, self.LO), ("127.0.0.1", 4242))
 
 

@@ -1,0 +1,261 @@
+"""Finding the load balancer, or starting one in the background: the peer's start-up rules.
+
+Without ``--lb`` (or ``P2P_LB``) a command first looks for the load balancer of
+its ``--network`` on the local network (``p2p/net/beacon.py``). When none is
+found, a serving peer listens again for a random while (``backoff``: peers
+starting together then mostly find the first one started) and only then starts
+``load_balancer.py`` as a background process of its own, announced on the
+network; seniority (``p2p/core/discovery.py``) settles two started at once.
+With ``--lb`` on this machine and nothing answering there, it starts one there
+too, unannounced. An auto-started load balancer exits by itself once no peer has
+been registered for ``AUTO_LB_IDLE_EXIT_S``; it gets the network's secret and
+certificate options (``members.py``).
+
+When the network's load balancer is gone, a peer that found it by discovery first
+listens ``SEARCH_WAIT_S`` for another, then runs the same rules again
+(``elect_successor``): a random back-off while listening, then a successor of its
+own; the seniority rule leaves exactly one (``membership_hooks``).
+"""
+
+import functools
+import ipaddress
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from p2p.core import discovery
+from p2p.core.members import OPEN
+from p2p.core.registry import DEFAULT_PORT
+from p2p.core.wire import format_address
+from p2p.net import beacon
+from p2p.net.lb_client import LBClient, LBClientError, Unauthorized
+from p2p.net.node import PeerError
+
+log = logging.getLogger("p2p.peer")
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LB_SCRIPT = os.path.join(TOP, "load_balancer.py")  # the program a user starts by hand
+DEFAULT_LB = f"127.0.0.1:{DEFAULT_PORT}"
+AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long without peers
+LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
+LB_PROBE_TIMEOUT_S = 1.0
+START_POLL_S = 0.05  # while it starts, ask whether it answers this often
+SEARCH_WAIT_S = 0.5  # a peer whose load balancer is gone listens this long for another
+
+
+def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_local_address(host):
+    """True if ``host`` names this machine (we could listen on it)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind((sockaddr[0], 0))
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def user_tag():
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+
+
+def auto_lb_log_path(port):
+    return os.path.join(tempfile.gettempdir(), f"p2p-load-balancer-{port}-{user_tag()}.log")
+
+
+def open_to(host, port):
+    """Who can reach a server listening on ``host``:``port``, in words."""
+    if host in ("0.0.0.0", "::", ""):
+        return f"anyone who can reach this machine on port {port} (every network interface)"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return "this machine only"
+    return f"anyone who can reach {format_address(host, port)}"
+
+
+def lb_bind_host(host):
+    """Where an auto-started load balancer listens: only on loopback when its address is
+    a loopback one (no other machine could use that address), else on every interface."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return host
+    return "::" if ":" in host else "0.0.0.0"
+
+
+def ensure_load_balancer(host, port, say=print, network=None, listen=None, members=OPEN,
+                         member_options=()):
+    """Start ``load_balancer.py`` in the background if none answers at a local address.
+
+    Returns the started process, or None when one was already there (or the
+    address is not on this machine). Two peers starting at once end up with
+    one load balancer: the second one's port is taken and it exits. With a
+    ``network`` (the peer found none on the LAN), it listens on ``listen`` and
+    announces itself there; without, it does not announce. The new load
+    balancer gets ``member_options`` (the network secret and certificate).
+    """
+    if lb_answers(host, port) or not is_local_address(host):
+        return None
+    log_path = auto_lb_log_path(port)
+    listen = listen or lb_bind_host(host)
+    command = [sys.executable, LB_SCRIPT, "--host", listen, "--port", str(port),
+               "--idle-exit", str(AUTO_LB_IDLE_EXIT_S),
+               *(["--network", network] if network else ["--no-announce"]), *member_options]
+    detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+              else {"start_new_session": True})
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                         | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        log_path, log_fd = os.devnull, os.open(os.devnull, os.O_WRONLY)
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_fd,
+                                   stderr=subprocess.STDOUT, close_fds=True, **detach)
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + LB_START_TIMEOUT_S
+    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S, members=members)
+    while True:
+        try:
+            pid = client.status().get("pid")
+            break
+        except Unauthorized as e:  # another one, of another network, won the race
+            raise PeerError(e.message) from None
+        except LBClientError:
+            exited = process.poll() is not None  # lost a race (then another answers) or failed
+            if time.monotonic() > deadline or (exited and not lb_answers(host, port)):
+                raise PeerError(f"Could not start a load balancer on port {port}; see "
+                                f"{log_path}, or start one with: python load_balancer.py "
+                                f"--port {port}") from None
+            time.sleep(START_POLL_S)
+        finally:
+            client.close()
+    if pid == process.pid:
+        where = (f"on network {network!r} on the local network" if network
+                 else f"at {format_address(host, port)}")
+        say(f"No load balancer was running {where}: started one in the background "
+            f"(pid {process.pid}, log {log_path}), open to {open_to(listen, port)}; it exits "
+            f"{AUTO_LB_IDLE_EXIT_S} s after the last peer leaves.")
+        return process
+    try:  # another peer's won the race: ours finds the port taken and exits
+        process.wait(LB_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("a second load balancer (pid %d) did not exit", process.pid)
+    return None
+
+
+
+def discovery_addresses(args):
+    """Where to look: the interfaces a serving peer listens on, or every one."""
+    return beacon.addresses_for(getattr(args, "host", "0.0.0.0"))
+
+def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S):
+    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
+    found = beacon.discover(args.network, wait_s, discovery_addresses(args),
+                               secret=args.members.secret)
+    if found is None:
+        return False
+    args.lb_host, args.lb_port = found
+    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
+        "on the local network.")
+    return True
+
+def find_or_start_load_balancer(args, say):
+    """The load balancer a serving peer uses: given, found on the LAN, or started here.
+
+    Without ``--lb``: look on the LAN; if none is there, listen again for a random
+    while (peers starting together then mostly find the first one started), and only
+    then do as with the default ``--lb``: use or start one on this machine, now
+    announced, and look again to learn its address as other machines see it.
+    """
+    if not args.discover:
+        if args.lb_start:
+            ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
+        return
+    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
+            or not args.lb_start:
+        return
+    if args.host not in ("", "0.0.0.0", "::"):
+        args.lb_host = args.host
+    ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
+    find_on_lan(args, say)
+
+def lb_start_options(args):
+    """How this peer starts a load balancer: announced on its network when it looked there
+    for one, and with the network's secret and certificate."""
+    options = {"members": args.members,
+               "member_options": args.members.options(args.secret_file)}
+    if args.discover:
+        options.update(network=args.network, listen=args.host)
+    return options
+
+
+def membership_hooks(args):
+    """What a serving peer's membership does when its load balancer is gone (the
+    keyword arguments of ``Peer``): with ``--lb``, start it again when it is on this
+    machine; without, follow the network: listen to its announcements (``watch``),
+    move to the one announced (``rediscover``), or elect a successor (``elect``)."""
+    if not args.discover:
+        return {"restart_lb": functools.partial(restart_quietly, args) if args.lb_start
+                else None}
+    addresses = discovery_addresses(args)
+    listen = functools.partial(beacon.discover, args.network, addresses=addresses,
+                               secret=args.members.secret)
+    try:
+        watch = beacon.Watch(args.network, addresses, secret=args.members.secret).start()
+    except OSError as e:
+        log.warning("not listening to the load balancers' announcements: %s", e)
+        watch = None
+    return {"rediscover": functools.partial(listen, SEARCH_WAIT_S), "watch": watch,
+            "elect": functools.partial(elect_successor, args, listen) if args.lb_start
+            else None}
+
+
+def restart_quietly(args, host, port):
+    """Start the load balancer at ``host``:``port`` again if it is on this machine; the
+    started process, or None (with the reason logged)."""
+    try:
+        return ensure_load_balancer(host, port, log.warning, **lb_start_options(args))
+    except PeerError as e:
+        log.warning("%s", e)
+        return None
+
+
+def elect_successor(args, listen, rng=random):
+    """The network's load balancer is gone and none is announced: the start-up rules
+    again. Listen a random back-off (another peer's successor may appear), then start
+    one here, announced; the senior of two started at once stays, the other stands
+    down. (event, (host, port) or None) for the membership machine."""
+    found = listen(discovery.backoff(rng))
+    if found is not None:
+        return "found", found
+    host = args.host if args.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    log.warning("no load balancer of network %r answers: starting a successor here",
+                args.network)
+    if restart_quietly(args, host, args.lb_port) is None and not lb_answers(host, args.lb_port):
+        return "failed", None
+    found = listen(beacon.DISCOVERY_WAIT_S)
+    return ("elected", found) if found is not None else ("failed", None)

@@ -1,0 +1,205 @@
+"""The membership driver: a thin thread that does what ``p2p/core/membership.py`` decides.
+
+``Member`` registers the peer with its load balancer, heartbeats (its uploads, and
+its files and partial downloads when they changed: ``partials`` at most once per
+``PARTIAL_ANNOUNCE_S``), registers again when the load balancer forgot it, and when
+the load balancer stops answering does what the machine says: a peer that found it
+by discovery listens for the network's load balancer and moves to it
+(``rediscover``), or, when none is announced, takes part in electing a successor
+(``elect``: a random back-off while listening, then one started here; seniority
+settles two started at once); a peer whose load balancer lives on its own machine
+starts it again (``restart_lb``); any other tries again every ``RECONNECT_S``.
+
+A peer that follows the network also listens to the load balancers' announcements
+(``beacon.Watch``): one that falls silent for ``LB_SILENT_S`` counts as gone at once,
+without waiting for the next heartbeat to fail.
+"""
+
+import logging
+import threading
+import time
+
+from p2p.core.clock import Clock
+from p2p.core.membership import BEATING, LOST, REGISTER, STOPPED, Membership, Policy
+from p2p.core.wire import format_address
+from p2p.net.lb_client import LBClientError, NotFound, Unauthorized
+
+log = logging.getLogger("p2p.peer")
+
+RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
+PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
+LB_SILENT_S = 2.5  # a followed load balancer unheard this long is gone (it announces every 1 s)
+WATCH_CHECK_S = 0.5  # a following peer looks this often whether its load balancer fell silent
+
+
+class Member:
+    """The membership of ``peer`` (its lb, index, partials and server) in the network."""
+
+    def __init__(self, peer, rediscover=None, elect=None, restart_lb=None, watch=None):
+        self.peer = peer
+        self.rediscover, self.elect, self.restart_lb = rediscover, elect, restart_lb
+        self.watch = watch  # beacon.Watch, or None
+        policy = Policy(follows=rediscover is not None,
+                        may_start=(elect if rediscover is not None else restart_lb) is not None,
+                        retry_s=RECONNECT_S)
+        self.machine = Membership(Clock(), policy, heartbeat_s=RECONNECT_S)
+        self.peer_id = self.token = None
+        self.seen_as = None  # the host the load balancer sees us as
+        self.problem = None  # why the load balancer is not reachable, when it is not
+        self._announced = self._partials_announced = -1
+        self._partials_sent_at = -PARTIAL_ANNOUNCE_S
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, daemon=True, name="membership")
+        self._thread.start()
+
+    def stop(self, timeout):
+        self.stopping.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.machine.state != STOPPED:
+            self.machine.fire("stop")
+        if self.watch is not None:
+            self.watch.close()
+
+    # -- the loop -----------------------------------------------------------
+
+    def _run(self):
+        while not self.stopping.is_set():
+            self._sleep()
+            if self.stopping.is_set():
+                return
+            state = self.machine.state
+            if state in (REGISTER, BEATING):
+                event = self.register() if state == REGISTER else self.heartbeat()
+            elif state == LOST:
+                event = self.machine.lost_action(self.peer_id is not None)
+            else:
+                event = getattr(self, "_" + state)()
+            if not self.stopping.is_set():
+                self.machine.fire(event)
+
+    def _sleep(self):
+        """Until the machine's next action is due, a change to announce, or the followed
+        load balancer falls silent."""
+        while not self.stopping.is_set():
+            left = self.machine.wait_s()
+            if left <= 0:
+                return
+            check = WATCH_CHECK_S if self.watch is not None else left
+            if self.wake.wait(min(left, check)):
+                self.wake.clear()
+                if self.machine.state == BEATING:
+                    self._hold_partials()
+                    return
+            if self.machine.state == BEATING and self._silent():
+                log.warning("the load balancer at %s fell silent", self.peer.lb.address)
+                self.machine.fire("failed")
+
+    def _hold_partials(self):
+        """Announce download progress at most once per PARTIAL_ANNOUNCE_S."""
+        if self.peer.partials.version != self._partials_announced:
+            self.stopping.wait(self._partials_sent_at + PARTIAL_ANNOUNCE_S - time.monotonic())
+
+    def _silent(self):
+        lb = self.peer.lb
+        return self.watch is not None and self.watch.silent(lb.host, lb.port, LB_SILENT_S)
+
+    def _searching(self):
+        found = self.rediscover()
+        event = self.machine.after_search(found, (self.peer.lb.host, self.peer.lb.port))
+        if event == "moved":
+            self._move(found)
+        return event
+
+    def _electing(self):
+        outcome, found = self.elect()
+        if found is not None:
+            self._move(found)
+        return outcome
+
+    def _restarting(self):
+        started = self.restart_lb(self.peer.lb.host, self.peer.lb.port)
+        return "ok" if started else "failed"
+
+    def _move(self, found):
+        log.warning("moving to the load balancer at %s", format_address(*found))
+        self.peer.lb.retarget(*found)
+        self.peer_id = None
+
+    # -- talking to the load balancer --------------------------------------
+
+    def _files(self):
+        version = self.peer.index.version
+        return version, [f.as_dict() for f in self.peer.index.files()]
+
+    def register(self):
+        """Register; "ok" or "failed". At start (no thread yet) Unauthorized is raised."""
+        peer = self.peer
+        version, files = self._files()
+        try:
+            answer = peer.lb.register(peer.port, files, host=peer.advertise, name=peer.name,
+                                      slots=peer.upload_slots)
+        except LBClientError as e:
+            if isinstance(e, Unauthorized) and self._thread is None:
+                raise  # starting: the person must fix it, not wait for it
+            self.problem = e.message
+            log.warning("cannot register with the load balancer: %s", e.message)
+            return "failed"
+        self.peer_id, self.token = answer["peer_id"], answer["token"]
+        self.seen_as = answer.get("host")
+        peer.server.address = peer.address
+        self.machine.heartbeat_s = float(answer.get("heartbeat_s", RECONNECT_S))
+        self._announced = version
+        self._partials_announced = -1  # the next heartbeat says what is being downloaded
+        if len(peer.partials):
+            self.wake.set()
+        self.problem = None
+        log.info("registered as %s at %s with %d files", self.peer_id, peer.address, len(files))
+        return "ok"
+
+    def heartbeat(self):
+        """One heartbeat; "ok", "forgotten" (register again) or "failed"."""
+        peer = self.peer
+        files = partial = None
+        version = peer.index.version
+        if version != self._announced:
+            version, files = self._files()
+        partial_version = peer.partials.version
+        if partial_version != self._partials_announced:
+            partial = peer.partials.announced()
+        try:
+            peer.lb.heartbeat(self.peer_id, self.token, files=files,
+                              uploads=len(peer.server.uploads), slots=peer.upload_slots,
+                              partial=partial)
+        except LBClientError as e:
+            if isinstance(e, NotFound):  # it restarted, or is a successor: it forgot us
+                log.warning("the load balancer forgot this peer; registering again")
+                self.peer_id = None
+                return "forgotten"
+            self.problem = e.message
+            log.warning("heartbeat failed: %s", e.message)
+            return "failed"
+        self._announced = version
+        if partial is not None:
+            self._partials_announced = partial_version
+            self._partials_sent_at = time.monotonic()
+        self.problem = None
+        return "ok"
+
+    def unregister(self):
+        """True if the load balancer heard us leave."""
+        if self.peer_id is None:
+            return False
+        try:
+            self.peer.lb.unregister(self.peer_id, self.token)
+            return True
+        except LBClientError as e:
+            log.info("could not unregister: %s", e)
+            return False
+        finally:
+            self.peer_id = None
