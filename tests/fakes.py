@@ -19,6 +19,9 @@ from p2p.core.pieces import PieceList, hash_file, piece_size
 from p2p.core.wire import FileRecord
 
 
+STOP_POLL_S = 0.01  # how often a fake holder's server looks whether close() asked it to stop
+
+
 def make_data(size, seed=0):
     """``size`` bytes that differ from piece to piece."""
     block = hashlib.sha256(str(seed).encode()).digest() * 2048
@@ -64,7 +67,8 @@ class FakeHolder:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(STOP_POLL_S,),
+                         daemon=True).start()
 
     def close(self):
         self.server.shutdown()

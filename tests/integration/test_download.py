@@ -11,7 +11,9 @@ import tempfile
 import threading
 import unittest
 from dataclasses import replace
+from unittest import mock
 
+from p2p.net import download
 from p2p.net.download import DownloadError, Downloader, VerifyFailed, partial_name
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
 from p2p.core.plan import ENDGAME_COPIES
@@ -19,6 +21,7 @@ from tests.fakes import FakeHolder, FakeLB, make_data
 from tests.support import quiet_logs
 
 DOWNLOAD_DEADLINE_S = 60.0  # each case takes well under a second; a hang fails here
+ASK_AGAIN_S = 0.05  # the load balancer is asked again this soon here (2 s in real use)
 PIECES = 12
 SIZE = PIECES * MIN_PIECE_BYTES - 1000  # a short last piece
 
@@ -32,6 +35,8 @@ class DownloadCase(unittest.TestCase):
         self.holders = []
         self.progress = []
         quiet_logs(self)
+        self.enterContext(mock.patch.multiple(download, ASK_MORE_EVERY_S=ASK_AGAIN_S,
+                                              ASK_BUSY_MIN_S=ASK_AGAIN_S))
 
     def holder(self, **misbehaviour):
         holder = FakeHolder(self.data, **misbehaviour)
