@@ -176,7 +176,8 @@ class FakeLB:
                 raise AllBusy("Every holder is busy.", busy=self.busy_holders, retry_after=0)
             free = [pid for pid in self.holders if pid not in exclude][:min(count, self.most)]
             if not free:
-                raise NoHolderLeft("Every holder has been tried and failed.", 503)
+                raise NoHolderLeft("Every holder has been tried and failed.", 503,
+                                   self.downloading)
             leases = []
             for pid in free:
                 self._ids += 1

@@ -417,12 +417,17 @@ class Registry:
             now = self._clock()
             self._sweep(now)
             version, others = self._choose_version(name, sha256, peer)
-            candidates = self._candidates(name, version, peer, exclude, requester,
-                                          partial=count is not None)
-            chosen = self._best(name, candidates, source, now, count or 1)
-            transfers = [self._hand_out(candidate, source, now) for candidate in chosen]
             downloading = sum(1 for key in version for pid in self._partials.get(key, ())
                               if pid != requester)
+            try:
+                candidates = self._candidates(name, version, peer, exclude, requester,
+                                              partial=count is not None)
+                chosen = self._best(name, candidates, source, now, count or 1)
+            except Unavailable as e:  # busy, or none left: still says who else downloads it
+                if downloading:
+                    e.extra["downloading"] = downloading
+                raise
+            transfers = [self._hand_out(candidate, source, now) for candidate in chosen]
             return Handout(transfers, others, self._agreed_pieces(name, version), downloading)
 
     def _choose_version(self, name, sha256, peer):

@@ -94,6 +94,7 @@ RATE_WINDOW_S = 2.0  # the rate shown is over this much time
 BUSY_WAIT_MAX_S = 5.0  # longest Retry-After honoured when every holder is busy
 ASK_BUSY_MIN_S = 0.5  # shortest wait before asking again while every holder is busy
 ASK_MORE_EVERY_S = 2.0  # while below MAX_SOURCES, ask the load balancer for more this often
+ALONE_ASK_EVERY_S = 0.5  # ...and this often while alone: is anyone else downloading it now?
 PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
 WORKER_JOIN_S = 5.0  # a holder's thread stopped at the end is waited for this long
@@ -779,7 +780,7 @@ class Swarm:
 
     def _loop(self, pick):
         named = self.named
-        ask_at = time.monotonic() + ASK_MORE_EVERY_S
+        ask_at = time.monotonic() + self._ask_every()
         waiting_since, waiting = None, ""
         rate = RateWindow()
         active = len(pick.leases)
@@ -814,6 +815,7 @@ class Swarm:
                                       requester=self.d.requester,
                                       count=MAX_SOURCES - active)
             except AllBusy as e:
+                self._others(e.downloading)
                 waiting_since = waiting_since or now
                 waiting = (f"waiting for a free upload slot, {e.busy} "
                            f"{'holder' if e.busy == 1 else 'holders'} busy")
@@ -825,11 +827,12 @@ class Swarm:
                                         + self._kept()) from None
                 continue
             except (NotFound, NoHolderLeft) as e:
+                self._others(getattr(e, "downloading", 0))
                 if not active and not self._busy_soon(now):
                     raise DownloadError(f"Could not download {self.name!r}: {e.message}"
                                         + (f" (last: {self.last_fault})" if self.last_fault
                                            else "") + self._kept()) from None
-                ask_at = now + ASK_MORE_EVERY_S
+                ask_at = now + self._ask_every()
                 continue
             except LBClientError as e:
                 if not active:
@@ -837,7 +840,7 @@ class Swarm:
                 ask_at = now + ASK_MORE_EVERY_S
                 continue
             waiting_since, waiting = None, ""
-            ask_at = now + ASK_MORE_EVERY_S
+            ask_at = now + self._ask_every()
             self._add(more)
 
     def _kept(self):
@@ -852,10 +855,19 @@ class Swarm:
         with self.cond:
             return sorted(self.plan.banned() | {w.lease.peer_id for w in self.workers.values()})
 
-    def _add(self, pick):
-        if pick.downloading and self.plan.alone:  # others came: share what is here
+    def _ask_every(self):
+        """Alone, the load balancer is asked more often: others may start any moment."""
+        return ALONE_ASK_EVERY_S if self.plan.alone else ASK_MORE_EVERY_S
+
+    def _others(self, downloading):
+        """The load balancer says ``downloading`` other peers download this file now: if
+        that ends being alone, hash what landed unhashed, to share it with them."""
+        if downloading and self.plan.alone:
             self.plan.alone = False
             self.verify_queue.put(CHECK_LANDED)
+
+    def _add(self, pick):
+        self._others(pick.downloading)
         for lease in pick.leases:
             self.leases.add(lease)
             worker = Worker(self, lease)

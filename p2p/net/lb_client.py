@@ -82,14 +82,21 @@ class AllBusy(LBClientError):
     """Every holder left has all its upload slots taken: not a failure, ask again after
     ``retry_after`` seconds. ``busy``: how many holders are busy."""
 
-    def __init__(self, message, status=503, busy=0, retry_after=DEFAULT_RETRY_AFTER_S):
+    def __init__(self, message, status=503, busy=0, retry_after=DEFAULT_RETRY_AFTER_S,
+                 downloading=0):
         super().__init__(message, status)
         self.busy = busy
         self.retry_after = retry_after
+        self.downloading = downloading  # other peers downloading the file now
 
 
 class NoHolderLeft(LBClientError):
-    """Every holder of the file has been excluded (tried and failed)."""
+    """Every holder of the file has been excluded (tried and failed). ``downloading``:
+    other peers downloading the file now."""
+
+    def __init__(self, message, status=503, downloading=0):
+        super().__init__(message, status)
+        self.downloading = downloading
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +202,12 @@ class _TLSConnection(http.client.HTTPSConnection):
         set_nodelay(self.sock)
 
 
+def downloading_of(answer):
+    """How many other peers download the file, as a pick's answer (or refusal) says."""
+    downloading = answer.get("downloading", 0)
+    return downloading if isinstance(downloading, int) and downloading >= 0 else 0
+
+
 def refusal(status, answer, unavailable=LBClientError):
     """The error for a refusal (``status`` >= 400) with the JSON ``answer``.
 
@@ -209,7 +222,9 @@ def refusal(status, answer, unavailable=LBClientError):
         retry_after = answer.get("retry_after")
         if not isinstance(retry_after, (int, float)) or retry_after <= 0:
             retry_after = DEFAULT_RETRY_AFTER_S
-        return AllBusy(message, status, answer["busy"], retry_after)
+        return AllBusy(message, status, answer["busy"], retry_after, downloading_of(answer))
+    if status == 503 and unavailable is NoHolderLeft:
+        return NoHolderLeft(message, status, downloading_of(answer))
     if status == 503:
         return unavailable(message, status)
     return LBClientError(message, status)

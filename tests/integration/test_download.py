@@ -168,6 +168,14 @@ class JoinedByOthers(DownloadCase):
         self.assertTrue(shares.touched)  # told the peer's server it has pieces to share
         self.assertTrue(shares.shared_whole)  # ...and all of them verified by the end
 
+    def test_alone_ends_when_the_load_balancer_says_so_while_no_holder_is_left(self):
+        shares = Shares()
+        lb = self.lb([self.holder(trickle=0.001)])  # one seed: later picks find none left...
+        lb.downloading_after_first_pick = 1  # ...but say another peer downloads it now
+        self.download(lb, partials=shares)
+        self.assertGreater(lb.picks, 1)
+        self.assertTrue(shares.touched)  # its pieces were hashed, to share with that peer
+
 
 class Shares:
     """Stands in for the peer's PartialShares: records what the download offered."""
