@@ -5,7 +5,9 @@ The load balancer never reads files: the SHA-256 piece list of a version is
 piece-list hash the holders announced (``PieceList.from_json``), and cached
 by that hash; the SHA-1 list of a torrent is ``GET /sha1/{sha256}`` on a
 holder (which hashes the file once, ``sharing.py``), cached by (SHA-256,
-size). Each cache keeps the ``MAX_CACHED`` lists used last. A holder that does
+size); a folder's, for a multi-file torrent, is ``GET /folder-sha1/{folder}/``
+on a holder of every file under it, checked to list exactly the network's
+files there. Each cache keeps the ``MAX_CACHED`` lists used last. A holder that does
 not answer in ``FETCH_TIMEOUT_S`` or answers something else is skipped for
 the next; the caller learns which holders failed (``Fetched.failed``), so a
 holder that vanished between the pick and the document is left out of it.
@@ -17,6 +19,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from p2p.core.pieces import BadPieceList, PieceList, piece_count, piece_size
 from p2p.core.torrent import HEX40
@@ -24,6 +27,7 @@ from p2p.core.torrent import HEX40
 log = logging.getLogger("p2p.lb")
 
 FETCH_TIMEOUT_S = 5.0  # a holder asked for a piece list answers within this
+FOLDER_FETCH_TIMEOUT_S = 30.0  # ... and for a folder's SHA-1s, which it may hash first
 MAX_LIST_BYTES = 64 << 20  # a piece-list reply longer than this is refused
 MAX_CACHED = 256  # piece lists kept per cache (the least recently used go first)
 
@@ -61,12 +65,28 @@ def check_sha1_list(body, sha256, size):
     """The hex SHA-1s of ``body`` (a ``/sha1`` reply) for the file (sha256, size)."""
     if not isinstance(body, dict) or body.get("sha256") != sha256 or body.get("size") != size:
         raise ValueError("a SHA-1 list of another file")
+    return sha1_digests(body, size, "file")
+
+
+def sha1_digests(body, total, what):
+    """The hex SHA-1s in ``body`` if they are one per piece of ``total`` bytes."""
     digests = body.get("pieces")
-    if body.get("piece_size") != piece_size(size) or not isinstance(digests, list) or len(
-            digests) != piece_count(size) or not all(
+    if body.get("piece_size") != piece_size(total) or not isinstance(digests, list) or len(
+            digests) != piece_count(total) or not all(
             isinstance(d, str) and HEX40.fullmatch(d) for d in digests):
-        raise ValueError("not a SHA-1 piece list of that file")
+        raise ValueError(f"not a SHA-1 piece list of that {what}")
     return tuple(digests)
+
+
+def check_folder_sha1(body, folder, files):
+    """The hex SHA-1s of ``body`` (a ``/folder-sha1`` reply) for ``files`` (FileRecords
+    under ``folder``, in name order): the holder's files must be exactly those."""
+    if not isinstance(body, dict) or body.get("folder") != folder:
+        raise ValueError("a SHA-1 list of another folder")
+    expected = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    if body.get("files") != expected:
+        raise ValueError(f"other files under {folder!r} than the network's")
+    return sha1_digests(body, sum(f.size for f in files), "folder")
 
 
 class LRU:
@@ -132,12 +152,28 @@ class HolderLists:
             self.sha1_lists.put(key, fetched.value)
         return fetched
 
-    def _first(self, holders, target, parse):
+    def folder_sha1(self, folder, files, holders):
+        """Fetched(hex SHA-1s) of the pieces of ``files`` (FileRecords under ``folder``, in
+        name order) one after another, from ``holders`` (each holding all of them) in turn."""
+        key = (folder, tuple((f.name, f.sha256, f.size) for f in files))
+        cached = self.sha1_lists.get(key)
+        if cached is not None:
+            return Fetched(cached)
+
+        def parse(body):
+            return check_folder_sha1(body, folder, files)
+        fetched = self._first(holders, f"/folder-sha1/{quote(folder)}", parse,
+                              FOLDER_FETCH_TIMEOUT_S)
+        if fetched.value is not None:
+            self.sha1_lists.put(key, fetched.value)
+        return fetched
+
+    def _first(self, holders, target, parse, timeout=FETCH_TIMEOUT_S):
         failed = []
         for holder in holders:
             try:
-                return Fetched(parse(get_json(self.members, holder.host, holder.port, target)),
-                               failed)
+                return Fetched(parse(get_json(self.members, holder.host, holder.port, target,
+                                              timeout)), failed)
             except OSError as e:  # refused, reset, timed out: gone since the pick
                 log.info("no list %s from %s: %s", target, holder.address, e)
                 failed.append(holder)

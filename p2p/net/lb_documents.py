@@ -7,7 +7,9 @@ redirector's do; picks of partial holders are cancelled at once), fetch the
 piece list from one of them (``holder_lists.py``, cached), leave out a
 holder that could not be reached (its transfer ends ``failed``), and render
 the document (``core/metalink.py``, ``core/torrent.py``). A name ending in
-``/`` is a folder: one ``<file>`` per file under it. On a network with a
+``/`` is a folder: one ``<file>`` per file under it in a Metalink; a
+multi-file torrent whose webseeds are the peers holding every file under it
+(one transfer counted on each), hashed by one of them. On a network with a
 secret every URL in a document is presigned for ``URL_LIFETIME_S``.
 """
 
@@ -19,7 +21,7 @@ from p2p.core.errors import Problem
 from p2p.core.metalink import BadDocument, MetalinkFile, render
 from p2p.core.pieces import piece_size
 from p2p.core.registry import MAX_SOURCES, Invalid, NotFound
-from p2p.core.torrent import BadTorrent, metainfo
+from p2p.core.torrent import BadTorrent, folder_metainfo, folder_parent, metainfo
 from p2p.net.holder_lists import HolderLists
 
 GENERATOR = f"p2p-load-balancer/{VERSION}"
@@ -126,10 +128,12 @@ class Documents:
             raise
 
     def torrent(self, name, sha256, source):
-        """(the .torrent of one file as bytes, the transfers it counts)."""
+        """(the .torrent of one file, or of a folder (NAME/), as bytes, the transfers it
+        counts)."""
         if name.endswith("/"):
-            raise Invalid("A torrent is made for one file; for a folder use its Metalink "
-                          f"(GET /metalink/{quote(name)}).")
+            if sha256 is not None:
+                raise Invalid("?sha256= chooses the version of one file, not of a folder.")
+            return self.folder_torrent(name, source)
         _, whole = self._pick_whole(name, sha256, source)
         record = whole[0].file
         try:
@@ -148,3 +152,55 @@ class Documents:
             self.cancel(whole)
             raise
         return body, whole
+
+    def folder_torrent(self, folder, source):
+        """(the multi-file .torrent of ``folder`` as bytes, the transfers it counts): its
+        webseeds are the peers that hold every file under it, each counted once."""
+        if self.members.secret is not None:
+            raise Invalid(f"On a members-only network a folder's torrent cannot carry a signed "
+                          f"URL for each file; use its Metalink (GET /metalink/{quote(folder)} "
+                          "with the query of 'python peer.py url NAME') or one file's torrent.")
+        picked = []
+        try:
+            records, whole = self._folder_holders(folder, source, picked)
+            fetched = self.lists.folder_sha1(folder, records, [t.holder for t in whole])
+            whole = self._drop(folder, whole, fetched.failed)
+            if fetched.value is None:
+                raise Gone(f"No holder of {folder!r} could give its SHA-1 piece hashes yet; "
+                           "try again shortly.")
+            counted = {t.id for t in whole}
+            self.cancel([t for t in picked if t.id not in counted])
+            picked = whole
+            base = quote(folder_parent(folder), safe="/")
+            urls = [f"{self.members.scheme}://{t.holder.address}/files/{base}" for t in whole]
+            body = folder_metainfo(folder, [(r.name, r.size) for r in records],
+                                   piece_size(sum(r.size for r in records)), fetched.value,
+                                   urls, GENERATOR, time.time())
+        except BadTorrent as e:
+            self.cancel(picked)
+            raise Invalid(str(e)) from None
+        except Exception:
+            self.cancel(picked)
+            raise
+        return body, whole
+
+    def _folder_holders(self, folder, source, picked):
+        """([the FileRecord of each file under ``folder``], [one transfer per peer holding
+        every one of them, least loaded first]); every pick is added to ``picked``."""
+        records, holding = [], None
+        for name in self.folder_names(folder):
+            _, whole = self._pick_whole(name, None, source)
+            picked += whole
+            records.append(whole[0].file)
+            ids = {t.holder.id for t in whole}
+            holding = ids if holding is None else holding & ids
+        first = {}
+        for t in picked:
+            first.setdefault(t.holder.id, t)
+        whole = [t for pid, t in first.items() if pid in holding]
+        if not whole:
+            raise NotFound(f"No single peer has every file under {folder!r} "
+                           f"({len(records)} files); use its Metalink "
+                           f"(GET /metalink/{quote(folder)}), which names the holders of each "
+                           "file.")
+        return records, whole

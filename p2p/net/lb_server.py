@@ -32,7 +32,9 @@ request                                     answer
 ``GET /metalink/{name}[?sha256=HEX]``       200 Metalink 4 (``lb_documents.py``) of a
                                             file, or of a folder ``{name}/``; 404 no
                                             whole holder; 409 several versions
-``GET /torrent/{name}[?sha256=HEX]``        200 a .torrent with webseeds (BEP 19)
+``GET /torrent/{name}[?sha256=HEX]``        200 a .torrent with webseeds (BEP 19), of
+                                            a file, or of a folder ``{name}/`` (multi-
+                                            file; 404 when no peer holds all of it)
 ``GET /holders/{name}?sha256=HEX``          200 {holders: [{id, name, host, port}]},
                                             least loaded first, nothing counted
 ==========================================  ==========================================
@@ -318,10 +320,12 @@ class LBHandler(JSONRequestHandler):
         self.send_document(made, METALINK_TYPE, f"{base}.meta4")
 
     def route_torrent(self, quoted_name):
-        """``GET /torrent/NAME``: a .torrent whose webseeds are the whole holders."""
+        """``GET /torrent/NAME``: a .torrent whose webseeds are the whole holders (of a
+        folder, NAME/: a multi-file torrent)."""
         name, sha256 = self.name_and_version(quoted_name, folders=True)
         made = self.server.documents.torrent(name, sha256, self.source)
-        self.send_document(made, TORRENT_TYPE, f"{name.rsplit('/', 1)[-1]}.torrent")
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        self.send_document(made, TORRENT_TYPE, f"{base}.torrent")
 
     def route_holders(self, quoted_name):
         """``GET /holders/NAME?sha256=HEX``: its whole holders, least loaded first; nothing

@@ -33,6 +33,13 @@ request (``GET`` or ``HEAD``)          answer
                                        else 404 ``{"error", "missing": true}``
                                        (never a 200, never an unverified byte);
                                        upload slots and limit as for ``/files``
+``/sha1/{sha256}``                     200 {sha256, size, piece_size, pieces}: the
+                                       SHA-1 of each piece (a .torrent's v1 pieces)
+``/folder-sha1/{folder}/``             200 {folder, files: [{name, size, sha256}],
+                                       piece_size, pieces}: the files under the
+                                       folder in name order and the SHA-1 of each
+                                       piece of their concatenation (a multi-file
+                                       .torrent); 404 when it shares none
 =====================================  ==============================================
 
 ``/`` and ``/files`` list shared files only, never one being downloaded; each
@@ -863,7 +870,8 @@ class UploadSlots:
 
 
 class PieceRoutes:
-    """The content-addressed routes of FileHandler: ``/pieces``, ``/sha1`` and ``/blobs``."""
+    """The content-addressed routes of FileHandler: ``/pieces``, ``/sha1``, ``/folder-sha1``
+    and ``/blobs``."""
 
     def route_pieces(self, hex_digits):
         sha256 = sha256_from_url(hex_digits)
@@ -925,6 +933,28 @@ class PieceRoutes:
         self.send_json(200, {"sha256": entry.sha256, "size": entry.size,
                              "piece_size": piece_size(entry.size), "pieces": list(digests)})
 
+    def route_folder_sha1(self, quoted_folder):
+        """GET /folder-sha1/{folder}/: the files under a folder in name order and the SHA-1
+        of each piece of their concatenation (a multi-file .torrent), hashed once and kept."""
+        try:
+            folder = name_from_url(quoted_folder.rstrip("/")) + "/"
+        except BadName as e:
+            raise HTTPProblem(400, str(e)) from None
+        entries = sorted((f for f in self.server.index.files() if f.name.startswith(folder)),
+                         key=lambda f: f.name)
+        if not entries:
+            raise HTTPProblem(404, f"This peer shares nothing under {folder!r}.")
+        try:
+            digests = self.server.sha1_lists.get(*entries)
+        except OSError:
+            raise HTTPProblem(404, f"A file under {folder!r} cannot be read on this peer "
+                                   "now.") from None
+        self.send_json(200, {"folder": folder,
+                             "files": [{"name": e.name, "size": e.size, "sha256": e.sha256}
+                                       for e in entries],
+                             "piece_size": piece_size(sum(e.size for e in entries)),
+                             "pieces": list(digests)})
+
 
 class FileHandler(PieceRoutes, JSONRequestHandler):
     """Serves ``self.server.index`` with ``self.server.uploads`` slots."""
@@ -937,6 +967,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
         "/pieces/**": {"GET": "pieces"},
         "/blobs/**": {"GET": "blob"},
         "/sha1/**": {"GET": "sha1"},
+        "/folder-sha1/**": {"GET": "folder_sha1"},
     })
     not_found = "There is nothing at {path!r} on this peer; try GET / or GET /files."
 
@@ -1187,18 +1218,20 @@ def missing(share, wanted):
                             f"ask another peer for {span}.", missing=True)
 
 
-def sha1_pieces(path, piece):
-    """The hex SHA-1 of each ``piece``-byte piece of the file at ``path`` (a torrent's v1)."""
+def sha1_pieces(paths, piece):
+    """The hex SHA-1 of each ``piece``-byte piece of the files at ``paths`` one after another
+    (a torrent's v1 pieces, which run across file boundaries)."""
     digests = []
     buf = memoryview(bytearray(min(READ_BYTES, piece)))
-    with open(path, "rb", buffering=0) as f:
-        current, left = hashlib.sha1(), piece
-        while n := f.readinto(buf[:min(len(buf), left)]):
-            current.update(buf[:n])
-            left -= n
-            if left == 0:
-                digests.append(current.hexdigest())
-                current, left = hashlib.sha1(), piece
+    current, left = hashlib.sha1(), piece
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf[:min(len(buf), left)]):
+                current.update(buf[:n])
+                left -= n
+                if left == 0:
+                    digests.append(current.hexdigest())
+                    current, left = hashlib.sha1(), piece
     if left != piece:
         digests.append(current.hexdigest())
     return tuple(digests)
@@ -1212,14 +1245,17 @@ class Sha1Lists:
         self._lists = LRU(limit)
         self._lock = threading.Lock()
 
-    def get(self, entry):
-        key = (entry.sha256, entry.stamp)
+    def get(self, *entries):
+        """The SHA-1 piece list of ``entries`` (shared files) one after another, at the
+        network's piece size for their total size; OSError when one cannot be read."""
+        key = tuple((e.sha256, e.stamp) for e in entries)
+        total = sum(e.size for e in entries)
         with self._lock:
             digests = self._lists.get(key)
             if digests is None:
-                digests = sha1_pieces(entry.path, piece_size(entry.size))
-                if len(digests) != piece_count(entry.size):
-                    raise OSError(f"{entry.path} changed while hashed")
+                digests = sha1_pieces([e.path for e in entries], piece_size(total))
+                if len(digests) != piece_count(total):
+                    raise OSError(f"{entries[0].path} changed while hashed")
                 self._lists.put(key, digests)
         return digests
 

@@ -230,10 +230,66 @@ class TorrentTests(unittest.TestCase):
         self.assertEqual(2, len(meta[b"url-list"]))
         self.assertTrue(all(u.endswith(b"/files/d/f.bin") for u in meta[b"url-list"]))
 
-    def test_a_folder_is_refused_with_the_way_to_get_it(self):
-        response, body = self.net.get("/torrent/d/")
-        self.assertEqual(400, response.status)
-        self.assertIn(b"/metalink/d/", body)
+
+
+FOLDER = {"Music/Jazz/b.bin": data_of(300_001, "b"), "Music/Jazz/a.bin": data_of(200_003, "a"),
+          "Music/Jazz/sub/c d.bin": data_of(5, "c"), "Music/Other.txt": b"o"}
+JAZZ = sorted(n for n in FOLDER if n.startswith("Music/Jazz/"))
+
+
+def concatenated_sha1s(names, step):
+    data = b"".join(FOLDER[n] for n in names)
+    return b"".join(hashlib.sha1(data[i:i + step]).digest() for i in range(0, len(data), step))
+
+
+class FolderTorrentTests(unittest.TestCase):
+    """A folder's torrent: one multi-file torrent whose pieces run across files, hashed by a
+    holder of the whole folder; its webseeds are the peers holding every file."""
+
+    def setUp(self):
+        quiet_logs(self)
+        self.net = Network(self)
+
+    def torrent(self, target="/torrent/Music/Jazz/", status=200):
+        response, body = self.net.get(target)
+        self.assertEqual(status, response.status, body)
+        return decode(body) if status == 200 else body
+
+    def test_pieces_run_across_files_and_webseeds_name_the_parent(self):
+        a, b = self.net.holder(FOLDER), self.net.holder(FOLDER)
+        meta = self.torrent()
+        info = meta[b"info"]
+        self.assertEqual(b"Jazz", info[b"name"])
+        self.assertEqual([[b"a.bin"], [b"b.bin"], [b"sub", b"c d.bin"]],
+                         [f[b"path"] for f in info[b"files"]])
+        self.assertEqual([len(FOLDER[n]) for n in JAZZ], [f[b"length"] for f in info[b"files"]])
+        self.assertEqual(concatenated_sha1s(JAZZ, info[b"piece length"]), info[b"pieces"])
+        self.assertEqual(sorted(f"http://{h.address}/files/Music/".encode() for h in (a, b)),
+                         sorted(meta[b"url-list"]))
+        self.assertEqual([1, 1], [p["active"] for p in self.net.registry.status()["peers"]])
+
+    def test_only_peers_holding_every_file_are_webseeds(self):
+        whole = self.net.holder(FOLDER)
+        self.net.holder({n: FOLDER[n] for n in JAZZ[:1]})
+        meta = self.torrent()
+        self.assertEqual([f"http://{whole.address}/files/Music/".encode()], meta[b"url-list"])
+        active = {p["port"]: p["active"] for p in self.net.registry.status()["peers"]}
+        self.assertEqual({whole.server_address[1]: 1}, {k: v for k, v in active.items() if v})
+
+    def test_no_peer_with_the_whole_folder_is_404_with_the_way_to_get_it(self):
+        self.net.holder({n: FOLDER[n] for n in JAZZ[:1]})
+        self.net.holder({n: FOLDER[n] for n in JAZZ[1:]})
+        body = self.torrent(status=404)
+        self.assertIn(b"/metalink/Music/Jazz/", body)
+        self.assertEqual([0, 0], [p["active"] for p in self.net.registry.status()["peers"]])
+
+    def test_a_holder_listing_other_files_is_not_believed(self):
+        holder = self.net.holder(FOLDER)
+        files = holder.index.files
+        holder.index.files = lambda: [f for f in files() if f.name != JAZZ[0]]  # lost one
+        body = self.torrent(status=503)
+        self.assertIn(b"SHA-1 piece hashes", body)
+        self.assertEqual([0], [p["active"] for p in self.net.registry.status()["peers"]])
 
 
 class MembersOnlyTests(unittest.TestCase):
@@ -253,6 +309,13 @@ class MembersOnlyTests(unittest.TestCase):
             response, body = self.net.get(target)
             self.assertEqual(401, response.status)
             self.assertIn(b"peer.py url", body)
+
+    def test_a_folder_torrent_is_refused_with_the_way_to_get_its_metalink(self):
+        self.net.holder({"d/g.bin": b"g"})
+        query = self.secret.url_query("d/")
+        response, body = self.net.get(f"/torrent/d/?{query}")
+        self.assertEqual(400, response.status, body)
+        self.assertIn(b"/metalink/d/", body)
 
     def test_presigned_documents_carry_presigned_urls(self):
         query = self.secret.url_query("f.bin")
@@ -349,3 +412,50 @@ class TransmissionTests(unittest.TestCase):
                 return False
         wait_for(complete, timeout=CLIENT_TIMEOUT_S, what="transmission to finish")
         self.assertGreater(sum(net.sent.values()), len(data) - 1)
+
+
+class FolderWithClientsTests(unittest.TestCase):
+    """The real clients with a folder's multi-file torrent: every file, checked, at its path."""
+
+    def setUp(self):
+        quiet_logs(self)
+        self.net = Network(self)
+        self.net.holder(FOLDER)
+        self.net.holder(FOLDER)
+        self.out = tempfile.mkdtemp(prefix="p2p-folder-")
+        self.addCleanup(shutil.rmtree, self.out, ignore_errors=True)
+        response, body = self.net.get("/torrent/Music/Jazz/")
+        self.assertEqual(200, response.status, body)
+        self.path = os.path.join(self.out, "Jazz.torrent")
+        with open(self.path, "wb") as f:
+            f.write(body)
+
+    def complete(self, root):
+        for name in JAZZ:
+            try:
+                with open(os.path.join(root, "Jazz", name[len("Music/Jazz/"):]), "rb") as f:
+                    if f.read() != FOLDER[name]:
+                        return False
+            except OSError:
+                return False
+        return True
+
+    @unittest.skipUnless(ARIA2, "aria2c is not installed (apt-get install aria2)")
+    def test_aria2c(self):
+        done = subprocess.run([ARIA2, "-d", self.out, *ARIA2_QUIET, "--check-integrity=true",
+                               self.path], capture_output=True, text=True,
+                              timeout=CLIENT_TIMEOUT_S, check=False)
+        self.assertEqual(0, done.returncode, done.stdout + done.stderr)
+        self.assertTrue(self.complete(self.out))
+
+    @unittest.skipUnless(TRANSMISSION, "transmission-cli is not installed (apt-get install "
+                                       "transmission-cli)")
+    def test_transmission(self):
+        dl = os.path.join(self.out, "dl")
+        proc = subprocess.Popen([TRANSMISSION, "-w", dl, "-g", os.path.join(self.out, "config"),
+                                 "-D", "-er", "-p", "0", self.path], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "HOME": self.out})
+        self.addCleanup(proc.wait, 10)
+        self.addCleanup(proc.kill)
+        wait_for(lambda: self.complete(dl), timeout=CLIENT_TIMEOUT_S,
+                 what="transmission to finish the folder")

@@ -103,6 +103,30 @@ class TorrentTests(unittest.TestCase):
             torrent.metainfo("f", 5, 4, ["aa" * 20] * 2, [], "g", 0)
 
 
+    def test_folder_metainfo_lists_each_file_by_its_path_under_the_folder(self):
+        data = torrent.folder_metainfo("M/J/", [("M/J/a", 3), ("M/J/s/b", 6)], 4,
+                                       ["aa" * 20, "bb" * 20, "cc" * 20], ["http://x/files/M/"],
+                                       "g", 0)
+        info = bencode.decode(data)[b"info"]
+        self.assertEqual(b"J", info[b"name"])
+        self.assertEqual([{b"length": 3, b"path": [b"a"]}, {b"length": 6, b"path": [b"s", b"b"]}],
+                         info[b"files"])
+        self.assertEqual(60, len(info[b"pieces"]))  # 9 bytes in pieces of 4, across the files
+        self.assertNotIn(b"length", info)
+
+    def test_folder_metainfo_refuses_a_wrong_count_no_urls_or_a_stray_file(self):
+        files = [("M/a", 3), ("M/b", 6)]
+        for args in ((files, ["aa" * 20] * 2, ["u/"]), (files, ["aa" * 20] * 3, []),
+                     ([("N/a", 1)], ["aa" * 20], ["u/"]), ([], [], ["u/"])):
+            with self.subTest(args=args), self.assertRaises(torrent.BadTorrent):
+                torrent.folder_metainfo("M/", args[0], 4, args[1], args[2], "g", 0)
+
+    def test_folder_parent(self):
+        self.assertEqual("", torrent.folder_parent("Photos/"))
+        self.assertEqual("Music/", torrent.folder_parent("Music/Jazz/"))
+        self.assertEqual("a/b/", torrent.folder_parent("a/b/c/"))
+
+
 class FolderTests(unittest.TestCase):
     def test_files_under_a_folder_by_name(self):
         listing = [{"name": "P/b", "size": 2}, {"name": "P/a/c", "size": 3},
