@@ -1,14 +1,18 @@
 """Benchmark on test hosts (``tests/hosts.py``; needs root and ``ip``, ``tc`` for links).
 
     python bench/hosts.py [--part downloads|lb|both] [--hosts 8] [--mbit 100]
-                          [--size-mib 64] [--peers 10000] [--seconds 20]
+                          [--size-mib 128] [--peers 10000] [--seconds 20]
     python bench/hosts.py --only failover [--rounds 3]
 
 downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directions). Host 1
-  runs the load balancer and a seed sharing one ``--size-mib`` file; every other host runs
-  ``peer.py get`` of it, all started together, without ``--lb`` (they find the load balancer
-  on the link). Reports each host's download speed, from its start to its exit, as a
-  fraction of its link (Kraken promises above 50 % on every host).
+  runs the load balancer, host 2 a seed sharing one ``--size-mib`` file; every other host
+  runs ``peer.py get`` of it, all started together, without ``--lb`` (they find the load
+  balancer on the link). Reports each host's time, from its start to its exit, against the
+  optimum: Kumar & Ross's minimum distribution time for N downloaders of upload u_i and a
+  seed of upload u_s, T* = max(F/u_s, N*F/(u_s + sum u_i)), which is F/u on equal links
+  (every host can finish at its link's speed, if the crowd's upload carries the copies).
+  Also the seed's upload efficiency: the bytes it sent (its link's count, headers
+  included) over F; 1.0 is perfect, every byte sent once.
 lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simulated peers
   registered from host 2 (one file each, every file held by 4 of them), heartbeating from
   host 2 at the default interval, evenly spread; meanwhile host 3 asks for 50 picks a second
@@ -143,6 +147,12 @@ def run_threads(target):
 # The two parts
 
 
+def optimum_s(size, seed_rate, rates):
+    """Kumar & Ross's minimum distribution time (s) of ``size`` bytes from a seed uploading
+    ``seed_rate`` bytes/s to peers uploading ``rates`` (downloads unconstrained)."""
+    return max(size / seed_rate, len(rates) * size / (seed_rate + sum(rates)))
+
+
 def bench_downloads(args, tmp):
     env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench")
     env.pop("P2P_LB", None)
@@ -151,17 +161,20 @@ def bench_downloads(args, tmp):
         read_line(lb.stdout)
         seed_shared = os.path.join(tmp, "seed")
         os.makedirs(seed_shared)
-        write_random(os.path.join(seed_shared, "big.bin"), args.size_mib * MiB)
-        seed = hosts.run(1, [os.path.join(ROOT, "peer.py"), "serve", "--shared", seed_shared,
+        size = args.size_mib * MiB
+        write_random(os.path.join(seed_shared, "big.bin"), size)
+        seed = hosts.run(2, [os.path.join(ROOT, "peer.py"), "serve", "--shared", seed_shared,
                              "--downloads", os.path.join(tmp, "seed-downloads")], env=env, cwd=tmp)
         read_line(seed.stdout)
         url = f"http://{hosts.address(1)}:{LB_PORT}/status"
-        wait_for(lambda: (hosts.fetch_json(1, url) or {"peers": [{}]})["peers"][0].get("files"),
+        wait_for(lambda: any(p.get("files") for p in
+                             (hosts.fetch_json(1, url) or {"peers": []})["peers"]),
                  timeout=120, what="the seed to announce its file")
+        seed_sent = hosts.sent_bytes(2)
         started = time.monotonic()
         gets = {i: hosts.run(i, [os.path.join(ROOT, "peer.py"), "get", "big.bin",
                                  "--downloads", os.path.join(tmp, f"h{i}")], env=env, cwd=tmp)
-                for i in range(2, args.hosts + 1)}
+                for i in range(3, args.hosts + 1)}
         ended = {}
         deadline = started + DOWNLOAD_TIMEOUT_S
         while len(ended) < len(gets) and time.monotonic() < deadline:
@@ -169,24 +182,25 @@ def bench_downloads(args, tmp):
                 if i not in ended and proc.poll() is not None:
                     ended[i] = time.monotonic()
             time.sleep(0.02)
+        seed_sent = hosts.sent_bytes(2) - seed_sent
         link = args.mbit * 1e6 / 8
-        print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf), one seed, "
-              f"{len(gets)} downloaders of one {args.size_mib} MiB file started together:")
-        print("host  exit  seconds  MB/s   of its link")
-        rates = []
+        best = optimum_s(size, link, [link] * len(gets))
+        print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf): the load balancer on "
+              f"h1, a seed on h2, {len(gets)} downloaders of one {args.size_mib} MiB file "
+              f"started together; the optimum T* = {best:.1f} s:")
+        print("host  exit  seconds  T*/time")
+        fractions = []
         for i, proc in gets.items():
             if i not in ended:
                 print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
                 continue
             seconds = ended[i] - started
-            rate = args.size_mib * MiB / seconds
-            rates.append(rate)
-            print(f"h{i}    {proc.returncode:>4}  {seconds:7.1f}  {rate / 1e6:5.2f}  "
-                  f"{rate / link:6.1%}")
-        if rates:
-            together = len(rates) * args.size_mib * MiB / (max(ended.values()) - started)
-            print(f"worst host {min(rates) / link:.1%} of its link; all downloads together, "
-                  f"until the last one ended: {together / link:.1%} of the seed's link")
+            fractions.append(best / seconds)
+            print(f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}")
+        if fractions:
+            print(f"T*/time: worst host {min(fractions):.2f}, median "
+                  f"{percentile(fractions, 0.5):.2f}; the seed's upload efficiency (bytes it "
+                  f"sent / F; 1.0 is perfect): {seed_sent / size:.2f}")
 
 
 def bench_lb(args, tmp):
@@ -295,7 +309,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="failover rounds")
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--mbit", type=int, default=100)
-    parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--peers", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--worker", choices=("beat", "picks"), help=argparse.SUPPRESS)
