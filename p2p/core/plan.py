@@ -314,11 +314,13 @@ class Plan:
             source.pieces.discard(index)
             self.availability[index] -= 1
 
-    def fault(self, key):
-        """The holder's connection broke or it broke the protocol: not asked again."""
-        source = self.sources[key]
-        source.faulted = True
-        self.shunned.add(source.peer_id)
+    def fault(self, key, peer_id):
+        """The holder's connection broke or it broke the protocol (perhaps before it was
+        added, with a false piece list): not asked again; its transfer ends ``failed``."""
+        source = self.sources.get(key)
+        if source is not None:
+            source.faulted = True
+        self.shunned.add(peer_id)
 
     def slow(self, now):
         """Holders much slower than the fastest, to let go while faster ones are online."""

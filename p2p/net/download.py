@@ -49,7 +49,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p2p.core.errors import Problem
 from p2p.core.members import OPEN
@@ -743,7 +743,7 @@ class Swarm:
             blamed = spoilers or ({list_from.peer_id} if digest != self.file.sha256 else ())
             for key, source in list(self.plan.sources.items()):
                 if source.peer_id in blamed:
-                    self.plan.fault(key)
+                    self.plan.fault(key, source.peer_id)
             ended = [(lease, self.plan.remove_source(key))
                      for key, lease in self.finished.items()]
         for lease, outcome in ended:
@@ -1044,7 +1044,8 @@ class Worker:
                 if fault.busy is not None:
                     swarm.busy[self.lease.peer_id] = time.monotonic()
                 elif not self._stopped:
-                    plan.fault(self.key)
+                    plan.fault(self.key, self.lease.peer_id)
+                    outcome = "failed"
                     swarm.last_fault = f"{self.source}: {fault}"
                     log.warning("%s from %s failed: %s", swarm.name, self.source, fault)
         except Exception:  # a bug of ours: logged, and the other holders go on
@@ -1250,7 +1251,7 @@ class Downloader:
         fd = self._open_partial(target.partial, size)
         plan = None
         try:  # the partial file stays locked until it has its final name
-            pieces, list_from = self._piece_list(pick, leases)
+            pieces, list_from, pick = self._piece_list(pick, leases)
             partial = PartialFile(target.partial, fd, pieces)
             have = partial.verified()
             plan = Plan(pieces.count, have)
@@ -1284,14 +1285,16 @@ class Downloader:
 
     def _piece_list(self, pick, leases):
         """The file's piece list, from the first holder that gives one the holders agree on
-        (``pick.pieces``); and the Lease of that holder. A holder that cannot be reached
-        or answers nonsense has its transfer ended ``failed``; NoPieceList if none gives it."""
+        (``pick.pieces``); the Lease of that holder; and the pick without the holders
+        before it, which failed to give it. A holder that cannot be reached or answers
+        nonsense has its transfer ended ``failed``; NoPieceList if none gives it."""
         problems, broken = [], []
-        for lease in pick.leases:
+        for at, lease in enumerate(pick.leases):
             conn = HolderConnection(lease.host, lease.port, pick.file.sha256, pick.file.size,
                                     self.members, self.identity, self.stall_timeout)
             try:
-                return conn.piece_list(pick.pieces)[0], lease
+                pieces = conn.piece_list(pick.pieces)[0]
+                return pieces, lease, replace(pick, leases=pick.leases[at:])
             except PeerFault as e:
                 problems.append(f"{lease.address}: {e}")
                 if not e.other_file:  # another size claimed for it: the pick's record may lie

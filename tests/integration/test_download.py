@@ -152,6 +152,38 @@ class Liars(DownloadCase):
         self.assertEqual(lb.outcomes("h0"), ["failed"])
 
 
+class PartialLiars(DownloadCase):
+    """Issue 20 item 3: a partial holder whose piece list is wrong crashed a holder's thread
+    (KeyError in the plan) and was blamed only sometimes."""
+
+    def lying_partial(self, **lie):
+        have = Bitfield(PIECES)
+        for i in range(PIECES // 2):
+            have.add(i)
+        return self.holder(have=have, **lie)
+
+    def assert_blamed_without_a_traceback(self, lb, liar_id):
+        crashed = []
+        self.enterContext(mock.patch.object(threading, "excepthook", crashed.append))
+        self.assert_saved(self.download(lb))
+        self.assertEqual(crashed, [])
+        self.assertEqual(lb.outcomes(liar_id), ["failed"])
+
+    def test_a_false_list_from_a_partial_holder_is_blamed_and_the_seed_delivers(self):
+        liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
+        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
+
+    def test_a_partial_holder_asked_first_for_the_list_is_blamed_once_and_not_used(self):
+        liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
+        self.assert_blamed_without_a_traceback(self.lb([liar, self.holder()]), "h0")
+        self.assertEqual(liar.requests, [])
+
+    def test_a_bitfield_of_the_wrong_length_is_blamed(self):
+        liar = self.lying_partial()
+        liar.have = Bitfield(PIECES + 8)
+        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
+
+
 class LiarsInACrowd(Liars):
     """The same, with other peers downloading the file: every piece is hashed as it comes,
     and a holder is dropped at its second bad piece."""

@@ -147,7 +147,7 @@ class Blame(unittest.TestCase):
         plan.add_source("c", "C")
         plan.arrived("a", plan.next_piece("a"), True)
         plan.next_piece("b")
-        plan.fault("b")
+        plan.fault("b", "B")
         self.assertEqual(plan.remove_source("a"), "done")
         self.assertEqual(plan.remove_source("b"), "failed")
         self.assertEqual(plan.remove_source("c"), "cancelled")
