@@ -13,10 +13,11 @@ import unittest
 from dataclasses import replace
 from unittest import mock
 
-from p2p.net import download
-from p2p.net.download import DownloadError, Downloader, VerifyFailed, partial_name
+from p2p.net.download import DownloadError, Downloader, VerifyFailed
+from p2p.net.partial import partial_name
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
-from p2p.core.plan import ENDGAME_COPIES
+from p2p.core.picker import ENDGAME_COPIES
+from p2p.core.swarm import PACE
 from tests.fakes import FakeHolder, FakeLB, make_data
 from tests.support import quiet_logs
 
@@ -35,8 +36,7 @@ class DownloadCase(unittest.TestCase):
         self.holders = []
         self.progress = []
         quiet_logs(self)
-        self.enterContext(mock.patch.multiple(download, ASK_MORE_EVERY_S=ASK_AGAIN_S,
-                                              ASK_BUSY_MIN_S=ASK_AGAIN_S))
+        self.pace = replace(PACE, ask_more_every_s=ASK_AGAIN_S, ask_busy_min_s=ASK_AGAIN_S)
 
     def holder(self, **misbehaviour):
         holder = FakeHolder(self.data, **misbehaviour)
@@ -51,6 +51,7 @@ class DownloadCase(unittest.TestCase):
 
     def download(self, lb, **options):
         """The download's Result (or its error, raised), failing the test at a deadline."""
+        options.setdefault("pace", self.pace)
         downloader = Downloader(lb, self.root, on_progress=self.progress.append, **options)
         ended = {}
 
@@ -292,7 +293,7 @@ class Errors(DownloadCase):
     def test_every_holder_failing_is_a_clear_error_and_keeps_verified_pieces(self):
         holder = self.holder(drop_at=MIN_PIECE_BYTES * 2 + 10)
         with self.assertRaises(DownloadError) as caught:
-            self.download(self.lb([holder]))
+            self.download(self.lb([holder]), wait_s=0)
         self.assertIn("partial file is kept", caught.exception.message)
         partial = os.path.join(self.root, partial_name("file.bin", self.sha256))
         with open(partial, "rb") as f:

@@ -4,7 +4,8 @@ import random
 import unittest
 
 from p2p.core.pieces import Bitfield
-from p2p.core.plan import BAN_STRIKES, ENDGAME_COPIES, SLOW_GRACE_S, SLOW_RATIO, Plan
+from p2p.core.picker import ENDGAME_COPIES
+from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, Plan
 
 
 def bits(count, indices):
