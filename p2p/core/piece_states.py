@@ -10,7 +10,8 @@ block states the same way, with a ``check_invariant``)::
                file's SHA-256 checks it, or it is hashed when others appear
     have       verified and written: shared from now on, never fetched again
 
-``TRANSITIONS`` lists every move. ``PieceBook.move`` refuses any other with
+``TRANSITIONS`` lists every move, as (state, event): the next state (h11 keeps its
+connection states the same way). ``PieceBook.move`` refuses any other with
 ``IllegalTransition``: a move the table lacks is a bug of the downloader, never the
 holder's doing. Choosing a piece (``picker.py``) is separate from taking it here.
 """
@@ -20,18 +21,20 @@ from p2p.core.errors import IllegalTransition
 MISSING, REQUESTED, WRITING, UNCHECKED, HAVE = (
     "missing", "requested", "writing", "unchecked", "have")
 
-TRANSITIONS = {
-    MISSING: {REQUESTED,  # a connection takes it
-              WRITING},  # a copy arrived whose connection had let the piece go meanwhile
-    REQUESTED: {MISSING,  # the last connection on it let it go (cut short, holder lacks it)
-                WRITING},  # the first good copy arrived: it claims the piece
-    WRITING: {UNCHECKED,  # written unhashed, while alone
-              HAVE,  # written after its hash matched
-              MISSING},  # the write failed
-    UNCHECKED: {HAVE,  # hashed after all, and it matched
-                MISSING},  # hashed after all, and it did not: fetched again
-    HAVE: set(),
+TRANSITIONS = {  # (state, event): the state it leads to
+    (MISSING, "take"): REQUESTED,  # a connection fetches it
+    (REQUESTED, "take"): REQUESTED,  # another one too, in the endgame
+    (REQUESTED, "let-go"): MISSING,  # the last connection on it let it go
+    (REQUESTED, "arrive"): WRITING,  # the first good copy claims it
+    (MISSING, "arrive"): WRITING,  # ...even one whose connection had let it go meanwhile
+    (WRITING, "written-unhashed"): UNCHECKED,  # alone: the whole file's SHA-256 checks it
+    (WRITING, "written-verified"): HAVE,
+    (WRITING, "write-failed"): MISSING,
+    (UNCHECKED, "hash-good"): HAVE,  # hashed after all
+    (UNCHECKED, "hash-bad"): MISSING,  # ...and fetched again from someone else
 }
+STATES = (MISSING, REQUESTED, WRITING, UNCHECKED, HAVE)
+EVENTS = tuple(dict.fromkeys(event for _, event in TRANSITIONS))
 OPEN = (MISSING, REQUESTED)  # still to fetch
 HERE = (UNCHECKED, HAVE)  # on disk, whole
 
@@ -53,11 +56,12 @@ class PieceBook:
     def state(self, index):
         return self.states[index]
 
-    def move(self, index, to):
-        """Move piece ``index`` to state ``to``, or IllegalTransition."""
+    def move(self, index, event):
+        """Piece ``index`` goes where ``event`` leads from its state, or IllegalTransition."""
         now = self.states[index]
-        if to not in TRANSITIONS[now]:
-            raise IllegalTransition(f"piece {index} cannot go from {now} to {to}")
+        to = TRANSITIONS.get((now, event))
+        if to is None:
+            raise IllegalTransition(f"piece {index} is {now}: {event} is not a move from there")
         self.states[index] = to
         if to in OPEN:
             self.open.add(index)
@@ -86,10 +90,7 @@ class PieceBook:
 
     def take(self, index, key):
         """Connection ``key`` fetches piece ``index`` (missing, or requested in the endgame)."""
-        if self.states[index] == MISSING:
-            self.move(index, REQUESTED)
-        elif self.states[index] != REQUESTED:
-            raise IllegalTransition(f"piece {index} is {self.states[index]}: not to be fetched")
+        self.move(index, "take")
         self.fetchers.setdefault(index, set()).add(key)
 
     def release(self, index, key):
@@ -101,7 +102,7 @@ class PieceBook:
         keys.discard(key)
         if not keys:
             del self.fetchers[index]
-            self.move(index, MISSING)
+            self.move(index, "let-go")
 
     def claim(self, index, sender):
         """A copy of piece ``index`` from ``sender`` arrived: the first one claims the piece
@@ -109,32 +110,31 @@ class PieceBook:
         None when another copy came first."""
         if self.states[index] not in OPEN:
             return None
+        self.move(index, "arrive")
         others = self.fetchers.pop(index, set())
-        self.move(index, WRITING)
         self.senders[index] = sender
         return others
 
     def written(self, index, verified):
         """The claimed copy is on disk: ``have`` when it was hashed, else ``unchecked``."""
-        self.move(index, HAVE if verified else UNCHECKED)
+        self.move(index, "written-verified" if verified else "written-unhashed")
         if verified:
             self.senders.pop(index, None)
 
     def unwritten(self, index):
         """Writing the claimed copy failed: the piece is missing again."""
-        self.move(index, MISSING)
+        self.move(index, "write-failed")
         self.senders.pop(index, None)
 
     def checked(self, index, good):
         """An unchecked piece was hashed: ``have``, or missing again. Its sender's peer id."""
-        sender = self.senders.pop(index, None)
-        self.move(index, HAVE if good else MISSING)
-        return sender
+        self.move(index, "hash-good" if good else "hash-bad")
+        return self.senders.pop(index, None)
 
     def check_invariant(self):
         """AssertionError if the book disagrees with itself."""
         for index, state in enumerate(self.states):
-            assert state in TRANSITIONS, (index, state)
+            assert state in STATES, (index, state)
             assert (index in self.open) == (state in OPEN), (index, state)
             assert (index in self.have) == (state == HAVE), (index, state)
             assert (index in self.fetchers) == (state == REQUESTED), (index, state)

@@ -98,7 +98,7 @@ class Asking:
         self.waiting = f"waiting for a free upload slot, {holders(count)} busy"
         self.ask_at = now + min(self.pace.busy_wait_max_s,
                                 max(retry_after, self.pace.ask_busy_min_s))
-        return self._patience(active, lambda: f"Waited {self.wait_s:.0f} s for a free upload "
+        return self._patience(active, lambda: f"Waited {self.wait_s:g} s for a free upload "
                               f"slot for {self.name!r}; every holder is busy.")
 
     def none_left(self, active, alone, busy_soon=False):
@@ -125,7 +125,7 @@ class Asking:
         self.waiting = waiting
         self.ask_at = now + self.poll_s
         self.poll_s = min(self.poll_s * 2, self.pace.stall_max_s)
-        return self._patience(0, lambda: f" Waited {self.wait_s:.0f} s for one to come back."
+        return self._patience(0, lambda: f" Waited {self.wait_s:g} s for one to come back."
                               if self.wait_s else "")
 
     def _patience(self, active, why):
