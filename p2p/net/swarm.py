@@ -105,8 +105,8 @@ class Swarm:
     def __init__(self, downloader, name, pick, partial, plan, leases, result, asking,
                  named=False):
         self.d = downloader
-        self.named = named and pick.leases[0].address  # the holder the person named: no
-        # other is asked
+        # the address of the holder the person named (no other is asked), or None
+        self.named = pick.leases[0].address if named else None
         self.name, self.file, self.partial = name, pick.file, partial
         self.pieces = partial.pieces
         self.plan, self.leases, self.result, self.asking = plan, leases, result, asking
