@@ -28,6 +28,7 @@ import http.client
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -82,6 +83,7 @@ log = logging.getLogger("p2p.download")
 MAX_LIST_TRIES = 3  # piece lists tried (each from another holder) before a download gives up
 DEFAULT_RENEW_S = 10.0  # a DirectSource's transfers: nothing to renew, but a Pick has one
 DEFAULT_PARALLEL = 3  # downloads running at once in the background (the rest wait their turn)
+LIST_STAGGER_S = 0.5  # no piece list yet: ask the next holder too after this long
 
 
 class Downloader:
@@ -229,27 +231,50 @@ class Downloader:
 
     def _piece_list(self, pick, leases):
         """The file's piece list, from the first holder that gives one the holders agree on
-        (``pick.pieces``); the Lease of that holder; and the pick without the holders
-        before it, which failed to give it. A holder that cannot be reached or answers
-        nonsense has its transfer ended ``failed``; NoPieceList if none gives it."""
-        problems, broken = [], []
-        for at, lease in enumerate(pick.leases):
-            conn = self.connection(lease, pick.file)
-            self.on_progress(Progress(pick.file.name, 0, pick.file.size, 0.0, lease.address,
-                                      sources=0, waiting=f"waiting for {lease.address} to "
-                                                         "answer"))
+        (``pick.pieces``); the Lease of that holder; and the pick without the holders that
+        failed to give it. The first holder is asked, and one more every LIST_STAGGER_S
+        while none has answered (so a silent holder costs a moment, not its timeout). A
+        holder that cannot be reached or answers nonsense has its transfer ended
+        ``failed``; NoPieceList if none gives the list."""
+        answers, problems, broken, failed = queue.Queue(), [], [], set()
+        waiting = [*pick.leases]
+        asked = 0
+        while waiting or asked:
+            if waiting:
+                self._ask_list(waiting.pop(0), pick, answers)
+                asked += 1
             try:
-                pieces = conn.piece_list(pick.pieces)[0]
-                return pieces, lease, replace(pick, leases=pick.leases[at:])
-            except PeerFault as e:
-                problems.append(f"{lease.address}: {e}")
-                if not e.other_file:  # another size claimed for it: the pick's record may lie
-                    broken.append(lease.peer_id)
-                    leases.end(lease, "failed")
-            finally:
-                conn.close()
+                lease, pieces, fault = answers.get(timeout=LIST_STAGGER_S if waiting else None)
+            except queue.Empty:
+                continue
+            asked -= 1
+            if pieces is not None:
+                return pieces, lease, replace(pick, leases=[
+                    other for other in pick.leases if other.peer_id not in failed])
+            problems.append(f"{lease.address}: {fault}")
+            failed.add(lease.peer_id)
+            if not fault.other_file:  # another size claimed for it: the pick's record may lie
+                broken.append(lease.peer_id)
+                leases.end(lease, "failed")
         raise NoPieceList(f"No holder gave the piece list of {pick.file.name!r} ("
                           + "; ".join(problems) + "); try again later.", broken)
+
+    def _ask_list(self, lease, pick, answers):
+        """Ask ``lease``'s holder for the piece list in a thread; (lease, list or None,
+        PeerFault or None) goes into ``answers``."""
+        self.on_progress(Progress(pick.file.name, 0, pick.file.size, 0.0, lease.address,
+                                  sources=0, waiting=f"waiting for {lease.address} to answer"))
+
+        def ask():
+            conn = self.connection(lease, pick.file)
+            try:
+                answers.put((lease, conn.piece_list(pick.pieces)[0], None))
+            except PeerFault as e:
+                answers.put((lease, None, e))
+            finally:
+                conn.close()
+
+        threading.Thread(target=ask, daemon=True, name=f"list-{lease.address}").start()
 
 
 # ---------------------------------------------------------------------------
