@@ -3,13 +3,15 @@
 ``FakeLB`` answers ``pick``/``renew``/``end`` from memory and records every outcome.
 ``FakeHolder`` is a small keep-alive HTTP server on loopback (port 0) serving
 ``/pieces/{sha256}`` and ``/blobs/{sha256}`` from bytes in memory, and can lie,
-drop, trickle, be busy or hold only some pieces. Both are thin: the downloader
-under test is the real one.
+drop, trickle, be busy, hold only some pieces or vanish mid-transfer.
+``SilentHolder`` accepts connections and never answers. All are thin: the
+downloader under test is the real one.
 """
 
 import hashlib
 import io
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,7 @@ class FakeHolder:
         self.corrupt_first, self.drop_at, self.busy = corrupt_first, drop_at, busy
         self.have, self.trickle = have, trickle
         self.sent = 0
+        self.gone = False  # vanished: every connection is cut, nothing more is served
         self.requests = []  # (start, end) of each range asked for
         self.lock = threading.Lock()
         holder = self
@@ -74,6 +77,11 @@ class FakeHolder:
         self.server.shutdown()
         self.server.server_close()
 
+    def vanish(self):
+        """Gone at once, as a killed process: no new connection, the open ones cut."""
+        self.gone = True
+        self.close()
+
     def reply(self, handler, status, body, headers=()):
         handler.send_response(status)
         for key, value in headers:
@@ -83,6 +91,10 @@ class FakeHolder:
         handler.wfile.write(body)
 
     def serve(self, handler):
+        if self.gone:
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         if handler.path == f"/pieces/{self.sha256}":
             self.reply(handler, 200, json.dumps(self.pieces.as_json(self.have)).encode())
             return
@@ -120,6 +132,10 @@ class FakeHolder:
         step = 1024 if self.trickle else len(body)
         for at in range(0, len(body), step):
             chunk = body[at:at + step]
+            if self.gone:
+                handler.close_connection = True
+                handler.connection.shutdown(socket.SHUT_RDWR)
+                return
             with self.lock:
                 if self.drop_at is not None and self.sent + len(chunk) > self.drop_at:
                     chunk = chunk[:max(0, self.drop_at - self.sent)]
@@ -138,6 +154,32 @@ class FakeHolder:
                 return
             if self.trickle:
                 time.sleep(self.trickle)  # the misbehaviour itself: a slow holder
+
+
+class SilentHolder:
+    """Accepts every connection on loopback and never answers (a Sybil's socket)."""
+
+    def __init__(self, data):
+        self.data, self.have = data, None
+        self.sha256, digests = hash_file(io.BytesIO(data))
+        self.pieces = PieceList(self.sha256, len(data), piece_size(len(data)), tuple(digests))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
 
 
 class FakeLB:
@@ -188,6 +230,11 @@ class FakeLB:
             if self.downloading_after_first_pick is not None:
                 self.downloading = self.downloading_after_first_pick
             return pick
+
+    def add(self, holder):
+        """Another holder registers (a restarted seed gets a new peer id)."""
+        with self.lock:
+            self.holders[f"h{len(self.holders)}"] = holder
 
     def renew(self, lease):
         with self.lock:

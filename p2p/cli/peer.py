@@ -98,6 +98,7 @@ STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
 STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
 JOBS_STOP_WAIT_S = 3.0  # on the way out, wait this long for running downloads to stop
 PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+GET_WAIT_S = 300  # get --wait: give up after this long with nothing arriving (0: at once)
 
 
 class Terminate(BaseException):
@@ -227,8 +228,9 @@ class ProgressPrinter:
         percent = 100 * p.done / p.total if p.total else 100.0
         eta = human_duration((p.total - p.done) / p.rate) if p.rate > 0 else "--:--"
         if p.waiting:
+            waiting = p.waiting + (" (Ctrl-C to stop)" if p.stalled else "")
             line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
-                    f"{p.waiting}" if p.total else f"{p.name}: {p.waiting}")
+                    f"{waiting}" if p.total else f"{p.name}: {waiting}")
         else:
             line = (f"{percent:5.1f}%  {human_size(p.done)} / {human_size(p.total)}  "
                     f"{human_size(p.rate)}/s  ETA {eta}  {sent_by(p)}")
@@ -849,6 +851,11 @@ def duration_arg(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def wait_arg(text):
+    """--wait: a duration, or 0 to give up at once."""
+    return 0 if text.strip().lower() in ("0", "0s") else duration_arg(text)
+
+
 def network_arg(text):
     try:
         return discovery.check_network(text)
@@ -906,9 +913,10 @@ def parse_args(argv):
                           "its first hex digits do)")
     get.add_argument("--from", dest="source", metavar="HOST[:PORT]",
                      help="ask this peer instead of the least-loaded holder")
-    get.add_argument("--wait", type=duration_arg, default=None, metavar="DURATION",
-                     help="give up after waiting this long (like 90s or 10m) while every "
-                          "holder is busy (default: wait as long as a holder is online)")
+    get.add_argument("--wait", type=wait_arg, default=GET_WAIT_S, metavar="DURATION",
+                     help="give up after waiting this long (like 90s or 10m) with nothing "
+                          "arriving, every holder busy or none online; the partial file is "
+                          f"kept (default: {GET_WAIT_S // 60}m; 0: at once)")
     listing = commands.add_parser("list", parents=[client], help="the files on the network")
     listing.add_argument("text", nargs="?", default="", help="only names containing this")
     commands.add_parser("status", parents=[client, downloads],

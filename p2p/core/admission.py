@@ -19,7 +19,7 @@ handshake), else the one sending its head for longest.
 
 from dataclasses import dataclass
 
-from p2p.core.errors import Problem
+from p2p.core.errors import IllegalTransition
 
 PEEK, HANDSHAKE, OPEN, BUSY, CLOSED = "peek", "handshake", "open", "busy", "closed"
 CLOSE = "close"
@@ -32,12 +32,6 @@ TRANSITIONS = {
 }
 
 ROOM, EVICT_OWN, EVICT_ANY = "room", "evict-own", "evict-any"
-
-
-class IllegalTransition(Problem):
-    """A connection was asked to move where its phase does not lead: a bug, not the client's."""
-
-    status = 500
 
 
 class Phase:

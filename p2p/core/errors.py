@@ -20,3 +20,10 @@ class Problem(Exception):
             self.status = int(status)
         self.extra = extra
         self.headers = {}
+
+
+class IllegalTransition(Problem):
+    """A state machine was asked for a move its transition table does not have: a bug of
+    the program, never the doing of a peer or a client."""
+
+    status = 500

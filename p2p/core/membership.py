@@ -27,6 +27,8 @@ An event the table does not list for the state raises ``IllegalTransition``.
 
 from dataclasses import dataclass
 
+from p2p.core.errors import IllegalTransition
+
 REGISTER, BEATING, LOST, SEARCHING, ELECTING, RESTARTING, STOPPED = (
     "register", "beating", "lost", "searching", "electing", "restarting", "stopped")
 
@@ -51,10 +53,6 @@ TRANSITIONS = {
     (RESTARTING, "failed"): LOST,
 }
 NOW_STATES = (REGISTER, SEARCHING, ELECTING, RESTARTING)  # acted on at once
-
-
-class IllegalTransition(Exception):
-    """An event the membership table does not allow in the current state."""
 
 
 @dataclass(frozen=True)

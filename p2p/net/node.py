@@ -207,7 +207,7 @@ class Peer:
     def downloader(self, on_progress=None, direct=None, wait_s=None):
         """A Downloader through the load balancer, or through ``direct`` (a DirectSource),
         sharing the verified pieces of what it downloads."""
-        return Downloader(direct or self.lb, self.downloads, requester=self.peer_id,
+        return Downloader(direct or self.lb, self.downloads, requester=lambda: self.peer_id,
                           on_progress=on_progress, on_verified=self._verified,
                           have=self.index.find_on_disk, identity=self.address,
                           members=self.members, partials=self.partials, wait_s=wait_s)

@@ -1,5 +1,6 @@
 """No single point of failure, on test hosts (``tests/hosts.py``): the load balancer's
-machine dies and the peers elect a successor among themselves.
+machine dies and the peers elect a successor among themselves; a lone seed that dies
+and returns, and the download that waited for it, stalled.
 
 Each test makes its own hosts and runs the real ``peer.py`` in them without ``--lb``:
 host 1's peer starts the network's load balancer, the others find it by multicast.
@@ -19,6 +20,13 @@ MiB = 1 << 20
 LB_URL = "http://{}:6969/status"
 RUN_TIMEOUT_S = 60.0
 RECOVERY_TIMEOUT_S = 30.0  # the goal is 5 s (bench/hosts.py --only failover measures it)
+LONE_SEED_BYTES = 24 * MiB  # at --upload-limit 4M: about 6 s
+STALLED = b"stalled: no holder of f.bin is online; waiting"
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class FailoverTests(ProcessTestCase):
@@ -97,6 +105,29 @@ class FailoverTests(ProcessTestCase):
         out, err = get.communicate(timeout=RUN_TIMEOUT_S)
         self.assertEqual(get.returncode, 0, err)
         self.assertTrue(same_bytes(os.path.join(self.tmp, "h2", "shared", "f.bin"),
+                                   os.path.join(downloads, "f.bin")))
+        self.assertFalse([n for n in os.listdir(downloads) if n.endswith(".part")])
+
+    def test_a_lone_seed_that_returns_the_download_waits_stalled_and_completes(self):
+        hosts = self.make_hosts(2)
+        seed = self.serve_on(hosts, 1, "--upload-limit", "4M", size=LONE_SEED_BYTES)
+        wait_for(lambda: self.holders_seen(hosts, 1, 2) == 1, what="the seed registered")
+        downloads = self.folder("h2", "downloads")
+        with open(os.path.join(self.tmp, "get.err"), "w+b") as err:
+            env = clean_env(self.tmp)
+            del env["P2P_DISCOVERY_ON"]  # as run_on, with standard error into a file
+            get = hosts.run(2, [PEER, "get", "f.bin", "--downloads", downloads, "--verbose"],
+                            cwd=self.tmp, env=env, stderr=err)
+            self.addCleanup(lambda: get.poll() is None and get.kill())
+            wait_partial(downloads, int(LONE_SEED_BYTES * 0.3))
+            seed.kill()  # SIGKILL: the seed's process alone (its load balancer lives on)
+            seed.communicate()
+            wait_for(lambda: STALLED in read_file(err.name), timeout=RUN_TIMEOUT_S,
+                     what="the download to say it is stalled")
+            self.serve_on(hosts, 1, "--upload-limit", "4M")  # the same folders again
+            get.communicate(timeout=RUN_TIMEOUT_S)
+            self.assertEqual(get.returncode, 0, read_file(err.name)[-2000:])
+        self.assertTrue(same_bytes(os.path.join(self.tmp, "h1", "shared", "f.bin"),
                                    os.path.join(downloads, "f.bin")))
         self.assertFalse([n for n in os.listdir(downloads) if n.endswith(".part")])
 

@@ -150,6 +150,22 @@ class DownloadTests(ProcessTestCase):
         self.assertTrue(same_bytes(source, os.path.join(downloads, "iso.img")))
         self.assertEqual(os.listdir(downloads), ["iso.img"])
 
+    def test_get_wait_0_gives_up_at_once_when_the_only_holder_dies_and_keeps_the_partial(self):
+        procs, _ = self.holders("iso.img", 16 * MiB, 1, "--upload-limit", "4M")
+        downloads = self.folder("me", "downloads")
+        get = subprocess.Popen([sys.executable, PEER, "get", "iso.img", "--lb",
+                                f"127.0.0.1:{self.lb.port}", "--downloads", downloads,
+                                "--wait", "0"], cwd=self.tmp, env=clean_env(self.tmp),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: get.poll() is None and get.kill())
+        partial = wait_partial(downloads, 4 * MiB)
+        procs[0].kill()
+        out, err = get.communicate(timeout=COMMAND_TIMEOUT_S)
+        self.assertEqual(get.returncode, 1, err)
+        self.assertIn("The partial file is kept", err)
+        self.assertGreaterEqual(os.path.getsize(partial), 4 * MiB)
+        self.assertFalse(os.path.exists(os.path.join(downloads, "iso.img")))
+
     def test_bad_or_oversized_partial_file_is_not_trusted_and_the_holder_not_blamed(self):
         _, source = self.holders("doc.pdf", 200_000, 1)
         _, files = http_json(self.lb.port, "GET", "/files?q=doc.pdf")

@@ -9,19 +9,24 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 from dataclasses import replace
 from unittest import mock
 
 from p2p.net import download
-from p2p.net.download import DownloadError, Downloader, VerifyFailed, partial_name
+from p2p.net.download import DownloadError, Downloader, VerifyFailed
+from p2p.net.download_errors import DownloadCancelled
+from p2p.net.partial import partial_name
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
-from p2p.core.plan import ENDGAME_COPIES
-from tests.fakes import FakeHolder, FakeLB, make_data
+from p2p.core.picker import ENDGAME_COPIES
+from p2p.core.swarm import PACE
+from tests.fakes import FakeHolder, FakeLB, SilentHolder, make_data
 from tests.support import quiet_logs
 
 DOWNLOAD_DEADLINE_S = 60.0  # each case takes well under a second; a hang fails here
 ASK_AGAIN_S = 0.05  # the load balancer is asked again this soon here (2 s in real use)
+STALL_S = 4.0  # a holder's silence that took this long to notice was not let go in time
 PIECES = 12
 SIZE = PIECES * MIN_PIECE_BYTES - 1000  # a short last piece
 
@@ -35,8 +40,7 @@ class DownloadCase(unittest.TestCase):
         self.holders = []
         self.progress = []
         quiet_logs(self)
-        self.enterContext(mock.patch.multiple(download, ASK_MORE_EVERY_S=ASK_AGAIN_S,
-                                              ASK_BUSY_MIN_S=ASK_AGAIN_S))
+        self.pace = replace(PACE, ask_more_every_s=ASK_AGAIN_S, ask_busy_min_s=ASK_AGAIN_S)
 
     def holder(self, **misbehaviour):
         holder = FakeHolder(self.data, **misbehaviour)
@@ -51,7 +55,11 @@ class DownloadCase(unittest.TestCase):
 
     def download(self, lb, **options):
         """The download's Result (or its error, raised), failing the test at a deadline."""
-        downloader = Downloader(lb, self.root, on_progress=self.progress.append, **options)
+        options.setdefault("pace", self.pace)
+        return self.run_download(Downloader(lb, self.root, on_progress=self.progress.append,
+                                            **options))
+
+    def run_download(self, downloader):
         ended = {}
 
         def run():
@@ -150,6 +158,38 @@ class Liars(DownloadCase):
         self.assertIn("Nothing was saved", caught.exception.message)
         self.assertEqual(os.listdir(self.root), [])
         self.assertEqual(lb.outcomes("h0"), ["failed"])
+
+
+class PartialLiars(DownloadCase):
+    """Issue 20 item 3: a partial holder whose piece list is wrong crashed a holder's thread
+    (KeyError in the plan) and was blamed only sometimes."""
+
+    def lying_partial(self, **lie):
+        have = Bitfield(PIECES)
+        for i in range(PIECES // 2):
+            have.add(i)
+        return self.holder(have=have, **lie)
+
+    def assert_blamed_without_a_traceback(self, lb, liar_id):
+        crashed = []
+        self.enterContext(mock.patch.object(threading, "excepthook", crashed.append))
+        self.assert_saved(self.download(lb))
+        self.assertEqual(crashed, [])
+        self.assertEqual(lb.outcomes(liar_id), ["failed"])
+
+    def test_a_false_list_from_a_partial_holder_is_blamed_and_the_seed_delivers(self):
+        liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
+        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
+
+    def test_a_partial_holder_asked_first_for_the_list_is_blamed_once_and_not_used(self):
+        liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
+        self.assert_blamed_without_a_traceback(self.lb([liar, self.holder()]), "h0")
+        self.assertEqual(liar.requests, [])
+
+    def test_a_bitfield_of_the_wrong_length_is_blamed(self):
+        liar = self.lying_partial()
+        liar.have = Bitfield(PIECES + 8)
+        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
 
 
 class LiarsInACrowd(Liars):
@@ -256,11 +296,125 @@ class Resume(DownloadCase):
         self.assertEqual(self.pieces_asked(holder), [1] + list(range(3, PIECES)))
 
 
+class Silent(DownloadCase):
+    """Issue 20 item 2: a holder that accepts the connection and never answers is let go
+    within ANSWER_S, and the download says whom it waits for meanwhile."""
+    ANSWER_S = 0.5
+
+    def silent(self):
+        holder = SilentHolder(self.data)
+        self.addCleanup(holder.close)
+        return holder
+
+    def timed_download(self, lb):
+        started = time.monotonic()
+        result = self.download(lb, answer_timeout=self.ANSWER_S)
+        return result, time.monotonic() - started
+
+    def test_a_silent_holder_asked_for_the_piece_list_is_let_go_and_others_asked(self):
+        silent = self.silent()
+        lb = self.lb([silent, self.holder()])
+        result, took = self.timed_download(lb)
+        self.assert_saved(result)
+        self.assertLess(took, STALL_S)  # not the body's stall timeout: the answer's
+        self.assertIn(lb.outcomes("h0"), (["failed"], ["cancelled"]))  # let go either way
+        self.assertIn(f"waiting for 127.0.0.1:{silent.port} to answer",
+                      [p.waiting for p in self.progress])
+
+    def test_several_silent_holders_asked_first_cost_a_moment_each_not_their_timeout(self):
+        lb = self.lb([self.silent(), self.silent(), self.silent(), self.holder()])
+        with mock.patch.object(download, "LIST_STAGGER_S", 0.05):
+            result, took = self.timed_download(lb)
+        self.assert_saved(result)
+        self.assertLess(took, 3 * self.ANSWER_S)  # one after another would take 1.5 s or more
+
+    def test_a_silent_holder_among_others_is_let_go_and_blamed(self):
+        honest = self.holder(trickle=0.0002)
+        lb = self.lb([honest, self.silent(), self.silent()])
+        result, took = self.timed_download(lb)
+        self.assert_saved(result)
+        self.assertLess(took, STALL_S)
+        self.assertEqual(lb.outcomes("h1"), ["failed"])
+        self.assertEqual(lb.outcomes("h2"), ["failed"])
+
+
+class Stalled(DownloadCase):
+    """Issue 17 item 3: a download that loses every holder waits, stalled, polling with
+    back-off, and carries on by itself, with every piece kept, when a holder returns."""
+    AWAY_S = 1.0  # how long the only holder stays away
+    MAX_POLLS = 12  # questions to the load balancer while it is away (a busy loop: ~20+)
+
+    def setUp(self):
+        super().setUp()
+        self.pace = replace(self.pace, stall_first_s=0.05, stall_max_s=0.2)
+
+    def vanish_at(self, holder, fraction):
+        """A progress callback: the holder vanishes once ``fraction`` of the file is here."""
+        def on_progress(p):
+            self.progress.append(p)
+            if not holder.gone and p.total and p.done >= fraction * p.total:
+                holder.vanish()
+        return on_progress
+
+    def test_the_only_holder_vanishes_and_returns_and_the_download_completes(self):
+        seed = self.holder(trickle=0.0002)
+        lb = self.lb([seed])
+        vanish = self.vanish_at(seed, 0.3)
+        came_back = self.holder()
+        stalled = {}
+
+        def on_progress(p):
+            vanish(p)
+            if p.stalled and "since" not in stalled:
+                stalled.update(since=time.monotonic(), picks=lb.picks)
+            if "since" in stalled and "polls" not in stalled \
+                    and time.monotonic() - stalled["since"] >= self.AWAY_S:
+                stalled["polls"] = lb.picks - stalled["picks"]
+                lb.add(came_back)  # the seed is back, with a new peer id
+
+        downloader = Downloader(lb, self.root, on_progress=on_progress, pace=self.pace)
+        result = self.run_download(downloader)
+        self.assert_saved(result)
+        self.assertIn("stalled: no holder of file.bin is online; waiting",
+                      [p.waiting for p in self.progress])
+        self.assertLessEqual(stalled["polls"], self.MAX_POLLS)
+        kept = set(range(PIECES)) - set(self.pieces_asked(came_back))
+        self.assertGreaterEqual(len(kept), PIECES * 0.3 - 1)  # what came before was kept
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+
+    def test_the_wait_has_the_limit_the_user_set_and_keeps_the_partial_file(self):
+        seed = self.holder(trickle=0.0002)
+        downloader = Downloader(self.lb([seed]), self.root, pace=self.pace, wait_s=0.5,
+                                on_progress=self.vanish_at(seed, 0.3))
+        with self.assertRaises(DownloadError) as caught:
+            self.run_download(downloader)
+        self.assertIn("Waited 0.5 s for one to come back", caught.exception.message)
+        self.assertIn("partial file is kept", caught.exception.message)
+        self.assertTrue(os.path.exists(os.path.join(
+            self.root, partial_name("file.bin", self.sha256))))
+
+    def test_a_stalled_download_in_the_background_stops_when_removed(self):
+        seed = self.holder(trickle=0.0002)
+        vanish = self.vanish_at(seed, 0.3)
+
+        def on_progress(p):
+            vanish(p)
+            if p.stalled:
+                raise DownloadCancelled()  # what the menu's removal does
+
+        downloader = Downloader(self.lb([seed]), self.root, pace=self.pace,
+                                on_progress=on_progress)
+        with self.assertRaises(DownloadCancelled):
+            self.run_download(downloader)
+        self.assertTrue(os.path.exists(os.path.join(
+            self.root, partial_name("file.bin", self.sha256))))
+
+
 class Errors(DownloadCase):
     def test_every_holder_failing_is_a_clear_error_and_keeps_verified_pieces(self):
         holder = self.holder(drop_at=MIN_PIECE_BYTES * 2 + 10)
         with self.assertRaises(DownloadError) as caught:
-            self.download(self.lb([holder]))
+            self.download(self.lb([holder]), wait_s=0)
         self.assertIn("partial file is kept", caught.exception.message)
         partial = os.path.join(self.root, partial_name("file.bin", self.sha256))
         with open(partial, "rb") as f:

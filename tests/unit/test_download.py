@@ -13,8 +13,12 @@ from unittest import mock
 
 from p2p.core.pieces import PieceList, piece_size
 from p2p.core.wire import FileRecord
-from p2p.net import download, sharing
-from p2p.net.download import PeerFault
+from p2p.core.progress import Progress
+from p2p.core.swarm import PACE
+from p2p.net import download, holder, sharing
+from p2p.net import partial as partials
+from p2p.net.download_errors import DiskError
+from p2p.net.holder import PeerFault
 from p2p.net.sharing import BadName
 from tests.fakes import FakeLB
 from tests.support import write_file
@@ -55,19 +59,19 @@ class CollisionNameTests(unittest.TestCase):
         ]
         for name, n, expected in cases:
             with self.subTest(name=name, n=n):
-                self.assertEqual(download.collision_name(name, n), expected)
-                sharing.check_name(download.collision_name(name, n))
+                self.assertEqual(partials.collision_name(name, n), expected)
+                sharing.check_name(partials.collision_name(name, n))
 
     def test_collision_names_are_distinct(self):
-        names = [download.collision_name("dir/report.pdf", n) for n in range(50)]
+        names = [partials.collision_name("dir/report.pdf", n) for n in range(50)]
         self.assertEqual(len(set(names)), 50)
 
 
 class PartialNameTests(unittest.TestCase):
     def test_partial_name_is_hidden_in_the_same_folder(self):
         digest = sha(b"x")
-        self.assertTrue(download.partial_name("a.txt", digest).startswith("."))
-        nested = download.partial_name("dir/sub/a.txt", digest)
+        self.assertTrue(partials.partial_name("a.txt", digest).startswith("."))
+        nested = partials.partial_name("dir/sub/a.txt", digest)
         folder, _, base = nested.rpartition("/")
         self.assertEqual(folder, "dir/sub")
         self.assertTrue(base.startswith("."))
@@ -79,30 +83,30 @@ class PartialNameTests(unittest.TestCase):
         root = make_temp_dir(self)
         digest = sha(b"x")
         for name in ("a.txt", "dir/日本語 b.txt"):
-            write_file(root, download.partial_name(name, digest), b"12345")
+            write_file(root, partials.partial_name(name, digest), b"12345")
         write_file(root, "done.txt", b"done")
         write_file(root, ".x.part", b"not ours")
-        found = download.find_unfinished(root)
+        found = partials.find_unfinished(root)
         self.assertEqual([(u.name, u.sha_prefix, u.done) for u in found],
                          [("a.txt", digest[:16], 5), ("dir/日本語 b.txt", digest[:16], 5)])
-        self.assertEqual(download.partial_of(os.path.basename(found[0].path)),
+        self.assertEqual(partials.partial_of(os.path.basename(found[0].path)),
                          ("a.txt", digest[:16]))
-        if download.fcntl is not None:
+        if partials.fcntl is not None:
             running = os.open(found[0].path, os.O_RDWR)
             self.addCleanup(os.close, running)
-            download.fcntl.flock(running, download.fcntl.LOCK_EX)
-            self.assertFalse(download.remove_unfinished(found[0]))
+            partials.fcntl.flock(running, partials.fcntl.LOCK_EX)
+            self.assertFalse(partials.remove_unfinished(found[0]))
             self.assertTrue(os.path.exists(found[0].path))
-        self.assertTrue(download.remove_unfinished(found[1]))
+        self.assertTrue(partials.remove_unfinished(found[1]))
         self.assertFalse(os.path.exists(found[1].path))
 
     def test_partial_name_is_distinct_per_sha256(self):
-        a = download.partial_name("a.txt", sha(b"one"))
-        b = download.partial_name("a.txt", sha(b"two"))
+        a = partials.partial_name("a.txt", sha(b"one"))
+        b = partials.partial_name("a.txt", sha(b"two"))
         self.assertNotEqual(a, b)
-        self.assertNotEqual(download.partial_name("a.txt", sha(b"one")),
-                            download.partial_name("b.txt", sha(b"one")))
-        self.assertEqual(a, download.partial_name("a.txt", sha(b"one")))
+        self.assertNotEqual(partials.partial_name("a.txt", sha(b"one")),
+                            partials.partial_name("b.txt", sha(b"one")))
+        self.assertEqual(a, partials.partial_name("a.txt", sha(b"one")))
 
 
     def test_a_long_legal_name_has_a_partial_file_that_can_be_written(self):
@@ -111,11 +115,11 @@ class PartialNameTests(unittest.TestCase):
             with self.subTest(base=base[:10]):
                 with open(os.path.join(root, base), "wb"):  # the final name fits on disk
                     pass
-                partial = download.partial_name(f"dir/{base}", sha(b"one"))
+                partial = partials.partial_name(f"dir/{base}", sha(b"one"))
                 self.assertLessEqual(len(partial.split("/")[-1].encode()), 255)
-                self.assertNotEqual(partial, download.partial_name(f"dir/{base}", sha(b"two")))
+                self.assertNotEqual(partial, partials.partial_name(f"dir/{base}", sha(b"two")))
                 os.makedirs(os.path.join(root, "dir"), exist_ok=True)
-                with open(download.local_path(root, partial), "wb"):
+                with open(partials.local_path(root, partial), "wb"):
                     pass
 
 
@@ -132,7 +136,7 @@ class DownloaderRefusalTests(unittest.TestCase):
     def test_a_symlinked_folder_inside_downloads_creates_nothing_outside(self):
         os.symlink(self.outside, os.path.join(self.root, "linkdir"))
         lb = fake_lb("linkdir/new/x.bin", 10, sha(b"x"))
-        with self.assertRaises(download.DiskError) as caught:
+        with self.assertRaises(DiskError) as caught:
             download.Downloader(lb, self.root).get("linkdir/new/x.bin")
         self.assertIn("leads outside", caught.exception.message)
         self.assertEqual(os.listdir(self.outside), [])
@@ -140,7 +144,7 @@ class DownloaderRefusalTests(unittest.TestCase):
 
     def test_a_download_refused_for_lack_of_space_leaves_no_partial_file(self):
         lb = fake_lb("huge.bin", 1 << 60, sha(b"huge"))
-        with self.assertRaises(download.DiskError) as caught:
+        with self.assertRaises(DiskError) as caught:
             download.Downloader(lb, self.root).get("huge.bin")
         self.assertIn("Not enough space", caught.exception.message)
         self.assertEqual(os.listdir(self.root), [])
@@ -154,37 +158,37 @@ class PlanTargetTests(unittest.TestCase):
         self.size = len(self.data)
 
     def partial_path(self, name="a.txt"):
-        return download.local_path(self.root, download.partial_name(name, self.digest))
+        return partials.local_path(self.root, partials.partial_name(name, self.digest))
 
     def test_nothing_there_goes_to_the_partial_file(self):
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertIsNone(target.have)
         self.assertEqual(target.partial, self.partial_path())
-        nested = download.plan_target(self.root, "dir/a.txt", self.size, self.digest)
+        nested = partials.plan_target(self.root, "dir/a.txt", self.size, self.digest)
         self.assertEqual(nested.partial, self.partial_path("dir/a.txt"))
         self.assertEqual(os.path.dirname(nested.partial), os.path.join(self.root, "dir"))
 
     def test_an_existing_partial_is_the_one_filled(self):
         with open(self.partial_path(), "wb") as f:
             f.write(self.data[:7])
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertEqual((target.partial, target.have), (self.partial_path(), None))
 
     def test_a_partial_of_another_version_is_not_used(self):
-        other = download.local_path(self.root, download.partial_name("a.txt", sha(b"other")))
+        other = partials.local_path(self.root, partials.partial_name("a.txt", sha(b"other")))
         with open(other, "wb") as f:
             f.write(b"12345")
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertNotEqual(target.partial, other)
 
     def test_the_same_file_already_there(self):
         path = write_file(self.root, "a.txt", self.data)
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertEqual(target.have, path)
 
     def test_a_different_file_of_that_name_is_not_had(self):
         write_file(self.root, "a.txt", b"X" * self.size)  # same size, other content
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertIsNone(target.have)
 
     def test_a_different_size_is_not_hashed(self):
@@ -195,7 +199,7 @@ class PlanTargetTests(unittest.TestCase):
             hashed.append(path)
             return sharing.sha256_file(path)
 
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest,
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest,
                                       hash_of=hash_of)
         self.assertIsNone(target.have)
         self.assertEqual(hashed, [])
@@ -203,12 +207,12 @@ class PlanTargetTests(unittest.TestCase):
     def test_the_same_content_under_a_collision_name(self):
         write_file(self.root, "dir/a.txt", b"Y" * self.size)
         copy = write_file(self.root, "dir/a (1).txt", self.data)
-        target = download.plan_target(self.root, "dir/a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "dir/a.txt", self.size, self.digest)
         self.assertEqual(target.have, copy)
 
     def test_a_folder_of_that_name_is_not_had(self):
         os.makedirs(os.path.join(self.root, "a.txt"))
-        target = download.plan_target(self.root, "a.txt", self.size, self.digest)
+        target = partials.plan_target(self.root, "a.txt", self.size, self.digest)
         self.assertIsNone(target.have)
 
 
@@ -224,7 +228,7 @@ def head(*lines):
 
 class ParseResponseHeadTests(unittest.TestCase):
     def test_a_good_head(self):
-        status, headers = download.parse_response_head(head(
+        status, headers = holder.parse_response_head(head(
             "HTTP/1.1 206 Partial Content",
             "Content-Length: 5",
             "content-range:bytes 5-9/10",
@@ -240,7 +244,7 @@ class ParseResponseHeadTests(unittest.TestCase):
         self.assertNotIn("no colon here", headers)
 
     def test_status_without_reason(self):
-        self.assertEqual(download.parse_response_head(b"HTTP/1.0 200")[0], 200)
+        self.assertEqual(holder.parse_response_head(b"HTTP/1.0 200")[0], 200)
 
     def test_garbage_is_a_peer_fault(self):
         for data in (b"", b"hello", b"SSH-2.0-OpenSSH_9.0", b"HTTP/1.1", b"HTTP/1.1 abc OK",
@@ -248,7 +252,7 @@ class ParseResponseHeadTests(unittest.TestCase):
                      b"GET / HTTP/1.1\r\nHost: x"):
             with self.subTest(data=data):
                 with self.assertRaises(PeerFault):
-                    download.parse_response_head(data)
+                    holder.parse_response_head(data)
 
 
 class CheckResponseTests(unittest.TestCase):
@@ -261,7 +265,7 @@ class CheckResponseTests(unittest.TestCase):
         return {k: v for k, v in base.items() if v is not None}
 
     def check(self, status, headers, body=b""):
-        return download.check_response(status, headers, 4, 6, SIZE, DIGEST, body)
+        return holder.check_response(status, headers, 4, 6, SIZE, DIGEST, body)
 
     def test_good_206(self):
         self.assertIsNone(self.check(206, self.headers()))
@@ -295,8 +299,8 @@ class CheckResponseTests(unittest.TestCase):
             (503, "0", 1.0),
             (503, None, 1.0),
             (503, "Wed, 21 Oct 2015 07:28:00 GMT", 1.0),
-            (503, "3600", download.BUSY_WAIT_MAX_S),
-            (503, str(10**30), download.BUSY_WAIT_MAX_S),
+            (503, "3600", PACE.busy_wait_max_s),
+            (503, str(10**30), PACE.busy_wait_max_s),
             (429, "1", 1.0),
         ]
         for status, retry, busy in cases:
@@ -350,7 +354,7 @@ class PartialFileTests(unittest.TestCase):
         if existing is not None:
             with open(self.path, "wb") as f:
                 f.write(existing)
-        partial = download.PartialFile(self.path, os.open(self.path, os.O_RDWR | os.O_CREAT),
+        partial = partials.PartialFile(self.path, os.open(self.path, os.O_RDWR | os.O_CREAT),
                                        self.pieces)
         self.addCleanup(partial.close)
         return partial
@@ -382,7 +386,7 @@ class PartialFileTests(unittest.TestCase):
     def test_a_full_disk_is_a_disk_error_saying_what_to_do(self):
         partial = self.partial()
         with mock.patch("os.pwrite", side_effect=OSError(28, "No space left on device")):
-            with self.assertRaises(download.DiskError) as caught:
+            with self.assertRaises(DiskError) as caught:
                 partial.write(0, memoryview(self.piece(0)))
         self.assertIn("disk is full", caught.exception.message)
 
@@ -397,7 +401,7 @@ class DownloadQueueTests(unittest.TestCase):
             with lock:
                 started.append(job.name)
             while not release.wait(0.01):
-                on_progress(download.Progress(job.name, 1, 2, 1.0, "10.0.0.7:1"))
+                on_progress(Progress(job.name, 1, 2, 1.0, "10.0.0.7:1"))
             if job.name == "bad":
                 raise download.DownloadError("Nobody shares 'bad' right now.")
             return job.name

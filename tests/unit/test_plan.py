@@ -4,7 +4,8 @@ import random
 import unittest
 
 from p2p.core.pieces import Bitfield
-from p2p.core.plan import BAN_STRIKES, ENDGAME_COPIES, SLOW_GRACE_S, SLOW_RATIO, Plan
+from p2p.core.picker import ENDGAME_COPIES
+from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, Plan
 
 
 def bits(count, indices):
@@ -147,7 +148,7 @@ class Blame(unittest.TestCase):
         plan.add_source("c", "C")
         plan.arrived("a", plan.next_piece("a"), True)
         plan.next_piece("b")
-        plan.fault("b")
+        plan.fault("b", "B")
         self.assertEqual(plan.remove_source("a"), "done")
         self.assertEqual(plan.remove_source("b"), "failed")
         self.assertEqual(plan.remove_source("c"), "cancelled")

@@ -1,0 +1,185 @@
+"""One holder's connection in a download: a thread that takes pieces from the plan and
+receives them.
+
+A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
+that is not the file's is a lie, blamed), then loops: the plan's next run of
+pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
+its own, handed to the swarm's ``Landing``. A holder that answers busy is asked
+again later and never blamed; one whose connection breaks, stays silent or lies
+ends ``failed``. A partial holder is asked again what it has every
+``PARTIAL_REFRESH_S`` while it has nothing we need, and let go after
+``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
+one's fetch short (``cancel``); ``stop`` ends it.
+"""
+
+import logging
+import queue
+import threading
+
+from p2p.net.holder import PeerFault
+
+log = logging.getLogger("p2p.download")
+
+BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
+MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
+REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
+PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
+PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
+
+
+class Worker:
+    """One holder's connection: asks the plan for pieces and receives them."""
+
+    def __init__(self, swarm, lease):
+        self.swarm, self.lease = swarm, lease
+        self.key = lease.transfer_id or lease.address
+        self.source = " ".join(x for x in (lease.name, lease.address) if x)
+        self.conn = swarm.d.connection(lease, swarm.file)
+        self.free = queue.Queue()
+        piece = swarm.pieces.piece_size
+        self.per_request = max(1, REQUEST_BYTES // piece)  # pieces one request asks for
+        for _ in range(max(MIN_BUFFERS_PER_SOURCE, BUFFER_BUDGET_BYTES // piece)):
+            self.free.put(bytearray(piece))
+        self.received = 0
+        self.sending = False  # has sent bytes
+        self.refreshed = 0.0  # when a partial holder last said what it has
+        self._stopped = False
+        self._fetching = None  # the piece being fetched now
+        self._cancelled = None  # ...once another holder delivered it
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"source-{lease.address}")
+
+    def start(self):
+        self._thread.start()
+
+    def join(self, timeout):
+        self._thread.join(timeout)
+
+    def give_back(self, buf):
+        self.free.put(buf)
+
+    def stop(self):
+        """Stop after (or during) the piece being fetched; the caller holds no lock needed."""
+        self._stopped = True
+        self.conn.abort()
+
+    def cancel(self, index):
+        """Another holder delivered ``index``, which this one is fetching: cut it short."""
+        if self._fetching == index:
+            self._cancelled = index
+            self.conn.abort()
+
+    def _run(self):
+        swarm, plan, cond = self.swarm, self.swarm.plan, self.swarm.cond
+        outcome = "cancelled"
+        try:
+            has = None
+            if self.lease.done is not None:  # a partial holder: what does it have?
+                _, has = self.conn.piece_list(swarm.pieces.hash)
+                self.refreshed = swarm.clock.now()
+            with cond:
+                plan.add_source(self.key, self.lease.peer_id, has)
+            swarm.result.sources.append(self.source)
+            self._fetch_loop()
+        except PeerFault as fault:
+            with cond:
+                if fault.busy is not None:
+                    swarm.busy[self.lease.peer_id] = swarm.clock.now()
+                elif not self._stopped:
+                    plan.fault(self.key, self.lease.peer_id)
+                    outcome = "failed"
+                    swarm.last_fault = f"{self.source}: {fault}"
+                    log.warning("%s from %s failed: %s", swarm.name, self.source, fault)
+        except Exception:  # a bug of ours: logged, and the other holders go on
+            log.exception("fetching %s from %s", swarm.name, self.source)
+        finally:
+            self.conn.close()
+            with cond:
+                swarm.workers.pop(self.key, None)
+                cond.notify_all()
+                if plan.done and self.key in plan.sources:  # the whole file's check decides
+                    swarm.finished[self.key] = self.lease
+                    return
+                if self.key in plan.sources:
+                    outcome = plan.remove_source(self.key)
+            swarm.leases.end(self.lease, outcome)
+
+    def _refresh(self):
+        """Ask a partial holder again what it has."""
+        _, have = self.conn.piece_list(self.swarm.pieces.hash)
+        with self.swarm.cond:
+            self.swarm.plan.update_source(self.key, have)
+        self.refreshed = self.swarm.clock.now()
+
+    def _fetch_loop(self):
+        """Pieces until the file is complete. With nothing to fetch for now (the end game
+        is covered, or a partial holder has nothing new), wait for the plan to change; a
+        partial holder is asked again what it has, and let go after PARTIAL_IDLE_S of
+        having nothing we need."""
+        plan, cond, clock = self.swarm.plan, self.swarm.cond, self.swarm.clock
+        useful = clock.now()
+        while not self._stopped:
+            with cond:
+                if plan.done:
+                    return
+                run = plan.next_run(self.key, self.per_request)
+                if not run:
+                    if plan.wants(self.key):
+                        useful = clock.now()
+                    elif clock.now() - useful > PARTIAL_IDLE_S:
+                        return
+                    cond.wait(PARTIAL_REFRESH_S)
+            if run:
+                useful = clock.now()
+                self._fetch(run)
+            elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
+                self._refresh()
+
+    @property
+    def pieces_change(self):
+        """Is this a partial holder (its pieces grow while we download)?"""
+        with self.swarm.cond:
+            return self.pieces_change_locked()
+
+    def pieces_change_locked(self):
+        source = self.swarm.plan.sources.get(self.key)
+        return source is not None and source.pieces is not None
+
+    def _fetch(self, run):
+        """Fetch ``run``, consecutive pieces, with one request; each piece is landed (or
+        handed to the verifiers) as soon as it is in."""
+        swarm, cond = self.swarm, self.swarm.cond
+        start = swarm.pieces.span(run[0])[0]
+        end = sum(swarm.pieces.span(run[-1]))
+        self._cancelled = None
+
+        def arrived(n):
+            self.received += n
+            self.sending = True
+            with cond:
+                swarm.result.received += n
+                swarm.plan.sent(self.key, n, swarm.clock.now())
+
+        for at, index in enumerate(run):
+            buf, length = self.free.get(), swarm.pieces.span(index)[1]
+            self._fetching = index
+            try:
+                if at == 0:
+                    self.conn.ask_range(start, end - start)
+                self.conn.receive(memoryview(buf)[:length], arrived)
+            except PeerFault as fault:
+                self.give_back(buf)
+                with cond:
+                    for left in run[at:]:
+                        swarm.plan.release(self.key, left)
+                    if fault.missing and self.pieces_change_locked():
+                        swarm.plan.lacks(self.key, index)
+                        return
+                if self._cancelled == index or self._stopped:
+                    return  # cut short on purpose: not the holder's fault
+                raise
+            finally:
+                self._fetching = None
+            swarm.landing.hand_over(self, index, buf, length)
+
+
