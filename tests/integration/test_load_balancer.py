@@ -16,10 +16,11 @@ import time
 import unittest
 
 from p2p.core import registry as lb_core
+from p2p.core.clock import FakeClock
 from p2p.core.wire import MAX_NAME_CHARS, FileRecord
 from p2p.http import server as httpkit
 from p2p.net import lb_client, lb_server
-from tests.support import FakeClock, wait_for
+from tests.support import wait_for
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
