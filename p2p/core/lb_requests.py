@@ -8,9 +8,11 @@ are answered 400 with a sentence that names the field and its bounds
 
 from p2p.core.lb_errors import Invalid
 from p2p.core.lb_limits import (
+    FILE_RECORD_BUDGET_BYTES,
     MAX_EXCLUDE,
     MAX_FILES_PER_PEER,
     MAX_PARTIAL_PER_PEER,
+    MAX_PEER_BODY_BYTES,
     MAX_PEER_NAME_CHARS,
     MAX_SLOTS,
     MAX_SOURCES,
@@ -25,11 +27,21 @@ from p2p.core.wire import (
 )
 
 
+def peer_body_too_large(length):
+    """Why a registration or heartbeat of ``length`` bytes is refused (413)."""
+    return (f"The list of files is {length:,} bytes; a load balancer takes at most "
+            f"{MAX_PEER_BODY_BYTES:,} bytes from a peer ({MAX_FILES_PER_PEER:,} files of "
+            f"about {FILE_RECORD_BUDGET_BYTES} bytes each). Share fewer files, or files with "
+            "shorter names.")
+
+
 def parse_files(raw):
     if not isinstance(raw, list):
         raise Invalid("The field 'files' must be a list of {name, size, sha256, pieces?}.")
     if len(raw) > MAX_FILES_PER_PEER:
-        raise Invalid(f"A peer may share at most {MAX_FILES_PER_PEER} files.")
+        raise Invalid(f"A peer may share at most {MAX_FILES_PER_PEER:,} files, not "
+                      f"{len(raw):,}; share fewer (several peers, each with its own "
+                      "--shared folder, may share more).")
     files, seen = [], set()
     for entry in raw:
         record = FileRecord.parse(entry)

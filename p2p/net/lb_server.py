@@ -50,22 +50,23 @@ transfer of its own, renewed and ended by its id and secret. A holder whose
 load is at or above its slots is busy and never handed out; busy is not a
 failure.
 
+A peer's ``POST /peers`` and ``PUT /peers/{id}`` may carry its whole list of
+files: up to ``MAX_PEER_BODY_BYTES``, derived from ``MAX_FILES_PER_PEER``
+(``core/lb_limits.py``); other bodies up to ``LIMITS.max_body_bytes``. A longer
+body is answered 413 with the reason and the limit, and more files than a peer
+may share 400; one host may hold ``MAX_PEERS_PER_HOST`` registrations (429
+beyond, ``--max-peers-per-host``).
+
 ``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
 sentence a person can act on>"}``; every reply says ``Server:
 p2p-load-balancer/VERSION``, so ``lb_client.py`` (the peer's end of this
 wire) names a peer given as the load balancer as the mistake it is.
 
-The decisions live in ``Registry`` (no sockets, thread-safe, injectable
-clock): the index from file name to holders, grouped by (SHA-256, size), and
-of partial holders by (SHA-256, size); the transfers handed out, each with a
-random id and a secret that only its requester gets, expiring ``3 x
-renew_s`` after its last renewal and counting against its holder only until
-the holder next reports its uploads; the cool-down of holders whose transfers
-failed (for that requester, or for everyone once two hosts saw it); addresses
-owned by their peers until they leave or miss ``3`` heartbeats; and the
-picking policy (``Registry.pick``: choose the version, gather the candidates,
-hand out the best ``count`` as ``ORDER`` ranks them), which looks only at the
-holders of the requested file. ``LBHandler`` is the wire around it.
+The decisions live in ``Registry`` (``core/registry.py``: no sockets,
+thread-safe, injectable clock), composed of the table of peers and their files,
+the leases of the transfers handed out, and the picking policy, which spreads
+picks over hosts before peers (``core/lb_picking.py``). ``LBHandler`` is the
+wire around it, and ``DownloadRoutes`` the part of it download tools use.
 
 It announces itself on the local network (``beacon.py``: UDP multicast on
 each interface it listens on, under ``--network NAME``; ``--no-announce`` to
@@ -84,6 +85,8 @@ from p2p.core.errors import Problem
 from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
 from p2p.core.metalink import MEDIA_TYPE as METALINK_TYPE
 from p2p.core.metalink import wants_metalink
+from p2p.core.lb_limits import MAX_PEER_BODY_BYTES
+from p2p.core.lb_requests import peer_body_too_large
 from p2p.core.registry import (
     Forbidden,
     Invalid,
@@ -93,6 +96,8 @@ from p2p.core.registry import (
 )
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
 from p2p.core.wire import check_file_name, check_sha256, format_address, percent
+from p2p.http.limits import LIMITS
+from p2p.http.messages import HTTPProblem
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
 
@@ -181,88 +186,8 @@ def transfer_answer(handout, renew_s):
     return answer
 
 
-class LBHandler(JSONRequestHandler):
-    """One request against ``self.server.registry``."""
-
-    server_version = LB_SERVER
-    routes = Routes({
-        "/": {"GET": "page"},
-        "/status": {"GET": "status"},
-        "/files": {"GET": "files"},
-        "/files/**": {"GET": "redirect"},
-        "/metalink/**": {"GET": "metalink"},
-        "/torrent/**": {"GET": "torrent"},
-        "/holders/**": {"GET": "holders"},
-        "/peers": {"POST": "register"},
-        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
-        "/transfers": {"POST": "start_transfer"},
-        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
-    })
-    not_found = "There is no {path} here; see GET /status or GET /."
-
-    def handle_request(self):
-        try:
-            self.body = self.read_body()
-            self.request_read()
-            path, _, query = self.path.partition("?")
-            self.query = parse_qs(query) if query else {}
-            self.dispatch(path)
-        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
-            self.send_problem(problem)
-        except Exception:
-            self.send_unexpected()
-        finally:
-            self.server.answered()
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
-
-    def check_auth(self, secret):
-        """A signed request, or a presigned URL of a file to redirect to its holder."""
-        path, _, query = self.path.partition("?")
-        signed = parse_qs(query) if query else {}
-        prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
-        if URL_SIG_PARAM not in signed or prefix is None:
-            try:
-                return super().check_auth(secret)
-            except Unauthorized as e:
-                if prefix in (None, "/files/"):
-                    raise
-                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
-                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
-                                   f"after {prefix}NAME.") from None
-        try:
-            name = unquote(path[len(prefix):], errors="strict")
-        except UnicodeDecodeError:
-            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
-        secret.check_url(self.command, name, signed)
-
-    @property
-    def registry(self):
-        return self.server.registry
-
-    def json_body(self):
-        if not self.body:
-            return {}
-        try:
-            obj = json.loads(self.body)
-        except (ValueError, RecursionError):
-            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
-        if not isinstance(obj, dict):
-            raise Invalid("The body must be a JSON object.")
-        return obj
-
-    def bearer(self):
-        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
-
-    def token(self):
-        token = self.bearer()
-        if not token:
-            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
-        return token
-
-    # -- routes -------------------------------------------------------------
+class DownloadRoutes:
+    """The routes download tools use: the redirector, Metalinks, torrents and holders."""
 
     def name_and_version(self, quoted_name, folders=False):
         """The checked name of a route's argument (a folder ends in ``/`` when ``folders``)
@@ -330,6 +255,101 @@ class LBHandler(JSONRequestHandler):
         if sha256 is None:
             raise Invalid("Say which version: GET /holders/NAME?sha256=HEX.")
         self.send_json(200, {"holders": self.registry.holders_of(name, sha256)})
+
+
+class LBHandler(DownloadRoutes, JSONRequestHandler):
+    """One request against ``self.server.registry``."""
+
+    server_version = LB_SERVER
+    routes = Routes({
+        "/": {"GET": "page"},
+        "/status": {"GET": "status"},
+        "/files": {"GET": "files"},
+        "/files/**": {"GET": "redirect"},
+        "/metalink/**": {"GET": "metalink"},
+        "/torrent/**": {"GET": "torrent"},
+        "/holders/**": {"GET": "holders"},
+        "/peers": {"POST": "register"},
+        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
+        "/transfers": {"POST": "start_transfer"},
+        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
+    })
+    not_found = "There is no {path} here; see GET /status or GET /."
+
+    def handle_request(self):
+        try:
+            self.body = self.read_body()
+            self.request_read()
+            path, _, query = self.path.partition("?")
+            self.query = parse_qs(query) if query else {}
+            self.dispatch(path)
+        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
+            self.send_problem(problem)
+        except Exception:
+            self.send_unexpected()
+        finally:
+            self.server.answered()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+
+    def check_auth(self, secret):
+        """A signed request, or a presigned URL of a file to redirect to its holder."""
+        path, _, query = self.path.partition("?")
+        signed = parse_qs(query) if query else {}
+        prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
+        if URL_SIG_PARAM not in signed or prefix is None:
+            try:
+                return super().check_auth(secret)
+            except Unauthorized as e:
+                if prefix in (None, "/files/"):
+                    raise
+                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
+                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
+                                   f"after {prefix}NAME.") from None
+        try:
+            name = unquote(path[len(prefix):], errors="strict")
+        except UnicodeDecodeError:
+            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
+        secret.check_url(self.command, name, signed)
+
+    @property
+    def registry(self):
+        return self.server.registry
+
+    @property
+    def max_body(self):
+        """A peer's registration or heartbeat carries its whole list of files."""
+        return MAX_PEER_BODY_BYTES if self.path.startswith("/peers") else LIMITS.max_body_bytes
+
+    def read_body(self):
+        if self.path.startswith("/peers") and self.body_length > MAX_PEER_BODY_BYTES:
+            self.close_connection = True
+            raise HTTPProblem(413, peer_body_too_large(self.body_length))
+        return super().read_body()
+
+    def json_body(self):
+        if not self.body:
+            return {}
+        try:
+            obj = json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
+        if not isinstance(obj, dict):
+            raise Invalid("The body must be a JSON object.")
+        return obj
+
+    def bearer(self):
+        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def token(self):
+        token = self.bearer()
+        if not token:
+            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
+        return token
+
+    # -- routes -------------------------------------------------------------
 
     def route_page(self):
         files, truncated = self.registry.find_files(limit=PAGE_FILES)

@@ -5,10 +5,11 @@ No sockets and no time passes: the registry's clock is moved by hand.
 
 import collections
 import hashlib
+import json
 import unittest
 
 from p2p.cli import lb_main
-from p2p.core import lb_peers
+from p2p.core import lb_limits, lb_peers, lb_requests
 from p2p.core import registry as lb_core
 from p2p.core.wire import FileRecord, PartialRecord
 from p2p.core.clock import FakeClock
@@ -851,6 +852,20 @@ class TestRegistrationsPerHost(RegistryTestCase):
         self.assertEqual(lb_main.parse_args([]).max_peers_per_host, lb_core.MAX_PEERS_PER_HOST)
         self.assertEqual(lb_main.parse_args(["--max-peers-per-host", "500"]).max_peers_per_host,
                          500)
+
+
+class TestLimitsAgree(unittest.TestCase):
+    def test_a_peers_body_holds_its_most_files_with_names_of_110_bytes(self):
+        record = FileRecord("n" * 110, 10**12, sha("f"), sha("p")).as_dict()
+        self.assertLessEqual(len(json.dumps(record)) + 2, lb_limits.FILE_RECORD_BUDGET_BYTES)
+        self.assertGreaterEqual(lb_limits.MAX_PEER_BODY_BYTES,
+                                lb_limits.MAX_FILES_PER_PEER * lb_limits.FILE_RECORD_BUDGET_BYTES)
+
+    def test_a_refused_list_says_why_and_what_to_do(self):
+        sentence = lb_requests.peer_body_too_large(40_000_000)
+        self.assertIn("The list of files is 40,000,000 bytes", sentence)
+        self.assertIn(f"{lb_limits.MAX_PEER_BODY_BYTES:,} bytes", sentence)
+        self.assertIn("Share fewer files", sentence)
 
 
 class TestPeersTable(unittest.TestCase):
