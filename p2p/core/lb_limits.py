@@ -19,8 +19,9 @@ MAX_PARTIAL_PER_PEER = 1000  # files one peer may announce it is downloading
 MAX_SLOTS = 1000  # upload slots a peer may announce
 
 # -- the body of POST /peers and PUT /peers/ID, derived from the counts above -----------
-# A file record is {"name", "size", "sha256", "pieces"}: two 64-digit hashes and about 60
-# bytes of keys and size take 190 bytes, so 300 leaves an average name of 110 ASCII bytes.
+# A file record is {"name", "size", "sha256", "pieces"}: two 64-digit hashes, the keys, a
+# size and the comma between records take about 200 bytes, so 300 leaves an average name
+# of 100 bytes (JSON-escaped: 100 ASCII characters, or 16 written as \uXXXX).
 FILE_RECORD_BUDGET_BYTES = 300
 PARTIAL_RECORD_BUDGET_BYTES = FILE_RECORD_BUDGET_BYTES + 20  # and its "done"
 BODY_ROOM_BYTES = 64 * 1024  # the port, host, name, slots and uploads around the lists
