@@ -74,7 +74,6 @@ stay quiet), and stands down, exiting, when it hears a senior load balancer of
 the same network: one load balancer per network.
 """
 
-import html
 import json
 import logging
 import threading
@@ -95,82 +94,21 @@ from p2p.core.registry import (
     parse_transfer_request,
 )
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
-from p2p.core.wire import check_file_name, check_sha256, format_address, percent
+from p2p.core.wire import check_file_name, check_sha256
 from p2p.http.limits import LIMITS
 from p2p.http.messages import HTTPProblem
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
+from p2p.net.lb_page import PAGE_FILES, render_status_page
 
 log = logging.getLogger("p2p.lb")
 
-STATUS_REFRESH_S = 2
 LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
-PAGE_FILES = 200  # files listed on the page, with links
-PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 SIGNED_PREFIXES = ("/files/", "/metalink/", "/torrent/")  # where a presigned URL is good
 
 
 # ---------------------------------------------------------------------------
 # The HTTP server
-
-
-def file_link(name, base="", sha256=None):
-    """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
-    url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
-    return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
-
-
-def render_status_page(status, files=(), truncated=False):
-    """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
-
-    A file's name links here (the redirector: the least-loaded holder sends it); a name
-    in a peer's row links to that peer, and the files it is downloading show how far.
-    """
-    peers = status["peers"]
-    most = max([p["active"] for p in peers] + [1])
-    rows = []
-    for p in peers:
-        address = format_address(p["host"], p["port"])
-        base = f"http://{address}"
-        names = ", ".join(file_link(n, base) for n in p["files"][:8])
-        if len(p["files"]) > 8:
-            names += f", … ({len(p['files']) - 8} more)"
-        downloading = "".join(
-            f"<br><small>downloading {html.escape(d['name'])} "
-            f"{percent(d['done'], d['size'])} %</small>" for d in p["partial"][:PAGE_PARTIAL])
-        width = int(100 * p["active"] / most)
-        slots = f" of {p['slots']} slots" if p["slots"] is not None else ""
-        who = html.escape(p.get("name") or "")
-        rows.append(
-            f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
-            f"<small>{html.escape(p['id'])}</small></td>"
-            f"<td>{len(p['files'])}<br><small>{names}</small>{downloading}</td>"
-            f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
-            f" (uploads {p['uploads']}{slots})</td><td>{p['served']}</td><td>{p['failed']}</td>"
-            f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
-    table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
-    file_rows = "".join(
-        f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
-        f"<td>{f['holders']}</td><td>{f['partial']}</td><td><code>{f['sha256'][:16]}</code></td>"
-        "</tr>" for f in files)
-    more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
-    return f"""<!doctype html>
-<html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
-<title>P2P load balancer</title><style>
-body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-align:top}}
-.bar{{display:inline-block;width:8em;height:.8em;background:#eee;margin-right:.5em}}
-.bar span{{display:block;height:100%;background:#4a8}}</style></head><body>
-<h1>P2P load balancer</h1>
-<p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
-refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
-<table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
-<th>Failed</th><th>Last seen</th></tr>{table}</table>
-<h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
-<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>Downloading</th><th>SHA-256</th></tr>
-{file_rows}</table>
-{more}</body></html>
-"""
 
 
 def transfer_answer(handout, renew_s):

@@ -877,7 +877,7 @@ class TestSwarmWire(ServerTestCase):
         (entry,) = self.client.files("f")["files"]
         self.assertEqual((entry["holders"], entry["partial"]), (1, 1))
         _, page, _ = self.request("GET", "/")
-        self.assertIn("downloading f 37 %", page.decode())
+        self.assertIn("downloading f: 37 %", page.decode())
 
     def test_count_answers_sources_and_the_agreed_piece_list(self):
         pieces = sha("pieces")
