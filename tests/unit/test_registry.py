@@ -854,6 +854,53 @@ class TestRegistrationsPerHost(RegistryTestCase):
                          500)
 
 
+class TestStandbyLoadBalancers(unittest.TestCase):
+    """Two load balancers of one network (``--lb A,B``): each counts its own picks plus the
+    uploads each holder reports to both, so each sees the other's picks once the holders
+    have reported them, and its own at once."""
+
+    def setUp(self):
+        self.clock = FakeClock()
+        self.lbs = [lb_core.Registry(clock=self.clock, heartbeat_s=10) for _ in range(2)]
+        hosts = ("10.0.0.1", "10.0.0.2")
+        self.holders = [[lb.register(host, 7000, [info("f")], source=host) for lb in self.lbs]
+                        for host in hosts]  # [holder][load balancer] -> its record there
+
+    def report(self, uploads):
+        """Each holder heartbeats every load balancer with its own count of uploads."""
+        for records, count in zip(self.holders, uploads):
+            for lb, record in zip(self.lbs, records):
+                lb.heartbeat(record.id, record.token, uploads=count)
+
+    def loads(self, lb):
+        return [p["active"] for p in lb.status()["peers"]]
+
+    def test_each_counts_its_own_picks_and_learns_the_others_from_the_reports(self):
+        a, b = self.lbs
+        for _ in range(3):
+            a.pick("f")  # a hands out 3: two to the first holder, one to the second
+        self.assertEqual(self.loads(a), [2, 1])
+        self.assertEqual(self.loads(b), [0, 0])  # b cannot know yet
+        self.assertEqual(b.pick("f").first.holder.host, "10.0.0.1")  # so it may double up
+        self.report([3, 1])  # the downloads connected: the holders say so to both
+        self.assertEqual(self.loads(a), [3, 1])
+        self.assertEqual(self.loads(b), [3, 1])
+        self.assertEqual(b.pick("f").first.holder.host, "10.0.0.2")  # now b spreads too
+        self.assertEqual(a.pick("f").first.holder.host, "10.0.0.2")
+        self.assertEqual((self.loads(a), self.loads(b)), ([3, 2], [3, 2]))
+
+    def test_a_report_replaces_the_picks_it_covers_and_later_picks_add_to_it(self):
+        a, _ = self.lbs
+        transfers = [a.pick("f", peer=("10.0.0.1", 7000)).first for _ in range(4)]
+        self.report([1, 0])  # only one of the four connected so far
+        self.assertEqual(self.loads(a), [1, 0])  # the report replaces the picks it covers
+        a.pick("f", peer=("10.0.0.1", 7000))
+        self.assertEqual(self.loads(a), [2, 0])  # reported uploads plus picks since
+        for transfer in transfers:
+            a.end(transfer.id, transfer.secret, "done")
+        self.assertEqual(self.loads(a), [2, 0])  # ended picks the report covered: no change
+
+
 class TestLimitsAgree(unittest.TestCase):
     def test_a_peers_body_holds_its_most_files_with_names_of_100_bytes(self):
         record = FileRecord("n" * 100, 10**12, sha("f"), sha("p")).as_dict()
