@@ -11,7 +11,7 @@ slot). ``best`` spreads picks across hosts before peers: the least-loaded host f
 host, however many it registers. Everything looks only at the holders of the file.
 """
 
-import collections
+import heapq
 from dataclasses import dataclass
 
 from p2p.core.lb_errors import Busy, Conflict, NotFound, Unavailable
@@ -28,18 +28,6 @@ class Candidate:
     cooling: bool = False
 
 
-@dataclass
-class Host:
-    """The candidates on one machine, best first, with their summed load."""
-    ranked: list
-    load: int
-    last_pick: int
-
-    @property
-    def best(self):
-        return self.ranked[0]
-
-
 # How each policy ranks candidates on one host, and hosts, best first. Holders that failed
 # recently go last; under least-connections, full holders before partial ones at an equal
 # load; the least recently picked breaks ties (round-robin among equals).
@@ -47,9 +35,10 @@ ORDER = {
     "least-connections": lambda c: (c.cooling, c.peer.load, c.done is not None, c.peer.last_pick),
     "round-robin": lambda c: (c.cooling, c.peer.last_pick),
 }
-HOST_ORDER = {
-    "least-connections": lambda h: (h.best.cooling, h.load, h.best.done is not None, h.last_pick),
-    "round-robin": lambda h: (h.best.cooling, h.last_pick),
+HOST_ORDER = {  # a host: its best candidate, the load and the last pick of all its holders
+    "least-connections": lambda best, load, last: (best.cooling, load, best.done is not None,
+                                                   last),
+    "round-robin": lambda best, load, last: (best.cooling, last),
 }
 POLICIES = tuple(ORDER)
 
@@ -147,8 +136,9 @@ def candidates(peers, name, version, named, exclude, requester, partial):
     """Who may send ``version`` to this requester: its full holders and, when ``partial``,
     the peers that have verified some of it; never the requester; only the ``named``
     peer, or else none that is in ``exclude``."""
-    found = [Candidate(peers[pid], peers[pid].files[name])
-             for holders in version.values() for pid in holders if pid != requester]
+    by_id = peers.by_id
+    found = [Candidate(peer, peer.files[name]) for holders in version.values()
+             for pid in holders if pid != requester for peer in (by_id[pid],)]
     if partial:
         full = {c.peer.id for c in found}
         for key in version:
@@ -190,35 +180,45 @@ def at_named(peers, name, version, found, named, requester):
 def best(name, found, policy, count, cooling):
     """The ``count`` best of ``found`` that have a free upload slot, spread over hosts; or
     Busy. ``cooling(peer)`` says whether a holder is sidelined for this requester."""
-    free = [c for c in found if not c.peer.busy]
+    free, load, last = [], {}, {}
+    for c in found:  # one pass: a host's load and last pick count its busy holders too
+        peer = c.peer
+        machine = peer.source or peer.host  # PeerRecord.machine, inline: this loop is hot
+        load[machine] = load.get(machine, 0) + peer.uploads + peer.fresh
+        if peer.last_pick > last.get(machine, 0):
+            last[machine] = peer.last_pick
+        if not peer.busy:
+            c.cooling = cooling(peer)
+            free.append(c)
     if not free:
         n = len(found)
         raise Busy(f"Every holder of {name!r} is busy ({n} holder{'s' * (n != 1)}); "
                    "waiting for a free upload slot.", busy=n)
-    for candidate in free:
-        candidate.cooling = cooling(candidate.peer)
-    return spread(free, found, policy, count)
+    hosts = best_per_host(free, policy, count)
+    host_key = HOST_ORDER[policy]
+
+    def rank(machine):
+        return host_key(hosts[machine][0], load[machine], last.get(machine, 0))
+    if count == 1:
+        return [hosts[min(hosts, key=rank)][0]]
+    return spread(heapq.nsmallest(count, hosts, key=rank), hosts, count)
 
 
-def hosts_of(free, found, policy):
-    """The hosts of the ``free`` candidates; a host's load and last pick are those of all
-    its candidates in ``found`` (busy ones too: they load the same machine)."""
-    load, last = collections.Counter(), collections.Counter()
-    for c in found:
-        load[c.peer.machine] += c.peer.load
-        last[c.peer.machine] = max(last[c.peer.machine], c.peer.last_pick)
-    on = {}
-    for c in sorted(free, key=ORDER[policy]):
-        on.setdefault(c.peer.machine, []).append(c)
-    return [Host(ranked, load[machine], last[machine]) for machine, ranked in on.items()]
+def best_per_host(free, policy, count):
+    """{host: its ``count`` best candidates, best first}."""
+    key, on = ORDER[policy], {}
+    for c in free:
+        on.setdefault(c.peer.source or c.peer.host, []).append(c)
+    return {m: group if len(group) == 1 else heapq.nsmallest(count, group, key=key)
+            for m, group in on.items()}
 
 
-def spread(free, found, policy, count):
-    """Up to ``count`` of ``free``: the best peer of each host, best host first, then the
-    second best of each, and so on; those cooling down after all the others."""
-    hosts = sorted(hosts_of(free, found, policy), key=HOST_ORDER[policy])
+def spread(ranked, hosts, count):
+    """Up to ``count`` candidates: the best peer of each host in ``ranked`` (the best hosts,
+    best first), then the second best of each, and so on; those cooling down after all
+    the others. (A host after the first ``count`` could add only what comes later.)"""
     chosen = []
-    for rank in range(max(len(h.ranked) for h in hosts)):
-        chosen += [h.ranked[rank] for h in hosts if rank < len(h.ranked)]
+    for rank in range(min(count, max(len(hosts[m]) for m in ranked))):
+        chosen += [hosts[m][rank] for m in ranked if rank < len(hosts[m])]
     chosen.sort(key=lambda c: c.cooling)  # stable: the order above among equals
     return chosen[:count]
