@@ -81,11 +81,11 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from p2p import VERSION
 from p2p.core.errors import Problem
+from p2p.core.lb_limits import MAX_PEER_BODY_BYTES
+from p2p.core.lb_requests import peer_body_too_large
 from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
 from p2p.core.metalink import MEDIA_TYPE as METALINK_TYPE
 from p2p.core.metalink import wants_metalink
-from p2p.core.lb_limits import MAX_PEER_BODY_BYTES
-from p2p.core.lb_requests import peer_body_too_large
 from p2p.core.registry import (
     Forbidden,
     Invalid,
