@@ -208,8 +208,8 @@ def bench_lb(args, tmp):
     me = [os.path.join(ROOT, "bench", "hosts.py")]
     names = max(1, args.peers // HOLDERS_PER_FILE)
     with testhosts.Hosts(3) as hosts:
-        lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py"), "--no-announce"], env=env,
-                       cwd=tmp)
+        lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py"), "--no-announce",
+                           "--max-peers-per-host", str(args.peers)], env=env, cwd=tmp)
         read_line(lb.stdout)
         lb_host = hosts.address(1)
         simulator = hosts.run(2, [*me, "--worker", "beat", "--lb-host", lb_host,

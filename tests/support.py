@@ -36,19 +36,6 @@ def wait_for(predicate, timeout=10.0, what="a condition", interval=0.05):
         time.sleep(interval)
 
 
-class FakeClock:
-    """A clock the test moves by hand: call it for the time, ``advance`` it by seconds."""
-
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
 def read_line(stream, timeout=START_TIMEOUT_S):
     """One line from a process's pipe, or AssertionError at the deadline."""
     with selectors.DefaultSelector() as sel:

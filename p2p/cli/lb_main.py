@@ -19,7 +19,14 @@ import threading
 from p2p import VERSION
 from p2p.core import discovery
 from p2p.core.members import Members, SecretError, TLSSetupError
-from p2p.core.registry import DEFAULT_HEARTBEAT_S, DEFAULT_PORT, MISSED_BEATS, POLICIES, Registry
+from p2p.core.registry import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_PORT,
+    MAX_PEERS_PER_HOST,
+    MISSED_BEATS,
+    POLICIES,
+    Registry,
+)
 from p2p.core.wire import format_address
 from p2p.net import beacon
 from p2p.net.lb_server import LoadBalancerServer
@@ -50,6 +57,16 @@ def positive_seconds(text):
     return value
 
 
+def positive_count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="load_balancer.py",
@@ -66,6 +83,9 @@ def parse_args(argv):
                         metavar="SECONDS", help="heartbeat interval given to peers "
                         f"(default {DEFAULT_HEARTBEAT_S:g}); a peer silent for {MISSED_BEATS} "
                         "intervals is dropped")
+    parser.add_argument("--max-peers-per-host", type=positive_count, metavar="N",
+                        default=MAX_PEERS_PER_HOST, help="peers one host may register at once "
+                        f"(default {MAX_PEERS_PER_HOST})")
     parser.add_argument("--network", type=network_name, metavar="NAME",
                         default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
                         help="the network name announced on the LAN, which keeps groups on "
@@ -140,7 +160,8 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    registry = Registry(policy=args.policy, heartbeat_s=args.heartbeat)
+    registry = Registry(policy=args.policy, heartbeat_s=args.heartbeat,
+                        max_per_host=args.max_peers_per_host)
     try:
         server = LoadBalancerServer((args.host, args.port), registry, members=args.members)
     except OSError as e:

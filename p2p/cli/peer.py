@@ -62,6 +62,7 @@ from p2p.core.members import (
     parse_duration,
 )
 from p2p.core.registry import DEFAULT_PORT
+from p2p.core.units import human_size
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
 from p2p.net.download import (
     DEFAULT_PARALLEL,
@@ -152,13 +153,6 @@ def upload_line(u):
 
 def plural(count, noun):
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def human_size(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def human_duration(seconds):

@@ -144,7 +144,8 @@ def check_name(name):
         raise BadName(f"The file name is longer than {MAX_NAME_CHARS} characters.")
     if "\\" in name:
         raise BadName("The file name contains a backslash; use / between folders.")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
+    if not (name.isascii() and name.isprintable()) and any(  # printable ASCII: none of them
+            unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
         raise BadName("The file name contains NUL, control or text-direction characters.")
     if name.startswith("/"):
         raise BadName("The file name is an absolute path; names are relative to the shared folder.")
@@ -166,7 +167,7 @@ def check_name(name):
 def check_windows_part(part):
     """Raise BadName for a name a Windows peer could not write safely: the characters
     ``<>:"|?*``, a trailing dot or space, or a device name such as ``CON`` or ``nul.txt``."""
-    if any(c in WINDOWS_FORBIDDEN_CHARS for c in part):
+    if not WINDOWS_FORBIDDEN_CHARS.isdisjoint(part):
         raise BadName('The file name contains one of <>:"|?*, which Windows cannot use in names.')
     if part.endswith((".", " ")):
         raise BadName("A part of the file name ends with a dot or a space, which Windows drops.")

@@ -314,7 +314,10 @@ class LBClient:
                 self._conn = connect_http(self.host, self.port, self.timeout, self.members)
             try:  # signed on every attempt: a retry with the same nonce would be a replay
                 headers.update(self.members.auth_headers(method, path))
-                self._conn.request(method, path, body=data, headers=headers)
+                try:
+                    self._conn.request(method, path, body=data, headers=headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # refused before the body was all sent (413): read why, if it said
                 response = self._conn.getresponse()
                 raw = response.read()
                 if response.will_close:

@@ -52,22 +52,23 @@ transfer of its own, renewed and ended by its id and secret. A holder whose
 load is at or above its slots is busy and never handed out; busy is not a
 failure.
 
+A peer's ``POST /peers`` and ``PUT /peers/{id}`` may carry its whole list of
+files: up to ``MAX_PEER_BODY_BYTES``, derived from ``MAX_FILES_PER_PEER``
+(``core/lb_limits.py``); other bodies up to ``LIMITS.max_body_bytes``. A longer
+body is answered 413 with the reason and the limit, and more files than a peer
+may share 400; one host may hold ``MAX_PEERS_PER_HOST`` registrations (429
+beyond, ``--max-peers-per-host``).
+
 ``HEAD`` is answered wherever ``GET`` is. Every error is ``{"error": "<a
 sentence a person can act on>"}``; every reply says ``Server:
 p2p-load-balancer/VERSION``, so ``lb_client.py`` (the peer's end of this
 wire) names a peer given as the load balancer as the mistake it is.
 
-The decisions live in ``Registry`` (no sockets, thread-safe, injectable
-clock): the index from file name to holders, grouped by (SHA-256, size), and
-of partial holders by (SHA-256, size); the transfers handed out, each with a
-random id and a secret that only its requester gets, expiring ``3 x
-renew_s`` after its last renewal and counting against its holder only until
-the holder next reports its uploads; the cool-down of holders whose transfers
-failed (for that requester, or for everyone once two hosts saw it); addresses
-owned by their peers until they leave or miss ``3`` heartbeats; and the
-picking policy (``Registry.pick``: choose the version, gather the candidates,
-hand out the best ``count`` as ``ORDER`` ranks them), which looks only at the
-holders of the requested file. ``LBHandler`` is the wire around it.
+The decisions live in ``Registry`` (``core/registry.py``: no sockets,
+thread-safe, injectable clock), composed of the table of peers and their files,
+the leases of the transfers handed out, and the picking policy, which spreads
+picks over hosts before peers (``core/lb_picking.py``). ``LBHandler`` is the
+wire around it, and ``DownloadRoutes`` the part of it download tools use.
 
 It announces itself on the local network (``beacon.py``: UDP multicast on
 each interface it listens on, under ``--network NAME``; ``--no-announce`` to
@@ -75,7 +76,6 @@ stay quiet), and stands down, exiting, when it hears a senior load balancer of
 the same network: one load balancer per network.
 """
 
-import html
 import json
 import logging
 import threading
@@ -83,6 +83,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from p2p import VERSION
 from p2p.core.errors import Problem
+from p2p.core.lb_limits import MAX_PEER_BODY_BYTES
+from p2p.core.lb_requests import peer_body_too_large
 from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
 from p2p.core.metalink import MEDIA_TYPE as METALINK_TYPE
 from p2p.core.metalink import wants_metalink
@@ -94,80 +96,21 @@ from p2p.core.registry import (
     parse_transfer_request,
 )
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
-from p2p.core.wire import check_file_name, check_sha256, format_address, percent
+from p2p.core.wire import check_file_name, check_sha256
+from p2p.http.limits import LIMITS
+from p2p.http.messages import HTTPProblem
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
+from p2p.net.lb_page import PAGE_FILES, render_status_page
 
 log = logging.getLogger("p2p.lb")
 
-STATUS_REFRESH_S = 2
 LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
-PAGE_FILES = 200  # files listed on the page, with links
-PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 SIGNED_PREFIXES = ("/files/", "/metalink/", "/torrent/")  # where a presigned URL is good
 
 
 # ---------------------------------------------------------------------------
 # The HTTP server
-
-
-def file_link(name, base="", sha256=None):
-    """An HTML link to ``name`` under ``base`` (a peer's URL; blank: this redirector)."""
-    url = f"{base}/files/{quote(name, safe='/')}" + (f"?sha256={sha256}" if sha256 else "")
-    return f"<a href=\"{html.escape(url)}\">{html.escape(name)}</a>"
-
-
-def render_status_page(status, files=(), truncated=False):
-    """The status and ``files`` as an HTML page; everything that came from a peer is escaped.
-
-    A file's name links here (the redirector: the least-loaded holder sends it); a name
-    in a peer's row links to that peer, and the files it is downloading show how far.
-    """
-    peers = status["peers"]
-    most = max([p["active"] for p in peers] + [1])
-    rows = []
-    for p in peers:
-        address = format_address(p["host"], p["port"])
-        base = f"http://{address}"
-        names = ", ".join(file_link(n, base) for n in p["files"][:8])
-        if len(p["files"]) > 8:
-            names += f", … ({len(p['files']) - 8} more)"
-        downloading = "".join(
-            f"<br><small>downloading {html.escape(d['name'])} "
-            f"{percent(d['done'], d['size'])} %</small>" for d in p["partial"][:PAGE_PARTIAL])
-        width = int(100 * p["active"] / most)
-        slots = f" of {p['slots']} slots" if p["slots"] is not None else ""
-        who = html.escape(p.get("name") or "")
-        rows.append(
-            f"<tr><td><a href=\"{html.escape(base)}/\">{html.escape(address)}</a> {who}<br>"
-            f"<small>{html.escape(p['id'])}</small></td>"
-            f"<td>{len(p['files'])}<br><small>{names}</small>{downloading}</td>"
-            f"<td><div class=bar><span style='width:{width}%'></span></div>{p['active']}"
-            f" (uploads {p['uploads']}{slots})</td><td>{p['served']}</td><td>{p['failed']}</td>"
-            f"<td>{p['last_seen_s']:.0f} s ago</td></tr>")
-    table = "".join(rows) or "<tr><td colspan=6>No peer is registered.</td></tr>"
-    file_rows = "".join(
-        f"<tr><td>{file_link(f['name'], sha256=f['sha256'])}</td><td>{f['size']}</td>"
-        f"<td>{f['holders']}</td><td>{f['partial']}</td><td><code>{f['sha256'][:16]}</code></td>"
-        "</tr>" for f in files)
-    more = f"<p>Only the first {len(files)} files are listed.</p>" if truncated else ""
-    return f"""<!doctype html>
-<html><head><meta charset=utf-8><meta http-equiv=refresh content={STATUS_REFRESH_S}>
-<title>P2P load balancer</title><style>
-body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left;vertical-align:top}}
-.bar{{display:inline-block;width:8em;height:.8em;background:#eee;margin-right:.5em}}
-.bar span{{display:block;height:100%;background:#4a8}}</style></head><body>
-<h1>P2P load balancer</h1>
-<p>Policy: <b>{html.escape(status['policy'])}</b> · {len(peers)} peer(s) ·
-refreshes every {STATUS_REFRESH_S} s · <a href="/status">JSON</a></p>
-<table><tr><th>Peer</th><th>Files</th><th>Active transfers</th><th>Served</th>
-<th>Failed</th><th>Last seen</th></tr>{table}</table>
-<h2>Files</h2><p>A name downloads from its least-loaded holder.</p>
-<table><tr><th>Name</th><th>Bytes</th><th>Holders</th><th>Downloading</th><th>SHA-256</th></tr>
-{file_rows}</table>
-{more}</body></html>
-"""
 
 
 def transfer_answer(handout, renew_s):
@@ -183,88 +126,8 @@ def transfer_answer(handout, renew_s):
     return answer
 
 
-class LBHandler(JSONRequestHandler):
-    """One request against ``self.server.registry``."""
-
-    server_version = LB_SERVER
-    routes = Routes({
-        "/": {"GET": "page"},
-        "/status": {"GET": "status"},
-        "/files": {"GET": "files"},
-        "/files/**": {"GET": "redirect"},
-        "/metalink/**": {"GET": "metalink"},
-        "/torrent/**": {"GET": "torrent"},
-        "/holders/**": {"GET": "holders"},
-        "/peers": {"POST": "register"},
-        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
-        "/transfers": {"POST": "start_transfer"},
-        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
-    })
-    not_found = "There is no {path} here; see GET /status or GET /."
-
-    def handle_request(self):
-        try:
-            self.body = self.read_body()
-            self.request_read()
-            path, _, query = self.path.partition("?")
-            self.query = parse_qs(query) if query else {}
-            self.dispatch(path)
-        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
-            self.send_problem(problem)
-        except Exception:
-            self.send_unexpected()
-        finally:
-            self.server.answered()
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
-
-    def check_auth(self, secret):
-        """A signed request, or a presigned URL of a file to redirect to its holder."""
-        path, _, query = self.path.partition("?")
-        signed = parse_qs(query) if query else {}
-        prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
-        if URL_SIG_PARAM not in signed or prefix is None:
-            try:
-                return super().check_auth(secret)
-            except Unauthorized as e:
-                if prefix in (None, "/files/"):
-                    raise
-                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
-                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
-                                   f"after {prefix}NAME.") from None
-        try:
-            name = unquote(path[len(prefix):], errors="strict")
-        except UnicodeDecodeError:
-            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
-        secret.check_url(self.command, name, signed)
-
-    @property
-    def registry(self):
-        return self.server.registry
-
-    def json_body(self):
-        if not self.body:
-            return {}
-        try:
-            obj = json.loads(self.body)
-        except (ValueError, RecursionError):
-            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
-        if not isinstance(obj, dict):
-            raise Invalid("The body must be a JSON object.")
-        return obj
-
-    def bearer(self):
-        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
-
-    def token(self):
-        token = self.bearer()
-        if not token:
-            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
-        return token
-
-    # -- routes -------------------------------------------------------------
+class DownloadRoutes:
+    """The routes download tools use: the redirector, Metalinks, torrents and holders."""
 
     def name_and_version(self, quoted_name, folders=False):
         """The checked name of a route's argument (a folder ends in ``/`` when ``folders``)
@@ -334,6 +197,101 @@ class LBHandler(JSONRequestHandler):
         if sha256 is None:
             raise Invalid("Say which version: GET /holders/NAME?sha256=HEX.")
         self.send_json(200, {"holders": self.registry.holders_of(name, sha256)})
+
+
+class LBHandler(DownloadRoutes, JSONRequestHandler):
+    """One request against ``self.server.registry``."""
+
+    server_version = LB_SERVER
+    routes = Routes({
+        "/": {"GET": "page"},
+        "/status": {"GET": "status"},
+        "/files": {"GET": "files"},
+        "/files/**": {"GET": "redirect"},
+        "/metalink/**": {"GET": "metalink"},
+        "/torrent/**": {"GET": "torrent"},
+        "/holders/**": {"GET": "holders"},
+        "/peers": {"POST": "register"},
+        "/peers/*": {"PUT": "heartbeat", "DELETE": "unregister"},
+        "/transfers": {"POST": "start_transfer"},
+        "/transfers/*": {"PUT": "renew_transfer", "DELETE": "end_transfer"},
+    })
+    not_found = "There is no {path} here; see GET /status or GET /."
+
+    def handle_request(self):
+        try:
+            self.body = self.read_body()
+            self.request_read()
+            path, _, query = self.path.partition("?")
+            self.query = parse_qs(query) if query else {}
+            self.dispatch(path)
+        except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
+            self.send_problem(problem)
+        except Exception:
+            self.send_unexpected()
+        finally:
+            self.server.answered()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_request
+
+    def check_auth(self, secret):
+        """A signed request, or a presigned URL of a file to redirect to its holder."""
+        path, _, query = self.path.partition("?")
+        signed = parse_qs(query) if query else {}
+        prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
+        if URL_SIG_PARAM not in signed or prefix is None:
+            try:
+                return super().check_auth(secret)
+            except Unauthorized as e:
+                if prefix in (None, "/files/"):
+                    raise
+                raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
+                                   "url NAME' prints one; put its ?p2p-expires=...&p2p-sig=... "
+                                   f"after {prefix}NAME.") from None
+        try:
+            name = unquote(path[len(prefix):], errors="strict")
+        except UnicodeDecodeError:
+            raise Unauthorized("A signed URL is good for /files/NAME only.") from None
+        secret.check_url(self.command, name, signed)
+
+    @property
+    def registry(self):
+        return self.server.registry
+
+    @property
+    def max_body(self):
+        """A peer's registration or heartbeat carries its whole list of files."""
+        return MAX_PEER_BODY_BYTES if self.path.startswith("/peers") else LIMITS.max_body_bytes
+
+    def read_body(self):
+        if self.path.startswith("/peers") and self.body_length > MAX_PEER_BODY_BYTES:
+            self.close_connection = True
+            raise HTTPProblem(413, peer_body_too_large(self.body_length))
+        return super().read_body()
+
+    def json_body(self):
+        if not self.body:
+            return {}
+        try:
+            obj = json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise Invalid("The body is not valid JSON (or nested too deeply).") from None
+        if not isinstance(obj, dict):
+            raise Invalid("The body must be a JSON object.")
+        return obj
+
+    def bearer(self):
+        """The token of ``Authorization: Bearer TOKEN``, or '' without one."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def token(self):
+        token = self.bearer()
+        if not token:
+            raise Forbidden("Send the token from registration as 'Authorization: Bearer TOKEN'.")
+        return token
+
+    # -- routes -------------------------------------------------------------
 
     def route_page(self):
         files, truncated = self.registry.find_files(limit=PAGE_FILES)

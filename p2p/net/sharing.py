@@ -104,6 +104,7 @@ from p2p.core.pieces import (
     piece_size,
     pieces_hash,
 )
+from p2p.core.units import human_size
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
 from p2p.http.server import (
     LIMITS,
@@ -264,7 +265,8 @@ def render_index(files, peer_name, address, lb_address, folder=""):
     name a link to the file."""
     rows = "".join(
         f"<tr><td><a href=\"{html.escape(url_for_name(f.name))}\">{html.escape(f.name)}</a></td>"
-        f"<td>{f.size}</td><td><code>{f.sha256}</code></td></tr>" for f in files)
+        f"<td title=\"{f.size} bytes\">{human_size(f.size)}</td><td><code>{f.sha256}</code></td>"
+        "</tr>" for f in files)
     who = html.escape(" · ".join(x for x in (peer_name, address) if x))
     where = f" in {html.escape(folder)}" if folder else ""
     lb = (f"<p>Load balancer: <a href=\"http://{html.escape(lb_address)}/\">"
@@ -275,7 +277,7 @@ body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;text-align:left}}</style></head><body>
 <h1>P2P peer {who}</h1>{lb}
 <p>{len(files)} shared file(s){where} · <a href="/files">JSON</a></p>
-<table><tr><th>Name</th><th>Bytes</th><th>SHA-256</th></tr>{rows}</table></body></html>
+<table><tr><th>Name</th><th>Size</th><th>SHA-256</th></tr>{rows}</table></body></html>
 """
 
 

@@ -9,9 +9,11 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 
+from p2p.core.lb_limits import MAX_PEERS_PER_HOST
 from p2p.net.lb_client import LBClient
 from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, ShareIndex
 from tests.support import ProcessTestCase, free_port, same_bytes, wait_for, write_random
@@ -20,6 +22,8 @@ MiB = 1 << 20
 ATTACKER = "127.0.0.2"
 OTHER_HONEST_HOST = "127.0.0.3"
 HIJACK_S = 2.5  # how long the attacker keeps trying to take an address: over two heartbeats
+SYBILS = 200  # registrations the attacker tries from its one host
+SYBIL_PICKS = 60
 
 
 class Remote:
@@ -177,3 +181,38 @@ class AttackTests(ProcessTestCase):
         result, path = self.honest_get("song.mp3", "me")
         self.assertTrue(same_bytes(source, path))
         self.assertNotIn("other files", result.stdout)
+
+    def silent_listener(self):
+        """A socket on the attacker's host that accepts connections and never answers."""
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        try:
+            sock.bind((ATTACKER, 0))
+        except OSError as e:
+            self.skipTest(f"cannot listen on {ATTACKER} here: {e}")
+        sock.listen(64)
+        return sock.getsockname()[1]
+
+    def test_a_sybil_flood_from_one_host_gets_the_share_of_one_host(self):
+        source = os.path.join(self.tmp, "source", "f.bin")
+        write_random(source, MiB)
+        honest = self.holder("f.bin", source, "a")
+        claim = [{"name": "f.bin", "size": MiB, "sha256": sha256_of(source)}]
+        answers = [self.attacker.call("POST", "/peers", {
+            "host": ATTACKER, "port": self.silent_listener(), "files": claim})
+            for _ in range(SYBILS)]
+        self.assertEqual([status for status, _ in answers],
+                         [201] * MAX_PEERS_PER_HOST + [429] * (SYBILS - MAX_PEERS_PER_HOST))
+        self.assertIn(f"{ATTACKER} already has {MAX_PEERS_PER_HOST} peers registered",
+                      answers[-1][1]["error"])
+
+        client = LBClient("127.0.0.1", self.lb.port)
+        self.addCleanup(client.close)
+        honest_picks = 0
+        for _ in range(SYBIL_PICKS):  # picked and let go at once, as a downloader that
+            (lease,) = client.pick("f.bin").leases  # finds a holder dead would
+            honest_picks += lease.port == honest.port
+            client.end(lease, "cancelled")
+        # Two hosts hold the file: the honest one gets half, however many peers the other
+        # registered (more if the flood's silent peers are dropped meanwhile).
+        self.assertGreaterEqual(honest_picks, SYBIL_PICKS * 2 // 5)

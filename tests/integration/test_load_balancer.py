@@ -15,11 +15,13 @@ import threading
 import time
 import unittest
 
+from p2p.core import lb_limits
 from p2p.core import registry as lb_core
+from p2p.core.clock import FakeClock
 from p2p.core.wire import MAX_NAME_CHARS, FileRecord
 from p2p.http import server as httpkit
 from p2p.net import lb_client, lb_server
-from tests.support import FakeClock, wait_for
+from tests.support import wait_for
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -497,7 +499,8 @@ class TestErrors(ServerTestCase):
 
     def test_over_size_body(self):
         sock = self.raw_socket()
-        sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n"
+        sock.sendall(("POST /transfers HTTP/1.1\r\nHost: lb\r\n"
+                      "Content-Type: application/json\r\n"
                       f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
         response = http.client.HTTPResponse(sock)
         response.begin()
@@ -511,14 +514,16 @@ class TestErrors(ServerTestCase):
         # Regression (fixed in 6525336): after a 400/411/413 about the framing the server
         # closed the connection without saying "Connection: close", so a keep-alive client
         # believed it could send its next request on it.
-        sock = self.raw_socket()
-        sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\n"
-                      f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        response.read()
-        self.assertEqual(response.status, 413)
-        self.assertEqual((response.getheader("Connection") or "").lower(), "close")
+        for path, limit in (("/transfers", httpkit.LIMITS.max_body_bytes),
+                            ("/peers", lb_limits.MAX_PEER_BODY_BYTES)):
+            sock = self.raw_socket()
+            sock.sendall((f"POST {path} HTTP/1.1\r\nHost: lb\r\n"
+                          f"Content-Length: {limit + 1}\r\n\r\n").encode())
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            response.read()
+            self.assertEqual(response.status, 413)
+            self.assertEqual((response.getheader("Connection") or "").lower(), "close")
 
     def test_bad_framing(self):
         for head, status in [
@@ -646,13 +651,16 @@ class TestErrors(ServerTestCase):
 
     def test_expect_100_continue_with_over_size_body_is_refused_at_once(self):
         sock = self.raw_socket()
-        sock.sendall(("POST /peers HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\n"
-                      f"Content-Length: {httpkit.LIMITS.max_body_bytes + 1}\r\n\r\n").encode())
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        self.assertEqual(response.status, 413)
-        self.assertTrue(json.loads(response.read())["error"])
-        self.assertTrue(response.will_close)
+        for path, limit in (("/transfers", httpkit.LIMITS.max_body_bytes),
+                            ("/peers", lb_limits.MAX_PEER_BODY_BYTES)):
+            sock = self.raw_socket()
+            sock.sendall((f"POST {path} HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\n"
+                          f"Content-Length: {limit + 1}\r\n\r\n").encode())
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            self.assertEqual(response.status, 413)
+            self.assertIn(str(limit), json.loads(response.read())["error"])
+            self.assertTrue(response.will_close)
         self.assert_serving()
 
     def test_lone_surrogate_in_requested_peer_is_answered(self):
@@ -869,7 +877,7 @@ class TestSwarmWire(ServerTestCase):
         (entry,) = self.client.files("f")["files"]
         self.assertEqual((entry["holders"], entry["partial"]), (1, 1))
         _, page, _ = self.request("GET", "/")
-        self.assertIn("downloading f 37 %", page.decode())
+        self.assertIn("downloading f: 37 %", page.decode())
 
     def test_count_answers_sources_and_the_agreed_piece_list(self):
         pieces = sha("pieces")
@@ -930,6 +938,47 @@ class TestSwarmWire(ServerTestCase):
                     _, parsed = self.assert_error("POST", "/peers", 400, {"port": 7009, **body})
                     self.assertIn(needle, parsed["error"])
         self.assertEqual(len(self.client.status()["peers"]), 1)
+
+
+def many_files(count, name="file-{:06d}.bin"):
+    """``count`` file records as a peer announces them (name, size, sha256, pieces)."""
+    return [{"name": name.format(i), "size": i, "sha256": f"{i:064x}",
+             "pieces": f"{count + i:064x}"} for i in range(count)]
+
+
+class TestLargeShares(ServerTestCase):
+    """A peer's whole list of files fits the load balancer's body limit, and a list that
+    does not is refused with its reason, which the peer's client reads."""
+
+    def test_a_peer_sharing_100000_files_is_registered_and_listed(self):
+        files = many_files(lb_limits.MAX_FILES_PER_PEER)
+        answer = self.client.register(7000, files)
+        self.client.heartbeat(answer["peer_id"], answer["token"], files=files[1:] + files[:1])
+        found = self.client.files("file-099999")
+        self.assertEqual(found["files"][0]["sha256"], files[-1]["sha256"])
+        (peer,) = self.registry.status()["peers"]
+        self.assertEqual(len(peer["files"]), lb_limits.MAX_FILES_PER_PEER)
+        holder = self.client.pick("file-054321.bin").leases[0]
+        self.assertEqual(holder.peer_id, answer["peer_id"])
+
+    def test_one_file_more_than_a_peer_may_share_is_a_400_that_says_so(self):
+        with self.assertRaises(lb_client.LBClientError) as cm:
+            self.client.register(7000, many_files(lb_limits.MAX_FILES_PER_PEER + 1))
+        self.assertEqual(cm.exception.status, 400)
+        self.assertIn("at most 100,000 files, not 100,001", cm.exception.message)
+
+    def test_a_list_longer_than_the_body_limit_is_refused_with_its_reason(self):
+        name = "n" * 300 + "/file-{:06d}.bin"  # about 500 bytes a record: over the budget
+        files = many_files(lb_limits.MAX_PEER_BODY_BYTES // 400, name)
+        self.assertGreater(len(json.dumps(files)), lb_limits.MAX_PEER_BODY_BYTES)
+        with self.assertRaises(lb_client.LBClientError) as cm:
+            self.client.register(7000, files)
+        self.assertNotIsInstance(cm.exception, lb_client.Unreachable)  # not "it broke"
+        self.assertEqual(cm.exception.status, 413)
+        self.assertIn("The list of files is", cm.exception.message)
+        self.assertIn(f"at most {lb_limits.MAX_PEER_BODY_BYTES:,} bytes", cm.exception.message)
+        self.assertIn("Share fewer files", cm.exception.message)
+        self.assertEqual(self.client.status()["peers"], [])  # and the client carries on
 
 
 class TestDeadlinesAndAddresses(ServerTestCase):

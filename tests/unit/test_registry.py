@@ -5,11 +5,14 @@ No sockets and no time passes: the registry's clock is moved by hand.
 
 import collections
 import hashlib
+import json
 import unittest
 
+from p2p.cli import lb_main
+from p2p.core import lb_limits, lb_peers, lb_requests
 from p2p.core import registry as lb_core
 from p2p.core.wire import FileRecord, PartialRecord
-from tests.support import FakeClock
+from p2p.core.clock import FakeClock
 
 
 def sha(text):
@@ -683,7 +686,7 @@ class TestSwarmPicks(RegistryTestCase):
         self.assertEqual(len(self.registry.pick("f", count=2).transfers), 1)
         again = self.downloading("10.0.1.2", done=37)
         self.registry.unregister(again.id, again.token)
-        self.assertEqual(self.registry._partials, {})
+        self.assertEqual(self.registry.find_files("f")[0][0]["partial"], 0)
 
     def test_every_source_is_renewed_ended_and_expired_as_one_transfer(self):
         self.make(heartbeat_s=1000.0, renew_s=10.0)
@@ -738,6 +741,207 @@ class TestRegistryOwnership(unittest.TestCase):
                 self.registry.end(first.id, secret, "failed")
         self.registry.end(first.id, first.secret, "done")
         self.assertEqual(self.registry.status()["peers"][0]["failed"], 0)
+
+
+class TestPicksSpreadOverHosts(RegistryTestCase):
+    """One host's many peers get the share of one host (a Sybil flood), not one share each."""
+
+    def flood(self, count, host="10.6.6.6", files=(info("f"),)):
+        """``count`` peers registered from ``host``, each claiming ``files``."""
+        return [self.registry.register(host, 9000 + i, list(files), source=host)
+                for i in range(count)]
+
+    def test_held_picks_go_half_to_the_honest_host(self):
+        self.make(max_per_host=200)
+        self.flood(200)
+        honest = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
+        picked = [self.registry.pick("f", source="10.0.0.9").first.holder for _ in range(60)]
+        self.assertEqual(sum(p.id == honest.id for p in picked), 30)
+        flood_ids = [p.id for p in picked if p.id != honest.id]
+        self.assertEqual(len(set(flood_ids)), 30)  # and spread over the flood's peers
+
+    def test_released_picks_alternate_between_hosts(self):
+        self.make(max_per_host=50)
+        self.flood(50)
+        honest = self.registry.register("10.0.0.1", 7000, [info("f")], source="10.0.0.1")
+        seq = []
+        for _ in range(60):
+            transfer = self.registry.pick("f").first
+            seq.append(transfer.holder.id == honest.id)
+            self.registry.end(transfer.id, transfer.secret, "done")
+        self.assertEqual(sum(seq), 30)
+        self.assertTrue(all(a != b for a, b in zip(seq, seq[1:])), seq)  # round-robin
+
+    def test_the_least_loaded_host_goes_first_then_its_least_loaded_peer(self):
+        self.make()
+        a1, a2 = self.flood(2, host="10.0.0.1")
+        b = self.registry.register("10.0.0.2", 7000, [info("f")], source="10.0.0.2")
+        self.registry.heartbeat(a1.id, a1.token, uploads=2)
+        self.registry.heartbeat(b.id, b.token, uploads=1)
+        # host A: 2 + 0 = 2 uploads, host B: 1. B first though a2 alone is idle.
+        self.assertEqual(self.registry.pick("f").first.holder.id, b.id)
+        # now 2 : 2, A picked less recently: its least-loaded peer, a2.
+        self.assertEqual(self.registry.pick("f").first.holder.id, a2.id)
+
+    def test_several_sources_come_from_several_hosts_first(self):
+        self.make()
+        crowd = self.flood(3, host="10.0.0.1")
+        b = self.registry.register("10.0.0.2", 7000, [info("f")], source="10.0.0.2")
+        c = self.registry.register("10.0.0.3", 7000, [info("f")], source="10.0.0.3")
+        chosen = [t.holder for t in self.registry.pick("f", count=3).transfers]
+        self.assertEqual({p.machine for p in chosen}, {"10.0.0.1", "10.0.0.2", "10.0.0.3"})
+        five = {t.holder.id for t in self.registry.pick("f", count=5).transfers}
+        self.assertEqual(five, {p.id for p in crowd} | {b.id, c.id})
+
+    def test_a_host_cooling_down_comes_after_every_other_host(self):
+        self.make()
+        a1, a2 = self.flood(2, host="10.0.0.1")
+        b = self.registry.register("10.0.0.2", 7000, [info("f")], source="10.0.0.2")
+        failed = self.registry.pick("f", peer=(b.host, b.port), source="10.0.0.9").first
+        self.registry.end(failed.id, failed.secret, "failed")
+        chosen = [t.holder.id for t in self.registry.pick("f", count=3, source="10.0.0.9")
+                  .transfers]
+        self.assertEqual(chosen[2], b.id)
+        self.assertEqual(set(chosen[:2]), {a1.id, a2.id})
+
+    def test_round_robin_rotates_hosts_then_peers(self):
+        self.make(policy="round-robin")
+        a1, a2 = self.flood(2, host="10.0.0.1")
+        b = self.registry.register("10.0.0.2", 7000, [info("f")], source="10.0.0.2")
+        seq = [self.registry.pick("f").first.holder.id for _ in range(8)]
+        self.assertEqual(seq.count(b.id), 4)
+        self.assertTrue(all((x == b.id) != (y == b.id) for x, y in zip(seq, seq[1:])), seq)
+
+
+class TestRegistrationsPerHost(RegistryTestCase):
+    def test_a_host_may_register_at_most_max_per_host_peers(self):
+        self.make(max_per_host=3)
+        for i in range(3):  # whatever hosts it claims, they count against where it is
+            self.registry.register(f"10.0.0.{i + 1}", 7000, [info("f")], source="10.6.6.6")
+        with self.assertRaises(lb_core.HostFull) as cm:
+            self.registry.register("10.0.0.9", 7000, [info("f")], source="10.6.6.6")
+        self.assertEqual(cm.exception.status, 429)
+        self.assertIn("10.6.6.6 already has 3 peers registered here", cm.exception.message)
+        self.assertIn("--max-peers-per-host", cm.exception.message)
+        self.registry.register("10.0.0.1", 7001, [], source="10.7.7.7")  # another host: fine
+
+    def test_a_restart_at_the_same_address_is_not_one_more(self):
+        self.make(max_per_host=2)
+        first = self.registry.register("10.0.0.1", 7000, [], source="10.0.0.1")
+        self.registry.register("10.0.0.1", 7001, [], source="10.0.0.1")
+        again = self.registry.register("10.0.0.1", 7000, [], source="10.0.0.1")
+        self.assertNotEqual(again.id, first.id)
+        self.registry.unregister(again.id, again.token)
+        self.registry.register("10.0.0.1", 7002, [], source="10.0.0.1")  # a place came free
+
+    def test_silent_peers_free_their_places(self):
+        self.make(max_per_host=1)
+        self.registry.register("10.0.0.1", 7000, [], source="10.0.0.1")
+        self.clock.advance(31)  # three heartbeats of 10 s missed
+        self.registry.register("10.0.0.1", 7001, [], source="10.0.0.1")
+
+    def test_the_default_bound_is_the_named_constant(self):
+        self.make()
+        for i in range(lb_core.MAX_PEERS_PER_HOST):
+            self.registry.register("10.0.0.1", 7000 + i, [], source="10.0.0.1")
+        with self.assertRaises(lb_core.HostFull):
+            self.registry.register("10.0.0.1", 6000, [], source="10.0.0.1")
+
+
+    def test_the_load_balancers_command_line_sets_the_bound(self):
+        self.assertEqual(lb_main.parse_args([]).max_peers_per_host, lb_core.MAX_PEERS_PER_HOST)
+        self.assertEqual(lb_main.parse_args(["--max-peers-per-host", "500"]).max_peers_per_host,
+                         500)
+
+
+class TestStandbyLoadBalancers(unittest.TestCase):
+    """Two load balancers of one network (``--lb A,B``): each counts its own picks plus the
+    uploads each holder reports to both, so each sees the other's picks once the holders
+    have reported them, and its own at once."""
+
+    def setUp(self):
+        self.clock = FakeClock()
+        self.lbs = [lb_core.Registry(clock=self.clock, heartbeat_s=10) for _ in range(2)]
+        hosts = ("10.0.0.1", "10.0.0.2")
+        self.holders = [[lb.register(host, 7000, [info("f")], source=host) for lb in self.lbs]
+                        for host in hosts]  # [holder][load balancer] -> its record there
+
+    def report(self, uploads):
+        """Each holder heartbeats every load balancer with its own count of uploads."""
+        for records, count in zip(self.holders, uploads):
+            for lb, record in zip(self.lbs, records):
+                lb.heartbeat(record.id, record.token, uploads=count)
+
+    def loads(self, lb):
+        return [p["active"] for p in lb.status()["peers"]]
+
+    def test_each_counts_its_own_picks_and_learns_the_others_from_the_reports(self):
+        a, b = self.lbs
+        for _ in range(3):
+            a.pick("f")  # a hands out 3: two to the first holder, one to the second
+        self.assertEqual(self.loads(a), [2, 1])
+        self.assertEqual(self.loads(b), [0, 0])  # b cannot know yet
+        self.assertEqual(b.pick("f").first.holder.host, "10.0.0.1")  # so it may double up
+        self.report([3, 1])  # the downloads connected: the holders say so to both
+        self.assertEqual(self.loads(a), [3, 1])
+        self.assertEqual(self.loads(b), [3, 1])
+        self.assertEqual(b.pick("f").first.holder.host, "10.0.0.2")  # now b spreads too
+        self.assertEqual(a.pick("f").first.holder.host, "10.0.0.2")
+        self.assertEqual((self.loads(a), self.loads(b)), ([3, 2], [3, 2]))
+
+    def test_a_report_replaces_the_picks_it_covers_and_later_picks_add_to_it(self):
+        a, _ = self.lbs
+        transfers = [a.pick("f", peer=("10.0.0.1", 7000)).first for _ in range(4)]
+        self.report([1, 0])  # only one of the four connected so far
+        self.assertEqual(self.loads(a), [1, 0])  # the report replaces the picks it covers
+        a.pick("f", peer=("10.0.0.1", 7000))
+        self.assertEqual(self.loads(a), [2, 0])  # reported uploads plus picks since
+        for transfer in transfers:
+            a.end(transfer.id, transfer.secret, "done")
+        self.assertEqual(self.loads(a), [2, 0])  # ended picks the report covered: no change
+
+
+class TestLimitsAgree(unittest.TestCase):
+    def test_a_peers_body_holds_its_most_files_with_names_of_100_bytes(self):
+        record = FileRecord("n" * 100, 10**12, sha("f"), sha("p")).as_dict()
+        self.assertLessEqual(len(json.dumps(record)) + 2, lb_limits.FILE_RECORD_BUDGET_BYTES)
+        self.assertGreaterEqual(lb_limits.MAX_PEER_BODY_BYTES,
+                                lb_limits.MAX_FILES_PER_PEER * lb_limits.FILE_RECORD_BUDGET_BYTES)
+
+    def test_a_refused_list_says_why_and_what_to_do(self):
+        sentence = lb_requests.peer_body_too_large(40_000_000)
+        self.assertIn("The list of files is 40,000,000 bytes", sentence)
+        self.assertIn(f"{lb_limits.MAX_PEER_BODY_BYTES:,} bytes", sentence)
+        self.assertIn("Share fewer files", sentence)
+
+
+class TestPeersTable(unittest.TestCase):
+    """``lb_peers.Peers`` alone: its indexes are emptied as peers leave."""
+
+    def test_indexes_and_host_counts_leave_with_their_peers(self):
+        table = lb_peers.Peers()
+        records = []
+        for i in range(3):
+            peer, old = table.admit("10.0.0.1", 7000 + i, "10.0.0.1", 0.0)
+            self.assertIsNone(old)
+            table.add(peer)
+            table.set_files(peer, [info("f"), info(f"own{i}")])
+            table.set_partial(peer, [PartialRecord(info("g"), 10)])
+            records.append(peer)
+        self.assertEqual(table.per_host, {"10.0.0.1": 3})
+        self.assertEqual(len(table.index["f"][info("f").key]), 3)
+        for peer in records:
+            table.remove(peer.id)
+        self.assertEqual((table.index, table.partials, dict(table.per_host), len(table)),
+                         ({}, {}, {}, 0))
+
+    def test_a_changed_file_moves_in_the_index(self):
+        table = lb_peers.Peers()
+        peer, _ = table.admit("10.0.0.1", 7000, None, 0.0)
+        table.add(peer)
+        table.set_files(peer, [info("f", version=1)])
+        table.set_files(peer, [info("f", version=2)])
+        self.assertEqual(list(table.index["f"]), [info("f", version=2).key])
 
 
 class TestParseAddress(unittest.TestCase):

@@ -1,0 +1,105 @@
+"""The transfers the load balancer handed out: leases with expiry, and the load they count.
+
+Pure state, no lock and no clock of its own (``Registry`` holds both). Each transfer has
+a random id and a secret that only its requester gets; it expires ``MISSED_BEATS x
+renew_s`` after its last renewal (kept least recently renewed first, so expiry costs
+O(expired)), and counts against its holder's load (``PeerRecord.fresh``) until it ends,
+expires, or the holder next reports its uploads, whichever comes first. Its outcome
+counts for the holder: ``done`` as served, ``failed`` as a failure that cools it down.
+"""
+
+import collections
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from p2p.core.lb_errors import Forbidden, NotFound
+from p2p.core.lb_limits import MISSED_BEATS, TRANSFER_ID_BYTES, TRANSFER_SECRET_BYTES
+from p2p.core.lb_peers import PeerRecord
+from p2p.core.wire import FileRecord
+
+
+@dataclass
+class Transfer:
+    id: str
+    secret: str  # given only to the requester; needed to renew or end the transfer
+    holder: PeerRecord
+    file: FileRecord
+    expires_at: float
+    source: str = None  # the requester's host
+    counted: bool = True  # still in its holder's ``fresh`` count
+    done: int = None  # None from a full holder; the bytes a partial holder had verified
+
+
+class Leases:
+    """The running transfers, least recently renewed first."""
+
+    def __init__(self, renew_s):
+        self.renew_s = float(renew_s)
+        self._transfers = collections.OrderedDict()  # id -> Transfer
+        self._picks = 0  # sequence number of the last hand-out: round-robin among equals
+
+    def __len__(self):
+        return len(self._transfers)
+
+    def hand_out(self, holder, record, source, now, done=None):
+        """A transfer of ``record`` from ``holder``, counted against it from now on."""
+        self._picks += 1
+        holder.last_pick = self._picks
+        holder.fresh += 1
+        transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
+                            secrets.token_urlsafe(TRANSFER_SECRET_BYTES), holder, record,
+                            now + MISSED_BEATS * self.renew_s, source, done=done)
+        self._transfers[transfer.id] = transfer
+        holder.transfers.add(transfer.id)
+        return transfer
+
+    def owned(self, transfer_id, secret):
+        """The transfer, if ``secret`` is the one it was handed out with."""
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None:
+            raise NotFound(f"Transfer {transfer_id} is not running (it ended or expired).")
+        if not secret:
+            raise Forbidden("Send the transfer's secret (from POST /transfers) as "
+                            "'Authorization: Bearer SECRET'.")
+        if not hmac.compare_digest(transfer.secret.encode(), str(secret).encode()):
+            raise Forbidden(f"The secret does not match transfer {transfer_id}; only the "
+                            "requester it was handed to may renew or end it.")
+        return transfer
+
+    def renew(self, transfer, now):
+        transfer.expires_at = now + MISSED_BEATS * self.renew_s
+        self._transfers.move_to_end(transfer.id)
+
+    def reported(self, holder):
+        """``holder`` reported its uploads: its transfers so far are in that figure."""
+        holder.fresh = 0
+        for transfer_id in holder.transfers:
+            self._transfers[transfer_id].counted = False
+
+    def expired(self, now):
+        """The least recently renewed transfer if it has expired, else None."""
+        if not self._transfers:
+            return None
+        transfer = next(iter(self._transfers.values()))
+        return transfer if transfer.expires_at <= now else None
+
+    def finish(self, transfer_id, outcome, now, live):
+        """End a transfer with ``outcome``; it counts for its holder only if ``live(holder)``
+        (the holder is still the registered one)."""
+        transfer = self._transfers.pop(transfer_id)
+        peer = transfer.holder
+        if not live(peer):
+            return
+        peer.transfers.discard(transfer_id)
+        if transfer.counted:
+            peer.fresh -= 1
+        if outcome == "done":
+            peer.served += 1
+        elif outcome == "failed":
+            peer.blame(transfer.source, now)
+
+    def drop_holder(self, holder):
+        """Forget the transfers of a holder that left."""
+        for transfer_id in holder.transfers:
+            self._transfers.pop(transfer_id, None)
