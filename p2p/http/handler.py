@@ -7,7 +7,8 @@ import logging
 import time
 from http import HTTPStatus
 
-from p2p.core.members import AUTH_HEADER, ReplayFull, Unauthorized
+from p2p.core.members import (AUTH_HEADER, PROOF_HEADER, NetworkSecret, ReplayFull, Unauthorized,
+                              names_this_server)
 from p2p.http.channel import Reader
 from p2p.http.limits import LIMITS
 from p2p.http.messages import (HTTP1_RE, STATUS_PHRASES, HTTPProblem, body_length, encode_json,
@@ -69,7 +70,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
 
         HTTP/1.0 and 1.1 only; on failure an error has been sent and it returns False.
         """
-        self.command = None
+        self.command = self.signed = None  # signed: this request's members.Signed, once checked
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -121,7 +122,14 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def check_auth(self, secret):
         """Raise Unauthorized unless this request is signed with ``secret`` (a hook: the file
         server also takes presigned URLs)."""
-        secret.check(self.command, self.path, self.headers.get(AUTH_HEADER))
+        self.signed = secret.check(self.command, self.path, self.headers.get(AUTH_HEADER),
+                                   self.headers.get("Host", ""), self.addressed_here)
+
+    def addressed_here(self, authority):
+        """Does ``authority`` (the Host a request was signed for) name this server?"""
+        known = getattr(self.server, "address", None)
+        return names_this_server(authority, self.connection.getsockname()[0], self.server.port,
+                                 [known.rpartition(":")[0].strip("[]")] if known else ())
 
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
@@ -171,6 +179,9 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
             headers.setdefault("Connection", "close")
         if headers.get("Connection", "").lower() == "close":
             self.close_connection = True
+        if getattr(self, "signed", None) is not None:  # prove we hold the secret too
+            headers[PROOF_HEADER] = self.server.members.secret.prove(self.signed.nonce, status,
+                                                                     body)
         self.log_request(status)
         head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
         reply = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
@@ -234,6 +245,12 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if len(body) != length:
             self.close_connection = True
             raise HTTPProblem(400, "The body ended before its Content-Length.")
+        if getattr(self, "signed", None) is not None:
+            try:
+                NetworkSecret.check_body(self.signed, body)
+            except Unauthorized as e:
+                self.close_connection = True
+                raise HTTPProblem(401, str(e)) from None
         return body
 
     def discard_body(self):

@@ -66,6 +66,7 @@ from p2p.net.lb_client import (
     Pick,
     Unauthorized,
     Unreachable,
+    authority,
     connect_http,
     describe_socket_error,
 )
@@ -400,9 +401,10 @@ class HolderConnection:
             self.close()  # cut short after its last answer had arrived whole: start afresh
         if self.sock is None:
             self._connect()
-        auth = "".join(f"{key}: {value}\r\n"
-                       for key, value in self.members.auth_headers("GET", target).items())
-        request = (f"GET {target} HTTP/1.1\r\nHost: {self.address}\r\n{extra}"
+        auth = "".join(f"{key}: {value}\r\n" for key, value
+                       in self.members.auth_headers("GET", target,
+                                                    authority(self.sock, self.port)).items())
+        request = (f"GET {target} HTTP/1.1\r\n{extra}"
                    + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
                    + auth + "\r\n")
         self.sock.sendall(request.encode("ascii"))
@@ -1396,7 +1398,9 @@ class DirectSource:
                                "is no other holder to ask.", 503)
         conn = connect_http(self.host, self.port, self.timeout, self.members)
         try:
-            conn.request("GET", "/files", headers=self.members.auth_headers("GET", "/files"))
+            conn.connect()
+            conn.request("GET", "/files", headers=self.members.auth_headers(
+                "GET", "/files", authority(conn.sock, self.port)))
             response = conn.getresponse()
             listing = json.loads(response.read())
         except (OSError, http.client.HTTPException) as e:

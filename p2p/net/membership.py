@@ -22,7 +22,7 @@ import time
 from p2p.core.clock import Clock
 from p2p.core.membership import BEATING, LOST, REGISTER, STOPPED, Membership, Policy
 from p2p.core.wire import format_address
-from p2p.net.lb_client import LBClientError, NotFound, Unauthorized
+from p2p.net.lb_client import LBClientError, NotAMember, NotFound, Unauthorized
 
 log = logging.getLogger("p2p.peer")
 
@@ -145,7 +145,7 @@ class Member:
             answer = peer.lb.register(peer.port, files, host=peer.advertise, name=peer.name,
                                       slots=peer.upload_slots)
         except LBClientError as e:
-            if isinstance(e, Unauthorized) and self._thread is None:
+            if isinstance(e, (Unauthorized, NotAMember)) and self._thread is None:
                 raise  # starting: the person must fix it, not wait for it
             self.problem = e.message
             log.warning("cannot register with the load balancer: %s", e.message)

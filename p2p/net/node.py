@@ -21,7 +21,7 @@ import time
 from p2p.core.members import OPEN
 from p2p.core.wire import format_address
 from p2p.net.download import Downloader
-from p2p.net.lb_client import Unauthorized
+from p2p.net.lb_client import NotAMember, Unauthorized
 from p2p.net.membership import Member
 from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex
 
@@ -103,11 +103,9 @@ class Peer:
         self._first_scan()
         try:
             self.member.machine.fire(self.member.register())
-        except Unauthorized as e:
+        except (Unauthorized, NotAMember) as e:  # the person must fix it, not wait for it
             self.stop()
-            hint = ("Give every member the same --tls-cert and --tls-key." if e.tls_required
-                    else "Give every member the same --secret-file (or P2P_SECRET).")
-            raise PeerError(f"{e.message} {hint}") from None
+            raise PeerError(e.message) from None
         self.member.start()
         threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
