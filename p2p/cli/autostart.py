@@ -15,6 +15,10 @@ When the network's load balancer is gone, a peer that found it by discovery firs
 listens ``SEARCH_WAIT_S`` for another, then runs the same rules again
 (``elect_successor``): a random back-off while listening, then a successor of its
 own; the seniority rule leaves exactly one (``membership_hooks``).
+
+``--lb A,B[,C]`` (or ``P2P_LB`` holding such a list) names standby load balancers
+of one network, for networks without multicast (``p2p/net/standby.py``): the peer
+is a member of each, and none is started or looked for; they are started by hand.
 """
 
 import functools
@@ -31,9 +35,10 @@ import time
 from p2p.core import discovery
 from p2p.core.members import OPEN
 from p2p.core.registry import DEFAULT_PORT
-from p2p.core.wire import format_address
+from p2p.core.wire import format_address, parse_address
 from p2p.net import beacon
-from p2p.net.lb_client import LBClient, LBClientError, Unauthorized
+from p2p.net.lb_client import LBClient, LBClientError, NotAMember, Unauthorized
+from p2p.net.standby import StandbyClient
 from p2p.net.node import PeerError
 
 log = logging.getLogger("p2p.peer")
@@ -46,6 +51,33 @@ LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to
 LB_PROBE_TIMEOUT_S = 1.0
 START_POLL_S = 0.05  # while it starts, ask whether it answers this often
 SEARCH_WAIT_S = 0.5  # a peer whose load balancer is gone listens this long for another
+MAX_STANDBY_LBS = 8  # load balancers in one --lb list
+
+
+def parse_lb_list(text):
+    """``HOST:PORT[,HOST:PORT...]`` -> [(host, port)], each once; ValueError with a sentence."""
+    addresses = []
+    for part in text.split(","):
+        if not part.strip():
+            raise ValueError(f"{text!r} has an empty address; separate addresses with commas "
+                             "only, like 10.0.0.1:6969,10.0.0.2:6969.")
+        address = parse_address(part, DEFAULT_PORT)
+        if address not in addresses:
+            addresses.append(address)
+    if len(addresses) > MAX_STANDBY_LBS:
+        raise ValueError(f"at most {MAX_STANDBY_LBS} load balancers, not {len(addresses)}.")
+    return addresses
+
+
+def is_standby_list(args):
+    return len(getattr(args, "lbs", ())) > 1
+
+
+def lb_client_for(args):
+    """The client of the load balancer ``args`` names: one, or a standby list."""
+    if is_standby_list(args):
+        return StandbyClient.of(args.lbs, args.members)
+    return LBClient(args.lb_host, args.lb_port, members=args.members)
 
 
 def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
@@ -142,7 +174,7 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
         try:
             pid = client.status().get("pid")
             break
-        except Unauthorized as e:  # another one, of another network, won the race
+        except (Unauthorized, NotAMember) as e:  # another one, of another network, won the race
             raise PeerError(e.message) from None
         except LBClientError:
             exited = process.poll() is not None  # lost a race (then another answers) or failed
@@ -192,7 +224,7 @@ def find_or_start_load_balancer(args, say):
     announced, and look again to learn its address as other machines see it.
     """
     if not args.discover:
-        if args.lb_start:
+        if args.lb_start and not is_standby_list(args):
             ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
         return
     if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
@@ -219,8 +251,8 @@ def membership_hooks(args):
     machine; without, follow the network: listen to its announcements (``watch``),
     move to the one announced (``rediscover``), or elect a successor (``elect``)."""
     if not args.discover:
-        return {"restart_lb": functools.partial(restart_quietly, args) if args.lb_start
-                else None}
+        return {"restart_lb": functools.partial(restart_quietly, args)
+                if args.lb_start and not is_standby_list(args) else None}
     addresses = discovery_addresses(args)
     listen = functools.partial(beacon.discover, args.network, addresses=addresses,
                                secret=args.members.secret)

@@ -47,6 +47,8 @@ from p2p.cli.autostart import (
     find_on_lan,
     find_or_start_load_balancer,
     lb_answers,
+    lb_client_for,
+    parse_lb_list,
     membership_hooks,
     open_to,
     user_tag,
@@ -75,7 +77,6 @@ from p2p.net.download import (
 from p2p.net.folder import folder_result, get_folder
 from p2p.net.lb_client import (
     Ambiguous,
-    LBClient,
     LBClientError,
     NotFound,
     Unreachable,
@@ -432,6 +433,8 @@ def print_status(out, lb, me=None):
     peers = status["peers"]
     out.write(f"Load balancer {lb.address} · policy {status['policy']} · "
               f"{len(peers)} peer(s)\n")
+    if hasattr(lb, "describe"):  # a standby list
+        out.write(f"Load balancers of the list: {lb.describe()}\n")
     if not peers:
         return
     rows = []
@@ -482,8 +485,9 @@ class Menu:
 
     def banner(self):
         peer = self.peer
-        lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.title} · sharing {describe_sharing(peer)} · load balancer {lb}")
+        lbs = "load balancers" if len(peer.memberships) > 1 else "load balancer"
+        self.say(f"Peer {peer.title} · sharing {describe_sharing(peer)} · {lbs} "
+                 f"{peer.describe_lb()}")
         self.say(describe_openness(peer))
         if peer.lb_problem:
             self.say(f"Note: {peer.lb_problem}")
@@ -798,9 +802,11 @@ def option_groups():
     """(--lb and --verbose, --downloads, where the file server listens, the serving peer's
     options): each command takes only the groups that mean something to it."""
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None, metavar="HOST:PORT",
-                        help="the load balancer (env P2P_LB; default: the one announced on the "
-                             f"local network, else {DEFAULT_LB})")
+    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None,
+                        metavar="HOST:PORT[,HOST:PORT...]",
+                        help="the load balancer, or several of one network as standbys (env "
+                             "P2P_LB; default: the one announced on the local network, else "
+                             f"{DEFAULT_LB})")
     client.add_argument("--network", type=network_arg,
                         default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
                         metavar="NAME", help="which load balancer to look for on the local "
@@ -945,9 +951,10 @@ def parse_args(argv):
     args.members = members_from_args(parser, args)
     args.discover = args.lb is None  # neither --lb nor P2P_LB: look on the local network
     try:
-        args.lb_host, args.lb_port = parse_address(args.lb or DEFAULT_LB, DEFAULT_PORT)
+        args.lbs = parse_lb_list(args.lb or DEFAULT_LB)
     except ValueError as e:
         parser.error(f"--lb: {e}")
+    args.lb_host, args.lb_port = args.lbs[0]
     if getattr(args, "downloads", "") is None:
         args.downloads = os.path.join(TOP, "downloads")
     elif getattr(args, "downloads", None) and os.path.exists(args.downloads) \
@@ -1031,7 +1038,7 @@ def run_peer(args, interactive):
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
     find_or_start_load_balancer(args, say_on_stderr)
-    peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
+    peer = Peer(lb_client_for(args), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
                 args.upload_limit, args.name, reshare=args.reshare, members=args.members,
                 **membership_hooks(args))
@@ -1042,7 +1049,7 @@ def run_peer(args, interactive):
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
             print(f"sharing {describe_sharing(peer)} as {peer.title} · load balancer "
-                  f"{peer.lb.address}", flush=True)
+                  f"{peer.describe_lb()}", flush=True)
             print(describe_openness(peer), flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
@@ -1067,17 +1074,17 @@ def run_get(args):
     there is a load balancer to register with); exit 1 if any failed, 130 on Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
-    lb = LBClient(args.lb_host, args.lb_port, members=args.members)
+    lb = lb_client_for(args)
     try:
         source = resolve_peer_address(args.source) if args.source else None
-        via = direct_source(source, args.members) if source and not lb_answers(args.lb_host, args.lb_port) \
-            else lb
+        via = direct_source(source, args.members) if source and not any(
+            lb_answers(host, port) for host, port in args.lbs) else lb
     except ValueError as e:
         return fail(str(e))
     peer = None
     try:
         if via is lb:
-            peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), None,
+            peer = Peer(lb_client_for(args), None,
                         args.downloads, args.host, args.port, args.advertise,
                         upload_slots=args.upload_slots, upload_limit=args.upload_limit,
                         reshare=False, members=args.members).start()
@@ -1208,7 +1215,7 @@ def main(argv=None):
                           f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)
-        lb = LBClient(args.lb_host, args.lb_port, members=args.members)
+        lb = lb_client_for(args)
         if args.command == "url":
             return run_url(args, lb)
         if args.command == "list":

@@ -120,6 +120,7 @@ class Lease:
     port: int
     name: str = ""  # what the holder calls itself
     done: int | None = None  # None from a full holder; bytes verified from a partial one
+    via: object = field(default=None, repr=False, compare=False)  # the LBClient that gave it
 
     @property
     def address(self):
@@ -253,6 +254,7 @@ class LBClient:
     def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN):
         self.host, self.port, self.timeout = host, port, timeout
         self.members = members
+        self.peer_id = None  # this peer's id here, once registered (membership.Member sets it)
         self._conn = None
         self._lock = threading.Lock()
         self._interrupted = False

@@ -142,3 +142,33 @@ class TimingTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StandbyTests(unittest.TestCase):
+    """--lb A,B,C: the order in which the load balancers are asked."""
+
+    def test_the_one_that_answered_first_then_as_listed(self):
+        standby = m.Standby(3, FakeClock())
+        self.assertEqual(standby.order(), [0, 1, 2])
+        standby.answered(2)
+        self.assertEqual(standby.order(), [2, 0, 1])
+
+    def test_a_failed_one_is_asked_last_until_it_has_been_down_a_while(self):
+        clock = FakeClock()
+        standby = m.Standby(3, clock, down_s=10.0)
+        standby.failed(0)
+        clock.advance(1.0)
+        standby.failed(1)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        self.assertTrue(standby.is_down(0))
+        clock.advance(9.5)  # 0 is back in its turn; 1 is still down
+        self.assertEqual(standby.order(), [0, 2, 1])
+        standby.answered(2)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        clock.advance(1.0)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        self.assertFalse(standby.is_down(1))
+
+    def test_an_empty_list_is_refused(self):
+        with self.assertRaises(ValueError):
+            m.Standby(0, FakeClock())
