@@ -37,7 +37,7 @@ from p2p.core.members import OPEN
 from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import format_address, parse_address
 from p2p.net import beacon
-from p2p.net.lb_client import LBClient, LBClientError, NotAMember, Unauthorized
+from p2p.net.lb_client import SECRET_FIX, LBClient, LBClientError, NotAMember, Unauthorized
 from p2p.net.standby import StandbyClient
 from p2p.net.node import PeerError
 
@@ -204,16 +204,61 @@ def discovery_addresses(args):
     """Where to look: the interfaces a serving peer listens on, or every one."""
     return beacon.addresses_for(getattr(args, "host", "0.0.0.0"))
 
-def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S):
-    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
+def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S, joining=False):
+    """Look for the network's load balancer; when found, use it (in ``args``) and say so
+    (``joining``: that an existing network is joined, how big and how old).
+
+    PeerError when only a members-only one answers and this command has no secret."""
+    closed = []
     found = beacon.discover(args.network, wait_s, discovery_addresses(args),
-                               secret=args.members.secret)
+                            secret=args.members.secret, closed=closed)
     if found is None:
+        if closed:
+            raise PeerError(
+                f"The load balancer of network {args.network!r} at {closed[0][0]} takes "
+                "members only (its announcements are signed), and this command has no "
+                f"secret. {SECRET_FIX} Or give a group of your own another --network NAME.")
         return False
     args.lb_host, args.lb_port = found
-    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
-        "on the local network.")
+    where = format_address(*found)
+    if joining:
+        say(describe_joined(args, where))
+    else:
+        say(f"Found the load balancer of network {args.network!r} at {where} on the local "
+            "network.")
     return True
+
+
+def describe_joined(args, where):
+    """What a peer says when it joins a network that was already there."""
+    text = f"Joined the existing network {args.network!r} (its load balancer is at {where})"
+    client = LBClient(args.lb_host, args.lb_port, timeout=LB_PROBE_TIMEOUT_S,
+                      members=args.members)
+    try:
+        status = client.status()
+        peers, uptime = len(status.get("peers", [])), status.get("uptime_s")
+        text += f": {peers} peer{'' if peers == 1 else 's'}"
+        if isinstance(uptime, (int, float)):
+            text += f", running for {describe_age(uptime)}"
+    except LBClientError:
+        pass
+    finally:
+        client.close()
+    return (f"{text}. Peers that share a --network name (default {discovery.DEFAULT_NETWORK!r}) "
+            "on this LAN form one network: to keep a group apart, give each of its peers the "
+            "same --network NAME (or P2P_NETWORK).")
+
+
+def describe_age(seconds):
+    """``45 s``, ``12 min``, ``3 h 5 min``, ``2 days``."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
 
 def find_or_start_load_balancer(args, say):
     """The load balancer a serving peer uses: given, found on the LAN, or started here.
@@ -227,8 +272,8 @@ def find_or_start_load_balancer(args, say):
         if args.lb_start and not is_standby_list(args):
             ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
         return
-    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
-            or not args.lb_start:
+    if find_on_lan(args, say, joining=True) \
+            or find_on_lan(args, say, discovery.backoff(), joining=True) or not args.lb_start:
         return
     if args.host not in ("", "0.0.0.0", "::"):
         args.lb_host = args.host

@@ -31,7 +31,10 @@ newline, and the IPv4 address it is sent from. A member drops datagrams that are
 unsigned, signed with another secret, sent from another address than the one
 signed (a captured announcement replayed elsewhere), or whose ``ts`` is more
 than ``MAX_CLOCK_SKEW_S`` from its clock: a stranger can neither point members
-at itself nor make their load balancer stand down.
+at itself nor make their load balancer stand down. The other way round, a
+process without the secret drops signed datagrams (``is_signed``): a members-only
+network is never "found" by a command that cannot join it (it is told so), and
+never makes an open load balancer stand down.
 
 One load balancer per network: when two announce the same network, the senior one
 (the smaller ``(SINCE, ID)``: the older, and the random ID for a tie) stays and the
@@ -133,6 +136,11 @@ def check_signature(data, source, secret, now=None):
     if not stamp or not DIGITS_RE.fullmatch(stamp[-1]) or abs(
             (time.time() if now is None else now) - int(stamp[-1])) > MAX_CLOCK_SKEW_S:
         raise BadDatagram("an old or future time stamp")
+
+
+def is_signed(data):
+    """Is a well-formed datagram signed (a members-only network's)?"""
+    return any(f.startswith("sig=") for f in data.decode("ascii").split(" ")[4:])
 
 
 def parse_datagram(data):

@@ -77,6 +77,7 @@ import html
 import json
 import logging
 import threading
+import time
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from p2p import VERSION
@@ -337,7 +338,8 @@ class LBHandler(JSONRequestHandler):
         self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
-        self.send_json(200, {**self.registry.status(), "requests": self.server.requests})
+        self.send_json(200, {**self.registry.status(), "requests": self.server.requests,
+                             "uptime_s": round(time.monotonic() - self.server.started, 1)})
 
     def route_files(self):
         query = self.query.get("q", [""])[0]
@@ -380,6 +382,7 @@ class LoadBalancerServer(BoundedHTTPServer):
     def __init__(self, address, registry, **limits):
         self.registry = registry
         self.requests = 0  # answered since start
+        self.started = time.monotonic()
         self._requests_lock = threading.Lock()
         super().__init__(address, LBHandler, **limits)
         self.documents = Documents(registry, self.members)
