@@ -926,7 +926,8 @@ def parse_args(argv):
     url = commands.add_parser("url", parents=[client],
                               help="print a signed, time-limited URL of a holder of a file, "
                                    "for curl, wget or a browser")
-    url.add_argument("name", help="the file's name on the network")
+    url.add_argument("name", help="the file's name on the network ('/': the load balancer's "
+                                  "page, for a browser)")
     url.add_argument("--expires", type=duration_arg, default=DEFAULT_URL_LIFETIME_S,
                      metavar="DURATION", help="how long the URL works, like 90s, 10m, 2h or "
                                               "7d (default 1h, at most 7d)")
@@ -1169,7 +1170,10 @@ def direct_source(source, members):
 
 
 def run_url(args, lb):
-    """Print a URL of a holder of the file: signed and time-limited on a network with a secret."""
+    """Print a URL of a holder of the file: signed and time-limited on a network with a secret.
+    ``url /``: a link to the load balancer's page, for a browser."""
+    if args.name == "/":
+        return print_page_url(args, lb)
     sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
     source = resolve_peer_address(args.source) if args.source else None
     try:
@@ -1193,6 +1197,16 @@ def run_url(args, lb):
               f"{holder.host} -O 'https://{NETWORK_CERT_NAME}:{holder.port}"
               f"{url[url.index('/files/'):]}' (with a certificate made as the README says)",
               file=sys.stderr)
+    print(url)
+    return 0
+
+
+def print_page_url(args, lb):
+    """The load balancer's page, signed on a network with a secret (a browser cannot sign)."""
+    lb.status()  # it answers, and proves it is a member
+    url = f"{args.members.scheme}://{lb.address}/"
+    if args.members.secret is not None:
+        url += "?" + args.members.secret.url_query("/", args.expires)
     print(url)
     return 0
 

@@ -66,6 +66,8 @@ from p2p.net.lb_client import (
     Pick,
     Unauthorized,
     Unreachable,
+    SECRET_FIX,
+    TLS_FIX,
     authority,
     connect_http,
     describe_socket_error,
@@ -1411,9 +1413,10 @@ class DirectSource:
         finally:
             conn.close()
         if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
+            tls = bool(listing.get("tls_required"))
             raise Unauthorized(f"{self.address} refuses us: "
-                               f"{listing.get('error') or 'wrong or missing network secret.'}",
-                               401)
+                               f"{listing.get('error') or 'wrong or missing network secret.'} "
+                               f"{TLS_FIX if tls else SECRET_FIX}", 401, tls)
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:

@@ -104,6 +104,7 @@ LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers he
 PAGE_FILES = 200  # files listed on the page, with links
 PAGE_PARTIAL = 8  # files being downloaded listed per peer on the page
 SIGNED_PREFIXES = ("/files/", "/metalink/", "/torrent/")  # where a presigned URL is good
+PAGE_PATH = "/"  # the page; a presigned URL of it signs this "name" (no file is called that)
 
 
 # ---------------------------------------------------------------------------
@@ -222,10 +223,15 @@ class LBHandler(JSONRequestHandler):
         path, _, query = self.path.partition("?")
         signed = parse_qs(query) if query else {}
         prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
+        if path == PAGE_PATH and URL_SIG_PARAM in signed:  # the page, in a browser
+            return secret.check_url(self.command, PAGE_PATH, signed)
         if URL_SIG_PARAM not in signed or prefix is None:
             try:
                 return super().check_auth(secret)
             except Unauthorized as e:
+                if path == PAGE_PATH:
+                    raise Unauthorized(f"{e} A browser needs a signed link to this page: "
+                                       "'python peer.py url /' prints one.") from None
                 if prefix in (None, "/files/"):
                     raise
                 raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "

@@ -572,6 +572,40 @@ class ProgramTests(ProcessTestCase):
                                      r"\d+&p2p-sig=[0-9a-f]{64}\n$")
         self.assertIn("--resolve p2p-network:", url.stderr)
 
+    def test_get_from_a_named_peer_without_a_load_balancer_signs_and_uses_tls(self):
+        lb_proc = self.start_lb(*self.options)
+        write_random(os.path.join(self.tmp, "alice", "shared", "big.bin"), 1 << 20)
+        alice = self.start_peer(lb_proc.port, "alice", *self.options)
+        wait_for(lambda: "big.bin" in self.run_peer("list", "--lb", f"127.0.0.1:{lb_proc.port}",
+                                                    *self.options).stdout, what="alice's file")
+        self.terminate(lb_proc)
+        got = self.get(lb_proc.port, "big.bin", self.folder("bob", "downloads"), "--from",
+                       f"127.0.0.1:{alice.port}", *self.options)
+        self.assertEqual(got.returncode, 0, got.stderr)
+        self.assertIn("SHA-256 verified", got.stdout)
+        stranger = self.get(lb_proc.port, "big.bin", self.folder("eve", "downloads"), "--from",
+                            f"127.0.0.1:{alice.port}", *self.options[2:])
+        self.assertEqual(stranger.returncode, 1)
+        self.assertIn("Give every member the same --secret-file (or P2P_SECRET)", stranger.stderr)
+
+    def test_a_signed_link_opens_the_load_balancers_page_in_a_browser(self):
+        lb_proc = self.start_lb("--secret-file", self.secret_file)
+        url = self.run_peer("url", "/", "--lb", f"127.0.0.1:{lb_proc.port}",
+                            "--secret-file", self.secret_file)
+        self.assertEqual(url.returncode, 0, url.stderr)
+        self.assertRegex(url.stdout, rf"^http://127\.0\.0\.1:{lb_proc.port}/\?p2p-expires=\d+"
+                                     r"&p2p-sig=[0-9a-f]{64}\n$")
+        page = subprocess.run(["curl", "-sS", "-w", "%{http_code}", url.stdout.strip()],
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+        self.assertTrue(page.stdout.endswith("200"), page.stdout[-300:])
+        self.assertIn("<html", page.stdout)
+        bare = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{lb_proc.port}/"],
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+        self.assertIn("peer.py url /", bare.stdout)
+        stranger = self.run_peer("list", "--lb", f"127.0.0.1:{lb_proc.port}")
+        self.assertEqual(stranger.returncode, 1)
+        self.assertIn("Give every member the same --secret-file (or P2P_SECRET)", stranger.stderr)
+
     def test_a_peer_with_the_wrong_secret_says_so_and_does_not_start(self):
         lb_proc = self.start_lb("--secret-file", self.secret_file)
         for command in ("serve", "menu"):
