@@ -6,22 +6,30 @@ trackers): every peer registers and heartbeats with each of them (one
 counts its own picks plus the uploads each holder reports.
 
 ``StandbyClient`` stands in for an ``LBClient`` everywhere else (listing,
-status, picks): it asks the load balancers in the order ``core.membership.
-Standby`` gives (the one that answered last first); one that does not answer,
-or cannot prove it is a member, is skipped at once, remembered as down for
-``LB_DOWN_S`` and then tried again in its turn. Each client has a short timeout
-(``STANDBY_TIMEOUT_S``), so a vanished machine costs at most that once. A lease
-is renewed and ended at the load balancer that handed it out (``Lease.via``);
-a pick names this peer by the id that load balancer gave it.
+status, picks) and takes the answer of whichever load balancer answers first:
+it asks them in the order ``core.membership.Standby`` gives (the one that
+answered last first), each given a head start of ``HEAD_START_S`` before the
+next is asked too (as Happy Eyeballs, RFC 8305, does for addresses), so a
+vanished machine costs about that, not a timeout. One that does not answer, or
+cannot prove it is a member, is remembered as down for ``LB_DOWN_S`` (asked
+last) and then tried again in its turn; a refusal (nobody shares it, all busy)
+is an answer. A pick answered late, after another won, is cancelled there. A
+lease is renewed and ended at the load balancer that handed it out
+(``Lease.via``); a pick names this peer by the id that load balancer gave it.
 """
 
+import logging
+import queue
 import threading
 
 from p2p.core.clock import Clock
 from p2p.core.membership import Standby
-from p2p.net.lb_client import LBClient, NotAMember, Unreachable
+from p2p.net.lb_client import LBClient, LBClientError, NotAMember, Unreachable
 
-STANDBY_TIMEOUT_S = 3.0  # each load balancer of a standby list answers within this, or is skipped
+log = logging.getLogger("p2p.peer")
+
+STANDBY_TIMEOUT_S = 3.0  # each load balancer of a standby list answers within this, or is down
+HEAD_START_S = 0.25  # the load balancer asked first has this long before the next is asked too
 
 
 class StandbyClient:
@@ -69,24 +77,64 @@ class StandbyClient:
 
     # -- asking -------------------------------------------------------------
 
-    def _ask(self, call):
-        """``call(client)`` at the first load balancer that answers: (client, answer)."""
+    def _ask(self, call, undo=None):
+        """``call(client)`` at the load balancer that answers first: (client, answer); its
+        refusal is raised. ``undo(client, answer)`` takes back a late success."""
         with self._lock:
             order = self.standby.order()
+        results = queue.Queue()
+        asked = answered = 0
         failures = []
-        for index in order:
-            client = self.clients[index]
-            try:
-                answer = call(client)
-            except (Unreachable, NotAMember) as e:
-                with self._lock:
-                    self.standby.failed(index)
-                failures.append(e.message)
+        while answered < len(order):
+            if asked == answered or (asked < len(order) and results.empty()
+                                     and not self._wait(results, HEAD_START_S)):
+                self._start(call, order[asked], results)
+                asked += 1
                 continue
+            index, outcome, value = results.get()
+            answered += 1
             with self._lock:
-                self.standby.answered(index)
-            return client, answer
+                (self.standby.failed if outcome == "down" else self.standby.answered)(index)
+            if outcome == "down":
+                failures.append(value.message)
+                continue
+            if asked > answered and undo is not None:
+                threading.Thread(target=self._undo_late, args=(results, asked - answered, undo),
+                                 daemon=True, name="standby-undo").start()
+            if outcome == "refused":
+                raise value
+            return self.clients[index], value
         raise Unreachable("No load balancer of the list answers: " + " ".join(failures))
+
+    @staticmethod
+    def _wait(results, timeout):
+        """True once an answer is waiting in ``results`` (within ``timeout``)."""
+        try:
+            item = results.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        results.put(item)
+        return True
+
+    def _start(self, call, index, results):
+        def run():
+            try:
+                results.put((index, "ok", call(self.clients[index])))
+            except (Unreachable, NotAMember) as e:
+                results.put((index, "down", e))
+            except LBClientError as e:  # an answer: nobody shares it, all busy...
+                results.put((index, "refused", e))
+        threading.Thread(target=run, daemon=True, name="standby-ask").start()
+
+    def _undo_late(self, results, count, undo):
+        for _ in range(count):
+            index, outcome, value = results.get()
+            if outcome == "ok":
+                try:
+                    undo(self.clients[index], value)
+                except LBClientError as e:
+                    log.info("could not cancel a late pick at %s: %s",
+                             self.clients[index].address, e)
 
     def files(self, query=""):
         return self._ask(lambda client: client.files(query))[1]
@@ -99,10 +147,15 @@ class StandbyClient:
         def pick_at(client):
             return client.pick(name, sha256=sha256, peer=peer, exclude=exclude, count=count,
                                requester=client.peer_id if requester is not None else None)
-        client, pick = self._ask(pick_at)
+        client, pick = self._ask(pick_at, undo=self._cancel)
         for lease in pick.leases:
             lease.via = client
         return pick
+
+    @staticmethod
+    def _cancel(client, pick):
+        for lease in pick.leases:
+            client.end(lease, "cancelled")
 
     def renew(self, lease):
         (lease.via or self.current).renew(lease)

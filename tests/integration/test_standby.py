@@ -11,6 +11,8 @@ import unittest
 
 from p2p.core import registry as lb_core
 from p2p.core.members import OPEN
+from p2p.core.wire import FileRecord
+from p2p.net.lb_client import Lease, Pick, Unreachable
 from p2p.net import lb_server
 from p2p.net.node import Peer
 from p2p.net.standby import StandbyClient
@@ -103,6 +105,55 @@ class StandbyListTests(unittest.TestCase):
         with open(path, "rb") as got, open(self.content_path, "rb") as want:
             self.assertEqual(hashlib.sha256(got.read()).digest(),
                              hashlib.sha256(want.read()).digest())
+
+
+class SlowClient:
+    """Stands in for an LBClient: answers after ``delay_s`` (or is down: Unreachable)."""
+
+    def __init__(self, name, delay_s=0.0, down=False):
+        self.address, self.delay_s, self.down = name, delay_s, down
+        self.peer_id = None
+        self.ended = []
+
+    def _answer(self, value):
+        time.sleep(self.delay_s)  # stands for a slow network, not a synchronisation
+        if self.down:
+            raise Unreachable(f"No load balancer answers at {self.address}.")
+        return value
+
+    def files(self, query=""):
+        return self._answer({"files": [], "from": self.address})
+
+    def pick(self, name, **options):
+        return self._answer(Pick(FileRecord(name, 1, "0" * 64), [Lease(
+            "t-" + self.address, "s", "p", "127.0.0.1", 1)], 1.0))
+
+    def end(self, lease, outcome="done"):
+        self.ended.append((lease.transfer_id, outcome))
+
+
+class WhicheverAnswersFirstTests(unittest.TestCase):
+
+    def test_a_silent_first_costs_a_head_start_not_a_timeout(self):
+        silent, quick = SlowClient("a", delay_s=2.0, down=True), SlowClient("b")
+        client = StandbyClient([silent, quick])
+        started = time.monotonic()
+        self.assertEqual(client.files()["from"], "b")
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertEqual(client.address, "b")
+
+    def test_a_pick_answered_late_is_cancelled_where_it_was_made(self):
+        slow, quick = SlowClient("a", delay_s=0.6), SlowClient("b")
+        pick = StandbyClient([slow, quick]).pick("f.bin")
+        self.assertEqual(pick.leases[0].via, quick)
+        wait_for(lambda: slow.ended == [("t-a", "cancelled")], what="the late pick cancelled")
+        self.assertEqual(quick.ended, [])
+
+    def test_every_one_down_says_so_for_each(self):
+        client = StandbyClient([SlowClient("a", down=True), SlowClient("b", down=True)])
+        with self.assertRaisesRegex(Unreachable, "list answers: .* at a\\. .* at b\\."):
+            client.files()
+        self.assertEqual(client.describe(), "a (down), b (down)")
 
 
 if __name__ == "__main__":
