@@ -50,7 +50,8 @@ AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long 
 LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
 LB_PROBE_TIMEOUT_S = 1.0
 START_POLL_S = 0.05  # while it starts, ask whether it answers this often
-SEARCH_WAIT_S = 0.5  # a peer whose load balancer is gone listens this long for another
+SEARCH_WAIT_S = 0.3  # a peer whose load balancer is gone listens this long for another
+# (a live one answers a query at once; one missed here is still heard in the election)
 MAX_STANDBY_LBS = 8  # load balancers in one --lb list
 
 
@@ -326,7 +327,7 @@ def elect_successor(args, listen, rng=random):
     again. Listen a random back-off (another peer's successor may appear), then start
     one here, announced; the senior of two started at once stays, the other stands
     down. (event, (host, port) or None) for the membership machine."""
-    found = listen(discovery.backoff(rng))
+    found = listen(discovery.backoff(rng, discovery.MAX_SUCCESSOR_BACKOFF_S))
     if found is not None:
         return "found", found
     host = args.host if args.host not in ("", "0.0.0.0", "::") else "127.0.0.1"

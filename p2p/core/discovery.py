@@ -63,6 +63,7 @@ DEFAULT_NETWORK = "p2p"
 MAX_DATAGRAM_BYTES = 512
 MAX_EXTRA_FIELDS = 4
 MAX_BACKOFF_S = 1.5  # before starting a load balancer of one's own
+MAX_SUCCESSOR_BACKOFF_S = 1.0  # ...a successor: its peers have noticed the loss within ~0.25 s
 HOSTILE_LOG_EVERY_S = 60.0
 NETWORK_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -201,9 +202,9 @@ def choose(heard):
     return host, best.port
 
 
-def backoff(rng=random):
+def backoff(rng=random, max_s=MAX_BACKOFF_S):
     """How long a peer that found nothing listens again before starting a load balancer."""
-    return rng.uniform(0, MAX_BACKOFF_S)
+    return rng.uniform(0, max_s)
 
 
 class HostileLog:

@@ -97,10 +97,11 @@ class Membership:
         """The event that leaves LOST: what this peer does about a silent load balancer.
 
         A follower searches, except right after a search that found it again (or found
-        none, and it may not start one): then it tries that one again."""
+        none, and it may not start one): then it tries that one again. (A follower that
+        may start one does so by election, never by restarting the one it followed.)"""
         if self.policy.follows and self.came_from != SEARCHING:
             return "search"
-        if self.policy.may_start:
+        if self.policy.may_start and not self.policy.follows:
             return "restart"
         return "retry" if registered else "retry_register"
 

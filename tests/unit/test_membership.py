@@ -77,6 +77,12 @@ class DecisionTests(unittest.TestCase):
                 _, machine_ = machine(follows=follows, may_start=may_start)
                 self.assertEqual(machine_.lost_action(registered), event)
 
+    def test_a_follower_that_may_elect_and_found_its_own_again_retries_it(self):
+        _, machine_ = machine(follows=True, may_start=True)
+        for event in ("ok", "failed", "search", "same"):
+            machine_.fire(event)
+        self.assertEqual(machine_.lost_action(registered=True), "retry")  # not "restart"
+
     def test_a_follower_that_found_only_its_own_again_retries_it(self):
         clock, machine_ = machine(follows=True, retry_s=3.0)
         for event in ("ok", "failed", "search", "same"):
