@@ -63,7 +63,6 @@ from p2p.core.members import (
     new_secret,
     parse_duration,
 )
-from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
 from p2p.net.download import (
     DEFAULT_PARALLEL,

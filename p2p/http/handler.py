@@ -2,6 +2,7 @@
 requests checked before a body is read, routing by ``Routes``, logging to ``logging``.
 """
 
+import functools
 import http.server
 import logging
 import time
@@ -17,6 +18,24 @@ from p2p.http.routes import Routes
 
 log = logging.getLogger("p2p.http")
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
+
+def addressed_to(handler):
+    """Whether an authority (the Host a request was signed for) names ``handler``'s server."""
+    known = getattr(handler.server, "address", None)
+    return functools.partial(names_this_server, local_ip=handler.connection.getsockname()[0],
+                             port=handler.server.port,
+                             known_hosts=[known.rpartition(":")[0].strip("[]")] if known else ())
+
+
+def check_signed_body(handler, body):
+    """HTTPProblem 401 unless ``body`` is the one the request was signed with."""
+    if getattr(handler, "signed", None) is not None:
+        try:
+            NetworkSecret.check_body(handler.signed, body)
+        except Unauthorized as e:
+            handler.close_connection = True
+            raise HTTPProblem(401, str(e)) from None
+
 
 class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     """Base handler: HTTP/1.1 keep-alive, JSON in and out, logging to ``logging``."""
@@ -123,13 +142,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         """Raise Unauthorized unless this request is signed with ``secret`` (a hook: the file
         server also takes presigned URLs)."""
         self.signed = secret.check(self.command, self.path, self.headers.get(AUTH_HEADER),
-                                   self.headers.get("Host", ""), self.addressed_here)
-
-    def addressed_here(self, authority):
-        """Does ``authority`` (the Host a request was signed for) name this server?"""
-        known = getattr(self.server, "address", None)
-        return names_this_server(authority, self.connection.getsockname()[0], self.server.port,
-                                 [known.rpartition(":")[0].strip("[]")] if known else ())
+                                   self.headers.get("Host", ""), addressed_to(self))
 
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
@@ -245,12 +258,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if len(body) != length:
             self.close_connection = True
             raise HTTPProblem(400, "The body ended before its Content-Length.")
-        if getattr(self, "signed", None) is not None:
-            try:
-                NetworkSecret.check_body(self.signed, body)
-            except Unauthorized as e:
-                self.close_connection = True
-                raise HTTPProblem(401, str(e)) from None
+        check_signed_body(self, body)
         return body
 
     def discard_body(self):

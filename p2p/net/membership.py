@@ -224,3 +224,24 @@ class Member:
             return False
         finally:
             self.peer_id = None
+
+
+def register_with_each(members):
+    """Register each Member with its load balancer at once (a dead one costs its timeout
+    once, not once per load balancer); the first refusal (Unauthorized, NotAMember) the
+    person must fix, or None."""
+    refusals = []
+
+    def register(member):
+        try:
+            member.machine.fire(member.register())
+        except (Unauthorized, NotAMember) as e:
+            refusals.append(e)
+    threads = [threading.Thread(target=register, args=(m,), daemon=True, name="registering")
+               for m in members[1:]]
+    for thread in threads:
+        thread.start()
+    register(members[0])
+    for thread in threads:
+        thread.join()
+    return refusals[0] if refusals else None

@@ -22,8 +22,7 @@ import time
 from p2p.core.members import OPEN
 from p2p.core.wire import format_address
 from p2p.net.download import Downloader
-from p2p.net.lb_client import NotAMember, Unauthorized
-from p2p.net.membership import Member
+from p2p.net.membership import Member, register_with_each
 from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex
 
 try:
@@ -103,7 +102,7 @@ class Peer:
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
         self._first_scan()
-        refused = self._register_with_each()
+        refused = register_with_each(self.memberships)
         if refused is not None:  # the person must fix it, not wait for it
             self.stop()
             raise PeerError(refused.message)
@@ -111,25 +110,6 @@ class Peer:
             member.start()
         threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
-
-    def _register_with_each(self):
-        """Register with each load balancer at once (a dead one costs its timeout once, not
-        once per load balancer); the first refusal (Unauthorized, NotAMember), or None."""
-        refusals = []
-
-        def register(member):
-            try:
-                member.machine.fire(member.register())
-            except (Unauthorized, NotAMember) as e:
-                refusals.append(e)
-        threads = [threading.Thread(target=register, args=(m,), daemon=True,
-                                    name="registering") for m in self.memberships[1:]]
-        for thread in threads:
-            thread.start()
-        register(self.memberships[0])
-        for thread in threads:
-            thread.join()
-        return refusals[0] if refusals else None
 
     def _first_scan(self):
         """Scan, and wait a little for new files to settle and be hashed: the first
