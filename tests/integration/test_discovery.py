@@ -166,6 +166,27 @@ class CommandLineTests(unittest.TestCase):
         self.assertFalse(args.discover)
         self.assertEqual((args.lb_host, args.lb_port), ("10.0.0.5", 7000))
 
+    def test_a_standby_list_from_option_or_environment(self):
+        for args in (self.parse(["status", "--lb", "10.0.0.5:7000, 10.0.0.6"]),
+                     self.parse(["status"], P2P_LB="10.0.0.5:7000,10.0.0.6")):
+            self.assertFalse(args.discover)
+            self.assertEqual(args.lbs, [("10.0.0.5", 7000), ("10.0.0.6", 6969)])
+            client = autostart.lb_client_for(args)
+            self.assertEqual([c.address for c in client.clients], ["10.0.0.5:7000",
+                                                                   "10.0.0.6:6969"])
+        for bad in ("10.0.0.5,,10.0.0.6", "10.0.0.5,", ",".join(["10.0.0.1"] * 2 + [
+                f"10.0.0.{i}" for i in range(2, 10)])):
+            with self.subTest(bad=bad), mock.patch("sys.stderr"), \
+                    self.assertRaises(SystemExit):
+                self.parse(["list", "--lb", bad])
+
+    def test_standby_load_balancers_are_never_started_by_a_peer(self):
+        args = self.parse(["serve", "--lb", "127.0.0.1:7000,127.0.0.1:7001"])
+        with mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=self.fail)
+        ensure.assert_not_called()
+        self.assertEqual(autostart.membership_hooks(args), {"restart_lb": None})
+
     def test_network_from_option_or_environment(self):
         self.assertEqual(self.parse(["list"]).network, discovery.DEFAULT_NETWORK)
         self.assertEqual(self.parse(["list"], P2P_NETWORK="lab").network, "lab")

@@ -2,6 +2,7 @@
 network, peers that are members of both, and one load balancer killed."""
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -9,6 +10,7 @@ import threading
 import time
 import unittest
 
+from p2p.cli.peer import Menu
 from p2p.core import registry as lb_core
 from p2p.core.members import OPEN
 from p2p.core.wire import FileRecord
@@ -84,6 +86,19 @@ class StandbyListTests(unittest.TestCase):
                          f"127.0.0.1:{self.lbs[0].port} (down), "
                          f"127.0.0.1:{self.lbs[1].port} (up)")
         self.assertIsNone(self.downloader.lb_problem)
+
+    def test_the_menu_says_which_load_balancers_are_up(self):
+        self.kill(self.lbs[0])
+        wait_for(lambda: "down" in self.downloader.describe_lb(), timeout=DEADLINE_S,
+                 what="the peer to notice the dead load balancer")
+        out = io.StringIO()
+        menu = Menu(self.downloader, out=out, read=lambda prompt: "0")
+        menu.banner()
+        menu.show_status()
+        self.assertIn(f"load balancers 127.0.0.1:{self.lbs[0].port} (down), "
+                      f"127.0.0.1:{self.lbs[1].port} (up)", out.getvalue())
+        self.assertIn(f"Load balancer 127.0.0.1:{self.lbs[1].port} · ", out.getvalue())
+        self.assertIn("Load balancers of the list: ", out.getvalue())
 
     def test_a_download_in_flight_rides_through_the_kill_of_its_load_balancer(self):
         progress = []
