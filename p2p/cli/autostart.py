@@ -232,7 +232,8 @@ def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S, joining=False):
 
 def describe_joined(args, where):
     """What a peer says when it joins a network that was already there."""
-    text = f"Joined the existing network {args.network!r} (its load balancer is at {where})"
+    text = (f"Found the load balancer of network {args.network!r} at {where} on the local "
+            "network, and joined this existing network")
     client = LBClient(args.lb_host, args.lb_port, timeout=LB_PROBE_TIMEOUT_S,
                       members=args.members)
     try:

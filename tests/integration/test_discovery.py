@@ -225,7 +225,7 @@ class CommandLineTests(unittest.TestCase):
                 mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
             autostart.find_or_start_load_balancer(args, said.append)
         ensure.assert_not_called()
-        self.assertRegex(said[0], r"Joined the existing network 'p2p' .*: 1 peer, running for "
+        self.assertRegex(said[0], r"joined this existing network: 1 peer, running for "
                                   r"\d+ s\. .*--network NAME")
 
     def test_none_found_listens_again_then_starts_an_announced_one(self):

@@ -606,6 +606,21 @@ class ProgramTests(ProcessTestCase):
         self.assertEqual(stranger.returncode, 1)
         self.assertIn("Give every member the same --secret-file (or P2P_SECRET)", stranger.stderr)
 
+    def test_a_member_refuses_an_open_load_balancer_and_says_so(self):
+        lb_proc = self.start_lb()
+        for command in ("list", "serve"):
+            with self.subTest(command=command):
+                result = self.run_peer(command, "--lb", f"127.0.0.1:{lb_proc.port}",
+                                       "--secret-file", self.secret_file,
+                                       *(["--host", "127.0.0.1", "--shared", self.folder("s"),
+                                          "--downloads", self.folder("d")]
+                                         if command == "serve" else []))
+                self.assertEqual(result.returncode, 1)
+                self.assertIn("cannot prove that it holds this network's secret",
+                              result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(self.status(lb_proc.port)["peers"], [])  # nothing registered there
+
     def test_a_peer_with_the_wrong_secret_says_so_and_does_not_start(self):
         lb_proc = self.start_lb("--secret-file", self.secret_file)
         for command in ("serve", "menu"):
