@@ -41,6 +41,7 @@ CLIENT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_AFTER_S = 1.0  # when a busy answer does not say how long to wait
 PEER_SERVER_PREFIX = "p2p-peer/"  # what a peer's replies say they come from
 PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer it uses
+PROBE_PATH = "/files?q=p2p-membership-probe"  # a question that tells a load balancer nothing
 SECRET_FIX = "Give every member the same --secret-file (or P2P_SECRET)."
 TLS_FIX = "Give every member the same --tls-cert and --tls-key."
 
@@ -256,6 +257,7 @@ class LBClient:
         self.members = members
         self.peer_id = None  # this peer's id here, once registered (membership.Member sets it)
         self._conn = None
+        self._proven = None  # the connection whose load balancer proved it holds the secret
         self._lock = threading.Lock()
         self._interrupted = False
 
@@ -298,6 +300,9 @@ class LBClient:
                 self._conn = None
 
     def _call(self, method, path, body=None, token=None, unavailable=LBClientError):
+        if self.members.secret is not None and method != "GET" \
+                and (self._conn is None or self._conn is not self._proven):
+            self._call("GET", PROBE_PATH)  # tell nothing to one that cannot prove it is ours
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if data is not None else {}
         if token is not None:
@@ -361,6 +366,7 @@ class LBClient:
         """A member talks only to a load balancer that proves it holds the secret too."""
         secret = self.members.secret
         if secret is None or secret.answer_ok(sent[AUTH_HEADER], status, raw, proof):
+            self._proven = self._conn
             return
         raise NotAMember(f"The load balancer at {self.address} cannot prove that it holds this "
                          "network's secret (an open load balancer, or another network's): this "
