@@ -153,5 +153,9 @@ class Standby:
         self._down_until[index] = None
         self.current = index
 
+    def answered_keep_current(self, index):
+        """It answered (a heartbeat), without becoming the one asked first."""
+        self._down_until[index] = None
+
     def failed(self, index):
         self._down_until[index] = self.clock.now() + self.down_s

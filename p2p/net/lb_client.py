@@ -252,8 +252,9 @@ def refusal(status, answer, unavailable=LBClientError):
 class LBClient:
     """A keep-alive client of one load balancer; thread-safe (one request at a time)."""
 
-    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN):
+    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN, connect_timeout=None):
         self.host, self.port, self.timeout = host, port, timeout
+        self.connect_timeout = connect_timeout  # None: ``timeout``
         self.members = members
         self.peer_id = None  # this peer's id here, once registered (membership.Member sets it)
         self._conn = None
@@ -334,10 +335,12 @@ class LBClient:
         for attempt in (1, 2):
             fresh = self._conn is None
             if fresh:
-                self._conn = connect_http(self.host, self.port, self.timeout, self.members)
+                self._conn = connect_http(self.host, self.port,
+                                          self.connect_timeout or self.timeout, self.members)
             try:  # signed on every attempt: a retry with the same nonce would be a replay
                 if self._conn.sock is None:
                     self._conn.connect()
+                    self._conn.sock.settimeout(self.timeout)
                 headers.update(self.members.auth_headers(method, path,
                                                          authority(self._conn.sock, self.port),
                                                          data))

@@ -169,6 +169,7 @@ class Member:
             if isinstance(e, (Unauthorized, NotAMember)) and self._thread is None:
                 raise  # starting: the person must fix it, not wait for it
             self.problem = e.message
+            self._note(False)
             log.warning("cannot register with the load balancer: %s", e.message)
             return "failed"
         self.peer_id, self.token = answer["peer_id"], answer["token"]
@@ -180,6 +181,7 @@ class Member:
         if len(peer.partials):
             self.wake.set()
         self.problem = None
+        self._note(True)
         log.info("registered as %s at %s with %d files", self.peer_id, peer.address, len(files))
         return "ok"
 
@@ -203,14 +205,23 @@ class Member:
                 self.peer_id = None
                 return "forgotten"
             self.problem = e.message
+            self._note(False)
             log.warning("heartbeat failed: %s", e.message)
             return "failed"
         self._announced = version
         if partial is not None:
             self._partials_announced = partial_version
             self._partials_sent_at = time.monotonic()
+        if self.problem is not None:
+            self._note(True)
         self.problem = None
         return "ok"
+
+    def _note(self, answered):
+        """Tell a standby list whether this load balancer answers (skipped while down)."""
+        note = getattr(self.peer.lb, "note", None)
+        if note is not None:
+            note(self.lb, answered)
 
     def unregister(self):
         """True if the load balancer heard us leave."""

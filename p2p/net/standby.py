@@ -29,6 +29,7 @@ from p2p.net.lb_client import LBClient, LBClientError, NotAMember, Unreachable
 log = logging.getLogger("p2p.peer")
 
 STANDBY_TIMEOUT_S = 3.0  # each load balancer of a standby list answers within this, or is down
+STANDBY_CONNECT_TIMEOUT_S = 1.0  # ...and takes a connection within this (a LAN takes < 1 ms)
 HEAD_START_S = 0.25  # the load balancer asked first has this long before the next is asked too
 
 
@@ -43,7 +44,8 @@ class StandbyClient:
     @classmethod
     def of(cls, addresses, members, timeout=STANDBY_TIMEOUT_S):
         """A client of each (host, port) of ``addresses``."""
-        return cls([LBClient(host, port, timeout=timeout, members=members)
+        return cls([LBClient(host, port, timeout=timeout, members=members,
+                             connect_timeout=STANDBY_CONNECT_TIMEOUT_S)
                     for host, port in addresses])
 
     # -- what the rest of the peer reads ----------------------------------
@@ -69,6 +71,12 @@ class StandbyClient:
     def peer_id(self):
         """This peer's id at the load balancer asked first (None when not registered)."""
         return self.current.peer_id
+
+    def note(self, client, answered):
+        """What the membership of ``client`` saw: it answered, or it did not."""
+        index = self.clients.index(client)
+        with self._lock:
+            (self.standby.answered_keep_current if answered else self.standby.failed)(index)
 
     def describe(self):
         """Each load balancer and whether it answered the last time it was asked."""

@@ -175,6 +175,14 @@ class StandbyTests(unittest.TestCase):
         self.assertEqual(standby.order(), [2, 0, 1])
         self.assertFalse(standby.is_down(1))
 
+    def test_a_heartbeat_answered_brings_it_back_without_making_it_first(self):
+        standby = m.Standby(2, FakeClock())
+        standby.failed(0)
+        standby.answered(1)
+        standby.answered_keep_current(0)
+        self.assertEqual(standby.order(), [1, 0])
+        self.assertFalse(standby.is_down(0))
+
     def test_an_empty_list_is_refused(self):
         with self.assertRaises(ValueError):
             m.Standby(0, FakeClock())
