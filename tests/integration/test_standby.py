@@ -20,7 +20,7 @@ from p2p.net.node import Peer
 from p2p.net.standby import StandbyClient
 from tests.support import quiet_logs, wait_for, write_random
 
-DEADLINE_S = 20.0
+DEADLINE_S = 30.0
 SKIPPED_FAST_S = 1.0  # a killed load balancer costs at most this, once
 SIZE = 8 << 20
 UPLOAD_LIMIT = 4 << 20  # the holder sends at most this many bytes/s: the download takes ~2 s
@@ -42,8 +42,8 @@ class StandbyListTests(unittest.TestCase):
                      == [1] and len(lb.registry.status()["peers"]) == 2,
                      what="both peers registered with each load balancer")
 
-    def start_lb(self):
-        server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())
+    def start_lb(self, port=0):
+        server = lb_server.LoadBalancerServer(("127.0.0.1", port), lb_core.Registry())
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.addCleanup(self.kill, server)
         return server
@@ -99,6 +99,18 @@ class StandbyListTests(unittest.TestCase):
                       f"127.0.0.1:{self.lbs[1].port} (up)", out.getvalue())
         self.assertIn(f"Load balancer 127.0.0.1:{self.lbs[1].port} · ", out.getvalue())
         self.assertIn("Load balancers of the list: ", out.getvalue())
+
+    def test_a_load_balancer_that_comes_back_gets_every_peer_again(self):
+        port = self.lbs[0].port
+        self.kill(self.lbs[0])
+        wait_for(lambda: "down" in self.holder.describe_lb(), timeout=DEADLINE_S,
+                 what="the holder to notice the dead load balancer")
+        self.lbs[0] = back = self.start_lb(port)  # restarted empty: state is soft
+        wait_for(lambda: len(back.registry.status()["peers"]) == 2
+                 and [f["holders"] for f in back.registry.find_files("big")[0]] == [1],
+                 timeout=DEADLINE_S, what="both peers registered again with the one back")
+        wait_for(lambda: "down" not in self.holder.describe_lb(), timeout=DEADLINE_S,
+                 what="the menu's line to say it is up again")
 
     def test_a_download_in_flight_rides_through_the_kill_of_its_load_balancer(self):
         progress = []
