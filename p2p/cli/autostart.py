@@ -15,6 +15,10 @@ When the network's load balancer is gone, a peer that found it by discovery firs
 listens ``SEARCH_WAIT_S`` for another, then runs the same rules again
 (``elect_successor``): a random back-off while listening, then a successor of its
 own; the seniority rule leaves exactly one (``membership_hooks``).
+
+``--lb A,B[,C]`` (or ``P2P_LB`` holding such a list) names standby load balancers
+of one network, for networks without multicast (``p2p/net/standby.py``): the peer
+is a member of each, and none is started or looked for; they are started by hand.
 """
 
 import functools
@@ -31,9 +35,10 @@ import time
 from p2p.core import discovery
 from p2p.core.members import OPEN
 from p2p.core.registry import DEFAULT_PORT
-from p2p.core.wire import format_address
+from p2p.core.wire import format_address, parse_address
 from p2p.net import beacon
-from p2p.net.lb_client import LBClient, LBClientError, Unauthorized
+from p2p.net.lb_client import SECRET_FIX, LBClient, LBClientError, NotAMember, Unauthorized
+from p2p.net.standby import StandbyClient
 from p2p.net.node import PeerError
 
 log = logging.getLogger("p2p.peer")
@@ -45,7 +50,35 @@ AUTO_LB_IDLE_EXIT_S = 60  # an auto-started load balancer exits after this long 
 LB_START_TIMEOUT_S = 10.0  # wait this long for an auto-started load balancer to answer
 LB_PROBE_TIMEOUT_S = 1.0
 START_POLL_S = 0.05  # while it starts, ask whether it answers this often
-SEARCH_WAIT_S = 0.5  # a peer whose load balancer is gone listens this long for another
+SEARCH_WAIT_S = 0.3  # a peer whose load balancer is gone listens this long for another
+# (a live one answers a query at once; one missed here is still heard in the election)
+MAX_STANDBY_LBS = 8  # load balancers in one --lb list
+
+
+def parse_lb_list(text):
+    """``HOST:PORT[,HOST:PORT...]`` -> [(host, port)], each once; ValueError with a sentence."""
+    addresses = []
+    for part in text.split(","):
+        if not part.strip():
+            raise ValueError(f"{text!r} has an empty address; separate addresses with commas "
+                             "only, like 10.0.0.1:6969,10.0.0.2:6969.")
+        address = parse_address(part, DEFAULT_PORT)
+        if address not in addresses:
+            addresses.append(address)
+    if len(addresses) > MAX_STANDBY_LBS:
+        raise ValueError(f"at most {MAX_STANDBY_LBS} load balancers, not {len(addresses)}.")
+    return addresses
+
+
+def is_standby_list(args):
+    return len(getattr(args, "lbs", ())) > 1
+
+
+def lb_client_for(args):
+    """The client of the load balancer ``args`` names: one, or a standby list."""
+    if is_standby_list(args):
+        return StandbyClient.of(args.lbs, args.members)
+    return LBClient(args.lb_host, args.lb_port, members=args.members)
 
 
 def lb_answers(host, port, timeout=LB_PROBE_TIMEOUT_S):
@@ -142,7 +175,7 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
         try:
             pid = client.status().get("pid")
             break
-        except Unauthorized as e:  # another one, of another network, won the race
+        except (Unauthorized, NotAMember) as e:  # another one, of another network, won the race
             raise PeerError(e.message) from None
         except LBClientError:
             exited = process.poll() is not None  # lost a race (then another answers) or failed
@@ -172,16 +205,62 @@ def discovery_addresses(args):
     """Where to look: the interfaces a serving peer listens on, or every one."""
     return beacon.addresses_for(getattr(args, "host", "0.0.0.0"))
 
-def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S):
-    """Look for the network's load balancer; when found, use it (in ``args``) and say so."""
+def find_on_lan(args, say, wait_s=beacon.DISCOVERY_WAIT_S, joining=False):
+    """Look for the network's load balancer; when found, use it (in ``args``) and say so
+    (``joining``: that an existing network is joined, how big and how old).
+
+    PeerError when only a members-only one answers and this command has no secret."""
+    closed = []
     found = beacon.discover(args.network, wait_s, discovery_addresses(args),
-                               secret=args.members.secret)
+                            secret=args.members.secret, closed=closed)
     if found is None:
+        if closed:
+            raise PeerError(
+                f"The load balancer of network {args.network!r} at {closed[0][0]} takes "
+                "members only (its announcements are signed), and this command has no "
+                f"secret. {SECRET_FIX} Or give a group of your own another --network NAME.")
         return False
     args.lb_host, args.lb_port = found
-    say(f"Found the load balancer of network {args.network!r} at {format_address(*found)} "
-        "on the local network.")
+    where = format_address(*found)
+    if joining:
+        say(describe_joined(args, where))
+    else:
+        say(f"Found the load balancer of network {args.network!r} at {where} on the local "
+            "network.")
     return True
+
+
+def describe_joined(args, where):
+    """What a peer says when it joins a network that was already there."""
+    text = (f"Found the load balancer of network {args.network!r} at {where} on the local "
+            "network, and joined this existing network")
+    client = LBClient(args.lb_host, args.lb_port, timeout=LB_PROBE_TIMEOUT_S,
+                      members=args.members)
+    try:
+        status = client.status()
+        peers, uptime = len(status.get("peers", [])), status.get("uptime_s")
+        text += f": {peers} peer{'' if peers == 1 else 's'}"
+        if isinstance(uptime, (int, float)):
+            text += f", running for {describe_age(uptime)}"
+    except LBClientError:
+        pass
+    finally:
+        client.close()
+    return (f"{text}. Peers that share a --network name (default {discovery.DEFAULT_NETWORK!r}) "
+            "on this LAN form one network: to keep a group apart, give each of its peers the "
+            "same --network NAME (or P2P_NETWORK).")
+
+
+def describe_age(seconds):
+    """``45 s``, ``12 min``, ``3 h 5 min``, ``2 days``."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
 
 def find_or_start_load_balancer(args, say):
     """The load balancer a serving peer uses: given, found on the LAN, or started here.
@@ -192,11 +271,11 @@ def find_or_start_load_balancer(args, say):
     announced, and look again to learn its address as other machines see it.
     """
     if not args.discover:
-        if args.lb_start:
+        if args.lb_start and not is_standby_list(args):
             ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
         return
-    if find_on_lan(args, say) or find_on_lan(args, say, discovery.backoff()) \
-            or not args.lb_start:
+    if find_on_lan(args, say, joining=True) \
+            or find_on_lan(args, say, discovery.backoff(), joining=True) or not args.lb_start:
         return
     if args.host not in ("", "0.0.0.0", "::"):
         args.lb_host = args.host
@@ -219,8 +298,8 @@ def membership_hooks(args):
     machine; without, follow the network: listen to its announcements (``watch``),
     move to the one announced (``rediscover``), or elect a successor (``elect``)."""
     if not args.discover:
-        return {"restart_lb": functools.partial(restart_quietly, args) if args.lb_start
-                else None}
+        return {"restart_lb": functools.partial(restart_quietly, args)
+                if args.lb_start and not is_standby_list(args) else None}
     addresses = discovery_addresses(args)
     listen = functools.partial(beacon.discover, args.network, addresses=addresses,
                                secret=args.members.secret)
@@ -249,7 +328,7 @@ def elect_successor(args, listen, rng=random):
     again. Listen a random back-off (another peer's successor may appear), then start
     one here, announced; the senior of two started at once stays, the other stands
     down. (event, (host, port) or None) for the membership machine."""
-    found = listen(discovery.backoff(rng))
+    found = listen(discovery.backoff(rng, discovery.MAX_SUCCESSOR_BACKOFF_S))
     if found is not None:
         return "found", found
     host = args.host if args.host not in ("", "0.0.0.0", "::") else "127.0.0.1"

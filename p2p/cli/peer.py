@@ -47,6 +47,8 @@ from p2p.cli.autostart import (
     find_on_lan,
     find_or_start_load_balancer,
     lb_answers,
+    lb_client_for,
+    parse_lb_list,
     membership_hooks,
     open_to,
     user_tag,
@@ -61,7 +63,6 @@ from p2p.core.members import (
     new_secret,
     parse_duration,
 )
-from p2p.core.registry import DEFAULT_PORT
 from p2p.core.units import human_size
 from p2p.core.wire import BadName, check_name, format_address, parse_address, percent
 from p2p.net.download import (
@@ -76,7 +77,6 @@ from p2p.net.download import (
 from p2p.net.folder import folder_result, get_folder
 from p2p.net.lb_client import (
     Ambiguous,
-    LBClient,
     LBClientError,
     NotFound,
     Unreachable,
@@ -428,6 +428,8 @@ def print_status(out, lb, me=None):
     peers = status["peers"]
     out.write(f"Load balancer {lb.address} · policy {status['policy']} · "
               f"{len(peers)} peer(s)\n")
+    if hasattr(lb, "describe"):  # a standby list
+        out.write(f"Load balancers of the list: {lb.describe()}\n")
     if not peers:
         return
     rows = []
@@ -478,8 +480,9 @@ class Menu:
 
     def banner(self):
         peer = self.peer
-        lb = peer.lb.address + ("" if peer.lb_problem is None else " (not answering; retrying)")
-        self.say(f"Peer {peer.title} · sharing {describe_sharing(peer)} · load balancer {lb}")
+        lbs = "load balancers" if len(peer.memberships) > 1 else "load balancer"
+        self.say(f"Peer {peer.title} · sharing {describe_sharing(peer)} · {lbs} "
+                 f"{peer.describe_lb()}")
         self.say(describe_openness(peer))
         if peer.lb_problem:
             self.say(f"Note: {peer.lb_problem}")
@@ -794,9 +797,11 @@ def option_groups():
     """(--lb and --verbose, --downloads, where the file server listens, the serving peer's
     options): each command takes only the groups that mean something to it."""
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None, metavar="HOST:PORT",
-                        help="the load balancer (env P2P_LB; default: the one announced on the "
-                             f"local network, else {DEFAULT_LB})")
+    client.add_argument("--lb", default=os.environ.get("P2P_LB") or None,
+                        metavar="HOST:PORT[,HOST:PORT...]",
+                        help="the load balancer, or several of one network as standbys (env "
+                             "P2P_LB; default: the one announced on the local network, else "
+                             f"{DEFAULT_LB})")
     client.add_argument("--network", type=network_arg,
                         default=os.environ.get("P2P_NETWORK", discovery.DEFAULT_NETWORK),
                         metavar="NAME", help="which load balancer to look for on the local "
@@ -922,7 +927,8 @@ def parse_args(argv):
     url = commands.add_parser("url", parents=[client],
                               help="print a signed, time-limited URL of a holder of a file, "
                                    "for curl, wget or a browser")
-    url.add_argument("name", help="the file's name on the network")
+    url.add_argument("name", help="the file's name on the network ('/': the load balancer's "
+                                  "page, for a browser)")
     url.add_argument("--expires", type=duration_arg, default=DEFAULT_URL_LIFETIME_S,
                      metavar="DURATION", help="how long the URL works, like 90s, 10m, 2h or "
                                               "7d (default 1h, at most 7d)")
@@ -947,9 +953,10 @@ def parse_args(argv):
     args.members = members_from_args(parser, args)
     args.discover = args.lb is None  # neither --lb nor P2P_LB: look on the local network
     try:
-        args.lb_host, args.lb_port = parse_address(args.lb or DEFAULT_LB, DEFAULT_PORT)
+        args.lbs = parse_lb_list(args.lb or DEFAULT_LB)
     except ValueError as e:
         parser.error(f"--lb: {e}")
+    args.lb_host, args.lb_port = args.lbs[0]
     if getattr(args, "downloads", "") is None:
         args.downloads = os.path.join(TOP, "downloads")
     elif getattr(args, "downloads", None) and os.path.exists(args.downloads) \
@@ -1033,7 +1040,7 @@ def run_peer(args, interactive):
     if hasattr(signal, "SIGHUP"):  # the terminal window was closed: leave as cleanly
         signal.signal(signal.SIGHUP, raise_terminate)
     find_or_start_load_balancer(args, say_on_stderr)
-    peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), args.shared,
+    peer = Peer(lb_client_for(args), args.shared,
                 args.downloads, args.host, args.port, args.advertise, args.upload_slots,
                 args.upload_limit, args.name, reshare=args.reshare, members=args.members,
                 **membership_hooks(args))
@@ -1044,7 +1051,7 @@ def run_peer(args, interactive):
         else:
             print(f"listening on {format_address(args.host, peer.port)}", flush=True)
             print(f"sharing {describe_sharing(peer)} as {peer.title} · load balancer "
-                  f"{peer.lb.address}", flush=True)
+                  f"{peer.describe_lb()}", flush=True)
             print(describe_openness(peer), flush=True)
             if peer.lb_problem:
                 print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
@@ -1069,17 +1076,17 @@ def run_get(args):
     there is a load balancer to register with); exit 1 if any failed, 130 on Ctrl-C."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.ERROR,
                         format=LOG_FORMAT)
-    lb = LBClient(args.lb_host, args.lb_port, members=args.members)
+    lb = lb_client_for(args)
     try:
         source = resolve_peer_address(args.source) if args.source else None
-        via = direct_source(source, args.members) if source and not lb_answers(args.lb_host, args.lb_port) \
-            else lb
+        via = direct_source(source, args.members) if source and not any(
+            lb_answers(host, port) for host, port in args.lbs) else lb
     except ValueError as e:
         return fail(str(e))
     peer = None
     try:
         if via is lb:
-            peer = Peer(LBClient(args.lb_host, args.lb_port, members=args.members), None,
+            peer = Peer(lb_client_for(args), None,
                         args.downloads, args.host, args.port, args.advertise,
                         upload_slots=args.upload_slots, upload_limit=args.upload_limit,
                         reshare=False, members=args.members).start()
@@ -1164,7 +1171,10 @@ def direct_source(source, members):
 
 
 def run_url(args, lb):
-    """Print a URL of a holder of the file: signed and time-limited on a network with a secret."""
+    """Print a URL of a holder of the file: signed and time-limited on a network with a secret.
+    ``url /``: a link to the load balancer's page, for a browser."""
+    if args.name == "/":
+        return print_page_url(args, lb)
     sha256 = resolve_sha256(lb, args.name, args.sha256) if args.sha256 else None
     source = resolve_peer_address(args.source) if args.source else None
     try:
@@ -1192,6 +1202,16 @@ def run_url(args, lb):
     return 0
 
 
+def print_page_url(args, lb):
+    """The load balancer's page, signed on a network with a secret (a browser cannot sign)."""
+    lb.status()  # it answers, and proves it is a member
+    url = f"{args.members.scheme}://{lb.address}/"
+    if args.members.secret is not None:
+        url += "?" + args.members.secret.url_query("/", args.expires)
+    print(url)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_terminate)
@@ -1210,7 +1230,7 @@ def main(argv=None):
                           f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)
-        lb = LBClient(args.lb_host, args.lb_port, members=args.members)
+        lb = lb_client_for(args)
         if args.command == "url":
             return run_url(args, lb)
         if args.command == "list":

@@ -31,7 +31,10 @@ newline, and the IPv4 address it is sent from. A member drops datagrams that are
 unsigned, signed with another secret, sent from another address than the one
 signed (a captured announcement replayed elsewhere), or whose ``ts`` is more
 than ``MAX_CLOCK_SKEW_S`` from its clock: a stranger can neither point members
-at itself nor make their load balancer stand down.
+at itself nor make their load balancer stand down. The other way round, a
+process without the secret drops signed datagrams (``is_signed``): a members-only
+network is never "found" by a command that cannot join it (it is told so), and
+never makes an open load balancer stand down.
 
 One load balancer per network: when two announce the same network, the senior one
 (the smaller ``(SINCE, ID)``: the older, and the random ID for a tie) stays and the
@@ -60,6 +63,7 @@ DEFAULT_NETWORK = "p2p"
 MAX_DATAGRAM_BYTES = 512
 MAX_EXTRA_FIELDS = 4
 MAX_BACKOFF_S = 1.5  # before starting a load balancer of one's own
+MAX_SUCCESSOR_BACKOFF_S = 1.0  # ...a successor: its peers have noticed the loss within ~0.25 s
 HOSTILE_LOG_EVERY_S = 60.0
 NETWORK_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -135,6 +139,11 @@ def check_signature(data, source, secret, now=None):
         raise BadDatagram("an old or future time stamp")
 
 
+def is_signed(data):
+    """Is a well-formed datagram signed (a members-only network's)?"""
+    return any(f.startswith("sig=") for f in data.decode("ascii").split(" ")[4:])
+
+
 def parse_datagram(data):
     """An ``Announce`` or a ``Query``; ``BadDatagram`` with a reason for anything else."""
     if len(data) > MAX_DATAGRAM_BYTES:
@@ -193,9 +202,9 @@ def choose(heard):
     return host, best.port
 
 
-def backoff(rng=random):
+def backoff(rng=random, max_s=MAX_BACKOFF_S):
     """How long a peer that found nothing listens again before starting a load balancer."""
-    return rng.uniform(0, MAX_BACKOFF_S)
+    return rng.uniform(0, max_s)
 
 
 class HostileLog:

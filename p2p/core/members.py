@@ -5,14 +5,24 @@ A network is open by default. Two things, each optional, close it to strangers:
 **The network secret** (``--secret-file FILE`` or ``P2P_SECRET``). Every
 request to the load balancer and to a peer's file server carries::
 
-    X-P2P-Auth: p2p-hmac-v1 ts=<unix seconds> nonce=<32 hex> mac=<64 hex>
+    X-P2P-Auth: p2p-hmac-v2 ts=<unix seconds> nonce=<32 hex> body=<64 hex> mac=<64 hex>
 
-where ``mac`` is HMAC-SHA256, keyed with a key derived from the secret, over
-``METHOD\\nTARGET\\nts\\nnonce`` (TARGET is the request-target exactly as sent,
-query included). The secret never crosses the wire. A server refuses with 401
-a request without the header, with a wrong ``mac``, with a ``ts`` more than
-``MAX_CLOCK_SKEW_S`` from its own clock, or with a nonce it has already seen
-in that window (a captured request replayed later).
+where ``body`` is the SHA-256 of the request's body (of nothing, without one)
+and ``mac`` is HMAC-SHA256, keyed with a key derived from the secret, over
+``METHOD\\nTARGET\\nAUTHORITY\\nbody\\nts\\nnonce`` (TARGET is the request-target
+exactly as sent, query included; AUTHORITY the ``Host`` header, the server's
+``host:port`` as the client addressed it). The secret never crosses the wire. A
+server refuses with 401 a request without the header, with a wrong ``mac``, with
+a ``Host`` that does not name it (``names_this_server``: a request captured and
+replayed to another server), with a body whose SHA-256 is not ``body``, with a
+``ts`` more than ``MAX_CLOCK_SKEW_S`` from its own clock, or with a nonce it has
+already seen in that window (a captured request replayed later).
+
+A server proves that it holds the secret too: its answer to a signed request
+carries ``X-P2P-Proof: <64 hex>``, HMAC-SHA256 with a fourth derived key over
+``nonce\\nSTATUS\\nSHA-256 of the answer's body``. A member refuses a load
+balancer whose answers lack a good proof (``answer_ok``): an open load balancer,
+or another network's, never gets a member's files or registrations.
 
 A presigned URL lets curl, wget or a browser, which cannot sign, fetch one
 file from a holder until it expires (like a presigned S3 URL)::
@@ -43,15 +53,20 @@ turns into a 401.
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
 import ssl
 import threading
 import time
+from dataclasses import dataclass
+
+from p2p.core.wire import parse_address
 
 AUTH_HEADER = "X-P2P-Auth"
-AUTH_SCHEME = "p2p-hmac-v1"
+AUTH_SCHEME = "p2p-hmac-v2"
+PROOF_HEADER = "X-P2P-Proof"
 MAX_CLOCK_SKEW_S = 30  # a signed request's timestamp may be this far from the server's clock
 MAX_REMEMBERED_NONCES = 1_000_000  # about 80 MB at most; beyond it, requests wait (503)
 NONCE_BYTES = 16
@@ -65,7 +80,8 @@ URL_EXPIRES_PARAM = "p2p-expires"
 URL_SIG_PARAM = "p2p-sig"
 SECRET_ENV = "P2P_SECRET"
 AUTH_RE = re.compile(
-    r"p2p-hmac-v1 ts=([0-9]{1,12}) nonce=([0-9a-f]{32}) mac=([0-9a-f]{64})")
+    r"p2p-hmac-v2 ts=([0-9]{1,12}) nonce=([0-9a-f]{32}) body=([0-9a-f]{64}) mac=([0-9a-f]{64})")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
 DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -83,6 +99,14 @@ class TLSSetupError(ValueError):
 
 class Unauthorized(Exception):
     """A request that does not prove it knows the network secret; answered 401."""
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a checked request was signed with: its nonce (the server's proof answers it)
+    and the SHA-256 of its body (checked once the body is read)."""
+    nonce: str
+    body_sha256: str
 
 
 class ReplayFull(Exception):
@@ -169,6 +193,7 @@ class NetworkSecret:
         self._request_key = self._derive(secret, b"request")
         self._url_key = self._derive(secret, b"url")
         self._datagram_key = self._derive(secret, b"datagram")
+        self._answer_key = self._derive(secret, b"answer")
         self.clock = clock
         self.replays = ReplayGuard()
 
@@ -176,31 +201,44 @@ class NetworkSecret:
     def _derive(secret, purpose):
         return hmac.new(secret, b"p2p-v1 " + purpose, hashlib.sha256).digest()
 
-    # -- requests -----------------------------------------------------------
+    # -- requests ----------------------------------------------------------
 
-    def _request_mac(self, method, target, ts, nonce):
-        message = f"{method}\n{target}\n{ts}\n{nonce}".encode("utf-8", "surrogateescape")
+    def _request_mac(self, method, target, authority, body_sha256, ts, nonce):
+        message = (f"{method}\n{target}\n{authority}\n{body_sha256}\n{ts}\n{nonce}"
+                   .encode("utf-8", "surrogateescape"))
         return hmac.new(self._request_key, message, hashlib.sha256).hexdigest()
 
-    def sign(self, method, target):
-        """The ``X-P2P-Auth`` value for one request (a new nonce every time)."""
+    def sign(self, method, target, authority, body=b""):
+        """The ``X-P2P-Auth`` value for one request to ``authority`` (the Host header: the
+        server's host:port as addressed) with ``body`` (a new nonce every time)."""
         ts, nonce = int(self.clock()), secrets.token_hex(NONCE_BYTES)
-        mac = self._request_mac(method, target, ts, nonce)
-        return f"{AUTH_SCHEME} ts={ts} nonce={nonce} mac={mac}"
+        digest = hashlib.sha256(body).hexdigest()
+        mac = self._request_mac(method, target, authority, digest, ts, nonce)
+        return f"{AUTH_SCHEME} ts={ts} nonce={nonce} body={digest} mac={mac}"
 
-    def check(self, method, target, value):
-        """Return if ``value`` signs this request, now, for the first time; else Unauthorized."""
+    def check(self, method, target, value, authority, is_here=lambda authority: True):
+        """A ``Signed`` if ``value`` signs this request, to ``authority`` (the Host header
+        received), now, for the first time; else Unauthorized. ``is_here(authority)`` says
+        whether the authority names this server. The body is checked once read."""
         if not value:
             raise Unauthorized("This network needs its secret, and the request was not "
                                f"signed ({AUTH_HEADER} is missing): wrong or missing network "
                                "secret.")
-        match = AUTH_RE.fullmatch(value.strip()[:MAX_AUTH_HEADER_CHARS])
+        value = value.strip()[:MAX_AUTH_HEADER_CHARS]
+        match = AUTH_RE.fullmatch(value)
         if not match:
-            raise Unauthorized(f"The {AUTH_HEADER} header is malformed.")
-        ts, nonce, mac = int(match.group(1)), match.group(2), match.group(3)
-        if not hmac.compare_digest(mac, self._request_mac(method, target, ts, nonce)):
+            older = value.startswith("p2p-hmac-v1 ")
+            raise Unauthorized("The request was signed by an older peer.py: give every member "
+                               "the same version." if older
+                               else f"The {AUTH_HEADER} header is malformed.")
+        ts, nonce, digest, mac = int(match.group(1)), *match.group(2, 3, 4)
+        if not hmac.compare_digest(mac, self._request_mac(method, target, authority, digest,
+                                                          ts, nonce)):
             raise Unauthorized("The request was signed with another secret: wrong or missing "
                                "network secret.")
+        if not is_here(authority):
+            raise Unauthorized(f"The request was signed for {authority[:100]!r}, not for this "
+                               "server (a signed request captured and sent elsewhere).")
         now = self.clock()
         if abs(now - ts) > MAX_CLOCK_SKEW_S:
             raise Unauthorized(f"The request was signed {now - ts:+.0f} s from this server's "
@@ -208,6 +246,30 @@ class NetworkSecret:
                                "clocks right (NTP).")
         if not self.replays.first_time(ts, nonce, int(now)):
             raise Unauthorized("This signed request was already used (a replay).")
+        return Signed(nonce, digest)
+
+    @staticmethod
+    def check_body(signed, body):
+        """Return if ``body`` is the one ``signed`` (a ``Signed``) was signed with; else
+        Unauthorized."""
+        if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), signed.body_sha256):
+            raise Unauthorized("The request's body is not the one that was signed (changed "
+                               "on the way?).")
+
+    # -- answers -------------------------------------------------------------
+
+    def prove(self, nonce, status, body):
+        """The ``X-P2P-Proof`` of an answer (``status``, ``body``) to the request of ``nonce``."""
+        message = f"{nonce}\n{status}\n{hashlib.sha256(body).hexdigest()}".encode("ascii")
+        return hmac.new(self._answer_key, message, hashlib.sha256).hexdigest()
+
+    def answer_ok(self, sent, status, body, proof):
+        """True if ``proof`` proves that the answer (``status``, ``body``) to the request we
+        signed with ``sent`` (our ``X-P2P-Auth`` value) comes from a holder of the secret."""
+        match = AUTH_RE.fullmatch(sent)
+        if not match or not proof or not HEX64_RE.fullmatch(proof):
+            return False
+        return hmac.compare_digest(proof, self.prove(match.group(2), status, body))
 
     # -- presigned URLs -----------------------------------------------------
 
@@ -284,6 +346,34 @@ class NetworkTLS:
         return context
 
 
+def _ip(host):
+    """``host`` as an IP address (an IPv4-mapped IPv6 one as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def names_this_server(authority, local_ip, port, known_hosts=()):
+    """True if ``authority`` (a request's Host header) names this server: the ``port`` it
+    listens on, and the address the connection came in on (``local_ip``), ``localhost``
+    on loopback, or one of ``known_hosts`` (the addresses others are told, --advertise)."""
+    try:
+        host, asked_port = parse_address(authority or "")
+    except ValueError:
+        return False
+    if asked_port != port:
+        return False
+    here, asked = _ip(local_ip), _ip(host)
+    if asked is not None and asked == here:
+        return True
+    if host.lower() == "localhost" and here is not None and here.is_loopback:
+        return True
+    return any(host == known or (asked is not None and asked == _ip(known))
+               for known in known_hosts if known)
+
+
 def describe_tls_error(error):
     """A few words for a person about a failed TLS connection."""
     reason = (getattr(error, "reason", None) or "").upper()
@@ -315,11 +405,12 @@ class Members:
     def scheme(self):
         return "https" if self.tls else "http"
 
-    def auth_headers(self, method, target):
-        """The headers that sign a request, as a dict (empty on an open network)."""
+    def auth_headers(self, method, target, authority, body=b""):
+        """The headers of a request to ``authority`` (host:port as addressed): its ``Host``,
+        and on a network with a secret the signature (over the body too)."""
         if self.secret is None:
-            return {}
-        return {AUTH_HEADER: self.secret.sign(method, target)}
+            return {"Host": authority}
+        return {"Host": authority, AUTH_HEADER: self.secret.sign(method, target, authority, body)}
 
     def connect(self, sock):
         """``sock``, connected, wrapped in TLS when the network uses it (handshake done)."""

@@ -23,6 +23,11 @@ does it and reports how it went as an event::
     STOPPED     the peer left                                (stop, from any state)
 
 An event the table does not list for the state raises ``IllegalTransition``.
+
+With a standby list (``--lb A,B[,C]``) the peer is a member of each load balancer
+listed, one machine each, and ``Standby`` orders them for everything else
+(listing, picks): the one that answered last first, then the others as listed;
+one that failed goes last for ``LB_DOWN_S`` and is then tried in its turn again.
 """
 
 from dataclasses import dataclass
@@ -53,6 +58,7 @@ TRANSITIONS = {
     (RESTARTING, "failed"): LOST,
 }
 NOW_STATES = (REGISTER, SEARCHING, ELECTING, RESTARTING)  # acted on at once
+LB_DOWN_S = 10.0  # a load balancer of a standby list that failed is asked last this long
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,11 @@ class Membership:
         """The event that leaves LOST: what this peer does about a silent load balancer.
 
         A follower searches, except right after a search that found it again (or found
-        none, and it may not start one): then it tries that one again."""
+        none, and it may not start one): then it tries that one again. (A follower that
+        may start one does so by election, never by restarting the one it followed.)"""
         if self.policy.follows and self.came_from != SEARCHING:
             return "search"
-        if self.policy.may_start:
+        if self.policy.may_start and not self.policy.follows:
             return "restart"
         return "retry" if registered else "retry_register"
 
@@ -117,3 +124,36 @@ class Membership:
         """Seconds from now until the next action (0 when due)."""
         due = self.due()
         return None if due is None else max(0.0, due - self.clock.now())
+
+
+class Standby:
+    """In which order to ask the load balancers of a standby list (indexes into it)."""
+
+    def __init__(self, count, clock, down_s=LB_DOWN_S):
+        if count < 1:
+            raise ValueError("a standby list has at least one load balancer")
+        self.count, self.clock, self.down_s = count, clock, down_s
+        self.current = 0  # the one that answered last
+        self._down_until = [None] * count
+
+    def is_down(self, index):
+        until = self._down_until[index]
+        return until is not None and self.clock.now() < until
+
+    def order(self):
+        """The current one, the others as listed; those down last, the soonest back first."""
+        ranked = sorted(range(self.count), key=lambda i: (i != self.current, i))
+        up = [i for i in ranked if not self.is_down(i)]
+        down = sorted((i for i in ranked if self.is_down(i)), key=lambda i: self._down_until[i])
+        return up + down
+
+    def answered(self, index):
+        self._down_until[index] = None
+        self.current = index
+
+    def answered_keep_current(self, index):
+        """It answered (a heartbeat), without becoming the one asked first."""
+        self._down_until[index] = None
+
+    def failed(self, index):
+        self._down_until[index] = self.clock.now() + self.down_s

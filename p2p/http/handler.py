@@ -2,12 +2,14 @@
 requests checked before a body is read, routing by ``Routes``, logging to ``logging``.
 """
 
+import functools
 import http.server
 import logging
 import time
 from http import HTTPStatus
 
-from p2p.core.members import AUTH_HEADER, ReplayFull, Unauthorized
+from p2p.core.members import (AUTH_HEADER, PROOF_HEADER, NetworkSecret, ReplayFull, Unauthorized,
+                              names_this_server)
 from p2p.http.channel import Reader
 from p2p.http.limits import LIMITS
 from p2p.http.messages import (HTTP1_RE, STATUS_PHRASES, HTTPProblem, body_length, encode_json,
@@ -16,6 +18,24 @@ from p2p.http.routes import Routes
 
 log = logging.getLogger("p2p.http")
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
+
+def addressed_to(handler):
+    """Whether an authority (the Host a request was signed for) names ``handler``'s server."""
+    known = getattr(handler.server, "address", None)
+    return functools.partial(names_this_server, local_ip=handler.connection.getsockname()[0],
+                             port=handler.server.port,
+                             known_hosts=[known.rpartition(":")[0].strip("[]")] if known else ())
+
+
+def check_signed_body(handler, body):
+    """HTTPProblem 401 unless ``body`` is the one the request was signed with."""
+    if getattr(handler, "signed", None) is not None:
+        try:
+            NetworkSecret.check_body(handler.signed, body)
+        except Unauthorized as e:
+            handler.close_connection = True
+            raise HTTPProblem(401, str(e)) from None
+
 
 class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     """Base handler: HTTP/1.1 keep-alive, JSON in and out, logging to ``logging``."""
@@ -69,7 +89,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
 
         HTTP/1.0 and 1.1 only; on failure an error has been sent and it returns False.
         """
-        self.command = None
+        self.command = self.signed = None  # signed: this request's members.Signed, once checked
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -121,7 +141,8 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
     def check_auth(self, secret):
         """Raise Unauthorized unless this request is signed with ``secret`` (a hook: the file
         server also takes presigned URLs)."""
-        secret.check(self.command, self.path, self.headers.get(AUTH_HEADER))
+        self.signed = secret.check(self.command, self.path, self.headers.get(AUTH_HEADER),
+                                   self.headers.get("Host", ""), addressed_to(self))
 
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
@@ -171,6 +192,9 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
             headers.setdefault("Connection", "close")
         if headers.get("Connection", "").lower() == "close":
             self.close_connection = True
+        if getattr(self, "signed", None) is not None:  # prove we hold the secret too
+            headers[PROOF_HEADER] = self.server.members.secret.prove(self.signed.nonce, status,
+                                                                     body)
         self.log_request(status)
         head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
         reply = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
@@ -234,6 +258,7 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         if len(body) != length:
             self.close_connection = True
             raise HTTPProblem(400, "The body ended before its Content-Length.")
+        check_signed_body(self, body)
         return body
 
     def discard_body(self):

@@ -29,6 +29,7 @@ from p2p.core.discovery import (
     check_signature,
     choose,
     format_datagram,
+    is_signed,
     new_id,
     parse_datagram,
     senior,
@@ -139,8 +140,11 @@ def send(sock, message, addresses, secret=None):
     return sent
 
 
-def receive(sock, timeout, hostile, secret=None):
-    """(source address, message) of the next well-formed datagram, or None at the timeout."""
+def receive(sock, timeout, hostile, secret=None, closed=None):
+    """(source address, message) of the next well-formed datagram, or None at the timeout.
+
+    Without a secret, a signed datagram (a members-only network's) is skipped; its
+    (source, message) goes into ``closed``, when given."""
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
@@ -152,14 +156,22 @@ def receive(sock, timeout, hostile, secret=None):
             return None
         try:
             message = parse_datagram(data)
+            if secret is None and is_signed(data):
+                if closed is not None:
+                    closed.append((source, message))
+                continue
             check_signature(data, source, secret)
             return source, message
         except BadDatagram as e:
             hostile.drop(source, e)
 
 
-def discover(network, wait_s=DISCOVERY_WAIT_S, addresses=None, secret=None):
-    """Ask for and listen to the load balancers of ``network``: (host, port) or None."""
+def discover(network, wait_s=DISCOVERY_WAIT_S, addresses=None, secret=None, closed=None):
+    """Ask for and listen to the load balancers of ``network``: (host, port) or None.
+
+    Without a secret, members-only load balancers of ``network`` heard are put in
+    ``closed`` (a list) as (source, Announce)."""
+    heard_closed = []
     addresses = interface_addresses() if addresses is None else addresses
     try:
         listener = open_listener(addresses)
@@ -175,7 +187,7 @@ def discover(network, wait_s=DISCOVERY_WAIT_S, addresses=None, secret=None):
                 send(sender, Query(network), addresses, secret)
                 next_query = now + QUERY_EVERY_S
             until = deadline if heard else min(deadline, next_query)
-            got = receive(listener, until - now, hostile, secret)
+            got = receive(listener, until - now, hostile, secret, heard_closed)
             if got is None:
                 continue
             source, message = got
@@ -183,6 +195,9 @@ def discover(network, wait_s=DISCOVERY_WAIT_S, addresses=None, secret=None):
                 if not heard:
                     deadline = min(deadline, time.monotonic() + GATHER_S)
                 heard.append((source, message))
+    if closed is not None:
+        closed.extend((s, m) for s, m in heard_closed
+                      if isinstance(m, Announce) and m.network == network)
     return choose(heard)
 
 

@@ -61,8 +61,11 @@ from p2p.net.lb_client import (
     NoHolderLeft,
     NotFound,
     Pick,
+    SECRET_FIX,
+    TLS_FIX,
     Unauthorized,
     Unreachable,
+    authority,
     connect_http,
     describe_socket_error,
 )
@@ -300,7 +303,9 @@ class DirectSource:
                                "is no other holder to ask.", 503)
         conn = connect_http(self.host, self.port, self.timeout, self.members)
         try:
-            conn.request("GET", "/files", headers=self.members.auth_headers("GET", "/files"))
+            conn.connect()
+            conn.request("GET", "/files", headers=self.members.auth_headers(
+                "GET", "/files", authority(conn.sock, self.port)))
             response = conn.getresponse()
             listing = json.loads(response.read())
         except (OSError, http.client.HTTPException) as e:
@@ -311,9 +316,10 @@ class DirectSource:
         finally:
             conn.close()
         if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
+            tls = bool(listing.get("tls_required"))
             raise Unauthorized(f"{self.address} refuses us: "
-                               f"{listing.get('error') or 'wrong or missing network secret.'}",
-                               401)
+                               f"{listing.get('error') or 'wrong or missing network secret.'} "
+                               f"{TLS_FIX if tls else SECRET_FIX}", 401, tls)
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:

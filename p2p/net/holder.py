@@ -25,7 +25,7 @@ from p2p.core.pieces import BadPieceList, Bitfield, OtherFile, PieceList
 from p2p.core.swarm import PACE
 from p2p.core.wire import format_address
 from p2p.http.server import header_field
-from p2p.net.lb_client import describe_socket_error
+from p2p.net.lb_client import authority, describe_socket_error
 from p2p.net.sharing import PEER_HEADER
 
 CONNECT_TIMEOUT_S = 5.0
@@ -152,9 +152,10 @@ class HolderConnection:
             self.close()  # cut short after its last answer had arrived whole: start afresh
         if self.sock is None:
             self._connect()
-        auth = "".join(f"{key}: {value}\r\n"
-                       for key, value in self.members.auth_headers("GET", target).items())
-        request = (f"GET {target} HTTP/1.1\r\nHost: {self.address}\r\n{extra}"
+        auth = "".join(f"{key}: {value}\r\n" for key, value
+                       in self.members.auth_headers("GET", target,
+                                                    authority(self.sock, self.port)).items())
+        request = (f"GET {target} HTTP/1.1\r\n{extra}"
                    + (f"{PEER_HEADER}: {self.identity}\r\n" if self.identity else "")
                    + auth + "\r\n")
         self._patience(self.stall_timeout)

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from p2p.core.pieces import BadPieceList, PieceList, piece_count, piece_size
 from p2p.core.torrent import HEX40
+from p2p.net.lb_client import authority
 
 log = logging.getLogger("p2p.lb")
 
@@ -51,7 +52,9 @@ def get_json(members, host, port, target, timeout=FETCH_TIMEOUT_S):
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", target, headers=members.auth_headers("GET", target))
+        conn.connect()
+        conn.request("GET", target,
+                     headers=members.auth_headers("GET", target, authority(conn.sock, port)))
         reply = conn.getresponse()
         body = reply.read(MAX_LIST_BYTES + 1)
     finally:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from p2p.core.errors import Problem
-from p2p.core.members import OPEN, describe_tls_error
+from p2p.core.members import AUTH_HEADER, OPEN, PROOF_HEADER, describe_tls_error
 from p2p.core.wire import FileRecord, format_address
 from p2p.http.server import set_nodelay
 
@@ -41,6 +41,9 @@ CLIENT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_AFTER_S = 1.0  # when a busy answer does not say how long to wait
 PEER_SERVER_PREFIX = "p2p-peer/"  # what a peer's replies say they come from
 PEER_LB_HEADER = "X-P2P-Load-Balancer"  # on a peer's replies: the load balancer it uses
+PROBE_PATH = "/files?q=p2p-membership-probe"  # a question that tells a load balancer nothing
+SECRET_FIX = "Give every member the same --secret-file (or P2P_SECRET)."
+TLS_FIX = "Give every member the same --tls-cert and --tls-key."
 
 
 # ---------------------------------------------------------------------------
@@ -62,6 +65,11 @@ class Unauthorized(LBClientError):
     def __init__(self, message, status=401, tls_required=False):
         super().__init__(message, status)
         self.tls_required = tls_required
+
+
+class NotAMember(LBClientError):
+    """A member asked a load balancer that cannot prove it holds the network secret (an
+    open load balancer, or another network's): refused, whatever it answered."""
 
 
 class NotFound(LBClientError):
@@ -113,6 +121,7 @@ class Lease:
     port: int
     name: str = ""  # what the holder calls itself
     done: int | None = None  # None from a full holder; bytes verified from a partial one
+    via: object = field(default=None, repr=False, compare=False)  # the LBClient that gave it
 
     @property
     def address(self):
@@ -183,6 +192,12 @@ def describe_socket_error(error):
     return error.strerror or error.__class__.__name__
 
 
+def authority(sock, port):
+    """The Host a request on the connected ``sock`` is signed for: the server's IP address
+    as connected to (a name resolves to it), and its port."""
+    return format_address(sock.getpeername()[0], port)
+
+
 def connect_http(host, port, timeout, members=OPEN):
     """An http.client connection to a server of the network: TLS when it uses TLS, Nagle off."""
     if members.tls is None:
@@ -237,10 +252,13 @@ def refusal(status, answer, unavailable=LBClientError):
 class LBClient:
     """A keep-alive client of one load balancer; thread-safe (one request at a time)."""
 
-    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN):
+    def __init__(self, host, port, timeout=CLIENT_TIMEOUT_S, members=OPEN, connect_timeout=None):
         self.host, self.port, self.timeout = host, port, timeout
+        self.connect_timeout = connect_timeout  # None: ``timeout``
         self.members = members
+        self.peer_id = None  # this peer's id here, once registered (membership.Member sets it)
         self._conn = None
+        self._proven = None  # the connection whose load balancer proved it holds the secret
         self._lock = threading.Lock()
         self._interrupted = False
 
@@ -283,12 +301,16 @@ class LBClient:
                 self._conn = None
 
     def _call(self, method, path, body=None, token=None, unavailable=LBClientError):
+        if self.members.secret is not None and method != "GET" \
+                and (self._conn is None or self._conn is not self._proven):
+            self._call("GET", PROBE_PATH)  # tell nothing to one that cannot prove it is ours
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if data is not None else {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         with self._lock:
-            status, raw, server, told = self._roundtrip(method, path, data, headers)
+            status, raw, server, told, proof = self._roundtrip(method, path, data or b"",
+                                                               headers)
         wrong = not_a_load_balancer(self.address, server, told)
         if wrong:
             raise Unreachable(wrong, status)
@@ -300,9 +322,11 @@ class LBClient:
             raise Unreachable(f"{self.address} answered, but not as a load balancer "
                               f"(HTTP {status}).", status)
         if status == 401 or answer.get("tls_required"):
+            tls = bool(answer.get("tls_required"))
             raise Unauthorized(f"The load balancer at {self.address} refuses us: "
-                               f"{answer.get('error') or 'wrong or missing network secret.'}",
-                               401, bool(answer.get("tls_required")))
+                               f"{answer.get('error') or 'wrong or missing network secret.'} "
+                               f"{TLS_FIX if tls else SECRET_FIX}", 401, tls)
+        self._check_proof(headers, status, raw, proof)
         if status >= 400:
             raise refusal(status, answer, unavailable)
         return answer
@@ -311,11 +335,17 @@ class LBClient:
         for attempt in (1, 2):
             fresh = self._conn is None
             if fresh:
-                self._conn = connect_http(self.host, self.port, self.timeout, self.members)
+                self._conn = connect_http(self.host, self.port,
+                                          self.connect_timeout or self.timeout, self.members)
             try:  # signed on every attempt: a retry with the same nonce would be a replay
-                headers.update(self.members.auth_headers(method, path))
+                if self._conn.sock is None:
+                    self._conn.connect()
+                    self._conn.sock.settimeout(self.timeout)
+                headers.update(self.members.auth_headers(method, path,
+                                                         authority(self._conn.sock, self.port),
+                                                         data))
                 try:
-                    self._conn.request(method, path, body=data, headers=headers)
+                    self._conn.request(method, path, body=data or None, headers=headers)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # refused before the body was all sent (413): read why, if it said
                 response = self._conn.getresponse()
@@ -324,7 +354,7 @@ class LBClient:
                     self._conn.close()
                     self._conn = None
                 return (response.status, raw, response.getheader("Server", ""),
-                        response.getheader(PEER_LB_HEADER))
+                        response.getheader(PEER_LB_HEADER), response.getheader(PROOF_HEADER))
             except (ConnectionError, http.client.HTTPException, OSError) as e:
                 self._conn.close()
                 self._conn = None
@@ -337,6 +367,18 @@ class LBClient:
                     raise Unreachable(f"No load balancer answers at {self.address} "
                                       f"({describe_socket_error(e)}).") from None
         raise AssertionError("unreachable")
+
+    def _check_proof(self, sent, status, raw, proof):
+        """A member talks only to a load balancer that proves it holds the secret too."""
+        secret = self.members.secret
+        if secret is None or secret.answer_ok(sent[AUTH_HEADER], status, raw, proof):
+            self._proven = self._conn
+            return
+        raise NotAMember(f"The load balancer at {self.address} cannot prove that it holds this "
+                         "network's secret (an open load balancer, or another network's): this "
+                         "member will not use it. Start the network's load balancer with the "
+                         "same --secret-file (or P2P_SECRET), or name it with --lb.",
+                         status)
 
     # -- the API ------------------------------------------------------------
 

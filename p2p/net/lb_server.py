@@ -79,6 +79,7 @@ the same network: one load balancer per network.
 import json
 import logging
 import threading
+import time
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from p2p import VERSION
@@ -107,6 +108,7 @@ log = logging.getLogger("p2p.lb")
 
 LB_SERVER = f"p2p-load-balancer/{VERSION}"  # the Server header: what answers here is one
 SIGNED_PREFIXES = ("/files/", "/metalink/", "/torrent/")  # where a presigned URL is good
+PAGE_PATH = "/"  # the page; a presigned URL of it signs this "name" (no file is called that)
 
 
 # ---------------------------------------------------------------------------
@@ -239,10 +241,15 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
         path, _, query = self.path.partition("?")
         signed = parse_qs(query) if query else {}
         prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
+        if path == PAGE_PATH and URL_SIG_PARAM in signed:  # the page, in a browser
+            return secret.check_url(self.command, PAGE_PATH, signed)
         if URL_SIG_PARAM not in signed or prefix is None:
             try:
                 return super().check_auth(secret)
             except Unauthorized as e:
+                if path == PAGE_PATH:
+                    raise Unauthorized(f"{e} A browser needs a signed link to this page: "
+                                       "'python peer.py url /' prints one.") from None
                 if prefix in (None, "/files/"):
                     raise
                 raise Unauthorized(f"{e} A download tool needs a signed URL: 'python peer.py "
@@ -299,7 +306,8 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
         self.send_whole(200, page, "text/html; charset=utf-8")
 
     def route_status(self):
-        self.send_json(200, {**self.registry.status(), "requests": self.server.requests})
+        self.send_json(200, {**self.registry.status(), "requests": self.server.requests,
+                             "uptime_s": round(time.monotonic() - self.server.started, 1)})
 
     def route_files(self):
         query = self.query.get("q", [""])[0]
@@ -342,6 +350,7 @@ class LoadBalancerServer(BoundedHTTPServer):
     def __init__(self, address, registry, **limits):
         self.registry = registry
         self.requests = 0  # answered since start
+        self.started = time.monotonic()
         self._requests_lock = threading.Lock()
         super().__init__(address, LBHandler, **limits)
         self.documents = Documents(registry, self.members)

@@ -10,6 +10,10 @@ by discovery listens for the network's load balancer and moves to it
 settles two started at once); a peer whose load balancer lives on its own machine
 starts it again (``restart_lb``); any other tries again every ``RECONNECT_S``.
 
+A peer with a standby list (``--lb A,B[,C]``, ``standby.py``) has one ``Member``
+per load balancer listed, each on its own thread: each load balancer knows every
+holder, and one that is gone costs only its own thread's retries.
+
 A peer that follows the network also listens to the load balancers' announcements
 (``beacon.Watch``): one that falls silent for ``LB_SILENT_S`` counts as gone at once,
 without waiting for the next heartbeat to fail.
@@ -22,38 +26,55 @@ import time
 from p2p.core.clock import Clock
 from p2p.core.membership import BEATING, LOST, REGISTER, STOPPED, Membership, Policy
 from p2p.core.wire import format_address
-from p2p.net.lb_client import LBClientError, NotFound, Unauthorized
+from p2p.net.lb_client import LBClientError, NotAMember, NotFound, Unauthorized
 
 log = logging.getLogger("p2p.peer")
 
 RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
 PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
-LB_SILENT_S = 2.5  # a followed load balancer unheard this long is gone (it announces every 1 s)
-WATCH_CHECK_S = 0.5  # a following peer looks this often whether its load balancer fell silent
+LB_SILENT_S = 2.0  # a followed load balancer unheard this long is gone (it announces every 1 s)
+WATCH_CHECK_S = 0.25  # a following peer looks this often whether its load balancer fell silent
 
 
 class Member:
-    """The membership of ``peer`` (its lb, index, partials and server) in the network."""
+    """The membership of ``peer`` (its index, partials and server) in the network of ``lb``
+    (an LBClient: one load balancer; the peer has one Member per load balancer listed)."""
 
-    def __init__(self, peer, rediscover=None, elect=None, restart_lb=None, watch=None):
-        self.peer = peer
+    def __init__(self, peer, lb, stopping, rediscover=None, elect=None, restart_lb=None,
+                 watch=None):
+        self.peer, self.lb = peer, lb
         self.rediscover, self.elect, self.restart_lb = rediscover, elect, restart_lb
         self.watch = watch  # beacon.Watch, or None
         policy = Policy(follows=rediscover is not None,
                         may_start=(elect if rediscover is not None else restart_lb) is not None,
                         retry_s=RECONNECT_S)
         self.machine = Membership(Clock(), policy, heartbeat_s=RECONNECT_S)
-        self.peer_id = self.token = None
+        self.token = None
         self.seen_as = None  # the host the load balancer sees us as
         self.problem = None  # why the load balancer is not reachable, when it is not
         self._announced = self._partials_announced = -1
         self._partials_sent_at = -PARTIAL_ANNOUNCE_S
         self.wake = threading.Event()
-        self.stopping = threading.Event()
+        self.stopping = stopping  # set when the peer leaves
         self._thread = None
 
+    @property
+    def peer_id(self):
+        """This peer's id at the load balancer (None until registered), kept on the client
+        so that picks through it name this peer."""
+        return self.lb.peer_id
+
+    @peer_id.setter
+    def peer_id(self, value):
+        self.lb.peer_id = value
+
+    @property
+    def up(self):
+        return self.peer_id is not None and self.problem is None
+
     def start(self):
-        self._thread = threading.Thread(target=self._run, daemon=True, name="membership")
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"membership {self.lb.address}")
         self._thread.start()
 
     def stop(self, timeout):
@@ -97,7 +118,7 @@ class Member:
                     self._hold_partials()
                     return
             if self.machine.state == BEATING and self._silent():
-                log.warning("the load balancer at %s fell silent", self.peer.lb.address)
+                log.warning("the load balancer at %s fell silent", self.lb.address)
                 self.machine.fire("failed")
 
     def _hold_partials(self):
@@ -106,12 +127,12 @@ class Member:
             self.stopping.wait(self._partials_sent_at + PARTIAL_ANNOUNCE_S - time.monotonic())
 
     def _silent(self):
-        lb = self.peer.lb
+        lb = self.lb
         return self.watch is not None and self.watch.silent(lb.host, lb.port, LB_SILENT_S)
 
     def _searching(self):
         found = self.rediscover()
-        event = self.machine.after_search(found, (self.peer.lb.host, self.peer.lb.port))
+        event = self.machine.after_search(found, (self.lb.host, self.lb.port))
         if event == "moved":
             self._move(found)
         return event
@@ -123,12 +144,12 @@ class Member:
         return outcome
 
     def _restarting(self):
-        started = self.restart_lb(self.peer.lb.host, self.peer.lb.port)
+        started = self.restart_lb(self.lb.host, self.lb.port)
         return "ok" if started else "failed"
 
     def _move(self, found):
         log.warning("moving to the load balancer at %s", format_address(*found))
-        self.peer.lb.retarget(*found)
+        self.lb.retarget(*found)
         self.peer_id = None
 
     # -- talking to the load balancer --------------------------------------
@@ -142,12 +163,13 @@ class Member:
         peer = self.peer
         version, files = self._files()
         try:
-            answer = peer.lb.register(peer.port, files, host=peer.advertise, name=peer.name,
+            answer = self.lb.register(peer.port, files, host=peer.advertise, name=peer.name,
                                       slots=peer.upload_slots)
         except LBClientError as e:
-            if isinstance(e, Unauthorized) and self._thread is None:
+            if isinstance(e, (Unauthorized, NotAMember)) and self._thread is None:
                 raise  # starting: the person must fix it, not wait for it
             self.problem = e.message
+            self._note(False)
             log.warning("cannot register with the load balancer: %s", e.message)
             return "failed"
         self.peer_id, self.token = answer["peer_id"], answer["token"]
@@ -159,6 +181,7 @@ class Member:
         if len(peer.partials):
             self.wake.set()
         self.problem = None
+        self._note(True)
         log.info("registered as %s at %s with %d files", self.peer_id, peer.address, len(files))
         return "ok"
 
@@ -173,7 +196,7 @@ class Member:
         if partial_version != self._partials_announced:
             partial = peer.partials.announced()
         try:
-            peer.lb.heartbeat(self.peer_id, self.token, files=files,
+            self.lb.heartbeat(self.peer_id, self.token, files=files,
                               uploads=len(peer.server.uploads), slots=peer.upload_slots,
                               partial=partial)
         except LBClientError as e:
@@ -182,24 +205,54 @@ class Member:
                 self.peer_id = None
                 return "forgotten"
             self.problem = e.message
+            self._note(False)
             log.warning("heartbeat failed: %s", e.message)
             return "failed"
         self._announced = version
         if partial is not None:
             self._partials_announced = partial_version
             self._partials_sent_at = time.monotonic()
+        if self.problem is not None:
+            self._note(True)
         self.problem = None
         return "ok"
+
+    def _note(self, answered):
+        """Tell a standby list whether this load balancer answers (skipped while down)."""
+        note = getattr(self.peer.lb, "note", None)
+        if note is not None:
+            note(self.lb, answered)
 
     def unregister(self):
         """True if the load balancer heard us leave."""
         if self.peer_id is None:
             return False
         try:
-            self.peer.lb.unregister(self.peer_id, self.token)
+            self.lb.unregister(self.peer_id, self.token)
             return True
         except LBClientError as e:
             log.info("could not unregister: %s", e)
             return False
         finally:
             self.peer_id = None
+
+
+def register_with_each(members):
+    """Register each Member with its load balancer at once (a dead one costs its timeout
+    once, not once per load balancer); the first refusal (Unauthorized, NotAMember) the
+    person must fix, or None."""
+    refusals = []
+
+    def register(member):
+        try:
+            member.machine.fire(member.register())
+        except (Unauthorized, NotAMember) as e:
+            refusals.append(e)
+    threads = [threading.Thread(target=register, args=(m,), daemon=True, name="registering")
+               for m in members[1:]]
+    for thread in threads:
+        thread.start()
+    register(members[0])
+    for thread in threads:
+        thread.join()
+    return refusals[0] if refusals else None

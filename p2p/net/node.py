@@ -9,7 +9,8 @@ verified (``partials``, at most once per ``PARTIAL_ANNOUNCE_S``); the folders ar
 scanned every ``SCAN_INTERVAL_S`` and a change is announced at once; register again
 when the load balancer forgot it; a peer that found its load balancer by discovery
 follows the network (``rediscover``), and one whose load balancer lives on its own
-machine starts it again (``restart_lb``).
+machine starts it again (``restart_lb``). With a standby list (``lb`` a
+``standby.StandbyClient``) it is a member of each load balancer listed.
 """
 
 import errno
@@ -21,8 +22,7 @@ import time
 from p2p.core.members import OPEN
 from p2p.core.wire import format_address
 from p2p.net.download import Downloader
-from p2p.net.lb_client import Unauthorized
-from p2p.net.membership import Member
+from p2p.net.membership import Member, register_with_each
 from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, FileServer, PartialShares, ShareIndex
 
 try:
@@ -72,9 +72,10 @@ class Peer:
         # rediscover: () -> (host, port) or None, to follow the network's load balancer;
         # elect: () -> (event, (host, port) or None), a successor; restart_lb: (host,
         # port) -> the started process or None; watch: a beacon.Watch of the network.
-        self.member = Member(self, rediscover=rediscover, elect=elect, restart_lb=restart_lb,
-                             watch=watch)
-        self._stop = self.member.stopping
+        self._stop = threading.Event()
+        self.memberships = [Member(self, client, self._stop, rediscover=rediscover, elect=elect,
+                                   restart_lb=restart_lb, watch=watch)
+                            for client in getattr(lb, "clients", [lb])]
         self.downloads_done = []
         self._folder_lock = None
         self.shares_folder_with_another = False
@@ -101,14 +102,12 @@ class Peer:
         threading.Thread(target=self.server.serve_forever, daemon=True,
                          name="file-server").start()
         self._first_scan()
-        try:
-            self.member.machine.fire(self.member.register())
-        except Unauthorized as e:
+        refused = register_with_each(self.memberships)
+        if refused is not None:  # the person must fix it, not wait for it
             self.stop()
-            hint = ("Give every member the same --tls-cert and --tls-key." if e.tls_required
-                    else "Give every member the same --secret-file (or P2P_SECRET).")
-            raise PeerError(f"{e.message} {hint}") from None
-        self.member.start()
+            raise PeerError(refused.message)
+        for member in self.memberships:
+            member.start()
         threading.Thread(target=self._scan_loop, daemon=True, name="scanner").start()
         return self
 
@@ -133,7 +132,7 @@ class Peer:
         while not self._stop.wait(max(SCAN_INTERVAL_S, took / SCAN_CPU_SHARE)):
             started = time.monotonic()
             if self.index.refresh():
-                self.member.wake.set()
+                self._wake_now()
             took = time.monotonic() - started
 
     def _lock_folder(self):
@@ -160,8 +159,10 @@ class Peer:
             return False
         # Cut short a heartbeat in flight; a vanished load balancer must not hold us up.
         self.lb.interrupt(UNREGISTER_TIMEOUT_S)
-        self.member.stop(UNREGISTER_TIMEOUT_S + 1)
-        unregistered = self.member.unregister()
+        for member in self.memberships:
+            member.stop(UNREGISTER_TIMEOUT_S + 1)
+        unregistered = [member.unregister() for member in self.memberships]
+        unregistered = any(unregistered)
         self.lb.close()
         if self.server is not None:
             self.server.shutdown()
@@ -177,7 +178,8 @@ class Peer:
 
     @property
     def address(self):
-        host = self.advertise or self.member.seen_as or self.bind[0]
+        seen_as = next((m.seen_as for m in self.memberships if m.seen_as), None)
+        host = self.advertise or seen_as or self.bind[0]
         return format_address(host, self.port)
 
     @property
@@ -186,21 +188,38 @@ class Peer:
         return f"{self.name} {self.address}" if self.name else self.address
 
     @property
+    def member(self):
+        """The membership of the (first) load balancer."""
+        return self.memberships[0]
+
+    @property
     def peer_id(self):
-        return self.member.peer_id
+        """This peer's id at the load balancer asked first."""
+        return self.lb.peer_id
 
     @property
     def lb_problem(self):
-        """Why the load balancer is not reachable, when it is not (else None)."""
-        return self.member.problem
+        """Why no load balancer is reachable, when none is (else None)."""
+        if any(m.problem is None for m in self.memberships):
+            return None
+        return " ".join(m.problem for m in self.memberships)
+
+    def describe_lb(self):
+        """The load balancer, or each of a standby list with whether it is up."""
+        if len(self.memberships) == 1:
+            return self.lb.address + ("" if self.lb_problem is None
+                                      else " (not answering; retrying)")
+        return ", ".join(f"{m.lb.address} ({'up' if m.up else 'down'})"
+                         for m in self.memberships)
 
     def _wake_now(self):
-        self.member.wake.set()
+        for member in self.memberships:
+            member.wake.set()
 
     def refresh_now(self):
         """Rescan the shared folder and announce at once (the menu does this)."""
         self.index.refresh()
-        self.member.wake.set()
+        self._wake_now()
 
     # -- downloads ----------------------------------------------------------
 

@@ -13,13 +13,16 @@ import unittest
 from unittest import mock
 
 from p2p.cli import autostart, peer
+from p2p.core import registry as lb_core
+from p2p.net import lb_server
+from p2p.net.node import PeerError
 from p2p.core import discovery
 from p2p.core.discovery import (Announce, BadDatagram, HostileLog, Query, check_signature, choose,
                                 format_datagram, parse_datagram, senior)
 from p2p.net import beacon
 from p2p.net.beacon import Beacon, discover
 from p2p.core.members import MAX_CLOCK_SKEW_S, NetworkSecret
-from tests.support import wait_for
+from tests.support import quiet_logs, wait_for
 
 WAIT_S = 5.0
 A = Announce("home", 6969, 1_700_000_000_000, "0123456789abcdef")
@@ -163,6 +166,27 @@ class CommandLineTests(unittest.TestCase):
         self.assertFalse(args.discover)
         self.assertEqual((args.lb_host, args.lb_port), ("10.0.0.5", 7000))
 
+    def test_a_standby_list_from_option_or_environment(self):
+        for args in (self.parse(["status", "--lb", "10.0.0.5:7000, 10.0.0.6"]),
+                     self.parse(["status"], P2P_LB="10.0.0.5:7000,10.0.0.6")):
+            self.assertFalse(args.discover)
+            self.assertEqual(args.lbs, [("10.0.0.5", 7000), ("10.0.0.6", 6969)])
+            client = autostart.lb_client_for(args)
+            self.assertEqual([c.address for c in client.clients], ["10.0.0.5:7000",
+                                                                   "10.0.0.6:6969"])
+        for bad in ("10.0.0.5,,10.0.0.6", "10.0.0.5,", ",".join(["10.0.0.1"] * 2 + [
+                f"10.0.0.{i}" for i in range(2, 10)])):
+            with self.subTest(bad=bad), mock.patch("sys.stderr"), \
+                    self.assertRaises(SystemExit):
+                self.parse(["list", "--lb", bad])
+
+    def test_standby_load_balancers_are_never_started_by_a_peer(self):
+        args = self.parse(["serve", "--lb", "127.0.0.1:7000,127.0.0.1:7001"])
+        with mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=self.fail)
+        ensure.assert_not_called()
+        self.assertEqual(autostart.membership_hooks(args), {"restart_lb": None})
+
     def test_network_from_option_or_environment(self):
         self.assertEqual(self.parse(["list"]).network, discovery.DEFAULT_NETWORK)
         self.assertEqual(self.parse(["list"], P2P_NETWORK="lab").network, "lab")
@@ -188,6 +212,21 @@ class CommandLineTests(unittest.TestCase):
         ensure.assert_not_called()
         self.assertEqual((args.lb_host, args.lb_port), ("198.18.0.1", 6969))
         self.assertIn("at 198.18.0.1:6969", said[0])
+
+    def test_joining_an_existing_network_says_how_big_and_how_old_and_how_to_stay_apart(self):
+        server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        server.registry.register(port=4000, files=[], host="127.0.0.1")
+        args = self.parse(["serve"])
+        said = []
+        with mock.patch("p2p.net.beacon.discover", return_value=("127.0.0.1", server.port)), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, said.append)
+        ensure.assert_not_called()
+        self.assertRegex(said[0], r"joined this existing network: 1 peer, running for "
+                                  r"\d+ s\. .*--network NAME")
 
     def test_none_found_listens_again_then_starts_an_announced_one(self):
         args = self.parse(["serve", "--host", "127.0.0.1"])
@@ -240,6 +279,26 @@ class LoopbackTests(unittest.TestCase):
                          ("127.0.0.1", 4242))
         self.assertIsNone(discover(self.network, 0.3, self.LO,
                                    secret=NetworkSecret("another secret, 16+ chars")))
+
+    def test_without_the_secret_a_members_only_network_is_not_found_and_says_so(self):
+        quiet_logs(self)  # the member's beacon logs the stranger's queries
+        secret = NetworkSecret("the network's secret, 16+ chars")
+        self.beacon(4242, since_ms=100, secret=secret)
+        closed = []
+        self.assertIsNone(discover(self.network, 1.0, self.LO, closed=closed))
+        self.assertEqual({(source, a.port) for source, a in closed}, {("127.0.0.1", 4242)})
+        args = peer.parse_args(["list", "--network", self.network])
+        with mock.patch("p2p.net.beacon.interface_addresses", return_value=self.LO), \
+                self.assertRaisesRegex(PeerError, "members only.*--secret-file \\(or P2P_SECRET\\)"):
+            autostart.find_on_lan(args, say=self.fail, wait_s=1.0)
+
+    def test_an_open_load_balancer_does_not_stand_down_for_a_members_only_one(self):
+        quiet_logs(self)
+        stood_down = threading.Event()
+        self.beacon(4343, since_ms=200, on_senior=lambda source, announce: stood_down.set())
+        self.beacon(4242, since_ms=100, secret=NetworkSecret("the network's secret, 16+ chars"))
+        self.assertEqual(discover(self.network, WAIT_S, self.LO), ("127.0.0.1", 4343))
+        self.assertFalse(stood_down.wait(1.5))  # older, but another (members-only) network
 
     def test_hostile_datagrams_do_not_stop_a_beacon(self):
         self.beacon(4242)

@@ -26,8 +26,8 @@ from p2p.net import lb_server
 from p2p.net.download import DirectSource, Downloader
 from p2p.http.server import AUTH_HEADER, LIMITS
 from p2p.core.members import (MAX_CLOCK_SKEW_S, Members, NetworkSecret, NetworkTLS, ReplayFull,
-                     ReplayGuard, SecretError, TLSSetupError, Unauthorized, new_secret,
-                     parse_duration, read_secret)
+                     ReplayGuard, SecretError, TLSSetupError, Unauthorized, names_this_server,
+                     new_secret, parse_duration, read_secret)
 from p2p.net.sharing import FileServer, ShareIndex
 from tests.support import (PEER, ROOT, ProcessTestCase, free_port, quiet_logs, read_line, wait_for,
                            write_random)
@@ -35,6 +35,7 @@ from tests.support import (PEER, ROOT, ProcessTestCase, free_port, quiet_logs, r
 TLS_DIR = os.path.join(ROOT, "tests", "tls")
 SECRET = "correct horse battery staple, twice over"
 DEADLINE_S = 10.0
+HERE = "127.0.0.1:6969"  # the server a request is signed for
 
 
 def tls_files(name):
@@ -60,49 +61,91 @@ class SignedRequestTests(unittest.TestCase):
         self.secret = NetworkSecret(SECRET, clock=self.clock)
 
     def test_a_signed_request_passes_once(self):
-        value = self.secret.sign("POST", "/transfers")
-        self.secret.check("POST", "/transfers", value)
+        value = self.secret.sign("POST", "/transfers", HERE, b"{}")
+        signed = self.secret.check("POST", "/transfers", value, HERE)
+        self.secret.check_body(signed, b"{}")
         with self.assertRaisesRegex(Unauthorized, "replay"):
-            self.secret.check("POST", "/transfers", value)
+            self.secret.check("POST", "/transfers", value, HERE)
 
     def test_every_signature_has_its_own_nonce(self):
-        self.assertNotEqual(self.secret.sign("GET", "/status"), self.secret.sign("GET", "/status"))
+        self.assertNotEqual(self.secret.sign("GET", "/status", HERE),
+                            self.secret.sign("GET", "/status", HERE))
 
     def test_the_secret_is_not_in_the_header(self):
-        value = self.secret.sign("GET", "/status")
+        value = self.secret.sign("GET", "/status", HERE)
         self.assertNotIn(SECRET, value)
         self.assertNotIn(SECRET.encode().hex(), value)
 
     def test_missing_header_says_what_to_do(self):
         with self.assertRaisesRegex(Unauthorized, "wrong or missing network secret"):
-            self.secret.check("GET", "/status", None)
+            self.secret.check("GET", "/status", None, HERE)
 
     def test_another_secret_is_refused(self):
         other = NetworkSecret("another secret of sixteen chars", clock=self.clock)
         with self.assertRaisesRegex(Unauthorized, "another secret"):
-            self.secret.check("GET", "/status", other.sign("GET", "/status"))
+            self.secret.check("GET", "/status", other.sign("GET", "/status", HERE), HERE)
 
     def test_the_signature_covers_method_and_target(self):
-        value = self.secret.sign("GET", "/files?q=a")
+        value = self.secret.sign("GET", "/files?q=a", HERE)
         for method, target in (("DELETE", "/files?q=a"), ("GET", "/files?q=b"),
                                ("GET", "/files")):
             with self.subTest(method=method, target=target), self.assertRaises(Unauthorized):
-                self.secret.check(method, target, value)
+                self.secret.check(method, target, value, HERE)
+
+    def test_the_signature_covers_the_server_addressed(self):
+        value = self.secret.sign("GET", "/status", HERE)
+        with self.assertRaisesRegex(Unauthorized, "another secret"):  # Host changed on the way
+            self.secret.check("GET", "/status", value, "10.0.0.9:6969")
+        with self.assertRaisesRegex(Unauthorized, "not for this server"):  # replayed elsewhere
+            self.secret.check("GET", "/status", value, HERE, is_here=lambda authority: False)
+
+    def test_the_signature_covers_the_body(self):
+        signed = self.secret.check("PUT", "/peers/1", self.secret.sign(
+            "PUT", "/peers/1", HERE, b'{"uploads": 0}'), HERE)
+        with self.assertRaisesRegex(Unauthorized, "body"):
+            self.secret.check_body(signed, b'{"uploads": 9}')
+
+    def test_names_this_server(self):
+        for authority, local, known, here in (
+                ("127.0.0.1:6969", "127.0.0.1", (), True),
+                ("localhost:6969", "::ffff:127.0.0.1", (), True),
+                ("[::1]:6969", "::1", (), True),
+                ("127.0.0.1:6970", "127.0.0.1", (), False),  # another server on this machine
+                ("10.0.0.2:6969", "10.0.0.1", (), False),  # another machine
+                ("lb.example:6969", "10.0.0.1", ("lb.example",), True),  # --advertise
+                ("lb.example:6969", "10.0.0.1", (), False),
+                ("garbage", "10.0.0.1", (), False)):
+            with self.subTest(authority=authority):
+                self.assertIs(names_this_server(authority, local, 6969, known), here)
+
+    def test_an_answer_proves_the_secret(self):
+        sent = self.secret.sign("GET", "/status", HERE)
+        signed = self.secret.check("GET", "/status", sent, HERE)
+        proof = self.secret.prove(signed.nonce, 200, b"{}")
+        self.assertTrue(self.secret.answer_ok(sent, 200, b"{}", proof))
+        other = NetworkSecret("another secret of sixteen chars", clock=self.clock)
+        for status, body, proof in ((200, b"{}", other.prove(signed.nonce, 200, b"{}")),
+                                    (200, b"{}", None), (404, b"{}", proof),
+                                    (200, b"[]", proof)):
+            with self.subTest(status=status, body=body, proof=proof):
+                self.assertFalse(self.secret.answer_ok(sent, status, body, proof))
 
     def test_old_and_future_timestamps_are_refused(self):
         for shift in (-MAX_CLOCK_SKEW_S - 2, MAX_CLOCK_SKEW_S + 2):
-            value = self.secret.sign("GET", "/status")
+            value = self.secret.sign("GET", "/status", HERE)
             self.clock.now += shift
             with self.subTest(shift=shift), self.assertRaisesRegex(Unauthorized, "clock"):
-                self.secret.check("GET", "/status", value)
+                self.secret.check("GET", "/status", value, HERE)
             self.clock.now -= shift
 
     def test_malformed_headers_are_refused(self):
-        good = self.secret.sign("GET", "/")
-        for value in ("", "Bearer x", good.replace("p2p-hmac-v1", "p2p-hmac-v2"),
+        good = self.secret.sign("GET", "/", HERE)
+        for value in ("", "Bearer x", good.replace("p2p-hmac-v2", "p2p-hmac-v3"),
                       good + " extra", good.replace("ts=", "ts=-"), "x" * 10_000):
             with self.subTest(value=value[:40]), self.assertRaises(Unauthorized):
-                self.secret.check("GET", "/", value)
+                self.secret.check("GET", "/", value, HERE)
+        with self.assertRaisesRegex(Unauthorized, "older peer.py"):
+            self.secret.check("GET", "/", good.replace("p2p-hmac-v2", "p2p-hmac-v1"), HERE)
 
 
 class ReplayGuardTests(unittest.TestCase):
@@ -288,8 +331,9 @@ class ClosedNetworkTests(unittest.TestCase):
         self.assertIn(b"Connection: close", data)
 
     def test_a_captured_request_replayed_later_is_refused(self):
-        header = self.members.secret.sign("GET", "/status")
-        request = (f"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        here = f"127.0.0.1:{self.lb_server.port}"
+        header = self.members.secret.sign("GET", "/status", here)
+        request = (f"GET /status HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n"
                    f"{AUTH_HEADER}: {header}\r\n\r\n").encode()
         first, _ = self.raw(self.lb_server.port, request)
         again, data = self.raw(self.lb_server.port, request)
@@ -297,6 +341,44 @@ class ClosedNetworkTests(unittest.TestCase):
         self.assertIn(b"replay", data)
         held, _ = self.raw(self.holder.port, request.replace(b"/status", b"/files"))
         self.assertEqual(held, 401)  # signed for another target
+
+    def test_a_request_signed_for_one_server_is_refused_by_another(self):
+        other = serve(FileServer(("127.0.0.1", 0), self.index, members=self.members))
+        self.addCleanup(other.server_close)
+        self.addCleanup(other.shutdown)
+        target, here = "/files/song.mp3", f"127.0.0.1:{self.holder.port}"
+        request = (f"GET {target} HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n"
+                   f"{AUTH_HEADER}: {self.members.secret.sign('GET', target, here)}\r\n\r\n")
+        status, data = self.raw(other.port, request.encode())
+        self.assertEqual(status, 401)
+        self.assertIn(b"not for this server", data)
+        self.assertNotIn(self.content[:64], data)
+        self.assertEqual(self.raw(self.holder.port, request.encode())[0], 200)
+
+    def test_a_signed_body_cannot_be_changed(self):
+        here = f"127.0.0.1:{self.lb_server.port}"
+        signed = self.members.secret.sign("POST", "/peers", here, b'{"port": 1, "files": []}')
+        body = b'{"port": 2, "files": []}'
+        status, data = self.raw(self.lb_server.port, (
+            f"POST /peers HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n{AUTH_HEADER}: {signed}\r\n\r\n").encode() + body)
+        self.assertEqual(status, 401)
+        self.assertIn(b"body", data)
+        self.assertEqual(len(self.client.status()["peers"]), 1)
+
+    def test_the_load_balancer_proves_it_is_a_member(self):
+        if self.members.secret is None:
+            self.skipTest("no secret")
+        open_lb = serve(lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry(),
+                                                     members=Members(tls=self.members.tls)))
+        self.addCleanup(open_lb.server_close)
+        self.addCleanup(open_lb.shutdown)
+        member = lb_client.LBClient("127.0.0.1", open_lb.port, timeout=DEADLINE_S,
+                                    members=self.members)
+        self.addCleanup(member.close)
+        with self.assertRaisesRegex(lb_client.NotAMember, "cannot prove .* secret"):
+            member.register(self.holder.port, [f.as_dict() for f in self.index.files()])
+        self.assertIn("policy", self.client.status())  # the network's own proves it
 
     def test_the_holder_serves_members_and_presigned_urls_only(self):
         status, data = self.raw(self.holder.port, b"GET /files/song.mp3 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -412,10 +494,10 @@ class TLSNetworkTests(ClosedNetworkTests):
     def test_the_bytes_on_the_wire_are_encrypted(self):
         with socket.create_connection(("127.0.0.1", self.holder.port), timeout=DEADLINE_S) as s, \
                 self.members.tls.client.wrap_socket(s) as tls:
-            target = "/files/song.mp3"
-            tls.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                        f"{AUTH_HEADER}: {self.members.secret.sign('GET', target)}\r\n\r\n"
-                        .encode())
+            target, here = "/files/song.mp3", f"127.0.0.1:{self.holder.port}"
+            signed = self.members.secret.sign("GET", target, here)
+            tls.sendall(f"GET {target} HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n"
+                        f"{AUTH_HEADER}: {signed}\r\n\r\n".encode())
             data = b""
             while chunk := tls.recv(1 << 20):
                 data += chunk
@@ -489,6 +571,55 @@ class ProgramTests(ProcessTestCase):
         self.assertRegex(url.stdout, r"^https://127\.0\.0\.1:\d+/files/big\.bin\?p2p-expires="
                                      r"\d+&p2p-sig=[0-9a-f]{64}\n$")
         self.assertIn("--resolve p2p-network:", url.stderr)
+
+    def test_get_from_a_named_peer_without_a_load_balancer_signs_and_uses_tls(self):
+        lb_proc = self.start_lb(*self.options)
+        write_random(os.path.join(self.tmp, "alice", "shared", "big.bin"), 1 << 20)
+        alice = self.start_peer(lb_proc.port, "alice", *self.options)
+        wait_for(lambda: "big.bin" in self.run_peer("list", "--lb", f"127.0.0.1:{lb_proc.port}",
+                                                    *self.options).stdout, what="alice's file")
+        self.terminate(lb_proc)
+        got = self.get(lb_proc.port, "big.bin", self.folder("bob", "downloads"), "--from",
+                       f"127.0.0.1:{alice.port}", *self.options)
+        self.assertEqual(got.returncode, 0, got.stderr)
+        self.assertIn("SHA-256 verified", got.stdout)
+        stranger = self.get(lb_proc.port, "big.bin", self.folder("eve", "downloads"), "--from",
+                            f"127.0.0.1:{alice.port}", *self.options[2:])
+        self.assertEqual(stranger.returncode, 1)
+        self.assertIn("Give every member the same --secret-file (or P2P_SECRET)", stranger.stderr)
+
+    def test_a_signed_link_opens_the_load_balancers_page_in_a_browser(self):
+        lb_proc = self.start_lb("--secret-file", self.secret_file)
+        url = self.run_peer("url", "/", "--lb", f"127.0.0.1:{lb_proc.port}",
+                            "--secret-file", self.secret_file)
+        self.assertEqual(url.returncode, 0, url.stderr)
+        self.assertRegex(url.stdout, rf"^http://127\.0\.0\.1:{lb_proc.port}/\?p2p-expires=\d+"
+                                     r"&p2p-sig=[0-9a-f]{64}\n$")
+        page = subprocess.run(["curl", "-sS", "-w", "%{http_code}", url.stdout.strip()],
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+        self.assertTrue(page.stdout.endswith("200"), page.stdout[-300:])
+        self.assertIn("<html", page.stdout)
+        bare = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{lb_proc.port}/"],
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+        self.assertIn("peer.py url /", bare.stdout)
+        stranger = self.run_peer("list", "--lb", f"127.0.0.1:{lb_proc.port}")
+        self.assertEqual(stranger.returncode, 1)
+        self.assertIn("Give every member the same --secret-file (or P2P_SECRET)", stranger.stderr)
+
+    def test_a_member_refuses_an_open_load_balancer_and_says_so(self):
+        lb_proc = self.start_lb()
+        for command in ("list", "serve"):
+            with self.subTest(command=command):
+                result = self.run_peer(command, "--lb", f"127.0.0.1:{lb_proc.port}",
+                                       "--secret-file", self.secret_file,
+                                       *(["--host", "127.0.0.1", "--shared", self.folder("s"),
+                                          "--downloads", self.folder("d")]
+                                         if command == "serve" else []))
+                self.assertEqual(result.returncode, 1)
+                self.assertIn("cannot prove that it holds this network's secret",
+                              result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(self.status(lb_proc.port)["peers"], [])  # nothing registered there
 
     def test_a_peer_with_the_wrong_secret_says_so_and_does_not_start(self):
         lb_proc = self.start_lb("--secret-file", self.secret_file)

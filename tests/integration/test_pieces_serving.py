@@ -229,7 +229,8 @@ class SignedPiecesTests(PiecesServingTests):
         return super().start(members=self.members, **options)
 
     def request(self, method, path, headers=None, sign=True):
-        signed = self.members.auth_headers(method, path) if sign else {}
+        signed = (self.members.auth_headers(method, path, f"127.0.0.1:{self.server.port}")
+                  if sign else {})
         return super().request(method, path, {**(headers or {}), **signed})
 
     def test_unsigned_or_presigned_requests_are_refused(self):

@@ -77,6 +77,12 @@ class DecisionTests(unittest.TestCase):
                 _, machine_ = machine(follows=follows, may_start=may_start)
                 self.assertEqual(machine_.lost_action(registered), event)
 
+    def test_a_follower_that_may_elect_and_found_its_own_again_retries_it(self):
+        _, machine_ = machine(follows=True, may_start=True)
+        for event in ("ok", "failed", "search", "same"):
+            machine_.fire(event)
+        self.assertEqual(machine_.lost_action(registered=True), "retry")  # not "restart"
+
     def test_a_follower_that_found_only_its_own_again_retries_it(self):
         clock, machine_ = machine(follows=True, retry_s=3.0)
         for event in ("ok", "failed", "search", "same"):
@@ -142,3 +148,41 @@ class TimingTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StandbyTests(unittest.TestCase):
+    """--lb A,B,C: the order in which the load balancers are asked."""
+
+    def test_the_one_that_answered_first_then_as_listed(self):
+        standby = m.Standby(3, FakeClock())
+        self.assertEqual(standby.order(), [0, 1, 2])
+        standby.answered(2)
+        self.assertEqual(standby.order(), [2, 0, 1])
+
+    def test_a_failed_one_is_asked_last_until_it_has_been_down_a_while(self):
+        clock = FakeClock()
+        standby = m.Standby(3, clock, down_s=10.0)
+        standby.failed(0)
+        clock.advance(1.0)
+        standby.failed(1)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        self.assertTrue(standby.is_down(0))
+        clock.advance(9.5)  # 0 is back in its turn; 1 is still down
+        self.assertEqual(standby.order(), [0, 2, 1])
+        standby.answered(2)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        clock.advance(1.0)
+        self.assertEqual(standby.order(), [2, 0, 1])
+        self.assertFalse(standby.is_down(1))
+
+    def test_a_heartbeat_answered_brings_it_back_without_making_it_first(self):
+        standby = m.Standby(2, FakeClock())
+        standby.failed(0)
+        standby.answered(1)
+        standby.answered_keep_current(0)
+        self.assertEqual(standby.order(), [1, 0])
+        self.assertFalse(standby.is_down(0))
+
+    def test_an_empty_list_is_refused(self):
+        with self.assertRaises(ValueError):
+            m.Standby(0, FakeClock())
