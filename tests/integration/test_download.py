@@ -179,7 +179,8 @@ class PartialLiars(DownloadCase):
 
     def test_a_false_list_from_a_partial_holder_is_blamed_and_the_seed_delivers(self):
         liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
-        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
+        seed = self.holder(trickle=0.001)  # slow enough that the liar is always asked
+        self.assert_blamed_without_a_traceback(self.lb([seed, liar]), "h1")
 
     def test_a_partial_holder_asked_first_for_the_list_is_blamed_once_and_not_used(self):
         liar = self.lying_partial(bad_list=[hashlib.sha256(b"x").hexdigest()] * PIECES)
@@ -189,7 +190,8 @@ class PartialLiars(DownloadCase):
     def test_a_bitfield_of_the_wrong_length_is_blamed(self):
         liar = self.lying_partial()
         liar.have = Bitfield(PIECES + 8)
-        self.assert_blamed_without_a_traceback(self.lb([self.holder(), liar]), "h1")
+        seed = self.holder(trickle=0.001)  # slow enough that the liar is always asked
+        self.assert_blamed_without_a_traceback(self.lb([seed, liar]), "h1")
 
 
 class LiarsInACrowd(Liars):
