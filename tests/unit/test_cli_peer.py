@@ -6,7 +6,7 @@ import unittest
 
 class SuggestNamesTests(unittest.TestCase):
     def test_case_then_containing_then_alike_and_never_the_name_itself(self):
-        from p2p.cli.peer import suggest_names
+        from p2p.cli.text import suggest_names
         names = ["notes.txt", "photos/2024/trip.txt", "hello.txt", "Hello.TXT.bak", "bob.txt"]
         self.assertEqual(suggest_names("trip.txt", names)[0], "photos/2024/trip.txt")
         self.assertEqual(suggest_names("HELLO.TXT", names)[0], "hello.txt")
@@ -17,7 +17,7 @@ class SuggestNamesTests(unittest.TestCase):
 
 class CommandLineTests(unittest.TestCase):
     def test_the_command_may_follow_options_but_an_option_value_is_not_a_command(self):
-        from p2p.cli.peer import command_first
+        from p2p.cli.args import command_first
         self.assertEqual(command_first([]), ["menu"])
         self.assertEqual(command_first(["--lb", "h:1", "status"]), ["status", "--lb", "h:1"])
         self.assertEqual(command_first(["--shared", "status"]), ["menu", "--shared", "status"])
