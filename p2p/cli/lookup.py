@@ -13,7 +13,9 @@ import socket
 from p2p.cli.text import suggest_names
 from p2p.core.wire import format_address, parse_address
 from p2p.net.download import DirectSource, DownloadError, find_unfinished
-from p2p.net.lb_client import LBClientError
+from p2p.net.lb_client import LBClientError, describe_socket_error
+
+PROBE_TIMEOUT_S = 3.0  # a named peer that does not accept a connection in this long is away
 
 
 def did_you_mean(lb, name):
@@ -72,6 +74,25 @@ def unfinished_downloads(lb, root):
             versions = []
         found.append((u, versions[0] if versions else None))
     return found
+
+
+def nothing_answers(address, timeout=PROBE_TIMEOUT_S):
+    """'Nothing answers at 127.0.0.1:1 (connection refused).' when no server accepts a
+    connection at ``address`` ("host:port"); None when one does, or without a port."""
+    host, port = parse_address(address)
+    if port is None:
+        return None
+    try:
+        socket.create_connection((host, port), timeout).close()
+        return None
+    except ConnectionRefusedError:
+        why = "connection refused"
+    except TimeoutError:
+        why = f"no answer in {timeout:g} s"
+    except OSError as e:
+        why = describe_socket_error(e)
+    return (f"Nothing answers at {format_address(host, port)} ({why}): is that peer "
+            "running? 'peer.py status' lists the peers and their addresses.")
 
 
 def direct_source(source, members):

@@ -14,9 +14,10 @@ import shutil
 import sys
 
 from p2p.cli.console import Choices, LineReader
-from p2p.cli.text import (cut, describe_job, describe_unfinished, fit_names, human_size,
-                          job_line, jobs_line, plural, suggest_names, table, unfinished_lines,
-                          upload_line, versions_line, downloading_line)
+from p2p.cli.text import (cut, describe_job, describe_unfinished, downloading_line, fit_names,
+                          human_size, job_line, jobs_line, limit_line, plural, quit_question,
+                          session_line, suggest_names, table, unfinished_lines, upload_line,
+                          versions_line)
 from p2p.core.folder import is_folder
 from p2p.core.wire import BadName, check_name, format_address
 from p2p.cli.lookup import resolve_peer_address
@@ -25,6 +26,8 @@ from p2p.net.lb_client import LBClientError, Unreachable
 JOBS_STOP_WAIT_S = 3.0  # on the way out, wait this long for running downloads to stop
 STATUS_OTHER_COLUMNS = 60  # option 3: the columns around the file names...
 STATUS_NAMES_MIN = 20  # ...which get the rest of the terminal's width, at least this
+
+NO_SUCH_NUMBER = ("", "no such number")  # option 2: a number past the end of the list
 
 MENU = """ 1) List files on the network
  2) Download a file
@@ -81,6 +84,8 @@ class Menu(Dialog):
         lb = view.lb_address + ("" if view.lb_problem is None else " (not answering; retrying)")
         self.say(f"Peer {view.title} · sharing {view.sharing()} · load balancer {lb}")
         self.say(view.openness())
+        if view.upload_limit:
+            self.say(limit_line(view.upload_limit))
         if view.lb_problem:
             self.say(f"Note: {view.lb_problem}")
         if self.log_path:
@@ -155,18 +160,11 @@ class Menu(Dialog):
     def may_quit(self):
         """Quit at once, or, while downloads run or others download from us, when the
         person confirms."""
-        downloads, uploads = len(self.view.active()), len(self.view.uploads())
-        running = []
-        if downloads:
-            running.append(f"{plural(downloads, 'download')} running (stopped now, they "
-                           "resume next time)")
-        if uploads:
-            running.append(f"{plural(uploads, 'upload')} to other peers in progress (they "
-                           "will continue from another holder, if any)")
-        if not running:
+        question = quit_question(len(self.view.active()), len(self.view.uploads()))
+        if not question:
             return True
         try:
-            answer = self.ask(f"{' and '.join(running)}. Quit anyway? [y/N] ")
+            answer = self.ask(question)
         except Cancelled:
             return True
         return answer.casefold() in ("y", "yes")
@@ -200,16 +198,17 @@ class Menu(Dialog):
             self.say(f"({pending} more being hashed)")
         uploads = view.uploads()
         self.say(f"Uploads in progress: {len(uploads)}")
-        for u in uploads:
-            self.say(f"  {upload_line(u)}")
+        for u, who in uploads:
+            self.say(f"  {upload_line(u, who)}")
         jobs = view.active()
         if jobs:
             self.say(f"Downloads running or waiting: {len(jobs)}")
             for job in jobs:
                 self.say(f"  {job_line(job)}")
-        self.say(f"Downloads this session: {len(view.done)}")
-        for line in view.done:
-            self.say(f"  {line}")
+        ended = view.history()
+        self.say(f"Downloads ended this session: {len(ended)}")
+        for job, present in ended:
+            self.say(f"  {session_line(job, present)}")
         running = {job.name for job in jobs}
         unfinished = [(u, file) for u, file in view.unfinished() if u.name not in running]
         title = (f"Unfinished downloads: {len(unfinished)} (option 2 resumes one; "
@@ -246,9 +245,13 @@ class DownloadDialog(Dialog):
         super().__init__(menu.view, menu.out, menu.read, menu.choices)
 
     def run(self):
-        numbers = f" or number (1-{len(self.choices)})" if len(self.choices) else ""
+        numbers = (f" or number (1-{len(self.choices)})" if len(self.choices)
+                   else " or a number of option 1's list")
         typed = self.ask(f"File name{numbers}, Tab completes: ", name=True)
-        name, sha256 = self.choices.pick(typed) or (typed, None)
+        picked = self.choices.pick(typed) or self.numbered(typed)
+        if picked == NO_SUCH_NUMBER:
+            return
+        name, sha256 = picked or (typed, None)
         if not name:
             self.say("No name given; option 1 lists the files on the network.")
             return
@@ -264,6 +267,23 @@ class DownloadDialog(Dialog):
             self.directly(name)
             return
         self.through_lb(name, sha256)
+
+    def numbered(self, typed):
+        """A number typed before any list was shown: (name, sha256) of that line of option
+        1's whole list, fetched now; NO_SUCH_NUMBER (said) when there is no such line;
+        None when ``typed`` is no number, or the name of a shared file."""
+        if len(self.choices) or not (typed.isdigit() and typed.isascii()) \
+                or self.on_network(typed) is not None:
+            return None
+        files = self.view.files()["files"]
+        self.choices.show((f["name"], f["sha256"]) for f in files)
+        picked = self.choices.pick(typed)
+        if picked is None:
+            self.say(f"There is no file {typed} in option 1's list ({plural(len(files), 'file')} "
+                     "on the network); nothing downloaded.")
+            return NO_SUCH_NUMBER
+        self.say(f"File {typed} of option 1's list: {picked[0]}")
+        return picked
 
     def through_lb(self, name, sha256):
         versions = self.on_network(name)
@@ -287,6 +307,10 @@ class DownloadDialog(Dialog):
             except ValueError as e:
                 self.say(str(e))
                 return
+            away = self.view.unreachable(where)
+            if away:
+                self.say(away)
+                return
         if sha256 is None and len(versions) > 1 and not where:
             self.choose_version(name, versions)
         else:
@@ -301,6 +325,10 @@ class DownloadDialog(Dialog):
             self.view.check_direct(where)
         except ValueError as e:
             self.say(str(e))
+            return
+        away = self.view.unreachable(where)
+        if away:
+            self.say(away)
             return
         self.fetch(name, None, where)
 

@@ -153,6 +153,43 @@ def describe_job(job):
     return message
 
 
+def session_line(job, present=True):
+    """Option 4's line for a download that ended this session (the sentence above the
+    menu said the rest); ``present``: its saved file is still there."""
+    if job.state == "failed":
+        return f"{job.name}: failed: {job.error.message}"
+    if job.state == "cancelled":
+        return f"{job.name}: stopped; the partial file is kept (option 2 resumes it)"
+    result = job.result
+    if result.already:
+        return f"{job.name}: already here as {result.path}"
+    if not present:
+        return f"{job.name}: saved as {result.path}, since deleted"
+    return f"{job.name}: saved as {result.path} ({human_size(result.size)})"
+
+
+def quit_question(downloads, uploads):
+    """What quitting now stops, then 'Quit now? [y/N] '; '' when it stops nothing."""
+    said = []
+    if downloads:
+        one = downloads == 1
+        said.append(f"{plural(downloads, 'download')} {'is' if one else 'are'} running: "
+                    f"quitting stops {'it' if one else 'them'}, and "
+                    f"{'it resumes' if one else 'they resume'} where "
+                    f"{'it' if one else 'they'} stopped when you start this peer again.")
+    if uploads:
+        one = uploads == 1
+        said.append(f"{plural(uploads, 'upload')} to other peers {'is' if one else 'are'} "
+                    f"running: quitting cuts {'it' if one else 'them'} off, and those peers "
+                    "carry on from another holder if there is one.")
+    return " ".join(said) + " Quit now? [y/N] " if said else ""
+
+
+def limit_line(limit):
+    """The banner's line about --upload-limit (bytes/s; 0: none)."""
+    return f"Uploads limited to {human_size(limit)}/s in all (--upload-limit)." if limit else ""
+
+
 def describe_result(result):
     if result.already:
         return f"Already have it: {result.path} has the same content; nothing to download."

@@ -7,10 +7,13 @@ balancer client), this peer's shares and uploads, the downloads the menu started
 and how they ended. The menu touches nothing else, so its tests give it a fake view.
 """
 
+import os
+
 from p2p.cli.autostart import open_to
-from p2p.cli.lookup import direct_source, unfinished_downloads
-from p2p.cli.text import describe_openness, describe_result, describe_sharing
+from p2p.cli.lookup import direct_source, nothing_answers, unfinished_downloads
+from p2p.cli.text import describe_openness, describe_sharing
 from p2p.core.folder import FolderError, is_folder
+from p2p.core.wire import format_address
 from p2p.net.download import DEFAULT_PARALLEL, DownloadError, DownloadQueue
 from p2p.net.folder import folder_result, get_folder
 from p2p.net.lb_client import LBClientError
@@ -22,7 +25,6 @@ class PeerView:
     def __init__(self, peer, parallel=DEFAULT_PARALLEL):
         self._peer = peer
         self._queue = DownloadQueue(self._run_job, parallel)
-        self.done = []  # a sentence per file saved this session
 
     # -- this peer ----------------------------------------------------------
 
@@ -53,6 +55,11 @@ class PeerView:
         mine = sum(1 for f in peer.index.files() if f.root == peer.shared)
         return describe_sharing(mine, len(peer.index) - mine, peer.shared)
 
+    @property
+    def upload_limit(self):
+        """All uploads together at most this many bytes/s; 0: no limit."""
+        return self._peer.upload_limit
+
     def openness(self):
         peer = self._peer
         return describe_openness(open_to(peer.bind[0], peer.port), peer.reshare, peer.members)
@@ -63,7 +70,17 @@ class PeerView:
         return self._peer.index.files(), self._peer.index.pending()
 
     def uploads(self):
-        return self._peer.server.uploads.active()
+        """[(Upload, who: 'name ip:port' when the load balancer knows that peer, or None)]."""
+        uploads = self._peer.server.uploads.active()
+        if not uploads:
+            return []
+        try:
+            names = {format_address(p["host"], p["port"]): p.get("name")
+                     for p in self.status()["peers"]}
+        except LBClientError:
+            names = {}
+        return [(u, f"{names[u.client]} {u.client}" if names.get(u.client) else None)
+                for u in uploads]
 
     def have(self, sha256):
         """The path of a file with this content that this peer has, or None."""
@@ -90,6 +107,10 @@ class PeerView:
         """[(Unfinished, the file on the network or None)] in the downloads folder."""
         return unfinished_downloads(self._peer.lb, self._peer.downloads)
 
+    def unreachable(self, where):
+        """Why nothing answers at the peer ``where`` ("ip:port"), or None."""
+        return nothing_answers(where)
+
     def check_direct(self, where):
         """ValueError with a sentence when ``where`` cannot be asked without a load balancer."""
         direct_source(where, self._peer.members)
@@ -107,6 +128,11 @@ class PeerView:
     def take_ended(self):
         return self._queue.take_ended()
 
+    def history(self):
+        """[(Job, whether its saved file is still there)] of the downloads that ended."""
+        return [(job, job.state != "done" or os.path.exists(job.result.path))
+                for job in self._queue.jobs() if job.ended]
+
     def wait_downloads(self, timeout=None):
         return self._queue.wait(timeout)
 
@@ -121,10 +147,7 @@ class PeerView:
         peer = self._peer
         direct = (direct_source(job.peer, peer.members)
                   if job.peer and peer.lb_problem else None)
-        result = peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
-        if not result.already:
-            self.done.append(describe_result(result))
-        return result
+        return peer.downloader(on_progress, direct).get(job.name, job.sha256, job.peer)
 
     def _run_folder(self, job, on_progress):
         """A queued folder: every file under it (``folder.py``), one progress."""
@@ -133,7 +156,6 @@ class PeerView:
             results, failures = get_folder(peer.lb, job.name, peer.downloader, on_progress)
         except FolderError as e:
             raise DownloadError(str(e)) from None
-        self.done.extend(describe_result(r) for r in results if not r.already)
         if failures:
             raise DownloadError(f"{len(failures)} of the files under {job.name!r} failed: "
                                 + "; ".join(f"{n}: {m}" for n, m in failures[:3]))
