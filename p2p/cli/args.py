@@ -17,6 +17,7 @@ from p2p import VERSION
 from p2p.cli.autostart import DEFAULT_LB, TOP
 from p2p.cli.lb_main import add_member_options, members_from_args, port_number
 from p2p.core import discovery
+from p2p.core.folder import is_folder
 from p2p.core.members import DEFAULT_URL_LIFETIME_S, parse_duration
 from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import parse_address
@@ -25,11 +26,11 @@ from p2p.net.sharing import DEFAULT_UPLOAD_SLOTS, parse_rate
 
 MAX_NAME_CHARS = 64  # a peer's --name
 
-COMMANDS = ("menu", "serve", "get", "list", "status", "clean", "secret", "url")
+COMMANDS = ("menu", "serve", "get", "list", "status", "clean", "secret", "url", "help")
 VALUE_OPTIONS = ("--lb", "--network", "--downloads", "--host", "--port", "--advertise",
                  "--shared", "--upload-slots", "--upload-limit", "--sha256", "--from", "--name",
                  "--parallel", "--secret-file", "--tls-cert", "--tls-key", "--tls-ca",
-                 "--expires")
+                 "--expires", "--wait", "-o", "--output")
 LISTENING_OPTIONS = ("--host", "--port", "--advertise", "--upload-slots", "--upload-limit")
 SERVING_OPTIONS = ("--shared", "--name", "--parallel", "--no-lb-start", "--no-reshare")
 
@@ -109,8 +110,6 @@ def typed(parse):
 def command_first(argv):
     """``--lb X status`` -> ``status --lb X``; ``help [COMMAND]`` -> its --help; no command
     at all -> the menu."""
-    if argv and argv[0] == "help":
-        return [*argv[1:2], "--help"]
     if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
     position, skip = None, False
@@ -124,6 +123,8 @@ def command_first(argv):
             break
     if position is None:
         return ["menu", *argv]
+    if argv[position] == "help":
+        return [*argv[position + 1:position + 2], "--help"]
     return [argv[position], *argv[:position], *argv[position + 1:]]
 
 
@@ -150,6 +151,9 @@ def build_parser():
     commands.add_parser("secret", help="print a new network secret (save it to a file and "
                                        "give it to every member with --secret-file)")
     add_url(commands, [client])
+    topic = commands.add_parser("help", help="the options of a command (help COMMAND), or "
+                                             "these commands")  # command_first turns it to -h
+    topic.add_argument("topic", nargs="?", metavar="COMMAND")
     return parser, commands.choices
 
 
@@ -168,6 +172,11 @@ def add_get(commands, parents):
     get.add_argument("--wait", type=typed(parse_duration), default=None, metavar="DURATION",
                      help="give up after waiting this long (like 90s or 10m) while every "
                           "holder is busy (default: wait as long as a holder is online)")
+    get.add_argument("-o", "--output", metavar="FILE",
+                     help="save the file under this name (or in this folder) instead of "
+                          "--downloads; a different file already there is not overwritten")
+    get.add_argument("-q", "--quiet", action="store_true",
+                     help="print nothing but errors (no progress, no 'Saved' line)")
 
 
 def add_url(commands, parents):
@@ -198,12 +207,14 @@ def check_misplaced(parser, argv):
 
 
 def parse_args(argv):
-    parser, _ = build_parser()
+    parser, subparsers = build_parser()
     argv = command_first(list(sys.argv[1:] if argv is None else argv))
-    check_misplaced(parser, argv)
-    args = parser.parse_args(argv)
-    if args.command == "get" and args.sha256 and len(args.names) > 1:
-        parser.error("--sha256 chooses the version of one file; give one NAME with it")
+    check_misplaced(subparsers.get(argv[0], parser), argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, with its own usage
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "get":
+        check_get(subparsers["get"], args)
     if args.command == "secret":
         return args
     args.members = members_from_args(parser, args)
@@ -216,6 +227,22 @@ def parse_args(argv):
     if args.command in ("menu", "serve"):
         check_serving(parser, args)
     return args
+
+
+def check_get(parser, args):
+    """--sha256 and -o each name one file."""
+    if args.sha256 and len(args.names) > 1:
+        parser.error("--sha256 chooses the version of one file; give one NAME with it")
+    if args.output is None:
+        return
+    if len(args.names) > 1 or is_folder(args.names[0]):
+        parser.error("-o names one file: give one NAME with it (a folder keeps its own "
+                     "names; --downloads chooses where)")
+    if args.output == "-":
+        parser.error("-o -: standard output is not supported; give a file name")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        parser.error(f"-o {args.output}: there is no folder {folder}")
 
 
 def check_folders(parser, args):

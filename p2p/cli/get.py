@@ -4,15 +4,20 @@ While it runs, a peer without a shared folder serves the verified pieces of what
 it downloads to other peers (when a load balancer answers to register with). A
 named peer (``--from``) without a load balancer is asked directly. Progress goes
 to standard error (``progress.py``), a sentence per saved file to standard output,
-one line per failure to standard error; the exit status is 1 if any failed, 130
-after Ctrl-C (the partial file is kept, to resume).
+one line per failure to standard error (``-q``: only those); the exit status is 1
+if any failed, 130 after Ctrl-C (the partial file is kept, to resume). ``-o FILE``
+saves the one file asked for under that name (``output.py``). A named peer that
+does not accept a connection is said to be away before anything else is tried.
 """
 
+import dataclasses
 import logging
 import sys
 
 from p2p.cli.autostart import lb_answers
-from p2p.cli.lookup import did_you_mean, direct_source, resolve_peer_address, resolve_sha256
+from p2p.cli.lookup import (did_you_mean, direct_source, nothing_answers, resolve_peer_address,
+                            resolve_sha256)
+from p2p.cli.output import AlreadyThere, check_target, place, target_path
 from p2p.cli.progress import ProgressPrinter
 from p2p.cli.run import LOG_FORMAT, Terminate, fail, hold_signals
 from p2p.cli.text import describe_result, human_size
@@ -34,6 +39,9 @@ def run_get(args):
     lb = LBClient(args.lb_host, args.lb_port, members=args.members)
     try:
         source = resolve_peer_address(args.source) if args.source else None
+        away = nothing_answers(source) if source else None
+        if away:
+            return fail(away)
         via = (direct_source(source, args.members)
                if source and not lb_answers(args.lb_host, args.lb_port) else lb)
     except ValueError as e:
@@ -71,7 +79,18 @@ class Getter:
                           members=self.args.members, wait_s=self.args.wait)
 
     def progress(self):
-        return ProgressPrinter(sys.stderr) if sys.stderr.isatty() else None
+        return None if self.args.quiet else ProgressPrinter(sys.stderr)
+
+    def say(self, text):
+        if not self.args.quiet:
+            print(text, flush=True)
+
+    def versions(self, name, sha256):
+        """The versions of ``name`` on the network that this download may fetch."""
+        if self.via is not self.lb:
+            return []
+        return [f for f in self.lb.files(name)["files"]
+                if f["name"] == name and sha256 in (None, f["sha256"])]
 
     def get_each(self):
         """Download each name of ``args.names`` in turn; the exit status."""
@@ -86,17 +105,25 @@ class Getter:
     def get_one(self, name):
         """One file; 1 if it failed (said on standard error), else 0."""
         progress = self.progress()
+        target = target_path(self.args.output, name) if self.args.output else None
         try:
             try:
                 sha256 = (resolve_sha256(self.lb, name, self.args.sha256) if self.args.sha256
                           else None)
+                if target:
+                    check_target(target, self.versions(name, sha256))
                 result = self.downloader(progress).get(name, sha256, self.source)
+                if target:
+                    result = dataclasses.replace(result, path=place(result, target))
             finally:
                 if progress:
                     progress.end()
+        except AlreadyThere:
+            self.say(f"Already have it: {target} has the same content; nothing to download.")
+            return 0
         except (DownloadError, LBClientError) as e:
             return fail(self.explain(e, name))
-        print(describe_result(result), flush=True)
+        self.say(describe_result(result))
         return 0
 
     def explain(self, error, name):
@@ -125,7 +152,7 @@ class Getter:
             if progress:
                 progress.end()
         for result in results:
-            print(describe_result(result), flush=True)
+            self.say(describe_result(result))
         for name, message in failures:
             fail(f"{name}: {message}")
         return 1 if failures else 0

@@ -42,6 +42,10 @@ from p2p.net.lb_client import LBClient, LBClientError
 from p2p.net.node import PeerError
 
 
+def say_nothing(text):
+    """-q: what would have been said on standard error is not."""
+
+
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_terminate)
@@ -53,9 +57,10 @@ def main(argv=None):
             return run_peer(args, interactive=args.command == "menu")
         if args.command == "clean":
             return run_clean(args)
-        if args.discover and not find_on_lan(args, say_on_stderr):
+        say = say_nothing if getattr(args, "quiet", False) else say_on_stderr
+        if args.discover and not find_on_lan(args, say):
             fallback = format_address(args.lb_host, args.lb_port)
-            say_on_stderr(f"No load balancer of network {args.network!r} announced itself on "
+            say(f"No load balancer of network {args.network!r} announced itself on "
                           f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)

@@ -1,25 +1,32 @@
 """A download's progress for ``peer.py get``: one updating line on a terminal, plain lines otherwise.
 
 ``ProgressPrinter`` is the downloader's ``on_progress`` callback: it turns each
-``Progress`` record into text on its stream (standard error), redrawing one line
-on a terminal and writing a few whole lines to a pipe or a file.
+``Progress`` record into text on its stream (standard error). On a terminal it
+redraws one line. To a pipe or a file it writes whole lines, so that a script can
+tell a moving download from a stalled one: the first report, then a line once
+both ``PLAIN_EVERY_S`` have passed and ``PLAIN_STEP_PERCENT`` more has arrived
+(or the source or what it waits for has changed), whichever comes later; a line
+at least every ``PLAIN_STILL_S`` even when nothing moves; and the last one.
 """
 
 import shutil
+import time
 
 from p2p.cli.text import cut, human_duration, human_size, sent_by
 
-PROGRESS_LINES = 4  # plain progress lines when output is not a terminal (25 %, 50 %, ...)
+PLAIN_EVERY_S = 5.0  # plain lines: at most one this often...
+PLAIN_STEP_PERCENT = 5.0  # ...and only once this much more has arrived (or something changed)
+PLAIN_STILL_S = 30.0  # ...but one at least this often, to show a stalled download as such
 
 
 class ProgressPrinter:
-    """One updating line on a terminal; a few plain lines otherwise."""
+    """One updating line on a terminal; plain lines now and then otherwise."""
 
-    def __init__(self, stream, tty=None):
+    def __init__(self, stream, tty=None, clock=time.monotonic):
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
-        self.source = None
-        self.next_mark = 1
+        self.clock = clock
+        self.last = None  # (when, percent, source, waiting) of the last plain line
         self.drawn = False
 
     def __call__(self, p):
@@ -32,14 +39,20 @@ class ProgressPrinter:
             if p.finished:
                 self.stream.write("\n")
                 self.drawn = False
-        else:
-            changed = self.source is not None and p.source != self.source
-            if changed or done >= 100 * self.next_mark / PROGRESS_LINES:
-                self.stream.write(line + "\n")
-                while done >= 100 * self.next_mark / PROGRESS_LINES:
-                    self.next_mark += 1
-        self.source = p.source
+        elif self.due(p, done):
+            self.stream.write(line + "\n")
+            self.last = (self.clock(), done, p.source, p.waiting)
         self.stream.flush()
+
+    def due(self, p, done):
+        """Whether a plain line is due now."""
+        if self.last is None or p.finished:
+            return True
+        when, percent, source, waiting = self.last
+        waited = self.clock() - when
+        changed = (done - percent >= PLAIN_STEP_PERCENT or p.source != source
+                   or p.waiting != waiting)
+        return waited >= PLAIN_STILL_S or (waited >= PLAIN_EVERY_S and changed)
 
     def end(self):
         if self.drawn:
