@@ -19,7 +19,7 @@ import threading
 from p2p.cli.autostart import find_or_start_load_balancer, membership_hooks, user_tag
 from p2p.cli.lookup import did_you_mean, resolve_peer_address, resolve_sha256, unfinished_downloads
 from p2p.cli.menu import Menu, status_text
-from p2p.cli.text import human_size, plural, shown_path, table, unfinished_lines
+from p2p.cli.text import human_size, limit_line, plural, shown_path, table, unfinished_lines
 from p2p.cli.view import PeerView
 from p2p.core.members import NETWORK_CERT_NAME
 from p2p.core.wire import format_address
@@ -128,6 +128,8 @@ def serve(args, peer, view):
     print(f"sharing {view.sharing()} as {peer.title} · load balancer {peer.lb.address}",
           flush=True)
     print(view.openness(), flush=True)
+    if view.upload_limit:
+        print(limit_line(view.upload_limit), flush=True)
     if peer.lb_problem:
         print(f"peer.py: {peer.lb_problem} Retrying every {RECONNECT_S:g} s.",
               file=sys.stderr, flush=True)

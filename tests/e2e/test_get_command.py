@@ -5,7 +5,7 @@ import os
 import re
 import unittest
 
-from tests.support import ProcessTestCase, same_bytes, write_random
+from tests.support import ProcessTestCase, read_line, same_bytes, write_random
 
 MiB = 1 << 20
 PROGRESS_LINE = re.compile(r"^\s*\d+\.\d%  [\d.]+ \w?i?B / [\d.]+ \w?i?B  ")
@@ -59,6 +59,10 @@ class GetTests(ProcessTestCase):
         missing = self.get(self.lb.port, "nothing.bin", self.folder("me", "downloads"), "-q")
         self.assertEqual(missing.returncode, 1)
         self.assertIn("nothing.bin", missing.stderr)
+
+    def test_serve_says_its_upload_limit(self):
+        lines = [read_line(self.holder.stdout) for _ in range(3)]  # after 'listening on'
+        self.assertEqual(lines[2], "Uploads limited to 4.0 MiB/s in all (--upload-limit).\n")
 
     def test_a_second_peer_on_a_shared_folder_is_refused(self):
         shared = os.path.join(self.tmp, "holder", "shared")
