@@ -7,6 +7,7 @@ SIGTERM and SIGHUP raise ``Terminate`` in the main thread, so a peer unregisters
 however it is asked to stop.
 """
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -32,6 +33,7 @@ from p2p.net.sharing import url_for_name
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 LOG_MAX_BYTES = 256 * 1024  # one log file per peer name, rotated at this size...
 LOG_BACKUPS = 1  # ...keeping this many older ones
+SIGNAL_TICK_S = 0.25  # the menu's line reading is interrupted this often (see signal_ticks)
 
 
 class Terminate(BaseException):
@@ -53,6 +55,23 @@ def hold_signals():
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signal_ticks():
+    """A stop signal that comes just before the menu blocks reading a line (after its
+    prompt) would wait for the next Enter: ``input`` looks at signals only when its read
+    is interrupted. A timer interrupts it every SIGNAL_TICK_S, so the handler runs."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    signal.setitimer(signal.ITIMER_REAL, SIGNAL_TICK_S, SIGNAL_TICK_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def raise_terminate(signum, frame):
@@ -107,7 +126,8 @@ def run_peer(args, interactive):
         peer.start()
         view = PeerView(peer, args.parallel)
         if interactive:
-            Menu(view, log_path=log_path).run()
+            with signal_ticks():
+                Menu(view, log_path=log_path).run()
         else:
             serve(args, peer, view)
     except (KeyboardInterrupt, Terminate):

@@ -349,15 +349,19 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(self.peer_files(self.lb.port, port), set())
 
     def test_closing_the_window_twice_still_unregisters(self):
-        me = TerminalSession(self.menu_args("me"), self.tmp)
-        self.addCleanup(me.close)
-        port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
-        me.expect(r"Choose 0-4: ")
-        self.assertIsNotNone(self.peer_entry(self.lb.port, port))
-        me.proc.send_signal(signal.SIGHUP)
-        me.proc.send_signal(signal.SIGHUP)
-        self.assertEqual(me.proc.wait(10), 0)
-        self.assertIsNone(self.peer_entry(self.lb.port, port))  # forgotten at once
+        # Right after the prompt, a signal can come before the read blocks: the menu must
+        # not wait for the next Enter (it did, about one time in four: hence the tries).
+        for attempt in range(4):
+            with self.subTest(attempt=attempt):
+                me = TerminalSession(self.menu_args("me"), self.tmp)
+                self.addCleanup(me.close)
+                port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
+                me.expect(r"Choose 0-4: ")
+                self.assertIsNotNone(self.peer_entry(self.lb.port, port))
+                me.proc.send_signal(signal.SIGHUP)
+                me.proc.send_signal(signal.SIGHUP)
+                self.assertEqual(me.proc.wait(10), 0)
+                self.assertIsNone(self.peer_entry(self.lb.port, port))  # forgotten at once
 
     def test_a_peer_address_given_as_the_load_balancer_is_named_as_such(self):
         wrong = f"127.0.0.1:{self.holder.port}"
