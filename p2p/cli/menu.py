@@ -160,7 +160,7 @@ class Menu(Dialog):
     def may_quit(self):
         """Quit at once, or, while downloads run or others download from us, when the
         person confirms."""
-        question = quit_question(len(self.view.active()), len(self.view.uploads()))
+        question = quit_question(len(self.view.active()), self.view.uploading())
         if not question:
             return True
         try:

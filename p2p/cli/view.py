@@ -69,6 +69,10 @@ class PeerView:
         self._peer.refresh_now()
         return self._peer.index.files(), self._peer.index.pending()
 
+    def uploading(self):
+        """How many uploads run now (asks nobody)."""
+        return len(self._peer.server.uploads.active())
+
     def uploads(self):
         """[(Upload, who: 'name ip:port' when the load balancer knows that peer, or None)]."""
         uploads = self._peer.server.uploads.active()

@@ -58,6 +58,9 @@ class FakeView:
     def uploads(self):
         return self.upload_rows
 
+    def uploading(self):
+        return len(self.upload_rows)
+
     def have(self, sha256):
         return self.mine.get(sha256)
 
