@@ -1,7 +1,7 @@
 """A peer of the P2P file sharing network: ``python peer.py`` (the menu) or a subcommand.
 
-The program lives in the ``p2p`` package (``p2p/cli/peer.py`` has the commands and the
-menu); this file is its entry point, where the user asked for it.
+The program lives in the ``p2p`` package (``p2p/cli/``: ``peer.py`` dispatches the
+commands, ``menu.py`` is the menu); this file is its entry point, where the user asked for it.
 """
 
 import sys

@@ -5,7 +5,8 @@ and membership), starts the server of ``p2p.net.lb_server`` around a
 ``Registry``, announces it on the local network unless ``--no-announce``, and
 runs until Ctrl-C or SIGTERM (or, with ``--idle-exit``, until no peer has been
 registered for that long). Its first line on standard output is ``listening on
-HOST:PORT``.
+HOST:PORT``. Its log (standard error; an auto-started one's goes to a file) has a
+time on every line: a line when it starts, and one saying why it exits.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import sys
 import threading
 
 from p2p import VERSION
+from p2p.cli.autostart import AUTO_LB_IDLE_EXIT_S
 from p2p.core import discovery
 from p2p.core.members import Members, SecretError, TLSSetupError
 from p2p.core.registry import (
@@ -32,8 +34,10 @@ from p2p.net import beacon
 from p2p.net.lb_server import LoadBalancerServer
 
 log = logging.getLogger("p2p.lb")
+life = logging.getLogger("p2p.lb.life")  # start and exit: logged whatever --verbose says
 
 IDLE_CHECK_S = 1.0
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 # ---------------------------------------------------------------------------
@@ -129,15 +133,25 @@ def network_name(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def start_beacon(server, args):
+class Ending:
+    """Why the server stops (for the last line of the log), and stopping it for that."""
+
+    def __init__(self, server):
+        self.server = server
+        self.reason = None
+
+    def now(self, reason):
+        self.reason = reason
+        self.server.shutdown()
+
+
+def start_beacon(server, args, ending):
     """Announce on the interfaces we listen on; stand down when a senior one is heard."""
     addresses = beacon.addresses_for(args.host)
 
     def stand_down(source, senior):
-        print(f"load_balancer.py: the load balancer at {format_address(source, senior.port)} "
-              f"has served network {args.network!r} for longer: standing down",
-              file=sys.stderr, flush=True)
-        server.shutdown()
+        ending.now(f"the load balancer at {format_address(source, senior.port)} has served "
+                   f"network {args.network!r} for longer: standing down")
 
     try:
         return beacon.Beacon(args.network, server.port, addresses, stand_down,
@@ -147,11 +161,10 @@ def start_beacon(server, args):
         return None
 
 
-def watch_idle(server, registry, idle_exit_s, stop):
+def watch_idle(ending, registry, idle_exit_s, stop):
     while not stop.wait(IDLE_CHECK_S):
         if idle_exit_s is not None and registry.idle_seconds() >= idle_exit_s:
-            log.warning("no peer for %.0f s: exiting", idle_exit_s)
-            server.shutdown()
+            ending.now(f"no peer for {idle_exit_s:g} s (--idle-exit)")
             return
         registry.sweep()
 
@@ -159,7 +172,8 @@ def watch_idle(server, registry, idle_exit_s, stop):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format=LOG_FORMAT)
+    life.setLevel(logging.INFO)
     registry = Registry(policy=args.policy, heartbeat_s=args.heartbeat,
                         max_per_host=args.max_peers_per_host)
     try:
@@ -167,31 +181,43 @@ def main(argv=None):
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(f"load_balancer.py: port {args.port} is already in use on {args.host} "
-                  "(is another load balancer running?)", file=sys.stderr)
+                  "(is another load balancer running? One that a peer started exits "
+                  f"{AUTO_LB_IDLE_EXIT_S} s after its last peer leaves). To run another network "
+                  "beside it, give this one its own --port and --network (like --port "
+                  f"{args.port + 1 if args.port < 65535 else 6970} --network team) and its peers the same --network.",
+                  file=sys.stderr)
         else:
             print(f"load_balancer.py: cannot listen on {args.host}:{args.port}: {e.strerror}",
                   file=sys.stderr)
         return 1
+    ending = Ending(server)
 
     def stop_on_signal(signum, frame):
+        ending.reason = f"stopped by {signal.Signals(signum).name}"
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     stop = threading.Event()
     announcer = None
     try:
-        threading.Thread(target=watch_idle, args=(server, registry, args.idle_exit, stop),
+        threading.Thread(target=watch_idle, args=(ending, registry, args.idle_exit, stop),
                          daemon=True, name="idle-watch").start()
         print(f"listening on {format_address(args.host, server.port)}", flush=True)
         print(f"network: {args.members.describe()}", flush=True)
+        life.info("started (pid %d): listening on %s, network %r, %s, policy %s%s", os.getpid(),
+                  format_address(args.host, server.port), args.network,
+                  args.members.describe(), args.policy,
+                  "" if args.idle_exit is None else f", exits after {args.idle_exit:g} s "
+                                                    "without peers")
         if args.announce:
-            announcer = start_beacon(server, args)
+            announcer = start_beacon(server, args, ending)
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        ending.reason = ending.reason or "stopped by Ctrl-C"
     finally:
         stop.set()
         if announcer is not None:
             announcer.close()
         server.server_close()
+        life.info("exiting: %s", ending.reason or "stopped")
     return 0

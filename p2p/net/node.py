@@ -76,9 +76,7 @@ class Peer:
         self.memberships = [Member(self, client, self._stop, rediscover=rediscover, elect=elect,
                                    restart_lb=restart_lb, watch=watch)
                             for client in getattr(lb, "clients", [lb])]
-        self.downloads_done = []
         self._folder_lock = None
-        self.shares_folder_with_another = False
 
     # -- life cycle ---------------------------------------------------------
 
@@ -90,7 +88,9 @@ class Peer:
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
                 raise PeerError(f"Cannot create the folder {folder}: {e.strerror}.") from None
-        self.shares_folder_with_another = self.shared is not None and not self._lock_folder()
+        if self.shared is not None and not self._lock_folder():
+            raise PeerError(f"Another peer on this machine already shares {self.shared}; give "
+                            "each peer its own --shared and --downloads folders.")
         try:
             self.server = FileServer(self.bind, self.index, self.upload_slots, self.upload_limit,
                                      partials=self.partials, members=self.members)
@@ -149,6 +149,8 @@ class Peer:
             fcntl.flock(self._folder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except OSError:
+            os.close(self._folder_lock)
+            self._folder_lock = None
             return False
 
     def stop(self):

@@ -16,6 +16,7 @@ from tests.support import ROOT, read_line
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
 
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"  # every line of the log starts with one
 LISTENING_RE = re.compile(r"listening on (\S+):(\d+)$")
 
 
@@ -55,7 +56,11 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual((status["policy"], status["peers"]), ("least-connections", []))
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(10), 0)
-        self.assertNotIn(b"Traceback", proc.stderr.read())
+        log = proc.stderr.read().decode()
+        self.assertNotIn("Traceback", log)
+        self.assertRegex(log, rf"(?m)^{STAMP} p2p\.lb\.life INFO started \(pid {proc.pid}\): "
+                              rf"listening on 127\.0\.0\.1:{port}, network 'p2p', open")
+        self.assertRegex(log, rf"(?m)^{STAMP} p2p\.lb\.life INFO exiting: stopped by SIGTERM$")
 
     def test_sigint_stops_cleanly(self):
         proc, port = self.start("--port", "0")
@@ -98,6 +103,7 @@ class TestCommandLine(unittest.TestCase):
         lines = result.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, result.stderr)
         self.assertIn(str(port), lines[0])
+        self.assertIn("give this one its own --port and --network", lines[0])
         self.assertNotIn("Traceback", result.stderr)
         self.assertIsNone(proc.poll())  # the first one is unharmed
         client = lb_client.LBClient("127.0.0.1", port, timeout=DEADLINE_S)
@@ -109,7 +115,10 @@ class TestCommandLine(unittest.TestCase):
         proc, _ = self.start("--port", "0", "--idle-exit", "1")
         self.assertEqual(proc.wait(10), 0)
         self.assertGreaterEqual(time.monotonic() - started, 0.9)
-        self.assertNotIn(b"Traceback", proc.stderr.read())
+        log = proc.stderr.read().decode()
+        self.assertNotIn("Traceback", log)
+        self.assertRegex(log, rf"(?m)^{STAMP} .* started .*, exits after 1 s without peers$")
+        self.assertRegex(log, rf"(?m)^{STAMP} .* exiting: no peer for 1 s \(--idle-exit\)$")
 
     def test_idle_exit_waits_while_a_peer_is_registered(self):
         proc, port = self.start("--port", "0", "--idle-exit", "1")

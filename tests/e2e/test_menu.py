@@ -94,7 +94,7 @@ class MenuTests(ProcessTestCase):
         self.addCleanup(me.close)
         me.expect(r"Choose 0-4: ")
         me.send("2")
-        me.expect(r"File name, Tab completes: ")
+        me.expect(r"File name or a number of option 1's list, Tab completes: ")
         me.send(name)
         me.expect(r"blank: the least-loaded holder\): ")
         me.send("")
@@ -189,11 +189,13 @@ class MenuTests(ProcessTestCase):
 
     def test_typos_get_a_useful_answer(self):
         result = self.piped("me", "2\nSONG.MP3\n\n2\nsong.mp3\nnonsense-host\n"
-                                  "2\n../etc/passwd\nQ\n")
+                                  "2\nsong.mp3\n127.0.0.1:1\n2\n../etc/passwd\nQ\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("Nobody shares 'SONG.MP3' right now. Did you mean:\n 1) song.mp3", result.stdout)
         self.assertIn("Nothing downloaded.", result.stdout)
         self.assertIn("There is no host called 'nonsense-host'", result.stdout)
+        self.assertIn("least-loaded holder): Nothing answers at 127.0.0.1:1 (connection "
+                      "refused)", result.stdout)  # at once, not after the next Enter
         self.assertIn("The file name has an empty, '.' or '..' part.", result.stdout)
 
     def test_a_missing_shared_folder_is_an_error_not_a_new_folder(self):
@@ -231,10 +233,11 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(row.group(1), "1")  # one active transfer while it uploads
         holder.expect(r"Choose 0-4: ")
         holder.send("4")
-        holder.expect(r"Uploads in progress: 1\s+(pieces? [\d-]+ of )?song\.mp3 to 127\.0\.0\.1:\d+")
+        holder.expect(r"Uploads in progress: 1\s+(pieces? [\d-]+ of )?song\.mp3 to me 127\.0\.0\.1:\d+")
         holder.expect(r"Choose 0-4: ")
         holder.send("0")
-        holder.expect(r"1 upload to other peers in progress .* Quit anyway\? \[y/N\] ")
+        holder.expect(r"1 upload to other peers is running: quitting cuts it off, .* Quit now\? "
+                      r"\[y/N\] ")
         holder.send("n")
         holder.expect(r"Choose 0-4: ")
 
@@ -249,12 +252,12 @@ class MenuTests(ProcessTestCase):
         downloads = os.path.join(self.tmp, "me", "downloads")
         wait_partial(downloads, 1 * MiB)
         os.write(me.master, b"\x03")  # Ctrl-C, through the terminal
-        me.expect(r"1 download running \(stopped now, they resume next time\)\. Quit anyway\? "
-                  r"\[y/N\] ")
+        me.expect(r"1 download is running: quitting stops it, and it resumes where it stopped "
+                  r"when you start this peer again\. Quit now\? \[y/N\] ")
         me.send("n")
         me.expect(r"Choose 0-4: ")
         os.write(me.master, b"\x03")
-        me.expect(r"Quit anyway\? \[y/N\] ")
+        me.expect(r"Quit now\? \[y/N\] ")
         me.send("y")
         me.expect(r"Bye: me ")
         self.assertEqual(me.proc.wait(10), 0)
@@ -346,15 +349,19 @@ class MenuTests(ProcessTestCase):
         self.assertEqual(self.peer_files(self.lb.port, port), set())
 
     def test_closing_the_window_twice_still_unregisters(self):
-        me = TerminalSession(self.menu_args("me"), self.tmp)
-        self.addCleanup(me.close)
-        port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
-        me.expect(r"Choose 0-4: ")
-        self.assertIsNotNone(self.peer_entry(self.lb.port, port))
-        me.proc.send_signal(signal.SIGHUP)
-        me.proc.send_signal(signal.SIGHUP)
-        self.assertEqual(me.proc.wait(10), 0)
-        self.assertIsNone(self.peer_entry(self.lb.port, port))  # forgotten at once
+        # Right after the prompt, a signal can come before the read blocks: the menu must
+        # not wait for the next Enter (it did, about one time in four: hence the tries).
+        for attempt in range(4):
+            with self.subTest(attempt=attempt):
+                me = TerminalSession(self.menu_args("me"), self.tmp)
+                self.addCleanup(me.close)
+                port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
+                me.expect(r"Choose 0-4: ")
+                self.assertIsNotNone(self.peer_entry(self.lb.port, port))
+                me.proc.send_signal(signal.SIGHUP)
+                me.proc.send_signal(signal.SIGHUP)
+                self.assertEqual(me.proc.wait(10), 0)
+                self.assertIsNone(self.peer_entry(self.lb.port, port))  # forgotten at once
 
     def test_a_peer_address_given_as_the_load_balancer_is_named_as_such(self):
         wrong = f"127.0.0.1:{self.holder.port}"

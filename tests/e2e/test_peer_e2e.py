@@ -293,9 +293,8 @@ class MembershipTests(ProcessTestCase):
 
     def test_auto_starts_one_load_balancer_for_two_peers_starting_together(self):
         port = free_port()
-        shared = self.folder("shared")
         procs = [self.spawn([PEER, "serve", "--lb", f"127.0.0.1:{port}", "--host", "127.0.0.1",
-                             "--shared", shared, "--downloads", self.folder(f"d{i}")])
+                             "--shared", self.folder(f"s{i}"), "--downloads", self.folder(f"d{i}")])
                  for i in range(2)]
         lines = [read_line(p.stdout) for p in procs]
         self.assertTrue(all(line.startswith("listening on") for line in lines),

@@ -12,7 +12,7 @@ from unittest import mock
 
 from p2p.net import sharing
 from p2p.core.members import Members, NetworkSecret
-from p2p.cli.peer import upload_line
+from p2p.cli.text import upload_line
 from p2p.net.node import Peer
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from p2p.net.sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload

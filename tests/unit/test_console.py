@@ -3,7 +3,7 @@
 import unittest
 import unittest.mock
 
-from p2p.cli import peer
+from p2p.cli import args as cli_args, run, text
 from p2p.cli.console import Choices, completions
 
 
@@ -31,35 +31,35 @@ class ChoicesTests(unittest.TestCase):
 class WidthTests(unittest.TestCase):
 
     def test_wide_and_combining_characters(self):
-        self.assertEqual(peer.text_width("abc"), 3)
-        self.assertEqual(peer.text_width("日本語"), 6)
-        self.assertEqual(peer.text_width("e\u0301"), 1)  # e + combining acute accent
-        lines = peer.table([("日本語.txt", "1"), ("ab", "2")], ("name", "n")).split("\n")
-        self.assertEqual([peer.text_width(line[:-1]) for line in lines[2:]], [12, 12])
+        self.assertEqual(text.text_width("abc"), 3)
+        self.assertEqual(text.text_width("日本語"), 6)
+        self.assertEqual(text.text_width("e\u0301"), 1)  # e + combining acute accent
+        lines = text.table([("日本語.txt", "1"), ("ab", "2")], ("name", "n")).split("\n")
+        self.assertEqual([text.text_width(line[:-1]) for line in lines[2:]], [12, 12])
 
     def test_names_fit_the_width_and_say_how_many_more(self):
         names = ["a.txt", "b.txt", "c.txt"]
-        self.assertEqual(peer.fit_names(names, 100), "a.txt, b.txt, c.txt")
-        self.assertEqual(peer.fit_names(names, 19), "a.txt, b.txt, c.txt")
-        self.assertEqual(peer.fit_names(names, 14), "a.txt, … +2")
-        self.assertEqual(peer.fit_names(["x" * 30, "b"], 11), "xxxx…, … +1")
-        self.assertEqual(peer.fit_names(["日本語 file.txt"], 8), "日本語…")
-        self.assertEqual(peer.fit_names([], 10), "")
+        self.assertEqual(text.fit_names(names, 100), "a.txt, b.txt, c.txt")
+        self.assertEqual(text.fit_names(names, 19), "a.txt, b.txt, c.txt")
+        self.assertEqual(text.fit_names(names, 14), "a.txt, … +2")
+        self.assertEqual(text.fit_names(["x" * 30, "b"], 11), "xxxx…, … +1")
+        self.assertEqual(text.fit_names(["日本語 file.txt"], 8), "日本語…")
+        self.assertEqual(text.fit_names([], 10), "")
 
 
 class ArgumentTests(unittest.TestCase):
 
     def test_help_is_a_command(self):
-        self.assertEqual(peer.command_first(["help"]), ["--help"])
-        self.assertEqual(peer.command_first(["help", "get"]), ["get", "--help"])
-        self.assertEqual(peer.command_first(["--version"]), ["--version"])
+        self.assertEqual(cli_args.command_first(["help"]), ["--help"])
+        self.assertEqual(cli_args.command_first(["help", "get"]), ["get", "--help"])
+        self.assertEqual(cli_args.command_first(["--version"]), ["--version"])
 
     def test_name_defaults_to_the_host_and_names_the_log(self):
-        args = peer.parse_args(["serve", "--shared", "."])
+        args = cli_args.parse_args(["serve", "--shared", "."])
         self.assertTrue(args.name)
-        self.assertTrue(peer.log_path_for("my laptop/1").endswith("-my_laptop_1.log"))
+        self.assertTrue(run.log_path_for("my laptop/1").endswith("-my_laptop_1.log"))
         with self.assertRaises(SystemExit), unittest.mock.patch("sys.stderr"):
-            peer.parse_args(["serve", "--shared", ".", "--name", ""])
+            cli_args.parse_args(["serve", "--shared", ".", "--name", ""])
 
 
 if __name__ == "__main__":
