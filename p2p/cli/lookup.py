@@ -12,7 +12,8 @@ import socket
 
 from p2p.cli.text import suggest_names
 from p2p.core.wire import format_address, parse_address
-from p2p.net.download import DirectSource, DownloadError, find_unfinished
+from p2p.net.download import DirectSource, DownloadError
+from p2p.net.partial import find_unfinished
 from p2p.net.lb_client import LBClientError, describe_socket_error
 
 PROBE_TIMEOUT_S = 3.0  # a named peer that does not accept a connection in this long is away

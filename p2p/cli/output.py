@@ -12,7 +12,8 @@ import os
 import shutil
 import tempfile
 
-from p2p.net.download import DownloadError, same_content
+from p2p.net.download import DownloadError
+from p2p.net.partial import same_content
 
 
 class AlreadyThere(Exception):

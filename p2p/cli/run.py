@@ -24,7 +24,8 @@ from p2p.cli.text import human_size, limit_line, plural, shown_path, table, unfi
 from p2p.cli.view import PeerView
 from p2p.core.members import NETWORK_CERT_NAME
 from p2p.core.wire import format_address
-from p2p.net.download import DownloadError, find_unfinished, remove_unfinished
+from p2p.net.download import DownloadError
+from p2p.net.partial import find_unfinished, remove_unfinished
 from p2p.net.lb_client import NotFound
 from p2p.net.membership import RECONNECT_S
 from p2p.net.node import Peer

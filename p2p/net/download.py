@@ -69,15 +69,7 @@ from p2p.net.lb_client import (
     connect_http,
     describe_socket_error,
 )
-from p2p.net.partial import (  # find_unfinished and remove_unfinished: for the menu too
-    PartialFile,
-    check_folder,
-    commit,
-    find_unfinished,
-    open_partial,
-    plan_target,
-    remove_unfinished,
-)
+from p2p.net.partial import PartialFile, check_folder, commit, open_partial, plan_target
 from p2p.net.sharing import check_name
 from p2p.net.swarm import PROGRESS_EVERY_S, Leases, Swarm
 

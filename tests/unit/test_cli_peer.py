@@ -14,8 +14,8 @@ from p2p.cli import args as cli_args
 from p2p.cli.output import AlreadyThere, check_target, place, target_path
 from p2p.cli.progress import PLAIN_EVERY_S, PLAIN_STILL_S, ProgressPrinter
 from p2p.cli.text import fit_names, quit_question, suggest_names, table, text_width
+from p2p.core.clock import FakeClock
 from p2p.net.download import DownloadError, Progress, Result
-from tests.support import FakeClock
 
 
 class SuggestNamesTests(unittest.TestCase):
@@ -83,7 +83,7 @@ def progress(done, total=100, source="a:1", waiting="", finished=False):
 class ProgressTests(unittest.TestCase):
     def test_plain_lines_need_both_the_time_and_five_percent_but_come_while_stalled(self):
         out, clock = io.StringIO(), FakeClock()
-        printer = ProgressPrinter(out, tty=False, clock=clock)
+        printer = ProgressPrinter(out, tty=False, clock=clock.now)
         printer(progress(1))  # the first report: a line
         clock.advance(1)
         printer(progress(50))  # half of it, but too soon
