@@ -33,7 +33,8 @@ MENU = """ 1) List files on the network
  2) Download a file
  3) Show load balancer info
  4) Show my shared files and transfers
- 0) Quit"""
+{stop} 0) Quit"""
+STOP_ITEM = " 5) Stop a download\n"  # shown while downloads run or wait
 
 
 class Cancelled(Exception):
@@ -77,7 +78,7 @@ class Menu(Dialog):
         super().__init__(view, out, read or LineReader(view.names).read, Choices())
         self.log_path = log_path
         self.actions = {"1": self.list_files, "2": DownloadDialog(self).run,
-                        "3": self.show_status, "4": self.show_mine}
+                        "3": self.show_status, "4": self.show_mine, "5": self.stop_download}
 
     def banner(self):
         view = self.view
@@ -105,9 +106,10 @@ class Menu(Dialog):
         while True:
             self.say()
             self.report()
-            self.say(MENU)
+            last = 5 if self.view.active() else 4
+            self.say(MENU.format(stop=STOP_ITEM if last == 5 else ""))
             try:
-                choice = self.read("Choose 0-4: ").strip()
+                choice = self.read(f"Choose 0-{last}: ").strip()
             except EOFError:
                 self.say()
                 self.finish_downloads()
@@ -124,9 +126,10 @@ class Menu(Dialog):
     def choose(self, choice):
         """Run the option ``choice``, or say how to choose one."""
         action = self.actions.get(choice)
-        if action is None:
-            self.say("Type a number from 0 to 4 and press Enter." if choice
-                     else "Nothing typed: type a number from 0 to 4 and press Enter.")
+        last = 5 if self.view.active() else 4
+        if action is None or (choice == "5" and last == 4):
+            self.say(f"Type a number from 0 to {last} and press Enter." if choice
+                     else f"Nothing typed: type a number from 0 to {last} and press Enter.")
             return
         try:
             if choice in ("1", "3") and self.view.lb_problem:
@@ -216,6 +219,21 @@ class Menu(Dialog):
                  "'peer.py clean' deletes them)")
         for line in unfinished_lines(title, unfinished):
             self.say(line)
+
+    def stop_download(self):
+        """Option 5: stop one running or waiting download (a stalled one waits until then);
+        its partial file stays, to resume."""
+        jobs = self.view.active()
+        for n, job in enumerate(jobs, 1):
+            self.say(f" {n}) {job_line(job)}")
+        choice = self.ask(f"Stop which one (1-{len(jobs)}, blank: none): ")
+        if not (choice.isdigit() and choice.isascii() and 1 <= int(choice) <= len(jobs)):
+            self.say("Nothing stopped." if not choice else
+                     f"There is no download {choice!r} here; nothing stopped.")
+            return
+        job = jobs[int(choice) - 1]
+        self.view.stop(job)
+        self.say(f"Stopping {job.name!r}; its partial file is kept (option 2 resumes it).")
 
     def report(self):
         """What ended since the menu was last shown, and a line of what is still running."""

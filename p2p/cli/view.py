@@ -147,6 +147,10 @@ class PeerView:
         return [(job, job.state != "done" or os.path.exists(job.result.path))
                 for job in self._queue.jobs() if job.ended]
 
+    def stop(self, job):
+        """Stop one download (running, waiting its turn, or stalled); its partial file stays."""
+        self._queue.cancel(job)
+
     def wait_downloads(self, timeout=None):
         return self._queue.wait(timeout)
 

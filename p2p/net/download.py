@@ -432,6 +432,12 @@ class DownloadQueue:
                 job.reported = True
             return ended
 
+    def cancel(self, job):
+        """Stop ``job``: at its next progress report if it runs, at once if it waits."""
+        with self._cond:
+            job.cancel.set()
+            self._cond.notify_all()
+
     def cancel_all(self):
         with self._cond:
             for job in self._jobs:

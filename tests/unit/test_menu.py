@@ -9,7 +9,7 @@ import io
 import unittest
 from types import SimpleNamespace
 
-from p2p.cli.menu import Menu
+from p2p.cli.menu import MENU, Menu
 from p2p.net.download import Job, Progress, Result
 from p2p.net.lb_client import Unreachable
 from p2p.net.sharing import Upload
@@ -104,6 +104,9 @@ class FakeView:
     def stop_downloads(self, timeout):
         self.stopped = True
 
+    def stop(self, job):
+        job.state = "cancelled"
+
 
 def finish(job, path="downloads/song.mp3"):
     job.state = "done"
@@ -194,6 +197,25 @@ class OptionTests(MenuCase):
             view.jobs[0], "progress", Progress("song.mp3", 6 << 20, 12 << 20, 2 << 20,
                                                "127.0.0.1:7000")) or "3"], view)
         self.assertIn("Downloading: song.mp3 50 % 2.0 MiB/s from 127.0.0.1:7000", screen)
+
+
+    def test_option_5_stops_a_stalled_download_and_shows_only_while_one_runs(self):
+        view = FakeView()
+        screen = self.run_menu(["5", "2", "song.mp3", "", lambda: setattr(
+            view.jobs[0], "progress", Progress("song.mp3", 6 << 20, 12 << 20, 0, None,
+                                               waiting="stalled: no holder of song.mp3 is "
+                                                       "online; waiting", stalled=True))
+            or "5", "1", "5"], view)
+        before, during = screen.split("Downloading 'song.mp3' in the background", 1)
+        self.assertIn("Choose 0-4: 5\nType a number from 0 to 4", before)
+        self.assertNotIn("5) Stop a download", before)
+        self.assertIn(" 5) Stop a download\n 0) Quit\nChoose 0-5: ", during)
+        self.assertIn(" 1) song.mp3 50 % stalled: no holder of song.mp3 is online", during)
+        self.assertIn("Stopping 'song.mp3'; its partial file is kept", during)
+        self.assertEqual("cancelled", view.jobs[0].state)
+        self.assertTrue(during.rstrip().endswith("Type a number from 0 to 4 and press Enter.\n\n"
+                                                 + MENU.format(stop="") + "\nChoose 0-4:"),
+                        during[-300:])
 
 
 class NewcomerTests(MenuCase):
