@@ -1,6 +1,9 @@
 """HTTP/1.1 messages for both servers: the error an answer is made of, request headers read
 by a plain parser, a request's framing (RFC 9112 §6.3), short answers the selector sends,
 JSON, and a few socket and address helpers.
+
+A request head is parsed in one piece (``parse_head``), from the bytes the connection holds:
+the selector, or the worker's fast path, has seen it whole before a handler runs.
 """
 
 import ipaddress
@@ -74,20 +77,38 @@ def header_field(line):
         return None
     return name, value.strip()
 
-def read_headers(rfile):
-    """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
+def parse_head(head):
+    """A request head (bytes, its blank line included) -> (method, target, version, Headers),
+    or None for an empty request line (the client is done: close without a word); an
+    HTTPProblem (400, 414 or 431) for a bad one. HTTP/1.0 and 1.1 only."""
+    lines = head.decode("iso-8859-1").split("\n")
+    del lines[-2:]  # the blank line, and what follows its line feed
+    line = lines[0]
+    if line.endswith("\r"):
+        line = line[:-1]
+    if len(line) > LIMITS.max_header_line_bytes:
+        raise HTTPProblem(414, "The request line is too long.")
+    words = line.split()
+    if not words:
+        return None
+    if len(words) != 3 or not HTTP1_RE.fullmatch(words[2]):
+        raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
+    if len(lines) > LIMITS.max_headers + 1:
+        raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
     headers = Headers()
-    for _ in range(LIMITS.max_headers + 1):
-        line = rfile.readline(LIMITS.max_header_line_bytes + 1)
+    values = headers._values
+    for line in lines[1:]:
         if len(line) > LIMITS.max_header_line_bytes:
             raise HTTPProblem(431, "A request header line is too long.")
-        if line in (b"\r\n", b"\n", b""):
-            return headers
-        pair = header_field(line.decode("iso-8859-1"))
+        pair = header_field(line)
         if pair is None:
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        headers.add(*pair)
-    raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
+        name = pair[0].lower()
+        if name in values:
+            values[name].append(pair[1])
+        else:
+            values[name] = [pair[1]]
+    return words[0], words[1], words[2], headers
 
 def body_length(headers):
     """The body's length that ``headers`` frame (RFC 9112 §6.3): one plain byte count, or 0.
@@ -95,7 +116,10 @@ def body_length(headers):
     Content-Length headers that disagree, or one that is not a plain count, are a 400: the
     request's end cannot be known, so the connection cannot be kept in step.
     """
-    values = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
+    values = headers.get_all("Content-Length")
+    if values is None:
+        return 0
+    values = {value.strip() for value in values}
     raw = values.pop()
     if values or not CONTENT_LENGTH_RE.fullmatch(raw):
         raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
