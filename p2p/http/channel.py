@@ -106,6 +106,20 @@ class Connection:
             keep = False
         server.take_back(self, keep)
 
+    def write(self, data):
+        """Send ``data`` (a whole small reply): one write() of the descriptor when it all fits
+        in the socket's buffer, which it nearly always does, else the socket's blocking
+        ``sendall`` for the rest."""
+        if self.tls:
+            self.sock.sendall(data)
+            return
+        try:
+            sent = os.write(self.sock.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
     def take_head(self):
         """The next request's head, its blank line included, taken from the buffer (whole:
         the selector or ``next_request`` saw to that)."""
@@ -152,10 +166,12 @@ class Connection:
 
 class BodyReader:
     """A handler's ``rfile``: the request body, from the connection's buffer, then from its
-    socket (blocking, with the socket's timeout); never more than asked for."""
+    socket (blocking, with the socket's timeout); never more than asked for. Only a body
+    that is not in the buffer yet puts the request under ``server.request_deadline``: one
+    that is in cannot keep a worker waiting."""
 
-    def __init__(self, conn):
-        self.conn = conn
+    def __init__(self, conn, server):
+        self.conn, self.server = conn, server
 
     def read(self, size):
         buf = self.conn.buf
@@ -166,8 +182,10 @@ class BodyReader:
         parts = [bytes(buf)]
         buf.clear()
         missing = size - len(parts[0])
+        sock = self.conn.sock
+        self.server.set_deadline(sock, self.server.request_deadline)
         while missing > 0:
-            chunk = self.conn.sock.recv(min(missing, LIMITS.read_chunk_bytes))
+            chunk = sock.recv(min(missing, LIMITS.read_chunk_bytes))
             if not chunk:
                 break
             parts.append(chunk)

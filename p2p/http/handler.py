@@ -6,7 +6,8 @@ selector found whole, then, while the client keeps the connection alive, each ne
 that is whole already or arrives within ``LIMITS.keepalive_linger_s`` (``Connection.
 next_request``). Each request's head is parsed in one piece from the connection's buffer
 (``parse_head``); its body is read through ``rfile`` (``BodyReader``), within the
-server's request deadline; the reply (``replies.py``) leaves in one write.
+server's request deadline when it is not in yet; the reply (``replies.py``) leaves in one
+write.
 """
 
 import http.server
@@ -41,7 +42,7 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
         request the selector has read already."""
         self.connection = self.request.sock
         self.timeout = self.server.handler_timeout
-        self.rfile = BodyReader(self.request)
+        self.rfile = BodyReader(self.request, self.server)
         self.wfile = self.connection.makefile("wb", self.wbufsize)
 
     def finish(self):
@@ -67,9 +68,9 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
             self.handle_one_request()
 
     def handle_one_request(self):
-        """Parse the request whole in the buffer, call its ``do_<METHOD>``, flush the reply."""
-        server, connection = self.server, self.connection
-        server.set_deadline(connection, server.request_deadline)
+        """Parse the request whole in the buffer, call its ``do_<METHOD>``, flush the reply.
+        Whatever deadline the request was put under (reading its body, sending a file) ends
+        with it."""
         try:
             if not self.parse_request():
                 return
@@ -83,7 +84,7 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
             self.log_error("Request timed out: %r", e)
             self.close_connection = True
         finally:
-            server.set_deadline(connection, None)
+            self.server.set_deadline(self.connection, None)
 
     def request_read(self):
         """The whole request is in: the answer is not held to the request deadline."""

@@ -23,8 +23,6 @@ STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
 
-CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
-
 HEAD_CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.I)
 
 EXPECT_CONTINUE_RE = re.compile(rb"\nexpect:[ \t]*100-continue", re.I)
@@ -119,9 +117,9 @@ def body_length(headers):
     values = headers.get_all("Content-Length")
     if values is None:
         return 0
-    values = {value.strip() for value in values}
-    raw = values.pop()
-    if values or not CONTENT_LENGTH_RE.fullmatch(raw):
+    raw = values[0].strip()
+    if any(value.strip() != raw for value in values[1:]) or not (
+            len(raw) <= 18 and raw.isascii() and raw.isdigit()):
         raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
     return int(raw)
 

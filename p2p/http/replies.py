@@ -22,7 +22,8 @@ PROTOCOL_ERRORS = {  # the sentence of an error http.server's own code sends
 
 
 class Replies:
-    """Replies of a ``BaseHTTPRequestHandler``: each whole one leaves in one write."""
+    """Replies of a ``BaseHTTPRequestHandler`` whose ``request`` is a ``Connection``: each
+    whole one leaves in one write, straight to the socket."""
 
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
@@ -59,7 +60,8 @@ class Replies:
         head.append("\r\n")
         self.log_request(status)
         reply = "".join(head).encode("latin-1")
-        self.wfile.write(reply + body if self.command != "HEAD" else reply)
+        self.wfile.flush()  # anything written before it goes first
+        self.request.write(reply + body if body and self.command != "HEAD" else reply)
 
     def send_problem(self, problem):
         """Answer a Problem: its status (500 without one), its sentence and extra fields."""
