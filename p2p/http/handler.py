@@ -63,8 +63,9 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
         back to the server's selector, or is closed."""
         self.close_connection = True
         self.handle_one_request()
+        linger = min(LIMITS.keepalive_linger_s, self.timeout)
         while not self.close_connection and self.request.next_request(
-                LIMITS.keepalive_linger_s, self.server.requests_waiting):
+                linger, self.server.requests_waiting):
             self.handle_one_request()
 
     def handle_one_request(self):

@@ -22,6 +22,7 @@ log = logging.getLogger("p2p.http")
 STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
+HTTP1_VERSIONS = frozenset(("HTTP/1.1", "HTTP/1.0"))  # the versions sent, matched without HTTP1_RE
 
 HEAD_CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.I)
 
@@ -89,7 +90,7 @@ def parse_head(head):
     words = line.split()
     if not words:
         return None
-    if len(words) != 3 or not HTTP1_RE.fullmatch(words[2]):
+    if len(words) != 3 or words[2] not in HTTP1_VERSIONS and not HTTP1_RE.fullmatch(words[2]):
         raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
     if len(lines) > LIMITS.max_headers + 1:
         raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
