@@ -54,18 +54,16 @@ def short_answer(status, message, headers="", **extra):
 class Headers:
     """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message."""
 
-    def __init__(self):
-        self._values = {}
-
-    def add(self, name, value):
-        self._values.setdefault(name.lower(), []).append(value)
+    def __init__(self, values):
+        self._values = values  # lower-case name -> [value, ...] in the order received
 
     def get(self, name, default=None):
         values = self._values.get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name, default=None):
-        return list(self._values.get(name.lower(), [])) or default
+        values = self._values.get(name.lower())
+        return list(values) if values else default
 
 def header_field(line):
     """One header line, of a request or of a response -> (name, value without the white
@@ -94,8 +92,7 @@ def parse_head(head):
         raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
     if len(lines) > LIMITS.max_headers + 1:
         raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
-    headers = Headers()
-    values = headers._values
+    values = {}
     for line in lines[1:]:
         if len(line) > LIMITS.max_header_line_bytes:
             raise HTTPProblem(431, "A request header line is too long.")
@@ -107,7 +104,7 @@ def parse_head(head):
             values[name].append(pair[1])
         else:
             values[name] = [pair[1]]
-    return words[0], words[1], words[2], headers
+    return words[0], words[1], words[2], Headers(values)
 
 def body_length(headers):
     """The body's length that ``headers`` frame (RFC 9112 §6.3): one plain byte count, or 0.
@@ -119,7 +116,7 @@ def body_length(headers):
     if values is None:
         return 0
     raw = values[0].strip()
-    if any(value.strip() != raw for value in values[1:]) or not (
+    if len(values) > 1 and any(value.strip() != raw for value in values) or not (
             len(raw) <= 18 and raw.isascii() and raw.isdigit()):
         raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
     return int(raw)
