@@ -137,7 +137,7 @@ class Connection:
         It waits with poll(), in slices, not with socket timeouts: changing a socket's
         timeout is a system call that lets other threads take the interpreter lock."""
         buf = self.buf
-        if request_ready(buf):
+        if buf and request_ready(buf):
             return True  # pipelined: no system call at all
         sock, tls = self.sock, self.tls
         if self.poller is None:
@@ -145,19 +145,21 @@ class Connection:
             self.poller.register(sock, select.POLLIN)
         poll, fd = self.poller.poll, sock.fileno()
         deadline = time.monotonic() + linger_s
+        ready = not tls  # plain: read before polling, the next request is often in already
         while True:
             whole = False
-            if tls and sock.pending() or poll(LIMITS.linger_slice_ms):
-                try:  # plain: one read() of the descriptor poll() found readable, no poll first
+            if ready or tls and sock.pending() or poll(LIMITS.linger_slice_ms):
+                try:  # plain: one read() of the non-blocking descriptor, no poll first
                     chunk = sock.recv(LIMITS.linger_read_bytes) if tls else \
                         os.read(fd, LIMITS.linger_read_bytes)
                 except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
-                    chunk = None  # readable, then nothing after all (or part of a TLS record)
+                    chunk = None  # nothing yet (or only part of a TLS record)
                 if chunk == b"":
                     return False
                 if chunk:
                     buf += chunk
                     whole = request_ready(buf)
+            ready = False
             verdict = admission.after_answer(whole, len(buf), LIMITS.max_request_buffer_bytes,
                                              time.monotonic() >= deadline, others_wait())
             if verdict != admission.WAIT:
