@@ -15,6 +15,11 @@ is not what is measured), then runs pick + end pairs over HTTP:
 (a) over one keep-alive connection, (b) over N concurrent connections (default 8), and
 reports requests per second (each HTTP request counts), and p50 / p99 latency per request.
 
+The limit of case (a), measured first in the same run: the same client on one connection
+against a server that answers every request with the very bytes the load balancer sends
+(a pick's 201, an end's 204) without parsing it or doing anything else, in a thread of
+this process: what the client, loopback and the two processes' turns allow.
+
 The clients (a minimal keep-alive socket client, or with ``--client lbclient`` the
 ``LBClient`` the peers use) run in separate processes
 (``bench/lb.py --worker``, one thread per connection; the N connections of case (b) are
@@ -267,6 +272,58 @@ def run_workers(port, names, connections, processes, seconds, kind, mode):
 # The server side (this process)
 
 
+class CannedServer:
+    """The limit of one connection: the load balancer's own answers, sent as fixed bytes."""
+
+    def __init__(self, registry):
+        handout = registry.pick(file_name(0))
+        registry.end(handout.first.id, handout.first.secret, "done")
+        body = json.dumps(lb_server.transfer_answer(handout, registry.renew_s),
+                          separators=(",", ":")).encode()
+        head = f"Server: {lb_server.LB_SERVER}\r\nDate: Mon, 07 Dec 2026 00:00:00 GMT\r\n"
+        self.picked = (f"HTTP/1.1 201 Created\r\n{head}Content-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        self.ended = f"HTTP/1.1 204 No Content\r\n{head}\r\n".encode()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed: the measurement is over
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        data = b""
+        with conn:
+            while chunk := conn.recv(65536):
+                data += chunk
+                while (end := data.find(b"\r\n\r\n")) >= 0:
+                    match = re.search(rb"\r\nContent-Length: (\d+)", data[:end])
+                    length = int(match.group(1)) if match else 0
+                    if len(data) < end + 4 + length:
+                        break
+                    conn.sendall(self.picked if data.startswith(b"POST") else self.ended)
+                    data = data[end + 4 + length:]
+
+    def close(self):
+        self.listener.close()
+
+
+def measure_limit(seconds, kind):
+    """Case (a) against canned answers: the one-connection limit of this run."""
+    registry = build_registry(10)
+    server = CannedServer(registry)
+    try:
+        return run_workers(server.port, distinct_files(10), 1, 1, seconds, kind, "open")
+    finally:
+        server.close()
+
+
 def measure(peers, seconds, clients, client_procs, kind, mode):
     started = time.perf_counter()
     registry = build_registry(peers)
@@ -335,6 +392,10 @@ def main(argv=None):
     header = (f"{'network':>10} {'peers':>7} {'file entries':>12} {'distinct':>9} {'connections':>11} "
               f"{'client procs':>12} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'max ms':>7}")
+    if args.client == "raw":
+        limit = measure_limit(args.seconds, args.client)
+        print(f"the limit, same run: canned answers on 1 connection, {limit['rate']:,.0f} req/s "
+              f"(p50 {limit['p50_ms']:.3f} ms)\n")
     print(header)
     print("-" * len(header))
     results = []

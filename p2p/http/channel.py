@@ -1,26 +1,35 @@
-"""One client connection (a channel, in waitress's words) as the selector front keeps it, and
-the stream a handler reads it by: the bytes the selector has read first, then the socket.
+"""One client connection (a channel, in waitress's words): its socket, the bytes of its next
+request read so far, and its phase (``p2p/core/admission.py``).
 
-A keep-alive connection's next request is served by the same worker when it is already
-whole or follows within ``LIMITS.keepalive_linger_s`` (``Reader.next_request``); otherwise the
-connection goes back to the selector, which holds it without a thread.
+The selector front calls the non-blocking half: ``peek`` (a TLS server's first byte),
+``start_tls``, ``handshake`` and ``read_some``, each followed by a pure decision of
+``admission``. A worker thread calls ``service``: a handler answers the request; then, on the
+fast path, the same worker answers the next request of a keep-alive connection that is whole
+in the buffer already (pipelined) or arrives whole within ``LIMITS.keepalive_linger_s``
+(``next_request``), with no hand-off between threads; otherwise the connection goes back to
+the selector, which holds it without a thread. ``take_head`` and ``BodyReader`` give the
+handler its request straight from the buffer: the head as one bytes object, the body through
+``rfile``, so that nothing is read past the request and nothing has to be put back.
 """
 
-import io
 import os
 import select
+import selectors
+import socket
 import ssl
 import time
 
+from p2p.core import admission
 from p2p.core.admission import Phase
 from p2p.http.limits import LIMITS
 from p2p.http.messages import EXPECT_CONTINUE_RE, HEAD_CONTENT_LENGTH_RE, unmapped
 
 
 class Connection:
-    """One client connection, from accept to close, as the selector front keeps it."""
+    """One client connection, from accept to close."""
 
-    __slots__ = ("sock", "address", "source", "buf", "deadline", "phase", "events")
+    __slots__ = ("sock", "address", "source", "buf", "deadline", "phase", "events", "tls",
+                 "poller")
 
     def __init__(self, sock, address, deadline, tls):
         self.sock, self.address = sock, address
@@ -29,90 +38,162 @@ class Connection:
         self.deadline = deadline  # time.monotonic() by which the next request must be in
         self.phase = Phase(tls)  # peek, handshake, open, busy, closed: see p2p/core/admission.py
         self.events = 0  # what the selector waits for on it
+        self.tls = False  # wrapped in TLS yet
+        self.poller = None  # a worker's poll() object, made when it first lingers
 
-class _Pending(io.RawIOBase):
-    """The raw stream under a handler's ``rfile``: the bytes the selector has read, then the
-    socket; while ``held``, those bytes only (None when there are none, as a non-blocking
-    stream says it has nothing for now)."""
+    # -- on the selector: never blocks -------------------------------------------------
 
-    def __init__(self, conn):
-        self.conn = conn
-        self.held = False
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        buf = self.conn.buf
-        if buf:
-            n = min(len(b), len(buf))
-            b[:n] = buf[:n]
-            del buf[:n]
-            return n
-        if self.held:
-            return None
-        return self.conn.sock.recv_into(b)
-
-class Reader(io.BufferedReader):
-    """``rfile`` of a handler (C-speed readline); what it has buffered and not used goes
-    back to the connection's buffer between requests and when it is closed."""
-
-    def __init__(self, conn):
-        self.pending = _Pending(conn)
-        super().__init__(self.pending, LIMITS.read_chunk_bytes)
-        self.conn = conn
-        self.poller = None  # made when it first waits for a next request
-
-    def give_back(self):
-        self.pending.held = True
+    def peek(self):
+        """A TLS server's new connection: its first byte, None if it closed, -1 if none yet."""
         try:
-            data = self.peek()
-            if data:
-                self.read(len(data))
-                self.conn.buf[:0] = data
-        except (OSError, ValueError):  # broken or closed: nothing to keep
-            pass
-        finally:
-            self.pending.held = False
+            first = self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):  # a wakeup with nothing to read yet
+            return -1
+        return first[0] if first else None
 
-    def close(self):
-        self.give_back()
-        super().close()
+    def start_tls(self, context):
+        """Wrap the socket (its file descriptor stays) for a handshake without blocking."""
+        self.sock = context.wrap_socket(self.sock, server_side=True,
+                                        do_handshake_on_connect=False)
+        self.tls = True
+        self.phase.move("tls-hello")
 
-    def next_request(self, linger, give_way):
-        """Wait up to ``linger`` seconds for the next whole request on this connection (a
-        keep-alive client's next request often follows at once), unless ``give_way()`` says
-        another request waits for a worker; False if none came.
+    def handshake(self):
+        """Go on with the TLS handshake: None when done, else the selector event it waits for."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            return selectors.EVENT_WRITE
+        self.phase.move("handshake-done")
+        return None
 
-        It waits with poll(), not with socket timeouts: changing a socket's timeout is a
-        system call that lets other threads take the interpreter lock."""
-        self.give_back()
-        sock, buf = self.conn.sock, self.conn.buf
-        if buf and request_ready(buf):
-            return True
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(sock, select.POLLIN)
-        tls = isinstance(sock, ssl.SSLSocket)
-        fd = sock.fileno()
-        deadline = time.monotonic() + linger
-        while True:
-            if not (tls and sock.pending()) and not self.poller.poll(LIMITS.linger_slice_ms):
-                if time.monotonic() >= deadline or give_way():
-                    return False
-                continue
-            try:  # plain: one read() of the (non-blocking) descriptor poll() found readable
-                size = LIMITS.linger_read_bytes
-                chunk = sock.recv(size) if tls else os.read(fd, size)
-            except (TimeoutError, BlockingIOError):  # readable, then nothing after all
-                continue
+    def read_some(self):
+        """Read what has arrived, up to what the selector holds of a request; False when the
+        client has closed."""
+        sock, buf = self.sock, self.buf
+        while len(buf) < LIMITS.max_request_buffer_bytes:
+            try:
+                chunk = sock.recv(LIMITS.read_chunk_bytes)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return True
             if not chunk:
                 return False
             buf += chunk
-            if request_ready(buf):
+            if self.tls:
+                if not sock.pending():
+                    return True
+            elif len(chunk) < LIMITS.read_chunk_bytes:
                 return True
-            if time.monotonic() >= deadline or len(buf) > LIMITS.max_request_buffer_bytes:
-                return False  # a slow or oversized head: the selector takes it from here
+        return True
+
+    # -- on a worker thread ---------------------------------------------------------
+
+    def service(self, server):
+        """Answer this connection's request (and the next ones, on the fast path); then give
+        it back to ``server``: kept alive, or to be closed."""
+        keep = False
+        try:
+            self.sock.settimeout(server.handler_timeout)
+            handler = server.RequestHandlerClass(self, self.address, server)
+            keep = not handler.close_connection
+            if keep and self.tls:
+                while self.sock.pending():  # decrypted already, where select cannot see it
+                    self.buf += self.sock.recv(self.sock.pending())
+        except Exception:
+            server.handle_error(self.sock, self.address)
+            keep = False
+        server.take_back(self, keep)
+
+    def write(self, data):
+        """Send ``data`` (a whole small reply): one write() of the descriptor when it all fits
+        in the socket's buffer, which it nearly always does, else the socket's blocking
+        ``sendall`` for the rest."""
+        if self.tls:
+            self.sock.sendall(data)
+            return
+        try:
+            sent = os.write(self.sock.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
+    def take_head(self):
+        """The next request's head, its blank line included, taken from the buffer (whole:
+        the selector or ``next_request`` saw to that)."""
+        buf = self.buf
+        end = head_end(buf)
+        head = bytes(buf[:end])
+        del buf[:end]
+        return head
+
+    def next_request(self, linger_s, others_wait):
+        """Is the next request of this keep-alive connection whole, or does it arrive whole
+        within ``linger_s`` (unless ``others_wait()`` says another request waits for a
+        worker)? False: hand the connection back to the selector.
+
+        It waits with poll(), in slices, not with socket timeouts: changing a socket's
+        timeout is a system call that lets other threads take the interpreter lock."""
+        buf = self.buf
+        if buf and request_ready(buf):
+            return True  # pipelined: no system call at all
+        sock, tls = self.sock, self.tls
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(sock, select.POLLIN)
+        poll, fd = self.poller.poll, sock.fileno()
+        deadline = time.monotonic() + linger_s
+        ready = not tls  # plain: read before polling, the next request is often in already
+        while True:
+            whole = False
+            if ready or tls and sock.pending() or poll(LIMITS.linger_slice_ms):
+                try:  # plain: one read() of the non-blocking descriptor, no poll first
+                    chunk = sock.recv(LIMITS.linger_read_bytes) if tls else \
+                        os.read(fd, LIMITS.linger_read_bytes)
+                except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                    chunk = None  # nothing yet (or only part of a TLS record)
+                if chunk == b"":
+                    return False
+                if chunk:
+                    buf += chunk
+                    whole = request_ready(buf)
+            ready = False
+            verdict = admission.after_answer(whole, len(buf), LIMITS.max_request_buffer_bytes,
+                                             time.monotonic() >= deadline, others_wait())
+            if verdict != admission.WAIT:
+                return verdict == admission.SERVE
+
+
+class BodyReader:
+    """A handler's ``rfile``: the request body, from the connection's buffer, then from its
+    socket (blocking, with the socket's timeout); never more than asked for. Only a body
+    that is not in the buffer yet puts the request under ``server.request_deadline``: one
+    that is in cannot keep a worker waiting."""
+
+    def __init__(self, conn, server):
+        self.conn, self.server = conn, server
+
+    def read(self, size):
+        buf = self.conn.buf
+        if size <= len(buf):
+            data = bytes(buf[:size])
+            del buf[:size]
+            return data
+        parts = [bytes(buf)]
+        buf.clear()
+        missing = size - len(parts[0])
+        sock = self.conn.sock
+        self.server.set_deadline(sock, self.server.request_deadline)
+        while missing > 0:
+            chunk = sock.recv(min(missing, LIMITS.read_chunk_bytes))
+            if not chunk:
+                break
+            parts.append(chunk)
+            missing -= len(chunk)
+        return b"".join(parts)
+
 
 def head_end(buf):
     """Where the request head in ``buf`` ends (after its blank line), or -1."""
@@ -122,16 +203,15 @@ def head_end(buf):
     end = buf.find(b"\n\n")
     return end + 2 if end >= 0 else -1
 
+
 def request_ready(buf):
     """Is a whole request in ``buf``: its head, and its body unless that is large or the
     client waits for ``100 Continue`` before sending it?"""
     end = head_end(buf)
     if end < 0:
         return False
-    if EXPECT_CONTINUE_RE.search(buf, 0, end):
-        return True
     match = HEAD_CONTENT_LENGTH_RE.search(buf, 0, end)
-    if match is None:
-        return True  # no body, or one the handler refuses (chunked, a bad length)
+    if match is None or EXPECT_CONTINUE_RE.search(buf, 0, end):
+        return True  # no body, one the handler refuses (chunked, a bad length), or 100 first
     length = int(match.group(1))
     return length > LIMITS.max_buffered_body_bytes or len(buf) - end >= length

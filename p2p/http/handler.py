@@ -1,23 +1,29 @@
 """The base request handler of both servers: HTTP/1.1 keep-alive, JSON in and out, signed
 requests checked before a body is read, routing by ``Routes``, logging to ``logging``.
+
+A handler lives for one visit of a worker to a connection: it answers the request the
+selector found whole, then, while the client keeps the connection alive, each next request
+that is whole already or arrives within ``LIMITS.keepalive_linger_s`` (``Connection.
+next_request``). Each request's head is parsed in one piece from the connection's buffer
+(``parse_head``); its body is read through ``rfile`` (``BodyReader``), within the
+server's request deadline when it is not in yet; the reply (``replies.py``) leaves in one
+write.
 """
 
 import functools
 import http.server
 import logging
-import time
-from http import HTTPStatus
 
-from p2p.core.members import (AUTH_HEADER, PROOF_HEADER, NetworkSecret, ReplayFull, Unauthorized,
+from p2p.core.members import (AUTH_HEADER, NetworkSecret, ReplayFull, Unauthorized,
                               names_this_server)
-from p2p.http.channel import Reader
+from p2p.http.channel import BodyReader
 from p2p.http.limits import LIMITS
-from p2p.http.messages import (HTTP1_RE, STATUS_PHRASES, HTTPProblem, body_length, encode_json,
-                               read_headers, warn_sometimes)
+from p2p.http.messages import HTTPProblem, body_length, parse_head, warn_sometimes
+from p2p.http.replies import Replies
 from p2p.http.routes import Routes
 
 log = logging.getLogger("p2p.http")
-_date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
+
 
 def addressed_to(handler):
     """Whether an authority (the Host a request was signed for) names ``handler``'s server."""
@@ -37,7 +43,7 @@ def check_signed_body(handler, body):
             raise HTTPProblem(401, str(e)) from None
 
 
-class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
+class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
     """Base handler: HTTP/1.1 keep-alive, JSON in and out, logging to ``logging``."""
 
     protocol_version = "HTTP/1.1"
@@ -56,8 +62,16 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         request the selector has read already."""
         self.connection = self.request.sock
         self.timeout = self.server.handler_timeout
-        self.rfile = Reader(self.request)
+        self.rfile = BodyReader(self.request, self.server)
         self.wfile = self.connection.makefile("wb", self.wbufsize)
+
+    def finish(self):
+        if not self.wfile.closed:
+            try:
+                self.wfile.flush()
+            except OSError:
+                pass
+        self.wfile.close()
 
     @property
     def source(self):
@@ -69,14 +83,27 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         back to the server's selector, or is closed."""
         self.close_connection = True
         self.handle_one_request()
-        while not self.close_connection and self.rfile.next_request(
-                LIMITS.keepalive_linger_s, self.server.requests_waiting):
+        linger = min(LIMITS.keepalive_linger_s, self.timeout)
+        while not self.close_connection and self.request.next_request(
+                linger, self.server.requests_waiting):
             self.handle_one_request()
 
     def handle_one_request(self):
-        self.server.set_deadline(self.connection, self.server.request_deadline)
+        """Parse the request whole in the buffer, call its ``do_<METHOD>``, flush the reply.
+        Whatever deadline the request was put under (reading its body, sending a file) ends
+        with it."""
         try:
-            super().handle_one_request()
+            if not self.parse_request():
+                return
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self.send_error(501, f"Unsupported method ({self.command!r}).")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError as e:
+            self.log_error("Request timed out: %r", e)
+            self.close_connection = True
         finally:
             self.server.set_deadline(self.connection, None)
 
@@ -85,28 +112,19 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.server.set_deadline(self.connection, None)
 
     def parse_request(self):
-        """http.server's parse_request, with a plain header parser (email.parser is slow).
-
-        HTTP/1.0 and 1.1 only; on failure an error has been sent and it returns False.
-        """
+        """Parse the head (``parse_head``) and check what a request must have before its body
+        is read: its framing, and on a closed network its signature. On failure an error
+        has been sent and it returns False."""
         self.command = self.signed = None  # signed: this request's members.Signed, once checked
         self.request_version = self.default_request_version
         self.close_connection = True
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if not words:
-            return False
-        if len(words) != 3 or not HTTP1_RE.fullmatch(words[2]):
-            self.send_error(400, f"Bad request line {self.requestline[:100]!r}; this server "
-                                 "speaks HTTP/1.1.")
-            return False
-        self.command, self.path, self.request_version = words
+        self.requestline = ""
         try:
-            self.headers = read_headers(self.rfile)
-        except HTTPProblem as problem:
-            self.send_error(problem.status, problem.message)
-            return False
-        try:
+            parsed = parse_head(self.request.take_head())
+            if parsed is None:
+                return False
+            self.command, self.path, self.request_version, self.headers = parsed
+            self.requestline = f"{self.command} {self.path} {self.request_version}"
             self.body_length = body_length(self.headers)
         except HTTPProblem as problem:
             self.send_error(problem.status, problem.message)
@@ -144,15 +162,6 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
         self.signed = secret.check(self.command, self.path, self.headers.get(AUTH_HEADER),
                                    self.headers.get("Host", ""), addressed_to(self))
 
-    def date_time_string(self, timestamp=None):
-        if timestamp is not None:
-            return super().date_time_string(timestamp)
-        now = int(time.time())
-        cached = _date_cache
-        if cached[0] != now:
-            cached[:] = [now, super().date_time_string(now)]
-        return cached[1]
-
     def log_request(self, code="-", size="-"):
         if log.isEnabledFor(logging.INFO):
             super().log_request(code, size)
@@ -171,77 +180,6 @@ class JSONRequestHandler(http.server.BaseHTTPRequestHandler):
             problem.headers["Allow"] = ", ".join(allowed)
             raise problem
         getattr(self, "route_" + name)(*args)
-
-    # -- output -------------------------------------------------------------
-
-    def send_json(self, status, obj=None, headers=None):
-        """Send ``obj`` as a JSON reply (no body when it is None)."""
-        if obj is None:
-            self.send_whole(status, b"", None, headers)
-        else:
-            self.send_whole(status, encode_json(obj), "application/json", headers)
-
-    def send_whole(self, status, body, content_type, headers=None):
-        """Send a whole reply: status line, headers and body built here, one write."""
-        headers = dict(headers or {})
-        if content_type:
-            headers["Content-Type"] = content_type
-        if status not in (204, 304):  # neither has a body, nor its length
-            headers["Content-Length"] = len(body)
-        if self.close_connection:
-            headers.setdefault("Connection", "close")
-        if headers.get("Connection", "").lower() == "close":
-            self.close_connection = True
-        if getattr(self, "signed", None) is not None:  # prove we hold the secret too
-            headers[PROOF_HEADER] = self.server.members.secret.prove(self.signed.nonce, status,
-                                                                     body)
-        self.log_request(status)
-        head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
-        reply = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
-                 f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"
-                 f"{head}\r\n").encode("latin-1")
-        self.wfile.write(reply + body if self.command != "HEAD" else reply)
-
-    def send_problem(self, problem):
-        """Answer a Problem: its status (500 without one), its sentence and extra fields."""
-        body = {"error": problem.message}
-        body.update(problem.extra)
-        self.send_json(problem.status or 500, body, problem.headers)
-
-    def send_unexpected(self):
-        """Answer 500 for a bug of ours (logged with its traceback) and close the connection."""
-        log.exception("unexpected error answering %s %s", self.command, self.path)
-        self.close_connection = True
-        self.send_json(500, {"error": "The server hit an unexpected error; it is logged. "
-                                      "Try again, and report it if it persists."})
-
-    def handle_expect_100(self):
-        """``Expect: 100-continue``: refuse an over-size body at once, else invite it (flushed)."""
-        try:
-            too_big = self.body_length > self.max_body
-        except ValueError:
-            too_big = False
-        if too_big:
-            self.close_connection = True
-            self.send_problem(HTTPProblem(413, f"The body is larger than {self.max_body} bytes."))
-            return False
-        self.send_response_only(100)
-        self.end_headers()
-        self.wfile.flush()
-        return True
-
-    def send_error(self, code, message=None, explain=None):
-        """Protocol-level errors from http.server itself, as JSON, then close."""
-        if message is None:
-            message = {
-                400: "The request could not be parsed as HTTP/1.1.",
-                414: "The request line is too long.",
-                431: "The request headers are too large.",
-                501: "That method is not supported here.",
-            }.get(code, HTTPStatus(code).phrase)
-        self.log_error("code %d, message %s", code, message)
-        self.close_connection = True
-        self.send_json(code, {"error": message}, {"Connection": "close"})
 
     # -- input --------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """HTTP/1.1 messages for both servers: the error an answer is made of, request headers read
 by a plain parser, a request's framing (RFC 9112 §6.3), short answers the selector sends,
 JSON, and a few socket and address helpers.
+
+A request head is parsed in one piece (``parse_head``), from the bytes the connection holds:
+the selector, or the worker's fast path, has seen it whole before a handler runs.
 """
 
 import ipaddress
@@ -19,8 +22,7 @@ log = logging.getLogger("p2p.http")
 STATUS_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 HTTP1_RE = re.compile(r"HTTP/1\.[0-9]")
-
-CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
+HTTP1_VERSIONS = frozenset(("HTTP/1.1", "HTTP/1.0"))  # the versions sent, matched without HTTP1_RE
 
 HEAD_CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r?\n", re.I)
 
@@ -52,18 +54,16 @@ def short_answer(status, message, headers="", **extra):
 class Headers:
     """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message."""
 
-    def __init__(self):
-        self._values = {}
-
-    def add(self, name, value):
-        self._values.setdefault(name.lower(), []).append(value)
+    def __init__(self, values):
+        self._values = values  # lower-case name -> [value, ...] in the order received
 
     def get(self, name, default=None):
         values = self._values.get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name, default=None):
-        return list(self._values.get(name.lower(), [])) or default
+        values = self._values.get(name.lower())
+        return list(values) if values else default
 
 def header_field(line):
     """One header line, of a request or of a response -> (name, value without the white
@@ -74,20 +74,37 @@ def header_field(line):
         return None
     return name, value.strip()
 
-def read_headers(rfile):
-    """Header lines up to the blank line -> Headers, or HTTPProblem (400 or 431)."""
-    headers = Headers()
-    for _ in range(LIMITS.max_headers + 1):
-        line = rfile.readline(LIMITS.max_header_line_bytes + 1)
+def parse_head(head):
+    """A request head (bytes, its blank line included) -> (method, target, version, Headers),
+    or None for an empty request line (the client is done: close without a word); an
+    HTTPProblem (400, 414 or 431) for a bad one. HTTP/1.0 and 1.1 only."""
+    lines = head.decode("iso-8859-1").split("\n")
+    del lines[-2:]  # the blank line, and what follows its line feed
+    line = lines[0]
+    if line.endswith("\r"):
+        line = line[:-1]
+    if len(line) > LIMITS.max_header_line_bytes:
+        raise HTTPProblem(414, "The request line is too long.")
+    words = line.split()
+    if not words:
+        return None
+    if len(words) != 3 or words[2] not in HTTP1_VERSIONS and not HTTP1_RE.fullmatch(words[2]):
+        raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
+    if len(lines) > LIMITS.max_headers + 1:
+        raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
+    values = {}
+    for line in lines[1:]:
         if len(line) > LIMITS.max_header_line_bytes:
             raise HTTPProblem(431, "A request header line is too long.")
-        if line in (b"\r\n", b"\n", b""):
-            return headers
-        pair = header_field(line.decode("iso-8859-1"))
+        pair = header_field(line)
         if pair is None:
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        headers.add(*pair)
-    raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
+        name = pair[0].lower()
+        if name in values:
+            values[name].append(pair[1])
+        else:
+            values[name] = [pair[1]]
+    return words[0], words[1], words[2], Headers(values)
 
 def body_length(headers):
     """The body's length that ``headers`` frame (RFC 9112 §6.3): one plain byte count, or 0.
@@ -95,9 +112,12 @@ def body_length(headers):
     Content-Length headers that disagree, or one that is not a plain count, are a 400: the
     request's end cannot be known, so the connection cannot be kept in step.
     """
-    values = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
-    raw = values.pop()
-    if values or not CONTENT_LENGTH_RE.fullmatch(raw):
+    values = headers.get_all("Content-Length")
+    if values is None:
+        return 0
+    raw = values[0].strip()
+    if len(values) > 1 and any(value.strip() != raw for value in values) or not (
+            len(raw) <= 18 and raw.isascii() and raw.isdigit()):
         raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
     return int(raw)
 

@@ -1,8 +1,11 @@
 """Connections cost nothing until they ask: both servers keep serving with hundreds of idle
-or trickling connections open from another 'machine' (127.0.0.2), in this process."""
+or trickling connections open from another 'machine' (127.0.0.2), in this process; and the
+fast path (a worker answering a keep-alive connection's next request itself) keeps every
+request in order and lets no slow or idle client keep a worker or escape its deadlines."""
 
 import os
 import re
+import select
 import shutil
 import socket
 import tempfile
@@ -199,3 +202,148 @@ class ConnectionCostTests(unittest.TestCase):
                 data += chunk
         self.assertEqual(re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", data), [b"200", b"201", b"200"])
         self.assertEqual(data.count(b'"peers":[]'), 1)  # the first status, before the register
+
+
+STATUS = b"GET /status HTTP/1.1\r\nHost: lb\r\n\r\n"
+MISSING = b"GET /nothing-here HTTP/1.1\r\nHost: lb\r\n\r\n"
+LINGER_S = httpkit.LIMITS.keepalive_linger_s
+
+
+def read_replies(sock, count):
+    """The status codes of the next ``count`` replies on ``sock`` (their bodies are small)."""
+    data = b""
+    while len(codes := re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", data)) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return [int(code) for code in codes]
+
+
+def closed(sock):
+    """Has the server closed ``sock`` (nothing more to read, or a reset)?"""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+class FastPathTests(unittest.TestCase):
+    """A keep-alive connection's next request is served by the worker that answered the last
+    one when it is whole already or arrives within LIMITS.keepalive_linger_s."""
+
+    def setUp(self):
+        quiet_logs(self)
+
+    def start(self, **limits):
+        server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry(), **limits)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, DEADLINE_S)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server
+
+    def connect(self, server, source="127.0.0.1"):
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.settimeout(DEADLINE_S)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", server.port))
+        return sock
+
+    def phase(self, server):
+        """The phase of the server's only connection."""
+        (conn,) = list(server._conns.values()) or (None,)
+        return conn.phase.state if conn else None
+
+    def test_a_long_pipelined_sequence_and_a_split_head_are_answered_in_order(self):
+        server = self.start()
+        body = b'{"port": 7000, "files": []}'
+        register = (b"POST /peers HTTP/1.1\r\nHost: lb\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body))
+        sequence = [STATUS, MISSING] * 20 + [register] + [MISSING, STATUS] * 20
+        sock = self.connect(server)
+        sock.sendall(b"".join(sequence) + STATUS[:20])  # and half of one more head
+        self.assertEqual(read_replies(sock, len(sequence)),
+                         [200, 404] * 20 + [201] + [404, 200] * 20)
+        sock.sendall(STATUS[20:])  # the worker, lingering, gets the rest of that head
+        self.assertEqual(read_replies(sock, 1), [200])
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: lb\r\n")
+        sock.sendall(b"Connection: close\r\n\r\n")
+        self.assertEqual(read_replies(sock, 1), [200])
+        self.assertTrue(closed(sock))
+
+    def test_a_client_that_stops_mid_head_is_handed_back_and_cut_at_the_head_deadline(self):
+        server = self.start(timeout=1.0)  # the head deadline is at most the timeout
+        sock = self.connect(server)
+        sock.sendall(STATUS)
+        self.assertEqual(read_replies(sock, 1), [200])
+        sock.sendall(STATUS[:20])
+        started = time.monotonic()
+        wait_for(lambda: self.phase(server) == "open", timeout=LINGER_S + DEADLINE_S,
+                 what="the worker to give the connection back to the selector")
+        self.assertTrue(closed(sock))
+        self.assertLess(time.monotonic() - started, LINGER_S + 1.0 + 2.0)
+
+    def test_a_client_trickling_its_next_head_does_not_keep_the_worker(self):
+        server = self.start(timeout=2.0)
+        sock = self.connect(server)
+        sock.sendall(STATUS)
+        self.assertEqual(read_replies(sock, 1), [200])
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def trickle():  # a byte every 20 ms: each wakes the lingering worker
+            for byte in b"GET /status HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
+                if stop.wait(0.02):
+                    return
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        wait_for(lambda: self.phase(server) == "open", timeout=LINGER_S + 1.0,
+                 what="the worker to give the trickling connection back within its linger")
+        wait_for(lambda: server._conns == {}, timeout=2.0 + 2.0,
+                 what="the trickling connection to be cut at its head deadline")
+
+    def test_an_idle_keep_alive_connection_times_out_while_another_is_served_fast(self):
+        server = self.start(timeout=1.0)
+        idle = self.connect(server)
+        idle.sendall(STATUS)
+        self.assertEqual(read_replies(idle, 1), [200])
+        busy = self.connect(server)
+        started = time.monotonic()
+        answered = 0
+        while not select.select([idle], [], [], 0)[0]:
+            busy.sendall(STATUS)
+            self.assertEqual(read_replies(busy, 1), [200])
+            answered += 1
+            self.assertLess(time.monotonic() - started, DEADLINE_S)
+        self.assertTrue(closed(idle))
+        self.assertGreater(answered, 0)
+        self.assertGreater(time.monotonic() - started, 1.0 - 0.3)  # not before its timeout
+
+    def test_an_idle_keep_alive_connection_is_evicted_first_once_given_back(self):
+        try:
+            with socket.socket() as s:
+                s.bind((ATTACKER, 0))
+        except OSError:
+            self.skipTest(f"no {ATTACKER} on this machine")
+        server = self.start(max_connections=4)  # one address may hold one
+        kept = self.connect(server, "127.0.0.2")
+        kept.sendall(STATUS)
+        self.assertEqual(read_replies(kept, 1), [200])
+        wait_for(lambda: self.phase(server) == "open", timeout=LINGER_S + DEADLINE_S,
+                 what="the worker to give the idle connection back")
+        others = [self.connect(server, f"127.0.0.{i}") for i in (3, 4, 5)]
+        for sock in others:
+            sock.sendall(b"GET /status HTTP/1.1\r\n")  # a head begun: not idle
+        wait_for(lambda: len(server._conns) == 4, what="four connections held")
+        newcomer = self.connect(server, "127.0.0.6")
+        self.assertTrue(closed(kept))
+        newcomer.sendall(STATUS)
+        self.assertEqual(read_replies(newcomer, 1), [200])

@@ -1,5 +1,5 @@
 """Tests of p2p/core/admission.py and p2p/core/clock.py: a connection's phases as a table,
-admission and eviction; no sockets."""
+admission and eviction, and what the bytes read say to do next; no sockets."""
 
 import unittest
 
@@ -78,6 +78,54 @@ class AdmissionTests(unittest.TestCase):
                                       (HANDSHAKE, 0, False)]:
             with self.subTest(state=state, buffered=buffered):
                 self.assertEqual(admission.is_idle(state, buffered), idle)
+
+
+class ReadingTests(unittest.TestCase):
+    MAX_HEAD = 100
+
+    def test_after_peek(self):
+        for first, verdict in [(None, admission.DROP), (0x16, admission.START_TLS),
+                               (ord("G"), admission.REFUSE_PLAIN), (0, admission.REFUSE_PLAIN)]:
+            with self.subTest(first=first):
+                self.assertEqual(admission.after_peek(first), verdict)
+
+    def test_after_read(self):
+        G, TLS = ord("G"), 0x16
+        cases = [  # buffered, first byte, TLS server, head whole, request whole -> verdict
+            (0, None, False, False, False, admission.WAIT),
+            (5, G, False, False, False, admission.WAIT),  # a head under way
+            (40, G, False, True, True, admission.SERVE),
+            (40, G, False, True, False, admission.WAIT),  # head in, small body still coming
+            (101, G, False, False, False, admission.REFUSE_LARGE),
+            (101, G, False, True, False, admission.WAIT),  # a large head that ended: a body
+            (100, G, False, False, False, admission.WAIT),  # at the limit, not over it
+            (5, TLS, False, False, False, admission.DROP),  # TLS to a plain server
+            (40, TLS, True, True, True, admission.SERVE),  # decrypted bytes on a TLS server
+        ]
+        for buffered, first, tls, head, whole, verdict in cases:
+            with self.subTest(buffered=buffered, first=first, tls=tls, head=head, whole=whole):
+                self.assertEqual(admission.after_read(buffered, first, tls, head, whole,
+                                                      self.MAX_HEAD), verdict)
+
+    def test_next_wait_is_the_head_deadline_once_a_byte_is_in(self):
+        for buffered, until in [(0, 130.0), (1, 110.0), (5000, 110.0)]:
+            with self.subTest(buffered=buffered):
+                self.assertEqual(admission.next_wait(100.0, buffered, 10.0, 30.0), until)
+
+    def test_after_answer_serves_a_whole_next_request_else_lingers_then_hands_back(self):
+        cases = [  # whole, buffered, lingered out, others wait -> verdict
+            (True, 40, False, False, admission.SERVE),
+            (True, 40, True, True, admission.SERVE),  # whole: served even at the end
+            (False, 0, False, False, admission.WAIT),
+            (False, 10, False, False, admission.WAIT),  # part of a head: the linger goes on
+            (False, 10, True, False, admission.HAND_BACK),  # a slow head: the selector's
+            (False, 0, False, True, admission.HAND_BACK),  # another request needs a worker
+            (False, 101, False, False, admission.HAND_BACK),  # more than the selector holds
+        ]
+        for whole, buffered, out, others, verdict in cases:
+            with self.subTest(whole=whole, buffered=buffered, out=out, others=others):
+                self.assertEqual(admission.after_answer(whole, buffered, self.MAX_HEAD, out,
+                                                        others), verdict)
 
 
 class ClockTests(unittest.TestCase):
