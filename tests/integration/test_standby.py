@@ -10,7 +10,8 @@ import threading
 import time
 import unittest
 
-from p2p.cli.peer import Menu
+from p2p.cli.menu import Menu
+from p2p.cli.view import PeerView
 from p2p.core import registry as lb_core
 from p2p.core.members import OPEN
 from p2p.core.wire import FileRecord
@@ -92,7 +93,7 @@ class StandbyListTests(unittest.TestCase):
         wait_for(lambda: "down" in self.downloader.describe_lb(), timeout=DEADLINE_S,
                  what="the peer to notice the dead load balancer")
         out = io.StringIO()
-        menu = Menu(self.downloader, out=out, read=lambda prompt: "0")
+        menu = Menu(PeerView(self.downloader), out=out, read=lambda prompt: "0")
         menu.banner()
         menu.show_status()
         self.assertIn(f"load balancers 127.0.0.1:{self.lbs[0].port} (down), "
