@@ -92,7 +92,7 @@ class MenuTests(ProcessTestCase):
         """A terminal menu peer 'me' that has just been asked for ``name`` with option 2."""
         me = TerminalSession(self.menu_args("me"), self.tmp)
         self.addCleanup(me.close)
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("2")
         me.expect(r"File name or a number of option 1's list, Tab completes: ")
         me.send(name)
@@ -109,7 +109,7 @@ class MenuTests(ProcessTestCase):
         while True:
             start = session.pos
             session.send("4")
-            session.expect(r"Choose 0-4: ")
+            session.expect(r"Choose 0-[45]: ")
             match = re.search(pattern, session.output[start:session.pos])
             if match:
                 return match
@@ -217,13 +217,13 @@ class MenuTests(ProcessTestCase):
         holder = TerminalSession(self.menu_args("holder2") + ["--upload-limit", "2M"], self.tmp)
         self.addCleanup(holder.close)
         shutil.copyfile(self.song, os.path.join(self.tmp, "holder2", "shared", "song.mp3"))
-        holder.expect(r"Choose 0-4: ")
+        holder.expect(r"Choose 0-[45]: ")
         self.holder.send_signal(signal.SIGTERM)  # leave the terminal holder the only one
         self.holder.wait(10)
         wait_for(lambda: len(self.status(self.lb.port)["peers"]) == 1, what="one holder")
 
         me = self.start_download("song.mp3")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         self.until(me, r"Downloads running or waiting: 1\s+song\.mp3 \d+ % [\d.]+ \w?i?B/s from "
                        r"127\.0\.0\.1:\d+(.|\n)*Downloading: song\.mp3 \d+ % .* from "
                        r"127\.0\.0\.1:\d+\r?\n 1\) List")  # how far it is, while the menu works
@@ -231,15 +231,15 @@ class MenuTests(ProcessTestCase):
         holder.send("3")
         row = holder.expect(r"\(me\)\s+1  song\.mp3\s+(\d+)")
         self.assertEqual(row.group(1), "1")  # one active transfer while it uploads
-        holder.expect(r"Choose 0-4: ")
+        holder.expect(r"Choose 0-[45]: ")
         holder.send("4")
         holder.expect(r"Uploads in progress: 1\s+(pieces? [\d-]+ of )?song\.mp3 to me 127\.0\.0\.1:\d+")
-        holder.expect(r"Choose 0-4: ")
+        holder.expect(r"Choose 0-[45]: ")
         holder.send("0")
         holder.expect(r"1 upload to other peers is running: quitting cuts it off, .* Quit now\? "
                       r"\[y/N\] ")
         holder.send("n")
-        holder.expect(r"Choose 0-4: ")
+        holder.expect(r"Choose 0-[45]: ")
 
         self.until(me, r"Saved .*song\.mp3 \(12\.0 MiB, SHA-256 verified\)")
         self.assertTrue(same_bytes(self.song, os.path.join(self.tmp, "me", "downloads", "song.mp3")))
@@ -248,14 +248,14 @@ class MenuTests(ProcessTestCase):
 
     def test_ctrl_c_at_the_menu_asks_before_stopping_downloads_which_resume_later(self):
         me = self.start_download("song.mp3")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         downloads = os.path.join(self.tmp, "me", "downloads")
         wait_partial(downloads, 1 * MiB)
         os.write(me.master, b"\x03")  # Ctrl-C, through the terminal
         me.expect(r"1 download is running: quitting stops it, and it resumes where it stopped "
                   r"when you start this peer again\. Quit now\? \[y/N\] ")
         me.send("n")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         os.write(me.master, b"\x03")
         me.expect(r"Quit now\? \[y/N\] ")
         me.send("y")
@@ -268,11 +268,11 @@ class MenuTests(ProcessTestCase):
         self.addCleanup(later.close)
         later.expect(r"Resume now\? \[Y/n\] ")
         later.send("n")
-        later.expect(r"Choose 0-4: ")
+        later.expect(r"Choose 0-[45]: ")
         later.send("4")
         later.expect(r"Unfinished downloads: 1 .*\s+song\.mp3  \d+\.\d %  \([\d.]+ \w?i?B of 12\.0 "
                      r"MiB\)")
-        later.expect(r"Choose 0-4: ")
+        later.expect(r"Choose 0-[45]: ")
         os.write(later.master, b"\x04")  # Ctrl-D at the prompt quits
         self.assertEqual(later.proc.wait(10), 0)
 
@@ -285,7 +285,7 @@ class MenuTests(ProcessTestCase):
         again.expect(r"1 unfinished download from before:\s+song\.mp3  \d+\.\d %")
         again.expect(r"Resume now\? \[Y/n\] ")
         again.send("")
-        again.expect(r"Choose 0-4: ")
+        again.expect(r"Choose 0-[45]: ")
         self.until(again, r"Saved .*song\.mp3 \(12\.0 MiB, SHA-256 verified, resumed at ")
         self.assertTrue(same_bytes(self.song, os.path.join(downloads, "song.mp3")))
         again.send("0")
@@ -311,7 +311,7 @@ class MenuTests(ProcessTestCase):
                  what="the new file on the network")
         me = TerminalSession(self.menu_args("me"), self.tmp)
         self.addCleanup(me.close)
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("2")
         me.expect(r"Tab completes: ")
         os.write(me.master, b"Caf\t")
@@ -320,13 +320,13 @@ class MenuTests(ProcessTestCase):
         me.expect(r"blank: the least-loaded holder\): ")
         os.write(me.master, b"\x04")  # Ctrl-D at a question: back to the menu, still running
         me.expect(r"Cancelled\.")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("1")
         me.expect(r"Filter \(blank for all\): ")
         me.send("")
         me.expect(r"1\)\s+Café déjà vu — 日本語 file\.txt  4 B\s+1 ")  # wide letters aligned
         me.expect(r"2\)\s+song\.mp3\s+12\.0 MiB")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("0")
         me.expect(r"Bye: me 127\.0\.0\.1:\d+ left the network")
         self.assertEqual(me.proc.wait(10), 0)
@@ -336,13 +336,13 @@ class MenuTests(ProcessTestCase):
         self.addCleanup(me.close)
         port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
         me.expect(r"Open to this machine only; downloads stay private \(--no-reshare\)\.")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("2")
         me.expect(r"Tab completes: ")
         me.send("song.mp3")
         me.expect(r"blank: the least-loaded holder\): ")
         me.send("")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         self.until(me, r"Saved .*song\.mp3 ")
         me.send("4")
         me.expect(r"Sharing 0 files from me/shared/:\s+Uploads")  # not "and 1 downloaded"
@@ -356,7 +356,7 @@ class MenuTests(ProcessTestCase):
                 me = TerminalSession(self.menu_args("me"), self.tmp)
                 self.addCleanup(me.close)
                 port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
-                me.expect(r"Choose 0-4: ")
+                me.expect(r"Choose 0-[45]: ")
                 self.assertIsNotNone(self.peer_entry(self.lb.port, port))
                 me.proc.send_signal(signal.SIGHUP)
                 me.proc.send_signal(signal.SIGHUP)
@@ -383,27 +383,27 @@ class LoadBalancerGoneTests(ProcessTestCase):
         me = TerminalSession(args, self.tmp)
         self.addCleanup(me.close)
         port = int(me.expect(r"Peer me 127\.0\.0\.1:(\d+) ").group(1))
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         lb.kill()
         lb.wait(10)
         me.send("3")
         me.expect(rf"No load balancer answers at 127\.0\.0\.1:{lb.port} .*Options 2 \(naming a "
                   r"peer\), 4 and 0 still work")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("1")
         me.expect(r"Filter \(blank for all\): ")
         me.send("")
         me.expect(r"No load balancer answers")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("4")
         me.expect(r"Uploads in progress: 0")
         again = self.start_lb("--heartbeat", "1", port=lb.port)
         wait_for(lambda: self.peer_entry(again.port, port), timeout=10,
                  what="the peer to register with the new load balancer")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("3")
         me.expect(rf"127\.0\.0\.1:{port} \(me\)")
-        me.expect(r"Choose 0-4: ")
+        me.expect(r"Choose 0-[45]: ")
         me.send("0")
         self.assertEqual(me.proc.wait(10), 0)
 
