@@ -53,6 +53,7 @@ START_POLL_S = 0.05  # while it starts, ask whether it answers this often
 SEARCH_WAIT_S = 0.3  # a peer whose load balancer is gone listens this long for another
 # (a live one answers a query at once; one missed here is still heard in the election)
 MAX_STANDBY_LBS = 8  # load balancers in one --lb list
+OWN_PORTS_TRIED = 16  # another network's load balancer on the port: start ours on one of the next
 
 
 def parse_lb_list(text):
@@ -279,8 +280,53 @@ def find_or_start_load_balancer(args, say):
         return
     if args.host not in ("", "0.0.0.0", "::"):
         args.lb_host = args.host
+    other = another_network_at(args)
+    if other is not None:
+        args.lb_port = own_port(args, other)
     ensure_load_balancer(args.lb_host, args.lb_port, say, **lb_start_options(args))
     find_on_lan(args, say)
+
+def network_at(host, port, members):
+    """The network name the load balancer answering at ``host``:``port`` announces, or None
+    (nothing answers, it does not announce, or it does not answer us)."""
+    client = LBClient(host, port, timeout=LB_PROBE_TIMEOUT_S, members=members)
+    try:
+        return client.status().get("network")
+    except LBClientError:
+        return None
+    finally:
+        client.close()
+
+
+def another_network_at(args):
+    """The name of another network whose load balancer answers at ``args``' address (the
+    default one when none of ours was found on the LAN), or None."""
+    other = network_at(args.lb_host, args.lb_port, args.members)
+    return other if other not in (None, args.network) else None
+
+
+def check_fallback(args):
+    """PeerError when the address asked instead of a load balancer found on the LAN is
+    another network's: its files are not this network's."""
+    other = another_network_at(args)
+    if other is not None:
+        raise PeerError(f"No load balancer of network {args.network!r} runs on the local "
+                        f"network, and the one at {format_address(args.lb_host, args.lb_port)} "
+                        f"belongs to network {other!r}. Start a peer of network {args.network!r} "
+                        f"first (python peer.py --network {args.network}), or name its load "
+                        "balancer with --lb.")
+
+
+def own_port(args, other):
+    """The first port after ``args.lb_port`` where no load balancer answers: network
+    ``other``'s holds that one, and ours starts beside it (peers find it by discovery)."""
+    for port in range(args.lb_port + 1, min(args.lb_port + 1 + OWN_PORTS_TRIED, 65536)):
+        if not lb_answers(args.lb_host, port):
+            return port
+    raise PeerError(f"Network {other!r}'s load balancer holds port {args.lb_port}, and the "
+                    f"next {OWN_PORTS_TRIED} ports answer too; start this network's with "
+                    "python load_balancer.py --network NAME --port PORT.")
+
 
 def lb_start_options(args):
     """How this peer starts a load balancer: announced on its network when it looked there

@@ -190,6 +190,7 @@ def main(argv=None):
             print(f"load_balancer.py: cannot listen on {args.host}:{args.port}: {e.strerror}",
                   file=sys.stderr)
         return 1
+    server.network = args.network if args.announce else None
     ending = Ending(server)
 
     def stop_on_signal(signum, frame):

@@ -31,7 +31,7 @@ import signal
 import sys
 
 from p2p.cli.args import parse_args
-from p2p.cli.autostart import find_on_lan, lb_client_for
+from p2p.cli.autostart import check_fallback, find_on_lan, lb_client_for
 from p2p.cli.get import run_get
 from p2p.cli.run import (Terminate, fail, raise_terminate, run_clean, run_list, run_peer,
                          run_status, run_url, say_on_stderr)
@@ -59,9 +59,10 @@ def main(argv=None):
             return run_clean(args)
         say = say_nothing if getattr(args, "quiet", False) else say_on_stderr
         if args.discover and not find_on_lan(args, say):
+            check_fallback(args)
             fallback = format_address(args.lb_host, args.lb_port)
             say(f"No load balancer of network {args.network!r} announced itself on "
-                          f"the local network; asking {fallback}.")
+                f"the local network; asking {fallback}.")
         if args.command == "get":
             return run_get(args)
         lb = lb_client_for(args)

@@ -21,8 +21,9 @@ request                                     answer
 ``PUT /transfers/{id}`` + Bearer secret     200 renewed; 403 wrong secret
 ``DELETE /transfers/{id}?outcome=...``      204 (done, failed or cancelled); 403
   + Bearer secret
-``GET /status``                             200 {policy, requests, peers: [{..., slots,
-                                            partial}]}
+``GET /status``                             200 {policy, requests, uptime_s, network
+                                            (the name it announces, or null), peers:
+                                            [{..., slots, partial}]}
 ``GET /``                                   an HTML page of the same and of the files,
                                             refreshing itself
 ``GET /files/{name}[?sha256=HEX]``          302 to the least-loaded holder's
@@ -307,7 +308,8 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
     def route_status(self):
         self.send_json(200, {**self.registry.status(), "requests": self.server.requests,
-                             "uptime_s": round(time.monotonic() - self.server.started, 1)})
+                             "uptime_s": round(time.monotonic() - self.server.started, 1),
+                             "network": self.server.network})
 
     def route_files(self):
         query = self.query.get("q", [""])[0]
@@ -347,6 +349,8 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
 
 class LoadBalancerServer(BoundedHTTPServer):
+    network = None  # the network name it announces on the LAN (None: it does not announce)
+
     def __init__(self, address, registry, **limits):
         self.registry = registry
         self.requests = 0  # answered since start

@@ -21,7 +21,7 @@ from p2p.core.discovery import (Announce, BadDatagram, HostileLog, Query, check_
                                 format_datagram, parse_datagram, senior)
 from p2p.net import beacon
 from p2p.net.beacon import Beacon, discover
-from p2p.core.members import MAX_CLOCK_SKEW_S, NetworkSecret
+from p2p.core.members import MAX_CLOCK_SKEW_S, OPEN, NetworkSecret
 from tests.support import quiet_logs, wait_for
 
 WAIT_S = 5.0
@@ -231,6 +231,7 @@ class CommandLineTests(unittest.TestCase):
     def test_none_found_listens_again_then_starts_an_announced_one(self):
         args = self.parse(["serve", "--host", "127.0.0.1"])
         with mock.patch("p2p.net.beacon.discover", side_effect=[None, None, ("127.0.0.1", 6969)]), \
+                mock.patch("p2p.cli.autostart.network_at", return_value=None), \
                 mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
             autostart.find_or_start_load_balancer(args, say=lambda text: None)
         ensure.assert_called_once_with("127.0.0.1", 6969, mock.ANY, network="p2p",
@@ -311,3 +312,50 @@ class LoopbackTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class OtherNetworkTests(unittest.TestCase):
+    """A load balancer of another network at the default address is never used: a serving
+    peer starts its network's own beside it, a command says so."""
+
+    def setUp(self):
+        quiet_logs(self)
+        self.server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())
+        self.server.network = "p2p"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+
+    def args(self, *argv):
+        with mock.patch.dict("os.environ", {}, clear=True):
+            args = peer.parse_args(list(argv))
+        args.lb_port = self.server.port  # where the other network's load balancer answers
+        return args
+
+    def test_the_status_names_the_network(self):
+        self.assertEqual("p2p", autostart.network_at("127.0.0.1", self.server.port, OPEN))
+
+    def test_a_serving_peer_starts_its_own_beside_it(self):
+        args = self.args("serve", "--host", "127.0.0.1", "--network", "lab")
+        with mock.patch("p2p.net.beacon.discover", return_value=None), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=lambda text: None)
+        port = ensure.call_args.args[1]
+        self.assertIn(port, range(self.server.port + 1,
+                                  self.server.port + 1 + autostart.OWN_PORTS_TRIED))
+        self.assertEqual("lab", ensure.call_args.kwargs["network"])
+
+    def test_a_peer_of_that_network_uses_it(self):
+        args = self.args("serve", "--host", "127.0.0.1")
+        with mock.patch("p2p.net.beacon.discover", return_value=None), \
+                mock.patch("p2p.cli.autostart.ensure_load_balancer") as ensure:
+            autostart.find_or_start_load_balancer(args, say=lambda text: None)
+        self.assertEqual(self.server.port, ensure.call_args.args[1])
+
+    def test_a_command_says_whose_it_is(self):
+        args = self.args("list", "--network", "lab")
+        with self.assertRaises(PeerError) as caught:
+            autostart.check_fallback(args)
+        self.assertIn(f"the one at 127.0.0.1:{self.server.port} belongs to network 'p2p'",
+                      str(caught.exception))
+        autostart.check_fallback(self.args("list"))  # its own network's: no error
