@@ -115,8 +115,11 @@ def upload_line(u, who=None):
 
 
 def sent_by(p):
-    """'from 10.0.0.7:41237', or 'from 5 peers' when several send at once."""
-    return f"from {p.sources} peers" if p.sources > 1 else f"from {p.source}"
+    """'from 10.0.0.7:41237', 'from 5 peers' when several send at once, or 'connecting'
+    before any holder has sent a byte (after a stall, say)."""
+    if p.sources > 1:
+        return f"from {p.sources} peers"
+    return f"from {p.source}" if p.source else "connecting"
 
 
 def job_line(job):

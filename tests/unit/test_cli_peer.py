@@ -12,7 +12,7 @@ import unittest
 
 from p2p.cli import args as cli_args
 from p2p.cli.output import AlreadyThere, check_target, place, target_path
-from p2p.cli.progress import PLAIN_EVERY_S, PLAIN_STILL_S, ProgressPrinter
+from p2p.cli.progress import PLAIN_EVERY_S, PLAIN_STILL_S, ProgressPrinter, progress_line
 from p2p.cli.text import fit_names, quit_question, suggest_names, table, text_width
 from p2p.core.clock import FakeClock
 from p2p.net.download import DownloadError, Progress, Result
@@ -81,6 +81,10 @@ def progress(done, total=100, source="a:1", waiting="", finished=False):
 
 
 class ProgressTests(unittest.TestCase):
+    def test_no_source_yet_says_connecting_not_an_empty_from(self):
+        self.assertTrue(progress_line(progress(7, source=None), 7.0).endswith("connecting"))
+        self.assertTrue(progress_line(progress(7), 7.0).endswith("from a:1"))
+
     def test_plain_lines_need_both_the_time_and_five_percent_but_come_while_stalled(self):
         out, clock = io.StringIO(), FakeClock()
         printer = ProgressPrinter(out, tty=False, clock=clock.now)
