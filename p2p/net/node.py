@@ -62,7 +62,9 @@ class Peer:
         self.shared = None if shared is None else os.path.abspath(shared)
         self.downloads = os.path.abspath(downloads)
         self.bind = (host, port)
-        self.advertise = advertise
+        # the address other peers reach it at: said, else the one it listens on when that is
+        # one address, else (None) what the load balancer sees it connect from
+        self.advertise = advertise or (host if host not in ("", "0.0.0.0", "::") else None)
         self.upload_slots, self.upload_limit = upload_slots, upload_limit
         roots = [self.shared, self.downloads] if reshare else [self.shared]
         self.index = ShareIndex([r for r in roots if r is not None], on_change=self._wake_now,

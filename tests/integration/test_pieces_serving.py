@@ -293,11 +293,12 @@ class RecordingLB:
     host, port, address = "127.0.0.1", 9, "127.0.0.1:9"
 
     def __init__(self):
-        self.registered, self.heartbeats = [], []
+        self.registered, self.heartbeats, self.hosts = [], [], []
         self.beat = threading.Condition()
 
     def register(self, port, files, host=None, name="", slots=None):
         self.registered.append(slots)
+        self.hosts.append(host)
         return {"peer_id": "p1", "token": "t", "heartbeat_s": 0.01}
 
     def heartbeat(self, peer_id, token, files=None, uploads=None, slots=None, partial=None):
@@ -329,6 +330,7 @@ class PeerAnnouncesPartialsTests(unittest.TestCase):
         me.start()
         self.addCleanup(me.stop)
         self.assertEqual(lb.registered, [3])
+        self.assertEqual(lb.hosts, ["127.0.0.1"])  # listening on one address: that one
         self.assertEqual(os.listdir(root), ["downloads"])  # no shared folder, no lock file
         self.assertIs(me.server.partials, me.partials)
         first = len(lb.wait_beats(1))
