@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from p2p.net.lb_client import AllBusy, Lease, NoHolderLeft, NotFound, Pick
+from p2p.net.lb_client import AllBusy, Lease, NoHolderLeft, NotKnown, Pick
 from p2p.core.pieces import PieceList, hash_file, piece_size
 from p2p.core.wire import FileRecord
 
@@ -212,7 +212,7 @@ class FakeLB:
         with self.lock:
             self.picks += 1
             if name != self.file.name:
-                raise NotFound(f"Nobody shares {name!r} right now.", 404)
+                raise NotKnown(f"Nobody shares {name!r} right now.", 404)
             if self.busy_rounds:
                 self.busy_rounds -= 1
                 raise AllBusy("Every holder is busy.", busy=self.busy_holders, retry_after=0)

@@ -37,7 +37,7 @@ from p2p.core.members import OPEN
 from p2p.core.registry import DEFAULT_PORT
 from p2p.core.wire import format_address, parse_address
 from p2p.net import beacon
-from p2p.net.lb_client import SECRET_FIX, LBClient, LBClientError, NotAMember, Unauthorized
+from p2p.net.lb_client import SECRET_FIX, LBClient, LBClientError, NotAMember, NotAdmitted
 from p2p.net.standby import StandbyClient
 from p2p.net.node import PeerError
 
@@ -176,7 +176,7 @@ def ensure_load_balancer(host, port, say=print, network=None, listen=None, membe
         try:
             pid = client.status().get("pid")
             break
-        except (Unauthorized, NotAMember) as e:  # another one, of another network, won the race
+        except (NotAdmitted, NotAMember) as e:  # another one, of another network, won the race
             raise PeerError(e.message) from None
         except LBClientError:
             exited = process.poll() is not None  # lost a race (then another answers) or failed

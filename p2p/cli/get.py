@@ -25,7 +25,7 @@ from p2p.core.folder import FolderError, is_folder
 from p2p.core.wire import format_address
 from p2p.net.download import Downloader, DownloadError
 from p2p.net.folder import get_folder
-from p2p.net.lb_client import Ambiguous, LBClientError, NotFound
+from p2p.net.lb_client import Ambiguous, LBClientError, NotKnown
 from p2p.net.node import Peer
 
 log = logging.getLogger("p2p.peer")
@@ -130,7 +130,7 @@ class Getter:
     def explain(self, error, name):
         """The error's sentence, with the names meant or the versions to choose from."""
         message = error.message
-        if isinstance(error, NotFound) and self.via is self.lb and not self.args.source:
+        if isinstance(error, NotKnown) and self.via is self.lb and not self.args.source:
             message += did_you_mean(self.lb, name)  # names on the network get no suggestion
         if isinstance(error, Ambiguous):
             message += " Versions: " + ", ".join(

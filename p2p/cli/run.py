@@ -26,7 +26,7 @@ from p2p.core.members import NETWORK_CERT_NAME
 from p2p.core.wire import format_address
 from p2p.net.download import DownloadError
 from p2p.net.partial import find_unfinished, remove_unfinished
-from p2p.net.lb_client import NotFound
+from p2p.net.lb_client import NotKnown
 from p2p.net.membership import RECONNECT_S
 from p2p.net.node import Peer
 from p2p.net.sharing import url_for_name
@@ -208,7 +208,7 @@ def run_url(args, lb):
     source = resolve_peer_address(args.source) if args.source else None
     try:
         pick = lb.pick(args.name, sha256=sha256, peer=source)
-    except NotFound as e:
+    except NotKnown as e:
         raise DownloadError(e.message + did_you_mean(lb, args.name)) from None
     # Only the address is wanted: the holder counts the download itself while it runs.
     holder = pick.leases[0]

@@ -59,11 +59,11 @@ from p2p.net.lb_client import (
     LBClientError,
     Lease,
     NoHolderLeft,
-    NotFound,
+    NotKnown,
     Pick,
     SECRET_FIX,
     TLS_FIX,
-    Unauthorized,
+    NotAdmitted,
     Unreachable,
     authority,
     connect_http,
@@ -128,7 +128,7 @@ class Downloader:
             try:
                 pick = self._first_pick(name, sha256, peer if last is None else None,
                                         [lie.peer_id for lie in liars] + broken)
-            except (NotFound, NoHolderLeft):
+            except (NotKnown, NoHolderLeft):
                 if last is None:
                     raise
                 break
@@ -309,13 +309,13 @@ class DirectSource:
             conn.close()
         if response.status == 401 or (isinstance(listing, dict) and listing.get("tls_required")):
             tls = bool(listing.get("tls_required"))
-            raise Unauthorized(f"{self.address} refuses us: "
+            raise NotAdmitted(f"{self.address} refuses us: "
                                f"{listing.get('error') or 'wrong or missing network secret.'} "
                                f"{TLS_FIX if tls else SECRET_FIX}", 401, tls)
         versions = [f for f in listing if isinstance(f, dict) and f.get("name") == name
                     and sha256 in (None, f.get("sha256"))] if isinstance(listing, list) else []
         if not versions:
-            raise NotFound(f"{self.address} does not share {name!r}.", 404)
+            raise NotKnown(f"{self.address} does not share {name!r}.", 404)
         try:
             record = FileRecord.parse(versions[0])
         except ValueError:

@@ -15,8 +15,8 @@ turns its JSON into values:
 Every refusal is an ``LBClientError`` (``message``, a sentence for a person,
 and ``status``, the HTTP code or None), one subclass per case the caller acts
 on: ``Unreachable`` (nothing, or nothing that is a load balancer, answers),
-``Unauthorized`` (wrong or missing network secret; ``tls_required`` when it
-speaks TLS and we do not), ``NotFound`` (nobody shares that file; or the load
+``NotAdmitted`` (wrong or missing network secret; ``tls_required`` when it
+speaks TLS and we do not), ``NotKnown`` (nobody shares that file; or the load
 balancer forgot this peer), ``Ambiguous`` (several versions of the name and
 none leads; ``versions`` lists them), ``AllBusy`` (every holder's upload slots
 are taken; ``busy`` holders, ask again in ``retry_after`` seconds) and
@@ -58,7 +58,7 @@ class Unreachable(LBClientError):
     """Nothing (or nothing sane) answers at the load balancer's address."""
 
 
-class Unauthorized(LBClientError):
+class NotAdmitted(LBClientError):
     """The load balancer refuses us as we are: wrong or missing network secret (401), or
     it speaks TLS and we do not (``tls_required``)."""
 
@@ -72,7 +72,7 @@ class NotAMember(LBClientError):
     open load balancer, or another network's): refused, whatever it answered."""
 
 
-class NotFound(LBClientError):
+class NotKnown(LBClientError):
     """Nobody shares that file (or that version, or at that address); or the load balancer
     does not know this peer (it restarted: register again)."""
 
@@ -230,7 +230,7 @@ def refusal(status, answer, unavailable=LBClientError):
     """
     message = answer.get("error") or f"The load balancer answered HTTP {status}."
     if status == 404:
-        return NotFound(message, status)
+        return NotKnown(message, status)
     if status == 409 and answer.get("versions"):
         return Ambiguous(message, status, answer["versions"])
     if status == 503 and "busy" in answer:
@@ -323,7 +323,7 @@ class LBClient:
                               f"(HTTP {status}).", status)
         if status == 401 or answer.get("tls_required"):
             tls = bool(answer.get("tls_required"))
-            raise Unauthorized(f"The load balancer at {self.address} refuses us: "
+            raise NotAdmitted(f"The load balancer at {self.address} refuses us: "
                                f"{answer.get('error') or 'wrong or missing network secret.'} "
                                f"{TLS_FIX if tls else SECRET_FIX}", 401, tls)
         self._check_proof(headers, status, raw, proof)
@@ -398,7 +398,7 @@ class LBClient:
 
     def heartbeat(self, peer_id, token, files=None, uploads=None, slots=None, partial=None):
         """Say we are alive; ``files`` and ``partial`` ([{name, size, sha256, pieces, done}])
-        replace what was announced, when given. NotFound: register again."""
+        replace what was announced, when given. NotKnown: register again."""
         body = {}
         for key, value in (("files", files), ("uploads", uploads), ("slots", slots),
                            ("partial", partial)):
@@ -416,7 +416,7 @@ class LBClient:
         return self._call("GET", "/status")
 
     def pick(self, name, sha256=None, peer=None, exclude=(), requester=None, count=None):
-        """Holders of ``name`` (that version, at that address), each a Lease to end; NotFound,
+        """Holders of ``name`` (that version, at that address), each a Lease to end; NotKnown,
         Ambiguous, AllBusy or NoHolderLeft when there is none to give.
 
         Without ``count``, one holder of the whole file (for ``GET /files/NAME``); with it,

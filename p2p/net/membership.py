@@ -26,7 +26,7 @@ import time
 from p2p.core.clock import Clock
 from p2p.core.membership import BEATING, LOST, REGISTER, STOPPED, Membership, Policy
 from p2p.core.wire import format_address
-from p2p.net.lb_client import LBClientError, NotAMember, NotFound, Unauthorized
+from p2p.net.lb_client import LBClientError, NotAMember, NotKnown, NotAdmitted
 
 log = logging.getLogger("p2p.peer")
 
@@ -159,14 +159,14 @@ class Member:
         return version, [f.as_dict() for f in self.peer.index.files()]
 
     def register(self):
-        """Register; "ok" or "failed". At start (no thread yet) Unauthorized is raised."""
+        """Register; "ok" or "failed". At start (no thread yet) NotAdmitted is raised."""
         peer = self.peer
         version, files = self._files()
         try:
             answer = self.lb.register(peer.port, files, host=peer.advertise, name=peer.name,
                                       slots=peer.upload_slots)
         except LBClientError as e:
-            if isinstance(e, (Unauthorized, NotAMember)) and self._thread is None:
+            if isinstance(e, (NotAdmitted, NotAMember)) and self._thread is None:
                 raise  # starting: the person must fix it, not wait for it
             self.problem = e.message
             self._note(False)
@@ -200,7 +200,7 @@ class Member:
                               uploads=len(peer.server.uploads), slots=peer.upload_slots,
                               partial=partial)
         except LBClientError as e:
-            if isinstance(e, NotFound):  # it restarted, or is a successor: it forgot us
+            if isinstance(e, NotKnown):  # it restarted, or is a successor: it forgot us
                 log.warning("the load balancer forgot this peer; registering again")
                 self.peer_id = None
                 return "forgotten"
@@ -239,14 +239,14 @@ class Member:
 
 def register_with_each(members):
     """Register each Member with its load balancer at once (a dead one costs its timeout
-    once, not once per load balancer); the first refusal (Unauthorized, NotAMember) the
+    once, not once per load balancer); the first refusal (NotAdmitted, NotAMember) the
     person must fix, or None."""
     refusals = []
 
     def register(member):
         try:
             member.machine.fire(member.register())
-        except (Unauthorized, NotAMember) as e:
+        except (NotAdmitted, NotAMember) as e:
             refusals.append(e)
     threads = [threading.Thread(target=register, args=(m,), daemon=True, name="registering")
                for m in members[1:]]

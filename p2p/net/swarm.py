@@ -25,7 +25,7 @@ import threading
 from p2p.core.piece_states import UNCHECKED
 from p2p.core.progress import Progress
 from p2p.net.download_errors import DiskError, DownloadError, FalseList, Spoiled
-from p2p.net.lb_client import AllBusy, LBClientError, NoHolderLeft, NotFound, Unreachable
+from p2p.net.lb_client import AllBusy, LBClientError, NoHolderLeft, NotKnown, Unreachable
 from p2p.net.partial import WholeHash
 from p2p.net.sharing import sha256_file
 from p2p.net.worker import Worker
@@ -183,7 +183,7 @@ class Swarm:
             self._others(e.downloading)
             decision = self.asking.busy(e.busy, e.retry_after, active)
             why = decision.why
-        except (NotFound, NoHolderLeft) as e:
+        except (NotKnown, NoHolderLeft) as e:
             self._others(getattr(e, "downloading", 0))
             decision = self.asking.none_left(active, self.plan.alone, self._busy_soon())
             last = f" (last: {self.last_fault})" if self.last_fault else ""

@@ -765,9 +765,9 @@ class TestClient(ServerTestCase):
         self.assertEqual(str(cm.exception), raw["error"])
         unknown = lb_client.Lease("ffff", "s", "p", "127.0.0.1", 1)
         for call, status, error in [
-                (lambda: self.client.pick("nope"), 404, lb_client.NotFound),
-                (lambda: self.client.heartbeat("0123456789ab", "t"), 404, lb_client.NotFound),
-                (lambda: self.client.end(unknown), 404, lb_client.NotFound),
+                (lambda: self.client.pick("nope"), 404, lb_client.NotKnown),
+                (lambda: self.client.heartbeat("0123456789ab", "t"), 404, lb_client.NotKnown),
+                (lambda: self.client.end(unknown), 404, lb_client.NotKnown),
                 (lambda: self.client.pick("f", exclude=[a["peer_id"]]), 503,
                  lb_client.NoHolderLeft),
                 (lambda: self.client.register(0, []), 400, lb_client.LBClientError)]:

@@ -314,11 +314,11 @@ class ClosedNetworkTests(unittest.TestCase):
                         Members(NetworkSecret("another secret of sixteen chars"), self.members.tls)):
             stranger = self.lb_client(members)
             with self.subTest(members=members.describe()):
-                with self.assertRaisesRegex(lb_client.Unauthorized,
+                with self.assertRaisesRegex(lb_client.NotAdmitted,
                                             "wrong or missing network secret"):
                     stranger.register(1234, [{"name": "evil.bin", "size": 1,
                                               "sha256": "0" * 64}])
-                with self.assertRaises(lb_client.Unauthorized):
+                with self.assertRaises(lb_client.NotAdmitted):
                     stranger.status()
         self.assertEqual([p["port"] for p in self.client.status()["peers"]], [self.holder.port])
         self.assertEqual(self.client.files("evil")["files"], [])
@@ -398,7 +398,7 @@ class ClosedNetworkTests(unittest.TestCase):
             self.assertEqual(f.read(), self.content)
         stranger = DirectSource("127.0.0.1", self.holder.port, members=Members(
             NetworkSecret("another secret of sixteen chars"), self.members.tls))
-        with self.assertRaisesRegex(lb_client.Unauthorized, "refuses us: .*network secret"):
+        with self.assertRaisesRegex(lb_client.NotAdmitted, "refuses us: .*network secret"):
             stranger.pick("song.mp3")
 
     def test_a_holder_that_refuses_us_is_a_clear_failure(self):
@@ -466,7 +466,7 @@ class TLSNetworkTests(ClosedNetworkTests):
 
     def test_a_plain_client_is_told_to_use_tls_on_both_sides(self):
         with self.assertLogs("p2p.http", logging.WARNING) as logs:
-            with self.assertRaisesRegex(lb_client.Unauthorized, "speaks TLS only"):
+            with self.assertRaisesRegex(lb_client.NotAdmitted, "speaks TLS only"):
                 self.lb_client(Members(NetworkSecret(SECRET))).status()
         self.assertIn("this server speaks TLS only", "\n".join(logs.output))
 

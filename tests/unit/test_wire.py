@@ -48,7 +48,7 @@ class TestWireRecords(unittest.TestCase):
 
     def test_refusals_become_the_error_the_caller_acts_on(self):
         versions = [{**wire("f", v), "holders": 1} for v in (1, 2)]
-        cases = [(404, {}, lb_client.NotFound), (409, {"versions": versions}, lb_client.Ambiguous),
+        cases = [(404, {}, lb_client.NotKnown), (409, {"versions": versions}, lb_client.Ambiguous),
                  (409, {}, lb_client.LBClientError), (503, {}, lb_client.NoHolderLeft),
                  (503, {"busy": 3, "retry_after": 2}, lb_client.AllBusy),
                  (400, {}, lb_client.LBClientError)]
