@@ -3,9 +3,14 @@
 The states say what the peer does next; the driver (``p2p/net/membership.py``)
 does it and reports how it went as an event::
 
-    REGISTER    register with the load balancer              ok -> BEATING, failed -> LOST
+    REGISTER    register with the load balancer              ok -> BEATING, failed -> LOST,
+                                                             refused -> REFUSED
     BEATING     heartbeat every heartbeat_s (or at a change) ok -> BEATING,
-                                                             forgotten -> REGISTER, failed -> LOST
+                                                             forgotten -> REGISTER, failed -> LOST,
+                                                             refused -> REFUSED
+    REFUSED     it answers, but refuses what this peer sent (too many files, too many peers
+                from this machine): keep it, and after refused_s register again
+                                                             retry_register -> REGISTER
     LOST        it does not answer: a peer that found it by discovery searches at once
                 (after a search that found only it, it tries it again in retry_s), one
                 whose load balancer is on its own machine restarts it, any other retries
@@ -34,15 +39,18 @@ from dataclasses import dataclass
 
 from p2p.core.errors import IllegalTransition
 
-REGISTER, BEATING, LOST, SEARCHING, ELECTING, RESTARTING, STOPPED = (
-    "register", "beating", "lost", "searching", "electing", "restarting", "stopped")
+REGISTER, BEATING, REFUSED, LOST, SEARCHING, ELECTING, RESTARTING, STOPPED = (
+    "register", "beating", "refused", "lost", "searching", "electing", "restarting", "stopped")
 
 TRANSITIONS = {
     (REGISTER, "ok"): BEATING,
     (REGISTER, "failed"): LOST,
+    (REGISTER, "refused"): REFUSED,
     (BEATING, "ok"): BEATING,
     (BEATING, "forgotten"): REGISTER,
     (BEATING, "failed"): LOST,
+    (BEATING, "refused"): REFUSED,
+    (REFUSED, "retry_register"): REGISTER,
     (LOST, "search"): SEARCHING,
     (LOST, "restart"): RESTARTING,
     (LOST, "retry"): BEATING,
@@ -68,6 +76,7 @@ class Policy:
     follows: bool = False  # found it by discovery: search the network, elect a successor
     may_start: bool = False  # may start a load balancer on this machine
     retry_s: float = 3.0  # a load balancer that does not answer is tried again this often
+    refused_s: float = 30.0  # one that refused what this peer sent is asked again after this
 
 
 class Membership:
@@ -117,6 +126,8 @@ class Membership:
             return self.since
         if self.state == BEATING:
             return self.since + (0.0 if self.came_from == LOST else self.heartbeat_s)
+        if self.state == REFUSED:
+            return self.since + self.policy.refused_s
         fresh = self.came_from in (REGISTER, BEATING) and self.policy.follows
         return self.since + (0.0 if fresh else self.policy.retry_s)
 

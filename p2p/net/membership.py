@@ -8,7 +8,9 @@ by discovery listens for the network's load balancer and moves to it
 (``rediscover``), or, when none is announced, takes part in electing a successor
 (``elect``: a random back-off while listening, then one started here; seniority
 settles two started at once); a peer whose load balancer lives on its own machine
-starts it again (``restart_lb``); any other tries again every ``RECONNECT_S``.
+starts it again (``restart_lb``); any other tries again every ``RECONNECT_S``. A load
+balancer that answers but refuses what the peer sent (too many files, too many peers from
+this machine) is kept: the peer says why and asks again later (``refuses``).
 
 A peer with a standby list (``--lb A,B[,C]``, ``standby.py``) has one ``Member``
 per load balancer listed, each on its own thread: each load balancer knows every
@@ -24,7 +26,7 @@ import threading
 import time
 
 from p2p.core.clock import Clock
-from p2p.core.membership import BEATING, LOST, REGISTER, STOPPED, Membership, Policy
+from p2p.core.membership import BEATING, LOST, REFUSED, REGISTER, STOPPED, Membership, Policy
 from p2p.core.wire import format_address
 from p2p.net.lb_client import LBClientError, NotAMember, NotKnown, NotAdmitted
 
@@ -35,6 +37,14 @@ PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at mos
 LB_SILENT_S = 2.0  # a followed load balancer unheard this long is gone (it announces every 1 s)
 WATCH_CHECK_S = 0.25  # a following peer looks this often whether its load balancer fell silent
 
+
+
+def refuses(error):
+    """Whether the load balancer answered, refusing what was sent (400, 413, 429: too many
+    files, too many peers from this machine): it is there, so it is kept, never searched
+    past or replaced; the peer asks again later."""
+    return error.status is not None and 400 <= error.status < 500 and not isinstance(
+        error, (NotKnown, NotAdmitted, NotAMember))
 
 class Member:
     """The membership of ``peer`` (its index, partials and server) in the network of ``lb``
@@ -99,6 +109,8 @@ class Member:
                 event = self.register() if state == REGISTER else self.heartbeat()
             elif state == LOST:
                 event = self.machine.lost_action(self.peer_id is not None)
+            elif state == REFUSED:
+                event = "retry_register"
             else:
                 event = getattr(self, "_" + state)()
             if not self.stopping.is_set():
@@ -171,7 +183,7 @@ class Member:
             self.problem = e.message
             self._note(False)
             log.warning("cannot register with the load balancer: %s", e.message)
-            return "failed"
+            return "refused" if refuses(e) else "failed"
         self.peer_id, self.token = answer["peer_id"], answer["token"]
         self.seen_as = answer.get("host")
         peer.server.address = peer.address
@@ -207,7 +219,7 @@ class Member:
             self.problem = e.message
             self._note(False)
             log.warning("heartbeat failed: %s", e.message)
-            return "failed"
+            return "refused" if refuses(e) else "failed"
         self._announced = version
         if partial is not None:
             self._partials_announced = partial_version

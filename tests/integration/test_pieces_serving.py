@@ -13,6 +13,8 @@ from unittest import mock
 from p2p.net import sharing
 from p2p.core.members import Members, NetworkSecret
 from p2p.cli.text import upload_line
+from p2p.core.membership import REFUSED
+from p2p.net.lb_client import LBClientError
 from p2p.net.node import Peer
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from p2p.net.sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
@@ -420,3 +422,33 @@ class PieceHashCacheTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RefusingLB(RecordingLB):
+    """A load balancer that answers, but refuses the registration (413: too many files)."""
+    peer_id = None
+
+    def __init__(self):
+        super().__init__()
+        self.asked = threading.Event()
+
+    def register(self, port, files, host=None, name="", slots=None):
+        self.asked.set()
+        raise LBClientError("The list of files is too long for this load balancer.", 413)
+
+
+class RefusedPeerTests(unittest.TestCase):
+    def test_a_refusal_keeps_the_load_balancer_and_never_searches_or_elects(self):
+        root = tempfile.mkdtemp(prefix="p2p-peer-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        lb, moves = RefusingLB(), []
+        me = Peer(lb, None, os.path.join(root, "downloads"), "127.0.0.1",
+                  rediscover=lambda: moves.append("search"),
+                  elect=lambda: moves.append("elect") or ("failed", None))
+        me.start()
+        self.addCleanup(me.stop)
+        self.assertTrue(lb.asked.wait(COMMAND_TIMEOUT_S))
+        member = me.memberships[0]
+        wait_for(lambda: member.machine.state == REFUSED, what="the refusal to be taken")
+        self.assertIn("too long", me.lb_problem)
+        self.assertEqual(moves, [])

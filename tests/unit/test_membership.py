@@ -27,6 +27,8 @@ class TableTests(unittest.TestCase):
         (["ok", "failed", "search", "none", "failed"], m.LOST),
         (["ok", "failed", "restart", "ok"], m.REGISTER),
         (["ok", "failed", "search", "stop"], m.STOPPED),
+        (["refused"], m.REFUSED),
+        (["ok", "refused", "retry_register", "ok"], m.BEATING),
     ]
     ILLEGAL = [  # events that the state before the last one does not allow
         ["forgotten"],
@@ -35,6 +37,8 @@ class TableTests(unittest.TestCase):
         ["ok", "failed", "search", "ok"],
         ["ok", "failed", "search", "none", "moved"],
         ["stop", "ok"],
+        ["refused", "search"],  # a load balancer that answers is never searched past
+        ["refused", "ok"],
     ]
 
     def test_paths(self):
@@ -57,7 +61,8 @@ class TableTests(unittest.TestCase):
                 self.assertEqual(machine_.state, before)
 
     def test_every_target_is_a_state(self):
-        states = {m.REGISTER, m.BEATING, m.LOST, m.SEARCHING, m.ELECTING, m.RESTARTING}
+        states = {m.REGISTER, m.BEATING, m.REFUSED, m.LOST, m.SEARCHING, m.ELECTING,
+                  m.RESTARTING}
         self.assertTrue(set(m.TRANSITIONS.values()) <= states)
         self.assertEqual({s for s, _ in m.TRANSITIONS}, states)
 
@@ -132,6 +137,14 @@ class TimingTests(unittest.TestCase):
         machine_.fire("ok")
         machine_.fire("failed")
         self.assertEqual(machine_.wait_s(), 3.0)
+
+    def test_a_refused_peer_asks_again_after_refused_s_even_when_it_follows(self):
+        clock, machine_ = machine(follows=True, may_start=True)
+        machine_.fire("ok")
+        machine_.fire("refused")
+        self.assertEqual(machine_.wait_s(), m.Policy().refused_s)
+        clock.advance(m.Policy().refused_s)
+        self.assertEqual(machine_.wait_s(), 0.0)
 
     def test_stopped_has_nothing_due(self):
         _, machine_ = machine()
