@@ -238,5 +238,7 @@ def suggest_names(name, names, most=3):
 
 
 def downloading_line(p):
-    """A partial holder's files in option 3: 'song.mp3 45 %'."""
-    return f"{p['name']} {percent(p['done'], p['size'])} %"
+    """A partial holder's files in option 3: 'song.mp3 45 %', or 'song.mp3 45 % (stalled)'
+    while it waits for a holder to come back."""
+    return f"{p['name']} {percent(p['done'], p['size'])} %" + (" (stalled)" if p.get(
+        "stalled") else "")

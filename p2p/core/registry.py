@@ -272,7 +272,8 @@ def peer_status(peer, now):
         "files": sorted(peer.files), "active": peer.load, "uploads": peer.uploads,
         "slots": peer.slots, "served": peer.served, "failed": peer.failed,
         "partial": sorted(({"name": r.file.name, "sha256": r.file.sha256,
-                            "size": r.file.size, "done": r.done}
+                            "size": r.file.size, "done": r.done,
+                            **({"stalled": True} if r.stalled else {})}
                            for r in peer.partial.values()), key=lambda r: r["name"]),
         "last_seen_s": round(now - peer.last_seen, 1),
     }

@@ -106,26 +106,32 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class PartialRecord:
-    """A file a peer is downloading, and how many of its bytes it has verified."""
+    """A file a peer is downloading, how many of its bytes it has verified, and whether it
+    is stalled (waiting for a holder to come back)."""
     file: FileRecord
     done: int
+    stalled: bool = False
 
     @property
     def key(self):
         return self.file.key
 
     def as_dict(self):
-        return {**self.file.as_dict(), "done": self.done}
+        return {**self.file.as_dict(), "done": self.done,
+                **({"stalled": True} if self.stalled else {})}
 
     @classmethod
     def parse(cls, obj):
-        """The record of a JSON object {name, size, sha256, pieces?, done}, or BadRecord."""
+        """The record of a JSON object {name, size, sha256, pieces?, done, stalled?}, or
+        BadRecord."""
         file = FileRecord.parse(obj)
         done = field(obj, "done", int, "the verified bytes")
         if not 0 <= done <= file.size:
             raise BadRecord(f"The field 'done' of {file.name!r} must be between 0 and its "
                             f"size, {file.size}.")
-        return cls(file, done)
+        stalled = field(obj, "stalled", bool, "true or false (waiting for a holder)",
+                        required=False)
+        return cls(file, done, bool(stalled))
 
 
 # ---------------------------------------------------------------------------

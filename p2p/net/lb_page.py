@@ -42,7 +42,8 @@ def plural(count, noun):
 
 def downloading_lines(partial):
     return "".join(f"<br><small>downloading {html.escape(d['name'])}: "
-                   f"{percent(d['done'], d['size'])} % of {size_text(d['size'])}</small>"
+                   f"{percent(d['done'], d['size'])} % of {size_text(d['size'])}"
+                   f"{' (stalled: waiting for a holder)' if d.get('stalled') else ''}</small>"
                    for d in partial[:PAGE_PARTIAL])
 
 

@@ -778,6 +778,7 @@ class PartialShares:
         self._lock = threading.Lock()
         self._shares = {}  # sha256 -> PartialShare
         self._hashes = {}  # sha256 -> its piece-list hash, computed once
+        self._stalled = set()  # sha256 of the downloads waiting for a holder to come back
         self.version = 0
 
     def add(self, name, pieces, have, path):
@@ -792,6 +793,16 @@ class PartialShares:
             if self._shares.pop(sha256, None) is None:
                 return
             del self._hashes[sha256]
+            self._stalled.discard(sha256)
+            self.version += 1
+        self.on_change()
+
+    def set_stalled(self, sha256, stalled):
+        """The download of ``sha256`` waits for a holder to come back (or no longer does)."""
+        with self._lock:
+            if sha256 not in self._shares or (sha256 in self._stalled) == stalled:
+                return
+            (self._stalled.add if stalled else self._stalled.discard)(sha256)
             self.version += 1
         self.on_change()
 
@@ -805,11 +816,13 @@ class PartialShares:
             return self._shares.get(sha256)
 
     def announced(self):
-        """What the heartbeat says: [{name, size, sha256, pieces, done}], done in bytes."""
+        """What the heartbeat says: [{name, size, sha256, pieces, done, stalled?}], done in
+        bytes, stalled (true) while the download waits for a holder to come back."""
         with self._lock:
-            shares = [(s, self._hashes[k]) for k, s in self._shares.items()]
+            shares = [(s, self._hashes[k], k in self._stalled) for k, s in self._shares.items()]
         return [{"name": s.name, "size": s.size, "sha256": s.pieces.sha256, "pieces": h,
-                 "done": s.done} for s, h in shares]
+                 "done": s.done, **({"stalled": True} if stalled else {})}
+                for s, h, stalled in shares]
 
     def __len__(self):
         with self._lock:

@@ -199,11 +199,19 @@ class Swarm:
         else:
             self.asking.got(self.plan.alone)
             self._add(more)
+            self._announce_stall(was_stalled)
             return
         if decision.give_up:
             raise DownloadError(why + self._kept())
         if self.asking.stalled and not was_stalled:
             log.warning("%s", decision.waiting)
+        self._announce_stall(was_stalled)
+
+    def _announce_stall(self, was_stalled):
+        """Tell the peer's heartbeat when this download stalls or moves again, so the load
+        balancer's status (option 3, 'peer.py status', its page) says so."""
+        if self.partials is not None and self.asking.stalled != was_stalled:
+            self.partials.set_stalled(self.file.sha256, self.asking.stalled)
 
     def _kept(self):
         return (" The partial file is kept: try again later to resume."

@@ -224,6 +224,7 @@ class Shares:
 
     def __init__(self):
         self.have, self.touched, self.shared_whole = None, 0, False
+        self.stalls = []  # what set_stalled said, in order
 
     def add(self, name, pieces, have, path):
         self.have = have
@@ -233,6 +234,9 @@ class Shares:
 
     def remove(self, sha256):
         self.shared_whole = self.have.complete
+
+    def set_stalled(self, sha256, stalled):
+        self.stalls.append(stalled)
 
 
 class Slow(DownloadCase):
@@ -374,11 +378,14 @@ class Stalled(DownloadCase):
                 stalled["polls"] = lb.picks - stalled["picks"]
                 lb.add(came_back)  # the seed is back, with a new peer id
 
-        downloader = Downloader(lb, self.root, on_progress=on_progress, pace=self.pace)
+        shares = Shares()
+        downloader = Downloader(lb, self.root, on_progress=on_progress, pace=self.pace,
+                                partials=shares)
         result = self.run_download(downloader)
         self.assert_saved(result)
         self.assertIn("stalled: no holder of file.bin is online; waiting",
                       [p.waiting for p in self.progress])
+        self.assertEqual(shares.stalls, [True, False])  # announced: stalled, then moving
         self.assertLessEqual(stalled["polls"], self.MAX_POLLS)
         kept = set(range(PIECES)) - set(self.pieces_asked(came_back))
         self.assertGreaterEqual(len(kept), PIECES * 0.3 - 1)  # what came before was kept

@@ -289,6 +289,20 @@ class PartialSharesTests(unittest.TestCase):
         self.assertEqual((partials.announced(), len(partials)), ([], 0))
         self.assertEqual(len(changes), 4)
 
+    def test_a_stalled_download_is_announced_as_such_until_it_moves(self):
+        partials = PartialShares()
+        pieces = piece_list(os.urandom(PIECE))
+        partials.add("a.bin", pieces, Bitfield(pieces.count), "/nowhere")
+        before = partials.version
+        partials.set_stalled(pieces.sha256, True)
+        partials.set_stalled(pieces.sha256, True)  # no change: no new version
+        self.assertEqual(partials.version, before + 1)
+        self.assertIs(partials.announced()[0]["stalled"], True)
+        partials.set_stalled(pieces.sha256, False)
+        self.assertNotIn("stalled", partials.announced()[0])
+        partials.set_stalled("0" * 64, True)  # not being downloaded: nothing
+        self.assertEqual(partials.version, before + 2)
+
 
 class RecordingLB:
     """Stands in for the peer's LBClient: answers at once and records what it was told."""

@@ -13,7 +13,8 @@ import unittest
 from p2p.cli import args as cli_args
 from p2p.cli.output import AlreadyThere, check_target, place, target_path
 from p2p.cli.progress import PLAIN_EVERY_S, PLAIN_STILL_S, ProgressPrinter, progress_line
-from p2p.cli.text import fit_names, quit_question, suggest_names, table, text_width
+from p2p.cli.text import (downloading_line, fit_names, quit_question, suggest_names, table,
+                          text_width)
 from p2p.core.clock import FakeClock
 from p2p.net.download import DownloadError, Progress, Result
 
@@ -78,6 +79,13 @@ class CommandLineTests(unittest.TestCase):
 
 def progress(done, total=100, source="a:1", waiting="", finished=False):
     return Progress("f", done, total, 10.0, source, finished=finished, waiting=waiting)
+
+
+class StatusLineTests(unittest.TestCase):
+    def test_a_stalled_download_says_so_in_option_3_and_status(self):
+        p = {"name": "f.bin", "size": 200, "done": 74}
+        self.assertEqual("f.bin 37 %", downloading_line(p))
+        self.assertEqual("f.bin 37 % (stalled)", downloading_line({**p, "stalled": True}))
 
 
 class ProgressTests(unittest.TestCase):

@@ -674,6 +674,10 @@ class TestSwarmPicks(RegistryTestCase):
                          [{"name": "f", "sha256": info("f").sha256, "size": 100, "done": 37}])
         files, _ = self.registry.find_files("f")
         self.assertEqual([(f["holders"], f["partial"]) for f in files], [(1, 1)])
+        self.registry.heartbeat(helper.id, helper.token,
+                                partial=[PartialRecord(info("f"), 37, stalled=True)])
+        peers = {p["id"]: p for p in self.registry.status()["peers"]}
+        self.assertEqual(peers[helper.id]["partial"][0]["stalled"], True)
 
     def test_partial_list_is_replaced_and_leaves_with_its_peer(self):
         self.make()

@@ -46,6 +46,14 @@ class TestWireRecords(unittest.TestCase):
             with self.subTest(done=done), self.assertRaisesRegex(BadRecord, "'done'"):
                 PartialRecord.parse({**wire("f"), "done": done})
 
+    def test_a_partial_record_says_when_it_is_stalled(self):
+        record = PartialRecord.parse({**wire("f"), "done": 10, "stalled": True})
+        self.assertTrue(record.stalled)
+        self.assertEqual(record.as_dict()["stalled"], True)
+        self.assertNotIn("stalled", PartialRecord.parse({**wire("f"), "done": 10}).as_dict())
+        with self.assertRaisesRegex(BadRecord, "'stalled'"):
+            PartialRecord.parse({**wire("f"), "done": 10, "stalled": "yes"})
+
     def test_refusals_become_the_error_the_caller_acts_on(self):
         versions = [{**wire("f", v), "holders": 1} for v in (1, 2)]
         cases = [(404, {}, lb_client.NotKnown), (409, {"versions": versions}, lb_client.Ambiguous),
