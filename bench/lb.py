@@ -127,13 +127,13 @@ class RawClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = members.connect(sock)
         self.members = members
+        self.authority = f"127.0.0.1:{port}"
         self.pending = b""
 
     def _call(self, method, target, headers=b"", body=b""):
-        auth = b"".join(f"{key}: {value}\r\n".encode()
-                        for key, value in self.members.auth_headers(method, target).items())
-        head = (f"{method} {target} HTTP/1.1\r\nHost: lb\r\n".encode() + headers + auth
-                + b"\r\n")
+        auth = b"".join(f"{key}: {value}\r\n".encode() for key, value in self.members.auth_headers(
+            method, target, self.authority, body).items())  # Host, and the signature if any
+        head = f"{method} {target} HTTP/1.1\r\n".encode() + headers + auth + b"\r\n"
         self.sock.sendall(head + body)
         data = self.pending
         while (end := data.find(b"\r\n\r\n")) < 0:
