@@ -25,6 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import unittest
+
+from tests.support import ProcessTestCase, clean_env
 
 PREFIX = "p2pt"
 SUBNET = "198.18"  # host i of LAN k is SUBNET.k.i/24, inside 198.18.0.0/15
@@ -255,3 +258,29 @@ class Hosts:
 def _close_all():
     for hosts in list(_open):
         hosts.close()
+
+
+class HostsTestCase(ProcessTestCase):
+    """Tests that run the real programs on test hosts: skipped, with the reason in one line,
+    where hosts cannot be made (no root, no ``ip``)."""
+
+    @classmethod
+    def setUpClass(cls):
+        reason = unavailable()
+        if reason:
+            raise unittest.SkipTest(reason)
+        super().setUpClass()
+
+    def make_hosts(self, count, **kwargs):
+        hosts = Hosts(count, **kwargs)
+        self.addCleanup(hosts.close)
+        return hosts
+
+    def run_on(self, hosts, i, args):
+        """``python ARGS`` on host ``i``, discovering on that host's own interfaces."""
+        return hosts.run(i, args, cwd=self.tmp, env=self.host_env())
+
+    def host_env(self):
+        env = clean_env(self.tmp)
+        del env["P2P_DISCOVERY_ON"]  # a test host's own interfaces: its LAN and loopback
+        return env

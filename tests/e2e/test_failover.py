@@ -13,7 +13,7 @@ import subprocess
 import unittest
 
 from tests import hosts as testhosts
-from tests.support import (PEER, ProcessTestCase, clean_env, read_line, same_bytes, wait_for,
+from tests.support import (PEER, clean_env, read_line, same_bytes, wait_for,
                            wait_partial, write_random)
 
 MiB = 1 << 20
@@ -29,23 +29,7 @@ def read_file(path):
         return f.read()
 
 
-class FailoverTests(ProcessTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        reason = testhosts.unavailable()
-        if reason:
-            raise unittest.SkipTest(reason)
-
-    def make_hosts(self, count):
-        hosts = testhosts.Hosts(count)
-        self.addCleanup(hosts.close)
-        return hosts
-
-    def run_on(self, hosts, i, args):
-        env = clean_env(self.tmp)
-        del env["P2P_DISCOVERY_ON"]  # a test host's own interfaces: its LAN and loopback
-        return hosts.run(i, args, cwd=self.tmp, env=env)
+class FailoverTests(testhosts.HostsTestCase):
 
     def serve_on(self, hosts, i, *extra, size=0):
         """``peer.py serve`` on host ``i`` (sharing f.bin of ``size`` bytes if any)."""

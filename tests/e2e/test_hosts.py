@@ -12,7 +12,7 @@ import unittest
 from unittest import mock
 
 from tests import hosts as testhosts
-from tests.support import (LB, PEER, ProcessTestCase, clean_env, read_line, same_bytes,
+from tests.support import (LB, PEER, read_line, same_bytes,
                            wait_for, wait_partial, write_random)
 
 MiB = 1 << 20
@@ -20,23 +20,7 @@ LB_URL = "http://{}:6969/status"
 RUN_TIMEOUT_S = 60.0
 
 
-class HostTests(ProcessTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        reason = testhosts.unavailable()
-        if reason:
-            raise unittest.SkipTest(reason)
-
-    def make_hosts(self, count):
-        hosts = testhosts.Hosts(count)
-        self.addCleanup(hosts.close)
-        return hosts
-
-    def run_on(self, hosts, i, args):
-        env = clean_env(self.tmp)
-        del env["P2P_DISCOVERY_ON"]  # a test host's own interfaces: its LAN and loopback
-        return hosts.run(i, args, cwd=self.tmp, env=env)
+class HostTests(testhosts.HostsTestCase):
 
     def start_lb_on(self, hosts, i):
         proc = self.run_on(hosts, i, [LB, "--heartbeat", "1"])

@@ -12,7 +12,7 @@ import os
 import unittest
 
 from tests import hosts as testhosts
-from tests.support import PEER, ProcessTestCase, clean_env, read_line, wait_for, write_random
+from tests.support import PEER, read_line, wait_for, write_random
 
 MiB = 1 << 20
 LB_URL = "http://{}:6969/status"
@@ -20,18 +20,7 @@ RUN_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 30.0
 
 
-class StaleLoadBalancerTests(ProcessTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        reason = testhosts.unavailable()
-        if reason:
-            raise unittest.SkipTest(reason)
-
-    def run_on(self, hosts, i, args):
-        env = clean_env(self.tmp)
-        del env["P2P_DISCOVERY_ON"]  # a test host's own interfaces: its LAN and loopback
-        return hosts.run(i, args, cwd=self.tmp, env=env)
+class StaleLoadBalancerTests(testhosts.HostsTestCase):
 
     def serve_on(self, hosts, i, size=0):
         shared = self.folder(f"h{i}", "shared")

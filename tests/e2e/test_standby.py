@@ -11,7 +11,7 @@ import time
 import unittest
 
 from tests import hosts as testhosts
-from tests.support import (LB, PEER, ProcessTestCase, clean_env, read_line, same_bytes,
+from tests.support import (LB, PEER, clean_env, read_line, same_bytes,
                            wait_for, wait_partial, write_random)
 
 MiB = 1 << 20
@@ -21,13 +21,7 @@ RUN_TIMEOUT_S = 60.0
 LIST_AFTER_KILL_S = 5.0  # a list right after the kill answers within this (the goal: no gap)
 
 
-class StandbyListTests(ProcessTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        reason = testhosts.unavailable()
-        if reason:
-            raise unittest.SkipTest(reason)
+class StandbyListTests(testhosts.HostsTestCase):
 
     def setUp(self):
         super().setUp()
