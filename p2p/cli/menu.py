@@ -321,14 +321,8 @@ class DownloadDialog(Dialog):
             return
         where = self.ask("Peer address (blank: the least-loaded holder): ")
         if where:
-            try:
-                where = resolve_peer_address(where)
-            except ValueError as e:
-                self.say(str(e))
-                return
-            away = self.view.unreachable(where)
-            if away:
-                self.say(away)
+            where = self.named_peer(where)
+            if where is None:
                 return
         if sha256 is None and len(versions) > 1 and not where:
             self.choose_version(name, versions)
@@ -337,19 +331,26 @@ class DownloadDialog(Dialog):
 
     def directly(self, name):
         """No load balancer: the person names the peer, which is asked directly."""
-        where = self.ask("No load balancer answers, so name the peer to download from "
-                         "(HOST:PORT): ")
+        where = self.named_peer(self.ask("No load balancer answers, so name the peer to "
+                                         "download from (HOST:PORT): "), direct=True)
+        if where is not None:
+            self.fetch(name, None, where)
+
+    def named_peer(self, typed, direct=False):
+        """The address of the peer the person typed, or None (having said why) when it is not
+        an address or nothing answers there; ``direct``: asked without a load balancer."""
         try:
-            where = resolve_peer_address(where)
-            self.view.check_direct(where)
+            where = resolve_peer_address(typed)
+            if direct:
+                self.view.check_direct(where)
         except ValueError as e:
             self.say(str(e))
-            return
+            return None
         away = self.view.unreachable(where)
         if away:
             self.say(away)
-            return
-        self.fetch(name, None, where)
+            return None
+        return where
 
     def on_network(self, name):
         """The versions of ``name`` on the network (a truncated listing may miss them: []),

@@ -100,6 +100,10 @@ class Membership:
         self.came_from, self.state, self.since = self.state, target, self.clock.now()
         return target
 
+    def way_back(self, registered):
+        """The event that leaves LOST (``lost_action``) or REFUSED (register again)."""
+        return "retry_register" if self.state == REFUSED else self.lost_action(registered)
+
     def lost_action(self, registered):
         """The event that leaves LOST: what this peer does about a silent load balancer.
 

@@ -107,10 +107,8 @@ class Member:
             state = self.machine.state
             if state in (REGISTER, BEATING):
                 event = self.register() if state == REGISTER else self.heartbeat()
-            elif state == LOST:
-                event = self.machine.lost_action(self.peer_id is not None)
-            elif state == REFUSED:
-                event = "retry_register"
+            elif state in (LOST, REFUSED):
+                event = self.machine.way_back(self.peer_id is not None)
             else:
                 event = getattr(self, "_" + state)()
             if not self.stopping.is_set():

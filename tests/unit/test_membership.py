@@ -142,6 +142,7 @@ class TimingTests(unittest.TestCase):
         clock, machine_ = machine(follows=True, may_start=True)
         machine_.fire("ok")
         machine_.fire("refused")
+        self.assertEqual(machine_.way_back(True), "retry_register")  # never a search
         self.assertEqual(machine_.wait_s(), m.Policy().refused_s)
         clock.advance(m.Policy().refused_s)
         self.assertEqual(machine_.wait_s(), 0.0)
