@@ -118,7 +118,7 @@ def measure_network(mode, tmp, shared, size, runs, procs):
     options, members = network_options(mode, tmp)
     lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
                            "--host", "127.0.0.1", "--port", "0", *options],
-                          stdout=subprocess.PIPE)
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # its log
     procs.append(lb)
     lb_port = int(read_line(lb.stdout).rsplit(":", 1)[1])
     holder = subprocess.Popen(
@@ -145,7 +145,7 @@ def measure_network(mode, tmp, shared, size, runs, procs):
     for i in range(runs):
         downloads = os.path.join(tmp, f"get{i}")
         started = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "peer.py"), "get", "big.bin",
+        subprocess.run([sys.executable, os.path.join(ROOT, "peer.py"), "get", "big.bin", "-q",
                         "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
                        check=True, stdout=subprocess.DEVNULL, timeout=600)
         gets.append(time.perf_counter() - started)
