@@ -8,12 +8,15 @@ copy under a hidden name first. ``check_target`` refuses before anything is
 downloaded when a different file is already there.
 """
 
+import logging
 import os
 import shutil
 import tempfile
 
 from p2p.net.download import DownloadError
 from p2p.net.partial import same_content
+
+log = logging.getLogger("p2p.peer")
 
 
 class AlreadyThere(Exception):
@@ -66,8 +69,8 @@ def link_or_copy(source, target):
         return
     except FileExistsError:
         raise DownloadError(f"{target} appeared meanwhile; it is not overwritten.") from None
-    except OSError:
-        pass  # another file system, or none that links: copy
+    except OSError as e:  # another file system, or none that links: copy
+        log.debug("cannot link %s to %s (%s): copying", source, target, e)
     folder, name = os.path.split(os.path.abspath(target))
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
     os.close(fd)

@@ -24,6 +24,7 @@ are taken; ``busy`` holders, ask again in ``retry_after`` seconds) and
 ``connect_http`` and ``describe_socket_error`` for its own connections.
 """
 
+import contextlib
 import http.client
 import json
 import socket
@@ -344,10 +345,9 @@ class LBClient:
                 headers.update(self.members.auth_headers(method, path,
                                                          authority(self._conn.sock, self.port),
                                                          data))
-                try:
+                # refused before the body was all sent (413)? then read why, if it said
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._conn.request(method, path, body=data or None, headers=headers)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # refused before the body was all sent (413): read why, if it said
                 response = self._conn.getresponse()
                 raw = response.read()
                 if response.will_close:
