@@ -18,6 +18,7 @@ from tests.support import (LB, PEER, read_line, same_bytes,
 MiB = 1 << 20
 LB_URL = "http://{}:6969/status"
 RUN_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 60.0  # three load balancers started at once settle on one within this
 
 
 class HostTests(testhosts.HostsTestCase):
@@ -107,7 +108,7 @@ class HostTests(testhosts.HostsTestCase):
             running = [seen for seen in answers.values() if seen is not None]
             return running == [everyone]
 
-        wait_for(one_load_balancer_with_everyone, timeout=40,
+        wait_for(one_load_balancer_with_everyone, timeout=SETTLE_TIMEOUT_S,
                  what="one load balancer with all three peers")
 
     def test_a_holder_cut_mid_download_the_other_finishes_and_it_comes_back(self):
