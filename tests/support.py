@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -22,6 +23,7 @@ LB = os.path.join(ROOT, "load_balancer.py")
 START_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 60.0
 HASH_WAIT_S = 10.0  # for a few small files to be hashed in the background
+SERVER_STOP_S = 5.0  # a server run in a thread stops within this at the end of a test
 
 
 def wait_for(predicate, timeout=10.0, what="a condition", interval=0.05):
@@ -153,6 +155,18 @@ def clean_env(tmp):
                P2P_NETWORK="t-" + os.path.basename(tmp), P2P_DISCOVERY_ON="127.0.0.1")
     env.pop("P2P_LB", None)
     return env
+
+
+def serve_in_thread(test, server):
+    """Run ``server`` (a socketserver) in a thread until ``test`` ends: shut down, closed,
+    and its thread joined within SERVER_STOP_S; returns ``server``."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    test.addCleanup(thread.join, SERVER_STOP_S)
+    test.addCleanup(server.server_close)
+    test.addCleanup(server.shutdown)
+    return server
 
 
 def write_random(path, size):

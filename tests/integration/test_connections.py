@@ -18,7 +18,7 @@ from p2p.core import registry as lb_core
 from p2p.net import lb_server
 from p2p.net.lb_client import LBClient
 from p2p.net.sharing import FileServer, ShareIndex
-from tests.support import quiet_logs, wait_for
+from tests.support import quiet_logs, serve_in_thread, wait_for
 from p2p.core.wire import FileRecord
 
 ATTACKER = "127.0.0.2"
@@ -77,13 +77,7 @@ class ConnectionCostTests(unittest.TestCase):
             self.skipTest(f"no {ATTACKER} on this machine")
 
     def serve(self, server):
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, DEADLINE_S)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        return server
+        return serve_in_thread(self, server)
 
     def attack(self, port):
         """IDLE idle and TRICKLING trickling connections from ATTACKER, closed at cleanup."""
@@ -236,14 +230,8 @@ class FastPathTests(unittest.TestCase):
         quiet_logs(self)
 
     def start(self, **limits):
-        server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry(), **limits)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, DEADLINE_S)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        return server
+        return serve_in_thread(self, lb_server.LoadBalancerServer(("127.0.0.1", 0),
+                                                                  lb_core.Registry(), **limits))
 
     def connect(self, server, source="127.0.0.1"):
         sock = socket.socket()

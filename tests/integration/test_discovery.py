@@ -22,7 +22,7 @@ from p2p.core.discovery import (Announce, BadDatagram, HostileLog, Query, check_
 from p2p.net import beacon
 from p2p.net.beacon import Beacon, discover
 from p2p.core.members import MAX_CLOCK_SKEW_S, OPEN, NetworkSecret
-from tests.support import quiet_logs, wait_for
+from tests.support import quiet_logs, serve_in_thread, wait_for
 
 WAIT_S = 5.0
 A = Announce("home", 6969, 1_700_000_000_000, "0123456789abcdef")
@@ -214,10 +214,8 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn("at 198.18.0.1:6969", said[0])
 
     def test_joining_an_existing_network_says_how_big_and_how_old_and_how_to_stay_apart(self):
-        server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        server = serve_in_thread(self, lb_server.LoadBalancerServer(("127.0.0.1", 0),
+                                                                    lb_core.Registry()))
         server.registry.register(port=4000, files=[], host="127.0.0.1")
         args = self.parse(["serve"])
         said = []
@@ -322,9 +320,7 @@ class OtherNetworkTests(unittest.TestCase):
         quiet_logs(self)
         self.server = lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())
         self.server.network = "p2p"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.addCleanup(self.server.server_close)
-        self.addCleanup(self.server.shutdown)
+        serve_in_thread(self, self.server)
 
     def args(self, *argv):
         with mock.patch.dict("os.environ", {}, clear=True):

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import unittest
 import xml.etree.ElementTree as ET
 
@@ -19,7 +18,7 @@ from p2p.core.members import OPEN, Members, NetworkSecret
 from p2p.core.pieces import piece_size
 from p2p.net import lb_server
 from p2p.net.sharing import FileServer
-from tests.support import hashed_index, http_request, quiet_logs, wait_for
+from tests.support import hashed_index, http_request, quiet_logs, serve_in_thread, wait_for
 
 MiB = 1 << 20
 NS = {"m": "urn:ietf:params:xml:ns:metalink"}
@@ -49,13 +48,7 @@ class Network:
         self.sent = {}  # holder port -> bytes uploaded
 
     def serve(self, server):
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-        self.test.addCleanup(thread.join, 5)
-        self.test.addCleanup(server.server_close)
-        self.test.addCleanup(server.shutdown)
-        return server
+        return serve_in_thread(self.test, server)
 
     def holder(self, files, upload_limit=0, register=True):
         _, index = hashed_index(self.test, "p2p-tools-", files)

@@ -6,13 +6,12 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import unittest
 
 from p2p.core.pieces import piece_count
 from p2p.net.sharing import CACHE_NAME, FileServer, ShareIndex, cache_entry
-from tests.support import hashed_index, http_request, raw_get, write_file
+from tests.support import hashed_index, http_request, raw_get, serve_in_thread, write_file
 
 GiB = 1 << 30
 
@@ -27,10 +26,7 @@ class FileServerTests(unittest.TestCase):
 
     def start(self, **options):
         server = FileServer(("127.0.0.1", 0), self.index, **options)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        self.server = server
+        self.server = serve_in_thread(self, server)
         return server
 
     def write(self, name, data):

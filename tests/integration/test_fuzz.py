@@ -8,14 +8,13 @@ import re
 import shutil
 import socket
 import tempfile
-import threading
 import unittest
 
 from p2p.core import registry as lb_core
 from p2p.net import lb_server
 from p2p.net.lb_client import LBClient
 from p2p.net.sharing import FileServer, ShareIndex
-from tests.support import quiet_logs
+from tests.support import quiet_logs, serve_in_thread
 
 REQUESTS_PER_SERVER = 2500
 SEED = 20261125
@@ -86,10 +85,7 @@ class FuzzTests(unittest.TestCase):
         quiet_logs(self)
 
     def serve(self, server):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        return server
+        return serve_in_thread(self, server)
 
     def fuzz(self, port):
         rng = random.Random(SEED)

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import unittest
 
 from p2p.core import registry as lb_core
@@ -18,7 +17,7 @@ from p2p.net import lb_server
 from p2p.net.lb_client import LBClient, Unreachable, not_a_load_balancer
 from p2p.net.sharing import (FileServer, content_type, etag_listed, http_date, not_modified,
                      parse_http_date, range_applies)
-from tests.support import hashed_index, quiet_logs, raw_request
+from tests.support import hashed_index, quiet_logs, raw_request, serve_in_thread
 from p2p.core.wire import FileRecord
 
 CURL_TIMEOUT_S = 20
@@ -108,12 +107,7 @@ class CurlTests(unittest.TestCase):
         self.etag = '"' + hashlib.sha256(self.content).hexdigest() + '"'
 
     def serve(self, server):
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        return server
+        return serve_in_thread(self, server)
 
     def curl(self, port, path, *options):
         """curl's answer: (status, {lower-case header: value}, body bytes) of the last reply.
@@ -255,11 +249,7 @@ class FramingTests(unittest.TestCase):
                    lb_server.LoadBalancerServer(("127.0.0.1", 0), lb_core.Registry())]
         targets = ["/files/a.bin", "/status"]
         for server, target in zip(servers, targets):
-            thread = threading.Thread(target=server.serve_forever,
-                                      kwargs={"poll_interval": 0.05}, daemon=True)
-            thread.start()
-            self.addCleanup(server.server_close)
-            self.addCleanup(server.shutdown)
+            serve_in_thread(self, server)
             for headers, status in [("Content-Length: 0\r\n", (200, 206)),
                                     ("Content-Length: 0\r\nContent-Length: 5\r\n", (400,)),
                                     ("Content-Length: 0\r\nContent-Length: 0\r\n", (200, 206)),

@@ -21,7 +21,7 @@ from p2p.core.clock import FakeClock
 from p2p.core.wire import MAX_NAME_CHARS, FileRecord
 from p2p.http import server as httpkit
 from p2p.net import lb_client, lb_server
-from tests.support import wait_for
+from tests.support import serve_in_thread, wait_for
 
 DEADLINE_S = 5.0  # every socket or process wait here is bounded by this or a stated deadline
 
@@ -810,10 +810,7 @@ class TestClient(ServerTestCase):
                 pass
 
         other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotALoadBalancer)
-        threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self.addCleanup(other.server_close)
-        self.addCleanup(other.shutdown)
+        serve_in_thread(self, other)
         client = lb_client.LBClient("127.0.0.1", other.server_address[1], timeout=DEADLINE_S)
         self.addCleanup(client.close)
         with self.assertRaises(lb_client.Unreachable):

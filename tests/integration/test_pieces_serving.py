@@ -19,7 +19,8 @@ from p2p.net.node import Peer
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield, PieceList, hash_file, piece_size
 from p2p.net.sharing import CACHE_NAME, FileServer, PartialShares, ShareIndex, Upload
 from tests.support import (COMMAND_TIMEOUT_S, PEER, ProcessTestCase, free_port, http_json,
-                           http_request, quiet_logs, wait_for, write_file, write_random)
+                           http_request, quiet_logs, serve_in_thread, wait_for, write_file,
+                           write_random)
 
 PIECE = MIN_PIECE_BYTES
 MiB = 1 << 20
@@ -69,10 +70,7 @@ class PiecesServingTests(unittest.TestCase):
 
     def start(self, **options):
         server = FileServer(("127.0.0.1", 0), self.index, partials=self.partials, **options)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        self.server = server
+        self.server = serve_in_thread(self, server)
         return server
 
     def request(self, method, path, headers=None):
