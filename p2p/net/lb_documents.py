@@ -13,6 +13,7 @@ multi-file torrent whose webseeds are the peers holding every file under it
 secret every URL in a document is presigned for ``URL_LIFETIME_S``.
 """
 
+import contextlib
 import time
 from urllib.parse import quote
 
@@ -76,6 +77,28 @@ class Documents:
                        "try again.")
         return kept
 
+    @contextlib.contextmanager
+    def cancelling(self, transfers):
+        """End ``transfers`` (a list, as it stands when an error escapes) unused when the
+        document cannot be made; a document the standards cannot carry is a 400."""
+        try:
+            yield
+        except (BadDocument, BadTorrent) as e:
+            self.cancel(transfers)
+            raise Invalid(str(e)) from None
+        except Exception:
+            self.cancel(transfers)
+            raise
+
+    def _sha1_holders(self, name, transfers, fetched):
+        """``transfers`` without the holders that could not give the SHA-1 piece hashes;
+        Gone when none could."""
+        transfers = self._drop(name, transfers, fetched.failed)
+        if fetched.value is None:
+            raise Gone(f"No holder of {name!r} could give its SHA-1 piece hashes yet; "
+                       "try again shortly.")
+        return transfers
+
     def cancel(self, transfers):
         """End ``transfers`` unused (a HEAD, or a document that could not be made)."""
         for t in transfers:
@@ -114,18 +137,12 @@ class Documents:
         if len(names) > 1 and sha256 is not None:
             raise Invalid("?sha256= chooses the version of one file, not of a folder.")
         entries, counted = [], []
-        try:
+        with self.cancelling(counted):
             for each in names:
                 entry, transfers = self.metalink_file(each, sha256, source)
                 entries.append(entry)
                 counted += transfers
             return render(entries, GENERATOR), counted
-        except BadDocument as e:
-            self.cancel(counted)
-            raise Invalid(str(e)) from None
-        except Exception:
-            self.cancel(counted)
-            raise
 
     def torrent(self, name, sha256, source):
         """(the .torrent of one file, or of a folder (NAME/), as bytes, the transfers it
@@ -136,21 +153,12 @@ class Documents:
             return self.folder_torrent(name, source)
         _, whole = self._pick_whole(name, sha256, source)
         record = whole[0].file
-        try:
+        with self.cancelling(whole):
             fetched = self.lists.sha1(record, [t.holder for t in whole])
-            whole = self._drop(name, whole, fetched.failed)
-            if fetched.value is None:
-                raise Gone(f"No holder of {name!r} could give its SHA-1 piece hashes yet; "
-                           "try again shortly.")
+            whole = self._sha1_holders(name, whole, fetched)
             body = metainfo(name, record.size, piece_size(record.size), fetched.value,
                             [file_url(self.members, t.holder, name) for t in whole],
                             GENERATOR, time.time(), private=self.members.secret is not None)
-        except BadTorrent as e:
-            self.cancel(whole)
-            raise Invalid(str(e)) from None
-        except Exception:
-            self.cancel(whole)
-            raise
         return body, whole
 
     def folder_torrent(self, folder, source):
@@ -161,27 +169,18 @@ class Documents:
                           f"URL for each file; use its Metalink (GET /metalink/{quote(folder)} "
                           "with the query of 'python peer.py url NAME') or one file's torrent.")
         picked = []
-        try:
+        with self.cancelling(picked):
             records, whole = self._folder_holders(folder, source, picked)
             fetched = self.lists.folder_sha1(folder, records, [t.holder for t in whole])
-            whole = self._drop(folder, whole, fetched.failed)
-            if fetched.value is None:
-                raise Gone(f"No holder of {folder!r} could give its SHA-1 piece hashes yet; "
-                           "try again shortly.")
+            whole = self._sha1_holders(folder, whole, fetched)
             counted = {t.id for t in whole}
             self.cancel([t for t in picked if t.id not in counted])
-            picked = whole
+            picked[:] = whole
             base = quote(folder_parent(folder), safe="/")
             urls = [f"{self.members.scheme}://{t.holder.address}/files/{base}" for t in whole]
             body = folder_metainfo(folder, [(r.name, r.size) for r in records],
                                    piece_size(sum(r.size for r in records)), fetched.value,
                                    urls, GENERATOR, time.time())
-        except BadTorrent as e:
-            self.cancel(picked)
-            raise Invalid(str(e)) from None
-        except Exception:
-            self.cancel(picked)
-            raise
         return body, whole
 
     def _folder_holders(self, folder, source, picked):
