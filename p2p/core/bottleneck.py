@@ -2,13 +2,14 @@
 
 The downloader's loop (``net/swarm.py``, through ``net/speed.py``) hands over
 ``Facts`` a few times a second: each holder's recent rate (``SourceRates``, over
-``RATE_WINDOW_S``) and the upload limit it said it has (the ``X-Upload-Limit``
+``RATE_WINDOW_S`` from its first byte) and the upload limit it said it has (the ``X-Upload-Limit``
 and ``X-Uploads`` headers of its answers, ``upload_terms``; see
 docs/protocol.md), how many holders turned us away as busy lately, how many
 pieces wait for their SHA-256 and how fast they are hashed. ``limiting`` names
 the one factor that holds the download back, the first of these that applies:
 
 ==============  ======================================================================
+measuring       bytes arrive, but for less than ``SETTLE_S``: no reason yet (no text)
 stalled         nothing arrives and no holder of the file is online
 busy            nothing arrives and holders answered busy
 waiting         nothing arrives yet: connecting, or waiting for an answer
@@ -31,13 +32,15 @@ from dataclasses import dataclass
 from p2p.core.units import human_size
 
 RATE_WINDOW_S = 2.0  # a rate shown is over this much time
-AT_LIMIT_SHARE = 0.8  # a holder sending us this much of its share of its upload limit is at it
+SETTLE_S = 1.0  # bytes have arrived this long before a reason is given (the rates need it)
+AT_LIMIT_SHARE = 0.75  # a holder sending us this much of its share of its upload limit is
+# at it (a rate is counted in pieces: a 2 s window of 1 MiB/s in 256 KiB pieces is +-12 %)
 LIMITED_SHARE = 0.5  # ...and the holders at their limit carry this much of what arrives
 VERIFY_BACKLOG_SHARE = 0.5  # pieces waiting for SHA-256 fill this much of the buffers
 BUSY_RECENT_S = 5.0  # a holder's busy answer counts this long (the longest Retry-After kept)
 REASON_HOLD_S = 1.0  # a new reason (while bytes arrive) is shown once it has held this long
 
-STALLED, BUSY, WAITING = "stalled", "busy", "waiting"
+STALLED, BUSY, WAITING, MEASURING = "stalled", "busy", "waiting", "measuring"
 VERIFICATION, UPLOAD_LIMIT, LINK = "verification", "upload limit", "link"
 ARRIVING = (VERIFICATION, UPLOAD_LIMIT, BUSY, LINK)  # kinds while bytes arrive
 
@@ -66,10 +69,11 @@ class SourceRates:
         self._windows = {}
 
     def update(self, now, totals):
-        """{key: bytes received so far} -> {key: bytes/s lately}; a source not named is
-        forgotten."""
+        """{key: bytes received so far} -> {key: bytes/s lately}, counted from a source's
+        first byte (not from when it was asked); a source not named is forgotten."""
         self._windows = {key: self._windows.get(key) or RateWindow() for key in totals}
-        return {key: window.add(now, totals[key]) for key, window in self._windows.items()}
+        return {key: window.add(now, totals[key]) if totals[key] else 0.0
+                for key, window in self._windows.items()}
 
 
 def upload_terms(headers):
@@ -111,6 +115,7 @@ class Facts:
     verify_queue: int = 0  # pieces waiting for their SHA-256
     verify_room: int = 0  # pieces the sources' buffers hold in all
     verify_rate: float = 0.0  # bytes/s verified lately
+    receiving_s: float = SETTLE_S  # how long bytes have been arriving
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ def limiting(facts):
         if facts.turned_away or facts.all_busy:
             return Limit(BUSY, f"waiting: every holder is busy{busy_count(facts)}")
         return Limit(WAITING, "waiting for holders")
+    if facts.receiving_s < SETTLE_S:
+        return Limit(MEASURING, "")
     if facts.verify_room and facts.verify_queue >= VERIFY_BACKLOG_SHARE * facts.verify_room:
         hashing = f" at {human_size(facts.verify_rate)}/s" if facts.verify_rate else ""
         return Limit(VERIFICATION, f"limited by verification (SHA-256{hashing})")

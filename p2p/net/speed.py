@@ -32,6 +32,7 @@ class Speed:
         self.rates = SourceRates()
         self.hashing = RateWindow()
         self.watch = LimitWatch(swarm.clock)
+        self.receiving = None  # since when bytes arrive (None: nothing arrives now)
         self.buffers = max(MIN_BUFFERS_PER_SOURCE,  # per source, as each Worker has
                            BUFFER_BUDGET_BYTES // swarm.pieces.piece_size)
 
@@ -43,12 +44,15 @@ class Speed:
         rates = self.rates.update(now, {w.key: w.received for w in workers})
         sources = tuple(Source(w.lease.address, rates[w.key], w.conn.upload_limit,
                                w.conn.uploads) for w in workers)
+        if rate <= 0 or self.receiving is None:
+            self.receiving = now if rate > 0 else None
         with swarm.cond:
             turned_away = sum(1 for when in swarm.busy.values() if now - when < BUSY_RECENT_S)
         facts = Facts(rate, sources, swarm.asking.pace.max_sources, turned_away,
                       swarm.asking.state == BUSY, swarm.asking.stalled,
                       swarm.landing.queue.qsize(), self.buffers * len(workers),
-                      self.hashing.add(now, swarm.landing.hashed))
+                      self.hashing.add(now, swarm.landing.hashed),
+                      now - self.receiving if self.receiving is not None else 0.0)
         limit = self.watch.see(limiting(facts))
         sending = tuple(sorted((s for s in sources if s.rate > 0), key=lambda s: -s.rate))
         if swarm.partials is not None:

@@ -6,7 +6,9 @@ import unittest
 from p2p.core.bottleneck import (
     BUSY,
     LINK,
+    MEASURING,
     REASON_HOLD_S,
+    SETTLE_S,
     STALLED,
     UPLOAD_LIMIT,
     VERIFICATION,
@@ -38,6 +40,8 @@ CASES = [  # (what, facts, kind, text)
      Facts(0, all_busy=True), BUSY, "waiting: every holder is busy"),
     ("nothing arrives yet",
      Facts(0, (Source("a:1", 0),)), WAITING, "waiting for holders"),
+    ("bytes arrive, but only just",
+     Facts(MIB, (limited(MIB, MIB),), receiving_s=SETTLE_S / 2), MEASURING, ""),
     ("the verifiers are behind",
      Facts(90 * MIB, (Source("a:1", 90 * MIB),), verify_queue=6, verify_room=8,
            verify_rate=80 * MIB), VERIFICATION,
@@ -83,12 +87,13 @@ class RateTests(unittest.TestCase):
             rate = window.add(clock.advance(1.0), second * MIB if second <= 3 else 3 * MIB)
         self.assertEqual(rate, 0.0)  # nothing came in the last two seconds
 
-    def test_each_source_has_its_own_rate_and_a_gone_one_is_forgotten(self):
+    def test_each_source_has_its_own_rate_from_its_first_byte_and_a_gone_one_is_forgotten(self):
         clock, rates = FakeClock(), SourceRates()
-        rates.update(clock.now(), {"a": 0, "b": 0})
-        self.assertEqual(rates.update(clock.advance(1.0), {"a": 4 * MIB, "b": MIB}),
-                         {"a": 4 * MIB, "b": MIB})
-        self.assertEqual(rates.update(clock.advance(1.0), {"b": 3 * MIB}), {"b": 1.5 * MIB})
+        self.assertEqual(rates.update(clock.now(), {"a": 0, "b": 0}), {"a": 0.0, "b": 0.0})
+        rates.update(clock.advance(5.0), {"a": MIB, "b": 0})  # a took 5 s to answer
+        self.assertEqual(rates.update(clock.advance(1.0), {"a": 5 * MIB, "b": MIB}),
+                         {"a": 4 * MIB, "b": 0.0})
+        self.assertEqual(rates.update(clock.advance(1.0), {"b": 3 * MIB}), {"b": 2 * MIB})
         self.assertEqual(rates.update(clock.advance(1.0), {"a": 9 * MIB}), {"a": 0.0})
 
 
@@ -124,7 +129,9 @@ class WatchTests(unittest.TestCase):
         clock = FakeClock()
         watch = LimitWatch(clock)
         waiting, link = Limit(WAITING, "waiting"), Limit(LINK, "link")
+        measuring = Limit(MEASURING, "")
         self.assertEqual(watch.see(waiting), waiting)
+        self.assertEqual(watch.see(measuring), measuring)
         self.assertEqual(watch.see(link), link)
         self.assertEqual(watch.see(waiting), waiting)
 
