@@ -36,3 +36,4 @@ class Result:
     sources: list = field(default_factory=list)
     started: float = 0.0  # when it started, on the downloader's clock
     others: list = field(default_factory=list)  # other versions of the name on the network
+    limit: str = ""  # what limited it last while bytes arrived (Progress.limit)

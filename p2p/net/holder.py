@@ -114,8 +114,7 @@ class HolderConnection:
 
     ``ask_range`` asks for a range; ``receive`` takes it, in parts, straight into a
     caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
-    (from another thread) cuts the connection short, and the next call connects again.
-    """
+    (from another thread) cuts the connection short, and the next call connects again."""
 
     def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
                  stall_timeout=STALL_TIMEOUT_S, answer_timeout=ANSWER_TIMEOUT_S):

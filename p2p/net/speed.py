@@ -7,11 +7,13 @@ connection (``holder.HolderConnection``) keeps the upload limit the holder said
 in its last answer; ``Swarm.busy`` the holders that answered busy; ``Landing``
 how many pieces wait for their SHA-256 (its queue) and how many bytes it hashed.
 The sources sending, the fastest first, and the reason go into the ``Progress``
-record, and to the peer's ``PartialShares`` (the heartbeat's partial records), so
+record (the last reason while bytes arrived into the ``Result`` too, for the
+last line), and to the peer's ``PartialShares`` (the heartbeat's partial records), so
 that ``peer.py status`` and option 3 show them too.
 """
 
 from p2p.core.bottleneck import (
+    ARRIVING,
     BUSY_RECENT_S,
     Facts,
     LimitWatch,
@@ -38,7 +40,9 @@ class Speed:
 
     def look(self, rate, workers):
         """(the Sources sending now, the fastest first; what holds the download back, in
-        words), for ``rate`` bytes/s arriving from ``workers`` (the holder connections)."""
+        words, while bytes arrive), for ``rate`` bytes/s arriving from ``workers`` (the
+        holder connections). While nothing arrives, the progress says what it waits for
+        (``Progress.waiting``); the heartbeat gets the reason either way."""
         swarm = self.swarm
         now = swarm.clock.now()
         rates = self.rates.update(now, {w.key: w.received for w in workers})
@@ -54,7 +58,9 @@ class Speed:
                       self.hashing.add(now, swarm.landing.hashed),
                       now - self.receiving if self.receiving is not None else 0.0)
         limit = self.watch.see(limiting(facts))
+        arriving = limit.text if limit.kind in ARRIVING else ""
+        swarm.result.limit = arriving or swarm.result.limit  # the last, said at the end
         sending = tuple(sorted((s for s in sources if s.rate > 0), key=lambda s: -s.rate))
         if swarm.partials is not None:
             swarm.partials.set_speed(swarm.file.sha256, rate, sending, limit.text)
-        return sending, limit.text
+        return sending, arriving

@@ -145,6 +145,7 @@ class WhyThisFast(DownloadCase):
         reason = "limited by the holders' upload limits (2 × 1.0 MiB/s)"
         self.assertIn(reason, [p.limit for p in self.progress])
         self.assertIn(reason, [d.get("limit") for d in said])
+        self.assertTrue(self.progress[-1].limit.startswith("limited by"))  # the last line too
         line = progress_line(next(p for p in both if p.limit == reason), 50.0)
         self.assertRegex(line, re.escape(reason) + r"  from 2 peers \(127\.0\.0\.1:\d+ "
                          r"[0-9.]+ [KM]iB/s, 127\.0\.0\.1:\d+ [0-9.]+ [KM]iB/s\)$")
