@@ -4,8 +4,9 @@
 choice per line until the person quits: 1 lists the files on the network
 (numbered, so that option 2 takes a number), 2 downloads (``DownloadDialog``:
 a name, a number, a folder, a suggestion or a version to choose; the download
-runs in the background), 3 shows the load balancer's view, 4 this peer's shares
-and transfers, 0 quits (asking first while transfers run). What ended in the
+runs in the background), 3 shows the load balancer's view (with how fast each
+peer downloads and what limits it), 4 this peer's shares and transfers (each
+download's holders and their rates), 0 quits (asking first while transfers run). What ended in the
 background is said when the menu is shown again. Lines are read with ``read``
 (``console.LineReader`` on a terminal) and written to ``out``.
 """
@@ -14,10 +15,10 @@ import shutil
 import sys
 
 from p2p.cli.console import Choices, LineReader
-from p2p.cli.text import (cut, describe_job, describe_unfinished, downloading_line, fit_names,
-                          human_size, job_line, jobs_line, limit_line, plural, quit_question,
-                          session_line, suggest_names, table, unfinished_lines, upload_line,
-                          versions_line)
+from p2p.cli.text import (cut, describe_job, describe_unfinished, download_speed_line,
+                          downloading_line, fit_names, human_size, job_line, job_lines,
+                          jobs_line, limit_line, plural, quit_question, session_line,
+                          suggest_names, table, unfinished_lines, upload_line, versions_line)
 from p2p.core.folder import is_folder
 from p2p.core.wire import BadName, check_name, format_address
 from p2p.cli.lookup import resolve_peer_address
@@ -208,7 +209,8 @@ class Menu(Dialog):
         if jobs:
             self.say(f"Downloads running or waiting: {len(jobs)}")
             for job in jobs:
-                self.say(f"  {job_line(job)}")
+                for line in job_lines(job):
+                    self.say(f"  {line}")
         ended = view.history()
         self.say(f"Downloads ended this session: {len(ended)}")
         for job, present in ended:
@@ -410,4 +412,16 @@ def status_text(status, lb_address, me=None, standbys=None):
             files += f" · downloading {downloading}"
         rows.append((who + (" (me)" if p["id"] == me else ""), files,
                      p["active"], p["served"], f"{p['last_seen_s']:.0f} s ago"))
-    return head + "\n" + table(rows, ("peer", "files", "active", "served", "last seen"))
+    return head + "\n" + table(rows, ("peer", "files", "active", "served", "last seen")) \
+        + "".join(f"\n{line}" for line in speed_lines(peers))
+
+
+def speed_lines(peers):
+    """Under option 3's table: how fast each peer downloads, from each holder, and what
+    limits it (for peers that say so in their heartbeat)."""
+    lines = []
+    for p in peers:
+        who = " ".join(x for x in (p.get("name"), format_address(p["host"], p["port"])) if x)
+        lines += [f"  {who}: {line}" for d in p.get("partial", [])
+                  if (line := download_speed_line(d)) is not None]
+    return ["Downloads in progress:"] + lines if lines else []

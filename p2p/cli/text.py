@@ -14,6 +14,8 @@ from p2p.core.units import human_size
 from p2p.core.wire import percent
 from p2p.net.lb_client import Ambiguous
 
+SOURCES_SHOWN = 4  # holders named with their rates on one line; the rest are counted
+
 
 def shown_path(path):
     """A folder as a person finds it: relative to here when it is below here."""
@@ -122,16 +124,43 @@ def sent_by(p):
     return f"from {p.source}" if p.source else "connecting"
 
 
+def rates_text(pairs, most=SOURCES_SHOWN):
+    """'10.0.0.7:41237 4.0 MiB/s, 10.0.0.8:41237 3.9 MiB/s' for (address, bytes/s)
+    pairs, the first ``most`` of them and then how many more."""
+    shown = ", ".join(f"{address} {human_size(rate)}/s" for address, rate in pairs[:most])
+    return shown + (f", +{len(pairs) - most} more" if len(pairs) > most else "")
+
+
+def sent_by_each(p):
+    """``sent_by``, with each holder's rate when several send: 'from 2 peers
+    (10.0.0.7:41237 4.0 MiB/s, 10.0.0.8:41237 3.9 MiB/s)'."""
+    if len(p.each) < 2:
+        return sent_by(p)
+    return f"{sent_by(p)} ({rates_text([(s.address, s.rate) for s in p.each])})"
+
+
 def job_line(job):
-    """'song.mp3 52 % 5.0 MiB/s from 5 peers', 'big.bin waiting for its turn', or
-    'big.bin 10 % waiting for a free upload slot, 3 holders busy'."""
+    """'song.mp3 52 % 5.0 MiB/s from 5 peers, limited by this machine's link',
+    'big.bin waiting for its turn', or 'big.bin 10 % waiting for a free upload slot,
+    3 holders busy'."""
     p = job.progress
     if job.state == "waiting" or p is None:
         return f"{job.name} {'waiting for its turn' if job.state == 'waiting' else 'starting'}"
     done = 100 * p.done / p.total if p.total else 0.0
     if p.waiting:
         return f"{job.name} {done:.0f} % {p.waiting}"
-    return f"{job.name} {done:.0f} % {human_size(p.rate)}/s {sent_by(p)}"
+    limit = f", {p.limit}" if p.limit else ""
+    return f"{job.name} {done:.0f} % {human_size(p.rate)}/s {sent_by(p)}{limit}"
+
+
+def job_lines(job):
+    """Option 4's lines for a running download: ``job_line``, then each holder sending
+    and its rate, when several send."""
+    p = job.progress
+    each = p.each if p is not None and not p.waiting and len(p.each) > 1 else ()
+    width = max((text_width(s.address) for s in each), default=0)
+    return [job_line(job)] + [f"  {pad(s.address, width)}  {human_size(s.rate)}/s"
+                              for s in each]
 
 
 def jobs_line(jobs):
@@ -235,6 +264,20 @@ def suggest_names(name, names, most=3):
     alike = difflib.get_close_matches(folded, [n.casefold() for n in names], n=most, cutoff=0.6)
     alike = [n for n in names if n.casefold() in alike and n not in by_case + containing]
     return (by_case + containing + alike)[:most]
+
+
+def download_speed_line(p):
+    """Option 3's line on how fast a peer downloads a file, from its partial record:
+    'song.mp3 52 %, 8.0 MiB/s from 10.0.0.7:41237 4.0 MiB/s, 10.0.0.8:41237 4.0 MiB/s,
+    limited by ...'; None when its peer did not say (an older peer)."""
+    if not p.get("rate") and not p.get("limit"):
+        return None
+    line = f"{p['name']} {percent(p['done'], p['size'])} %"
+    if p.get("rate"):
+        line += f", {human_size(p['rate'])}/s"
+    if p.get("sources"):
+        line += " from " + rates_text([(s["address"], s["rate"]) for s in p["sources"]])
+    return line + (f", {p['limit']}" if p.get("limit") else "")
 
 
 def downloading_line(p):

@@ -271,9 +271,7 @@ def peer_status(peer, now):
         "id": peer.id, "name": peer.name, "host": peer.host, "port": peer.port,
         "files": sorted(peer.files), "active": peer.load, "uploads": peer.uploads,
         "slots": peer.slots, "served": peer.served, "failed": peer.failed,
-        "partial": sorted(({"name": r.file.name, "sha256": r.file.sha256,
-                            "size": r.file.size, "done": r.done,
-                            **({"stalled": True} if r.stalled else {})}
-                           for r in peer.partial.values()), key=lambda r: r["name"]),
+        "partial": sorted((r.shown() for r in peer.partial.values()),
+                          key=lambda r: r["name"]),
         "last_seen_s": round(now - peer.last_seen, 1),
     }

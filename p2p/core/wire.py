@@ -8,7 +8,12 @@ hands the same record back with every pick::
 
 ``pieces`` (optional) is the holder's piece-list hash (``pieces.pieces_hash``).
 A file the peer is still downloading is a partial record: the file record plus
-``"done"``, the bytes it has verified so far (0 to ``size``).
+``"done"``, the bytes it has verified so far (0 to ``size``), ``"stalled": true``
+while it waits for a holder to come back, and (each optional, for ``status``)
+how fast it goes: ``"rate"`` (bytes/s lately), ``"sources"`` (``[{"address":
+"host:port", "rate": bytes/s}]``, the holders sending, the fastest first) and
+``"limit"`` (what holds it back now, in words: ``core/bottleneck.py``). A record
+without them is read as before, and a reader that does not know them skips them.
 
 ``FileRecord.parse`` and ``PartialRecord.parse`` turn a decoded JSON object
 into a record or raise ``BadRecord`` with a sentence naming the field; the load
@@ -29,6 +34,9 @@ from p2p.core.errors import Problem
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SHOWN_NAME_CHARS = 100  # of a bad name quoted back in an error
+MAX_RECORD_SOURCES = 32  # a partial record's "sources": at most this many holders...
+MAX_ADDRESS_CHARS = 100  # ...each address at most this long
+MAX_LIMIT_CHARS = 200  # its "limit": at most this long
 MAX_NAME_CHARS = 1024
 MAX_NAME_PARTS = 64
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -106,24 +114,41 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class PartialRecord:
-    """A file a peer is downloading, how many of its bytes it has verified, and whether it
-    is stalled (waiting for a holder to come back)."""
+    """A file a peer is downloading, how many of its bytes it has verified, whether it
+    is stalled (waiting for a holder to come back), and how fast it goes: ``rate``
+    (bytes/s), ``sources`` ((address, bytes/s) of each holder sending) and ``limit``
+    (what holds it back, in words)."""
     file: FileRecord
     done: int
     stalled: bool = False
+    rate: int = 0
+    sources: tuple = ()
+    limit: str = ""
 
     @property
     def key(self):
         return self.file.key
 
     def as_dict(self):
-        return {**self.file.as_dict(), "done": self.done,
-                **({"stalled": True} if self.stalled else {})}
+        return {**self.file.as_dict(), "done": self.done, **self.state()}
+
+    def shown(self):
+        """What the load balancer's status says of it: {name, sha256, size, done, ...}."""
+        return {"name": self.file.name, "sha256": self.file.sha256, "size": self.file.size,
+                "done": self.done, **self.state()}
+
+    def state(self):
+        """The optional fields that are set: stalled, rate, sources, limit."""
+        return {**({"stalled": True} if self.stalled else {}),
+                **({"rate": self.rate} if self.rate else {}),
+                **({"sources": [{"address": a, "rate": r} for a, r in self.sources]}
+                   if self.sources else {}),
+                **({"limit": self.limit} if self.limit else {})}
 
     @classmethod
     def parse(cls, obj):
-        """The record of a JSON object {name, size, sha256, pieces?, done, stalled?}, or
-        BadRecord."""
+        """The record of a JSON object {name, size, sha256, pieces?, done, stalled?, rate?,
+        sources?, limit?}, or BadRecord."""
         file = FileRecord.parse(obj)
         done = field(obj, "done", int, "the verified bytes")
         if not 0 <= done <= file.size:
@@ -131,7 +156,28 @@ class PartialRecord:
                             f"size, {file.size}.")
         stalled = field(obj, "stalled", bool, "true or false (waiting for a holder)",
                         required=False)
-        return cls(file, done, bool(stalled))
+        rate = field(obj, "rate", int, "bytes/s", required=False) or 0
+        limit = field(obj, "limit", str, "a sentence", required=False) or ""
+        if rate < 0:
+            raise BadRecord(f"The field 'rate' of {file.name!r} must not be negative.")
+        if len(limit) > MAX_LIMIT_CHARS or not limit.isprintable():
+            raise BadRecord(f"The field 'limit' must be printable text of at most "
+                            f"{MAX_LIMIT_CHARS} characters.")
+        return cls(file, done, bool(stalled), rate, parse_sources(obj), limit)
+
+
+def parse_sources(obj):
+    """A partial record's "sources" as ((address, bytes/s), ...), or BadRecord."""
+    what = f"a list of at most {MAX_RECORD_SOURCES} {{address, rate}}"
+    sources = field(obj, "sources", list, what, required=False) or []
+    if len(sources) > MAX_RECORD_SOURCES or not all(isinstance(s, dict) for s in sources):
+        raise BadRecord(f"The field 'sources' must be {what}.")
+    pairs = tuple((field(s, "address", str, "a holder's address"),
+                   field(s, "rate", int, "bytes/s")) for s in sources)
+    if any(len(a) > MAX_ADDRESS_CHARS or not a.isprintable() or r < 0 for a, r in pairs):
+        raise BadRecord(f"Each of 'sources' must be a printable address of at most "
+                        f"{MAX_ADDRESS_CHARS} characters and a rate not negative.")
+    return pairs
 
 
 # ---------------------------------------------------------------------------

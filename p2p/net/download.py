@@ -220,7 +220,7 @@ class Downloader:
         elapsed = max(self.clock.now() - result.started, 1e-6)
         self.on_progress(Progress(name, size, size, result.received / elapsed,
                                   ", ".join(dict.fromkeys(result.sources)), finished=True,
-                                  sources=len(set(result.sources))))
+                                  sources=len(set(result.sources)), limit=result.limit))
         self.on_verified(self.root, result.path, sha256, list(pieces.digests))
         return result
 

@@ -3,7 +3,9 @@
 The protocol (a holder's side is ``sharing.py``): ``GET /pieces/{sha256}`` gives the
 piece list (``pieces.py``), ``GET /blobs/{sha256}`` with ``Range: bytes=a-b`` gives
 206 and the bytes; 503/429 with Retry-After is busy (never blame), 404 from a
-partial holder is "not verified here yet". ``parse_response_head``, ``peer_says``
+partial holder is "not verified here yet"; the upload limit a holder states in a range
+answer (``X-Upload-Limit``, ``X-Uploads``: ``bottleneck.upload_terms``) is kept for
+the progress (``speed.py``). ``parse_response_head``, ``peer_says``
 and ``check_response`` are the pure checks of an answer; ``HolderConnection`` the
 socket around them.
 
@@ -20,6 +22,7 @@ import socket
 import struct
 import time
 
+from p2p.core.bottleneck import upload_terms
 from p2p.core.members import OPEN
 from p2p.core.pieces import BadPieceList, Bitfield, OtherFile, PieceList
 from p2p.core.swarm import PACE
@@ -111,8 +114,7 @@ class HolderConnection:
 
     ``ask_range`` asks for a range; ``receive`` takes it, in parts, straight into a
     caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
-    (from another thread) cuts the connection short, and the next call connects again.
-    """
+    (from another thread) cuts the connection short, and the next call connects again."""
 
     def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
                  stall_timeout=STALL_TIMEOUT_S, answer_timeout=ANSWER_TIMEOUT_S):
@@ -122,6 +124,7 @@ class HolderConnection:
         self.members, self.identity = members, identity
         self.stall_timeout, self.answer_timeout = stall_timeout, answer_timeout
         self.awaiting = False  # a request is out and its answer has not begun
+        self.upload_limit, self.uploads = 0, 1  # as the holder's last range answer said
         self.sock = None
         self._aborted = None  # the socket abort() cut, if it is still the one in use
         self._leftover = b""
@@ -241,6 +244,7 @@ class HolderConnection:
                 f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
             body = self._small_body(headers) if status in (404, 503) else b""
             check_response(status, headers, start, length, self.size, self.sha256, body)
+            self.upload_limit, self.uploads = upload_terms(headers)
         except PeerFault as fault:
             if not fault.missing:
                 self.close()

@@ -17,7 +17,11 @@ request (``GET`` or ``HEAD``)          answer
                                        ``If-Modified-Since``) that matches 304;
                                        unsatisfiable 416; a bad name 400; unknown
                                        404; every upload slot busy, or the file
-                                       being hashed, 503 + ``Retry-After``
+                                       being hashed, 503 + ``Retry-After``; with
+                                       an upload limit, a 206 or 200 with a body
+                                       says it (``X-Upload-Limit``, bytes/s for
+                                       all uploads) and ``X-Uploads`` (the
+                                       uploads it serves now, this one among them)
 ``/pieces/{sha256}``                   200 ``PieceList.as_json(have)`` (``pieces.py``):
                                        ``have`` null from a holder of the whole
                                        file, the bitfield of its verified pieces
@@ -92,6 +96,7 @@ from stat import S_ISREG
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from p2p import VERSION
+from p2p.core.bottleneck import UPLOAD_LIMIT_HEADER, UPLOADS_HEADER
 from p2p.core.errors import Problem
 from p2p.core.members import URL_SIG_PARAM, Unauthorized
 from p2p.core.metalink import digest_headers, link_header
@@ -126,6 +131,8 @@ RATE_SLICE_S = 0.05  # an upload limit is applied in sendfile slices of this dur
 MIN_RATE_SLICE_BYTES = 256  # small, so even a low limit sends something every second or so
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
+MAX_SOURCES_ANNOUNCED = 8  # a download's heartbeat names at most this many holders sending
+SPEED_CHANGE_SHARE = 0.25  # ...and says its rate again once it moved this much
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
 MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
@@ -769,8 +776,9 @@ class PartialShares:
     """The files this peer is downloading, by SHA-256, for its server and its heartbeat.
 
     Thread-safe. ``version`` grows on every ``add`` and ``remove`` and whenever the
-    downloader says, with ``touch()``, that a ``have`` grew; ``on_change`` is called then
-    too, so the peer can announce it.
+    downloader says, with ``touch()``, that a ``have`` grew, or with ``set_speed`` that
+    how fast a download goes changed enough to say; ``on_change`` is called then too,
+    so the peer can announce it.
     """
 
     def __init__(self, on_change=None):
@@ -779,6 +787,7 @@ class PartialShares:
         self._shares = {}  # sha256 -> PartialShare
         self._hashes = {}  # sha256 -> its piece-list hash, computed once
         self._stalled = set()  # sha256 of the downloads waiting for a holder to come back
+        self._speed = {}  # sha256 -> {rate, sources, limit} as the heartbeat says it
         self.version = 0
 
     def add(self, name, pieces, have, path):
@@ -794,6 +803,7 @@ class PartialShares:
                 return
             del self._hashes[sha256]
             self._stalled.discard(sha256)
+            self._speed.pop(sha256, None)
             self.version += 1
         self.on_change()
 
@@ -803,6 +813,22 @@ class PartialShares:
             if sha256 not in self._shares or (sha256 in self._stalled) == stalled:
                 return
             (self._stalled.add if stalled else self._stalled.discard)(sha256)
+            self.version += 1
+        self.on_change()
+
+    def set_speed(self, sha256, rate, sources, limit):
+        """How fast the download of ``sha256`` goes: ``rate`` bytes/s, ``sources`` (each a
+        ``bottleneck.Source`` sending, the fastest first) and ``limit`` (what holds it back,
+        in words). Announced when the reason or the holders sending changed, or the rate
+        by SPEED_CHANGE_SHARE."""
+        said = {"rate": int(rate), "limit": limit,
+                "sources": [{"address": s.address, "rate": int(s.rate)}
+                            for s in sources[:MAX_SOURCES_ANNOUNCED]]}
+        with self._lock:
+            before = self._speed.get(sha256)
+            if sha256 not in self._shares or not speed_changed(before, said):
+                return
+            self._speed[sha256] = said
             self.version += 1
         self.on_change()
 
@@ -816,17 +842,30 @@ class PartialShares:
             return self._shares.get(sha256)
 
     def announced(self):
-        """What the heartbeat says: [{name, size, sha256, pieces, done, stalled?}], done in
-        bytes, stalled (true) while the download waits for a holder to come back."""
+        """What the heartbeat says: [{name, size, sha256, pieces, done, stalled?, rate?,
+        sources?, limit?}], done in bytes, stalled (true) while the download waits for a
+        holder to come back, and how fast it goes (``set_speed``) once it was said."""
         with self._lock:
-            shares = [(s, self._hashes[k], k in self._stalled) for k, s in self._shares.items()]
+            shares = [(s, self._hashes[k], k in self._stalled, self._speed.get(k, {}))
+                      for k, s in self._shares.items()]
         return [{"name": s.name, "size": s.size, "sha256": s.pieces.sha256, "pieces": h,
-                 "done": s.done, **({"stalled": True} if stalled else {})}
-                for s, h, stalled in shares]
+                 "done": s.done, **({"stalled": True} if stalled else {}),
+                 **{key: value for key, value in speed.items() if value}}
+                for s, h, stalled, speed in shares]
 
     def __len__(self):
         with self._lock:
             return len(self._shares)
+
+
+def speed_changed(before, now):
+    """Is how fast a download goes (``PartialShares.set_speed``'s record) worth saying
+    again: another reason, other holders sending, or a rate SPEED_CHANGE_SHARE away?"""
+    if before is None:
+        return True
+    addresses = [sorted(s["address"] for s in x["sources"]) for x in (before, now)]
+    return (before["limit"] != now["limit"] or addresses[0] != addresses[1]
+            or abs(now["rate"] - before["rate"]) > SPEED_CHANGE_SHARE * before["rate"])
 
 
 # ---------------------------------------------------------------------------
@@ -1115,6 +1154,9 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
             for key, value in body_headers(entry.name, length, validators,
                                            wanted and (start, end, size)):
                 self.send_header(key, value)
+            if upload is not None and self.server.limiter is not None:
+                self.send_header(UPLOAD_LIMIT_HEADER, str(int(self.server.limiter.rate)))
+                self.send_header(UPLOADS_HEADER, str(len(self.server.uploads)))
             self.end_headers()
             self.wfile.flush()
             if upload is not None:

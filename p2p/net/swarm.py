@@ -16,25 +16,25 @@ download is *stalled*: it keeps every verified piece, asks again with back-off
 and carries on by itself once a holder of that version is handed out.
 """
 
-import collections
 import hashlib
 import logging
 import queue
 import threading
 
+from p2p.core.bottleneck import RateWindow
 from p2p.core.piece_states import UNCHECKED
 from p2p.core.progress import Progress
 from p2p.net.download_errors import DiskError, DownloadError, FalseList, Spoiled
 from p2p.net.lb_client import AllBusy, LBClientError, NoHolderLeft, NotKnown, Unreachable
 from p2p.net.partial import WholeHash
 from p2p.net.sharing import sha256_file
+from p2p.net.speed import Speed
 from p2p.net.worker import Worker
 
 log = logging.getLogger("p2p.download")
 
 VERIFY_THREADS = 2  # threads hashing and writing pieces (hashlib releases the GIL)
 PROGRESS_EVERY_S = 0.2  # the caller's thread looks around (and reports progress) this often
-RATE_WINDOW_S = 2.0  # the rate shown is over this much time
 WORKER_JOIN_S = 5.0  # a holder's thread stopped at the end is waited for this long
 CHECK_LANDED = object()  # a verifier's task: hash the pieces written unhashed
 
@@ -85,20 +85,6 @@ class Leases:
         self._stop.set()
 
 
-class RateWindow:
-    """Bytes per second over the last RATE_WINDOW_S, from a running total."""
-
-    def __init__(self):
-        self.samples = collections.deque()
-
-    def add(self, now, total):
-        self.samples.append((now, total))
-        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_S:
-            self.samples.popleft()
-        then, before = self.samples[0]
-        return (total - before) / (now - then) if now > then else 0.0
-
-
 class Swarm:
     """Fills a partial file from the holders the load balancer hands out (see the module)."""
 
@@ -118,6 +104,7 @@ class Swarm:
         self.problem = None  # a DiskError from a verifier, raised in run()
         self.last_fault = ""
         self.landing = Landing(self)
+        self.speed = Speed(self)
 
     def run(self, pick, list_from):
         """Until every piece is here and verified, and the whole file's SHA-256 with it;
@@ -258,9 +245,11 @@ class Swarm:
         silent = next((w.lease.address for w in workers if w.conn.awaiting), None)
         waiting = "" if sending else self.asking.waiting or (
             f"waiting for {silent} to answer" if silent else "")
+        each, limit = self.speed.look(rate, workers)
         self.d.on_progress(Progress(
             self.name, done, self.file.size, rate, main.lease.address if main else "",
-            sources=len(sending), waiting=waiting, stalled=self.asking.stalled))
+            sources=len(sending), waiting=waiting, stalled=self.asking.stalled,
+            each=each, limit=limit))
 
     def _stop_all(self):
         with self.cond:
@@ -285,6 +274,7 @@ class Landing:
     def __init__(self, swarm):
         self.swarm = swarm
         self.refetched = False  # a piece written unhashed was bad, and fetched again
+        self.hashed = 0  # bytes of pieces hashed here (to tell how fast verification goes)
         self.queue = queue.Queue()
         self.threads = [threading.Thread(target=self._run, daemon=True, name="verify")
                         for _ in range(VERIFY_THREADS)]
@@ -317,6 +307,7 @@ class Landing:
         try:
             good = not verified or swarm.pieces.matches(index, hashlib.sha256(view).hexdigest())
             with cond:
+                self.hashed += length if verified else 0
                 arrival = plan.claim(worker.key, worker.lease.peer_id, index) if good \
                     else plan.bad(worker.key, index)
                 for key in arrival.cancel:

@@ -5,13 +5,16 @@ loopback; the downloader is the real one. Each case runs in well under a second.
 """
 
 import hashlib
+import io
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import unittest
 from dataclasses import replace
+from types import SimpleNamespace
 from unittest import mock
 
 from p2p.net import download
@@ -21,8 +24,12 @@ from p2p.net.partial import partial_name
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
 from p2p.core.picker import ENDGAME_COPIES
 from p2p.core.swarm import PACE
+from p2p.cli.progress import progress_line
+from p2p.core.pieces import PieceList, hash_file, piece_size
+from p2p.core.wire import FileRecord
+from p2p.net.sharing import FileServer, PartialShares
 from tests.fakes import FakeHolder, FakeLB, SilentHolder, make_data
-from tests.support import quiet_logs
+from tests.support import hashed_index, quiet_logs, serve_in_thread
 
 DOWNLOAD_DEADLINE_S = 60.0  # each case takes well under a second; a hang fails here
 ASK_AGAIN_S = 0.05  # the load balancer is asked again this soon here (2 s in real use)
@@ -106,6 +113,42 @@ class ManyHolders(DownloadCase):
         holders = [self.holder(trickle=0.0005) for _ in range(3)]
         self.download(self.lb(holders))
         self.assertGreater(max(p.sources for p in self.progress), 1)
+
+
+class WhyThisFast(DownloadCase):
+    """Two real file servers with an upload limit: the progress shows each one's rate, and
+    names their upload limit as what holds the download back; so does the heartbeat."""
+
+    LIMIT = 1 << 20  # bytes/s per holder...
+    SIZE = 6 << 20  # ...so the file takes about 3 s from the two, 2 s of it measured
+
+    def test_two_holders_at_their_upload_limit_are_named_as_the_limit(self):
+        self.data = make_data(self.SIZE)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        _, index = hashed_index(self, "p2p-why-", {"file.bin": self.data})
+        servers = [serve_in_thread(self, FileServer(("127.0.0.1", 0), index,
+                                                    upload_limit=self.LIMIT))
+                   for _ in range(2)]
+        holders = [SimpleNamespace(port=s.server_address[1], have=None) for s in servers]
+        pieces = PieceList(self.sha256, self.SIZE, piece_size(self.SIZE),
+                           tuple(hash_file(io.BytesIO(self.data))[1])).hash
+        lb = FakeLB(holders, file=FileRecord("file.bin", self.SIZE, self.sha256),
+                    pieces=pieces)
+        partials, said = PartialShares(), []
+        partials.on_change = lambda: said.extend(partials.announced())
+        self.assert_saved(self.download(lb, partials=partials))
+        both = [p for p in self.progress if len(p.each) == 2]
+        self.assertTrue(both, "no progress named two holders sending")
+        self.assertEqual({s.address for s in both[-1].each},
+                         {f"127.0.0.1:{h.port}" for h in holders})
+        self.assertTrue(all(s.upload_limit == self.LIMIT for s in both[-1].each))
+        reason = "limited by the holders' upload limits (2 × 1.0 MiB/s)"
+        self.assertIn(reason, [p.limit for p in self.progress])
+        self.assertIn(reason, [d.get("limit") for d in said])
+        self.assertTrue(self.progress[-1].limit.startswith("limited by"))  # the last line too
+        line = progress_line(next(p for p in both if p.limit == reason), 50.0)
+        self.assertRegex(line, re.escape(reason) + r"  from 2 peers \(127\.0\.0\.1:\d+ "
+                         r"[0-9.]+ [KM]iB/s, 127\.0\.0\.1:\d+ [0-9.]+ [KM]iB/s\)$")
 
 
 class Liars(DownloadCase):
@@ -239,6 +282,9 @@ class Shares:
 
     def set_stalled(self, sha256, stalled):
         self.stalls.append(stalled)
+
+    def set_speed(self, sha256, rate, sources, limit):
+        self.limit = limit
 
 
 class Slow(DownloadCase):

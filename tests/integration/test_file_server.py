@@ -131,6 +131,21 @@ class FileServerTests(unittest.TestCase):
         response, _ = self.request("HEAD", "/files/a%20file.txt")
         self.assertEqual(response.status, 200)  # HEAD takes no slot
 
+    def test_a_limited_peer_states_its_upload_limit_with_the_bytes(self):
+        response, _ = self.request("GET", "/files/a%20file.txt", {"Range": "bytes=0-99"})
+        self.assertEqual((response.status, response.getheader("X-Upload-Limit")), (206, None))
+        self.start(upload_limit=4 << 20)
+        sha = hashlib.sha256(self.content).hexdigest()
+        for path, status in [("/files/a%20file.txt", 200), (f"/blobs/{sha}", 206)]:
+            response, body = self.request("GET", path, {"Range": "bytes=0-"}
+                                          if status == 206 else {})
+            with self.subTest(path=path):
+                self.assertEqual((response.status, body), (status, self.content))
+                self.assertEqual(response.getheader("X-Upload-Limit"), str(4 << 20))
+                self.assertEqual(response.getheader("X-Uploads"), "1")  # this one
+        response, _ = self.request("HEAD", "/files/a%20file.txt")
+        self.assertIsNone(response.getheader("X-Upload-Limit"))  # no body, no upload
+
     def test_file_changed_on_disk_is_not_served_with_the_old_etag(self):
         path = os.path.join(self.root, "a file.txt")
         with open(path, "r+b") as f:

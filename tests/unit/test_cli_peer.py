@@ -9,12 +9,14 @@ import os
 import shutil
 import tempfile
 import unittest
+from dataclasses import replace
 
 from p2p.cli import args as cli_args
 from p2p.cli.output import AlreadyThere, check_target, place, target_path
 from p2p.cli.progress import PLAIN_EVERY_S, PLAIN_STILL_S, ProgressPrinter, progress_line
 from p2p.cli.text import (downloading_line, fit_names, quit_question, suggest_names, table,
                           text_width)
+from p2p.core.bottleneck import Source
 from p2p.core.clock import FakeClock
 from p2p.net.download import DownloadError, Progress, Result
 
@@ -92,6 +94,26 @@ class ProgressTests(unittest.TestCase):
     def test_no_source_yet_says_connecting_not_an_empty_from(self):
         self.assertTrue(progress_line(progress(7, source=None), 7.0).endswith("connecting"))
         self.assertTrue(progress_line(progress(7), 7.0).endswith("from a:1"))
+
+    def test_the_line_says_what_limits_it_then_each_holders_rate(self):
+        p = Progress("f", 50, 100, 7 << 20, "a:1", sources=2, limit="limited by verification",
+                     each=(Source("a:1", 4 << 20), Source("b:2", 3 << 20)))
+        self.assertTrue(progress_line(p, 50.0).endswith(
+            "ETA 0:00  limited by verification  from 2 peers (a:1 4.0 MiB/s, b:2 3.0 MiB/s)"))
+        many = tuple(Source(f"h{i}:1", 1 << 20) for i in range(6))
+        self.assertTrue(progress_line(replace(p, sources=6, each=many), 50.0).endswith(
+            "h3:1 1.0 MiB/s, +2 more)"))
+
+    def test_a_plain_line_comes_when_what_limits_it_changes(self):
+        out, clock = io.StringIO(), FakeClock()
+        printer = ProgressPrinter(out, tty=False, clock=clock.now)
+        printer(replace(progress(1), limit="limited by this machine's link"))
+        clock.advance(PLAIN_EVERY_S)
+        printer(replace(progress(2), limit="limited by this machine's link"))
+        clock.advance(PLAIN_EVERY_S)
+        printer(replace(progress(3), limit="limited by verification"))
+        self.assertEqual([line.split("%")[0].strip() for line in out.getvalue().splitlines()],
+                         ["1.0", "3.0"])
 
     def test_plain_lines_need_both_the_time_and_five_percent_but_come_while_stalled(self):
         out, clock = io.StringIO(), FakeClock()

@@ -10,6 +10,7 @@ import unittest
 from types import SimpleNamespace
 
 from p2p.cli.menu import MENU, Menu
+from p2p.core.bottleneck import Source
 from p2p.net.download import Job, Progress, Result
 from p2p.net.lb_client import Unreachable
 from p2p.net.sharing import Upload
@@ -198,6 +199,36 @@ class OptionTests(MenuCase):
                                                "127.0.0.1:7000")) or "3"], view)
         self.assertIn("Downloading: song.mp3 50 % 2.0 MiB/s from 127.0.0.1:7000", screen)
 
+    def test_option_4_shows_each_holders_rate_and_what_limits_the_download(self):
+        view = FakeView()
+        each = (Source("127.0.0.1:7000", 4 << 20, 4 << 20), Source("10.0.0.8:7001", 3 << 20))
+        limit = "limited by the holders' upload limits (2 × 4.0 MiB/s)"
+        screen = self.run_menu(["2", "song.mp3", "", lambda: setattr(
+            view.jobs[0], "progress", Progress("song.mp3", 6 << 20, 12 << 20, 7 << 20,
+                                               "127.0.0.1:7000", sources=2, each=each,
+                                               limit=limit)) or "4"], view)
+        self.assertIn("Downloading: song.mp3 50 % 7.0 MiB/s from 2 peers, limited by", screen)
+        self.assertIn("Downloads running or waiting: 1\n"
+                      "  song.mp3 50 % 7.0 MiB/s from 2 peers, " + limit + "\n"
+                      "    127.0.0.1:7000  4.0 MiB/s\n"
+                      "    10.0.0.8:7001   3.0 MiB/s\n", screen)
+
+    def test_option_3_shows_how_fast_each_peer_downloads_and_why(self):
+        view = FakeView()
+        status = view.status()
+        status["peers"][0]["partial"] = [
+            {"name": "song.mp3", "sha256": "ab" * 32, "size": 12 << 20, "done": 6 << 20,
+             "rate": 7 << 20, "limit": "limited by this machine's link",
+             "sources": [{"address": "127.0.0.1:7000", "rate": 4 << 20},
+                         {"address": "10.0.0.8:7001", "rate": 3 << 20}]},
+            {"name": "notes.txt", "sha256": "cd" * 32, "size": 4, "done": 0}]
+        view.status = lambda: status
+        screen = self.run_menu(["3"], view)
+        self.assertIn("downloading song.mp3 50 %, notes.txt 0 %", screen)
+        self.assertIn("\nDownloads in progress:\n  me 127.0.0.1:5000: song.mp3 50 %, 7.0 MiB/s "
+                      "from 127.0.0.1:7000 4.0 MiB/s, 10.0.0.8:7001 3.0 MiB/s, limited by "
+                      "this machine's link\n", screen)
+        self.assertNotIn("notes.txt 0 %,", screen)  # an older peer says no rate: no line
 
     def test_option_5_stops_a_stalled_download_and_shows_only_while_one_runs(self):
         view = FakeView()

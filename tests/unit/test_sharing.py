@@ -10,7 +10,9 @@ import unittest
 from unittest import mock
 
 from p2p.core import wire
-from p2p.core.pieces import piece_size, pieces_hash
+from p2p.core.bottleneck import Source
+from p2p.core.pieces import Bitfield, PieceList, piece_size, pieces_hash
+from p2p.core.registry import peer_status
 from p2p.net import sharing
 from p2p.net.sharing import BadName, RangeNotSatisfiable
 from tests.support import write_file
@@ -623,3 +625,39 @@ class RateLimiterTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PartialSpeedTests(unittest.TestCase):
+    """How fast a download goes, from ``PartialShares.set_speed`` to the load balancer's
+    status: said again only when it changed enough, and read by ``PartialRecord``."""
+
+    def setUp(self):
+        self.changes = []
+        self.shares = sharing.PartialShares(on_change=lambda: self.changes.append(1))
+        self.sha = "ab" * 32
+        pieces = PieceList(self.sha, 100, 64, ("cd" * 32, "ef" * 32))
+        self.shares.add("f.bin", pieces, Bitfield(2), "/tmp/.f.bin.part")
+
+    def test_the_heartbeat_says_how_fast_and_why_once_it_changed_enough(self):
+        two = (Source("a:1", 4 << 20), Source("b:2", 3 << 20))
+        version = self.shares.version
+        self.shares.set_speed(self.sha, 7 << 20, two, "limited by this machine's link")
+        self.assertEqual(self.shares.version, version + 1)
+        self.shares.set_speed(self.sha, 8 << 20, two[::-1], "limited by this machine's link")
+        self.assertEqual(self.shares.version, version + 1)  # a small change: not said again
+        self.shares.set_speed(self.sha, 7 << 20, two[:1], "limited by this machine's link")
+        self.shares.set_speed(self.sha, 7 << 20, two[:1], "limited by verification")
+        self.shares.set_speed(self.sha, 3 << 20, two[:1], "limited by verification")
+        self.assertEqual(self.shares.version, version + 4)
+        self.assertEqual(len(self.changes), 5)  # the add and four changes
+        record = wire.PartialRecord.parse(self.shares.announced()[0])
+        self.assertEqual((record.rate, record.sources, record.limit),
+                         (3 << 20, (("a:1", 4 << 20),), "limited by verification"))
+        peer = mock.Mock(partial={record.key: record}, files={}, last_seen=0)
+        self.assertEqual(peer_status(peer, 1)["partial"][0]["limit"], "limited by verification")
+
+    def test_nothing_is_said_of_a_download_that_is_not_there(self):
+        self.shares.remove(self.sha)
+        version = self.shares.version
+        self.shares.set_speed(self.sha, 1, (), "waiting for holders")
+        self.assertEqual((self.shares.version, self.shares.announced()), (version, []))

@@ -54,6 +54,29 @@ class TestWireRecords(unittest.TestCase):
         with self.assertRaisesRegex(BadRecord, "'stalled'"):
             PartialRecord.parse({**wire("f"), "done": 10, "stalled": "yes"})
 
+    def test_a_partial_record_may_say_how_fast_it_goes_and_older_ones_still_parse(self):
+        speed = {"rate": 7 << 20, "limit": "limited by this machine's link",
+                 "sources": [{"address": "10.0.0.7:41237", "rate": 4 << 20},
+                             {"address": "[::1]:7001", "rate": 3 << 20}]}
+        record = PartialRecord.parse({**wire("f"), "done": 10, **speed})
+        self.assertEqual((record.rate, record.limit, record.sources),
+                         (7 << 20, speed["limit"],
+                          (("10.0.0.7:41237", 4 << 20), ("[::1]:7001", 3 << 20))))
+        self.assertEqual(PartialRecord.parse(record.as_dict()), record)
+        self.assertEqual({k: record.shown()[k] for k in speed}, speed)
+        old = PartialRecord.parse({**wire("f"), "done": 10})  # a peer from before
+        self.assertEqual((old.rate, old.sources, old.limit), (0, (), ""))
+        self.assertEqual(set(old.shown()), {"name", "sha256", "size", "done"})
+        for bad, needle in [({"rate": -1}, "'rate'"), ({"rate": 1.5}, "'rate'"),
+                            ({"limit": 5}, "'limit'"), ({"limit": "x" * 201}, "'limit'"),
+                            ({"limit": "a\x1b[2J"}, "'limit'"),
+                            ({"sources": {}}, "'sources'"), ({"sources": [1]}, "'sources'"),
+                            ({"sources": [{"address": "a:1"}]}, "'rate'"),
+                            ({"sources": [{"address": "a\n", "rate": 1}]}, "'sources'"),
+                            ({"sources": [{"address": "a:1", "rate": 1}] * 33}, "'sources'")]:
+            with self.subTest(bad=bad), self.assertRaisesRegex(BadRecord, needle):
+                PartialRecord.parse({**wire("f"), "done": 10, **bad})
+
     def test_refusals_become_the_error_the_caller_acts_on(self):
         versions = [{**wire("f", v), "holders": 1} for v in (1, 2)]
         cases = [(404, {}, lb_client.NotKnown), (409, {"versions": versions}, lb_client.Ambiguous),
