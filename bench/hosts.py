@@ -211,8 +211,12 @@ class Timeline:
 
 
 def bench_downloads(args, tmp):
-    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench")
+    # the programs' bytecode is cached (in the temporary folder), as for an installed
+    # program: the load balancer and the seed compile it before the downloaders start
+    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench",
+               PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
     env.pop("P2P_LB", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with testhosts.Hosts(args.hosts, rate_mbit=args.mbit) as hosts:
         lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py")], env=env, cwd=tmp)
         read_line(lb.stdout)

@@ -199,7 +199,8 @@ class Downloader:
             result = Result("", name, size, sha256, started=self.clock.now(),
                             resumed_from=plan.progress(pieces.piece_size, size))
             if self.partials is not None:
-                self.partials.add(name, pieces, have, target.partial)
+                self.partials.add(name, pieces, have, target.partial,
+                                  lambda: plan.progress(pieces.piece_size, size))
             try:
                 asking = Asking(name, self.clock, self.wait_s, self.pace, plan.alone)
                 Swarm(self, name, pick, partial, plan, leases, result, asking,

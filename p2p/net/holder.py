@@ -26,7 +26,7 @@ from p2p.core.swarm import PACE
 from p2p.core.wire import format_address
 from p2p.http.server import header_field
 from p2p.net.lb_client import authority, describe_socket_error
-from p2p.net.sharing import PEER_HEADER
+from p2p.net.sharing import HAVE_HEADER, PEER_HEADER
 
 CONNECT_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 4.0  # a holder that has not begun to answer a request by then is let go
@@ -39,11 +39,13 @@ MAX_SMALL_BODY_BYTES = 4 << 20  # an error or a piece list (2,000+ digests) fits
 
 class PeerFault(Exception):
     """A holder failed us. ``busy``: it asked us to come back in that many seconds;
-    ``missing``: it does not have what we asked for."""
+    ``missing``: it does not have what we asked for (``have``: what it has then, as a
+    Bitfield's text, when it said)."""
 
     def __init__(self, message, busy=None, missing=False, other_file=False):
         super().__init__(message)
         self.busy, self.missing, self.other_file = busy, missing, other_file
+        self.have = None
 
 
 
@@ -235,12 +237,19 @@ class HolderConnection:
 
     def ask_range(self, start, length):
         """Ask for ``length`` bytes from ``start``; PeerFault unless they follow. Then
-        ``receive`` takes them, in as many parts as the caller likes."""
+        ``receive`` takes them, in as many parts as the caller likes. Returns what a partial
+        holder says it has now (a Bitfield's text), or None."""
         try:
             status, headers = self._request(
                 f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
             body = self._small_body(headers) if status in (404, 503) else b""
-            check_response(status, headers, start, length, self.size, self.sha256, body)
+            have = headers.get(HAVE_HEADER.lower())
+            try:
+                check_response(status, headers, start, length, self.size, self.sha256, body)
+            except PeerFault as fault:
+                fault.have = have
+                raise
+            return have
         except PeerFault as fault:
             if not fault.missing:
                 self.close()

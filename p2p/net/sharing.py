@@ -29,7 +29,9 @@ request (``GET`` or ``HEAD``)          answer
                                        file exactly as ``/files/{name}``; from a
                                        peer still downloading it, only a
                                        ``Range`` wholly inside verified pieces
-                                       (206, ``ETag``, ``Content-Range``), anything
+                                       (206, ``ETag``, ``Content-Range``, and its
+                                       verified pieces now in ``X-P2P-Have``, as
+                                       on its 404 for the others), anything
                                        else 404 ``{"error", "missing": true}``
                                        (never a 200, never an unverified byte);
                                        upload slots and limit as for ``/files``
@@ -127,6 +129,7 @@ MIN_RATE_SLICE_BYTES = 256  # small, so even a low limit sends something every s
 DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
+HAVE_HEADER = "X-P2P-Have"  # a partial holder's verified pieces (a Bitfield's text), in each answer
 MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
@@ -740,11 +743,14 @@ class ShareIndex(BackgroundHasher):
 @dataclass(frozen=True)
 class PartialShare:
     """A file this peer is downloading: its pieces, the verified ones (``have``), and the
-    hidden partial file ``path`` where each verified piece is at its offset."""
+    hidden partial file ``path`` where each verified piece is at its offset; ``progress``
+    gives the bytes on disk so far (verified, or written unhashed while the download is
+    alone), the download's true progress, or None: the verified bytes are."""
     name: str
     pieces: PieceList
     have: Bitfield
     path: str
+    progress: object = None
 
     @property
     def size(self):
@@ -781,9 +787,9 @@ class PartialShares:
         self._stalled = set()  # sha256 of the downloads waiting for a holder to come back
         self.version = 0
 
-    def add(self, name, pieces, have, path):
+    def add(self, name, pieces, have, path, progress=None):
         with self._lock:
-            self._shares[pieces.sha256] = PartialShare(name, pieces, have, path)
+            self._shares[pieces.sha256] = PartialShare(name, pieces, have, path, progress)
             self._hashes[pieces.sha256] = pieces.hash
             self.version += 1
         self.on_change()
@@ -817,11 +823,13 @@ class PartialShares:
 
     def announced(self):
         """What the heartbeat says: [{name, size, sha256, pieces, done, stalled?}], done in
-        bytes, stalled (true) while the download waits for a holder to come back."""
+        bytes on disk (the download's progress), stalled (true) while the download waits
+        for a holder to come back."""
         with self._lock:
             shares = [(s, self._hashes[k], k in self._stalled) for k, s in self._shares.items()]
         return [{"name": s.name, "size": s.size, "sha256": s.pieces.sha256, "pieces": h,
-                 "done": s.done, **({"stalled": True} if stalled else {})}
+                 "done": s.done if s.progress is None else s.progress(),
+                 **({"stalled": True} if stalled else {})}
                 for s, h, stalled in shares]
 
     def __len__(self):
@@ -933,7 +941,8 @@ class PieceRoutes:
             self.send_shared(entry.name, entry, send_body)
             return
         with f:
-            self.send_range(f, share, send_body, {"ETag": etag}, True)
+            self.send_range(f, share, send_body,
+                            {"ETag": etag, HAVE_HEADER: share.have.to_text()}, True)
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
@@ -1228,9 +1237,11 @@ def unsatisfiable(header, size):
 def missing(share, wanted):
     """The 404 of a partial holder asked for bytes it has not verified."""
     span = f"bytes {wanted[0]}-{wanted[1]}" if wanted else "the whole file"
-    return HTTPProblem(404, f"This peer has verified only {percent(share.done, share.size)} % "
-                            "of that file so far; "
-                            f"ask another peer for {span}.", missing=True)
+    problem = HTTPProblem(404, f"This peer has verified only {percent(share.done, share.size)} "
+                               f"% of that file so far; ask another peer for {span}.",
+                          missing=True)
+    problem.headers[HAVE_HEADER] = share.have.to_text()
+    return problem
 
 
 def sha1_pieces(paths, piece):

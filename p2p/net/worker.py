@@ -4,7 +4,8 @@ receives them.
 A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
 pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
-its own, handed to the swarm's ``Landing``. A holder that answers busy is asked
+its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
+alone) is cut short when others start downloading the file. A holder that answers busy is asked
 again later and never blamed; one whose connection breaks, stays silent or lies
 ends ``failed``. A partial holder is asked again what it has every
 ``PARTIAL_REFRESH_S`` while it has nothing we need, and let go after
@@ -16,6 +17,7 @@ import logging
 import queue
 import threading
 
+from p2p.core.pieces import BadPieceList, Bitfield
 from p2p.net.holder import PeerFault
 
 log = logging.getLogger("p2p.download")
@@ -135,6 +137,28 @@ class Worker:
             elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
+    def _heard(self, have):
+        """A partial holder said what it has now, with its answer (a Bitfield's text, or
+        None): the plan sees its new pieces at once, without asking for its list again."""
+        if have is None:
+            return
+        try:
+            bits = Bitfield.from_text(self.swarm.pieces.count, have)
+        except BadPieceList as e:
+            raise PeerFault(f"its list of verified pieces is wrong: {e}") from None
+        with self.swarm.cond:
+            if self.pieces_change_locked():
+                self.swarm.plan.update_source(self.key, bits)
+                self.refreshed = self.swarm.clock.now()
+
+    def _cut(self, rest):
+        """Give the rest of a run back to the plan and cut the connection short, so that
+        its bytes are not waited for (the next request connects again)."""
+        with self.swarm.cond:
+            for index in rest:
+                self.swarm.plan.release(self.key, index)
+        self.conn.abort()
+
     @property
     def pieces_change(self):
         """Is this a partial holder (its pieces grow while we download)?"""
@@ -161,11 +185,14 @@ class Worker:
                 swarm.plan.sent(self.key, n, swarm.clock.now())
 
         for at, index in enumerate(run):
+            if at and not swarm.plan.alone:  # others came: the rest is chosen rarest first
+                self._cut(run[at:])
+                return
             buf, length = self.free.get(), swarm.pieces.span(index)[1]
             self._fetching = index
             try:
                 if at == 0:
-                    self.conn.ask_range(start, end - start)
+                    self._heard(self.conn.ask_range(start, end - start))
                 self.conn.receive(memoryview(buf)[:length], arrived)
             except PeerFault as fault:
                 self.give_back(buf)
@@ -174,7 +201,9 @@ class Worker:
                         swarm.plan.release(self.key, left)
                     if fault.missing and self.pieces_change_locked():
                         swarm.plan.lacks(self.key, index)
-                        return
+                if fault.missing and self.pieces_change:
+                    self._heard(fault.have)
+                    return
                 if self._cancelled == index or self._stopped:
                     return  # cut short on purpose: not the holder's fault
                 raise
