@@ -44,6 +44,7 @@ class Source:
     since: float = None  # when it started sending
     fetching: set = field(default_factory=set)
     spoiled: set = field(default_factory=set)  # pieces it sent bad: asked of others instead
+    sent: object = None  # a whole holder's Bitfield of pieces it sent to anyone (super-seeding)
 
     def has(self, index):
         return self.pieces is None or index in self.pieces

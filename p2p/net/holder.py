@@ -1,9 +1,11 @@
 """One keep-alive connection to a holder: its piece list and byte ranges of one file.
 
 The protocol (a holder's side is ``sharing.py``): ``GET /pieces/{sha256}`` gives the
-piece list (``pieces.py``), ``GET /blobs/{sha256}`` with ``Range: bytes=a-b`` gives
-206 and the bytes; 503/429 with Retry-After is busy (never blame), 404 from a
-partial holder is "not verified here yet". ``parse_response_head``, ``peer_says``
+piece list (``pieces.py``), ``GET /have/{sha256}`` only what a partial holder has
+verified now, ``GET /blobs/{sha256}`` with ``Range: bytes=a-b`` gives 206 and the
+bytes (a partial holder's verified pieces in ``X-P2P-Have``, the pieces a whole
+holder has sent to anyone in ``X-P2P-Sent``); 503/429 with Retry-After is busy
+(never blame), 404 from a partial holder is "not verified here yet". ``parse_response_head``, ``peer_says``
 and ``check_response`` are the pure checks of an answer; ``HolderConnection`` the
 socket around them.
 
@@ -26,7 +28,7 @@ from p2p.core.swarm import PACE
 from p2p.core.wire import format_address
 from p2p.http.server import header_field
 from p2p.net.lb_client import authority, describe_socket_error
-from p2p.net.sharing import HAVE_HEADER, PEER_HEADER
+from p2p.net.sharing import HAVE_HEADER, PEER_HEADER, SENT_HEADER
 
 CONNECT_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 4.0  # a holder that has not begun to answer a request by then is let go
@@ -235,10 +237,29 @@ class HolderConnection:
         except (ValueError, BadPieceList) as e:
             raise PeerFault(f"its piece list is wrong: {e}") from None
 
+    def have(self, count):
+        """What a partial holder has verified now (``GET /have/SHA``): a Bitfield of
+        ``count`` pieces, or None when it has the whole file."""
+        try:
+            status, headers = self._request(f"/have/{self.sha256}")
+            body = self._small_body(headers)
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+        if status != 200:
+            raise PeerFault(peer_says(body) or f"the peer answered HTTP {status} for its "
+                            "pieces", missing=status == 404)
+        try:
+            have = json.loads(body).get("have")
+            return None if have is None else Bitfield.from_text(count, have)
+        except (ValueError, AttributeError, BadPieceList) as e:
+            raise PeerFault(f"its list of pieces is wrong: {e}") from None
+
     def ask_range(self, start, length):
         """Ask for ``length`` bytes from ``start``; PeerFault unless they follow. Then
-        ``receive`` takes them, in as many parts as the caller likes. Returns what a partial
-        holder says it has now (a Bitfield's text), or None."""
+        ``receive`` takes them, in as many parts as the caller likes. Returns (what a
+        partial holder says it has now, what a whole holder says it has sent to anyone so
+        far), each a Bitfield's text or None."""
         try:
             status, headers = self._request(
                 f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
@@ -249,7 +270,7 @@ class HolderConnection:
             except PeerFault as fault:
                 fault.have = have
                 raise
-            return have
+            return have, headers.get(SENT_HEADER.lower())
         except PeerFault as fault:
             if not fault.missing:
                 self.close()

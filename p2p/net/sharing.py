@@ -24,6 +24,9 @@ request (``GET`` or ``HEAD``)          answer
                                        from a peer still downloading it; 404 when
                                        it has neither; 400 unless ``{sha256}`` is
                                        64 lower-case hex
+``/have/{sha256}``                     200 {"have": the bitfield of the verified
+                                       pieces, or null from a whole holder}: what
+                                       ``/pieces`` says, without the list; 404 as it
 ``/blobs/{sha256}``                    the file with that SHA-256, content-addressed
                                        for downloaders: from a holder of the whole
                                        file exactly as ``/files/{name}``; from a
@@ -130,6 +133,8 @@ DEFAULT_UPLOAD_SLOTS = 8
 UPLOAD_RETRY_AFTER_S = 2
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
 HAVE_HEADER = "X-P2P-Have"  # a partial holder's verified pieces (a Bitfield's text), in each answer
+SENT_HEADER = "X-P2P-Sent"  # a whole holder's pieces sent to anyone so far (super-seeding)
+MAX_SENT_FILES = 64  # files whose pieces sent so far a server keeps (least recently served go)
 MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
@@ -888,6 +893,36 @@ class UploadSlots:
             return len(self._active)
 
 
+class SentPieces:
+    """Which pieces of each whole file this server has sent to a downloader (by ``/blobs``
+    ranges), for super-seeding (BitTorrent's BEP 16): every answer says them
+    (``SENT_HEADER``), and downloaders ask a whole holder for the pieces it has not sent
+    to anyone first, so that each piece leaves it once while peers still lack it, and the
+    others get it from the peer that did. Kept for the MAX_SENT_FILES files served last.
+    """
+
+    def __init__(self):
+        self._files = LRU(MAX_SENT_FILES)
+
+    def mark(self, entry, range_header):
+        """The range asked for is being sent: mark its pieces; the pieces sent so far (a
+        Bitfield's text), or None for a request of no range of this file."""
+        try:
+            wanted = parse_range(range_header, entry.size)
+        except RangeNotSatisfiable:
+            return None
+        if wanted is None:
+            return None
+        sent = self._files.get(entry.sha256)
+        if sent is None or sent.count != piece_count(entry.size):
+            sent = Bitfield(piece_count(entry.size))
+            self._files.put(entry.sha256, sent)
+        piece = piece_size(entry.size)
+        for index in range(wanted[0] // piece, wanted[1] // piece + 1):
+            sent.add(index)
+        return sent.to_text()
+
+
 # ---------------------------------------------------------------------------
 # The HTTP handler
 
@@ -912,6 +947,18 @@ class PieceRoutes:
             raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
         self.send_json(200, share.pieces.as_json(share.have))
 
+    def route_have(self, hex_digits):
+        """GET /have/{sha256}: the pieces verified here now, without the piece list (what a
+        downloader asks again while it waits for new pieces)."""
+        sha256 = sha256_from_url(hex_digits)
+        if self.server.index.find_by_hash(sha256) is not None:
+            self.send_json(200, {"have": None})
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        self.send_json(200, {"have": share.have.to_text()})
+
     def route_blob(self, hex_digits):
         """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
         partial one, only by a range wholly inside verified pieces (never a 200)."""
@@ -919,7 +966,9 @@ class PieceRoutes:
         send_body = self.command == "GET"  # a HEAD: the headers only
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
-            self.send_shared(entry.name, entry, send_body)
+            sent = self.server.sent.mark(entry, self.headers.get("Range")) if send_body else None
+            self.send_shared(entry.name, entry, send_body,
+                             {SENT_HEADER: sent} if sent is not None else {})
             return
         share = self.server.partials.get(sha256)
         if share is None:
@@ -989,6 +1038,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
         "/files": {"GET": "files"},
         "/files/**": {"GET": "file"},
         "/pieces/**": {"GET": "pieces"},
+        "/have/**": {"GET": "have"},
         "/blobs/**": {"GET": "blob"},
         "/sha1/**": {"GET": "sha1"},
         "/folder-sha1/**": {"GET": "folder_sha1"},
@@ -1074,8 +1124,9 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
         else:
             self.send_json(200, {"folder": prefix, "files": [f.as_dict() for f in files]})
 
-    def send_shared(self, name, entry, send_body):
-        """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}."""
+    def send_shared(self, name, entry, send_body, extra=None):
+        """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}, with
+        the ``extra`` headers."""
         real = entry and resolve(entry.root, name)
         if not real:
             raise HTTPProblem(404, f"This peer does not share {name!r}.")
@@ -1096,7 +1147,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
                 self.send_whole(304, b"", None, validators)
                 return
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
-            headers = {**validators, **digest_headers(entry.sha256)}
+            headers = {**validators, **digest_headers(entry.sha256), **(extra or {})}
             duplicates = self.server.duplicates.urls(entry.name, entry.sha256)
             if duplicates:
                 headers["Link"] = link_header(duplicates)
@@ -1298,6 +1349,7 @@ class FileServer(BoundedHTTPServer):
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
         self.sha1_lists = Sha1Lists()
+        self.sent = SentPieces()
         self.duplicates = Duplicates(self)
         limits.setdefault("workers", LIMITS.workers + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

@@ -5,11 +5,13 @@ A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
 pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
 its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
-alone) is cut short when others start downloading the file. A holder that answers busy is asked
-again later and never blamed; one whose connection breaks, stays silent or lies
-ends ``failed``. A partial holder is asked again what it has every
-``PARTIAL_REFRESH_S`` while it has nothing we need, and let go after
-``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
+alone) is cut short when others start downloading the file. A holder that answers
+busy is asked again later and never blamed; one whose connection breaks, stays
+silent or lies ends ``failed``. Each answer of a partial holder says what it has
+now (``X-P2P-Have``), each of a whole holder what it has sent to anyone
+(``X-P2P-Sent``: super-seeding, see ``core/picker.py``). A partial holder with
+nothing we need is asked again what it has (``GET /have/{sha256}``) every
+``PARTIAL_REFRESH_S``, and let go after ``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
 one's fetch short (``cancel``); ``stop`` ends it.
 """
 
@@ -25,7 +27,7 @@ log = logging.getLogger("p2p.download")
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
 MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
-PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
+PARTIAL_REFRESH_S = 0.25  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
 
 
@@ -108,7 +110,7 @@ class Worker:
 
     def _refresh(self):
         """Ask a partial holder again what it has."""
-        _, have = self.conn.piece_list(self.swarm.pieces.hash)
+        have = self.conn.have(self.swarm.pieces.count)
         with self.swarm.cond:
             self.swarm.plan.update_source(self.key, have)
         self.refreshed = self.swarm.clock.now()
@@ -137,19 +139,23 @@ class Worker:
             elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
-    def _heard(self, have):
-        """A partial holder said what it has now, with its answer (a Bitfield's text, or
-        None): the plan sees its new pieces at once, without asking for its list again."""
-        if have is None:
-            return
+    def _heard(self, have, sent=None):
+        """With its answer, a partial holder said what it has now, a whole holder what it
+        has sent to anyone so far (each a Bitfield's text, or None): the plan sees a
+        partial holder's new pieces at once, without asking for its list again, and asks a
+        whole holder first for what it has not sent (super-seeding)."""
+        count, plan = self.swarm.pieces.count, self.swarm.plan
         try:
-            bits = Bitfield.from_text(self.swarm.pieces.count, have)
+            have, sent = (None if text is None else Bitfield.from_text(count, text)
+                          for text in (have, sent))
         except BadPieceList as e:
-            raise PeerFault(f"its list of verified pieces is wrong: {e}") from None
+            raise PeerFault(f"its list of pieces is wrong: {e}") from None
         with self.swarm.cond:
-            if self.pieces_change_locked():
-                self.swarm.plan.update_source(self.key, bits)
+            if have is not None and self.pieces_change_locked():
+                plan.update_source(self.key, have)
                 self.refreshed = self.swarm.clock.now()
+            if sent is not None and self.key in plan.sources:
+                plan.sources[self.key].sent = sent
 
     def _cut(self, rest):
         """Give the rest of a run back to the plan and cut the connection short, so that
@@ -192,7 +198,7 @@ class Worker:
             self._fetching = index
             try:
                 if at == 0:
-                    self._heard(self.conn.ask_range(start, end - start))
+                    self._heard(*self.conn.ask_range(start, end - start))
                 self.conn.receive(memoryview(buf)[:length], arrived)
             except PeerFault as fault:
                 self.give_back(buf)

@@ -79,6 +79,14 @@ class RarestFirst(unittest.TestCase):
             firsts.add(plan.next_piece("seed"))
         self.assertGreater(len(firsts), 10)
 
+    def test_a_seed_is_asked_first_for_the_pieces_it_has_sent_to_nobody(self):
+        plan = Plan(8, Bitfield(8), rng=random.Random(3))
+        plan.alone = False
+        plan.add_source("seed", "S").sent = bits(8, [0, 1, 2, 3, 4, 6, 7])
+        self.assertEqual(plan.next_piece("seed"), 5, "super-seeding: the piece nobody got")
+        taken = {plan.next_piece("seed") for _ in range(7)}
+        self.assertEqual(taken, {0, 1, 2, 3, 4, 6, 7}, "then the others, all of them")
+
     def test_a_holder_that_lacks_a_piece_after_all_is_not_asked_for_it_again(self):
         plan = Plan(3, Bitfield(3))
         have = bits(3, [0, 1])
