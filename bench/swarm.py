@@ -1,14 +1,15 @@
 """Benchmark: a flash crowd, many sources at once, and the load balancer's share of a download.
 
     python bench/swarm.py [--size-mib 64] [--crowd 16] [--holders 4] [--limit 4M]
-                          [--lbcost-mib 1024] [--only crowd,sources,lbcost] [--quick]
+                          [--lbcost-mib 1024] [--only crowd,pair,sources,lbcost] [--quick]
 
 Runs the real programs as processes of their own, all on 127.0.0.1: a fresh
 ``load_balancer.py --port 0`` per phase, ``peer.py serve`` holders and ``peer.py get``
 downloaders (``--lb 127.0.0.1:PORT``), each with folders of its own under one temporary
 folder that is removed at the end, in the tests' clean environment (discovery on
-127.0.0.1 only, a network name of its own). Ports are read back from the
-``listening on HOST:PORT`` first line.
+127.0.0.1 only, a network name of its own; the programs' bytecode cached in that folder,
+as an installed program's is). Ports are read back from the ``listening on HOST:PORT``
+first line.
 
 1. crowd: one seed (``serve --upload-limit LIMIT``) shares a random SIZE MiB file. One
    ``get`` alone from it, then CROWD ``get``s started at once, each into its own
@@ -21,6 +22,9 @@ folder that is removed at the end, in the tests' clean environment (discovery on
    sampled every 0.5 s, the sampling's own requests taken off ("n/a" when the load
    balancer does not report it), against the limit measured in the same run: the
    requests/s that load balancer then answers on one keep-alive connection.
+   pair: the same with two downloaders: they swap pieces from the start, so the slower
+   of the two ends within 1.15x one download alone (the seed sends each piece once,
+   each downloader passes on what it got).
 2. sources: HOLDERS ``serve --upload-limit LIMIT``, each sharing the same file from its own
    folder. One ``get`` while only the first is online, one with all of them: MiB/s of
    each and their ratio (goal: at least 3.5x).
@@ -55,10 +59,11 @@ from tests.support import LB, PEER, clean_env, http_json, wait_for, write_random
 
 MiB = 1 << 20
 GiB = 1 << 30
-PHASES = ("crowd", "sources", "lbcost")
+PHASES = ("crowd", "pair", "sources", "lbcost")
 FULL = {"size_mib": 64, "crowd": 16, "lbcost_mib": 1024}
 QUICK = {"size_mib": 8, "crowd": 4, "lbcost_mib": 64}
 CROWD_GOAL_SLOWDOWN = 2.0    # the slowest of the crowd within 2x one download alone
+PAIR_GOAL_SLOWDOWN = 1.15    # the slower of two started together within 1.15x alone
 SOURCES_GOAL_RATIO = 3.5     # HOLDERS holders at least 3.5x one holder
 DEADLINE_FACTOR = 10         # a phase's deadline: 10x its expected time ...
 DEADLINE_GRACE_S = 60.0      # ... plus 60 s
@@ -100,6 +105,8 @@ class Bench:
         self.limit = limit
         self.get_options = get_options
         self.env = clean_env(tmp)
+        self.env["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.procs = []
         self.logs = 0
         self.failures = []  # one line per failed download
@@ -396,7 +403,7 @@ def main():
     bench = Bench(tmp, args.limit, accepted_get_options(clean_env(tmp)))
     rows = []
     try:
-        if "crowd" in phases or "sources" in phases:
+        if {"crowd", "pair", "sources"} & set(phases):
             source = os.path.join(bench.folder("files"), FILE_NAME)
             sha256 = random_file(source, args.size_mib)
         if "crowd" in phases:
@@ -416,6 +423,17 @@ def main():
                  ""),
                 ("  load balancer capacity, 1 connection", f"{capacity:.0f} req/s", ""),
                 ("  peak / capacity", "-" if rate is None else f"{rate / capacity:.1%}", ""),
+            ]
+        if "pair" in phases:
+            alone, times, _, _ = crowd_phase(bench, source, sha256, 2)
+            rows += [
+                (f"pair: 1 seed, 2 downloaders started together, {args.size_mib} MiB, "
+                 f"limit {args.limit}", None, None),
+                ("  one download alone", seconds_text(alone), ""),
+                ("  completed verified", f"{len(times)} of 2", "all 2"),
+                ("  slower of the two", seconds_text(max(times)) if times else "-", ""),
+                ("  slower / alone", f"{max(times) / alone:.2f}x"
+                 if len(times) == 2 and alone else "-", f"<= {PAIR_GOAL_SLOWDOWN:g}x"),
             ]
         if "sources" in phases:
             one, many = sources_phase(bench, source, sha256, args.holders)

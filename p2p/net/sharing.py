@@ -898,29 +898,52 @@ class SentPieces:
     ranges), for super-seeding (BitTorrent's BEP 16): every answer says them
     (``SENT_HEADER``), and downloaders ask a whole holder for the pieces it has not sent
     to anyone first, so that each piece leaves it once while peers still lack it, and the
-    others get it from the peer that did. Kept for the MAX_SENT_FILES files served last.
+    others get it from the peer that did. A piece counts from the moment it is asked for
+    (so that others asking meanwhile take other pieces) until its upload stops short of
+    it. Kept for the MAX_SENT_FILES files served last.
     """
 
     def __init__(self):
         self._files = LRU(MAX_SENT_FILES)
+        self._lock = threading.Lock()
+
+    def _counts(self, entry):
+        counts = self._files.get(entry.sha256)
+        if counts is None or len(counts) != piece_count(entry.size):
+            counts = [0] * piece_count(entry.size)
+            self._files.put(entry.sha256, counts)
+        return counts
 
     def mark(self, entry, range_header):
-        """The range asked for is being sent: mark its pieces; the pieces sent so far (a
-        Bitfield's text), or None for a request of no range of this file."""
+        """The range asked for is being sent: (that range (start, end inclusive), and the
+        pieces sent so far as a Bitfield's text), or None for a request of no range."""
         try:
             wanted = parse_range(range_header, entry.size)
         except RangeNotSatisfiable:
             return None
         if wanted is None:
             return None
-        sent = self._files.get(entry.sha256)
-        if sent is None or sent.count != piece_count(entry.size):
-            sent = Bitfield(piece_count(entry.size))
-            self._files.put(entry.sha256, sent)
         piece = piece_size(entry.size)
-        for index in range(wanted[0] // piece, wanted[1] // piece + 1):
-            sent.add(index)
-        return sent.to_text()
+        first, last = wanted[0] // piece, wanted[1] // piece
+        sent = Bitfield(piece_count(entry.size))
+        with self._lock:
+            counts = self._counts(entry)
+            for index in range(first, last + 1):
+                counts[index] += 1
+            for index, n in enumerate(counts):
+                if n:
+                    sent.add(index)
+        return wanted, sent.to_text()
+
+    def stopped(self, entry, wanted, reached):
+        """The upload of the range ``wanted`` stopped short at byte ``reached`` (of the
+        file): the pieces it did not send whole do not count."""
+        piece = piece_size(entry.size)
+        first, last = wanted[0] // piece, wanted[1] // piece
+        with self._lock:
+            counts = self._counts(entry)
+            for index in range(max(first, reached // piece), last + 1):
+                counts[index] = max(0, counts[index] - 1)
 
 
 # ---------------------------------------------------------------------------
@@ -966,9 +989,7 @@ class PieceRoutes:
         send_body = self.command == "GET"  # a HEAD: the headers only
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
-            sent = self.server.sent.mark(entry, self.headers.get("Range")) if send_body else None
-            self.send_shared(entry.name, entry, send_body,
-                             {SENT_HEADER: sent} if sent is not None else {})
+            self.send_super_seeding(entry, send_body)
             return
         share = self.server.partials.get(sha256)
         if share is None:
@@ -992,6 +1013,22 @@ class PieceRoutes:
         with f:
             self.send_range(f, share, send_body,
                             {"ETag": etag, HAVE_HEADER: share.have.to_text()}, True)
+
+    def send_super_seeding(self, entry, send_body):
+        """A range of a whole file, saying which pieces have been sent to anyone so far
+        (``SentPieces``); those its upload did not reach do not count."""
+        marked = self.server.sent.mark(entry, self.headers.get("Range")) if send_body else None
+        if marked is None:
+            self.send_shared(entry.name, entry, send_body)
+            return
+        wanted, sent = marked
+        self.body_reached = None
+        try:
+            self.send_shared(entry.name, entry, send_body, {SENT_HEADER: sent})
+        finally:
+            reached = self.body_reached
+            if reached is None or reached <= wanted[1]:
+                self.server.sent.stopped(entry, wanted, reached or wanted[0])
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
@@ -1179,6 +1216,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
             self.wfile.flush()
             if upload is not None:
                 self.send_body(f, start, length, upload)
+                self.body_reached = start + upload.sent
         finally:
             if upload is not None:
                 self.server.uploads.release(upload)

@@ -623,3 +623,21 @@ class RateLimiterTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SuperSeeding(unittest.TestCase):
+    """SentPieces: which pieces of a whole file have gone out to anyone (BEP 16)."""
+
+    def test_pieces_count_as_sent_when_asked_for_until_an_upload_stops_short_of_them(self):
+        piece = piece_size(1)
+        entry = mock.Mock(sha256="a" * 64, size=8 * piece)
+        sent = sharing.SentPieces()
+
+        def said(text):
+            bits = sharing.Bitfield.from_text(8, text)
+            return [i for i in range(8) if i in bits]
+        wanted, text = sent.mark(entry, f"bytes={2 * piece}-{6 * piece - 1}")
+        self.assertEqual(said(text), [2, 3, 4, 5], "counted from the moment they are asked for")
+        sent.stopped(entry, wanted, 3 * piece + 10)  # cut short inside piece 3
+        self.assertEqual(said(sent.mark(entry, f"bytes=0-{piece - 1}")[1]), [0, 2])
+        self.assertIsNone(sent.mark(entry, None), "no range: not a downloader's piece")
