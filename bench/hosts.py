@@ -12,8 +12,9 @@ downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directio
   optimum: Kumar & Ross's minimum distribution time for N downloaders of upload u_i and a
   seed of upload u_s, T* = max(F/u_s, N*F/(u_s + sum u_i)), which is F/u on equal links
   (every host can finish at its link's speed, if the crowd's upload carries the copies).
-  Also the seed's upload efficiency: the bytes it sent (its link's count, headers
-  included) over F; 1.0 is perfect, every byte sent once. ``--timeline`` adds, second by
+  Also the same from each host's first bytes received (its program's start-up, on this
+  one machine's shared cores, left out), and the seed's upload efficiency: the bytes it
+  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once. ``--timeline`` adds, second by
   second, the seed's upload, the downloaders' upload (and its share of their links), their
   download and how many have ended, and when each host received its first bytes: where the
   time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there.
@@ -63,7 +64,8 @@ WORKER_GRACE_S = 60.0
 FAILOVER_TIMEOUT_S = 60.0  # give up on one failover round after this long
 FAILOVER_LIST_TIMEOUT_S = 20.0  # one 'peer.py list' (or a peer's first line) at most this
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-TIMELINE_EVERY_S = 1.0  # --timeline: link counters sampled this often
+SAMPLE_EVERY_S = 0.1  # link counters are sampled this often (when each host's bytes began)...
+TIMELINE_EVERY_S = 1.0  # ...and --timeline shows them this often
 FIRST_BYTES = 256 << 10  # a host has started receiving the file once this much came in
 
 
@@ -185,7 +187,7 @@ class Timeline:
         self.samples.append((now, counts))
 
     def sample_when_due(self):
-        if time.monotonic() - self.started >= self.samples[-1][0] + TIMELINE_EVERY_S:
+        if time.monotonic() - self.started >= self.samples[-1][0] + SAMPLE_EVERY_S:
             self.sample()
 
     def report(self, link, ended):
@@ -195,7 +197,11 @@ class Timeline:
               f"{link / 1e6:.1f} MB/s):")
         print("   at  seed up  peers up  (of links)  peers down  ended")
         n = len(self.downloaders)
-        for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:]):
+        shown = [self.samples[0]]
+        for sample in self.samples[1:]:
+            if sample[0] - shown[-1][0] >= TIMELINE_EVERY_S or sample is self.samples[-1]:
+                shown.append(sample)
+        for (t0, c0), (t1, c1) in zip(shown, shown[1:]):
             span = t1 - t0
 
             def rate(hosts, k):
@@ -255,18 +261,24 @@ def bench_downloads(args, tmp):
         print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf): the load balancer on "
               f"h1, a seed on h2, {len(gets)} downloaders of one {args.size_mib} MiB file "
               f"started together; the optimum T* = {best:.1f} s:")
-        print("host  exit  seconds  T*/time")
-        fractions = []
+        print("host  exit  seconds  T*/time  from its first bytes: seconds  T*/time")
+        fractions, moving = [], []
         for i, proc in gets.items():
             if i not in ended:
                 print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
                 continue
             seconds = ended[i] - started
             fractions.append(best / seconds)
-            print(f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}")
+            line = f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}"
+            if i in timeline.first_byte:
+                after = seconds - timeline.first_byte[i]
+                moving.append(best / after)
+                line += f"  {after:29.1f}  {best / after:7.2f}"
+            print(line)
         if fractions:
             print(f"T*/time: worst host {min(fractions):.2f}, median "
-                  f"{percentile(fractions, 0.5):.2f}; the seed's upload efficiency (bytes it "
+                  f"{percentile(fractions, 0.5):.2f} (from its first bytes: worst "
+                  f"{min(moving, default=0):.2f}); the seed's upload efficiency (bytes it "
                   f"sent / F; 1.0 is perfect): {seed_sent / size:.2f}")
         if args.timeline:
             timeline.report(link, ended)

@@ -13,7 +13,9 @@ it waits for, if anything) or give up, and why. The machine's states::
                peers download the file than this download fetches from (they are
                handed out as soon as they have verified pieces to share)
     busy       every holder is busy: asked again after its Retry-After, within
-               ``ask_busy_min_s`` .. ``busy_wait_max_s``; busy is never blame
+               ``ask_busy_min_s`` .. ``busy_wait_max_s`` (after ``ask_soon_every_s``
+               when others download the file: each becomes a holder with its first
+               verified piece); busy is never blame
     stalled    no connection is left, and no holder of this version is online (or
                no load balancer answers): "stalled: no holder of f.bin is online;
                waiting". Asked again after ``stall_first_s``, doubling up to
@@ -94,13 +96,14 @@ class Asking:
         self.state, self.waiting = FETCHING, ""
         self.ask_at = self.clock.now() + self._every(soon)
 
-    def busy(self, count, retry_after, active):
-        """Every holder is busy (``count`` of them), come back after ``retry_after``."""
+    def busy(self, count, retry_after, active, soon=False):
+        """Every holder is busy (``count`` of them), come back after ``retry_after``; or,
+        ``soon``, as soon as others downloading the file may have become holders."""
         now = self.clock.now()
         self.state, self.since = BUSY, self.since if self.since is not None else now
         self.waiting = f"waiting for a free upload slot, {holders(count)} busy"
-        self.ask_at = now + min(self.pace.busy_wait_max_s,
-                                max(retry_after, self.pace.ask_busy_min_s))
+        self.ask_at = now + (self.pace.ask_soon_every_s if soon else min(
+            self.pace.busy_wait_max_s, max(retry_after, self.pace.ask_busy_min_s)))
         return self._patience(active, lambda: f"Waited {self.wait_s:g} s for a free upload "
                               f"slot for {self.name!r}; every holder is busy.")
 

@@ -171,7 +171,7 @@ class Downloader:
                                     requester=self.requester_id(),
                                     count=1 if peer else self.pace.max_sources)
             except AllBusy as e:
-                decision = asking.busy(e.busy, e.retry_after, 0)
+                decision = asking.busy(e.busy, e.retry_after, 0, soon=e.downloading > 0)
                 if decision.give_up:
                     raise DownloadError(decision.why + " Try again later.") from None
                 while (left := asking.wait()) > 0:

@@ -113,8 +113,9 @@ def _set_socket_timeouts(sock, seconds):
 class HolderConnection:
     """One keep-alive connection to a holder, asking for byte ranges of one file.
 
-    ``ask_range`` asks for a range; ``receive`` takes it, in parts, straight into a
-    caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
+    ``ask_range`` asks for a range (``send_range`` and ``answer_range``: the next range
+    may be asked for before the answer to this one); ``receive`` takes it, in parts,
+    straight into a caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
     (from another thread) cuts the connection short, and the next call connects again.
     """
 
@@ -152,6 +153,12 @@ class HolderConnection:
             self.sock.settimeout(seconds)
 
     def _request(self, target, extra=""):
+        self._send(target, extra)
+        return self._answer()
+
+    def _send(self, target, extra=""):
+        """Send a request (connecting first if need be); its answer is read by ``_answer``,
+        after the answers of the requests sent before it (pipelining)."""
         if self.sock is not None and self.sock is self._aborted:
             self.close()  # cut short after its last answer had arrived whole: start afresh
         if self.sock is None:
@@ -164,11 +171,20 @@ class HolderConnection:
                    + auth + "\r\n")
         self._patience(self.stall_timeout)
         self.sock.sendall(request.encode("ascii"))
+
+    def _answer(self):
+        if self.sock is None:
+            raise PeerFault("the connection was closed before its answer")
         self.awaiting = True
         try:
             return self._read_head()
         finally:
             self.awaiting = False
+
+    @property
+    def open(self):
+        """Is the connection up and usable (its next answer, if asked for, still due)?"""
+        return self.sock is not None and self.sock is not self._aborted
 
     def _read_head(self):
         """The answer's status and headers: its first byte within ``answer_timeout``."""
@@ -256,13 +272,27 @@ class HolderConnection:
             raise PeerFault(f"its list of pieces is wrong: {e}") from None
 
     def ask_range(self, start, length):
-        """Ask for ``length`` bytes from ``start``; PeerFault unless they follow. Then
+        """Ask for ``length`` bytes from ``start`` and read the answer (``send_range``, then
+        ``answer_range``)."""
+        self.send_range(start, length)
+        return self.answer_range(start, length)
+
+    def send_range(self, start, length):
+        """Ask for ``length`` bytes from ``start``; the answer is read by ``answer_range``
+        (other ranges may be asked for before then: they are answered in order)."""
+        try:
+            self._send(f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+
+    def answer_range(self, start, length):
+        """The answer to the range asked for: PeerFault unless its bytes follow. Then
         ``receive`` takes them, in as many parts as the caller likes. Returns (what a
         partial holder says it has now, what a whole holder says it has sent to anyone so
         far), each a Bitfield's text or None."""
         try:
-            status, headers = self._request(
-                f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
+            status, headers = self._answer()
             body = self._small_body(headers) if status in (404, 503) else b""
             have = headers.get(HAVE_HEADER.lower())
             try:

@@ -183,7 +183,7 @@ class Swarm:
                                   count=self.asking.pace.max_sources - active)
         except AllBusy as e:
             self._others(e.downloading)
-            decision = self.asking.busy(e.busy, e.retry_after, active)
+            decision = self.asking.busy(e.busy, e.retry_after, active, self._soon())
             why = decision.why
         except (NotKnown, NoHolderLeft) as e:
             self._others(getattr(e, "downloading", 0))

@@ -3,8 +3,9 @@ receives them.
 
 A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
-pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
-its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
+pieces, one ``Range`` request for it (``holder.py``; while others download the file,
+the next is asked for before this one's bytes are in: ``PIPELINE_RUNS``), each piece
+into a buffer of its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
 alone) is cut short when others start downloading the file. A holder that answers
 busy is asked again later and never blamed; one whose connection breaks, stays
 silent or lies ends ``failed``. Each answer of a partial holder says what it has
@@ -29,6 +30,8 @@ MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
 PARTIAL_REFRESH_S = 0.25  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
+PIPELINE_RUNS = 2  # requests out at once on one connection (not alone): the next is asked
+#                    before this one's bytes are in, so the link never waits a round trip
 
 
 class Worker:
@@ -135,7 +138,7 @@ class Worker:
                     cond.wait(PARTIAL_REFRESH_S)
             if run:
                 useful = clock.now()
-                self._fetch(run)
+                self._fetch_runs(run)
             elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
@@ -175,12 +178,37 @@ class Worker:
         source = self.swarm.plan.sources.get(self.key)
         return source is not None and source.pieces is not None
 
-    def _fetch(self, run):
-        """Fetch ``run``, consecutive pieces, with one request; each piece is landed (or
-        handed to the verifiers) as soon as it is in."""
+    def _span(self, run):
+        start = self.swarm.pieces.span(run[0])[0]
+        return start, sum(self.swarm.pieces.span(run[-1])) - start
+
+    def _fetch_runs(self, run):
+        """Fetch ``run`` and, while others download the file, the runs after it, with up
+        to PIPELINE_RUNS requests out at once; until the plan has nothing more for this
+        holder, or the connection is cut short (then what was asked is given back)."""
         swarm, cond = self.swarm, self.swarm.cond
-        start = swarm.pieces.span(run[0])[0]
-        end = sum(swarm.pieces.span(run[-1]))
+        runs = [run]
+        self.conn.send_range(*self._span(run))
+        while runs:
+            if len(runs) < PIPELINE_RUNS and not swarm.plan.alone and self.conn.open:
+                with cond:
+                    more = [] if swarm.plan.done or self._stopped else swarm.plan.next_run(
+                        self.key, self.per_request)
+                if more:
+                    self.conn.send_range(*self._span(more))
+                    runs.append(more)
+            if not self._fetch(runs.pop(0)) or not self.conn.open:
+                with cond:
+                    for index in (i for rest in runs for i in rest):
+                        swarm.plan.release(self.key, index)
+                return
+
+    def _fetch(self, run):
+        """Receive ``run``, consecutive pieces asked for with one request; each piece is
+        landed (or handed to the verifiers) as soon as it is in. False when it was cut
+        short on purpose (the connection with it)."""
+        swarm, cond = self.swarm, self.swarm.cond
+        start, length = self._span(run)
         self._cancelled = None
 
         def arrived(n):
@@ -193,13 +221,13 @@ class Worker:
         for at, index in enumerate(run):
             if at and not swarm.plan.alone:  # others came: the rest is chosen rarest first
                 self._cut(run[at:])
-                return
-            buf, length = self.free.get(), swarm.pieces.span(index)[1]
+                return False
+            buf, size = self.free.get(), swarm.pieces.span(index)[1]
             self._fetching = index
             try:
                 if at == 0:
-                    self._heard(*self.conn.ask_range(start, end - start))
-                self.conn.receive(memoryview(buf)[:length], arrived)
+                    self._heard(*self.conn.answer_range(start, length))
+                self.conn.receive(memoryview(buf)[:size], arrived)
             except PeerFault as fault:
                 self.give_back(buf)
                 with cond:
@@ -209,12 +237,13 @@ class Worker:
                         swarm.plan.lacks(self.key, index)
                 if fault.missing and self.pieces_change:
                     self._heard(fault.have)
-                    return
+                    return True
                 if self._cancelled == index or self._stopped:
-                    return  # cut short on purpose: not the holder's fault
+                    return False  # cut short on purpose: not the holder's fault
                 raise
             finally:
                 self._fetching = None
-            swarm.landing.hand_over(self, index, buf, length)
+            swarm.landing.hand_over(self, index, buf, size)
+        return True
 
 

@@ -55,6 +55,12 @@ class Busy(unittest.TestCase):
                 self.assertEqual(machine.state, BUSY)
                 self.assertAlmostEqual(machine.wait(), wait)
 
+    def test_busy_while_others_download_it_asks_again_as_soon_as_they_may_share(self):
+        machine, clock = asking()
+        machine.busy(8, retry_after=1, active=0, soon=True)
+        self.assertAlmostEqual(machine.wait(), PACE.ask_soon_every_s)
+        self.assertEqual(machine.state, BUSY)
+
     def test_busy_gives_up_after_the_patience_only_with_no_connection_left(self):
         machine, clock = asking(wait_s=30)
         self.assertFalse(machine.busy(1, 5, active=0).give_up)
