@@ -197,6 +197,13 @@ class Plan(Holders):
             index = picker.endgame(self.book, source)
         return index
 
+    def pipelines(self, key):
+        """May this holder's connection ask for the next piece before this one is in? Not
+        a whole holder that has pieces it has sent to nobody yet (super-seeding): each
+        piece asked of it early is one the others cannot see is taken, and might ask too."""
+        sent = self.sources[key].sent
+        return sent is None or sent.complete
+
     def take(self, key, index):
         self.book.take(index, key)
         self.sources[key].fetching.add(index)

@@ -30,8 +30,8 @@ MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
 PARTIAL_REFRESH_S = 0.25  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
-PIPELINE_RUNS = 2  # requests out at once on one connection (not alone): the next is asked
-#                    before this one's bytes are in, so the link never waits a round trip
+PIPELINE_RUNS = 2  # requests out at once on one connection (not alone, not super-seeding):
+#                    the next is asked before this one's bytes are in (no round trip lost)
 
 
 class Worker:
@@ -192,8 +192,9 @@ class Worker:
         while runs:
             if len(runs) < PIPELINE_RUNS and not swarm.plan.alone and self.conn.open:
                 with cond:
-                    more = [] if swarm.plan.done or self._stopped else swarm.plan.next_run(
-                        self.key, self.per_request)
+                    more = [] if swarm.plan.done or self._stopped or not \
+                        swarm.plan.pipelines(self.key) else swarm.plan.next_run(
+                            self.key, self.per_request)
                 if more:
                     self.conn.send_range(*self._span(more))
                     runs.append(more)

@@ -218,3 +218,16 @@ class Progress(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Pipelining(unittest.TestCase):
+    def test_a_seed_with_pieces_sent_to_nobody_is_asked_one_piece_at_a_time(self):
+        plan = Plan(4, Bitfield(4))
+        plan.add_source("peer", "P", bits(4, [0]))
+        plan.add_source("seed", "S")
+        self.assertTrue(plan.pipelines("seed"), "a holder that says nothing of what it sent")
+        plan.sources["seed"].sent = bits(4, [0, 1])
+        self.assertFalse(plan.pipelines("seed"), "pieces asked early could be asked twice")
+        plan.sources["seed"].sent = bits(4, range(4))
+        self.assertTrue(plan.pipelines("seed"), "every piece has gone out once")
+        self.assertTrue(plan.pipelines("peer"))
