@@ -135,6 +135,8 @@ PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the upl
 HAVE_HEADER = "X-P2P-Have"  # a partial holder's verified pieces (a Bitfield's text), in each answer
 SENT_HEADER = "X-P2P-Sent"  # a whole holder's pieces sent to anyone so far (super-seeding)
 MAX_SENT_FILES = 64  # files whose pieces sent so far a server keeps (least recently served go)
+MAX_SENT_CLIENTS = 256  # ...and downloaders of each file
+SENT_ACTIVE_S = 3.0  # a downloader's pieces count while it asked for one this recently
 MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
@@ -894,56 +896,74 @@ class UploadSlots:
 
 
 class SentPieces:
-    """Which pieces of each whole file this server has sent to a downloader (by ``/blobs``
-    ranges), for super-seeding (BitTorrent's BEP 16): every answer says them
-    (``SENT_HEADER``), and downloaders ask a whole holder for the pieces it has not sent
-    to anyone first, so that each piece leaves it once while peers still lack it, and the
-    others get it from the peer that did. A piece counts from the moment it is asked for
-    (so that others asking meanwhile take other pieces) until its upload stops short of
-    it. Kept for the MAX_SENT_FILES files served last.
+    """Which pieces of each whole file this server has sent to the downloaders fetching
+    from it now (by ``/blobs`` ranges), for super-seeding (BitTorrent's BEP 16): every
+    answer says them (``SENT_HEADER``), and downloaders ask a whole holder for the
+    pieces it has not sent to anyone first, so that each piece leaves it once while the
+    swarm lacks it, and the others get it from the peer that did.
+
+    A piece counts from the moment it is asked for (so that others asking meanwhile take
+    other pieces) until its upload stops short of it. A downloader's pieces count while
+    it asks for more (within ``SENT_ACTIVE_S`` of its last request), and only until it
+    has had every piece from here: one that fetched the whole file here, alone, is no
+    help to the others. Kept for the MAX_SENT_FILES files served last, and at most
+    MAX_SENT_CLIENTS downloaders each (the least recent go first).
     """
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
         self._files = LRU(MAX_SENT_FILES)
         self._lock = threading.Lock()
 
-    def _counts(self, entry):
-        counts = self._files.get(entry.sha256)
-        if counts is None or len(counts) != piece_count(entry.size):
-            counts = [0] * piece_count(entry.size)
-            self._files.put(entry.sha256, counts)
-        return counts
+    def _clients(self, entry):
+        """{client: [last request time, bit mask of the pieces sent]} of ``entry``."""
+        clients = self._files.get(entry.sha256)
+        if clients is None:
+            clients = {}
+            self._files.put(entry.sha256, clients)
+        return clients
 
-    def mark(self, entry, range_header):
-        """The range asked for is being sent: (that range (start, end inclusive), and the
-        pieces sent so far as a Bitfield's text), or None for a request of no range."""
+    def mark(self, entry, range_header, client):
+        """``client`` is being sent the range asked for: (that range (start, end
+        inclusive), and the pieces sent to the downloaders fetching here now, as a
+        Bitfield's text), or None for a request of no range."""
         try:
             wanted = parse_range(range_header, entry.size)
         except RangeNotSatisfiable:
             return None
         if wanted is None:
             return None
-        piece = piece_size(entry.size)
-        first, last = wanted[0] // piece, wanted[1] // piece
-        sent = Bitfield(piece_count(entry.size))
+        count, piece = piece_count(entry.size), piece_size(entry.size)
+        every = (1 << count) - 1
+        now, union = self.clock(), 0
         with self._lock:
-            counts = self._counts(entry)
-            for index in range(first, last + 1):
-                counts[index] += 1
-            for index, n in enumerate(counts):
-                if n:
-                    sent.add(index)
-        return wanted, sent.to_text()
+            clients = self._clients(entry)
+            _, mask = clients.pop(client, (now, 0))
+            for index in range(wanted[0] // piece, wanted[1] // piece + 1):
+                mask |= 1 << index
+            clients[client] = [now, mask]  # the most recent last
+            while len(clients) > MAX_SENT_CLIENTS:
+                del clients[next(iter(clients))]
+            for last, sent in clients.values():
+                if now - last <= SENT_ACTIVE_S and sent != every:
+                    union |= sent
+        bits = Bitfield(count)
+        for index in range(count):
+            if union >> index & 1:
+                bits.add(index)
+        return wanted, bits.to_text()
 
-    def stopped(self, entry, wanted, reached):
-        """The upload of the range ``wanted`` stopped short at byte ``reached`` (of the
-        file): the pieces it did not send whole do not count."""
+    def stopped(self, entry, wanted, reached, client):
+        """The upload of the range ``wanted`` to ``client`` stopped short at byte
+        ``reached`` (of the file): the pieces it did not send whole do not count."""
         piece = piece_size(entry.size)
-        first, last = wanted[0] // piece, wanted[1] // piece
         with self._lock:
-            counts = self._counts(entry)
-            for index in range(max(first, reached // piece), last + 1):
-                counts[index] = max(0, counts[index] - 1)
+            record = self._clients(entry).get(client)
+            if record is None:
+                return
+            for index in range(max(wanted[0] // piece, reached // piece),
+                               wanted[1] // piece + 1):
+                record[1] &= ~(1 << index)
 
 
 # ---------------------------------------------------------------------------
@@ -1017,7 +1037,9 @@ class PieceRoutes:
     def send_super_seeding(self, entry, send_body):
         """A range of a whole file, saying which pieces have been sent to anyone so far
         (``SentPieces``); those its upload did not reach do not count."""
-        marked = self.server.sent.mark(entry, self.headers.get("Range")) if send_body else None
+        client = self.client_name()
+        marked = self.server.sent.mark(entry, self.headers.get("Range"),
+                                       client) if send_body else None
         if marked is None:
             self.send_shared(entry.name, entry, send_body)
             return
@@ -1028,7 +1050,7 @@ class PieceRoutes:
         finally:
             reached = self.body_reached
             if reached is None or reached <= wanted[1]:
-                self.server.sent.stopped(entry, wanted, reached or wanted[0])
+                self.server.sent.stopped(entry, wanted, reached or wanted[0], client)
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),

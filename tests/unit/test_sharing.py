@@ -626,18 +626,30 @@ if __name__ == "__main__":
 
 
 class SuperSeeding(unittest.TestCase):
-    """SentPieces: which pieces of a whole file have gone out to anyone (BEP 16)."""
+    """SentPieces: which pieces of a whole file have gone out to the downloaders (BEP 16)."""
+
+    def setUp(self):
+        self.piece = piece_size(1)
+        self.entry = mock.Mock(sha256="a" * 64, size=8 * self.piece)
+        self.now = [100.0]
+        self.sent = sharing.SentPieces(clock=lambda: self.now[0])
+
+    def mark(self, first, last, client):
+        """Pieces ``first``..``last`` asked for by ``client``: (range, pieces said sent)."""
+        wanted, text = self.sent.mark(self.entry, f"bytes={first * self.piece}-"
+                                      f"{(last + 1) * self.piece - 1}", client)
+        bits = sharing.Bitfield.from_text(8, text)
+        return wanted, [i for i in range(8) if i in bits]
 
     def test_pieces_count_as_sent_when_asked_for_until_an_upload_stops_short_of_them(self):
-        piece = piece_size(1)
-        entry = mock.Mock(sha256="a" * 64, size=8 * piece)
-        sent = sharing.SentPieces()
+        wanted, said = self.mark(2, 5, "a:1")
+        self.assertEqual(said, [2, 3, 4, 5], "counted from the moment they are asked for")
+        self.sent.stopped(self.entry, wanted, 3 * self.piece + 10, "a:1")  # cut in piece 3
+        self.assertEqual(self.mark(0, 0, "b:1")[1], [0, 2])
+        self.assertIsNone(self.sent.mark(self.entry, None, "b:1"), "no range: not a piece")
 
-        def said(text):
-            bits = sharing.Bitfield.from_text(8, text)
-            return [i for i in range(8) if i in bits]
-        wanted, text = sent.mark(entry, f"bytes={2 * piece}-{6 * piece - 1}")
-        self.assertEqual(said(text), [2, 3, 4, 5], "counted from the moment they are asked for")
-        sent.stopped(entry, wanted, 3 * piece + 10)  # cut short inside piece 3
-        self.assertEqual(said(sent.mark(entry, f"bytes=0-{piece - 1}")[1]), [0, 2])
-        self.assertIsNone(sent.mark(entry, None), "no range: not a downloader's piece")
+    def test_only_downloaders_still_fetching_and_lacking_pieces_count(self):
+        self.mark(0, 7, "alone:1")  # had the whole file from here: no help to others
+        self.assertEqual(self.mark(1, 1, "a:1")[1], [1])
+        self.now[0] += sharing.SENT_ACTIVE_S + 1  # a:1 has not asked for a while: gone
+        self.assertEqual(self.mark(4, 4, "b:1")[1], [4])
