@@ -5,7 +5,7 @@ import unittest
 
 from p2p.core.pieces import Bitfield
 from p2p.core.picker import ENDGAME_COPIES
-from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, Plan
+from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, SUPER_SEED_TAIL_PIECES, Plan
 
 
 def bits(count, indices):
@@ -221,13 +221,16 @@ if __name__ == "__main__":
 
 
 class Pipelining(unittest.TestCase):
-    def test_a_seed_with_pieces_sent_to_nobody_is_asked_one_piece_at_a_time(self):
-        plan = Plan(4, Bitfield(4))
-        plan.add_source("peer", "P", bits(4, [0]))
+    def test_a_seed_with_few_pieces_sent_to_nobody_is_asked_one_piece_at_a_time(self):
+        count = 4 * SUPER_SEED_TAIL_PIECES
+        plan = Plan(count, Bitfield(count))
+        plan.add_source("peer", "P", bits(count, [0]))
         plan.add_source("seed", "S")
         self.assertTrue(plan.pipelines("seed"), "a holder that says nothing of what it sent")
-        plan.sources["seed"].sent = bits(4, [0, 1])
-        self.assertFalse(plan.pipelines("seed"), "pieces asked early could be asked twice")
-        plan.sources["seed"].sent = bits(4, range(4))
+        plan.sources["seed"].sent = bits(count, [0, 1])
+        self.assertTrue(plan.pipelines("seed"), "many pieces sent to nobody: seldom the same")
+        plan.sources["seed"].sent = bits(count, range(count - 2))
+        self.assertFalse(plan.pipelines("seed"), "among two, the others would ask for it too")
+        plan.sources["seed"].sent = bits(count, range(count))
         self.assertTrue(plan.pipelines("seed"), "every piece has gone out once")
         self.assertTrue(plan.pipelines("peer"))
