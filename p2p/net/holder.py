@@ -7,7 +7,7 @@ bytes (a partial holder's verified pieces in ``X-P2P-Have``, the pieces a whole
 holder has sent to anyone in ``X-P2P-Sent``); 503/429 with Retry-After is busy
 (never blame), 404 from a partial holder is "not verified here yet". ``parse_response_head``, ``peer_says``
 and ``check_response`` are the pure checks of an answer; ``HolderConnection`` the
-socket around them.
+socket around them (``Exchange``: its requests and answers, in order).
 
 Time limits: connecting takes at most ``CONNECT_TIMEOUT_S``; an answer's head must
 start within ``ANSWER_TIMEOUT_S`` of the request (a holder that accepts and never
@@ -110,14 +110,11 @@ def _set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-class HolderConnection:
-    """One keep-alive connection to a holder, asking for byte ranges of one file.
-
-    ``ask_range`` asks for a range (``send_range`` and ``answer_range``: the next range
-    may be asked for before the answer to this one); ``receive`` takes it, in parts,
-    straight into a caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
-    (from another thread) cuts the connection short, and the next call connects again.
-    """
+class Exchange:
+    """One keep-alive connection to a holder about one file: requests go out (``_send``,
+    several before their answers if need be), answers come back in order (``_answer``,
+    ``_small_body``, ``_recv``); ``abort`` (from another thread) cuts it short, and the
+    next request connects again."""
 
     def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
                  stall_timeout=STALL_TIMEOUT_S, answer_timeout=ANSWER_TIMEOUT_S):
@@ -230,6 +227,48 @@ class HolderConnection:
             self.close()
         return bytes(body)
 
+    def _recv(self, view):
+        """Fill ``view``: fewer bytes only at a stall, a signal or the end."""
+        if self.members.tls is None:
+            return self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
+        got = 0
+        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
+            try:
+                n = self.sock.recv_into(view[got:])
+            except TimeoutError:
+                if got:
+                    return got
+                raise
+            if n == 0:
+                break
+            got += n
+        return got
+
+    def abort(self):
+        """Cut the connection short (from another thread): a fetch in progress ends."""
+        sock = self._aborted = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class HolderConnection(Exchange):
+    """One keep-alive connection to a holder, asking for byte ranges of one file.
+
+    ``ask_range`` asks for a range (``send_range`` and ``answer_range``: the next range
+    may be asked for before the answer to this one); ``receive`` takes it, in parts,
+    straight into a caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain
+    socket); ``abort`` (from another thread) cuts the connection short, and the next
+    call connects again.
+    """
+
     def piece_list(self, trusted_hash):
         """(PieceList, Bitfield of what it has or None for all), from ``GET /pieces/SHA``."""
         try:
@@ -334,36 +373,3 @@ class HolderConnection:
         except OSError as e:
             self.close()
             raise PeerFault(describe_socket_error(e)) from None
-
-    def _recv(self, view):
-        """Fill ``view``: fewer bytes only at a stall, a signal or the end."""
-        if self.members.tls is None:
-            return self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
-        got = 0
-        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
-            try:
-                n = self.sock.recv_into(view[got:])
-            except TimeoutError:
-                if got:
-                    return got
-                raise
-            if n == 0:
-                break
-            got += n
-        return got
-
-    def abort(self):
-        """Cut the connection short (from another thread): a fetch in progress ends."""
-        sock = self._aborted = self.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
-
-

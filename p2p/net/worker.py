@@ -28,13 +28,113 @@ log = logging.getLogger("p2p.download")
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
 MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
-PARTIAL_REFRESH_S = 0.25  # ask a partial holder what it has again after this long idle
+PARTIAL_REFRESH_S = 0.5  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
 PIPELINE_RUNS = 2  # requests out at once on one connection (not alone, not super-seeding):
 #                    the next is asked before this one's bytes are in (no round trip lost)
 
 
-class Worker:
+class Fetching:
+    """The half of a ``Worker`` that asks its holder for runs of pieces and receives them
+    (pipelined, cut short when others come), and hears what the holder says it has."""
+
+    def _heard(self, have, sent=None):
+        """With its answer, a partial holder said what it has now, a whole holder what it
+        has sent to anyone so far (each a Bitfield's text, or None): the plan sees a
+        partial holder's new pieces at once, without asking for its list again, and asks a
+        whole holder first for what it has not sent (super-seeding)."""
+        count, plan = self.swarm.pieces.count, self.swarm.plan
+        try:
+            have, sent = (None if text is None else Bitfield.from_text(count, text)
+                          for text in (have, sent))
+        except BadPieceList as e:
+            raise PeerFault(f"its list of pieces is wrong: {e}") from None
+        with self.swarm.cond:
+            if have is not None and self.pieces_change_locked():
+                plan.update_source(self.key, have)
+                self.refreshed = self.swarm.clock.now()
+            if sent is not None and self.key in plan.sources:
+                plan.sources[self.key].sent = sent
+
+    def _cut(self, rest):
+        """Give the rest of a run back to the plan and cut the connection short, so that
+        its bytes are not waited for (the next request connects again)."""
+        with self.swarm.cond:
+            for index in rest:
+                self.swarm.plan.release(self.key, index)
+        self.conn.abort()
+
+    def _span(self, run):
+        start = self.swarm.pieces.span(run[0])[0]
+        return start, sum(self.swarm.pieces.span(run[-1])) - start
+
+    def _fetch_runs(self, run):
+        """Fetch ``run`` and, while others download the file, the runs after it, with up
+        to PIPELINE_RUNS requests out at once; until the plan has nothing more for this
+        holder, or the connection is cut short (then what was asked is given back)."""
+        swarm, cond = self.swarm, self.swarm.cond
+        runs = [run]
+        self.conn.send_range(*self._span(run))
+        while runs:
+            if len(runs) < PIPELINE_RUNS and not swarm.plan.alone and self.conn.open:
+                with cond:
+                    more = [] if swarm.plan.done or self._stopped or not \
+                        swarm.plan.pipelines(self.key) else swarm.plan.next_run(
+                            self.key, self.per_request)
+                if more:
+                    self.conn.send_range(*self._span(more))
+                    runs.append(more)
+            if not self._fetch(runs.pop(0)) or not self.conn.open:
+                with cond:
+                    for index in (i for rest in runs for i in rest):
+                        swarm.plan.release(self.key, index)
+                return
+
+    def _fetch(self, run):
+        """Receive ``run``, consecutive pieces asked for with one request; each piece is
+        landed (or handed to the verifiers) as soon as it is in. False when it was cut
+        short on purpose (the connection with it)."""
+        swarm, cond = self.swarm, self.swarm.cond
+        start, length = self._span(run)
+        self._cancelled = None
+
+        def arrived(n):
+            self.received += n
+            self.sending = True
+            with cond:
+                swarm.result.received += n
+                swarm.plan.sent(self.key, n, swarm.clock.now())
+
+        for at, index in enumerate(run):
+            if at and not swarm.plan.alone:  # others came: the rest is chosen rarest first
+                self._cut(run[at:])
+                return False
+            buf, size = self.free.get(), swarm.pieces.span(index)[1]
+            self._fetching = index
+            try:
+                if at == 0:
+                    self._heard(*self.conn.answer_range(start, length))
+                self.conn.receive(memoryview(buf)[:size], arrived)
+            except PeerFault as fault:
+                self.give_back(buf)
+                with cond:
+                    for left in run[at:]:
+                        swarm.plan.release(self.key, left)
+                    if fault.missing and self.pieces_change_locked():
+                        swarm.plan.lacks(self.key, index)
+                if fault.missing and self.pieces_change:
+                    self._heard(fault.have)
+                    return True
+                if self._cancelled == index or self._stopped:
+                    return False  # cut short on purpose: not the holder's fault
+                raise
+            finally:
+                self._fetching = None
+            swarm.landing.hand_over(self, index, buf, size)
+        return True
+
+
+class Worker(Fetching):
     """One holder's connection: asks the plan for pieces and receives them."""
 
     def __init__(self, swarm, lease):
@@ -142,32 +242,6 @@ class Worker:
             elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
-    def _heard(self, have, sent=None):
-        """With its answer, a partial holder said what it has now, a whole holder what it
-        has sent to anyone so far (each a Bitfield's text, or None): the plan sees a
-        partial holder's new pieces at once, without asking for its list again, and asks a
-        whole holder first for what it has not sent (super-seeding)."""
-        count, plan = self.swarm.pieces.count, self.swarm.plan
-        try:
-            have, sent = (None if text is None else Bitfield.from_text(count, text)
-                          for text in (have, sent))
-        except BadPieceList as e:
-            raise PeerFault(f"its list of pieces is wrong: {e}") from None
-        with self.swarm.cond:
-            if have is not None and self.pieces_change_locked():
-                plan.update_source(self.key, have)
-                self.refreshed = self.swarm.clock.now()
-            if sent is not None and self.key in plan.sources:
-                plan.sources[self.key].sent = sent
-
-    def _cut(self, rest):
-        """Give the rest of a run back to the plan and cut the connection short, so that
-        its bytes are not waited for (the next request connects again)."""
-        with self.swarm.cond:
-            for index in rest:
-                self.swarm.plan.release(self.key, index)
-        self.conn.abort()
-
     @property
     def pieces_change(self):
         """Is this a partial holder (its pieces grow while we download)?"""
@@ -177,74 +251,3 @@ class Worker:
     def pieces_change_locked(self):
         source = self.swarm.plan.sources.get(self.key)
         return source is not None and source.pieces is not None
-
-    def _span(self, run):
-        start = self.swarm.pieces.span(run[0])[0]
-        return start, sum(self.swarm.pieces.span(run[-1])) - start
-
-    def _fetch_runs(self, run):
-        """Fetch ``run`` and, while others download the file, the runs after it, with up
-        to PIPELINE_RUNS requests out at once; until the plan has nothing more for this
-        holder, or the connection is cut short (then what was asked is given back)."""
-        swarm, cond = self.swarm, self.swarm.cond
-        runs = [run]
-        self.conn.send_range(*self._span(run))
-        while runs:
-            if len(runs) < PIPELINE_RUNS and not swarm.plan.alone and self.conn.open:
-                with cond:
-                    more = [] if swarm.plan.done or self._stopped or not \
-                        swarm.plan.pipelines(self.key) else swarm.plan.next_run(
-                            self.key, self.per_request)
-                if more:
-                    self.conn.send_range(*self._span(more))
-                    runs.append(more)
-            if not self._fetch(runs.pop(0)) or not self.conn.open:
-                with cond:
-                    for index in (i for rest in runs for i in rest):
-                        swarm.plan.release(self.key, index)
-                return
-
-    def _fetch(self, run):
-        """Receive ``run``, consecutive pieces asked for with one request; each piece is
-        landed (or handed to the verifiers) as soon as it is in. False when it was cut
-        short on purpose (the connection with it)."""
-        swarm, cond = self.swarm, self.swarm.cond
-        start, length = self._span(run)
-        self._cancelled = None
-
-        def arrived(n):
-            self.received += n
-            self.sending = True
-            with cond:
-                swarm.result.received += n
-                swarm.plan.sent(self.key, n, swarm.clock.now())
-
-        for at, index in enumerate(run):
-            if at and not swarm.plan.alone:  # others came: the rest is chosen rarest first
-                self._cut(run[at:])
-                return False
-            buf, size = self.free.get(), swarm.pieces.span(index)[1]
-            self._fetching = index
-            try:
-                if at == 0:
-                    self._heard(*self.conn.answer_range(start, length))
-                self.conn.receive(memoryview(buf)[:size], arrived)
-            except PeerFault as fault:
-                self.give_back(buf)
-                with cond:
-                    for left in run[at:]:
-                        swarm.plan.release(self.key, left)
-                    if fault.missing and self.pieces_change_locked():
-                        swarm.plan.lacks(self.key, index)
-                if fault.missing and self.pieces_change:
-                    self._heard(fault.have)
-                    return True
-                if self._cancelled == index or self._stopped:
-                    return False  # cut short on purpose: not the holder's fault
-                raise
-            finally:
-                self._fetching = None
-            swarm.landing.hand_over(self, index, buf, size)
-        return True
-
-
