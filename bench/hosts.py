@@ -1,7 +1,8 @@
 """Benchmark on test hosts (``tests/hosts.py``; needs root and ``ip``, ``tc`` for links).
 
     python bench/hosts.py [--part downloads|lb|both] [--hosts 8] [--mbit 100]
-                          [--size-mib 128] [--peers 10000] [--seconds 20]
+                          [--size-mib 128] [--timeline] [--logs DIR]
+                          [--peers 10000] [--seconds 20]
     python bench/hosts.py --only failover [--rounds 3]
 
 downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directions). Host 1
@@ -11,8 +12,12 @@ downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directio
   optimum: Kumar & Ross's minimum distribution time for N downloaders of upload u_i and a
   seed of upload u_s, T* = max(F/u_s, N*F/(u_s + sum u_i)), which is F/u on equal links
   (every host can finish at its link's speed, if the crowd's upload carries the copies).
-  Also the seed's upload efficiency: the bytes it sent (its link's count, headers
-  included) over F; 1.0 is perfect, every byte sent once.
+  Also the same from each host's first bytes received (its program's start-up, on this
+  one machine's shared cores, left out), and the seed's upload efficiency: the bytes it
+  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once. ``--timeline`` adds, second by
+  second, the seed's upload, the downloaders' upload (and its share of their links), their
+  download and how many have ended, and when each host received its first bytes: where the
+  time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there.
 lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simulated peers
   registered from host 2 (one file each, every file held by 4 of them), heartbeating from
   host 2 at the default interval, evenly spread; meanwhile host 3 asks for 50 picks a second
@@ -29,6 +34,7 @@ Every loop is bounded by time; all traffic stays on the test hosts.
 """
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -58,6 +64,9 @@ WORKER_GRACE_S = 60.0
 FAILOVER_TIMEOUT_S = 60.0  # give up on one failover round after this long
 FAILOVER_LIST_TIMEOUT_S = 20.0  # one 'peer.py list' (or a peer's first line) at most this
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SAMPLE_EVERY_S = 0.1  # link counters are sampled this often (when each host's bytes began)...
+TIMELINE_EVERY_S = 1.0  # ...and --timeline shows them this often
+FIRST_BYTES = 256 << 10  # a host has started receiving the file once this much came in
 
 
 def cpu_seconds(pid):
@@ -153,9 +162,67 @@ def optimum_s(size, seed_rate, rates):
     return max(size / seed_rate, len(rates) * size / (seed_rate + sum(rates)))
 
 
+class Timeline:
+    """Every host's link counters (bytes sent and received, headers included), sampled every
+    TIMELINE_EVERY_S while the downloads run: where the time goes (start-up, the seed, the
+    downloaders' uplinks, the tail)."""
+
+    def __init__(self, hosts, seed, downloaders):
+        self.hosts, self.seed, self.downloaders = hosts, seed, list(downloaders)
+        self.started = time.monotonic()
+        self.samples = []  # (seconds since start, {host: (sent, received)})
+        self.first_byte = {}  # host -> seconds since start when it had received FIRST_BYTES
+        self.sample()
+
+    def counters(self, i):
+        return self.hosts.sent_bytes(i), self.hosts.received_bytes(i)
+
+    def sample(self):
+        now = time.monotonic() - self.started
+        counts = {i: self.counters(i) for i in (self.seed, *self.downloaders)}
+        base = self.samples[0][1] if self.samples else counts
+        for i in self.downloaders:
+            if i not in self.first_byte and counts[i][1] - base[i][1] >= FIRST_BYTES:
+                self.first_byte[i] = now
+        self.samples.append((now, counts))
+
+    def sample_when_due(self):
+        if time.monotonic() - self.started >= self.samples[-1][0] + SAMPLE_EVERY_S:
+            self.sample()
+
+    def report(self, link, ended):
+        """Per interval: the seed's upload, the downloaders' upload (sum, and as a share of
+        their links), their download, how many had ended."""
+        print(f"\ntimeline (every {TIMELINE_EVERY_S:g} s; MB/s = 10^6 bytes/s, link "
+              f"{link / 1e6:.1f} MB/s):")
+        print("   at  seed up  peers up  (of links)  peers down  ended")
+        n = len(self.downloaders)
+        shown = [self.samples[0]]
+        for sample in self.samples[1:]:
+            if sample[0] - shown[-1][0] >= TIMELINE_EVERY_S or sample is self.samples[-1]:
+                shown.append(sample)
+        for (t0, c0), (t1, c1) in zip(shown, shown[1:]):
+            span = t1 - t0
+
+            def rate(hosts, k):
+                return sum(c1[i][k] - c0[i][k] for i in hosts) / span
+            up = rate(self.downloaders, 0)
+            print(f"{t1:5.1f}  {rate([self.seed], 0) / 1e6:7.2f}  {up / 1e6:8.2f}  "
+                  f"{up / (n * link):9.0%}  {rate(self.downloaders, 1) / 1e6:10.2f}  "
+                  f"{sum(1 for e in ended.values() if e - self.started <= t1):5d}")
+        if self.first_byte:
+            firsts = sorted(self.first_byte.values())
+            print(f"first {FIRST_BYTES >> 10} KiB received: earliest host {firsts[0]:.2f} s, "
+                  f"latest {firsts[-1]:.2f} s after the start")
+
+
 def bench_downloads(args, tmp):
-    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench")
+    # the programs' bytecode is cached (in the temporary folder), as for an installed
+    # program: the load balancer and the seed compile it before the downloaders start
+    env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1", P2P_NETWORK="bench",
+               PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
     env.pop("P2P_LB", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with testhosts.Hosts(args.hosts, rate_mbit=args.mbit) as hosts:
         lb = hosts.run(1, [os.path.join(ROOT, "load_balancer.py")], env=env, cwd=tmp)
         read_line(lb.stdout)
@@ -170,37 +237,62 @@ def bench_downloads(args, tmp):
         wait_for(lambda: any(p.get("files") for p in
                              (hosts.fetch_json(1, url) or {"peers": []})["peers"]),
                  timeout=120, what="the seed to announce its file")
-        seed_sent = hosts.sent_bytes(2)
-        started = time.monotonic()
+        downloaders = range(3, args.hosts + 1)
+        timeline = Timeline(hosts, 2, downloaders)
+        started = timeline.started
         gets = {i: hosts.run(i, [os.path.join(ROOT, "peer.py"), "get", "big.bin",
-                                 "--downloads", os.path.join(tmp, f"h{i}")], env=env, cwd=tmp)
-                for i in range(3, args.hosts + 1)}
+                                 "--downloads", os.path.join(tmp, f"h{i}"),
+                                 *(["--verbose"] if args.logs else [])], env=env, cwd=tmp,
+                             stderr=log_file(args.logs, i))
+                for i in downloaders}
         ended = {}
         deadline = started + DOWNLOAD_TIMEOUT_S
         while len(ended) < len(gets) and time.monotonic() < deadline:
             for i, proc in gets.items():
                 if i not in ended and proc.poll() is not None:
                     ended[i] = time.monotonic()
+            timeline.sample_when_due()
             time.sleep(0.02)
-        seed_sent = hosts.sent_bytes(2) - seed_sent
+        timeline.sample()
+        first, last = timeline.samples[0][1][2][0], timeline.samples[-1][1][2][0]
+        seed_sent = last - first
         link = args.mbit * 1e6 / 8
         best = optimum_s(size, link, [link] * len(gets))
         print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf): the load balancer on "
               f"h1, a seed on h2, {len(gets)} downloaders of one {args.size_mib} MiB file "
               f"started together; the optimum T* = {best:.1f} s:")
-        print("host  exit  seconds  T*/time")
-        fractions = []
+        print("host  exit  seconds  T*/time  from its first bytes: seconds  T*/time")
+        fractions, moving = [], []
         for i, proc in gets.items():
             if i not in ended:
                 print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
                 continue
             seconds = ended[i] - started
             fractions.append(best / seconds)
-            print(f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}")
+            line = f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}"
+            if i in timeline.first_byte:
+                after = seconds - timeline.first_byte[i]
+                moving.append(best / after)
+                line += f"  {after:29.1f}  {best / after:7.2f}"
+            print(line)
         if fractions:
             print(f"T*/time: worst host {min(fractions):.2f}, median "
-                  f"{percentile(fractions, 0.5):.2f}; the seed's upload efficiency (bytes it "
+                  f"{percentile(fractions, 0.5):.2f} (from its first bytes: worst "
+                  f"{min(moving, default=0):.2f}); the seed's upload efficiency (bytes it "
                   f"sent / F; 1.0 is perfect): {seed_sent / size:.2f}")
+        if args.timeline:
+            timeline.report(link, ended)
+
+
+def log_file(folder, i):
+    """Where host ``i``'s ``get`` writes its standard error: ``--logs`` or nowhere."""
+    if not folder:
+        return subprocess.DEVNULL
+    os.makedirs(folder, exist_ok=True)
+    log = open(os.path.join(folder, f"h{i}.log"), "w")
+    log.write(f"started {datetime.datetime.now().isoformat(' ', 'milliseconds')}\n")
+    log.flush()
+    return log
 
 
 def bench_lb(args, tmp):
@@ -311,6 +403,9 @@ def main(argv=None):
     parser.add_argument("--mbit", type=int, default=100)
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--peers", type=int, default=10_000)
+    parser.add_argument("--timeline", action="store_true",
+                        help="downloads: print every host's link rates second by second")
+    parser.add_argument("--logs", help="downloads: keep each get's --verbose log in this folder")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--worker", choices=("beat", "picks"), help=argparse.SUPPRESS)
     parser.add_argument("--lb-host", help=argparse.SUPPRESS)

@@ -1,14 +1,16 @@
 """Benchmark: a flash crowd, many sources at once, and the load balancer's share of a download.
 
     python bench/swarm.py [--size-mib 64] [--crowd 16] [--holders 4] [--limit 4M]
-                          [--lbcost-mib 1024] [--only crowd,sources,lbcost] [--quick]
+                          [--lbcost-mib 1024] [--rounds 3] [--only crowd,pair,sources,lbcost]
+                          [--quick]
 
 Runs the real programs as processes of their own, all on 127.0.0.1: a fresh
 ``load_balancer.py --port 0`` per phase, ``peer.py serve`` holders and ``peer.py get``
 downloaders (``--lb 127.0.0.1:PORT``), each with folders of its own under one temporary
 folder that is removed at the end, in the tests' clean environment (discovery on
-127.0.0.1 only, a network name of its own). Ports are read back from the
-``listening on HOST:PORT`` first line.
+127.0.0.1 only, a network name of its own; the programs' bytecode cached in that folder,
+as an installed program's is). Ports are read back from the ``listening on HOST:PORT``
+first line.
 
 1. crowd: one seed (``serve --upload-limit LIMIT``) shares a random SIZE MiB file. One
    ``get`` alone from it, then CROWD ``get``s started at once, each into its own
@@ -21,6 +23,12 @@ folder that is removed at the end, in the tests' clean environment (discovery on
    sampled every 0.5 s, the sampling's own requests taken off ("n/a" when the load
    balancer does not report it), against the limit measured in the same run: the
    requests/s that load balancer then answers on one keep-alive connection.
+   pair: one ``get`` alone, then two started together, ROUNDS times against one seed:
+   they swap pieces from the start, so the slower of the two ends within 1.15x one
+   download alone (the seed sends each piece once, each downloader passes on what it
+   got). Reports the median of the rounds' ratios (each round's pair against the
+   download alone just before it, so a change in the machine's load between rounds
+   does not count).
 2. sources: HOLDERS ``serve --upload-limit LIMIT``, each sharing the same file from its own
    folder. One ``get`` while only the first is online, one with all of them: MiB/s of
    each and their ratio (goal: at least 3.5x).
@@ -55,10 +63,11 @@ from tests.support import LB, PEER, clean_env, http_json, wait_for, write_random
 
 MiB = 1 << 20
 GiB = 1 << 30
-PHASES = ("crowd", "sources", "lbcost")
+PHASES = ("crowd", "pair", "sources", "lbcost")
 FULL = {"size_mib": 64, "crowd": 16, "lbcost_mib": 1024}
 QUICK = {"size_mib": 8, "crowd": 4, "lbcost_mib": 64}
 CROWD_GOAL_SLOWDOWN = 2.0    # the slowest of the crowd within 2x one download alone
+PAIR_GOAL_SLOWDOWN = 1.15    # the slower of two started together within 1.15x alone
 SOURCES_GOAL_RATIO = 3.5     # HOLDERS holders at least 3.5x one holder
 DEADLINE_FACTOR = 10         # a phase's deadline: 10x its expected time ...
 DEADLINE_GRACE_S = 60.0      # ... plus 60 s
@@ -100,6 +109,8 @@ class Bench:
         self.limit = limit
         self.get_options = get_options
         self.env = clean_env(tmp)
+        self.env["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.procs = []
         self.logs = 0
         self.failures = []  # one line per failed download
@@ -300,6 +311,31 @@ def crowd_phase(bench, source, sha256, crowd):
     return alone, times, counter.peak_rate(), capacity
 
 
+def pair_phase(bench, source, sha256, rounds):
+    """[(seconds alone, seconds of the slower of two started together)] per round, None
+    for a failure."""
+    size = os.path.getsize(source)
+    deadline_s = DEADLINE_FACTOR * size / parse_rate(bench.limit) + DEADLINE_GRACE_S
+    lb, lb_port = bench.start_lb()
+    seed = bench.start_holder(lb_port, "pair-seed", source, limited=True)
+    bench.wait_holders(lb_port, FILE_NAME, 1, size)
+    figures = []
+    for round_ in range(rounds):
+        alone = one_download(bench, lb_port, FILE_NAME, sha256, f"pair-alone-{round_}",
+                             deadline_s, limited=True)
+        two = [bench.start_get(lb_port, FILE_NAME, f"pair-{round_}-{i}", limited=True)
+               for i in range(2)]
+        run_downloads(two, deadline_s)
+        for d in two:
+            if not verified(d, FILE_NAME, sha256):
+                bench.failures.append(failure(d))
+        slower = max(d.seconds for d in two) if all(
+            verified(d, FILE_NAME, sha256) for d in two) else None
+        figures.append((alone, slower))
+    bench.kill([seed, lb])
+    return figures
+
+
 def sources_phase(bench, source, sha256, holders):
     """(seconds from one holder, seconds from ``holders`` holders), None for a failure."""
     size = os.path.getsize(source)
@@ -371,6 +407,7 @@ def main():
                         "and sources, as peer.py takes it (default 4M)")
     parser.add_argument("--lbcost-mib", type=int,
                         help=f"the file of lbcost (default {FULL['lbcost_mib']})")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of pair (default 3)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases, of {', '.join(PHASES)} (default all)")
     parser.add_argument("--quick", action="store_true",
@@ -383,7 +420,7 @@ def main():
     phases = args.only.split(",")
     if any(phase not in PHASES for phase in phases):
         parser.error(f"--only takes {', '.join(PHASES)}")
-    if min(args.size_mib, args.crowd, args.holders, args.lbcost_mib) < 1:
+    if min(args.size_mib, args.crowd, args.holders, args.lbcost_mib, args.rounds) < 1:
         parser.error("sizes, --crowd and --holders must be positive")
     try:
         if not parse_rate(args.limit):
@@ -396,7 +433,7 @@ def main():
     bench = Bench(tmp, args.limit, accepted_get_options(clean_env(tmp)))
     rows = []
     try:
-        if "crowd" in phases or "sources" in phases:
+        if {"crowd", "pair", "sources"} & set(phases):
             source = os.path.join(bench.folder("files"), FILE_NAME)
             sha256 = random_file(source, args.size_mib)
         if "crowd" in phases:
@@ -416,6 +453,20 @@ def main():
                  ""),
                 ("  load balancer capacity, 1 connection", f"{capacity:.0f} req/s", ""),
                 ("  peak / capacity", "-" if rate is None else f"{rate / capacity:.1%}", ""),
+            ]
+        if "pair" in phases:
+            figures = pair_phase(bench, source, sha256, args.rounds)
+            ratios = [slower / alone for alone, slower in figures if alone and slower]
+            rows += [
+                (f"pair: 1 seed, 2 downloaders started together, {args.size_mib} MiB, "
+                 f"limit {args.limit}, {args.rounds} rounds", None, None),
+                *((f"  round {k + 1}: alone, the slower of two",
+                   f"{seconds_text(alone)}, {seconds_text(slower)}", "")
+                  for k, (alone, slower) in enumerate(figures)),
+                ("  rounds completed verified", f"{len(ratios)} of {args.rounds}",
+                 f"all {args.rounds}"),
+                ("  slower / alone, median", f"{statistics.median(ratios):.2f}x"
+                 if ratios else "-", f"<= {PAIR_GOAL_SLOWDOWN:g}x"),
             ]
         if "sources" in phases:
             one, many = sources_phase(bench, source, sha256, args.holders)

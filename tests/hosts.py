@@ -9,7 +9,8 @@ a host on several LANs has an interface on each (``eth0``, ``eth1``, ... in orde
 bridges have no address on this machine and the namespaces have no default route, so no
 packet leaves the test hosts. ``run`` starts a real program inside a host; ``cut`` and ``mend`` pull
 and plug a host's cable (``ip link set ... down``/``up`` on the bridge side); ``kill_all``
-kills every process of a host, detached ones too; ``sent_bytes`` counts what a host sent.
+kills every process of a host, detached ones too; ``sent_bytes`` and
+``received_bytes`` count what a host sent and received.
 
 ``close`` (also called at exit) kills the programs and removes the namespaces and the
 bridge; making a ``Hosts`` first removes what dead test processes left behind (every
@@ -224,6 +225,11 @@ class Hosts:
         """Bytes host ``i`` has sent on LAN ``lan`` so far, headers included (what its
         cable's bridge end received)."""
         with open(f"/sys/class/net/{self.cables[lan, i]}/statistics/rx_bytes") as f:
+            return int(f.read())
+
+    def received_bytes(self, i, lan=0):
+        """Bytes host ``i`` has received on LAN ``lan`` so far, headers included."""
+        with open(f"/sys/class/net/{self.cables[lan, i]}/statistics/tx_bytes") as f:
             return int(f.read())
 
     def cut(self, i, lan=0):

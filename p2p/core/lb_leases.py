@@ -6,6 +6,11 @@ renew_s`` after its last renewal (kept least recently renewed first, so expiry c
 O(expired)), and counts against its holder's load (``PeerRecord.fresh``) until it ends,
 expires, or the holder next reports its uploads, whichever comes first. Its outcome
 counts for the holder: ``done`` as served, ``failed`` as a failure that cools it down.
+
+A transfer handed out to a swarm download (``requester``: the downloading peer's id)
+also says that this peer downloads that version from now on (``swarming``), before its
+heartbeat announces the partial file: downloaders that start together learn of each
+other at their first pick.
 """
 
 import collections
@@ -29,6 +34,11 @@ class Transfer:
     source: str = None  # the requester's host
     counted: bool = True  # still in its holder's ``fresh`` count
     done: int = None  # None from a full holder; the bytes a partial holder had verified
+    requester: str = None  # the downloading peer's id, for a swarm download
+
+    @property
+    def key(self):
+        return self.file.sha256, self.file.size
 
 
 class Leases:
@@ -38,20 +48,38 @@ class Leases:
         self.renew_s = float(renew_s)
         self._transfers = collections.OrderedDict()  # id -> Transfer
         self._picks = 0  # sequence number of the last hand-out: round-robin among equals
+        self.swarming = {}  # (sha256, size) -> {requester id: its running transfers of it}
 
     def __len__(self):
         return len(self._transfers)
 
-    def hand_out(self, holder, record, source, now, done=None):
-        """A transfer of ``record`` from ``holder``, counted against it from now on."""
+    def hand_out(self, holder, record, source, now, done=None, requester=None):
+        """A transfer of ``record`` from ``holder``, counted against it from now on; for a
+        swarm download, ``requester`` (its peer id) downloads that version."""
         self._picks += 1
         holder.last_pick = self._picks
         holder.fresh += 1
         transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
                             secrets.token_urlsafe(TRANSFER_SECRET_BYTES), holder, record,
-                            now + MISSED_BEATS * self.renew_s, source, done=done)
+                            now + MISSED_BEATS * self.renew_s, source, done=done,
+                            requester=requester)
         self._transfers[transfer.id] = transfer
         holder.transfers.add(transfer.id)
+        if requester is not None:
+            running = self.swarming.setdefault(transfer.key, {})
+            running[requester] = running.get(requester, 0) + 1
+        return transfer
+
+    def _pop(self, transfer_id):
+        """Forget a transfer (and, with its last one, that its requester downloads it)."""
+        transfer = self._transfers.pop(transfer_id, None)
+        if transfer is not None and transfer.requester is not None:
+            running = self.swarming[transfer.key]
+            running[transfer.requester] -= 1
+            if not running[transfer.requester]:
+                del running[transfer.requester]
+                if not running:
+                    del self.swarming[transfer.key]
         return transfer
 
     def owned(self, transfer_id, secret):
@@ -87,7 +115,7 @@ class Leases:
     def finish(self, transfer_id, outcome, now, live):
         """End a transfer with ``outcome``; it counts for its holder only if ``live(holder)``
         (the holder is still the registered one)."""
-        transfer = self._transfers.pop(transfer_id)
+        transfer = self._pop(transfer_id)
         peer = transfer.holder
         if not live(peer):
             return
@@ -102,4 +130,4 @@ class Leases:
     def drop_holder(self, holder):
         """Forget the transfers of a holder that left."""
         for transfer_id in holder.transfers:
-            self._transfers.pop(transfer_id, None)
+            self._pop(transfer_id)

@@ -124,9 +124,14 @@ def listed(peers, name, versions):
             for h in versions.values()]
 
 
-def downloading(peers, version, requester):
-    """How many peers other than ``requester`` are downloading ``version`` now."""
-    return sum(1 for key in version for pid in peers.partials.get(key, ()) if pid != requester)
+def downloading(peers, version, requester, swarming):
+    """How many peers other than ``requester`` are downloading ``version`` now: those that
+    announced a partial file of it, and those running a swarm transfer of it
+    (``swarming``, ``Leases.swarming``: they started and have not announced yet)."""
+    others = {pid for key in version
+              for ids in (peers.partials.get(key, ()), swarming.get(key, ())) for pid in ids}
+    others.discard(requester)
+    return len(others)
 
 
 # -- step 2: the candidates -------------------------------------------------------------

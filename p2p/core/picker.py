@@ -7,7 +7,10 @@ reads the book and changes nothing, so a choice can be tested on its own.
   so the whole-file SHA-256 runs alongside instead of after.
 * **Rarest first** (``rarest``) otherwise: among the pieces this holder has that
   nobody is fetching, those the fewest known holders have, one at random (so
-  downloaders that start together ask the seed for different pieces).
+  downloaders that start together ask the seed for different pieces). A whole
+  holder that says which pieces it has sent to anyone (``Source.sent``) is asked
+  for the others first: super-seeding (BEP 16), each piece leaves the seed once
+  while downloaders still lack it, and they swap the rest among themselves.
 * **Endgame** (``endgame``): when every piece still missing is being fetched, a
   piece another connection is on, at most ``ENDGAME_COPIES`` at once, so the
   slowest holder does not set the finish time.
@@ -52,12 +55,14 @@ def in_order(book, source, lowest):
 
 
 def rarest(book, source, availability, rng):
-    """A free piece for ``source`` that the fewest holders have, or None."""
+    """A free piece for ``source`` that it has not sent to anyone yet (when it says) and
+    the fewest holders have, or None."""
     best, choices = None, []
+    sent = source.sent
     for index in book.open:
         if not free(book, source, index):
             continue
-        n = availability[index]
+        n = (sent is not None and index in sent, availability[index])
         if best is None or n < best:
             best, choices = n, [index]
         elif n == best:

@@ -29,6 +29,7 @@ from p2p.core.piece_states import HERE, PieceBook
 BAN_STRIKES = 2  # bad pieces from one holder before it is dropped for this download
 SLOW_RATIO = 8  # a holder this many times slower than the fastest is let go...
 SLOW_GRACE_S = 5.0  # ...once both have been sending for this long
+SUPER_SEED_TAIL_PIECES = 16  # a seed with fewer pieces than this sent to nobody: one at a time
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Source:
     since: float = None  # when it started sending
     fetching: set = field(default_factory=set)
     spoiled: set = field(default_factory=set)  # pieces it sent bad: asked of others instead
+    sent: object = None  # a whole holder's Bitfield of pieces it sent to anyone (super-seeding)
 
     def has(self, index):
         return self.pieces is None or index in self.pieces
@@ -195,6 +197,14 @@ class Plan(Holders):
         if index is None:
             index = picker.endgame(self.book, source)
         return index
+
+    def pipelines(self, key):
+        """May this holder's connection ask for the next piece before this one is in? Not
+        a whole holder with only a few pieces it has sent to nobody yet (the end of
+        super-seeding): a piece asked of it early is one the others cannot see is taken,
+        and among a few they would often ask for it too."""
+        sent = self.sources[key].sent
+        return sent is None or not 0 < self.count - len(sent) < SUPER_SEED_TAIL_PIECES
 
     def take(self, key, index):
         self.book.take(index, key)

@@ -226,7 +226,8 @@ class Registry:
         with self._lock:
             now = self._now()
             version, others = picking.choose_version(self._peers, name, sha256, peer)
-            downloading = picking.downloading(self._peers, version, requester)
+            downloading = picking.downloading(self._peers, version, requester,
+                                              self._leases.swarming)
             try:
                 found = picking.candidates(self._peers, name, version, peer, exclude,
                                            requester, partial=count is not None)
@@ -236,7 +237,8 @@ class Registry:
                 if downloading:
                     e.extra["downloading"] = downloading
                 raise
-            transfers = [self._leases.hand_out(c.peer, c.file, source, now, c.done)
+            swarm = requester if count is not None else None
+            transfers = [self._leases.hand_out(c.peer, c.file, source, now, c.done, swarm)
                          for c in chosen]
             return Handout(transfers, others, picking.agreed_pieces(self._peers, name, version),
                            downloading)

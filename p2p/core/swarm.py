@@ -7,10 +7,15 @@ asks the load balancer and hands the answer over (``got``, ``busy``,
 it waits for, if anything) or give up, and why. The machine's states::
 
     fetching   holders are sending, or may: more are asked for every
-               ``ask_more_every_s`` (``alone_ask_every_s`` while alone: others may
-               start downloading the file any moment)
+               ``ask_more_every_s``; every ``ask_soon_every_s`` while it is ``soon``:
+               alone (others may start downloading the file any moment, and each
+               pick says whether they have), or while the load balancer says more
+               peers download the file than this download fetches from (they are
+               handed out as soon as they have verified pieces to share)
     busy       every holder is busy: asked again after its Retry-After, within
-               ``ask_busy_min_s`` .. ``busy_wait_max_s``; busy is never blame
+               ``ask_busy_min_s`` .. ``busy_wait_max_s`` (after ``ask_soon_every_s``
+               when others download the file: each becomes a holder with its first
+               verified piece); busy is never blame
     stalled    no connection is left, and no holder of this version is online (or
                no load balancer answers): "stalled: no holder of f.bin is online;
                waiting". Asked again after ``stall_first_s``, doubling up to
@@ -31,7 +36,7 @@ class Pace:
     """How often the swarm asks the load balancer, and how many holders it keeps."""
     max_sources: int = 8  # holders one download fetches from at once
     ask_more_every_s: float = 2.0  # while below max_sources, ask for more this often
-    alone_ask_every_s: float = 0.5  # ...and this often while alone
+    ask_soon_every_s: float = 0.25  # ...and this often while alone or others are coming
     ask_busy_min_s: float = 0.5  # every holder busy: shortest wait before asking again
     busy_wait_max_s: float = 5.0  # ...and the longest Retry-After honoured
     stall_first_s: float = 1.0  # stalled: ask again after this long...
@@ -58,16 +63,16 @@ class Asking:
     """When to ask the load balancer for more holders of ``name``, and what its answers
     mean; time from ``clock``, patience ``wait_s`` (None: for ever)."""
 
-    def __init__(self, name, clock, wait_s=None, pace=PACE, alone=True):
+    def __init__(self, name, clock, wait_s=None, pace=PACE, soon=True):
         self.name, self.clock, self.wait_s, self.pace = name, clock, wait_s, pace
         self.state = FETCHING
         self.since = None  # busy or stalled, with nothing arriving, since then
         self.poll_s = pace.stall_first_s
         self.waiting = ""
-        self.ask_at = clock.now() + self._every(alone)
+        self.ask_at = clock.now() + self._every(soon)
 
-    def _every(self, alone):
-        return self.pace.alone_ask_every_s if alone else self.pace.ask_more_every_s
+    def _every(self, soon):
+        return self.pace.ask_soon_every_s if soon else self.pace.ask_more_every_s
 
     def due(self, active):
         """Is it time to ask for more holders, with ``active`` connections open?"""
@@ -86,26 +91,27 @@ class Asking:
         self.since, self.poll_s, self.waiting = None, self.pace.stall_first_s, ""
         self.state = FETCHING
 
-    def got(self, alone):
+    def got(self, soon):
         """Holders were handed out: fetch from them (the wait ends when bytes arrive)."""
         self.state, self.waiting = FETCHING, ""
-        self.ask_at = self.clock.now() + self._every(alone)
+        self.ask_at = self.clock.now() + self._every(soon)
 
-    def busy(self, count, retry_after, active):
-        """Every holder is busy (``count`` of them), come back after ``retry_after``."""
+    def busy(self, count, retry_after, active, soon=False):
+        """Every holder is busy (``count`` of them), come back after ``retry_after``; or,
+        ``soon``, as soon as others downloading the file may have become holders."""
         now = self.clock.now()
         self.state, self.since = BUSY, self.since if self.since is not None else now
         self.waiting = f"waiting for a free upload slot, {holders(count)} busy"
-        self.ask_at = now + min(self.pace.busy_wait_max_s,
-                                max(retry_after, self.pace.ask_busy_min_s))
+        self.ask_at = now + (self.pace.ask_soon_every_s if soon else min(
+            self.pace.busy_wait_max_s, max(retry_after, self.pace.ask_busy_min_s)))
         return self._patience(active, lambda: f"Waited {self.wait_s:g} s for a free upload "
                               f"slot for {self.name!r}; every holder is busy.")
 
-    def none_left(self, active, alone, busy_soon=False):
+    def none_left(self, active, soon, busy_soon=False):
         """Nobody (else) holds this version now. With connections still open, or a holder
         that said busy a moment ago, ask again soon; with none, the download stalls."""
         if active or busy_soon:
-            self.ask_at = self.clock.now() + self._every(alone)
+            self.ask_at = self.clock.now() + self._every(soon)
             return Decision(self.waiting)
         return self._stall(f"stalled: no holder of {self.name} is online; waiting")
 

@@ -171,7 +171,7 @@ class Downloader:
                                     requester=self.requester_id(),
                                     count=1 if peer else self.pace.max_sources)
             except AllBusy as e:
-                decision = asking.busy(e.busy, e.retry_after, 0)
+                decision = asking.busy(e.busy, e.retry_after, 0, soon=e.downloading > 0)
                 if decision.give_up:
                     raise DownloadError(decision.why + " Try again later.") from None
                 while (left := asking.wait()) > 0:
@@ -199,7 +199,8 @@ class Downloader:
             result = Result("", name, size, sha256, started=self.clock.now(),
                             resumed_from=plan.progress(pieces.piece_size, size))
             if self.partials is not None:
-                self.partials.add(name, pieces, have, target.partial)
+                self.partials.add(name, pieces, have, target.partial,
+                                  lambda: plan.progress(pieces.piece_size, size))
             try:
                 asking = Asking(name, self.clock, self.wait_s, self.pace, plan.alone)
                 Swarm(self, name, pick, partial, plan, leases, result, asking,

@@ -1,13 +1,16 @@
 """One keep-alive connection to a holder: its piece list and byte ranges of one file.
 
 The protocol (a holder's side is ``sharing.py``): ``GET /pieces/{sha256}`` gives the
-piece list (``pieces.py``), ``GET /blobs/{sha256}`` with ``Range: bytes=a-b`` gives
-206 and the bytes; 503/429 with Retry-After is busy (never blame), 404 from a
-partial holder is "not verified here yet"; the upload limit a holder states in a range
-answer (``X-Upload-Limit``, ``X-Uploads``: ``bottleneck.upload_terms``) is kept for
-the progress (``speed.py``). ``parse_response_head``, ``peer_says``
+piece list (``pieces.py``), ``GET /have/{sha256}`` only what a partial holder has
+verified now, ``GET /blobs/{sha256}`` with ``Range: bytes=a-b`` gives 206 and the
+bytes (a partial holder's verified pieces in ``X-P2P-Have``, the pieces a whole
+holder has sent to anyone in ``X-P2P-Sent``); 503/429 with Retry-After is busy
+(never blame), 404 from a partial holder is "not verified here yet"; the upload limit a
+holder states in a range answer (``X-Upload-Limit``, ``X-Uploads``:
+``bottleneck.upload_terms``) is kept for the progress (``speed.py``).
+``parse_response_head``, ``peer_says``
 and ``check_response`` are the pure checks of an answer; ``HolderConnection`` the
-socket around them.
+socket around them (``Exchange``: its requests and answers, in order).
 
 Time limits: connecting takes at most ``CONNECT_TIMEOUT_S``; an answer's head must
 start within ``ANSWER_TIMEOUT_S`` of the request (a holder that accepts and never
@@ -29,7 +32,7 @@ from p2p.core.swarm import PACE
 from p2p.core.wire import format_address
 from p2p.http.server import header_field
 from p2p.net.lb_client import authority, describe_socket_error
-from p2p.net.sharing import PEER_HEADER
+from p2p.net.sharing import HAVE_HEADER, PEER_HEADER, SENT_HEADER
 
 CONNECT_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 4.0  # a holder that has not begun to answer a request by then is let go
@@ -42,11 +45,13 @@ MAX_SMALL_BODY_BYTES = 4 << 20  # an error or a piece list (2,000+ digests) fits
 
 class PeerFault(Exception):
     """A holder failed us. ``busy``: it asked us to come back in that many seconds;
-    ``missing``: it does not have what we asked for."""
+    ``missing``: it does not have what we asked for (``have``: what it has then, as a
+    Bitfield's text, when it said)."""
 
     def __init__(self, message, busy=None, missing=False, other_file=False):
         super().__init__(message)
         self.busy, self.missing, self.other_file = busy, missing, other_file
+        self.have = None
 
 
 
@@ -109,12 +114,11 @@ def _set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-class HolderConnection:
-    """One keep-alive connection to a holder, asking for byte ranges of one file.
-
-    ``ask_range`` asks for a range; ``receive`` takes it, in parts, straight into a
-    caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain socket); ``abort``
-    (from another thread) cuts the connection short, and the next call connects again."""
+class Exchange:
+    """One keep-alive connection to a holder about one file: requests go out (``_send``,
+    several before their answers if need be), answers come back in order (``_answer``,
+    ``_small_body``, ``_recv``); ``abort`` (from another thread) cuts it short, and the
+    next request connects again."""
 
     def __init__(self, host, port, sha256, size, members=OPEN, identity=None,
                  stall_timeout=STALL_TIMEOUT_S, answer_timeout=ANSWER_TIMEOUT_S):
@@ -151,6 +155,12 @@ class HolderConnection:
             self.sock.settimeout(seconds)
 
     def _request(self, target, extra=""):
+        self._send(target, extra)
+        return self._answer()
+
+    def _send(self, target, extra=""):
+        """Send a request (connecting first if need be); its answer is read by ``_answer``,
+        after the answers of the requests sent before it (pipelining)."""
         if self.sock is not None and self.sock is self._aborted:
             self.close()  # cut short after its last answer had arrived whole: start afresh
         if self.sock is None:
@@ -163,11 +173,20 @@ class HolderConnection:
                    + auth + "\r\n")
         self._patience(self.stall_timeout)
         self.sock.sendall(request.encode("ascii"))
+
+    def _answer(self):
+        if self.sock is None:
+            raise PeerFault("the connection was closed before its answer")
         self.awaiting = True
         try:
             return self._read_head()
         finally:
             self.awaiting = False
+
+    @property
+    def open(self):
+        """Is the connection up and usable (its next answer, if asked for, still due)?"""
+        return self.sock is not None and self.sock is not self._aborted
 
     def _read_head(self):
         """The answer's status and headers: its first byte within ``answer_timeout``."""
@@ -213,6 +232,48 @@ class HolderConnection:
             self.close()
         return bytes(body)
 
+    def _recv(self, view):
+        """Fill ``view``: fewer bytes only at a stall, a signal or the end."""
+        if self.members.tls is None:
+            return self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
+        got = 0
+        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
+            try:
+                n = self.sock.recv_into(view[got:])
+            except TimeoutError:
+                if got:
+                    return got
+                raise
+            if n == 0:
+                break
+            got += n
+        return got
+
+    def abort(self):
+        """Cut the connection short (from another thread): a fetch in progress ends."""
+        sock = self._aborted = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class HolderConnection(Exchange):
+    """One keep-alive connection to a holder, asking for byte ranges of one file.
+
+    ``ask_range`` asks for a range (``send_range`` and ``answer_range``: the next range
+    may be asked for before the answer to this one); ``receive`` takes it, in parts,
+    straight into a caller's buffers (``recv_into`` with ``MSG_WAITALL`` on a plain
+    socket); ``abort`` (from another thread) cuts the connection short, and the next
+    call connects again.
+    """
+
     def piece_list(self, trusted_hash):
         """(PieceList, Bitfield of what it has or None for all), from ``GET /pieces/SHA``."""
         try:
@@ -236,15 +297,55 @@ class HolderConnection:
         except (ValueError, BadPieceList) as e:
             raise PeerFault(f"its piece list is wrong: {e}") from None
 
-    def ask_range(self, start, length):
-        """Ask for ``length`` bytes from ``start``; PeerFault unless they follow. Then
-        ``receive`` takes them, in as many parts as the caller likes."""
+    def have(self, count):
+        """What a partial holder has verified now (``GET /have/SHA``): a Bitfield of
+        ``count`` pieces, or None when it has the whole file."""
         try:
-            status, headers = self._request(
-                f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
+            status, headers = self._request(f"/have/{self.sha256}")
+            body = self._small_body(headers)
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+        if status != 200:
+            raise PeerFault(peer_says(body) or f"the peer answered HTTP {status} for its "
+                            "pieces", missing=status == 404)
+        try:
+            have = json.loads(body).get("have")
+            return None if have is None else Bitfield.from_text(count, have)
+        except (ValueError, AttributeError, BadPieceList) as e:
+            raise PeerFault(f"its list of pieces is wrong: {e}") from None
+
+    def ask_range(self, start, length):
+        """Ask for ``length`` bytes from ``start`` and read the answer (``send_range``, then
+        ``answer_range``)."""
+        self.send_range(start, length)
+        return self.answer_range(start, length)
+
+    def send_range(self, start, length):
+        """Ask for ``length`` bytes from ``start``; the answer is read by ``answer_range``
+        (other ranges may be asked for before then: they are answered in order)."""
+        try:
+            self._send(f"/blobs/{self.sha256}", f"Range: bytes={start}-{start + length - 1}\r\n")
+        except OSError as e:
+            self.close()
+            raise PeerFault(describe_socket_error(e)) from None
+
+    def answer_range(self, start, length):
+        """The answer to the range asked for: PeerFault unless its bytes follow. Then
+        ``receive`` takes them, in as many parts as the caller likes. Returns (what a
+        partial holder says it has now, what a whole holder says it has sent to anyone so
+        far), each a Bitfield's text or None."""
+        try:
+            status, headers = self._answer()
             body = self._small_body(headers) if status in (404, 503) else b""
-            check_response(status, headers, start, length, self.size, self.sha256, body)
+            have = headers.get(HAVE_HEADER.lower())
+            try:
+                check_response(status, headers, start, length, self.size, self.sha256, body)
+            except PeerFault as fault:
+                fault.have = have
+                raise
             self.upload_limit, self.uploads = upload_terms(headers)
+            return have, headers.get(SENT_HEADER.lower())
         except PeerFault as fault:
             if not fault.missing:
                 self.close()
@@ -278,36 +379,3 @@ class HolderConnection:
         except OSError as e:
             self.close()
             raise PeerFault(describe_socket_error(e)) from None
-
-    def _recv(self, view):
-        """Fill ``view``: fewer bytes only at a stall, a signal or the end."""
-        if self.members.tls is None:
-            return self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
-        got = 0
-        while got < len(view):  # one TLS record (16 KiB at most) per recv_into
-            try:
-                n = self.sock.recv_into(view[got:])
-            except TimeoutError:
-                if got:
-                    return got
-                raise
-            if n == 0:
-                break
-            got += n
-        return got
-
-    def abort(self):
-        """Cut the connection short (from another thread): a fetch in progress ends."""
-        sock = self._aborted = self.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
-
-

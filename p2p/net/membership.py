@@ -33,7 +33,7 @@ from p2p.net.lb_client import LBClientError, NotAMember, NotKnown, NotAdmitted
 log = logging.getLogger("p2p.peer")
 
 RECONNECT_S = 3.0  # retry a load balancer that does not answer this often
-PARTIAL_ANNOUNCE_S = 1.0  # while downloads progress, a heartbeat says so at most this often
+PARTIAL_ANNOUNCE_S = 0.25  # while downloads progress, a heartbeat says so at most this often
 LB_SILENT_S = 2.0  # a followed load balancer unheard this long is gone (it announces every 1 s)
 WATCH_CHECK_S = 0.25  # a following peer looks this often whether its load balancer fell silent
 

@@ -28,12 +28,17 @@ request (``GET`` or ``HEAD``)          answer
                                        from a peer still downloading it; 404 when
                                        it has neither; 400 unless ``{sha256}`` is
                                        64 lower-case hex
+``/have/{sha256}``                     200 {"have": the bitfield of the verified
+                                       pieces, or null from a whole holder}: what
+                                       ``/pieces`` says, without the list; 404 as it
 ``/blobs/{sha256}``                    the file with that SHA-256, content-addressed
                                        for downloaders: from a holder of the whole
                                        file exactly as ``/files/{name}``; from a
                                        peer still downloading it, only a
                                        ``Range`` wholly inside verified pieces
-                                       (206, ``ETag``, ``Content-Range``), anything
+                                       (206, ``ETag``, ``Content-Range``, and its
+                                       verified pieces now in ``X-P2P-Have``, as
+                                       on its 404 for the others), anything
                                        else 404 ``{"error", "missing": true}``
                                        (never a 200, never an unverified byte);
                                        upload slots and limit as for ``/files``
@@ -134,6 +139,11 @@ UPLOAD_RETRY_AFTER_S = 2
 MAX_SOURCES_ANNOUNCED = 8  # a download's heartbeat names at most this many holders sending
 SPEED_CHANGE_SHARE = 0.25  # ...and says its rate again once it moved this much
 PEER_HEADER = "X-P2P-Peer"  # a downloading peer's own address, shown in the uploads list
+HAVE_HEADER = "X-P2P-Have"  # a partial holder's verified pieces (a Bitfield's text), in each answer
+SENT_HEADER = "X-P2P-Sent"  # a whole holder's pieces sent to anyone so far (super-seeding)
+MAX_SENT_FILES = 64  # files whose pieces sent so far a server keeps (least recently served go)
+MAX_SENT_CLIENTS = 256  # ...and downloaders of each file
+SENT_ACTIVE_S = 3.0  # a downloader's pieces count while it asked for one this recently
 MAX_PEER_HEADER_CHARS = 100
 UPLOAD_GRACE_S = 60.0  # an upload may take this long, plus its size at the slowest rate:
 MIN_UPLOAD_RATE_BYTES_S = 256
@@ -747,11 +757,14 @@ class ShareIndex(BackgroundHasher):
 @dataclass(frozen=True)
 class PartialShare:
     """A file this peer is downloading: its pieces, the verified ones (``have``), and the
-    hidden partial file ``path`` where each verified piece is at its offset."""
+    hidden partial file ``path`` where each verified piece is at its offset; ``progress``
+    gives the bytes on disk so far (verified, or written unhashed while the download is
+    alone), the download's true progress, or None: the verified bytes are."""
     name: str
     pieces: PieceList
     have: Bitfield
     path: str
+    progress: object = None
 
     @property
     def size(self):
@@ -790,9 +803,9 @@ class PartialShares:
         self._speed = {}  # sha256 -> {rate, sources, limit} as the heartbeat says it
         self.version = 0
 
-    def add(self, name, pieces, have, path):
+    def add(self, name, pieces, have, path, progress=None):
         with self._lock:
-            self._shares[pieces.sha256] = PartialShare(name, pieces, have, path)
+            self._shares[pieces.sha256] = PartialShare(name, pieces, have, path, progress)
             self._hashes[pieces.sha256] = pieces.hash
             self.version += 1
         self.on_change()
@@ -843,13 +856,15 @@ class PartialShares:
 
     def announced(self):
         """What the heartbeat says: [{name, size, sha256, pieces, done, stalled?, rate?,
-        sources?, limit?}], done in bytes, stalled (true) while the download waits for a
-        holder to come back, and how fast it goes (``set_speed``) once it was said."""
+        sources?, limit?}], done in bytes on disk (the download's progress), stalled (true)
+        while the download waits for a holder to come back, and how fast it goes
+        (``set_speed``) once it was said."""
         with self._lock:
             shares = [(s, self._hashes[k], k in self._stalled, self._speed.get(k, {}))
                       for k, s in self._shares.items()]
         return [{"name": s.name, "size": s.size, "sha256": s.pieces.sha256, "pieces": h,
-                 "done": s.done, **({"stalled": True} if stalled else {}),
+                 "done": s.done if s.progress is None else s.progress(),
+                 **({"stalled": True} if stalled else {}),
                  **{key: value for key, value in speed.items() if value}}
                 for s, h, stalled, speed in shares]
 
@@ -919,6 +934,77 @@ class UploadSlots:
             return len(self._active)
 
 
+class SentPieces:
+    """Which pieces of each whole file this server has sent to the downloaders fetching
+    from it now (by ``/blobs`` ranges), for super-seeding (BitTorrent's BEP 16): every
+    answer says them (``SENT_HEADER``), and downloaders ask a whole holder for the
+    pieces it has not sent to anyone first, so that each piece leaves it once while the
+    swarm lacks it, and the others get it from the peer that did.
+
+    A piece counts from the moment it is asked for (so that others asking meanwhile take
+    other pieces) until its upload stops short of it. A downloader's pieces count while
+    it asks for more (within ``SENT_ACTIVE_S`` of its last request), and only until it
+    has had every piece from here: one that fetched the whole file here, alone, is no
+    help to the others. Kept for the MAX_SENT_FILES files served last, and at most
+    MAX_SENT_CLIENTS downloaders each (the least recent go first).
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._files = LRU(MAX_SENT_FILES)
+        self._lock = threading.Lock()
+
+    def _clients(self, entry):
+        """{client: [last request time, bit mask of the pieces sent]} of ``entry``."""
+        clients = self._files.get(entry.sha256)
+        if clients is None:
+            clients = {}
+            self._files.put(entry.sha256, clients)
+        return clients
+
+    def mark(self, entry, range_header, client):
+        """``client`` is being sent the range asked for: (that range (start, end
+        inclusive), and the pieces sent to the downloaders fetching here now, as a
+        Bitfield's text), or None for a request of no range."""
+        try:
+            wanted = parse_range(range_header, entry.size)
+        except RangeNotSatisfiable:
+            return None
+        if wanted is None:
+            return None
+        count, piece = piece_count(entry.size), piece_size(entry.size)
+        every = (1 << count) - 1
+        now, union = self.clock(), 0
+        with self._lock:
+            clients = self._clients(entry)
+            _, mask = clients.pop(client, (now, 0))
+            for index in range(wanted[0] // piece, wanted[1] // piece + 1):
+                mask |= 1 << index
+            clients[client] = [now, mask]  # the most recent last
+            while len(clients) > MAX_SENT_CLIENTS:
+                del clients[next(iter(clients))]
+            for last, sent in clients.values():
+                if now - last <= SENT_ACTIVE_S and sent != every:
+                    union |= sent
+        bits = Bitfield(count)
+        for index in range(count):
+            if union >> index & 1:
+                bits.add(index)
+        return wanted, bits.to_text()
+
+    def stopped(self, entry, wanted, reached, client):
+        """The upload of the range ``wanted`` to ``client`` stopped short at byte
+        ``reached`` (of the file): the pieces it did not send whole do not count."""
+        piece = piece_size(entry.size)
+        with self._lock:
+            record = self._clients(entry).get(client)
+            if record is None:
+                return
+            for index in range(max(wanted[0] // piece, reached // piece),
+                               wanted[1] // piece + 1):
+                record[1] &= ~(1 << index)
+
+
 # ---------------------------------------------------------------------------
 # The HTTP handler
 
@@ -943,6 +1029,18 @@ class PieceRoutes:
             raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
         self.send_json(200, share.pieces.as_json(share.have))
 
+    def route_have(self, hex_digits):
+        """GET /have/{sha256}: the pieces verified here now, without the piece list (what a
+        downloader asks again while it waits for new pieces)."""
+        sha256 = sha256_from_url(hex_digits)
+        if self.server.index.find_by_hash(sha256) is not None:
+            self.send_json(200, {"have": None})
+            return
+        share = self.server.partials.get(sha256)
+        if share is None:
+            raise HTTPProblem(404, f"This peer has no file with SHA-256 {sha256}.")
+        self.send_json(200, {"have": share.have.to_text()})
+
     def route_blob(self, hex_digits):
         """GET /blobs/{sha256}: a shared file as /files serves it, else verified bytes of a
         partial one, only by a range wholly inside verified pieces (never a 200)."""
@@ -950,7 +1048,7 @@ class PieceRoutes:
         send_body = self.command == "GET"  # a HEAD: the headers only
         entry = self.server.index.find_by_hash(sha256)
         if entry is not None:
-            self.send_shared(entry.name, entry, send_body)
+            self.send_super_seeding(entry, send_body)
             return
         share = self.server.partials.get(sha256)
         if share is None:
@@ -972,7 +1070,26 @@ class PieceRoutes:
             self.send_shared(entry.name, entry, send_body)
             return
         with f:
-            self.send_range(f, share, send_body, {"ETag": etag}, True)
+            self.send_range(f, share, send_body,
+                            {"ETag": etag, HAVE_HEADER: share.have.to_text()}, True)
+
+    def send_super_seeding(self, entry, send_body):
+        """A range of a whole file, saying which pieces have been sent to anyone so far
+        (``SentPieces``); those its upload did not reach do not count."""
+        client = self.client_name()
+        marked = self.server.sent.mark(entry, self.headers.get("Range"),
+                                       client) if send_body else None
+        if marked is None:
+            self.send_shared(entry.name, entry, send_body)
+            return
+        wanted, sent = marked
+        self.body_reached = None
+        try:
+            self.send_shared(entry.name, entry, send_body, {SENT_HEADER: sent})
+        finally:
+            reached = self.body_reached
+            if reached is None or reached <= wanted[1]:
+                self.server.sent.stopped(entry, wanted, reached or wanted[0], client)
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
@@ -1019,6 +1136,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
         "/files": {"GET": "files"},
         "/files/**": {"GET": "file"},
         "/pieces/**": {"GET": "pieces"},
+        "/have/**": {"GET": "have"},
         "/blobs/**": {"GET": "blob"},
         "/sha1/**": {"GET": "sha1"},
         "/folder-sha1/**": {"GET": "folder_sha1"},
@@ -1104,8 +1222,9 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
         else:
             self.send_json(200, {"folder": prefix, "files": [f.as_dict() for f in files]})
 
-    def send_shared(self, name, entry, send_body):
-        """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}."""
+    def send_shared(self, name, entry, send_body, extra=None):
+        """The bytes of shared file ``entry`` (None: not shared), as GET /files/{name}, with
+        the ``extra`` headers."""
         real = entry and resolve(entry.root, name)
         if not real:
             raise HTTPProblem(404, f"This peer does not share {name!r}.")
@@ -1126,7 +1245,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
                 self.send_whole(304, b"", None, validators)
                 return
             use_range = range_applies(self.headers.get("If-Range"), etag, modified)
-            headers = {**validators, **digest_headers(entry.sha256)}
+            headers = {**validators, **digest_headers(entry.sha256), **(extra or {})}
             duplicates = self.server.duplicates.urls(entry.name, entry.sha256)
             if duplicates:
                 headers["Link"] = link_header(duplicates)
@@ -1161,6 +1280,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
             self.wfile.flush()
             if upload is not None:
                 self.send_body(f, start, length, upload)
+                self.body_reached = start + upload.sent
         finally:
             if upload is not None:
                 self.server.uploads.release(upload)
@@ -1270,9 +1390,11 @@ def unsatisfiable(header, size):
 def missing(share, wanted):
     """The 404 of a partial holder asked for bytes it has not verified."""
     span = f"bytes {wanted[0]}-{wanted[1]}" if wanted else "the whole file"
-    return HTTPProblem(404, f"This peer has verified only {percent(share.done, share.size)} % "
-                            "of that file so far; "
-                            f"ask another peer for {span}.", missing=True)
+    problem = HTTPProblem(404, f"This peer has verified only {percent(share.done, share.size)} "
+                               f"% of that file so far; ask another peer for {span}.",
+                          missing=True)
+    problem.headers[HAVE_HEADER] = share.have.to_text()
+    return problem
 
 
 def sha1_pieces(paths, piece):
@@ -1329,6 +1451,7 @@ class FileServer(BoundedHTTPServer):
         self.uploads = UploadSlots(upload_slots)
         self.limiter = RateLimiter(upload_limit) if upload_limit else None
         self.sha1_lists = Sha1Lists()
+        self.sent = SentPieces()
         self.duplicates = Duplicates(self)
         limits.setdefault("workers", LIMITS.workers + upload_slots)  # uploads hold theirs
         super().__init__(address, FileHandler, **limits)

@@ -101,6 +101,7 @@ class Swarm:
         self.workers = {}  # lease transfer id -> Worker
         self.finished = {}  # the same -> Lease, of holders still there when every piece was
         self.busy = {}  # peer id -> when it last turned us away as busy
+        self.others = 0  # other peers downloading this file, as the last pick said
         self.problem = None  # a DiskError from a verifier, raised in run()
         self.last_fault = ""
         self.landing = Landing(self)
@@ -112,6 +113,7 @@ class Swarm:
         file's, Spoiled if pieces written unhashed were bad."""
         try:
             self._add(pick)
+            self.asking.got(self._soon())
             self._loop()
             digest = self.landing.whole.hexdigest()
         finally:
@@ -168,11 +170,11 @@ class Swarm:
                                   count=self.asking.pace.max_sources - active)
         except AllBusy as e:
             self._others(e.downloading)
-            decision = self.asking.busy(e.busy, e.retry_after, active)
+            decision = self.asking.busy(e.busy, e.retry_after, active, self._soon())
             why = decision.why
         except (NotKnown, NoHolderLeft) as e:
             self._others(getattr(e, "downloading", 0))
-            decision = self.asking.none_left(active, self.plan.alone, self._busy_soon())
+            decision = self.asking.none_left(active, self._soon(), self._busy_soon())
             last = f" (last: {self.last_fault})" if self.last_fault else ""
             why = f"Could not download {self.name!r}: {e.message}{last}{decision.why}"
         except Unreachable as e:
@@ -184,8 +186,8 @@ class Swarm:
             decision = self.asking.unreachable(active)
             why = e.message
         else:
-            self.asking.got(self.plan.alone)
             self._add(more)
+            self.asking.got(self._soon())
             self._announce_stall(was_stalled)
             return
         if decision.give_up:
@@ -214,11 +216,21 @@ class Swarm:
             return sorted(self.plan.banned() | {w.lease.peer_id for w in self.workers.values()})
 
     def _others(self, downloading):
-        """The load balancer says ``downloading`` other peers download this file now: if
-        that ends being alone, hash what landed unhashed, to share it with them."""
+        """The load balancer says ``downloading`` other peers download this file now (it
+        counts them at every pick): if that ends being alone, hash what landed unhashed, to
+        share it with them; the runs being fetched in order are cut short (``Worker``)."""
+        self.others = downloading
         if downloading and self.plan.alone:
             self.plan.alone = False
             self.landing.check_later()
+
+    def _soon(self):
+        """Ask the load balancer again soon: alone (each pick says whether others came), or
+        it says more peers download this file than we fetch from (it hands them out as
+        soon as they have verified pieces to share)."""
+        with self.cond:
+            partial = sum(1 for w in self.workers.values() if w.lease.done is not None)
+        return self.plan.alone or self.others > partial
 
     def _add(self, pick):
         self._others(pick.downloading)
@@ -330,7 +342,7 @@ class Landing:
                 if arrival.banned:
                     worker.stop()
             cond.notify_all()
-        if arrival.new and verified and swarm.partials is not None:
+        if arrival.new and swarm.partials is not None:  # verified or not: progress
             swarm.partials.touch()
 
     def _write(self, index, view, verified):

@@ -3,12 +3,16 @@ receives them.
 
 A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
-pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
-its own, handed to the swarm's ``Landing``. A holder that answers busy is asked
-again later and never blamed; one whose connection breaks, stays silent or lies
-ends ``failed``. A partial holder is asked again what it has every
-``PARTIAL_REFRESH_S`` while it has nothing we need, and let go after
-``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
+pieces, one ``Range`` request for it (``holder.py``; while others download the file,
+the next is asked for before this one's bytes are in: ``PIPELINE_RUNS``), each piece
+into a buffer of its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
+alone) is cut short when others start downloading the file. A holder that answers
+busy is asked again later and never blamed; one whose connection breaks, stays
+silent or lies ends ``failed``. Each answer of a partial holder says what it has
+now (``X-P2P-Have``), each of a whole holder what it has sent to anyone
+(``X-P2P-Sent``: super-seeding, see ``core/picker.py``). A partial holder with
+nothing we need is asked again what it has (``GET /have/{sha256}``) every
+``PARTIAL_REFRESH_S``, and let go after ``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
 one's fetch short (``cancel``); ``stop`` ends it.
 """
 
@@ -16,6 +20,7 @@ import logging
 import queue
 import threading
 
+from p2p.core.pieces import BadPieceList, Bitfield
 from p2p.net.holder import PeerFault
 
 log = logging.getLogger("p2p.download")
@@ -23,11 +28,113 @@ log = logging.getLogger("p2p.download")
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
 MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
-PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
+PARTIAL_REFRESH_S = 0.5  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
+PIPELINE_RUNS = 2  # requests out at once on one connection (not alone, not super-seeding):
+#                    the next is asked before this one's bytes are in (no round trip lost)
 
 
-class Worker:
+class Fetching:
+    """The half of a ``Worker`` that asks its holder for runs of pieces and receives them
+    (pipelined, cut short when others come), and hears what the holder says it has."""
+
+    def _heard(self, have, sent=None):
+        """With its answer, a partial holder said what it has now, a whole holder what it
+        has sent to anyone so far (each a Bitfield's text, or None): the plan sees a
+        partial holder's new pieces at once, without asking for its list again, and asks a
+        whole holder first for what it has not sent (super-seeding)."""
+        count, plan = self.swarm.pieces.count, self.swarm.plan
+        try:
+            have, sent = (None if text is None else Bitfield.from_text(count, text)
+                          for text in (have, sent))
+        except BadPieceList as e:
+            raise PeerFault(f"its list of pieces is wrong: {e}") from None
+        with self.swarm.cond:
+            if have is not None and self.pieces_change_locked():
+                plan.update_source(self.key, have)
+                self.refreshed = self.swarm.clock.now()
+            if sent is not None and self.key in plan.sources:
+                plan.sources[self.key].sent = sent
+
+    def _cut(self, rest):
+        """Give the rest of a run back to the plan and cut the connection short, so that
+        its bytes are not waited for (the next request connects again)."""
+        with self.swarm.cond:
+            for index in rest:
+                self.swarm.plan.release(self.key, index)
+        self.conn.abort()
+
+    def _span(self, run):
+        start = self.swarm.pieces.span(run[0])[0]
+        return start, sum(self.swarm.pieces.span(run[-1])) - start
+
+    def _fetch_runs(self, run):
+        """Fetch ``run`` and, while others download the file, the runs after it, with up
+        to PIPELINE_RUNS requests out at once; until the plan has nothing more for this
+        holder, or the connection is cut short (then what was asked is given back)."""
+        swarm, cond = self.swarm, self.swarm.cond
+        runs = [run]
+        self.conn.send_range(*self._span(run))
+        while runs:
+            if len(runs) < PIPELINE_RUNS and not swarm.plan.alone and self.conn.open:
+                with cond:
+                    more = [] if swarm.plan.done or self._stopped or not \
+                        swarm.plan.pipelines(self.key) else swarm.plan.next_run(
+                            self.key, self.per_request)
+                if more:
+                    self.conn.send_range(*self._span(more))
+                    runs.append(more)
+            if not self._fetch(runs.pop(0)) or not self.conn.open:
+                with cond:
+                    for index in (i for rest in runs for i in rest):
+                        swarm.plan.release(self.key, index)
+                return
+
+    def _fetch(self, run):
+        """Receive ``run``, consecutive pieces asked for with one request; each piece is
+        landed (or handed to the verifiers) as soon as it is in. False when it was cut
+        short on purpose (the connection with it)."""
+        swarm, cond = self.swarm, self.swarm.cond
+        start, length = self._span(run)
+        self._cancelled = None
+
+        def arrived(n):
+            self.received += n
+            self.sending = True
+            with cond:
+                swarm.result.received += n
+                swarm.plan.sent(self.key, n, swarm.clock.now())
+
+        for at, index in enumerate(run):
+            if at and not swarm.plan.alone:  # others came: the rest is chosen rarest first
+                self._cut(run[at:])
+                return False
+            buf, size = self.free.get(), swarm.pieces.span(index)[1]
+            self._fetching = index
+            try:
+                if at == 0:
+                    self._heard(*self.conn.answer_range(start, length))
+                self.conn.receive(memoryview(buf)[:size], arrived)
+            except PeerFault as fault:
+                self.give_back(buf)
+                with cond:
+                    for left in run[at:]:
+                        swarm.plan.release(self.key, left)
+                    if fault.missing and self.pieces_change_locked():
+                        swarm.plan.lacks(self.key, index)
+                if fault.missing and self.pieces_change:
+                    self._heard(fault.have)
+                    return True
+                if self._cancelled == index or self._stopped:
+                    return False  # cut short on purpose: not the holder's fault
+                raise
+            finally:
+                self._fetching = None
+            swarm.landing.hand_over(self, index, buf, size)
+        return True
+
+
+class Worker(Fetching):
     """One holder's connection: asks the plan for pieces and receives them."""
 
     def __init__(self, swarm, lease):
@@ -106,7 +213,7 @@ class Worker:
 
     def _refresh(self):
         """Ask a partial holder again what it has."""
-        _, have = self.conn.piece_list(self.swarm.pieces.hash)
+        have = self.conn.have(self.swarm.pieces.count)
         with self.swarm.cond:
             self.swarm.plan.update_source(self.key, have)
         self.refreshed = self.swarm.clock.now()
@@ -131,7 +238,7 @@ class Worker:
                     cond.wait(PARTIAL_REFRESH_S)
             if run:
                 useful = clock.now()
-                self._fetch(run)
+                self._fetch_runs(run)
             elif self.pieces_change and clock.now() - self.refreshed >= PARTIAL_REFRESH_S:
                 self._refresh()
 
@@ -144,42 +251,3 @@ class Worker:
     def pieces_change_locked(self):
         source = self.swarm.plan.sources.get(self.key)
         return source is not None and source.pieces is not None
-
-    def _fetch(self, run):
-        """Fetch ``run``, consecutive pieces, with one request; each piece is landed (or
-        handed to the verifiers) as soon as it is in."""
-        swarm, cond = self.swarm, self.swarm.cond
-        start = swarm.pieces.span(run[0])[0]
-        end = sum(swarm.pieces.span(run[-1]))
-        self._cancelled = None
-
-        def arrived(n):
-            self.received += n
-            self.sending = True
-            with cond:
-                swarm.result.received += n
-                swarm.plan.sent(self.key, n, swarm.clock.now())
-
-        for at, index in enumerate(run):
-            buf, length = self.free.get(), swarm.pieces.span(index)[1]
-            self._fetching = index
-            try:
-                if at == 0:
-                    self.conn.ask_range(start, end - start)
-                self.conn.receive(memoryview(buf)[:length], arrived)
-            except PeerFault as fault:
-                self.give_back(buf)
-                with cond:
-                    for left in run[at:]:
-                        swarm.plan.release(self.key, left)
-                    if fault.missing and self.pieces_change_locked():
-                        swarm.plan.lacks(self.key, index)
-                        return
-                if self._cancelled == index or self._stopped:
-                    return  # cut short on purpose: not the holder's fault
-                raise
-            finally:
-                self._fetching = None
-            swarm.landing.hand_over(self, index, buf, length)
-
-

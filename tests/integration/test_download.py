@@ -255,6 +255,14 @@ class JoinedByOthers(DownloadCase):
         self.assertTrue(shares.touched)  # told the peer's server it has pieces to share
         self.assertTrue(shares.shared_whole)  # ...and all of them verified by the end
 
+    def test_alone_its_true_progress_is_announced_as_pieces_land_unhashed(self):
+        shares = Shares()
+        self.download(self.lb([self.holder()]), partials=shares)
+        self.assertEqual(len(shares.have), 0, "alone, nothing was hashed piece by piece...")
+        self.assertGreaterEqual(shares.touched, PIECES, "...yet every piece landing is told")
+        self.assertEqual(shares.announced, sorted(shares.announced))
+        self.assertEqual(shares.announced[-1], SIZE, "the progress announced is the true one")
+
     def test_alone_ends_when_the_load_balancer_says_so_while_no_holder_is_left(self):
         shares = Shares()
         lb = self.lb([self.holder(trickle=0.001)])  # one seed: later picks find none left...
@@ -270,12 +278,14 @@ class Shares:
     def __init__(self):
         self.have, self.touched, self.shared_whole = None, 0, False
         self.stalls = []  # what set_stalled said, in order
+        self.progress, self.announced = None, []  # progress() as each touch() saw it
 
-    def add(self, name, pieces, have, path):
-        self.have = have
+    def add(self, name, pieces, have, path, progress=None):
+        self.have, self.progress = have, progress
 
     def touch(self):
         self.touched += 1
+        self.announced.append(self.progress())
 
     def remove(self, sha256):
         self.shared_whole = self.have.complete

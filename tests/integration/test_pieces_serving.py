@@ -110,6 +110,29 @@ class PiecesServingTests(unittest.TestCase):
         have = Bitfield.from_text(self.pieces.count, answer["have"])
         self.assertEqual([i for i in range(self.pieces.count) if i in have], [0, 2])
 
+    def test_have_says_what_is_verified_without_the_list_and_every_answer_says_it(self):
+        response, body = self.request("GET", f"/have/{self.song_sha}")
+        self.assertEqual(response.status, 200)
+        have = Bitfield.from_text(self.pieces.count, json.loads(body)["have"])
+        self.assertEqual([i for i in range(self.pieces.count) if i in have], [0, 2])
+        response, body = self.request("GET", f"/have/{sha(self.full)}")
+        self.assertEqual(json.loads(body), {"have": None}, "a whole holder has it all")
+        self.have.add(4)
+        for start in (0, PIECE):  # a 206 and a 404 both say what is verified now
+            response, _ = self.ranged(start, start + 9)
+            said = Bitfield.from_text(self.pieces.count, response.getheader("X-P2P-Have"))
+            self.assertEqual([i for i in range(self.pieces.count) if i in said], [0, 2, 4])
+
+    def test_a_whole_holder_says_which_pieces_it_has_sent_to_anyone(self):
+        digest, count = sha(self.full), self.index.get("whole.bin").pieces.count
+        for start, sent in ((PIECE + 5, [1]), (3 * PIECE - 1, [1, 2, 3])):
+            with self.subTest(start=start):
+                response, _ = self.ranged(start, start + 9, target=f"/blobs/{digest}")
+                said = Bitfield.from_text(count, response.getheader("X-P2P-Sent"))
+                self.assertEqual([i for i in range(count) if i in said], sent)
+        response, _ = self.request("HEAD", f"/blobs/{digest}", {"Range": "bytes=0-9"})
+        self.assertIsNone(response.getheader("X-P2P-Sent"), "a HEAD sends nothing")
+
     def test_bad_and_unknown_hashes(self):
         for route in ("pieces", "blobs"):
             for bad in ("abc", sha(b"x").upper(), sha(b"x") + "0", "%2e%2e"):

@@ -5,7 +5,7 @@ import unittest
 
 from p2p.core.pieces import Bitfield
 from p2p.core.picker import ENDGAME_COPIES
-from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, Plan
+from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, SUPER_SEED_TAIL_PIECES, Plan
 
 
 def bits(count, indices):
@@ -78,6 +78,14 @@ class RarestFirst(unittest.TestCase):
             plan.add_source("seed", "S")
             firsts.add(plan.next_piece("seed"))
         self.assertGreater(len(firsts), 10)
+
+    def test_a_seed_is_asked_first_for_the_pieces_it_has_sent_to_nobody(self):
+        plan = Plan(8, Bitfield(8), rng=random.Random(3))
+        plan.alone = False
+        plan.add_source("seed", "S").sent = bits(8, [0, 1, 2, 3, 4, 6, 7])
+        self.assertEqual(plan.next_piece("seed"), 5, "super-seeding: the piece nobody got")
+        taken = {plan.next_piece("seed") for _ in range(7)}
+        self.assertEqual(taken, {0, 1, 2, 3, 4, 6, 7}, "then the others, all of them")
 
     def test_a_holder_that_lacks_a_piece_after_all_is_not_asked_for_it_again(self):
         plan = Plan(3, Bitfield(3))
@@ -210,3 +218,19 @@ class Progress(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Pipelining(unittest.TestCase):
+    def test_a_seed_with_few_pieces_sent_to_nobody_is_asked_one_piece_at_a_time(self):
+        count = 4 * SUPER_SEED_TAIL_PIECES
+        plan = Plan(count, Bitfield(count))
+        plan.add_source("peer", "P", bits(count, [0]))
+        plan.add_source("seed", "S")
+        self.assertTrue(plan.pipelines("seed"), "a holder that says nothing of what it sent")
+        plan.sources["seed"].sent = bits(count, [0, 1])
+        self.assertTrue(plan.pipelines("seed"), "many pieces sent to nobody: seldom the same")
+        plan.sources["seed"].sent = bits(count, range(count - 2))
+        self.assertFalse(plan.pipelines("seed"), "among two, the others would ask for it too")
+        plan.sources["seed"].sent = bits(count, range(count))
+        self.assertTrue(plan.pipelines("seed"), "every piece has gone out once")
+        self.assertTrue(plan.pipelines("peer"))

@@ -593,6 +593,29 @@ class TestSwarmPicks(RegistryTestCase):
         self.downloading("10.0.1.2", done=50, record=info("f", size=200))
         self.assertEqual(len(self.registry.pick("f", count=4).transfers), 1)
 
+    def test_a_swarm_pick_says_who_else_downloads_before_any_heartbeat_announces_it(self):
+        self.make()
+        seed, first, second = [*self.peers(1, [info("f")]),
+                               *self.peers(2, [], host_prefix="10.0.2.")]
+        handout = self.registry.pick("f", count=4, requester=first.id)
+        self.assertEqual(handout.downloading, 0, "the first of two started together is alone")
+        later = self.registry.pick("f", count=4, requester=second.id)
+        self.assertEqual(later.downloading, 1, "the second learns of the first at once")
+        again = self.registry.pick("f", count=4, requester=first.id)
+        self.assertEqual(again.downloading, 1, "...and the first of the second, at its next")
+        self.assertEqual(self.registry.pick("f").downloading, 2,
+                         "a pick of the whole file is nobody's swarm download")
+        for transfer in later.transfers:
+            self.registry.end(transfer.id, transfer.secret, "done")
+        self.assertEqual(self.registry.pick("f", count=4, requester=first.id).downloading, 0,
+                         "the second's transfers ended: the first is alone again")
+        for _ in range(2 * lb_limits.MISSED_BEATS):  # the seed and the second beat on
+            self.clock.advance(self.registry.renew_s / 2 + 0.1)
+            for peer in (seed, second):
+                self.registry.heartbeat(peer.id, peer.token)
+        self.assertEqual(self.registry.pick("f", count=4, requester=second.id).downloading, 0,
+                         "the first's transfers expired unrenewed: it downloads no more")
+
     def test_a_holder_whose_slots_are_taken_is_busy_and_not_handed_out(self):
         self.make()
         a, b = self.peers(2, [info("f")])

@@ -623,10 +623,6 @@ class RateLimiterTests(unittest.TestCase):
             self.assertLessEqual(limiter.slice_bytes / rate, 1.5, rate)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class PartialSpeedTests(unittest.TestCase):
     """How fast a download goes, from ``PartialShares.set_speed`` to the load balancer's
     status: said again only when it changed enough, and read by ``PartialRecord``."""
@@ -661,3 +657,37 @@ class PartialSpeedTests(unittest.TestCase):
         version = self.shares.version
         self.shares.set_speed(self.sha, 1, (), "waiting for holders")
         self.assertEqual((self.shares.version, self.shares.announced()), (version, []))
+
+
+class SuperSeeding(unittest.TestCase):
+    """SentPieces: which pieces of a whole file have gone out to the downloaders (BEP 16)."""
+
+    def setUp(self):
+        self.piece = piece_size(1)
+        self.entry = mock.Mock(sha256="a" * 64, size=8 * self.piece)
+        self.now = [100.0]
+        self.sent = sharing.SentPieces(clock=lambda: self.now[0])
+
+    def mark(self, first, last, client):
+        """Pieces ``first``..``last`` asked for by ``client``: (range, pieces said sent)."""
+        wanted, text = self.sent.mark(self.entry, f"bytes={first * self.piece}-"
+                                      f"{(last + 1) * self.piece - 1}", client)
+        bits = sharing.Bitfield.from_text(8, text)
+        return wanted, [i for i in range(8) if i in bits]
+
+    def test_pieces_count_as_sent_when_asked_for_until_an_upload_stops_short_of_them(self):
+        wanted, said = self.mark(2, 5, "a:1")
+        self.assertEqual(said, [2, 3, 4, 5], "counted from the moment they are asked for")
+        self.sent.stopped(self.entry, wanted, 3 * self.piece + 10, "a:1")  # cut in piece 3
+        self.assertEqual(self.mark(0, 0, "b:1")[1], [0, 2])
+        self.assertIsNone(self.sent.mark(self.entry, None, "b:1"), "no range: not a piece")
+
+    def test_only_downloaders_still_fetching_and_lacking_pieces_count(self):
+        self.mark(0, 7, "alone:1")  # had the whole file from here: no help to others
+        self.assertEqual(self.mark(1, 1, "a:1")[1], [1])
+        self.now[0] += sharing.SENT_ACTIVE_S + 1  # a:1 has not asked for a while: gone
+        self.assertEqual(self.mark(4, 4, "b:1")[1], [4])
+
+
+if __name__ == "__main__":
+    unittest.main()
