@@ -278,8 +278,7 @@ class CannedServer:
     def __init__(self, registry):
         handout = registry.pick(file_name(0))
         registry.end(handout.first.id, handout.first.secret, "done")
-        body = json.dumps(lb_server.transfer_answer(handout, registry.renew_s),
-                          separators=(",", ":")).encode()
+        body = lb_server.transfer_answer(handout, registry.renew_s)
         head = f"Server: {lb_server.LB_SERVER}\r\nDate: Mon, 07 Dec 2026 00:00:00 GMT\r\n"
         self.picked = (f"HTTP/1.1 201 Created\r\n{head}Content-Type: application/json\r\n"
                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body

@@ -110,10 +110,10 @@ def leading(peers, groups):
 def agreed_pieces(peers, name, version):
     """The piece-list hash the most distinct machines announced among the full holders
     of ``version``; None when none announced one, or on a tie."""
-    announced = {}
+    announced, by_id = {}, peers.by_id
     for key, holders in version.items():
         for pid in holders:
-            pieces = peers[pid].files[name].pieces
+            pieces = by_id[pid].files[name].pieces
             if pieces is not None:
                 announced.setdefault(pieces, []).append((key, [pid]))
     return leading(peers, announced) if announced else None
@@ -126,7 +126,9 @@ def listed(peers, name, versions):
 
 def downloading(peers, version, requester):
     """How many peers other than ``requester`` are downloading ``version`` now."""
-    return sum(1 for key in version for pid in peers.partials.get(key, ()) if pid != requester)
+    partials = peers.partials
+    return sum(len(partials[key]) - (requester in partials[key]) for key in version
+               if key in partials)
 
 
 # -- step 2: the candidates -------------------------------------------------------------
@@ -184,11 +186,13 @@ def best(name, found, policy, count, cooling):
     for c in found:  # one pass: a host's load and last pick count its busy holders too
         peer = c.peer
         machine = peer.source or peer.host  # PeerRecord.machine, inline: this loop is hot
-        load[machine] = load.get(machine, 0) + peer.uploads + peer.fresh
+        peer_load = peer.uploads + peer.fresh  # PeerRecord.load, inline
+        load[machine] = load.get(machine, 0) + peer_load
         if peer.last_pick > last.get(machine, 0):
             last[machine] = peer.last_pick
-        if not peer.busy:
-            c.cooling = cooling(peer)
+        if peer.slots is None or peer_load < peer.slots:  # not PeerRecord.busy
+            if peer.failures:  # only a holder that failed for someone may be cooling down
+                c.cooling = cooling(peer)
             free.append(c)
     if not free:
         n = len(found)

@@ -7,12 +7,14 @@ the selector, or the worker's fast path, has seen it whole before a handler runs
 """
 
 import ipaddress
+import itertools
 import json
 import logging
 import re
 import socket
 import time
 from http import HTTPStatus
+from urllib.parse import parse_qs
 
 from p2p.core.errors import Problem
 from p2p.http.limits import LIMITS
@@ -93,17 +95,19 @@ def parse_head(head):
     if len(lines) > LIMITS.max_headers + 1:
         raise HTTPProblem(431, f"More than {LIMITS.max_headers} request headers.")
     values = {}
-    for line in lines[1:]:
-        if len(line) > LIMITS.max_header_line_bytes:
+    max_line = LIMITS.max_header_line_bytes
+    for line in itertools.islice(lines, 1, None):  # header_field, inline: this loop is hot
+        name, sep, value = line.partition(":")
+        if len(line) > max_line:
             raise HTTPProblem(431, "A request header line is too long.")
-        pair = header_field(line)
-        if pair is None:
+        if not sep or not name or name != name.strip():
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        name = pair[0].lower()
-        if name in values:
-            values[name].append(pair[1])
+        name = name.lower()
+        known = values.get(name)
+        if known is None:
+            values[name] = [value.strip()]
         else:
-            values[name] = [pair[1]]
+            known.append(value.strip())
     return words[0], words[1], words[2], Headers(values)
 
 def body_length(headers):
@@ -121,11 +125,31 @@ def body_length(headers):
         raise HTTPProblem(400, f"Content-Length {raw!r} is not one plain byte count.")
     return int(raw)
 
+UTF8_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per reply
+ASCII_JSON = json.JSONEncoder(separators=(",", ":"))
+
 def encode_json(obj):
     try:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return UTF8_JSON.encode(obj).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from someone's input: escape, don't fail
-        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+        return ASCII_JSON.encode(obj).encode("ascii")
+
+def parse_query(query):
+    """``urllib.parse.parse_qs(query)``: {name: [value, ...]}, fields without a value left
+    out; a query with nothing to unquote (no ``%`` or ``+``) is split here, at a fifth of
+    the cost."""
+    if "%" in query or "+" in query:
+        return parse_qs(query)
+    args = {}
+    for field in query.split("&"):
+        name, _, value = field.partition("=")
+        if value:
+            known = args.get(name)
+            if known is None:
+                args[name] = [value]
+            else:
+                known.append(value)
+    return args
 
 def set_nodelay(sock):
     try:

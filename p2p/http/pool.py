@@ -111,6 +111,10 @@ class Deadlines:
         else:
             self._until[connection] = time.monotonic() + seconds
 
+    def clear(self, connection):
+        if self._until:  # nearly always empty: no request overruns
+            self._until.pop(connection, None)
+
     def _reap(self):
         while not self._closed.wait(LIMITS.reap_interval_s):
             now = time.monotonic()

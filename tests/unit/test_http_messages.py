@@ -3,10 +3,11 @@
 ends in a buffer (``p2p/http/channel.head_end`` and ``request_ready``); no sockets."""
 
 import unittest
+from urllib.parse import parse_qs
 
 from p2p.http.channel import head_end, request_ready
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem, body_length, parse_head
+from p2p.http.messages import HTTPProblem, body_length, parse_head, parse_query
 
 
 class ParseHeadTests(unittest.TestCase):
@@ -49,6 +50,15 @@ class ParseHeadTests(unittest.TestCase):
     def test_the_most_headers_allowed_pass(self):
         head = b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * LIMITS.max_headers + b"\r\n"
         self.assertEqual(len(parse_head(head)[3].get_all("X")), LIMITS.max_headers)
+
+
+class ParseQueryTests(unittest.TestCase):
+    def test_it_is_parse_qs(self):
+        for query in ["outcome=done", "a=1&a=2&b=3", "a=&b", "&&a=1&", "=x", "a=b=c",
+                      "name=caf%C3%A9+x", "p2p-expires=1&p2p-sig=abc-_", "a=%zz", "a+b=c d",
+                      "a;b=1", "\u00e9=\u00e8"]:
+            with self.subTest(query=query):
+                self.assertEqual(parse_query(query), parse_qs(query))
 
 
 class FramingTests(unittest.TestCase):
