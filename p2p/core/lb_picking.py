@@ -19,7 +19,7 @@ from p2p.core.lb_peers import PeerRecord
 from p2p.core.wire import FileRecord, format_address
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A holder that may be handed out: ``done`` is None for a full holder."""
     peer: PeerRecord

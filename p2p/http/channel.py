@@ -172,6 +172,7 @@ class BodyReader:
 
     def __init__(self, conn, server):
         self.conn, self.server = conn, server
+        self.timed = False  # whether a read put the request under its deadline
 
     def read(self, size):
         buf = self.conn.buf
@@ -184,6 +185,7 @@ class BodyReader:
         missing = size - len(parts[0])
         sock = self.conn.sock
         self.server.set_deadline(sock, self.server.request_deadline)
+        self.timed = True
         while missing > 0:
             chunk = sock.recv(min(missing, LIMITS.read_chunk_bytes))
             if not chunk:

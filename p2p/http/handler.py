@@ -108,8 +108,11 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
             self.server.clear_deadline(self.connection)
 
     def request_read(self):
-        """The whole request is in: the answer is not held to the request deadline."""
-        self.server.clear_deadline(self.connection)
+        """The whole request is in: the answer is not held to the request deadline (set only
+        when its body had to be read from the socket)."""
+        if self.rfile.timed:
+            self.rfile.timed = False
+            self.server.clear_deadline(self.connection)
 
     def parse_request(self):
         """Parse the head (``parse_head``) and check what a request must have before its body

@@ -62,10 +62,10 @@ class Replies:
             proof = self.server.members.secret.prove(self.signed.nonce, status, body)
             head.append(f"{PROOF_HEADER}: {proof}\r\n")
         head.append("\r\n")
-        self.log_request(status)
         reply = "".join(head).encode("latin-1")
         self.wfile.flush()  # anything written before it goes first
         self.request.write(reply + body if body and self.command != "HEAD" else reply)
+        self.log_request(status)  # after the write: while the client reads the answer
 
     def send_problem(self, problem):
         """Answer a Problem: its status (500 without one), its sentence and extra fields."""

@@ -77,7 +77,6 @@ stay quiet), and stands down, exiting, when it hears a senior load balancer of
 the same network: one load balancer per network.
 """
 
-import json
 import logging
 import threading
 import time
@@ -101,7 +100,7 @@ from p2p.core.registry import (
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
 from p2p.core.wire import check_file_name, check_sha256
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem, parse_query
+from p2p.http.messages import HTTPProblem, decode_json, parse_query
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
 from p2p.net.lb_page import PAGE_FILES, render_status_page
@@ -269,7 +268,7 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
         if not self.body:
             return {}
         try:
-            obj = json.loads(self.body)
+            obj = decode_json(self.body)
         except (ValueError, RecursionError):
             raise Invalid("The body is not valid JSON (or nested too deeply).") from None
         if not isinstance(obj, dict):

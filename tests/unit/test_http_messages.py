@@ -2,12 +2,13 @@
 (``p2p/http/messages.parse_head``), its framing (``body_length``), and where a request
 ends in a buffer (``p2p/http/channel.head_end`` and ``request_ready``); no sockets."""
 
+import json
 import unittest
 from urllib.parse import parse_qs
 
 from p2p.http.channel import head_end, request_ready
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem, body_length, parse_head, parse_query
+from p2p.http.messages import HTTPProblem, body_length, decode_json, parse_head, parse_query
 
 
 class ParseHeadTests(unittest.TestCase):
@@ -59,6 +60,19 @@ class ParseQueryTests(unittest.TestCase):
                       "a;b=1", "\u00e9=\u00e8"]:
             with self.subTest(query=query):
                 self.assertEqual(parse_query(query), parse_qs(query))
+
+
+class DecodeJsonTests(unittest.TestCase):
+    def test_it_is_json_loads(self):
+        for body in [b'{"name": "f"}', '{"name": "\u00e9"}'.encode("utf-8"),
+                     '{"name": "\u00e9"}'.encode("utf-16"), '{"a": 1}'.encode("utf-16-le"),
+                     '{"a": 1}'.encode("utf-32"), b'\xef\xbb\xbf{"a": 1}', b'[1, 2]',
+                     b'{"a": "\\ud800"}']:
+            with self.subTest(body=body):
+                self.assertEqual(decode_json(body), json.loads(body))
+        for body in [b"{", b'{"a": 1} x', b'{"a": "\xff"}']:
+            with self.subTest(body=body), self.assertRaises(ValueError):
+                decode_json(body)
 
 
 class FramingTests(unittest.TestCase):
