@@ -4,9 +4,10 @@
 ensure_ascii=False)`` makes of the answer's object (``transfer_answer_object``), key for
 key, without the json module: through it, the small object cost as much as the pick itself
 (an encoder made per call, a float written by ``float.__repr__`` through Python). Strings go
-through the json module's own C escaping (``encode_basestring``); an answer that cannot be
-UTF-8 (a lone surrogate in a name someone registered) is written with ASCII escapes, as
-``encode_json`` does.
+through the json module's own C escaping (``encode_basestring``), numbers as it writes them
+(``int``'s ``str``, ``float``'s ``repr``), each holder as the JSON its record keeps
+(``PeerRecord.public_json``); an answer that cannot be UTF-8 (a lone surrogate in a name
+someone registered) is written with ASCII escapes, as ``encode_json`` does.
 """
 
 import json
@@ -36,29 +37,17 @@ def transfer_answer(handout, renew_s):
     pieces = "" if file.pieces is None else f',"pieces":{quoted(file.pieces)}'
     sources = ",".join(
         f'{{"transfer_id":{quoted(t.id)},"secret":{quoted(t.secret)},'
-        f'"peer":{peer_json(t.holder)},"done":{number(t.done)}}}' for t in handout.transfers)
+        f'"peer":{t.holder.public_json()},"done":{"null" if t.done is None else int(t.done)}}}'
+        for t in handout.transfers)
     versions = "" if not handout.others else \
         f',"versions":{json.dumps(handout.others, ensure_ascii=False, **COMPACT)}'
     text = (f'{{"transfer_id":{quoted(first.id)},"secret":{quoted(first.secret)},'
-            f'"peer":{peer_json(first.holder)},"file":{{"name":{quoted(file.name)},'
-            f'"size":{number(file.size)},"sha256":{quoted(file.sha256)}{pieces}}},'
-            f'"renew_s":{number(renew_s)},"sources":[{sources}],'
+            f'"peer":{first.holder.public_json()},"file":{{"name":{quoted(file.name)},'
+            f'"size":{int(file.size)},"sha256":{quoted(file.sha256)}{pieces}}},'
+            f'"renew_s":{float(renew_s)!r},"sources":[{sources}],'
             f'"pieces":{"null" if handout.pieces is None else quoted(handout.pieces)},'
-            f'"downloading":{number(handout.downloading)}{versions}}}')
+            f'"downloading":{int(handout.downloading)}{versions}}}')
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from someone's input: escape, don't fail
         return json.dumps(transfer_answer_object(handout, renew_s), **COMPACT).encode("ascii")
-
-
-def peer_json(peer):
-    """``peer.public()`` as JSON."""
-    return (f'{{"id":{quoted(peer.id)},"name":{quoted(peer.name)},"host":{quoted(peer.host)},'
-            f'"port":{number(peer.port)}}}')
-
-
-def number(value):
-    """A whole number, a finite float or None as JSON writes it."""
-    if value is None:
-        return "null"
-    return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)

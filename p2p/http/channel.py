@@ -145,10 +145,11 @@ class Connection:
             self.poller.register(sock, select.POLLIN)
         poll, fd = self.poller.poll, sock.fileno()
         deadline = time.monotonic() + linger_s
-        while True:  # poll first: the client has barely had the answer yet
+        ready = not tls  # plain: read before polling, the next request is often in already
+        while True:
             whole = False
-            if tls and sock.pending() or poll(LIMITS.linger_slice_ms):
-                try:  # plain: one read() of the non-blocking descriptor
+            if ready or tls and sock.pending() or poll(LIMITS.linger_slice_ms):
+                try:  # plain: one read() of the non-blocking descriptor, no poll first
                     chunk = sock.recv(LIMITS.linger_read_bytes) if tls else \
                         os.read(fd, LIMITS.linger_read_bytes)
                 except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
@@ -158,6 +159,7 @@ class Connection:
                 if chunk:
                     buf += chunk
                     whole = request_ready(buf)
+            ready = False
             verdict = admission.after_answer(whole, len(buf), LIMITS.max_request_buffer_bytes,
                                              time.monotonic() >= deadline, others_wait())
             if verdict != admission.WAIT:
