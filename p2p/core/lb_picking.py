@@ -30,9 +30,11 @@ class Candidate:
 
 # How each policy ranks candidates on one host, and hosts, best first. Holders that failed
 # recently go last; under least-connections, full holders before partial ones at an equal
-# load; the least recently picked breaks ties (round-robin among equals).
+# load; the least recently picked breaks ties (round-robin among equals). (A peer's load is
+# PeerRecord.load, inline: this is called for every candidate of every pick.)
 ORDER = {
-    "least-connections": lambda c: (c.cooling, c.peer.load, c.done is not None, c.peer.last_pick),
+    "least-connections": lambda c: (c.cooling, c.peer.uploads + c.peer.fresh, c.done is not None,
+                                    c.peer.last_pick),
     "round-robin": lambda c: (c.cooling, c.peer.last_pick),
 }
 HOST_ORDER = {  # a host: its best candidate, the load and the last pick of all its holders
@@ -126,9 +128,12 @@ def listed(peers, name, versions):
 
 def downloading(peers, version, requester):
     """How many peers other than ``requester`` are downloading ``version`` now."""
-    partials = peers.partials
-    return sum(len(partials[key]) - (requester in partials[key]) for key in version
-               if key in partials)
+    partials, count = peers.partials, 0
+    for key in version:
+        holders = partials.get(key)
+        if holders:
+            count += len(holders) - (requester in holders)
+    return count
 
 
 # -- step 2: the candidates -------------------------------------------------------------
@@ -153,6 +158,8 @@ def candidates(peers, name, version, named, exclude, requester, partial):
         return at_named(peers, name, version, found, named, requester)
     if not found:
         raise NotFound(f"Only you share {name!r}; no other peer has it.")
+    if not exclude:
+        return found
     excluded = set(exclude)
     found = [c for c in found if c.peer.id not in excluded]
     if not found:
@@ -198,14 +205,20 @@ def best(name, found, policy, count, cooling):
         n = len(found)
         raise Busy(f"Every holder of {name!r} is busy ({n} holder{'s' * (n != 1)}); "
                    "waiting for a free upload slot.", busy=n)
+    if len(load) == len(found):  # each on a host of its own: a host ranks as its holder
+        return heapq.nsmallest(count, free, key=ORDER[policy])
+    return best_of_hosts(free, policy, count, load, last)
+
+
+def best_of_hosts(free, policy, count, load, last):
+    """``best``'s choice among ``free``, given each host's ``load`` and ``last`` pick."""
     hosts = best_per_host(free, policy, count)
     host_key = HOST_ORDER[policy]
-
-    def rank(machine):
-        return host_key(hosts[machine][0], load[machine], last.get(machine, 0))
+    ranked = [(host_key(group[0], load[m], last.get(m, 0)), i, m)  # i: the first of equals
+              for i, (m, group) in enumerate(hosts.items())]
     if count == 1:
-        return [hosts[min(hosts, key=rank)][0]]
-    return spread(heapq.nsmallest(count, hosts, key=rank), hosts, count)
+        return [hosts[min(ranked)[2]][0]]
+    return spread([m for _, _, m in heapq.nsmallest(count, ranked)], hosts, count)
 
 
 def best_per_host(free, policy, count):

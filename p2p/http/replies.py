@@ -4,6 +4,7 @@ second. ``JSONRequestHandler`` (``handler.py``) mixes it into ``http.server``'s 
 ``send_response``/``send_header``/``end_headers`` remain for streamed replies (files).
 """
 
+import email.utils
 import logging
 import time
 from http import HTTPStatus
@@ -22,6 +23,15 @@ PROTOCOL_ERRORS = {  # the sentence of an error http.server's own code sends
 }
 
 
+def http_date():
+    """Now, as the ``Date`` header says it (``http.server``'s format), made once a second."""
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return cached[1]
+
+
 class Replies:
     """Replies of a ``BaseHTTPRequestHandler`` whose ``request`` is a ``Connection``: each
     whole one leaves in one write, straight to the socket."""
@@ -29,11 +39,7 @@ class Replies:
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
             return super().date_time_string(timestamp)
-        now = int(time.time())
-        cached = _date_cache
-        if cached[0] != now:
-            cached[:] = [now, super().date_time_string(now)]
-        return cached[1]
+        return http_date()
 
     def send_json(self, status, obj=None, headers=None):
         """Send ``obj`` as a JSON reply (no body when it is None)."""
@@ -45,7 +51,7 @@ class Replies:
     def send_whole(self, status, body, content_type, headers=None):
         """Send a whole reply: status line, headers and body built here, one write."""
         head = [f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
-                f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"]
+                f"Server: {self.server_version}\r\nDate: {http_date()}\r\n"]
         if content_type:
             head.append(f"Content-Type: {content_type}\r\n")
         if status not in (204, 304):  # neither has a body, nor its length
@@ -65,7 +71,8 @@ class Replies:
         reply = "".join(head).encode("latin-1")
         self.wfile.flush()  # anything written before it goes first
         self.request.write(reply + body if body and self.command != "HEAD" else reply)
-        self.log_request(status)  # after the write: while the client reads the answer
+        if log.isEnabledFor(logging.INFO):  # after the write: while the client reads it
+            self.log_request(status)
 
     def send_problem(self, problem):
         """Answer a Problem: its status (500 without one), its sentence and extra fields."""

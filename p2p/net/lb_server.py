@@ -100,7 +100,7 @@ from p2p.core.registry import (
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
 from p2p.core.wire import check_file_name, check_sha256
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem, decode_json, parse_query
+from p2p.http.messages import decode_json, parse_query
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
 from p2p.net.lb_page import PAGE_FILES, render_status_page
@@ -258,11 +258,10 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
         """A peer's registration or heartbeat carries its whole list of files."""
         return MAX_PEER_BODY_BYTES if self.path.startswith("/peers") else LIMITS.max_body_bytes
 
-    def read_body(self):
-        if self.body_length > MAX_PEER_BODY_BYTES and self.path.startswith("/peers"):
-            self.close_connection = True
-            raise HTTPProblem(413, peer_body_too_large(self.body_length))
-        return super().read_body()
+    def body_too_large(self, length):
+        if self.path.startswith("/peers"):
+            return peer_body_too_large(length)
+        return super().body_too_large(length)
 
     def json_body(self):
         if not self.body:
@@ -322,9 +321,9 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
-        handout = self.registry.pick(**request, source=self.source)
-        self.send_whole(201, transfer_answer(handout, self.registry.renew_s),
-                        "application/json")
+        registry = self.server.registry
+        handout = registry.pick(**request, source=self.request.source)
+        self.send_whole(201, transfer_answer(handout, registry.renew_s), "application/json")
 
     def route_renew_transfer(self, transfer_id):
         self.registry.renew(transfer_id, self.bearer())
@@ -332,7 +331,7 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
     def route_end_transfer(self, transfer_id):
         outcome = self.query.get("outcome", ["done"])[0]
-        self.registry.end(transfer_id, self.bearer(), outcome)
+        self.server.registry.end(transfer_id, self.bearer(), outcome)
         self.send_json(204)
 
 

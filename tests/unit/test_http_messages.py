@@ -48,6 +48,17 @@ class ParseHeadTests(unittest.TestCase):
                     parse_head(head)
                 self.assertEqual(cm.exception.status, status)
 
+    def test_a_repeated_block_of_header_lines_is_parsed_once_and_shared_read_only(self):
+        first = parse_head(b"POST /a HTTP/1.1\r\nHost: lb\r\nX: 1\r\n\r\n")
+        again = parse_head(b"GET /b HTTP/1.0\r\nHost: lb\r\nX: 1\r\n\r\n")
+        self.assertEqual(again[:3], ("GET", "/b", "HTTP/1.0"))
+        self.assertIs(again[3].by_name, first[3].by_name)
+        again[3].get_all("X").append("2")
+        self.assertEqual(first[3].get_all("X"), ["1"])
+        for _ in range(2):  # a bad block is refused every time, never remembered
+            with self.assertRaises(HTTPProblem):
+                parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n")
+
     def test_the_most_headers_allowed_pass(self):
         head = b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * LIMITS.max_headers + b"\r\n"
         self.assertEqual(len(parse_head(head)[3].get_all("X")), LIMITS.max_headers)
