@@ -188,16 +188,13 @@ def at_named(peers, name, version, found, named, requester):
 
 def best(name, found, policy, count, cooling):
     """The ``count`` best of ``found`` that have a free upload slot, spread over hosts; or
-    Busy. ``cooling(peer)`` says whether a holder is sidelined for this requester."""
-    free, load, last = [], {}, {}
-    for c in found:  # one pass: a host's load and last pick count its busy holders too
+    Busy. ``cooling(peer)`` says whether a holder that failed for someone (``peer.failures``)
+    is sidelined for this requester."""
+    free, machines = [], set()
+    for c in found:
         peer = c.peer
-        machine = peer.source or peer.host  # PeerRecord.machine, inline: this loop is hot
-        peer_load = peer.uploads + peer.fresh  # PeerRecord.load, inline
-        load[machine] = load.get(machine, 0) + peer_load
-        if peer.last_pick > last.get(machine, 0):
-            last[machine] = peer.last_pick
-        if peer.slots is None or peer_load < peer.slots:  # not PeerRecord.busy
+        machines.add(peer.source or peer.host)  # PeerRecord.machine, inline: this loop is hot
+        if peer.slots is None or peer.uploads + peer.fresh < peer.slots:  # not PeerRecord.busy
             if peer.failures:  # only a holder that failed for someone may be cooling down
                 c.cooling = cooling(peer)
             free.append(c)
@@ -205,13 +202,23 @@ def best(name, found, policy, count, cooling):
         n = len(found)
         raise Busy(f"Every holder of {name!r} is busy ({n} holder{'s' * (n != 1)}); "
                    "waiting for a free upload slot.", busy=n)
-    if len(load) == len(found):  # each on a host of its own: a host ranks as its holder
+    if len(machines) == len(found):  # each on a host of its own: a host ranks as its holder
+        if count == 1:
+            return [min(free, key=ORDER[policy])]
         return heapq.nsmallest(count, free, key=ORDER[policy])
-    return best_of_hosts(free, policy, count, load, last)
+    return best_of_hosts(found, free, policy, count)
 
 
-def best_of_hosts(free, policy, count, load, last):
-    """``best``'s choice among ``free``, given each host's ``load`` and ``last`` pick."""
+def best_of_hosts(found, free, policy, count):
+    """``best``'s choice among ``free``, the holders of ``found`` with a free slot: the best
+    hosts, a host's load and last pick counting its busy holders too."""
+    load, last = {}, {}
+    for c in found:
+        peer = c.peer
+        machine = peer.machine
+        load[machine] = load.get(machine, 0) + peer.load
+        if peer.last_pick > last.get(machine, 0):
+            last[machine] = peer.last_pick
     hosts = best_per_host(free, policy, count)
     host_key = HOST_ORDER[policy]
     ranked = [(host_key(group[0], load[m], last.get(m, 0)), i, m)  # i: the first of equals

@@ -100,16 +100,16 @@ def parse_head(head):
     if len(words) != 3 or words[2] not in HTTP1_VERSIONS and not HTTP1_RE.fullmatch(words[2]):
         raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
     block = text[end + 1:]
-    by_name = _parsed_blocks.get(block)
-    if by_name is None:
-        by_name = parse_header_lines(block)
+    headers = _parsed_blocks.get(block)
+    if headers is None:
+        headers = Headers(parse_header_lines(block))
         if len(block) <= LIMITS.parsed_head_max_bytes:
             if len(_parsed_blocks) >= LIMITS.parsed_heads_kept:
                 _parsed_blocks.clear()
-            _parsed_blocks[block] = by_name
-    return words[0], words[1], words[2], Headers(by_name)
+            _parsed_blocks[block] = headers
+    return words[0], words[1], words[2], headers
 
-_parsed_blocks = {}  # header lines, their blank line included -> by_name, never changed
+_parsed_blocks = {}  # header lines, their blank line included -> Headers, never changed
 
 def parse_header_lines(block):
     """The header lines of a request head, then its blank line -> {lower-case name: [value,

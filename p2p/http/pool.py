@@ -112,6 +112,7 @@ class Deadlines:
             self._until[connection] = time.monotonic() + seconds
 
     def clear(self, connection):
+        """``connection`` is done with what it was cut short for: no deadline now."""
         if self._until:  # nearly always empty: no request overruns
             self._until.pop(connection, None)
 

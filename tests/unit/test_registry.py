@@ -1020,13 +1020,11 @@ class TestBestOnHostsOfTheirOwn(unittest.TestCase):
             free = [c for c in found if not c.peer.busy]
             if not free:
                 continue
-            load = {c.peer.host: c.peer.load for c in found}
-            last = {c.peer.host: c.peer.last_pick for c in found if c.peer.last_pick}
             for policy in picking.POLICIES:
                 for count in (1, 2, 4):
                     with self.subTest(trial=trial, policy=policy, count=count):
                         chosen = picking.best("f", found, policy, count, lambda p: False)
                         self.assertEqual(
                             [c.peer.id for c in chosen],
-                            [c.peer.id for c in picking.best_of_hosts(free, policy, count,
-                                                                      load, last)])
+                            [c.peer.id for c in picking.best_of_hosts(found, free, policy,
+                                                                      count)])
