@@ -1008,7 +1008,7 @@ class TestBestOnHostsOfTheirOwn(unittest.TestCase):
     def test_the_same_choice_as_ranking_hosts(self):
         rng = random.Random(16)
         record = info("f")
-        for trial in range(300):
+        for trial in range(150):
             found = []
             for i in range(rng.randint(1, 6)):
                 peer = lb_peers.PeerRecord(f"p{i}", f"10.0.0.{i}", 7000, "t", 0.0)
