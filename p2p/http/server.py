@@ -210,8 +210,6 @@ class BoundedHTTPServer(http.server.HTTPServer):
         """Cut ``connection`` if it is still at it ``seconds`` from now (None: no deadline)."""
         self._deadlines.set(connection, seconds)
 
-
-
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]
         if isinstance(error, (ssl.SSLError, ConnectionError)):  # the client's doing, not ours
