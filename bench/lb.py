@@ -55,6 +55,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from p2p.core import registry as lb_core  # noqa: E402
+from p2p.core.lb_answers import transfer_answer  # noqa: E402
 from p2p.net import lb_server  # noqa: E402
 from p2p.net.lb_client import LBClient, LBClientError, Lease, Pick  # noqa: E402
 from p2p.core.members import Members, NetworkSecret, NetworkTLS  # noqa: E402
@@ -278,8 +279,7 @@ class CannedServer:
     def __init__(self, registry):
         handout = registry.pick(file_name(0))
         registry.end(handout.first.id, handout.first.secret, "done")
-        body = json.dumps(lb_server.transfer_answer(handout, registry.renew_s),
-                          separators=(",", ":")).encode()
+        body = transfer_answer(handout, registry.renew_s)
         head = f"Server: {lb_server.LB_SERVER}\r\nDate: Mon, 07 Dec 2026 00:00:00 GMT\r\n"
         self.picked = (f"HTTP/1.1 201 Created\r\n{head}Content-Type: application/json\r\n"
                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body

@@ -11,15 +11,25 @@ A transfer handed out to a swarm download (``requester``: the downloading peer's
 also says that this peer downloads that version from now on (``swarming``), before its
 heartbeat announces the partial file: downloaders that start together learn of each
 other at their first pick.
+
+Ids and secrets are drawn from the system's random source ``TOKEN_BATCH`` transfers at a
+time (``Tokens``): each is the URL-safe base64 of its own random bytes, as
+``secrets.token_urlsafe`` makes it, for a tenth of the cost of two calls per transfer.
 """
 
+import base64
 import collections
 import hmac
-import secrets
+import os
 from dataclasses import dataclass
 
 from p2p.core.lb_errors import Forbidden, NotFound
-from p2p.core.lb_limits import MISSED_BEATS, TRANSFER_ID_BYTES, TRANSFER_SECRET_BYTES
+from p2p.core.lb_limits import (
+    MISSED_BEATS,
+    TOKEN_BATCH,
+    TRANSFER_ID_BYTES,
+    TRANSFER_SECRET_BYTES,
+)
 from p2p.core.lb_peers import PeerRecord
 from p2p.core.wire import FileRecord
 
@@ -41,6 +51,27 @@ class Transfer:
         return self.file.sha256, self.file.size
 
 
+class Tokens:
+    """(id, secret) pairs of ``id_bytes`` and ``secret_bytes`` random bytes, URL-safe base64
+    without padding (both a multiple of 3 bytes, so that a batch's base64 cuts into each
+    pair's own), drawn ``batch`` pairs at a time."""
+
+    def __init__(self, id_bytes=TRANSFER_ID_BYTES, secret_bytes=TRANSFER_SECRET_BYTES,
+                 batch=TOKEN_BATCH):
+        if id_bytes % 3 or secret_bytes % 3:
+            raise ValueError("token sizes must be multiples of 3 bytes")
+        self._id_chars, self._pair_chars = id_bytes * 4 // 3, (id_bytes + secret_bytes) * 4 // 3
+        self._batch_bytes = (id_bytes + secret_bytes) * batch
+        self._ready = []
+
+    def pair(self):
+        if not self._ready:
+            text = base64.urlsafe_b64encode(os.urandom(self._batch_bytes)).decode("ascii")
+            n, cut = self._pair_chars, self._id_chars
+            self._ready = [(text[i:i + cut], text[i + cut:i + n]) for i in range(0, len(text), n)]
+        return self._ready.pop()
+
+
 class Leases:
     """The running transfers, least recently renewed first."""
 
@@ -49,6 +80,7 @@ class Leases:
         self._transfers = collections.OrderedDict()  # id -> Transfer
         self._picks = 0  # sequence number of the last hand-out: round-robin among equals
         self.swarming = {}  # (sha256, size) -> {requester id: its running transfers of it}
+        self._tokens = Tokens()
 
     def __len__(self):
         return len(self._transfers)
@@ -59,8 +91,8 @@ class Leases:
         self._picks += 1
         holder.last_pick = self._picks
         holder.fresh += 1
-        transfer = Transfer(secrets.token_urlsafe(TRANSFER_ID_BYTES),
-                            secrets.token_urlsafe(TRANSFER_SECRET_BYTES), holder, record,
+        transfer_id, secret = self._tokens.pair()
+        transfer = Transfer(transfer_id, secret, holder, record,
                             now + MISSED_BEATS * self.renew_s, source, done=done,
                             requester=requester)
         self._transfers[transfer.id] = transfer

@@ -34,11 +34,13 @@ FAIL_QUORUM = 2  # distinct requester hosts whose failures sideline a holder for
 MAX_FAILURE_SOURCES = 64  # requester hosts remembered per holder for its cool-down
 TRANSFER_ID_BYTES = 12  # random bytes of a transfer id: not guessable from another one
 TRANSFER_SECRET_BYTES = 18  # random bytes of the secret that renews or ends a transfer
+TOKEN_BATCH = 64  # transfers whose ids and secrets are drawn from the random source at once
 PEER_TOKEN_BYTES = 18  # random bytes of the token a peer heartbeats with
 PEER_ID_BYTES = 6
 MAX_SOURCES = 8  # holders one POST /transfers may ask for ("count")
 BUSY_RETRY_S = 1  # Retry-After of "every holder is busy": a slot frees in about this long
 MAX_EXCLUDE = 1000
+CHECKED_NAMES_KEPT = 4096  # file names of picks remembered as checked (each at most 1,024 chars)
 OUTCOMES = ("done", "failed", "cancelled")
 
 # -- listings -------------------------------------------------------------------

@@ -11,6 +11,7 @@ may hold at most ``max_per_host`` registrations (``HostFull`` beyond).
 import collections
 import hmac
 import secrets
+from json.encoder import encode_basestring as quoted
 
 from p2p.core.lb_errors import Conflict, Forbidden, HostFull, NotFound, Unavailable
 from p2p.core.lb_limits import (
@@ -29,7 +30,7 @@ class PeerRecord:
 
     __slots__ = ("id", "host", "port", "token", "source", "name", "files", "partial", "slots",
                  "last_seen", "fresh", "uploads", "served", "failed", "failures", "last_pick",
-                 "transfers")
+                 "transfers", "_public_json")
 
     def __init__(self, peer_id, host, port, token, now, source=None, name=""):
         self.id, self.host, self.port, self.token = peer_id, host, port, token
@@ -46,6 +47,7 @@ class PeerRecord:
         self.failures = collections.OrderedDict()  # requester host -> last failure, oldest first
         self.last_pick = 0  # pick sequence number: round-robin among equals
         self.transfers = set()
+        self._public_json = None  # public() as JSON, made at its first pick
 
     @property
     def load(self):
@@ -85,6 +87,13 @@ class PeerRecord:
 
     def public(self):
         return {"id": self.id, "name": self.name, "host": self.host, "port": self.port}
+
+    def public_json(self):
+        """``public()`` as compact JSON text (its id, name and address never change)."""
+        if self._public_json is None:
+            self._public_json = (f'{{"id":{quoted(self.id)},"name":{quoted(self.name)},'
+                                 f'"host":{quoted(self.host)},"port":{int(self.port)}}}')
+        return self._public_json
 
 
 class Peers:

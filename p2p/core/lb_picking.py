@@ -19,7 +19,7 @@ from p2p.core.lb_peers import PeerRecord
 from p2p.core.wire import FileRecord, format_address
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A holder that may be handed out: ``done`` is None for a full holder."""
     peer: PeerRecord
@@ -30,9 +30,11 @@ class Candidate:
 
 # How each policy ranks candidates on one host, and hosts, best first. Holders that failed
 # recently go last; under least-connections, full holders before partial ones at an equal
-# load; the least recently picked breaks ties (round-robin among equals).
+# load; the least recently picked breaks ties (round-robin among equals). (A peer's load is
+# PeerRecord.load, inline: this is called for every candidate of every pick.)
 ORDER = {
-    "least-connections": lambda c: (c.cooling, c.peer.load, c.done is not None, c.peer.last_pick),
+    "least-connections": lambda c: (c.cooling, c.peer.uploads + c.peer.fresh, c.done is not None,
+                                    c.peer.last_pick),
     "round-robin": lambda c: (c.cooling, c.peer.last_pick),
 }
 HOST_ORDER = {  # a host: its best candidate, the load and the last pick of all its holders
@@ -110,10 +112,10 @@ def leading(peers, groups):
 def agreed_pieces(peers, name, version):
     """The piece-list hash the most distinct machines announced among the full holders
     of ``version``; None when none announced one, or on a tie."""
-    announced = {}
+    announced, by_id = {}, peers.by_id
     for key, holders in version.items():
         for pid in holders:
-            pieces = peers[pid].files[name].pieces
+            pieces = by_id[pid].files[name].pieces
             if pieces is not None:
                 announced.setdefault(pieces, []).append((key, [pid]))
     return leading(peers, announced) if announced else None
@@ -128,8 +130,10 @@ def downloading(peers, version, requester, swarming):
     """How many peers other than ``requester`` are downloading ``version`` now: those that
     announced a partial file of it, and those running a swarm transfer of it
     (``swarming``, ``Leases.swarming``: they started and have not announced yet)."""
-    others = {pid for key in version
-              for ids in (peers.partials.get(key, ()), swarming.get(key, ())) for pid in ids}
+    others = set()
+    for key in version:
+        others.update(peers.partials.get(key, ()))
+        others.update(swarming.get(key, ()))
     others.discard(requester)
     return len(others)
 
@@ -156,6 +160,8 @@ def candidates(peers, name, version, named, exclude, requester, partial):
         return at_named(peers, name, version, found, named, requester)
     if not found:
         raise NotFound(f"Only you share {name!r}; no other peer has it.")
+    if not exclude:
+        return found
     excluded = set(exclude)
     found = [c for c in found if c.peer.id not in excluded]
     if not found:
@@ -184,29 +190,44 @@ def at_named(peers, name, version, found, named, requester):
 
 def best(name, found, policy, count, cooling):
     """The ``count`` best of ``found`` that have a free upload slot, spread over hosts; or
-    Busy. ``cooling(peer)`` says whether a holder is sidelined for this requester."""
-    free, load, last = [], {}, {}
-    for c in found:  # one pass: a host's load and last pick count its busy holders too
+    Busy. ``cooling(peer)`` says whether a holder that failed for someone (``peer.failures``)
+    is sidelined for this requester."""
+    free, machines = [], set()
+    for c in found:
         peer = c.peer
-        machine = peer.source or peer.host  # PeerRecord.machine, inline: this loop is hot
-        load[machine] = load.get(machine, 0) + peer.uploads + peer.fresh
-        if peer.last_pick > last.get(machine, 0):
-            last[machine] = peer.last_pick
-        if not peer.busy:
-            c.cooling = cooling(peer)
+        machines.add(peer.source or peer.host)  # PeerRecord.machine, inline: this loop is hot
+        if peer.slots is None or peer.uploads + peer.fresh < peer.slots:  # not PeerRecord.busy
+            if peer.failures:  # only a holder that failed for someone may be cooling down
+                c.cooling = cooling(peer)
             free.append(c)
     if not free:
         n = len(found)
         raise Busy(f"Every holder of {name!r} is busy ({n} holder{'s' * (n != 1)}); "
                    "waiting for a free upload slot.", busy=n)
+    if len(machines) == len(found):  # each on a host of its own: a host ranks as its holder
+        if count == 1:
+            return [min(free, key=ORDER[policy])]
+        return heapq.nsmallest(count, free, key=ORDER[policy])
+    return best_of_hosts(found, free, policy, count)
+
+
+def best_of_hosts(found, free, policy, count):
+    """``best``'s choice among ``free``, the holders of ``found`` with a free slot: the best
+    hosts, a host's load and last pick counting its busy holders too."""
+    load, last = {}, {}
+    for c in found:
+        peer = c.peer
+        machine = peer.machine
+        load[machine] = load.get(machine, 0) + peer.load
+        if peer.last_pick > last.get(machine, 0):
+            last[machine] = peer.last_pick
     hosts = best_per_host(free, policy, count)
     host_key = HOST_ORDER[policy]
-
-    def rank(machine):
-        return host_key(hosts[machine][0], load[machine], last.get(machine, 0))
+    ranked = [(host_key(group[0], load[m], last.get(m, 0)), i, m)  # i: the first of equals
+              for i, (m, group) in enumerate(hosts.items())]
     if count == 1:
-        return [hosts[min(hosts, key=rank)][0]]
-    return spread(heapq.nsmallest(count, hosts, key=rank), hosts, count)
+        return [hosts[min(ranked)[2]][0]]
+    return spread([m for _, _, m in heapq.nsmallest(count, ranked)], hosts, count)
 
 
 def best_per_host(free, policy, count):

@@ -4,10 +4,17 @@ Pure. Each ``parse_*`` takes a decoded JSON object and returns keyword arguments
 raises ``Invalid`` (``BadRecord`` from ``wire.py`` for a field of a file record); both
 are answered 400 with a sentence that names the field and its bounds
 (``lb_limits.py``).
+
+A pick names a file that was checked before, nearly always: ``checked_name`` remembers the
+last ``CHECKED_NAMES_KEPT`` names that passed ``check_file_name`` (a name that fails is
+checked again each time, and refused each time).
 """
+
+import functools
 
 from p2p.core.lb_errors import Invalid
 from p2p.core.lb_limits import (
+    CHECKED_NAMES_KEPT,
     FILE_RECORD_BUDGET_BYTES,
     MAX_EXCLUDE,
     MAX_FILES_PER_PEER,
@@ -111,8 +118,18 @@ def parse_heartbeat(body):
             "partial": parse_partial(body["partial"]) if "partial" in body else None}
 
 
+@functools.lru_cache(maxsize=CHECKED_NAMES_KEPT)
+def checked_name(name):
+    """``check_file_name(name)``, remembered for the names that pass (``name``: a str)."""
+    return check_file_name(name)
+
+
 def parse_transfer_request(body):
-    name = check_file_name(field(body, "name", str, "a file name"))
+    """The keyword arguments of ``Registry.pick`` (but ``source``) from a POST /transfers."""
+    name = checked_name(field(body, "name", str, "a file name"))
+    if len(body) == 1:  # the name alone, as most picks are
+        return {"name": name, "sha256": None, "peer": None, "exclude": [], "requester": None,
+                "count": None}
     sha256 = body.get("sha256")
     if sha256 is not None:
         check_sha256(sha256)

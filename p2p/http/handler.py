@@ -105,11 +105,14 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
             self.log_error("Request timed out: %r", e)
             self.close_connection = True
         finally:
-            self.server.set_deadline(self.connection, None)
+            self.server.clear_deadline(self.connection)
 
     def request_read(self):
-        """The whole request is in: the answer is not held to the request deadline."""
-        self.server.set_deadline(self.connection, None)
+        """The whole request is in: the answer is not held to the request deadline (set only
+        when its body had to be read from the socket)."""
+        if self.rfile.timed:
+            self.rfile.timed = False
+            self.server.clear_deadline(self.connection)
 
     def parse_request(self):
         """Parse the head (``parse_head``) and check what a request must have before its body
@@ -129,13 +132,15 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
         except HTTPProblem as problem:
             self.send_error(problem.status, problem.message)
             return False
-        connection = self.headers.get("Connection", "").lower()
+        by_name = self.headers.by_name
+        connection = by_name.get("connection")
+        connection = connection[0].lower() if connection else ""
         self.close_connection = connection == "close" or (
             self.request_version == "HTTP/1.0" and connection != "keep-alive")
         if self.server.members.secret is not None and not self.authorized():
             return False
-        if self.headers.get("Expect", "").lower() == "100-continue" \
-                and self.request_version != "HTTP/1.0":
+        expect = by_name.get("expect")
+        if expect and expect[0].lower() == "100-continue" and self.request_version != "HTTP/1.0":
             return self.handle_expect_100()
         return True
 
@@ -185,19 +190,25 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
 
     def read_body(self):
         """The request body as bytes, within ``max_body``."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        coding = self.headers.by_name.get("transfer-encoding")
+        if coding and "chunked" in coding[0].lower():
             self.close_connection = True
             raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
         length = self.body_length
-        if length > self.max_body:
+        if length and length > self.max_body:
             self.close_connection = True
-            raise HTTPProblem(413, f"The body is {length} bytes; the limit is {self.max_body}.")
-        body = self.rfile.read(length)
+            raise HTTPProblem(413, self.body_too_large(length))
+        body = self.rfile.read(length) if length else b""
         if len(body) != length:
             self.close_connection = True
             raise HTTPProblem(400, "The body ended before its Content-Length.")
-        check_signed_body(self, body)
+        if self.signed is not None:
+            check_signed_body(self, body)
         return body
+
+    def body_too_large(self, length):
+        """Why a body of ``length`` bytes, over ``max_body``, is refused (413)."""
+        return f"The body is {length} bytes; the limit is {self.max_body}."
 
     def discard_body(self):
         """Read and drop a body we do not use, so keep-alive stays in step."""

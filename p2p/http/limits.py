@@ -30,6 +30,8 @@ class Limits:
     reply_buffer_bytes: int = 64 * 1024  # one write per small reply
     max_header_line_bytes: int = 64 * 1024
     max_headers: int = 100
+    parsed_heads_kept: int = 64  # blocks of header lines remembered parsed (clients repeat theirs)
+    parsed_head_max_bytes: int = 2048  # ... each at most this long
     busy_retry_after_s: int = 1
     request_deadline_s: float = 60.0  # to send a whole request (line, headers, body), however slow
     reap_interval_s: float = 1.0

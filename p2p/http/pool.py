@@ -111,6 +111,11 @@ class Deadlines:
         else:
             self._until[connection] = time.monotonic() + seconds
 
+    def clear(self, connection):
+        """``connection`` is done with what it was cut short for: no deadline now."""
+        if self._until:  # nearly always empty: no request overruns
+            self._until.pop(connection, None)
+
     def _reap(self):
         while not self._closed.wait(LIMITS.reap_interval_s):
             now = time.monotonic()

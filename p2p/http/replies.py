@@ -4,6 +4,7 @@ second. ``JSONRequestHandler`` (``handler.py``) mixes it into ``http.server``'s 
 ``send_response``/``send_header``/``end_headers`` remain for streamed replies (files).
 """
 
+import email.utils
 import logging
 import time
 from http import HTTPStatus
@@ -22,6 +23,15 @@ PROTOCOL_ERRORS = {  # the sentence of an error http.server's own code sends
 }
 
 
+def http_date():
+    """Now, as the ``Date`` header says it (``http.server``'s format), made once a second."""
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return cached[1]
+
+
 class Replies:
     """Replies of a ``BaseHTTPRequestHandler`` whose ``request`` is a ``Connection``: each
     whole one leaves in one write, straight to the socket."""
@@ -29,11 +39,7 @@ class Replies:
     def date_time_string(self, timestamp=None):
         if timestamp is not None:
             return super().date_time_string(timestamp)
-        now = int(time.time())
-        cached = _date_cache
-        if cached[0] != now:
-            cached[:] = [now, super().date_time_string(now)]
-        return cached[1]
+        return http_date()
 
     def send_json(self, status, obj=None, headers=None):
         """Send ``obj`` as a JSON reply (no body when it is None)."""
@@ -44,28 +50,36 @@ class Replies:
 
     def send_whole(self, status, body, content_type, headers=None):
         """Send a whole reply: status line, headers and body built here, one write."""
-        head = [f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
-                f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"]
+        head = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
+                f"Server: {self.server_version}\r\nDate: {http_date()}\r\n")
         if content_type:
-            head.append(f"Content-Type: {content_type}\r\n")
-        if status not in (204, 304):  # neither has a body, nor its length
-            head.append(f"Content-Length: {len(body)}\r\n")
-        close = self.close_connection
+            head = f"{head}Content-Type: {content_type}\r\n"
+        if status != 204 and status != 304:  # neither has a body, nor its length
+            head = f"{head}Content-Length: {len(body)}\r\n"
         if headers:
-            for key, value in headers.items():
-                head.append(f"{key}: {value}\r\n")
-                if key == "Connection" and value.lower() == "close":
-                    close = self.close_connection = True
-        if close and not (headers and "Connection" in headers):
-            head.append("Connection: close\r\n")
+            head += self.extra_headers(headers)
+        elif self.close_connection:
+            head += "Connection: close\r\n"
         if getattr(self, "signed", None) is not None:  # prove we hold the secret too
             proof = self.server.members.secret.prove(self.signed.nonce, status, body)
-            head.append(f"{PROOF_HEADER}: {proof}\r\n")
-        head.append("\r\n")
-        self.log_request(status)
-        reply = "".join(head).encode("latin-1")
+            head = f"{head}{PROOF_HEADER}: {proof}\r\n"
+        reply = f"{head}\r\n".encode("latin-1")
         self.wfile.flush()  # anything written before it goes first
         self.request.write(reply + body if body and self.command != "HEAD" else reply)
+        if log.isEnabledFor(logging.INFO):  # after the write: while the client reads it
+            self.log_request(status)
+
+    def extra_headers(self, headers):
+        """``headers`` as header lines, and ``Connection: close`` when the connection is to be
+        closed and they do not say it (a ``Connection: close`` among them closes it)."""
+        lines = []
+        for key, value in headers.items():
+            lines.append(f"{key}: {value}\r\n")
+            if key == "Connection" and value.lower() == "close":
+                self.close_connection = True
+        if self.close_connection and "Connection" not in headers:
+            lines.append("Connection: close\r\n")
+        return "".join(lines)
 
     def send_problem(self, problem):
         """Answer a Problem: its status (500 without one), its sentence and extra fields."""

@@ -135,6 +135,9 @@ class BoundedHTTPServer(http.server.HTTPServer):
         self._selector.register(self._trigger.reader, selectors.EVENT_READ,
                                 lambda sock: self._trigger.drain())
         self._deadlines = Deadlines(self._closed)
+        # Called for every request, so the pool's and the deadlines' own methods, not ours:
+        self.requests_waiting = self._pool.waiting  # do whole requests wait for a worker?
+        self.clear_deadline = self._deadlines.clear  # (connection): no deadline for it now
 
     def server_bind(self):
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) we don't need.
@@ -202,10 +205,6 @@ class BoundedHTTPServer(http.server.HTTPServer):
     def take_back(self, conn, keep):
         """A worker is done with ``conn``: the selector keeps it alive (``keep``) or closes it."""
         self._trigger.put(conn, keep)
-
-    def requests_waiting(self):
-        """Do whole requests wait for a worker?"""
-        return self._pool.waiting()
 
     def set_deadline(self, connection, seconds):
         """Cut ``connection`` if it is still at it ``seconds`` from now (None: no deadline)."""

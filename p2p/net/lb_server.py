@@ -77,14 +77,14 @@ stay quiet), and stands down, exiting, when it hears a senior load balancer of
 the same network: one load balancer per network.
 """
 
-import json
 import logging
 import threading
 import time
-from urllib.parse import parse_qs, quote, unquote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from p2p import VERSION
 from p2p.core.errors import Problem
+from p2p.core.lb_answers import transfer_answer
 from p2p.core.lb_limits import MAX_PEER_BODY_BYTES
 from p2p.core.lb_requests import peer_body_too_large
 from p2p.core.members import URL_EXPIRES_PARAM, URL_SIG_PARAM, Unauthorized
@@ -100,7 +100,7 @@ from p2p.core.registry import (
 from p2p.core.torrent import MEDIA_TYPE as TORRENT_TYPE
 from p2p.core.wire import check_file_name, check_sha256
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem
+from p2p.http.messages import decode_json, parse_query
 from p2p.http.server import BoundedHTTPServer, JSONRequestHandler, Routes
 from p2p.net.lb_documents import Documents
 from p2p.net.lb_page import PAGE_FILES, render_status_page
@@ -114,19 +114,6 @@ PAGE_PATH = "/"  # the page; a presigned URL of it signs this "name" (no file is
 
 # ---------------------------------------------------------------------------
 # The HTTP server
-
-
-def transfer_answer(handout, renew_s):
-    """The body of ``POST /transfers``' 201 for ``handout`` (a Registry.pick)."""
-    first = handout.first
-    answer = {"transfer_id": first.id, "secret": first.secret, "peer": first.holder.public(),
-              "file": first.file.as_dict(), "renew_s": renew_s,
-              "sources": [{"transfer_id": t.id, "secret": t.secret, "peer": t.holder.public(),
-                           "done": t.done} for t in handout.transfers],
-              "pieces": handout.pieces, "downloading": handout.downloading}
-    if handout.others:
-        answer["versions"] = handout.others
-    return answer
 
 
 class DownloadRoutes:
@@ -226,7 +213,7 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
             self.body = self.read_body()
             self.request_read()
             path, _, query = self.path.partition("?")
-            self.query = parse_qs(query) if query else {}
+            self.query = parse_query(query) if query else {}
             self.dispatch(path)
         except Problem as problem:  # HTTPProblem, LBError, and BadRecord (a 400)
             self.send_problem(problem)
@@ -240,7 +227,7 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
     def check_auth(self, secret):
         """A signed request, or a presigned URL of a file to redirect to its holder."""
         path, _, query = self.path.partition("?")
-        signed = parse_qs(query) if query else {}
+        signed = parse_query(query) if query else {}
         prefix = next((p for p in SIGNED_PREFIXES if path.startswith(p)), None)
         if path == PAGE_PATH and URL_SIG_PARAM in signed:  # the page, in a browser
             return secret.check_url(self.command, PAGE_PATH, signed)
@@ -271,17 +258,16 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
         """A peer's registration or heartbeat carries its whole list of files."""
         return MAX_PEER_BODY_BYTES if self.path.startswith("/peers") else LIMITS.max_body_bytes
 
-    def read_body(self):
-        if self.path.startswith("/peers") and self.body_length > MAX_PEER_BODY_BYTES:
-            self.close_connection = True
-            raise HTTPProblem(413, peer_body_too_large(self.body_length))
-        return super().read_body()
+    def body_too_large(self, length):
+        if self.path.startswith("/peers"):
+            return peer_body_too_large(length)
+        return super().body_too_large(length)
 
     def json_body(self):
         if not self.body:
             return {}
         try:
-            obj = json.loads(self.body)
+            obj = decode_json(self.body)
         except (ValueError, RecursionError):
             raise Invalid("The body is not valid JSON (or nested too deeply).") from None
         if not isinstance(obj, dict):
@@ -335,8 +321,9 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
     def route_start_transfer(self):
         request = parse_transfer_request(self.json_body())
-        handout = self.registry.pick(**request, source=self.source)
-        self.send_json(201, transfer_answer(handout, self.registry.renew_s))
+        registry = self.server.registry
+        handout = registry.pick(**request, source=self.request.source)
+        self.send_whole(201, transfer_answer(handout, registry.renew_s), "application/json")
 
     def route_renew_transfer(self, transfer_id):
         self.registry.renew(transfer_id, self.bearer())
@@ -344,7 +331,7 @@ class LBHandler(DownloadRoutes, JSONRequestHandler):
 
     def route_end_transfer(self, transfer_id):
         outcome = self.query.get("outcome", ["done"])[0]
-        self.registry.end(transfer_id, self.bearer(), outcome)
+        self.server.registry.end(transfer_id, self.bearer(), outcome)
         self.send_json(204)
 
 

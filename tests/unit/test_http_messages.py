@@ -2,11 +2,13 @@
 (``p2p/http/messages.parse_head``), its framing (``body_length``), and where a request
 ends in a buffer (``p2p/http/channel.head_end`` and ``request_ready``); no sockets."""
 
+import json
 import unittest
+from urllib.parse import parse_qs
 
 from p2p.http.channel import head_end, request_ready
 from p2p.http.limits import LIMITS
-from p2p.http.messages import HTTPProblem, body_length, parse_head
+from p2p.http.messages import HTTPProblem, body_length, decode_json, parse_head, parse_query
 
 
 class ParseHeadTests(unittest.TestCase):
@@ -46,9 +48,42 @@ class ParseHeadTests(unittest.TestCase):
                     parse_head(head)
                 self.assertEqual(cm.exception.status, status)
 
+    def test_a_repeated_block_of_header_lines_is_parsed_once_and_shared_read_only(self):
+        first = parse_head(b"POST /a HTTP/1.1\r\nHost: lb\r\nX: 1\r\n\r\n")
+        again = parse_head(b"GET /b HTTP/1.0\r\nHost: lb\r\nX: 1\r\n\r\n")
+        self.assertEqual(again[:3], ("GET", "/b", "HTTP/1.0"))
+        self.assertIs(again[3].by_name, first[3].by_name)
+        again[3].get_all("X").append("2")
+        self.assertEqual(first[3].get_all("X"), ["1"])
+        for _ in range(2):  # a bad block is refused every time, never remembered
+            with self.assertRaises(HTTPProblem):
+                parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n")
+
     def test_the_most_headers_allowed_pass(self):
         head = b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * LIMITS.max_headers + b"\r\n"
         self.assertEqual(len(parse_head(head)[3].get_all("X")), LIMITS.max_headers)
+
+
+class ParseQueryTests(unittest.TestCase):
+    def test_it_is_parse_qs(self):
+        for query in ["outcome=done", "a=1&a=2&b=3", "a=&b", "&&a=1&", "=x", "a=b=c",
+                      "name=caf%C3%A9+x", "p2p-expires=1&p2p-sig=abc-_", "a=%zz", "a+b=c d",
+                      "a;b=1", "\u00e9=\u00e8"]:
+            with self.subTest(query=query):
+                self.assertEqual(parse_query(query), parse_qs(query))
+
+
+class DecodeJsonTests(unittest.TestCase):
+    def test_it_is_json_loads(self):
+        for body in [b'{"name": "f"}', '{"name": "\u00e9"}'.encode("utf-8"),
+                     '{"name": "\u00e9"}'.encode("utf-16"), '{"a": 1}'.encode("utf-16-le"),
+                     '{"a": 1}'.encode("utf-32"), b'\xef\xbb\xbf{"a": 1}', b'[1, 2]',
+                     b'{"a": "\\ud800"}']:
+            with self.subTest(body=body):
+                self.assertEqual(decode_json(body), json.loads(body))
+        for body in [b"{", b'{"a": 1} x', b'{"a": "\xff"}']:
+            with self.subTest(body=body), self.assertRaises(ValueError):
+                decode_json(body)
 
 
 class FramingTests(unittest.TestCase):

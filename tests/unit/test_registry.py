@@ -6,10 +6,12 @@ No sockets and no time passes: the registry's clock is moved by hand.
 import collections
 import hashlib
 import json
+import random
 import unittest
 
 from p2p.cli import lb_main
 from p2p.core import lb_limits, lb_peers, lb_requests
+from p2p.core import lb_picking as picking
 from p2p.core import registry as lb_core
 from p2p.core.wire import FileRecord, PartialRecord
 from p2p.core.clock import FakeClock
@@ -1020,3 +1022,32 @@ class TestParseAddress(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestBestOnHostsOfTheirOwn(unittest.TestCase):
+    """``lb_picking.best`` ranks holders that are each on a host of their own as holders;
+    that must be what ranking their hosts gives (``best_of_hosts``)."""
+
+    def test_the_same_choice_as_ranking_hosts(self):
+        rng = random.Random(16)
+        record = info("f")
+        for trial in range(150):
+            found = []
+            for i in range(rng.randint(1, 6)):
+                peer = lb_peers.PeerRecord(f"p{i}", f"10.0.0.{i}", 7000, "t", 0.0)
+                peer.uploads, peer.fresh = rng.randint(0, 2), rng.randint(0, 2)
+                peer.last_pick = rng.choice([0, rng.randint(1, 5)])
+                peer.slots = rng.choice([None, None, 3])
+                done = rng.choice([None, None, rng.randint(1, 99)])
+                found.append(picking.Candidate(peer, record, done, rng.random() < 0.2))
+            free = [c for c in found if not c.peer.busy]
+            if not free:
+                continue
+            for policy in picking.POLICIES:
+                for count in (1, 2, 4):
+                    with self.subTest(trial=trial, policy=policy, count=count):
+                        chosen = picking.best("f", found, policy, count, lambda p: False)
+                        self.assertEqual(
+                            [c.peer.id for c in chosen],
+                            [c.peer.id for c in picking.best_of_hosts(found, free, policy,
+                                                                      count)])
