@@ -13,6 +13,7 @@ file: a different file of that name keeps it, the new one becomes ``name (1).ext
 from what is on disk whether there is anything to download at all.
 """
 
+import collections
 import errno
 import hashlib
 import os
@@ -280,18 +281,37 @@ class PartialFile:
 
 
 class WholeHash:
-    """The whole file's SHA-256, in a thread that follows the pieces in order as they are
-    written (verified, or landed unhashed while alone), reading them back from the
-    partial file (the page cache has them)."""
+    """The whole file's SHA-256, in a thread of its own that follows the pieces in order.
+
+    A piece handed over in memory (``offer``: the next one due, once written) is hashed
+    from its buffer, which then goes back to its owner: no read-back, and the hash never
+    waits for the disk. Any other piece (it came out of order, from a swarm) is read back
+    from the partial file once it is written (the page cache has it). ``ready(index)``
+    says a piece is on disk; ``cond`` guards it (and this hash's queue) and is notified
+    when it changes.
+    """
 
     def __init__(self, partial, ready, cond):
         self.partial, self.ready, self.cond = partial, ready, cond
         self._digest = hashlib.sha256()
-        self._next = 0
+        self._next = 0  # the first piece not hashed yet
+        self._due = 0  # the first piece neither hashed nor handed over
+        self._offered = collections.deque()  # (view, give_back) of pieces _next.._due-1
         self._stop = False
         self.error = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="whole-hash")
         self._thread.start()
+
+    def offer(self, index, view, give_back):
+        """Piece ``index`` (written already) is in ``view``: if it is the next piece due,
+        it is hashed from there and ``give_back()`` called after, and True; False leaves
+        the buffer to the caller (the piece is read back from the file when due). The
+        caller holds ``cond`` and notifies it."""
+        if self._stop or index != self._due:
+            return False
+        self._offered.append((view, give_back))
+        self._due += 1
+        return True
 
     def _run(self):
         pieces = self.partial.pieces
@@ -299,20 +319,37 @@ class WholeHash:
         try:
             while self._next < pieces.count:
                 with self.cond:
-                    self.cond.wait_for(lambda: self._stop or self.ready(self._next))
+                    self.cond.wait_for(lambda: self._stop or self._offered
+                                       or self.ready(self._next))
                     if self._stop:
                         return
-                start, length = pieces.span(self._next)
-                while length:
-                    view = memoryview(buf)[:min(len(buf), length)]
-                    n = os.preadv(self.partial.fd, [view], start)
-                    if n <= 0:
-                        raise DiskError("The partial file shrank while being read.")
-                    self._digest.update(view[:n])
-                    start, length = start + n, length - n
+                    view, give_back = self._offered.popleft() if self._offered else (None, None)
+                    self._due = max(self._due, self._next + 1)
+                if view is None:
+                    self._read_back(self._next, buf)
+                else:
+                    self._digest.update(view)
+                    give_back()
                 self._next += 1
         except (OSError, DiskError) as e:
             self.error = e
+        finally:
+            with self.cond:
+                self._stop = True
+                offered, self._offered = self._offered, collections.deque()
+            for _, give_back in offered:
+                give_back()
+
+    def _read_back(self, index, buf):
+        """Hash piece ``index`` from the partial file, ``buf`` at a time."""
+        start, length = self.partial.pieces.span(index)
+        while length:
+            view = memoryview(buf)[:min(len(buf), length)]
+            n = os.preadv(self.partial.fd, [view], start)
+            if n <= 0:
+                raise DiskError("The partial file shrank while being read.")
+            self._digest.update(view[:n])
+            start, length = start + n, length - n
 
     def hexdigest(self):
         self._thread.join()

@@ -17,6 +17,7 @@ and carries on by itself once a holder of that version is handed out.
 """
 
 import collections
+import functools
 import hashlib
 import logging
 import queue
@@ -310,10 +311,12 @@ class Landing:
                 self.land(*item)
 
     def land(self, worker, index, buf, length):
-        """Hash the piece (unless alone); the first good copy claims it and is written."""
+        """Hash the piece (unless alone); the first good copy claims it, is written and
+        offered to the whole file's SHA-256 (which gives the buffer back once hashed)."""
         swarm, plan, cond = self.swarm, self.swarm.plan, self.swarm.cond
         view = memoryview(buf)[:length]
         verified = not plan.alone
+        kept = False  # the whole file's SHA-256 took the buffer
         try:
             good = not verified or swarm.pieces.matches(index, hashlib.sha256(view).hexdigest())
             with cond:
@@ -322,27 +325,35 @@ class Landing:
                 for key in arrival.cancel:
                     if key in swarm.workers:
                         swarm.workers[key].cancel(index)
+                if not arrival.new:
+                    self._not_new(worker, index, arrival)
             if arrival.new:
-                self._write(index, view, verified)
+                kept = self._write(index, view, verified, functools.partial(worker.give_back,
+                                                                            buf))
         except DiskError as e:
             with cond:
                 swarm.problem = e
                 cond.notify_all()
             return
         finally:
-            worker.give_back(buf)
-        with cond:
-            if arrival.bad:
-                log.warning("%s: piece %d from %s did not match its SHA-256%s", swarm.name,
-                            index, worker.source,
-                            "; not asking it again" if arrival.banned else "")
-                if arrival.banned:
-                    worker.stop()
-            cond.notify_all()
+            if not kept:
+                worker.give_back(buf)
         if arrival.new and verified and swarm.partials is not None:
             swarm.partials.touch()
 
-    def _write(self, index, view, verified):
+    def _not_new(self, worker, index, arrival):
+        """A copy that claimed nothing: bad (its sender struck, maybe banned), or late."""
+        swarm = self.swarm
+        if arrival.bad:
+            log.warning("%s: piece %d from %s did not match its SHA-256%s", swarm.name,
+                        index, worker.source, "; not asking it again" if arrival.banned else "")
+            if arrival.banned:
+                worker.stop()
+        swarm.cond.notify_all()
+
+    def _write(self, index, view, verified, give_back):
+        """Write a claimed piece, tell the plan, and offer it to the whole file's SHA-256:
+        True if that took the buffer (``give_back`` is called once it is hashed)."""
         plan, cond = self.swarm.plan, self.swarm.cond
         try:
             self.swarm.partial.write(index, view)
@@ -352,6 +363,8 @@ class Landing:
             raise
         with cond:
             plan.written(index, verified)
+            cond.notify_all()
+            return self.whole.offer(index, view, give_back)
 
     def check_landed(self):
         """Hash the pieces written unhashed: the good ones are verified (and shared) now,
