@@ -3,7 +3,9 @@
     python bench/transfer.py [--size-mib 1024] [--runs 3] [--network open,secret,tls]
                              [--compare /path/to/another/checkout]
 
-Measures, in one run on this machine:
+Measures, in one run on this machine, ``--runs`` rounds of each (steps 1 to 4 take
+turns within each round, so a passing load on a shared machine weighs on the
+limits and the downloads alike):
 
 1. raw: ``socket.sendfile`` of the file into a socket whose reader does
    ``recv_into`` a reused 1 MiB buffer with ``MSG_WAITALL`` and drops the bytes
@@ -21,7 +23,7 @@ Measures, in one run on this machine:
 6. nginx: nginx (``sendfile on``) serving the same file into the same curl, if
    both are installed: what a C server gives curl on this machine.
 
-Steps 3 to 5 run once per network mode given with ``--network`` (default
+Steps 1 to 5 run once per network mode given with ``--network`` (default
 ``open``): ``open``, ``secret`` (every request signed with a network secret;
 curl gets a presigned URL), ``tls`` (mutual TLS with the test network
 certificate in ``tests/tls/``; the holder reads and encrypts instead of
@@ -123,27 +125,33 @@ def curl_command(mode, members, port):
             f"https://{NETWORK_CERT_NAME}:{port}/files/{name}{query}"]
 
 
-def time_gets(roots, tmp, lb_port, options, size, runs):
-    """Seconds of each run of each of ``roots``' ``peer.py get`` into a fresh folder, one
-    list per root; the roots take turns, so a load that comes and goes hits them alike."""
-    times = [[] for _ in roots]
-    for i in range(runs):
-        for root, gets in zip(roots, times):
-            downloads = os.path.join(tmp, f"get{i}")
-            started = time.perf_counter()
-            subprocess.run([sys.executable, os.path.join(root, "peer.py"), "get", "big.bin",
-                            "-q", "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads,
-                            *options], check=True, stdout=subprocess.DEVNULL, timeout=600)
-            gets.append(time.perf_counter() - started)
-            if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
-                raise SystemExit("the download has the wrong size")
-            shutil.rmtree(downloads)
-    return times
+def time_get(root, downloads, lb_port, options, size):
+    """Seconds of ``root``'s ``peer.py get`` of the file into ``downloads`` (then removed)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, os.path.join(root, "peer.py"), "get", "big.bin", "-q",
+                    "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
+                   check=True, stdout=subprocess.DEVNULL, timeout=600)
+    elapsed = time.perf_counter() - started
+    if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
+        raise SystemExit("the download has the wrong size")
+    shutil.rmtree(downloads)
+    return elapsed
 
 
-def measure_network(mode, tmp, shared, size, runs, procs, compare=()):
+def time_in_process(client, downloads, members):
+    """Seconds of ``Downloader.get`` of the file in this process (the folder then removed)."""
+    started = time.perf_counter()
+    Downloader(client, downloads, members=members).get("big.bin")
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(downloads)
+    return elapsed
+
+
+def measure_network(mode, tmp, shared, size, runs, procs, limits, compare=()):
     """Downloader.get, peer.py get (of this checkout and of each ``compare``) and curl
-    timings (seconds) on a network of ``mode``."""
+    timings (seconds) on a network of ``mode``. Each round measures the limits too
+    (``limits()``) and then each download in turn, so a load that comes and goes on a
+    shared machine weighs on the limits and the downloads alike."""
     options, members = network_options(mode, tmp)
     lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
                            "--host", "127.0.0.1", "--port", "0", *options],
@@ -161,16 +169,13 @@ def measure_network(mode, tmp, shared, size, runs, procs, compare=()):
     wait_for(lambda: client.files()["files"], timeout=120,
              what="the holder to hash and announce the file")
 
-    inprocess = []
+    inprocess, gets, compared = [], [], [[] for _ in compare]
     for i in range(runs):
-        downloads = os.path.join(tmp, f"in{i}")
-        started = time.perf_counter()
-        Downloader(client, downloads, members=members).get("big.bin")
-        inprocess.append(time.perf_counter() - started)
-        shutil.rmtree(downloads)
+        limits()
+        inprocess.append(time_in_process(client, os.path.join(tmp, f"in{i}"), members))
+        for root, times in zip((ROOT, *compare), (gets, *compared)):
+            times.append(time_get(root, os.path.join(tmp, f"get{i}"), lb_port, options, size))
     client.close()
-
-    gets, *compared = time_gets([ROOT, *compare], tmp, lb_port, options, size, runs)
 
     curls = []
     if shutil.which("curl"):
@@ -242,7 +247,8 @@ def print_goals(mode, size, raw, hashes, gets):
           f"{'met' if hashes / get >= GOAL_OF_SHA256 else 'NOT met'}) and {raw / get:.2f} "
           f"of raw (goal >= {GOAL_OF_RAW}: {'met' if raw / get >= GOAL_OF_RAW else 'NOT met'})")
     print(f"  a download verified by one SHA-256 stream reaches at most sha256/raw = "
-          f"{ceiling:.2f} of raw here{'' if ceiling >= GOAL_OF_RAW else ': the raw goal is out of reach of one stream on this machine'}")
+          f"{ceiling:.2f} of raw here" + ("" if ceiling >= GOAL_OF_RAW else
+                                          ": the raw goal is beyond one stream on this machine"))
 
 
 def main():
@@ -268,15 +274,16 @@ def main():
         print(f"writing a {args.size_mib} MiB random file ...", flush=True)
         write_random(source, size)
 
-        raw = [raw_loopback(source, size) for _ in range(args.runs)]
-        hashes = []
-        for _ in range(args.runs):
+        raw, hashes = [], []
+
+        def limits():
+            raw.append(raw_loopback(source, size))
             started = time.perf_counter()
             sha256_file(source)
             hashes.append(time.perf_counter() - started)
 
-        measured = [measure_network(mode, tmp, shared, size, args.runs, procs, args.compare)
-                    for mode in args.network]
+        measured = [measure_network(mode, tmp, shared, size, args.runs, procs, limits,
+                                    args.compare) for mode in args.network]
         nginx = nginx_times(tmp, shared, args.runs)
 
         print(f"\n{args.size_mib} MiB over loopback, {args.runs} runs each, "

@@ -108,6 +108,17 @@ class ManyHolders(DownloadCase):
         self.assertGreater(max(p.sources for p in self.progress), 1)
 
 
+class FastPath(DownloadCase):
+    """Alone, each byte is received, written and hashed once: the whole file's SHA-256 takes
+    every piece from the buffer it came in, and nothing is read back from the partial file."""
+
+    def test_alone_nothing_is_read_back_from_the_partial_file(self):
+        with mock.patch("p2p.net.partial.os.preadv", wraps=os.preadv) as preadv:
+            result = self.download(self.lb([self.holder()]))
+        self.assert_saved(result)
+        self.assertEqual(preadv.call_count, 0)
+
+
 class Liars(DownloadCase):
     """Alone with whole holders, pieces are written unhashed and the whole file's SHA-256
     checks them; when it fails, the pieces are hashed, the bad ones fetched again from

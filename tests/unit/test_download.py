@@ -339,8 +339,8 @@ class CheckResponseTests(unittest.TestCase):
                 self.assertFalse(caught.exception.missing)
 
 
-class PartialFileTests(unittest.TestCase):
-    """Pieces written at their offsets; on resume, only pieces whose bytes match are kept."""
+class PiecesCase(unittest.TestCase):
+    """A file of three whole pieces and a short one, and its partial file."""
 
     def setUp(self):
         self.root = make_temp_dir(self)
@@ -362,6 +362,10 @@ class PartialFileTests(unittest.TestCase):
     def piece(self, index):
         start, length = self.pieces.span(index)
         return self.data[start:start + length]
+
+
+class PartialFileTests(PiecesCase):
+    """Pieces written at their offsets; on resume, only pieces whose bytes match are kept."""
 
     def test_pieces_land_at_their_offsets_in_any_order(self):
         partial = self.partial()
@@ -389,6 +393,56 @@ class PartialFileTests(unittest.TestCase):
             with self.assertRaises(DiskError) as caught:
                 partial.write(0, memoryview(self.piece(0)))
         self.assertIn("disk is full", caught.exception.message)
+
+
+class WholeHashTests(PiecesCase):
+    """The whole file's SHA-256 follows the pieces in order: from the buffer a piece came in
+    when it is offered as the next one due, else read back from the partial file."""
+
+    def setUp(self):
+        super().setUp()
+        self.cond = threading.Condition()
+        self.ready = set()  # pieces on disk
+        self.given_back = []
+
+    def whole(self, on_disk):
+        partial = self.partial(on_disk)
+        whole = partials.WholeHash(partial, self.ready.__contains__, self.cond)
+        self.addCleanup(whole.stop)
+        return whole
+
+    def land(self, whole, index, data):
+        """Piece ``index`` is written; offer ``data`` as its bytes: did the hash take it?"""
+        with self.cond:
+            self.ready.add(index)
+            taken = whole.offer(index, memoryview(data), lambda: self.given_back.append(index))
+            self.cond.notify_all()
+        return taken
+
+    def test_pieces_offered_in_order_are_hashed_from_memory_and_given_back(self):
+        whole = self.whole(bytes(len(self.data)))  # zeros on disk: never read back
+        for index in range(self.pieces.count):
+            self.assertTrue(self.land(whole, index, self.piece(index)))
+        self.assertEqual(whole.hexdigest(), self.pieces.sha256)
+        self.assertEqual(self.given_back, list(range(self.pieces.count)))
+
+    def test_a_piece_offered_before_its_turn_is_refused_and_read_back_when_due(self):
+        whole = self.whole(self.data)
+        self.assertFalse(self.land(whole, 1, bytes(self.pieces.piece_size)))  # zeros: unused
+        for index in (0, 2, 3):
+            self.land(whole, index, self.piece(index))
+        self.assertEqual(whole.hexdigest(), self.pieces.sha256)
+        self.assertNotIn(1, self.given_back)  # the caller kept that buffer
+
+    def test_after_a_disk_error_offers_are_refused_and_the_error_is_raised(self):
+        whole = self.whole(self.data[:self.pieces.piece_size])  # piece 1 shrank away
+        self.land(whole, 0, self.piece(0))
+        with self.cond:
+            self.ready.add(1)
+            self.cond.notify_all()
+        with self.assertRaises(DiskError):
+            whole.hexdigest()
+        self.assertFalse(self.land(whole, 2, self.piece(2)))
 
 
 class DownloadQueueTests(unittest.TestCase):
