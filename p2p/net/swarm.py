@@ -280,17 +280,19 @@ class Landing:
     Alone (in order, from whole holders, nobody to share with) a holder's own thread
     lands its pieces unhashed: the whole file's SHA-256, which runs anyway, checks them,
     and ``check_landed`` hashes them only if that fails, or when others appear (to share
-    them). That keeps the fast path at one hash per byte instead of two.
+    them). That keeps the fast path at one hash per byte instead of two, and every byte
+    received once, written once and hashed once from the buffer it came in (``WholeHash``
+    takes each piece from its buffer in order); the verifier threads start only when
+    there is a swarm.
     """
 
     def __init__(self, swarm):
         self.swarm = swarm
         self.refetched = False  # a piece written unhashed was bad, and fetched again
         self.queue = queue.Queue()
-        self.threads = [threading.Thread(target=self._run, daemon=True, name="verify")
-                        for _ in range(VERIFY_THREADS)]
-        for thread in self.threads:
-            thread.start()
+        self.threads = []  # the verifiers, started at the first piece they get
+        self._starting = threading.Lock()  # ...by one holder's thread
+        self._stopped = False
         self.whole = WholeHash(swarm.partial, swarm.plan.landed_or_verified, swarm.cond)
 
     def hand_over(self, worker, index, buf, length):
@@ -298,10 +300,20 @@ class Landing:
         if self.swarm.plan.alone:
             self.land(worker, index, buf, length)
         else:
-            self.queue.put((worker, index, buf, length))
+            self._verify((worker, index, buf, length))
 
     def check_later(self):
-        self.queue.put(CHECK_LANDED)
+        self._verify(CHECK_LANDED)
+
+    def _verify(self, item):
+        """Hand ``item`` to the verifiers, starting them the first time."""
+        with self._starting:
+            if not self.threads and not self._stopped:
+                self.threads = [threading.Thread(target=self._run, daemon=True, name="verify")
+                                for _ in range(VERIFY_THREADS)]
+                for thread in self.threads:
+                    thread.start()
+        self.queue.put(item)
 
     def _run(self):
         while (item := self.queue.get()) is not None:
@@ -392,6 +404,8 @@ class Landing:
         return spoilers
 
     def stop(self):
+        with self._starting:
+            self._stopped = True
         for _ in self.threads:
             self.queue.put(None)
         for thread in self.threads:

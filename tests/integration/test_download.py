@@ -18,6 +18,7 @@ from p2p.net import download
 from p2p.net.download import DownloadError, Downloader, VerifyFailed
 from p2p.net.download_errors import DownloadCancelled
 from p2p.net.partial import partial_name
+from p2p.net.swarm import VERIFY_THREADS, Landing
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
 from p2p.core.picker import ENDGAME_COPIES
 from p2p.core.swarm import PACE
@@ -110,13 +111,25 @@ class ManyHolders(DownloadCase):
 
 class FastPath(DownloadCase):
     """Alone, each byte is received, written and hashed once: the whole file's SHA-256 takes
-    every piece from the buffer it came in, and nothing is read back from the partial file."""
+    every piece from the buffer it came in, nothing is read back from the partial file,
+    and no verifier thread runs (they are for a swarm)."""
 
     def test_alone_nothing_is_read_back_from_the_partial_file(self):
         with mock.patch("p2p.net.partial.os.preadv", wraps=os.preadv) as preadv:
             result = self.download(self.lb([self.holder()]))
         self.assert_saved(result)
         self.assertEqual(preadv.call_count, 0)
+
+    def test_alone_no_verifier_thread_starts(self):
+        with mock.patch.object(Landing, "_run", autospec=True, side_effect=Landing._run) as run:
+            self.assert_saved(self.download(self.lb([self.holder(), self.holder()])))
+        self.assertEqual(run.call_count, 0)
+
+    def test_in_a_crowd_the_verifiers_hash_each_piece(self):
+        self.crowd = 2
+        with mock.patch.object(Landing, "_run", autospec=True, side_effect=Landing._run) as run:
+            self.assert_saved(self.download(self.lb([self.holder(), self.holder()])))
+        self.assertEqual(run.call_count, VERIFY_THREADS)
 
 
 class Liars(DownloadCase):
