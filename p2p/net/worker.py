@@ -3,13 +3,13 @@ receives them.
 
 A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
-pieces, one ``Range`` request for it (``holder.py``), each piece into a buffer of
-its own, handed to the swarm's ``Landing``. A holder that answers busy is asked
-again later and never blamed; one whose connection breaks, stays silent or lies
-ends ``failed``. A partial holder is asked again what it has every
-``PARTIAL_REFRESH_S`` while it has nothing we need, and let go after
-``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
-one's fetch short (``cancel``); ``stop`` ends it.
+pieces (``pieces_per_request``: longer from a fast holder), one ``Range`` request
+for it (``holder.py``), each piece into a buffer of its own, handed to the swarm's
+``Landing``. A holder that answers busy is asked again later and never blamed; one
+whose connection breaks, stays silent or lies ends ``failed``. A partial holder is
+asked again what it has every ``PARTIAL_REFRESH_S`` while it has nothing we need,
+and let go after ``PARTIAL_IDLE_S``. Another connection delivering the same piece
+first cuts this one's fetch short (``cancel``); ``stop`` ends it.
 """
 
 import logging
@@ -22,9 +22,20 @@ log = logging.getLogger("p2p.download")
 
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
 MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
-REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
+REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)...
+REQUEST_S = 0.05  # ...or for what the holder sends in this long at its rate so far, if more...
+MAX_REQUEST_BYTES = 64 << 20  # ...up to this much
 PARTIAL_REFRESH_S = 1.0  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
+
+
+def pieces_per_request(rate, piece):
+    """Pieces of ``piece`` bytes one in-order request asks for from a holder sending
+    ``rate`` bytes/s: REQUEST_BYTES, or REQUEST_S of its rate when that is more (up to
+    MAX_REQUEST_BYTES). Each request costs a round trip with nothing arriving and the
+    holder's work; a fast holder gets few, long requests, a slow one stays at
+    REQUEST_BYTES (a few seconds at most in order, so others soon have pieces to swap)."""
+    return max(1, int(min(MAX_REQUEST_BYTES, max(REQUEST_BYTES, rate * REQUEST_S))) // piece)
 
 
 class Worker:
@@ -37,7 +48,6 @@ class Worker:
         self.conn = swarm.d.connection(lease, swarm.file)
         self.free = queue.Queue()
         piece = swarm.pieces.piece_size
-        self.per_request = max(1, REQUEST_BYTES // piece)  # pieces one request asks for
         for _ in range(max(MIN_BUFFERS_PER_SOURCE, BUFFER_BUDGET_BYTES // piece)):
             self.free.put(bytearray(piece))
         self.received = 0
@@ -122,7 +132,9 @@ class Worker:
             with cond:
                 if plan.done:
                     return
-                run = plan.next_run(self.key, self.per_request)
+                rate = plan.sources[self.key].rate(clock.now())
+                run = plan.next_run(self.key, pieces_per_request(
+                    rate, self.swarm.pieces.piece_size))
                 if not run:
                     if plan.wants(self.key):
                         useful = clock.now()

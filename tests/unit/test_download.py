@@ -15,7 +15,7 @@ from p2p.core.pieces import PieceList, piece_size
 from p2p.core.wire import FileRecord
 from p2p.core.progress import Progress
 from p2p.core.swarm import PACE
-from p2p.net import download, holder, sharing
+from p2p.net import download, holder, sharing, worker
 from p2p.net import partial as partials
 from p2p.net.download_errors import DiskError
 from p2p.net.holder import PeerFault
@@ -443,6 +443,25 @@ class WholeHashTests(PiecesCase):
         with self.assertRaises(DiskError):
             whole.hexdigest()
         self.assertFalse(self.land(whole, 2, self.piece(2)))
+
+
+class RequestSizeTests(unittest.TestCase):
+    """In order, a fast holder gets few, long requests; a slow one REQUEST_BYTES as before."""
+
+    def test_a_slow_holder_is_asked_for_request_bytes_at_a_time(self):
+        piece = 1 << 20
+        for rate in (0, 4 << 20, 100 << 20):
+            self.assertEqual(worker.pieces_per_request(rate, piece),
+                             worker.REQUEST_BYTES // piece)
+
+    def test_a_fast_holder_is_asked_for_request_s_of_its_rate_up_to_a_limit(self):
+        piece = 1 << 20
+        self.assertEqual(worker.pieces_per_request(500 << 20, piece), 25)
+        self.assertEqual(worker.pieces_per_request(10 << 30, piece),
+                         worker.MAX_REQUEST_BYTES // piece)
+
+    def test_a_piece_larger_than_a_request_is_asked_alone(self):
+        self.assertEqual(worker.pieces_per_request(0, 16 << 20), 1)
 
 
 class DownloadQueueTests(unittest.TestCase):
