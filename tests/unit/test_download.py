@@ -464,6 +464,26 @@ class RequestSizeTests(unittest.TestCase):
         self.assertEqual(worker.pieces_per_request(0, 16 << 20), 1)
 
 
+class BufferTests(unittest.TestCase):
+    """The first holder of a download alone gets a longer lead over the whole file's hash
+    (ALONE_BUFFER_BYTES of buffers); in a swarm each holder gets BUFFER_BUDGET_BYTES."""
+
+    def buffers(self, alone, others):
+        swarm = types.SimpleNamespace(
+            d=types.SimpleNamespace(connection=lambda lease, file: None), file=None,
+            pieces=types.SimpleNamespace(piece_size=1 << 20),
+            plan=types.SimpleNamespace(alone=alone), workers=dict.fromkeys(range(others)))
+        lease = types.SimpleNamespace(transfer_id="t", address="10.0.0.7:1", name="")
+        return worker.Worker(swarm, lease).free.qsize()
+
+    def test_the_first_holder_alone_gets_the_alone_budget(self):
+        self.assertEqual(self.buffers(alone=True, others=0), worker.ALONE_BUFFER_BYTES >> 20)
+
+    def test_other_holders_and_a_swarm_get_the_usual_budget(self):
+        self.assertEqual(self.buffers(alone=True, others=1), worker.BUFFER_BUDGET_BYTES >> 20)
+        self.assertEqual(self.buffers(alone=False, others=0), worker.BUFFER_BUDGET_BYTES >> 20)
+
+
 class DownloadQueueTests(unittest.TestCase):
 
     def test_a_few_at_once_in_order_cancellable_each_reported_once(self):
