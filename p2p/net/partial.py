@@ -36,6 +36,7 @@ PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
 MAX_NAME_VARIANTS = 1000  # name, name (1), ... name (999): then a clear error
+READ_BACK = object()  # the whole file's SHA-256 reads its next piece back from the file
 
 
 def collision_name(name, n):
@@ -283,62 +284,85 @@ class PartialFile:
 class WholeHash:
     """The whole file's SHA-256, in a thread of its own that follows the pieces in order.
 
-    A piece handed over in memory (``offer``: the next one due, once written) is hashed
-    from its buffer, which then goes back to its owner: no read-back, and the hash never
-    waits for the disk. Any other piece (it came out of order, from a swarm) is read back
-    from the partial file once it is written (the page cache has it). ``ready(index)``
-    says a piece is on disk; ``cond`` guards it (and this hash's queue) and is notified
-    when it changes.
+    Each piece written is reported with ``landed``. The next piece due comes with its
+    buffer and is hashed from there, the buffer then going back to its owner: no
+    read-back, and the hash never waits for the disk. Any other piece (it came out of
+    order, from a swarm) is read back from the partial file when its turn comes (the
+    page cache has it). ``ready(index)`` says a piece is on disk; ``cond`` guards it
+    (the plan) and this hash's turn (``_due``); the hash sleeps on a condition of its
+    own (``_wake``, taken after ``cond``, never before), so a piece written wakes it and
+    nobody else.
     """
 
     def __init__(self, partial, ready, cond):
         self.partial, self.ready, self.cond = partial, ready, cond
         self._digest = hashlib.sha256()
-        self._next = 0  # the first piece not hashed yet
-        self._due = 0  # the first piece neither hashed nor handed over
+        self._next = 0  # the first piece not hashed yet (the hash's thread only)
+        self._due = 0  # the first piece neither hashed nor handed over (under cond)
+        self._wake = threading.Condition()  # guards the three below
         self._offered = collections.deque()  # (view, give_back) of pieces _next.._due-1
+        self._landed = 0  # pieces reported written so far
         self._stop = False
         self.error = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="whole-hash")
         self._thread.start()
 
-    def offer(self, index, view, give_back):
-        """Piece ``index`` (written already) is in ``view``: if it is the next piece due,
-        it is hashed from there and ``give_back()`` called after, and True; False leaves
-        the buffer to the caller (the piece is read back from the file when due). The
-        caller holds ``cond`` and notifies it."""
-        if self._stop or index != self._due:
-            return False
-        self._offered.append((view, give_back))
-        self._due += 1
-        return True
+    def landed(self, index, view, give_back):
+        """Piece ``index`` is written, its bytes in ``view`` (the caller holds ``cond``
+        and has told the plan). The next piece due is hashed from ``view``, then
+        ``give_back()`` is called: True. False leaves the buffer to the caller (the piece
+        is read back from the file when due)."""
+        with self._wake:
+            self._landed += 1
+            self._wake.notify()
+            if self._stop or index != self._due:
+                return False
+            self._offered.append((view, give_back))
+            self._due += 1
+            return True
 
     def _run(self):
         pieces = self.partial.pieces
         buf = bytearray(min(BUFFER_BYTES, pieces.piece_size) if pieces.count else 0)
         try:
             while self._next < pieces.count:
-                with self.cond:
-                    self.cond.wait_for(lambda: self._stop or self._offered
-                                       or self.ready(self._next))
-                    if self._stop:
-                        return
-                    view, give_back = self._offered.popleft() if self._offered else (None, None)
-                    self._due = max(self._due, self._next + 1)
-                if view is None:
+                turn = self._turn()
+                if turn is None:
+                    return
+                if turn is READ_BACK:
                     self._read_back(self._next, buf)
                 else:
+                    view, give_back = turn
                     self._digest.update(view)
                     give_back()
                 self._next += 1
         except (OSError, DiskError) as e:
             self.error = e
         finally:
-            with self.cond:
+            with self._wake:
                 self._stop = True
                 offered, self._offered = self._offered, collections.deque()
             for _, give_back in offered:
                 give_back()
+
+    def _turn(self):
+        """Wait for the next piece: (view, give_back) of one handed over, READ_BACK for
+        one on disk, None when stopped."""
+        while True:
+            with self._wake:
+                if self._stop:
+                    return None
+                if self._offered:
+                    return self._offered.popleft()
+                seen = self._landed
+            with self.cond:
+                if self._due > self._next:  # handed over meanwhile: in _offered now
+                    continue
+                if self.ready(self._next):
+                    self._due = self._next + 1
+                    return READ_BACK
+            with self._wake:
+                self._wake.wait_for(lambda: self._stop or self._landed != seen)
 
     def _read_back(self, index, buf):
         """Hash piece ``index`` from the partial file, ``buf`` at a time."""
@@ -359,7 +383,7 @@ class WholeHash:
         return self._digest.hexdigest()
 
     def stop(self):
-        with self.cond:
+        with self._wake:
             self._stop = True
-            self.cond.notify_all()
+            self._wake.notify()
         self._thread.join()

@@ -324,7 +324,7 @@ class Landing:
 
     def land(self, worker, index, buf, length):
         """Hash the piece (unless alone); the first good copy claims it, is written and
-        offered to the whole file's SHA-256 (which gives the buffer back once hashed)."""
+        handed to the whole file's SHA-256 (which gives the buffer back once hashed)."""
         swarm, plan, cond = self.swarm, self.swarm.plan, self.swarm.cond
         view = memoryview(buf)[:length]
         verified = not plan.alone
@@ -364,8 +364,9 @@ class Landing:
         swarm.cond.notify_all()
 
     def _write(self, index, view, verified, give_back):
-        """Write a claimed piece, tell the plan, and offer it to the whole file's SHA-256:
-        True if that took the buffer (``give_back`` is called once it is hashed)."""
+        """Write a claimed piece, tell the plan, and hand it to the whole file's SHA-256:
+        True if that took the buffer (``give_back`` is called once it is hashed). Alone,
+        the caller's progress loop is not woken for each piece, only at the last."""
         plan, cond = self.swarm.plan, self.swarm.cond
         try:
             self.swarm.partial.write(index, view)
@@ -375,8 +376,9 @@ class Landing:
             raise
         with cond:
             plan.written(index, verified)
-            cond.notify_all()
-            return self.whole.offer(index, view, give_back)
+            if plan.done or not plan.alone:  # alone, only the whole file's hash waits on it
+                cond.notify_all()
+            return self.whole.landed(index, view, give_back)
 
     def check_landed(self):
         """Hash the pieces written unhashed: the good ones are verified (and shared) now,

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 import unittest
 from dataclasses import replace
 from unittest import mock
@@ -18,6 +19,7 @@ from p2p.net import download
 from p2p.net.download import DownloadError, Downloader, VerifyFailed
 from p2p.net.download_errors import DownloadCancelled
 from p2p.net.partial import partial_name
+from p2p.net import swarm
 from p2p.net.swarm import VERIFY_THREADS, Landing
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
 from p2p.core.picker import ENDGAME_COPIES
@@ -124,6 +126,29 @@ class FastPath(DownloadCase):
         with mock.patch.object(Landing, "_run", autospec=True, side_effect=Landing._run) as run:
             self.assert_saved(self.download(self.lb([self.holder(), self.holder()])))
         self.assertEqual(run.call_count, 0)
+
+    def test_alone_the_progress_loop_is_not_woken_for_each_piece(self):
+        wakes = self.count_wakes(crowd=0)
+        self.assertLess(wakes, PIECES // 2)
+
+    def test_in_a_crowd_each_piece_wakes_who_waits_for_it(self):
+        self.assertGreaterEqual(self.count_wakes(crowd=2), PIECES)
+
+    def count_wakes(self, crowd):
+        """How often a download from one holder notified its swarm's condition."""
+        wakes = []
+
+        class Counting(threading.Condition):
+            def notify_all(self):
+                wakes.append(1)
+                super().notify_all()
+
+        self.crowd = crowd
+        only_here = types.SimpleNamespace(Condition=Counting, Lock=threading.Lock,
+                                          Event=threading.Event, Thread=threading.Thread)
+        with mock.patch.object(swarm, "threading", only_here):
+            self.assert_saved(self.download(self.lb([self.holder()])))
+        return len(wakes)
 
     def test_in_a_crowd_the_verifiers_hash_each_piece(self):
         self.crowd = 2

@@ -412,21 +412,19 @@ class WholeHashTests(PiecesCase):
         return whole
 
     def land(self, whole, index, data):
-        """Piece ``index`` is written; offer ``data`` as its bytes: did the hash take it?"""
+        """Piece ``index`` is written, ``data`` its bytes: did the hash take the buffer?"""
         with self.cond:
             self.ready.add(index)
-            taken = whole.offer(index, memoryview(data), lambda: self.given_back.append(index))
-            self.cond.notify_all()
-        return taken
+            return whole.landed(index, memoryview(data), lambda: self.given_back.append(index))
 
-    def test_pieces_offered_in_order_are_hashed_from_memory_and_given_back(self):
+    def test_pieces_landed_in_order_are_hashed_from_memory_and_given_back(self):
         whole = self.whole(bytes(len(self.data)))  # zeros on disk: never read back
         for index in range(self.pieces.count):
             self.assertTrue(self.land(whole, index, self.piece(index)))
         self.assertEqual(whole.hexdigest(), self.pieces.sha256)
         self.assertEqual(self.given_back, list(range(self.pieces.count)))
 
-    def test_a_piece_offered_before_its_turn_is_refused_and_read_back_when_due(self):
+    def test_a_piece_landed_before_its_turn_is_read_back_when_due(self):
         whole = self.whole(self.data)
         self.assertFalse(self.land(whole, 1, bytes(self.pieces.piece_size)))  # zeros: unused
         for index in (0, 2, 3):
@@ -434,34 +432,13 @@ class WholeHashTests(PiecesCase):
         self.assertEqual(whole.hexdigest(), self.pieces.sha256)
         self.assertNotIn(1, self.given_back)  # the caller kept that buffer
 
-    def test_after_a_disk_error_offers_are_refused_and_the_error_is_raised(self):
+    def test_after_a_disk_error_buffers_are_refused_and_the_error_is_raised(self):
         whole = self.whole(self.data[:self.pieces.piece_size])  # piece 1 shrank away
+        self.land(whole, 1, self.piece(1))  # out of turn: to be read back
         self.land(whole, 0, self.piece(0))
-        with self.cond:
-            self.ready.add(1)
-            self.cond.notify_all()
         with self.assertRaises(DiskError):
             whole.hexdigest()
         self.assertFalse(self.land(whole, 2, self.piece(2)))
-
-
-class RequestSizeTests(unittest.TestCase):
-    """In order, a fast holder gets few, long requests; a slow one REQUEST_BYTES as before."""
-
-    def test_a_slow_holder_is_asked_for_request_bytes_at_a_time(self):
-        piece = 1 << 20
-        for rate in (0, 4 << 20, 100 << 20):
-            self.assertEqual(worker.pieces_per_request(rate, piece),
-                             worker.REQUEST_BYTES // piece)
-
-    def test_a_fast_holder_is_asked_for_request_s_of_its_rate_up_to_a_limit(self):
-        piece = 1 << 20
-        self.assertEqual(worker.pieces_per_request(500 << 20, piece), 25)
-        self.assertEqual(worker.pieces_per_request(10 << 30, piece),
-                         worker.MAX_REQUEST_BYTES // piece)
-
-    def test_a_piece_larger_than_a_request_is_asked_alone(self):
-        self.assertEqual(worker.pieces_per_request(0, 16 << 20), 1)
 
 
 class BufferTests(unittest.TestCase):
