@@ -365,8 +365,9 @@ class Landing:
 
     def _write(self, index, view, verified, give_back):
         """Write a claimed piece, tell the plan, and hand it to the whole file's SHA-256:
-        True if that took the buffer (``give_back`` is called once it is hashed). Alone,
-        the caller's progress loop is not woken for each piece, only at the last."""
+        True if that took the buffer (``give_back`` is called once it is hashed). From one
+        holder alone, the caller's progress loop is not woken for each piece, only at the
+        last (other holders' threads may wait for the end game's copies)."""
         plan, cond = self.swarm.plan, self.swarm.cond
         try:
             self.swarm.partial.write(index, view)
@@ -376,8 +377,8 @@ class Landing:
             raise
         with cond:
             plan.written(index, verified)
-            if plan.done or not plan.alone:  # alone, only the whole file's hash waits on it
-                cond.notify_all()
+            if plan.done or not plan.alone or len(self.swarm.workers) > 1:
+                cond.notify_all()  # from one holder alone, only the whole file's hash waits
             return self.whole.landed(index, view, give_back)
 
     def check_landed(self):

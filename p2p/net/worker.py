@@ -23,7 +23,8 @@ log = logging.getLogger("p2p.download")
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
 ALONE_BUFFER_BYTES = 32 << 20  # ...for the first holder of a download alone: its lead over the
 # whole file's SHA-256, so the hash goes on while the holder's process waits for a core
-MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
+MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces (and at most
+# one per piece of the file)
 REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)...
 REQUEST_S = 0.05  # ...or for what the holder sends in this long at its rate so far, if more...
 MAX_REQUEST_BYTES = 64 << 20  # ...up to this much
@@ -52,7 +53,7 @@ class Worker:
         piece = swarm.pieces.piece_size
         budget = ALONE_BUFFER_BYTES if swarm.plan.alone and not swarm.workers \
             else BUFFER_BUDGET_BYTES
-        for _ in range(max(MIN_BUFFERS_PER_SOURCE, budget // piece)):
+        for _ in range(min(swarm.pieces.count, max(MIN_BUFFERS_PER_SOURCE, budget // piece))):
             self.free.put(bytearray(piece))
         self.received = 0
         self.sending = False  # has sent bytes

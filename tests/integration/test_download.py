@@ -245,6 +245,19 @@ class PartialLiars(DownloadCase):
         self.assert_blamed_without_a_traceback(self.lb([seed, liar]), "h1")
 
 
+class BlamedOnce(DownloadCase):
+    """A holder blamed in one try of a download (its pieces spoiled the whole file) is not
+    asked again in the next, however often that one asks the load balancer for more."""
+
+    def test_a_holder_blamed_in_one_try_is_not_asked_again_in_the_next(self):
+        liar = self.holder(corrupt_first=PIECES)
+        honest = self.holder(trickle=0.0001)  # the next try lasts long enough to ask for more
+        lb = self.lb([liar, honest])
+        self.assert_saved(self.download(lb))
+        self.assertGreater(lb.picks, 2)
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
+
+
 class LiarsInACrowd(Liars):
     """The same, with other peers downloading the file: every piece is hashed as it comes,
     and a holder is dropped at its second bad piece."""

@@ -445,10 +445,10 @@ class BufferTests(unittest.TestCase):
     """The first holder of a download alone gets a longer lead over the whole file's hash
     (ALONE_BUFFER_BYTES of buffers); in a swarm each holder gets BUFFER_BUDGET_BYTES."""
 
-    def buffers(self, alone, others):
+    def buffers(self, alone, others, count=1000):
         swarm = types.SimpleNamespace(
             d=types.SimpleNamespace(connection=lambda lease, file: None), file=None,
-            pieces=types.SimpleNamespace(piece_size=1 << 20),
+            pieces=types.SimpleNamespace(piece_size=1 << 20, count=count),
             plan=types.SimpleNamespace(alone=alone), workers=dict.fromkeys(range(others)))
         lease = types.SimpleNamespace(transfer_id="t", address="10.0.0.7:1", name="")
         return worker.Worker(swarm, lease).free.qsize()
@@ -459,6 +459,9 @@ class BufferTests(unittest.TestCase):
     def test_other_holders_and_a_swarm_get_the_usual_budget(self):
         self.assertEqual(self.buffers(alone=True, others=1), worker.BUFFER_BUDGET_BYTES >> 20)
         self.assertEqual(self.buffers(alone=False, others=0), worker.BUFFER_BUDGET_BYTES >> 20)
+
+    def test_no_more_buffers_than_pieces(self):
+        self.assertEqual(self.buffers(alone=True, others=0, count=3), 3)
 
 
 class DownloadQueueTests(unittest.TestCase):
