@@ -1,6 +1,7 @@
 """Profile: where the time of one ``peer.py get`` over loopback goes, thread by thread.
 
     python bench/profile_get.py [--size-mib 1024] [--top 12] [--counters] [--strace]
+                                [--checkout /path/to/another/checkout]
 
 Starts a load balancer and a ``peer.py serve`` holder of a random file (as
 ``transfer.py`` does), then runs ``peer.py get`` of it in a child process with a
@@ -12,7 +13,8 @@ with clocks (wall and CPU time) around the calls that move the bytes: each
 ``recv_into``, ``pwrite``, SHA-256 update, read-back and request, per thread,
 and each thread's total. ``--strace`` runs the get once more
 under ``strace -f -c`` for the system calls' count and time (strace slows it).
-Only loopback, one bounded run.
+``--checkout`` profiles the ``peer.py get`` of another checkout (say the main
+branch) against the same holder. Only loopback, one bounded run.
 """
 
 import argparse
@@ -164,8 +166,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def get_command(tmp, lb_port, run):
-    return [os.path.join(ROOT, "peer.py"), "get", "big.bin", "-q",
+def get_command(tmp, lb_port, run, root=ROOT):
+    return [os.path.join(root, "peer.py"), "get", "big.bin", "-q",
             "--lb", f"127.0.0.1:{lb_port}", "--downloads", os.path.join(tmp, f"get{run}")]
 
 
@@ -175,6 +177,8 @@ def main():
     parser.add_argument("--top", type=int, default=12, help="functions shown per thread")
     parser.add_argument("--counters", action="store_true",
                         help="clocks around receive, write and hash instead of cProfile")
+    parser.add_argument("--checkout", default=ROOT,
+                        help="profile the peer.py get of this checkout (the holder is ours)")
     parser.add_argument("--strace", action="store_true", help="also run it under strace -c")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="p2p-profile-")
@@ -186,8 +190,8 @@ def main():
         holder_cpu = cpu_seconds(procs[0].pid)
         started = time.perf_counter()
         child = [COUNTERS] if args.counters else [CHILD, str(args.top)]
-        subprocess.run([sys.executable, "-c", *child, *get_command(tmp, lb_port, 0)],
-                       check=True, timeout=600)
+        subprocess.run([sys.executable, "-c", *child,
+                        *get_command(tmp, lb_port, 0, args.checkout)], check=True, timeout=600)
         elapsed = time.perf_counter() - started
         holder_cpu = cpu_seconds(procs[0].pid) - holder_cpu
         print(f"peer.py get of {args.size_mib} MiB: {elapsed:.2f} s, "
@@ -197,7 +201,7 @@ def main():
               f"average {os.getloadavg()[0]:.2f}")
         if args.strace and shutil.which("strace"):
             subprocess.run(["strace", "-f", "-c", "-o", os.path.join(tmp, "strace.txt"),
-                            sys.executable, *get_command(tmp, lb_port, 1)],
+                            sys.executable, *get_command(tmp, lb_port, 1, args.checkout)],
                            check=True, timeout=600)
             with open(os.path.join(tmp, "strace.txt")) as f:
                 print(f.read())
