@@ -31,6 +31,7 @@ sys.path.insert(0, ROOT)
 
 from p2p.net.lb_client import LBClient  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
+from transfer import cpu_seconds  # noqa: E402
 
 MiB = 1 << 20
 
@@ -157,13 +158,6 @@ def start(tmp, size_mib):
              what="the holder to hash and announce the file")
     client.close()
     return [holder, lb], lb_port
-
-
-def cpu_seconds(pid):
-    """User and system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def get_command(tmp, lb_port, run, root=ROOT):

@@ -33,11 +33,15 @@ It prints each rate (best and median) and the median's ratio to raw and to
 sha256, then the goals of the verified download against both limits: ``peer.py
 get`` at least ``GOAL_OF_SHA256`` of sha256 and ``GOAL_OF_RAW`` of raw, with the
 most any verification of the whole file as one SHA-256 stream can reach (sha256
-over raw). Only loopback, bounded runs.
+over raw), and the CPU seconds per GiB of sha256 and of each ``peer.py get``
+with its holder: when the machine's other programs leave a run about one core,
+the rate ratios tend to the CPU ratios, whatever the threads overlap. Only
+loopback, bounded runs.
 """
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -125,17 +129,33 @@ def curl_command(mode, members, port):
             f"https://{NETWORK_CERT_NAME}:{port}/files/{name}{query}"]
 
 
-def time_get(root, downloads, lb_port, options, size):
-    """Seconds of ``root``'s ``peer.py get`` of the file into ``downloads`` (then removed)."""
+def cpu_seconds(pid):
+    """User and system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    """CPU seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_get(root, downloads, lb_port, options, size, holder):
+    """(seconds, CPU seconds of the get's process and the ``holder``'s) of ``root``'s
+    ``peer.py get`` of the file into ``downloads`` (then removed)."""
+    cpu = children_cpu() + cpu_seconds(holder.pid)
     started = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(root, "peer.py"), "get", "big.bin", "-q",
                     "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
                    check=True, stdout=subprocess.DEVNULL, timeout=600)
     elapsed = time.perf_counter() - started
+    cpu = children_cpu() + cpu_seconds(holder.pid) - cpu
     if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
         raise SystemExit("the download has the wrong size")
     shutil.rmtree(downloads)
-    return elapsed
+    return elapsed, cpu
 
 
 def time_in_process(client, downloads, members):
@@ -170,11 +190,15 @@ def measure_network(mode, tmp, shared, size, runs, procs, limits, compare=()):
              what="the holder to hash and announce the file")
 
     inprocess, gets, compared = [], [], [[] for _ in compare]
+    cpu = {root: [] for root in (ROOT, *compare)}
     for i in range(runs):
         limits()
         inprocess.append(time_in_process(client, os.path.join(tmp, f"in{i}"), members))
         for root, times in zip((ROOT, *compare), (gets, *compared)):
-            times.append(time_get(root, os.path.join(tmp, f"get{i}"), lb_port, options, size))
+            elapsed, used = time_get(root, os.path.join(tmp, f"get{i}"), lb_port, options,
+                                     size, holder)
+            times.append(elapsed)
+            cpu[root].append(used)
     client.close()
 
     curls = []
@@ -187,7 +211,7 @@ def measure_network(mode, tmp, shared, size, runs, procs, limits, compare=()):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
-    return inprocess, gets, compared, curls
+    return inprocess, gets, compared, curls, cpu
 
 
 NGINX_CONF = """
@@ -251,6 +275,17 @@ def print_goals(mode, size, raw, hashes, gets):
                                           ": the raw goal is beyond one stream on this machine"))
 
 
+def print_cpu(mode, size, hash_cpu, cpu):
+    """CPU seconds per GiB (medians) of sha256 and of each peer.py get with its holder: on a
+    machine whose other programs leave a run about one core, the rate ratios tend to these
+    CPU ratios."""
+    per_gib = (1 << 30) / size
+    line = ", ".join(f"{os.path.basename(root.rstrip('/')) if root != ROOT else 'peer.py get'} "
+                     f"{statistics.median(times) * per_gib:.2f}" for root, times in cpu.items())
+    print(f"  CPU s per GiB, {mode}: sha256 {statistics.median(hash_cpu) * per_gib:.2f}; "
+          f"with the holder's: {line}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -274,13 +309,14 @@ def main():
         print(f"writing a {args.size_mib} MiB random file ...", flush=True)
         write_random(source, size)
 
-        raw, hashes = [], []
+        raw, hashes, hash_cpu = [], [], []
 
         def limits():
             raw.append(raw_loopback(source, size))
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             sha256_file(source)
             hashes.append(time.perf_counter() - started)
+            hash_cpu.append(time.process_time() - cpu)
 
         measured = [measure_network(mode, tmp, shared, size, args.runs, procs, limits,
                                     args.compare) for mode in args.network]
@@ -290,7 +326,7 @@ def main():
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         rows = [("raw sendfile -> recv_into", raw), ("sha256 of the file, 1 core", hashes)]
-        for mode, (inprocess, gets, compared, curls) in zip(args.network, measured):
+        for mode, (inprocess, gets, compared, curls, _) in zip(args.network, measured):
             suffix = "" if len(args.network) == 1 else f", {mode}"
             rows += [(f"Downloader.get{suffix}", inprocess), (f"peer.py get{suffix}", gets)]
             rows += [(f"peer.py get of {os.path.basename(other.rstrip('/'))}{suffix}", times)
@@ -300,8 +336,9 @@ def main():
         if nginx:
             rows.append(("nginx -> curl", nginx))
         print_rows(rows, size)
-        for mode, (_, gets, _, _) in zip(args.network, measured):
+        for mode, (_, gets, _, _, cpu) in zip(args.network, measured):
             print_goals(mode, size, raw, hashes, gets)
+            print_cpu(mode, size, hash_cpu, cpu)
     finally:
         for proc in procs:
             proc.terminate()
