@@ -1,8 +1,11 @@
 """Benchmark: a verified ``peer.py get`` over loopback, against the raw loopback limit.
 
     python bench/transfer.py [--size-mib 1024] [--runs 3] [--network open,secret,tls]
+                             [--compare /path/to/another/checkout]
 
-Measures, in one run on this machine:
+Measures, in one run on this machine, ``--runs`` rounds of each (steps 1 to 4 take
+turns within each round, so a passing load on a shared machine weighs on the
+limits and the downloads alike):
 
 1. raw: ``socket.sendfile`` of the file into a socket whose reader does
    ``recv_into`` a reused 1 MiB buffer with ``MSG_WAITALL`` and drops the bytes
@@ -12,22 +15,33 @@ Measures, in one run on this machine:
 3. Downloader.get: the downloader in this process, from a ``peer.py serve``
    holder through a load balancer, into a fresh folder: request, receive,
    write, SHA-256 in a second thread, rename;
-4. peer.py get: the same as a whole command, interpreter start included;
+4. peer.py get: the same as a whole command, interpreter start included (with
+   its bytecode cached, as on any run after the first: every program here runs
+   with ``PYTHONPYCACHEPREFIX`` in the run's folder); ``--compare`` also times
+   the ``peer.py get`` of another checkout (say the main branch), same holder;
 5. curl: the same holder into ``curl -o /dev/null``, if curl is installed;
 6. nginx: nginx (``sendfile on``) serving the same file into the same curl, if
    both are installed: what a C server gives curl on this machine.
 
-Steps 3 to 5 run once per network mode given with ``--network`` (default
+Steps 1 to 5 run once per network mode given with ``--network`` (default
 ``open``): ``open``, ``secret`` (every request signed with a network secret;
 curl gets a presigned URL), ``tls`` (mutual TLS with the test network
 certificate in ``tests/tls/``; the holder reads and encrypts instead of
 ``sendfile``) and ``secret+tls``.
 
-It prints each rate and its ratio to raw. Only loopback, bounded runs.
+It prints each rate (best and median) and the median's ratio to raw and to
+sha256, then the goals of the verified download against both limits: ``peer.py
+get`` at least ``GOAL_OF_SHA256`` of sha256 and ``GOAL_OF_RAW`` of raw, with the
+most any verification of the whole file as one SHA-256 stream can reach (sha256
+over raw), and the CPU seconds per GiB of sha256 and of each ``peer.py get``
+with its holder: when the machine's other programs leave a run about one core,
+the rate ratios tend to the CPU ratios, whatever the threads overlap. Only
+loopback, bounded runs.
 """
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -51,6 +65,8 @@ NETWORK_MODES = ("open", "secret", "tls", "secret+tls")
 BENCH_SECRET = "bench-only network secret, not for real use"
 TLS_CERT = os.path.join(ROOT, "tests", "tls", "network.pem")
 TLS_KEY = os.path.join(ROOT, "tests", "tls", "network.key")
+GOAL_OF_SHA256 = 0.8  # peer.py get's median rate over one core of SHA-256 (issue 18)
+GOAL_OF_RAW = 0.4  # ...and over raw loopback
 
 
 SENDER = """
@@ -113,8 +129,49 @@ def curl_command(mode, members, port):
             f"https://{NETWORK_CERT_NAME}:{port}/files/{name}{query}"]
 
 
-def measure_network(mode, tmp, shared, size, runs, procs):
-    """Downloader.get, peer.py get and curl timings (seconds) on a network of ``mode``."""
+def cpu_seconds(pid):
+    """User and system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    """CPU seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_get(root, downloads, lb_port, options, size, holder):
+    """(seconds, CPU seconds of the get's process and the ``holder``'s) of ``root``'s
+    ``peer.py get`` of the file into ``downloads`` (then removed)."""
+    cpu = children_cpu() + cpu_seconds(holder.pid)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, os.path.join(root, "peer.py"), "get", "big.bin", "-q",
+                    "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
+                   check=True, stdout=subprocess.DEVNULL, timeout=600)
+    elapsed = time.perf_counter() - started
+    cpu = children_cpu() + cpu_seconds(holder.pid) - cpu
+    if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
+        raise SystemExit("the download has the wrong size")
+    shutil.rmtree(downloads)
+    return elapsed, cpu
+
+
+def time_in_process(client, downloads, members):
+    """Seconds of ``Downloader.get`` of the file in this process (the folder then removed)."""
+    started = time.perf_counter()
+    Downloader(client, downloads, members=members).get("big.bin")
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(downloads)
+    return elapsed
+
+
+def measure_network(mode, tmp, shared, size, runs, procs, limits, compare=()):
+    """Downloader.get, peer.py get (of this checkout and of each ``compare``) and curl
+    timings (seconds) on a network of ``mode``. Each round measures the limits too
+    (``limits()``) and then each download in turn, so a load that comes and goes on a
+    shared machine weighs on the limits and the downloads alike."""
     options, members = network_options(mode, tmp)
     lb = subprocess.Popen([sys.executable, os.path.join(ROOT, "load_balancer.py"),
                            "--host", "127.0.0.1", "--port", "0", *options],
@@ -132,26 +189,17 @@ def measure_network(mode, tmp, shared, size, runs, procs):
     wait_for(lambda: client.files()["files"], timeout=120,
              what="the holder to hash and announce the file")
 
-    inprocess = []
+    inprocess, gets, compared = [], [], [[] for _ in compare]
+    cpu = {root: [] for root in (ROOT, *compare)}
     for i in range(runs):
-        downloads = os.path.join(tmp, f"in{i}")
-        started = time.perf_counter()
-        Downloader(client, downloads, members=members).get("big.bin")
-        inprocess.append(time.perf_counter() - started)
-        shutil.rmtree(downloads)
+        limits()
+        inprocess.append(time_in_process(client, os.path.join(tmp, f"in{i}"), members))
+        for root, times in zip((ROOT, *compare), (gets, *compared)):
+            elapsed, used = time_get(root, os.path.join(tmp, f"get{i}"), lb_port, options,
+                                     size, holder)
+            times.append(elapsed)
+            cpu[root].append(used)
     client.close()
-
-    gets = []
-    for i in range(runs):
-        downloads = os.path.join(tmp, f"get{i}")
-        started = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "peer.py"), "get", "big.bin", "-q",
-                        "--lb", f"127.0.0.1:{lb_port}", "--downloads", downloads, *options],
-                       check=True, stdout=subprocess.DEVNULL, timeout=600)
-        gets.append(time.perf_counter() - started)
-        if os.path.getsize(os.path.join(downloads, "big.bin")) != size:
-            raise SystemExit("the download has the wrong size")
-        shutil.rmtree(downloads)
 
     curls = []
     if shutil.which("curl"):
@@ -163,7 +211,7 @@ def measure_network(mode, tmp, shared, size, runs, procs):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
-    return inprocess, gets, curls
+    return inprocess, gets, compared, curls, cpu
 
 
 NGINX_CONF = """
@@ -204,18 +252,56 @@ def rate(size, seconds):
     return size / seconds / MiB
 
 
+def print_rows(rows, size):
+    """Each row's best and median rate, and its median against raw's and sha256's."""
+    raw, hashes = statistics.median(rows[0][1]), statistics.median(rows[1][1])
+    print(f"{'':34}{'best MiB/s':>12}{'median MiB/s':>14}{'/ raw':>8}{'/ sha256':>10}")
+    for label, times in rows:
+        median = statistics.median(times)
+        print(f"{label:34}{rate(size, min(times)):12.0f}{rate(size, median):14.0f}"
+              f"{raw / median:8.2f}{hashes / median:10.2f}")
+
+
+def print_goals(mode, size, raw, hashes, gets):
+    """peer.py get's median against the goals, and the most one SHA-256 stream allows."""
+    raw, hashes, get = (statistics.median(times) for times in (raw, hashes, gets))
+    ceiling = raw / hashes
+    print(f"\ngoals, {mode}: peer.py get {rate(size, get):.0f} MiB/s is "
+          f"{hashes / get:.2f} of sha256 (goal >= {GOAL_OF_SHA256}: "
+          f"{'met' if hashes / get >= GOAL_OF_SHA256 else 'NOT met'}) and {raw / get:.2f} "
+          f"of raw (goal >= {GOAL_OF_RAW}: {'met' if raw / get >= GOAL_OF_RAW else 'NOT met'})")
+    print(f"  a download verified by one SHA-256 stream reaches at most sha256/raw = "
+          f"{ceiling:.2f} of raw here" + ("" if ceiling >= GOAL_OF_RAW else
+                                          ": the raw goal is beyond one stream on this machine"))
+
+
+def print_cpu(mode, size, hash_cpu, cpu):
+    """CPU seconds per GiB (medians) of sha256 and of each peer.py get with its holder: on a
+    machine whose other programs leave a run about one core, the rate ratios tend to these
+    CPU ratios."""
+    per_gib = (1 << 30) / size
+    line = ", ".join(f"{os.path.basename(root.rstrip('/')) if root != ROOT else 'peer.py get'} "
+                     f"{statistics.median(times) * per_gib:.2f}" for root, times in cpu.items())
+    print(f"  CPU s per GiB, {mode}: sha256 {statistics.median(hash_cpu) * per_gib:.2f}; "
+          f"with the holder's: {line}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--network", default="open",
                         help=f"comma-separated network modes, of {', '.join(NETWORK_MODES)}")
+    parser.add_argument("--compare", action="append", default=[], metavar="CHECKOUT",
+                        help="also time peer.py get of this checkout (say the main branch)")
     args = parser.parse_args()
     args.network = args.network.split(",")
     if any(mode not in NETWORK_MODES for mode in args.network):
         parser.error(f"--network takes {', '.join(NETWORK_MODES)}")
     size = args.size_mib * MiB
     tmp = tempfile.mkdtemp(prefix="p2p-bench-")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the programs' bytecode is cached...
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")  # ...here
     procs = []
     try:
         shared = os.path.join(tmp, "holder", "shared")
@@ -223,32 +309,36 @@ def main():
         print(f"writing a {args.size_mib} MiB random file ...", flush=True)
         write_random(source, size)
 
-        raw = [raw_loopback(source, size) for _ in range(args.runs)]
-        hashes = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
+        raw, hashes, hash_cpu = [], [], []
+
+        def limits():
+            raw.append(raw_loopback(source, size))
+            started, cpu = time.perf_counter(), time.process_time()
             sha256_file(source)
             hashes.append(time.perf_counter() - started)
+            hash_cpu.append(time.process_time() - cpu)
 
-        measured = [measure_network(mode, tmp, shared, size, args.runs, procs)
-                    for mode in args.network]
+        measured = [measure_network(mode, tmp, shared, size, args.runs, procs, limits,
+                                    args.compare) for mode in args.network]
         nginx = nginx_times(tmp, shared, args.runs)
 
-        best_raw = min(raw)
         print(f"\n{args.size_mib} MiB over loopback, {args.runs} runs each, "
-              f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
-        print(f"{'':34}{'best MiB/s':>12}{'median MiB/s':>14}{'ratio':>8}")
+              f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         rows = [("raw sendfile -> recv_into", raw), ("sha256 of the file, 1 core", hashes)]
-        for mode, (inprocess, gets, curls) in zip(args.network, measured):
+        for mode, (inprocess, gets, compared, curls, _) in zip(args.network, measured):
             suffix = "" if len(args.network) == 1 else f", {mode}"
             rows += [(f"Downloader.get{suffix}", inprocess), (f"peer.py get{suffix}", gets)]
+            rows += [(f"peer.py get of {os.path.basename(other.rstrip('/'))}{suffix}", times)
+                     for other, times in zip(args.compare, compared)]
             if curls:
                 rows.append((f"peer server -> curl{suffix}", curls))
         if nginx:
             rows.append(("nginx -> curl", nginx))
-        for label, times in rows:
-            print(f"{label:34}{rate(size, min(times)):12.0f}"
-                  f"{rate(size, statistics.median(times)):14.0f}{best_raw / min(times):8.2f}")
+        print_rows(rows, size)
+        for mode, (_, gets, _, _, cpu) in zip(args.network, measured):
+            print_goals(mode, size, raw, hashes, gets)
+            print_cpu(mode, size, hash_cpu, cpu)
     finally:
         for proc in procs:
             proc.terminate()

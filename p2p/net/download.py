@@ -125,9 +125,9 @@ class Downloader:
         check_name(name)
         liars, broken, last = [], [], None
         for _ in range(MAX_LIST_TRIES):
+            shunned = [lie.peer_id for lie in liars] + broken  # not asked again
             try:
-                pick = self._first_pick(name, sha256, peer if last is None else None,
-                                        [lie.peer_id for lie in liars] + broken)
+                pick = self._first_pick(name, sha256, peer if last is None else None, shunned)
             except (NotKnown, NoHolderLeft):
                 if last is None:
                     raise
@@ -138,7 +138,7 @@ class Downloader:
                 leases.add(lease)
             try:
                 result = self._get(name, pick, leases, named=peer is not None and last is None,
-                                   check_every_piece=last is not None)
+                                   shunned=shunned)
             except FalseList as lie:
                 liars.append(lie)
                 last = lie
@@ -179,7 +179,9 @@ class Downloader:
                                               waiting=decision.waiting))
                     time.sleep(min(PROGRESS_EVERY_S, left))
 
-    def _get(self, name, pick, leases, named, check_every_piece=False):
+    def _get(self, name, pick, leases, named, shunned=()):
+        """One try: ``shunned`` are the peer ids earlier tries blamed (never asked again);
+        after such a try every piece is hashed as it comes."""
         size, sha256 = pick.file.size, pick.file.sha256
         mine = self.have(sha256)
         if mine is not None:
@@ -195,7 +197,8 @@ class Downloader:
             partial = PartialFile(target.partial, fd, pieces)
             have = partial.verified()
             plan = Plan(pieces.count, have)
-            plan.alone = plan.alone and not check_every_piece
+            plan.shunned.update(shunned)
+            plan.alone = plan.alone and not shunned
             result = Result("", name, size, sha256, started=self.clock.now(),
                             resumed_from=plan.progress(pieces.piece_size, size))
             if self.partials is not None:

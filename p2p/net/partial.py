@@ -13,6 +13,7 @@ file: a different file of that name keeps it, the new one becomes ``name (1).ext
 from what is on disk whether there is anything to download at all.
 """
 
+import collections
 import errno
 import hashlib
 import os
@@ -35,6 +36,7 @@ PARTIAL_SHA_DIGITS = 16  # of the SHA-256 in a partial file's name
 PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{16})\.part")
 MAX_NAME_BYTES = 255  # of one file name on disk (NAME_MAX of Linux, macOS and Windows)
 MAX_NAME_VARIANTS = 1000  # name, name (1), ... name (999): then a clear error
+READ_BACK = object()  # the whole file's SHA-256 reads its next piece back from the file
 
 
 def collision_name(name, n):
@@ -280,39 +282,98 @@ class PartialFile:
 
 
 class WholeHash:
-    """The whole file's SHA-256, in a thread that follows the pieces in order as they are
-    written (verified, or landed unhashed while alone), reading them back from the
-    partial file (the page cache has them)."""
+    """The whole file's SHA-256, in a thread of its own that follows the pieces in order.
+
+    Each piece written is reported with ``landed``. The next piece due comes with its
+    buffer and is hashed from there, the buffer then going back to its owner: no
+    read-back, and the hash never waits for the disk. Any other piece (it came out of
+    order, from a swarm) is read back from the partial file when its turn comes (the
+    page cache has it). ``ready(index)`` says a piece is on disk; ``cond`` guards it
+    (the plan) and this hash's turn (``_due``); the hash sleeps on a condition of its
+    own (``_wake``, taken after ``cond``, never before), so a piece written wakes it and
+    nobody else.
+    """
 
     def __init__(self, partial, ready, cond):
         self.partial, self.ready, self.cond = partial, ready, cond
         self._digest = hashlib.sha256()
-        self._next = 0
+        self._next = 0  # the first piece not hashed yet (the hash's thread only)
+        self._due = 0  # the first piece neither hashed nor handed over (under cond)
+        self._wake = threading.Condition()  # guards the three below
+        self._offered = collections.deque()  # (view, give_back) of pieces _next.._due-1
+        self._landed = 0  # pieces reported written so far
         self._stop = False
         self.error = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="whole-hash")
         self._thread.start()
+
+    def landed(self, index, view, give_back):
+        """Piece ``index`` is written, its bytes in ``view`` (the caller holds ``cond``
+        and has told the plan). The next piece due is hashed from ``view``, then
+        ``give_back()`` is called: True. False leaves the buffer to the caller (the piece
+        is read back from the file when due)."""
+        with self._wake:
+            self._landed += 1
+            self._wake.notify()
+            if self._stop or index != self._due:
+                return False
+            self._offered.append((view, give_back))
+            self._due += 1
+            return True
 
     def _run(self):
         pieces = self.partial.pieces
         buf = bytearray(min(BUFFER_BYTES, pieces.piece_size) if pieces.count else 0)
         try:
             while self._next < pieces.count:
-                with self.cond:
-                    self.cond.wait_for(lambda: self._stop or self.ready(self._next))
-                    if self._stop:
-                        return
-                start, length = pieces.span(self._next)
-                while length:
-                    view = memoryview(buf)[:min(len(buf), length)]
-                    n = os.preadv(self.partial.fd, [view], start)
-                    if n <= 0:
-                        raise DiskError("The partial file shrank while being read.")
-                    self._digest.update(view[:n])
-                    start, length = start + n, length - n
+                turn = self._turn()
+                if turn is None:
+                    return
+                if turn is READ_BACK:
+                    self._read_back(self._next, buf)
+                else:
+                    view, give_back = turn
+                    self._digest.update(view)
+                    give_back()
                 self._next += 1
         except (OSError, DiskError) as e:
             self.error = e
+        finally:
+            with self._wake:
+                self._stop = True
+                offered, self._offered = self._offered, collections.deque()
+            for _, give_back in offered:
+                give_back()
+
+    def _turn(self):
+        """Wait for the next piece: (view, give_back) of one handed over, READ_BACK for
+        one on disk, None when stopped."""
+        while True:
+            with self._wake:
+                if self._stop:
+                    return None
+                if self._offered:
+                    return self._offered.popleft()
+                seen = self._landed
+            with self.cond:
+                if self._due > self._next:  # handed over meanwhile: in _offered now
+                    continue
+                if self.ready(self._next):
+                    self._due = self._next + 1
+                    return READ_BACK
+            with self._wake:
+                self._wake.wait_for(lambda: self._stop or self._landed != seen)
+
+    def _read_back(self, index, buf):
+        """Hash piece ``index`` from the partial file, ``buf`` at a time."""
+        start, length = self.partial.pieces.span(index)
+        while length:
+            view = memoryview(buf)[:min(len(buf), length)]
+            n = os.preadv(self.partial.fd, [view], start)
+            if n <= 0:
+                raise DiskError("The partial file shrank while being read.")
+            self._digest.update(view[:n])
+            start, length = start + n, length - n
 
     def hexdigest(self):
         self._thread.join()
@@ -322,7 +383,7 @@ class WholeHash:
         return self._digest.hexdigest()
 
     def stop(self):
-        with self.cond:
+        with self._wake:
             self._stop = True
-            self.cond.notify_all()
+            self._wake.notify()
         self._thread.join()

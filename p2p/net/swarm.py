@@ -16,6 +16,7 @@ download is *stalled*: it keeps every verified piece, asks again with back-off
 and carries on by itself once a holder of that version is handed out.
 """
 
+import functools
 import hashlib
 import logging
 import queue
@@ -280,7 +281,10 @@ class Landing:
     Alone (in order, from whole holders, nobody to share with) a holder's own thread
     lands its pieces unhashed: the whole file's SHA-256, which runs anyway, checks them,
     and ``check_landed`` hashes them only if that fails, or when others appear (to share
-    them). That keeps the fast path at one hash per byte instead of two.
+    them). That keeps the fast path at one hash per byte instead of two, and every byte
+    received once, written once and hashed once from the buffer it came in (``WholeHash``
+    takes each piece from its buffer in order); the verifier threads start only when
+    there is a swarm.
     """
 
     def __init__(self, swarm):
@@ -288,10 +292,9 @@ class Landing:
         self.refetched = False  # a piece written unhashed was bad, and fetched again
         self.hashed = 0  # bytes of pieces hashed here (to tell how fast verification goes)
         self.queue = queue.Queue()
-        self.threads = [threading.Thread(target=self._run, daemon=True, name="verify")
-                        for _ in range(VERIFY_THREADS)]
-        for thread in self.threads:
-            thread.start()
+        self.threads = []  # the verifiers, started at the first piece they get
+        self._starting = threading.Lock()  # ...by one holder's thread
+        self._stopped = False
         self.whole = WholeHash(swarm.partial, swarm.plan.landed_or_verified, swarm.cond)
 
     def hand_over(self, worker, index, buf, length):
@@ -299,10 +302,20 @@ class Landing:
         if self.swarm.plan.alone:
             self.land(worker, index, buf, length)
         else:
-            self.queue.put((worker, index, buf, length))
+            self._verify((worker, index, buf, length))
 
     def check_later(self):
-        self.queue.put(CHECK_LANDED)
+        self._verify(CHECK_LANDED)
+
+    def _verify(self, item):
+        """Hand ``item`` to the verifiers, starting them the first time."""
+        with self._starting:
+            if not self.threads and not self._stopped:
+                self.threads = [threading.Thread(target=self._run, daemon=True, name="verify")
+                                for _ in range(VERIFY_THREADS)]
+                for thread in self.threads:
+                    thread.start()
+        self.queue.put(item)
 
     def _run(self):
         while (item := self.queue.get()) is not None:
@@ -312,10 +325,12 @@ class Landing:
                 self.land(*item)
 
     def land(self, worker, index, buf, length):
-        """Hash the piece (unless alone); the first good copy claims it and is written."""
+        """Hash the piece (unless alone); the first good copy claims it, is written and
+        handed to the whole file's SHA-256 (which gives the buffer back once hashed)."""
         swarm, plan, cond = self.swarm, self.swarm.plan, self.swarm.cond
         view = memoryview(buf)[:length]
         verified = not plan.alone
+        kept = False  # the whole file's SHA-256 took the buffer
         try:
             good = not verified or swarm.pieces.matches(index, hashlib.sha256(view).hexdigest())
             with cond:
@@ -325,27 +340,37 @@ class Landing:
                 for key in arrival.cancel:
                     if key in swarm.workers:
                         swarm.workers[key].cancel(index)
+                if not arrival.new:
+                    self._not_new(worker, index, arrival)
             if arrival.new:
-                self._write(index, view, verified)
+                kept = self._write(index, view, verified, functools.partial(worker.give_back,
+                                                                            buf))
         except DiskError as e:
             with cond:
                 swarm.problem = e
                 cond.notify_all()
             return
         finally:
-            worker.give_back(buf)
-        with cond:
-            if arrival.bad:
-                log.warning("%s: piece %d from %s did not match its SHA-256%s", swarm.name,
-                            index, worker.source,
-                            "; not asking it again" if arrival.banned else "")
-                if arrival.banned:
-                    worker.stop()
-            cond.notify_all()
+            if not kept:
+                worker.give_back(buf)
         if arrival.new and swarm.partials is not None:  # verified or not: progress
             swarm.partials.touch()
 
-    def _write(self, index, view, verified):
+    def _not_new(self, worker, index, arrival):
+        """A copy that claimed nothing: bad (its sender struck, maybe banned), or late."""
+        swarm = self.swarm
+        if arrival.bad:
+            log.warning("%s: piece %d from %s did not match its SHA-256%s", swarm.name,
+                        index, worker.source, "; not asking it again" if arrival.banned else "")
+            if arrival.banned:
+                worker.stop()
+        swarm.cond.notify_all()
+
+    def _write(self, index, view, verified, give_back):
+        """Write a claimed piece, tell the plan, and hand it to the whole file's SHA-256:
+        True if that took the buffer (``give_back`` is called once it is hashed). From one
+        holder alone, the caller's progress loop is not woken for each piece, only at the
+        last (other holders' threads may wait for the end game's copies)."""
         plan, cond = self.swarm.plan, self.swarm.cond
         try:
             self.swarm.partial.write(index, view)
@@ -355,6 +380,9 @@ class Landing:
             raise
         with cond:
             plan.written(index, verified)
+            if plan.done or not plan.alone or len(self.swarm.workers) > 1:
+                cond.notify_all()  # from one holder alone, only the whole file's hash waits
+            return self.whole.landed(index, view, give_back)
 
     def check_landed(self):
         """Hash the pieces written unhashed: the good ones are verified (and shared) now,
@@ -382,6 +410,8 @@ class Landing:
         return spoilers
 
     def stop(self):
+        with self._starting:
+            self._stopped = True
         for _ in self.threads:
             self.queue.put(None)
         for thread in self.threads:

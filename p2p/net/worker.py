@@ -3,8 +3,9 @@ receives them.
 
 A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
-pieces, one ``Range`` request for it (``holder.py``; while others download the file,
-the next is asked for before this one's bytes are in: ``PIPELINE_RUNS``), each piece
+pieces (``pieces_per_request``: longer from a fast holder), one ``Range`` request
+for it (``holder.py``; while others download the file, the next is asked for before
+this one's bytes are in: ``PIPELINE_RUNS``), each piece
 into a buffer of its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
 alone) is cut short when others start downloading the file. A holder that answers
 busy is asked again later and never blamed; one whose connection breaks, stays
@@ -26,12 +27,27 @@ from p2p.net.holder import PeerFault
 log = logging.getLogger("p2p.download")
 
 BUFFER_BUDGET_BYTES = 8 << 20  # piece buffers per holder: receiving while others are verified
-MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces
-REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)
+ALONE_BUFFER_BYTES = 32 << 20  # ...for the first holder of a download alone: its lead over the
+# whole file's SHA-256, so the hash goes on while the holder's process waits for a core
+MIN_BUFFERS_PER_SOURCE = 2  # ...at least this many, however big the pieces (and at most
+# one per piece of the file)
+REQUEST_BYTES = 8 << 20  # in order, one request asks for this much (consecutive pieces)...
+REQUEST_S = 0.05  # ...or for what the holder sends in this long at its rate so far, if more...
+MAX_REQUEST_BYTES = 64 << 20  # ...up to this much
 PARTIAL_REFRESH_S = 0.5  # ask a partial holder what it has again after this long idle
 PARTIAL_IDLE_S = 5.0  # let a partial holder go after having nothing we need this long
 PIPELINE_RUNS = 2  # requests out at once on one connection (not alone, not super-seeding):
 #                    the next is asked before this one's bytes are in (no round trip lost)
+
+
+def pieces_per_request(rate, piece):
+    """Pieces of ``piece`` bytes one in-order request asks for from a holder sending
+    ``rate`` bytes/s: REQUEST_BYTES, or REQUEST_S of its rate when that is more (up to
+    MAX_REQUEST_BYTES). Each request costs a round trip with nothing arriving and the
+    holder's work; a fast holder gets few, long requests, a slow one stays at
+    REQUEST_BYTES (a few seconds at most in order, so others soon have pieces to swap)."""
+    return max(1, int(min(MAX_REQUEST_BYTES, max(REQUEST_BYTES, rate * REQUEST_S))) // piece)
+
 
 
 class Fetching:
@@ -80,7 +96,9 @@ class Fetching:
                 with cond:
                     more = [] if swarm.plan.done or self._stopped or not \
                         swarm.plan.pipelines(self.key) else swarm.plan.next_run(
-                            self.key, self.per_request)
+                            self.key, pieces_per_request(
+                                swarm.plan.sources[self.key].rate(swarm.clock.now()),
+                                swarm.pieces.piece_size))
                 if more:
                     self.conn.send_range(*self._span(more))
                     runs.append(more)
@@ -144,8 +162,9 @@ class Worker(Fetching):
         self.conn = swarm.d.connection(lease, swarm.file)
         self.free = queue.Queue()
         piece = swarm.pieces.piece_size
-        self.per_request = max(1, REQUEST_BYTES // piece)  # pieces one request asks for
-        for _ in range(max(MIN_BUFFERS_PER_SOURCE, BUFFER_BUDGET_BYTES // piece)):
+        budget = ALONE_BUFFER_BYTES if swarm.plan.alone and not swarm.workers \
+            else BUFFER_BUDGET_BYTES
+        for _ in range(min(swarm.pieces.count, max(MIN_BUFFERS_PER_SOURCE, budget // piece))):
             self.free.put(bytearray(piece))
         self.received = 0
         self.sending = False  # has sent bytes
@@ -229,7 +248,9 @@ class Worker(Fetching):
             with cond:
                 if plan.done:
                     return
-                run = plan.next_run(self.key, self.per_request)
+                rate = plan.sources[self.key].rate(clock.now())
+                run = plan.next_run(self.key, pieces_per_request(
+                    rate, self.swarm.pieces.piece_size))
                 if not run:
                     if plan.wants(self.key):
                         useful = clock.now()

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 import unittest
 from dataclasses import replace
 from types import SimpleNamespace
@@ -21,6 +22,8 @@ from p2p.net import download
 from p2p.net.download import DownloadError, Downloader, VerifyFailed
 from p2p.net.download_errors import DownloadCancelled
 from p2p.net.partial import partial_name
+from p2p.net import swarm
+from p2p.net.swarm import VERIFY_THREADS, Landing
 from p2p.core.pieces import MIN_PIECE_BYTES, Bitfield
 from p2p.core.picker import ENDGAME_COPIES
 from p2p.core.swarm import PACE
@@ -150,6 +153,51 @@ class WhyThisFast(DownloadCase):
         self.assertRegex(line, re.escape(reason) + r"  from 2 peers \(127\.0\.0\.1:\d+ "
                          r"[0-9.]+ [KM]iB/s, 127\.0\.0\.1:\d+ [0-9.]+ [KM]iB/s\)$")
 
+class FastPath(DownloadCase):
+    """Alone, each byte is received, written and hashed once: the whole file's SHA-256 takes
+    every piece from the buffer it came in, nothing is read back from the partial file,
+    and no verifier thread runs (they are for a swarm)."""
+
+    def test_alone_nothing_is_read_back_from_the_partial_file(self):
+        with mock.patch("p2p.net.partial.os.preadv", wraps=os.preadv) as preadv:
+            result = self.download(self.lb([self.holder()]))
+        self.assert_saved(result)
+        self.assertEqual(preadv.call_count, 0)
+
+    def test_alone_no_verifier_thread_starts(self):
+        with mock.patch.object(Landing, "_run", autospec=True, side_effect=Landing._run) as run:
+            self.assert_saved(self.download(self.lb([self.holder(), self.holder()])))
+        self.assertEqual(run.call_count, 0)
+
+    def test_alone_the_progress_loop_is_not_woken_for_each_piece(self):
+        wakes = self.count_wakes(crowd=0)
+        self.assertLess(wakes, PIECES // 2)
+
+    def test_in_a_crowd_each_piece_wakes_who_waits_for_it(self):
+        self.assertGreaterEqual(self.count_wakes(crowd=2), PIECES)
+
+    def count_wakes(self, crowd):
+        """How often a download from one holder notified its swarm's condition."""
+        wakes = []
+
+        class Counting(threading.Condition):
+            def notify_all(self):
+                wakes.append(1)
+                super().notify_all()
+
+        self.crowd = crowd
+        only_here = types.SimpleNamespace(Condition=Counting, Lock=threading.Lock,
+                                          Event=threading.Event, Thread=threading.Thread)
+        with mock.patch.object(swarm, "threading", only_here):
+            self.assert_saved(self.download(self.lb([self.holder()])))
+        return len(wakes)
+
+    def test_in_a_crowd_the_verifiers_hash_each_piece(self):
+        self.crowd = 2
+        with mock.patch.object(Landing, "_run", autospec=True, side_effect=Landing._run) as run:
+            self.assert_saved(self.download(self.lb([self.holder(), self.holder()])))
+        self.assertEqual(run.call_count, VERIFY_THREADS)
+
 
 class Liars(DownloadCase):
     """Alone with whole holders, pieces are written unhashed and the whole file's SHA-256
@@ -237,6 +285,19 @@ class PartialLiars(DownloadCase):
         liar.have = Bitfield(PIECES + 8)
         seed = self.holder(trickle=0.001)  # slow enough that the liar is always asked
         self.assert_blamed_without_a_traceback(self.lb([seed, liar]), "h1")
+
+
+class BlamedOnce(DownloadCase):
+    """A holder blamed in one try of a download (its pieces spoiled the whole file) is not
+    asked again in the next, however often that one asks the load balancer for more."""
+
+    def test_a_holder_blamed_in_one_try_is_not_asked_again_in_the_next(self):
+        liar = self.holder(corrupt_first=PIECES)
+        honest = self.holder(trickle=0.0001)  # the next try lasts long enough to ask for more
+        lb = self.lb([liar, honest])
+        self.assert_saved(self.download(lb))
+        self.assertGreater(lb.picks, 2)
+        self.assertEqual(lb.outcomes("h0"), ["failed"])
 
 
 class LiarsInACrowd(Liars):

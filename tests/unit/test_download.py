@@ -15,7 +15,7 @@ from p2p.core.pieces import PieceList, piece_size
 from p2p.core.wire import FileRecord
 from p2p.core.progress import Progress
 from p2p.core.swarm import PACE
-from p2p.net import download, holder, sharing
+from p2p.net import download, holder, sharing, worker
 from p2p.net import partial as partials
 from p2p.net.download_errors import DiskError
 from p2p.net.holder import PeerFault
@@ -339,8 +339,8 @@ class CheckResponseTests(unittest.TestCase):
                 self.assertFalse(caught.exception.missing)
 
 
-class PartialFileTests(unittest.TestCase):
-    """Pieces written at their offsets; on resume, only pieces whose bytes match are kept."""
+class PiecesCase(unittest.TestCase):
+    """A file of three whole pieces and a short one, and its partial file."""
 
     def setUp(self):
         self.root = make_temp_dir(self)
@@ -362,6 +362,10 @@ class PartialFileTests(unittest.TestCase):
     def piece(self, index):
         start, length = self.pieces.span(index)
         return self.data[start:start + length]
+
+
+class PartialFileTests(PiecesCase):
+    """Pieces written at their offsets; on resume, only pieces whose bytes match are kept."""
 
     def test_pieces_land_at_their_offsets_in_any_order(self):
         partial = self.partial()
@@ -389,6 +393,75 @@ class PartialFileTests(unittest.TestCase):
             with self.assertRaises(DiskError) as caught:
                 partial.write(0, memoryview(self.piece(0)))
         self.assertIn("disk is full", caught.exception.message)
+
+
+class WholeHashTests(PiecesCase):
+    """The whole file's SHA-256 follows the pieces in order: from the buffer a piece came in
+    when it is offered as the next one due, else read back from the partial file."""
+
+    def setUp(self):
+        super().setUp()
+        self.cond = threading.Condition()
+        self.ready = set()  # pieces on disk
+        self.given_back = []
+
+    def whole(self, on_disk):
+        partial = self.partial(on_disk)
+        whole = partials.WholeHash(partial, self.ready.__contains__, self.cond)
+        self.addCleanup(whole.stop)
+        return whole
+
+    def land(self, whole, index, data):
+        """Piece ``index`` is written, ``data`` its bytes: did the hash take the buffer?"""
+        with self.cond:
+            self.ready.add(index)
+            return whole.landed(index, memoryview(data), lambda: self.given_back.append(index))
+
+    def test_pieces_landed_in_order_are_hashed_from_memory_and_given_back(self):
+        whole = self.whole(bytes(len(self.data)))  # zeros on disk: never read back
+        for index in range(self.pieces.count):
+            self.assertTrue(self.land(whole, index, self.piece(index)))
+        self.assertEqual(whole.hexdigest(), self.pieces.sha256)
+        self.assertEqual(self.given_back, list(range(self.pieces.count)))
+
+    def test_a_piece_landed_before_its_turn_is_read_back_when_due(self):
+        whole = self.whole(self.data)
+        self.assertFalse(self.land(whole, 1, bytes(self.pieces.piece_size)))  # zeros: unused
+        for index in (0, 2, 3):
+            self.land(whole, index, self.piece(index))
+        self.assertEqual(whole.hexdigest(), self.pieces.sha256)
+        self.assertNotIn(1, self.given_back)  # the caller kept that buffer
+
+    def test_after_a_disk_error_buffers_are_refused_and_the_error_is_raised(self):
+        whole = self.whole(self.data[:self.pieces.piece_size])  # piece 1 shrank away
+        self.land(whole, 1, self.piece(1))  # out of turn: to be read back
+        self.land(whole, 0, self.piece(0))
+        with self.assertRaises(DiskError):
+            whole.hexdigest()
+        self.assertFalse(self.land(whole, 2, self.piece(2)))
+
+
+class BufferTests(unittest.TestCase):
+    """The first holder of a download alone gets a longer lead over the whole file's hash
+    (ALONE_BUFFER_BYTES of buffers); in a swarm each holder gets BUFFER_BUDGET_BYTES."""
+
+    def buffers(self, alone, others, count=1000):
+        swarm = types.SimpleNamespace(
+            d=types.SimpleNamespace(connection=lambda lease, file: None), file=None,
+            pieces=types.SimpleNamespace(piece_size=1 << 20, count=count),
+            plan=types.SimpleNamespace(alone=alone), workers=dict.fromkeys(range(others)))
+        lease = types.SimpleNamespace(transfer_id="t", address="10.0.0.7:1", name="")
+        return worker.Worker(swarm, lease).free.qsize()
+
+    def test_the_first_holder_alone_gets_the_alone_budget(self):
+        self.assertEqual(self.buffers(alone=True, others=0), worker.ALONE_BUFFER_BYTES >> 20)
+
+    def test_other_holders_and_a_swarm_get_the_usual_budget(self):
+        self.assertEqual(self.buffers(alone=True, others=1), worker.BUFFER_BUDGET_BYTES >> 20)
+        self.assertEqual(self.buffers(alone=False, others=0), worker.BUFFER_BUDGET_BYTES >> 20)
+
+    def test_no_more_buffers_than_pieces(self):
+        self.assertEqual(self.buffers(alone=True, others=0, count=3), 3)
 
 
 class DownloadQueueTests(unittest.TestCase):
