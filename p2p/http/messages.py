@@ -55,12 +55,25 @@ def short_answer(status, message, headers="", **extra):
 class Headers:
     """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message;
     ``by_name`` maps each lower-case name to its values in the order received (the HTTP
-    layer's own lookups, without a call)."""
+    layer's own lookups, without a call). What the layer asks of every request is worked out
+    once per block of header lines: ``length``, the body's (``body_length``; -1 when it is
+    not one plain count), ``connection`` (its first value, lower case, or ''), ``chunked``
+    and ``expects_continue``."""
 
-    __slots__ = ("by_name",)
+    __slots__ = ("by_name", "length", "connection", "chunked", "expects_continue")
 
     def __init__(self, by_name):
         self.by_name = by_name
+        try:
+            self.length = body_length(self)
+        except HTTPProblem:
+            self.length = -1  # the handler asks body_length for its 400
+        connection = by_name.get("connection")
+        coding = by_name.get("transfer-encoding")
+        expect = by_name.get("expect")
+        self.connection = connection[0].lower() if connection else ""
+        self.chunked = coding is not None and "chunked" in coding[0].lower()
+        self.expects_continue = expect is not None and expect[0].lower() == "100-continue"
 
     def get(self, name, default=None):
         values = self.by_name.get(name.lower())
@@ -84,10 +97,19 @@ def parse_head(head):
     or None for an empty request line (the client is done: close without a word); an
     HTTPProblem (400, 414 or 431) for a bad one. HTTP/1.0 and 1.1 only.
 
-    A keep-alive client sends the same header lines again and again: the last
-    ``LIMITS.parsed_heads_kept`` blocks of header lines (each up to
+    A keep-alive client sends the same head, or the same header lines, again and again:
+    the last ``LIMITS.parsed_heads_kept`` heads and blocks of header lines (each up to
     ``LIMITS.parsed_head_max_bytes``) are remembered parsed, and shared read-only."""
     text = head.decode("iso-8859-1")
+    parsed = _parsed_heads.get(text)
+    if parsed is None:
+        parsed = parse_new_head(text)
+        if parsed is not None:
+            remember(_parsed_heads, text, parsed)
+    return parsed
+
+def parse_new_head(text):
+    """``parse_head`` of a head not remembered, as text."""
     end = text.find("\n")
     line = text[:end]
     if line.endswith("\r"):
@@ -103,12 +125,17 @@ def parse_head(head):
     headers = _parsed_blocks.get(block)
     if headers is None:
         headers = Headers(parse_header_lines(block))
-        if len(block) <= LIMITS.parsed_head_max_bytes:
-            if len(_parsed_blocks) >= LIMITS.parsed_heads_kept:
-                _parsed_blocks.clear()
-            _parsed_blocks[block] = headers
+        remember(_parsed_blocks, block, headers)
     return words[0], words[1], words[2], headers
 
+def remember(kept, text, parsed):
+    """Keep a short ``text`` parsed in ``kept``, which starts afresh when it is full."""
+    if len(text) <= LIMITS.parsed_head_max_bytes:
+        if len(kept) >= LIMITS.parsed_heads_kept:
+            kept.clear()
+        kept[text] = parsed
+
+_parsed_heads = {}  # whole heads -> (method, target, version, Headers), never changed
 _parsed_blocks = {}  # header lines, their blank line included -> Headers, never changed
 
 def parse_header_lines(block):
