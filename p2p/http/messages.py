@@ -103,13 +103,14 @@ def parse_head(head):
     text = head.decode("iso-8859-1")
     parsed = _parsed_heads.get(text)
     if parsed is None:
-        parsed = parse_new_head(text)
-        if parsed is not None:
+        parsed, seen = parse_new_head(text)
+        if seen:  # a head whose header lines are new each time (a secret in them) is not kept
             remember(_parsed_heads, text, parsed)
     return parsed
 
 def parse_new_head(text):
-    """``parse_head`` of a head not remembered, as text."""
+    """``parse_head`` of a head not remembered, as text; and whether its block of header
+    lines was remembered already."""
     end = text.find("\n")
     line = text[:end]
     if line.endswith("\r"):
@@ -118,15 +119,16 @@ def parse_new_head(text):
         raise HTTPProblem(414, "The request line is too long.")
     words = line.split()
     if not words:
-        return None
+        return None, False
     if len(words) != 3 or words[2] not in HTTP1_VERSIONS and not HTTP1_RE.fullmatch(words[2]):
         raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
     block = text[end + 1:]
     headers = _parsed_blocks.get(block)
-    if headers is None:
+    seen = headers is not None
+    if not seen:
         headers = Headers(parse_header_lines(block))
         remember(_parsed_blocks, block, headers)
-    return words[0], words[1], words[2], headers
+    return (words[0], words[1], words[2], headers), seen
 
 def remember(kept, text, parsed):
     """Keep a short ``text`` parsed in ``kept``, which starts afresh when it is full."""

@@ -14,7 +14,8 @@ from p2p.http.messages import STATUS_PHRASES, HTTPProblem, encode_json
 
 log = logging.getLogger("p2p.http")
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
-_heads = {}  # (version, status, server, content type, Date) -> a reply's first lines
+_heads = {}  # (version, status, server, content type, second) -> a reply's first lines
+HEADS_KEPT = 64  # kinds of reply whose first lines are kept (a handful are made a second)
 
 PROTOCOL_ERRORS = {  # the sentence of an error http.server's own code sends
     400: "The request could not be parsed as HTTP/1.1.",
@@ -30,21 +31,21 @@ def http_date():
     cached = _date_cache
     if cached[0] != now:
         cached[:] = [now, email.utils.formatdate(now, usegmt=True)]
-        _heads.clear()
     return cached[1]
 
 
 def reply_head(version, status, server, content_type):
     """A reply's status line, ``Server``, ``Date`` and ``Content-Type`` (when not None) header
     lines: made once a second for each kind of reply."""
-    date = http_date()
-    key = (version, status, server, content_type, date)  # the Date: no stale one after a race
+    key = (version, status, server, content_type, int(time.time()))
     head = _heads.get(key)
     if head is None:
         head = (f"{version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
-                f"Server: {server}\r\nDate: {date}\r\n")
+                f"Server: {server}\r\nDate: {http_date()}\r\n")
         if content_type:
             head = f"{head}Content-Type: {content_type}\r\n"
+        if len(_heads) >= HEADS_KEPT:
+            _heads.clear()
         _heads[key] = head
     return head
 

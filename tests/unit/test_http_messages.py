@@ -59,9 +59,12 @@ class ParseHeadTests(unittest.TestCase):
             with self.assertRaises(HTTPProblem):
                 parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n")
 
-    def test_a_repeated_head_is_parsed_once_a_bad_one_every_time(self):
+    def test_a_head_seen_again_is_kept_parsed_a_bad_one_never(self):
         head = b"DELETE /t/1?x=y HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer s\r\n\r\n"
+        first = parse_head(head)  # its header lines are new: the head is not kept yet
+        self.assertIsNot(parse_head(head), first)
         self.assertIs(parse_head(bytearray(head)), parse_head(head))
+        self.assertEqual(parse_head(head), first)
         for _ in range(2):
             with self.assertRaises(HTTPProblem):
                 parse_head(b"GET / HTTP/2.0\r\nHost: lb\r\n\r\n")
