@@ -129,7 +129,8 @@ def instructions(part, pairs):
     done = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
          sys.executable, os.path.abspath(__file__), "--run", part, str(pairs)],
-        capture_output=True, text=True, check=True)
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dictionaries every run
     return int(re.search(r"I\s+refs:\s+([0-9,]+)", done.stderr).group(1).replace(",", ""))
 
 

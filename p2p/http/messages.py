@@ -151,16 +151,11 @@ def parse_header_lines(block):
     max_line = LIMITS.max_header_line_bytes
     for line in lines:  # header_field, inline: this loop is hot
         name, sep, value = line.partition(":")
-        if len(line) > max_line:
-            raise HTTPProblem(431, "A request header line is too long.")
-        if not sep or not name or name != name.strip():
+        if len(line) > max_line or not sep or not name or name != name.strip():
+            if len(line) > max_line:
+                raise HTTPProblem(431, "A request header line is too long.")
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        name = name.lower()
-        known = by_name.get(name)
-        if known is None:
-            by_name[name] = [value.strip()]
-        else:
-            known.append(value.strip())
+        by_name.setdefault(name.lower(), []).append(value.strip())
     return by_name
 
 def body_length(headers):
