@@ -144,6 +144,12 @@ class Leases:
         transfer = next(iter(self._transfers.values()))
         return transfer if transfer.expires_at <= now else None
 
+    def next_expiry(self):
+        """When the least recently renewed transfer expires (infinity without one)."""
+        if not self._transfers:
+            return float("inf")
+        return next(iter(self._transfers.values())).expires_at
+
     def finish(self, transfer_id, outcome, now, live):
         """End a transfer with ``outcome``; it counts for its holder only if ``live(holder)``
         (the holder is still the registered one)."""

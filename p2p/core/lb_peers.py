@@ -167,6 +167,12 @@ class Peers:
         peer = next(iter(self.by_id.values()))
         return peer if now - peer.last_seen > ttl_s else None
 
+    def next_silence(self, ttl_s):
+        """When the least recently seen peer has been silent ``ttl_s`` (infinity without one)."""
+        if not self.by_id:
+            return float("inf")
+        return next(iter(self.by_id.values())).last_seen + ttl_s
+
     def remove(self, peer_id):
         """Forget the peer and everything it announced; returns its record."""
         peer = self.by_id.pop(peer_id)

@@ -106,10 +106,15 @@ class Registry:
         self._peers = Peers(max_per_host)
         self._leases = Leases(self.renew_s)
         self._empty_since = self._clock.now()
+        self._due = float("-inf")  # nothing expires before this: the sweep waits till then
 
     def _now(self):
-        """The time, after dropping what expired by then (call with the lock held)."""
+        """The time, after dropping what expired by then (call with the lock held). Until the
+        first lease's expiry or the least recently seen peer's silence, nothing can have
+        expired, and nothing is looked at."""
         now = self._clock.now()
+        if now < self._due:
+            return now
         while (transfer := self._leases.expired(now)) is not None:
             log.info("transfer %s expired without renewal", transfer.id)
             self._leases.finish(transfer.id, "cancelled", now, self._live)
@@ -118,7 +123,13 @@ class Registry:
             log.info("peer %s at %s silent for %.0f s: dropped", peer.id, peer.address,
                      now - peer.last_seen)
             self._drop_peer(peer.id)
+        self._due = min(self._leases.next_expiry(), self._peers.next_silence(ttl_s))
         return now
+
+    def _due_by(self, deadline):
+        """Something new expires at ``deadline``: sweep then at the latest."""
+        if deadline < self._due:
+            self._due = deadline
 
     def _live(self, peer):
         return self._peers.by_id.get(peer.id) is peer
@@ -141,6 +152,7 @@ class Registry:
                 self._drop_peer(old.id)
             peer.slots = slots
             self._peers.add(peer)
+            self._due_by(now + MISSED_BEATS * self.heartbeat_s)
             self._peers.set_files(peer, files)
             self._peers.set_partial(peer, partial)
             return peer
@@ -240,6 +252,7 @@ class Registry:
             swarm = requester if count is not None else None
             transfers = [self._leases.hand_out(c.peer, c.file, source, now, c.done, swarm)
                          for c in chosen]
+            self._due_by(transfers[0].expires_at)
             return Handout(transfers, others, picking.agreed_pieces(self._peers, name, version),
                            downloading)
 

@@ -8,7 +8,7 @@ fast path, the same worker answers the next request of a keep-alive connection t
 in the buffer already (pipelined) or arrives whole within ``LIMITS.keepalive_linger_s``
 (``next_request``), with no hand-off between threads; otherwise the connection goes back to
 the selector, which holds it without a thread. ``take_head`` and ``BodyReader`` give the
-handler its request straight from the buffer: the head as one bytes object, the body through
+handler its request straight from the buffer: the head in one piece, the body through
 ``rfile``, so that nothing is read past the request and nothing has to be put back.
 """
 
@@ -126,7 +126,7 @@ class Connection:
         buf = self.buf
         end = buf.find(b"\n\r\n")  # head_end, inline: this is called for every request
         end = end + 3 if end >= 0 else buf.find(b"\n\n") + 2
-        head = bytes(buf[:end])
+        head = buf[:end]  # a bytearray of its own, decoded by parse_head
         del buf[:end]
         return head
 

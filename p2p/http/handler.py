@@ -53,6 +53,7 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
     server_version = "p2p"
     routes = Routes({})  # each server's paths; see dispatch
     not_found = "There is no {path} here."  # the 404 of a path no route has
+    signed = None  # the request's members.Signed, once its signature is checked
 
     def version_string(self):
         return self.server_version
@@ -121,28 +122,31 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
         self.command = self.signed = None  # signed: this request's members.Signed, once checked
         self.request_version = self.default_request_version
         self.close_connection = True
-        self.requestline = ""
         try:
             parsed = parse_head(self.request.take_head())
             if parsed is None:
                 return False
-            self.command, self.path, self.request_version, self.headers = parsed
-            self.requestline = f"{self.command} {self.path} {self.request_version}"
-            self.body_length = body_length(self.headers)
+            self.command, self.path, version, headers = parsed
+            self.request_version, self.headers = version, headers
+            self.body_length = headers.length
+            if headers.length < 0:
+                body_length(headers)  # raises its 400
         except HTTPProblem as problem:
             self.send_error(problem.status, problem.message)
             return False
-        by_name = self.headers.by_name
-        connection = by_name.get("connection")
-        connection = connection[0].lower() if connection else ""
+        connection = headers.connection
         self.close_connection = connection == "close" or (
-            self.request_version == "HTTP/1.0" and connection != "keep-alive")
+            version == "HTTP/1.0" and connection != "keep-alive")
         if self.server.members.secret is not None and not self.authorized():
             return False
-        expect = by_name.get("expect")
-        if expect and expect[0].lower() == "100-continue" and self.request_version != "HTTP/1.0":
+        if headers.expects_continue and version != "HTTP/1.0":
             return self.handle_expect_100()
         return True
+
+    @property
+    def requestline(self):
+        """The request line, for the log: made only when something is logged."""
+        return f"{self.command} {self.path} {self.request_version}" if self.command else ""
 
     def authorized(self):
         """Check the request's signature; on failure answer 401 (or 503), close, and say False."""
@@ -190,8 +194,7 @@ class JSONRequestHandler(Replies, http.server.BaseHTTPRequestHandler):
 
     def read_body(self):
         """The request body as bytes, within ``max_body``."""
-        coding = self.headers.by_name.get("transfer-encoding")
-        if coding and "chunked" in coding[0].lower():
+        if self.headers.chunked:
             self.close_connection = True
             raise HTTPProblem(411, "Send the body with a Content-Length, not chunked.")
         length = self.body_length

@@ -55,12 +55,25 @@ def short_answer(status, message, headers="", **extra):
 class Headers:
     """Request headers with the case-insensitive ``get``/``get_all`` of email.message.Message;
     ``by_name`` maps each lower-case name to its values in the order received (the HTTP
-    layer's own lookups, without a call)."""
+    layer's own lookups, without a call). What the layer asks of every request is worked out
+    once per block of header lines: ``length``, the body's (``body_length``; -1 when it is
+    not one plain count), ``connection`` (its first value, lower case, or ''), ``chunked``
+    and ``expects_continue``."""
 
-    __slots__ = ("by_name",)
+    __slots__ = ("by_name", "length", "connection", "chunked", "expects_continue")
 
     def __init__(self, by_name):
         self.by_name = by_name
+        try:
+            self.length = body_length(self)
+        except HTTPProblem:
+            self.length = -1  # the handler asks body_length for its 400
+        connection = by_name.get("connection")
+        coding = by_name.get("transfer-encoding")
+        expect = by_name.get("expect")
+        self.connection = connection[0].lower() if connection else ""
+        self.chunked = coding is not None and "chunked" in coding[0].lower()
+        self.expects_continue = expect is not None and expect[0].lower() == "100-continue"
 
     def get(self, name, default=None):
         values = self.by_name.get(name.lower())
@@ -84,10 +97,20 @@ def parse_head(head):
     or None for an empty request line (the client is done: close without a word); an
     HTTPProblem (400, 414 or 431) for a bad one. HTTP/1.0 and 1.1 only.
 
-    A keep-alive client sends the same header lines again and again: the last
-    ``LIMITS.parsed_heads_kept`` blocks of header lines (each up to
+    A keep-alive client sends the same head, or the same header lines, again and again:
+    the last ``LIMITS.parsed_heads_kept`` heads and blocks of header lines (each up to
     ``LIMITS.parsed_head_max_bytes``) are remembered parsed, and shared read-only."""
     text = head.decode("iso-8859-1")
+    parsed = _parsed_heads.get(text)
+    if parsed is None:
+        parsed, seen = parse_new_head(text)
+        if seen:  # a head whose header lines are new each time (a secret in them) is not kept
+            remember(_parsed_heads, text, parsed)
+    return parsed
+
+def parse_new_head(text):
+    """``parse_head`` of a head not remembered, as text; and whether its block of header
+    lines was remembered already."""
     end = text.find("\n")
     line = text[:end]
     if line.endswith("\r"):
@@ -96,19 +119,25 @@ def parse_head(head):
         raise HTTPProblem(414, "The request line is too long.")
     words = line.split()
     if not words:
-        return None
+        return None, False
     if len(words) != 3 or words[2] not in HTTP1_VERSIONS and not HTTP1_RE.fullmatch(words[2]):
         raise HTTPProblem(400, f"Bad request line {line[:100]!r}; this server speaks HTTP/1.1.")
     block = text[end + 1:]
     headers = _parsed_blocks.get(block)
-    if headers is None:
+    seen = headers is not None
+    if not seen:
         headers = Headers(parse_header_lines(block))
-        if len(block) <= LIMITS.parsed_head_max_bytes:
-            if len(_parsed_blocks) >= LIMITS.parsed_heads_kept:
-                _parsed_blocks.clear()
-            _parsed_blocks[block] = headers
-    return words[0], words[1], words[2], headers
+        remember(_parsed_blocks, block, headers)
+    return (words[0], words[1], words[2], headers), seen
 
+def remember(kept, text, parsed):
+    """Keep a short ``text`` parsed in ``kept``, which starts afresh when it is full."""
+    if len(text) <= LIMITS.parsed_head_max_bytes:
+        if len(kept) >= LIMITS.parsed_heads_kept:
+            kept.clear()
+        kept[text] = parsed
+
+_parsed_heads = {}  # whole heads -> (method, target, version, Headers), never changed
 _parsed_blocks = {}  # header lines, their blank line included -> Headers, never changed
 
 def parse_header_lines(block):
@@ -122,16 +151,11 @@ def parse_header_lines(block):
     max_line = LIMITS.max_header_line_bytes
     for line in lines:  # header_field, inline: this loop is hot
         name, sep, value = line.partition(":")
-        if len(line) > max_line:
-            raise HTTPProblem(431, "A request header line is too long.")
-        if not sep or not name or name != name.strip():
+        if len(line) > max_line or not sep or not name or name != name.strip():
+            if len(line) > max_line:
+                raise HTTPProblem(431, "A request header line is too long.")
             raise HTTPProblem(400, f"Malformed request header line {line[:80]!r}.")
-        name = name.lower()
-        known = by_name.get(name)
-        if known is None:
-            by_name[name] = [value.strip()]
-        else:
-            known.append(value.strip())
+        by_name.setdefault(name.lower(), []).append(value.strip())
     return by_name
 
 def body_length(headers):

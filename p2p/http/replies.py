@@ -14,6 +14,8 @@ from p2p.http.messages import STATUS_PHRASES, HTTPProblem, encode_json
 
 log = logging.getLogger("p2p.http")
 _date_cache = [None, ""]  # [second, Date header]: formatted once a second, not per reply
+_heads = {}  # (version, status, server, content type, second) -> a reply's first lines
+HEADS_KEPT = 64  # kinds of reply whose first lines are kept (a handful are made a second)
 
 PROTOCOL_ERRORS = {  # the sentence of an error http.server's own code sends
     400: "The request could not be parsed as HTTP/1.1.",
@@ -30,6 +32,22 @@ def http_date():
     if cached[0] != now:
         cached[:] = [now, email.utils.formatdate(now, usegmt=True)]
     return cached[1]
+
+
+def reply_head(version, status, server, content_type):
+    """A reply's status line, ``Server``, ``Date`` and ``Content-Type`` (when not None) header
+    lines: made once a second for each kind of reply."""
+    key = (version, status, server, content_type, int(time.time()))
+    head = _heads.get(key)
+    if head is None:
+        head = (f"{version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
+                f"Server: {server}\r\nDate: {http_date()}\r\n")
+        if content_type:
+            head = f"{head}Content-Type: {content_type}\r\n"
+        if len(_heads) >= HEADS_KEPT:
+            _heads.clear()
+        _heads[key] = head
+    return head
 
 
 class Replies:
@@ -50,17 +68,14 @@ class Replies:
 
     def send_whole(self, status, body, content_type, headers=None):
         """Send a whole reply: status line, headers and body built here, one write."""
-        head = (f"{self.protocol_version} {status} {STATUS_PHRASES.get(status, '')}\r\n"
-                f"Server: {self.server_version}\r\nDate: {http_date()}\r\n")
-        if content_type:
-            head = f"{head}Content-Type: {content_type}\r\n"
+        head = reply_head(self.protocol_version, status, self.server_version, content_type)
         if status != 204 and status != 304:  # neither has a body, nor its length
             head = f"{head}Content-Length: {len(body)}\r\n"
         if headers:
             head += self.extra_headers(headers)
         elif self.close_connection:
             head += "Connection: close\r\n"
-        if getattr(self, "signed", None) is not None:  # prove we hold the secret too
+        if self.signed is not None:  # prove we hold the secret too
             proof = self.server.members.secret.prove(self.signed.nonce, status, body)
             head = f"{head}{PROOF_HEADER}: {proof}\r\n"
         reply = f"{head}\r\n".encode("latin-1")

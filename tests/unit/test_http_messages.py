@@ -59,6 +59,31 @@ class ParseHeadTests(unittest.TestCase):
             with self.assertRaises(HTTPProblem):
                 parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n")
 
+    def test_a_head_seen_again_is_kept_parsed_a_bad_one_never(self):
+        head = b"DELETE /t/1?x=y HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer s\r\n\r\n"
+        first = parse_head(head)  # its header lines are new: the head is not kept yet
+        self.assertIsNot(parse_head(head), first)
+        self.assertIs(parse_head(bytearray(head)), parse_head(head))
+        self.assertEqual(parse_head(head), first)
+        for _ in range(2):
+            with self.assertRaises(HTTPProblem):
+                parse_head(b"GET / HTTP/2.0\r\nHost: lb\r\n\r\n")
+
+    def test_what_every_request_is_asked_is_worked_out_with_its_headers(self):
+        cases = [
+            (b"", (0, "", False, False)),
+            (b"Content-Length: 12\r\nConnection: Keep-Alive\r\n", (12, "keep-alive", False, False)),
+            (b"Content-Length: 1\r\ncontent-length: 2\r\n", (-1, "", False, False)),
+            (b"Transfer-Encoding: gzip, Chunked\r\nExpect: 100-Continue\r\n",
+             (0, "", True, True)),
+            (b"Expect: nothing\r\nConnection: close\r\n", (0, "close", False, False)),
+        ]
+        for lines, expected in cases:
+            with self.subTest(lines=lines):
+                headers = parse_head(b"POST / HTTP/1.1\r\n" + lines + b"\r\n")[3]
+                self.assertEqual((headers.length, headers.connection, headers.chunked,
+                                  headers.expects_continue), expected)
+
     def test_the_most_headers_allowed_pass(self):
         head = b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * LIMITS.max_headers + b"\r\n"
         self.assertEqual(len(parse_head(head)[3].get_all("X")), LIMITS.max_headers)
