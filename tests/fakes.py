@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,17 @@ def make_data(size, seed=0):
         out += hashlib.sha256(block + n.to_bytes(8, "big")).digest() * 1024
         n += 1
     return bytes(out[:size])
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server whose handlers die quietly when the downloader under test
+    hangs up on them (which it does on purpose: cancelled pieces, let-go holders)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class FakeHolder:
@@ -67,8 +79,7 @@ class FakeHolder:
             def do_GET(self):
                 holder.serve(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(STOP_POLL_S,),
                          daemon=True).start()
