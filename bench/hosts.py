@@ -14,10 +14,21 @@ downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directio
   (every host can finish at its link's speed, if the crowd's upload carries the copies).
   Also the same from each host's first bytes received (its program's start-up, on this
   one machine's shared cores, left out), and the seed's upload efficiency: the bytes it
-  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once. ``--timeline`` adds, second by
+  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once.
+  Beside the nominal T*/time, T*pay/time: the same against the links' TCP payload rate,
+  PAYLOAD_SHARE = 1448/1514 of the nominal (tc counts each 1514-byte frame at MTU 1500,
+  Ethernet header included; 1448 of it is payload after 20 bytes of IP, 20 of TCP and 12
+  of TCP timestamps), the most any download can reach on these links. Per host: its
+  start-up (its start to its first FIRST_BYTES received) and its last bytes received to
+  its exit (to within SAMPLE_EVERY_S). The seed runs with ``--verbose`` (its log in the
+  ``--logs`` folder, or the temporary one), which says each range it sent: from it, the
+  seed's *first full copy* (when every piece had left it whole at least once: the
+  optimum has it at F/u_seed) and how many pieces it had sent twice before then (each
+  delays everyone). ``--timeline`` adds, second by
   second, the seed's upload, the downloaders' upload (and its share of their links), their
   download and how many have ended, and when each host received its first bytes: where the
-  time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there.
+  time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there. The load average
+  is printed with the figures: the programs share this machine's cores.
 lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simulated peers
   registered from host 2 (one file each, every file held by 4 of them), heartbeating from
   host 2 at the default interval, evenly spread; meanwhile host 3 asks for 50 picks a second

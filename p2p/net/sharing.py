@@ -953,8 +953,9 @@ class SentPieces:
     that says the pieces sent), so the seed's upload goes to pieces nobody has yet and the
     downloader asks the one that has it. A downloader's views of what was sent lag by the
     requests in flight; the refusal costs it one round trip instead of the seed a piece.
-    Asked again for pieces it refused that downloader, it sends them: it has nothing
-    better to ask for here (none of its holders may have them).
+    Asked again for pieces it refused that downloader (or for pieces it sent it before),
+    it sends them: the downloader has nothing better to ask for here (none of its holders
+    may have them).
     """
 
     def __init__(self, clock=time.monotonic):
