@@ -896,6 +896,7 @@ class Upload:
     start: int = 0  # where the range starts in the file
     size: int = 0  # the whole file
     sent: int = 0
+    pushed: int = 0  # ...or, when it broke, bytes the kernel took, some perhaps never received
 
     @property
     def pieces(self):
@@ -1106,7 +1107,7 @@ class PieceRoutes:
                                        "(super-seeding).", missing=True)
             problem.headers[SENT_HEADER] = sent
             raise problem
-        self.body_reached = None
+        self.body_reached = self.body_pushed = None
         try:
             self.send_shared(entry.name, entry, send_body, {SENT_HEADER: sent})
         finally:
@@ -1114,8 +1115,8 @@ class PieceRoutes:
             if reached is None or reached <= wanted[1]:
                 self.server.sent.stopped(entry, wanted, reached or wanted[0], client)
             log.info("super-seeding: %d of bytes %d-%d of %s sent to %s",
-                     (reached or wanted[0]) - wanted[0], wanted[0], wanted[1], entry.sha256,
-                     client)
+                     (self.body_pushed or wanted[0]) - wanted[0], wanted[0], wanted[1],
+                     entry.sha256, client)
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
@@ -1307,6 +1308,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
             if upload is not None:
                 self.send_body(f, start, length, upload)
                 self.body_reached = start + upload.sent
+                self.body_pushed = start + max(upload.sent, upload.pushed)
         finally:
             if upload is not None:
                 self.server.uploads.release(upload)
@@ -1338,8 +1340,8 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
                     if sent == 0:
                         break
                     upload.sent += sent
-        except OSError as e:  # sendfile leaves the file where it stopped
-            upload.sent = max(upload.sent, f.tell() - offset)
+        except OSError as e:  # sendfile leaves the file where the kernel took it to
+            upload.pushed = f.tell() - offset
             log.info("upload of %s to %s stopped: %s", upload.name, upload.client, e)
             self.close_connection = True
             return
