@@ -14,10 +14,21 @@ downloads: ``--hosts`` hosts, each with a ``--mbit`` link (tc tbf, both directio
   (every host can finish at its link's speed, if the crowd's upload carries the copies).
   Also the same from each host's first bytes received (its program's start-up, on this
   one machine's shared cores, left out), and the seed's upload efficiency: the bytes it
-  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once. ``--timeline`` adds, second by
+  sent (its link's count, headers included) over F; 1.0 is perfect, every byte sent once.
+  Beside the nominal T*/time, T*pay/time: the same against the links' TCP payload rate,
+  PAYLOAD_SHARE = 1448/1514 of the nominal (tc counts each 1514-byte frame at MTU 1500,
+  Ethernet header included; 1448 of it is payload after 20 bytes of IP, 20 of TCP and 12
+  of TCP timestamps), the most any download can reach on these links. Per host: its
+  start-up (its start to its first FIRST_BYTES received) and its last bytes received to
+  its exit (to within SAMPLE_EVERY_S). The seed runs with ``--verbose`` (its log in the
+  ``--logs`` folder, or the temporary one), which says each range it sent: from it, the
+  seed's *first full copy* (when every piece had left it whole at least once: the
+  optimum has it at F/u_seed) and how many pieces it had sent twice before then (each
+  delays everyone). ``--timeline`` adds, second by
   second, the seed's upload, the downloaders' upload (and its share of their links), their
   download and how many have ended, and when each host received its first bytes: where the
-  time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there.
+  time goes. ``--logs DIR`` keeps each ``get``'s ``--verbose`` log there. The load average
+  is printed with the figures: the programs share this machine's cores.
 lb: the load balancer on host 1 (default heartbeat interval), ``--peers`` simulated peers
   registered from host 2 (one file each, every file held by 4 of them), heartbeating from
   host 2 at the default interval, evenly spread; meanwhile host 3 asks for 50 picks a second
@@ -37,6 +48,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +61,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from p2p.core.pieces import piece_size  # noqa: E402
 from p2p.net.lb_client import LBClient, LBClientError  # noqa: E402
 from tests import hosts as testhosts  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
@@ -67,6 +80,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY_S = 0.1  # link counters are sampled this often (when each host's bytes began)...
 TIMELINE_EVERY_S = 1.0  # ...and --timeline shows them this often
 FIRST_BYTES = 256 << 10  # a host has started receiving the file once this much came in
+LAST_BYTES = 64 << 10  # ...and is still receiving it while this much comes in a sample
+# TCP payload per byte on the link at MTU 1500: a full frame is 1514 bytes as tc counts it
+# (the 14-byte Ethernet header, 20 IP, 20 TCP, 12 of TCP timestamps) carrying 1448
+PAYLOAD_SHARE = 1448 / 1514
+SENT_LINE = re.compile(r"^(\S+ \S+) p2p\.share INFO super-seeding: (\d+) of bytes (\d+)-\d+ of ")
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
 def cpu_seconds(pid):
@@ -156,6 +175,37 @@ def run_threads(target):
 # The two parts
 
 
+def seed_sends(path, wall_started):
+    """The seed's uploads from its --verbose log: (seconds since ``wall_started``, first
+    byte, bytes sent), in order."""
+    sends = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = SENT_LINE.match(line)
+            if m:
+                at = datetime.datetime.strptime(m.group(1), LOG_TIME).timestamp()
+                sends.append((at - wall_started, int(m.group(3)), int(m.group(2))))
+    return sends
+
+
+def first_copy(sends, size, piece):
+    """(when the seed had sent every piece whole at least once, or None; how many pieces
+    it had sent whole again before then) from its ``sends`` (``seed_sends``)."""
+    count = -(-size // piece)
+    seen, again = set(), 0
+    for at, start, sent in sends:
+        first = -(-start // piece)
+        for index in range(first, count):
+            if min((index + 1) * piece, size) > start + sent:
+                break
+            if index in seen:
+                again += 1
+            seen.add(index)
+        if len(seen) == count:
+            return at, again
+    return None, again
+
+
 def optimum_s(size, seed_rate, rates):
     """Kumar & Ross's minimum distribution time (s) of ``size`` bytes from a seed uploading
     ``seed_rate`` bytes/s to peers uploading ``rates`` (downloads unconstrained)."""
@@ -172,6 +222,7 @@ class Timeline:
         self.started = time.monotonic()
         self.samples = []  # (seconds since start, {host: (sent, received)})
         self.first_byte = {}  # host -> seconds since start when it had received FIRST_BYTES
+        self.last_byte = {}  # host -> the last sample (s) in which LAST_BYTES or more came in
         self.sample()
 
     def counters(self, i):
@@ -184,6 +235,8 @@ class Timeline:
         for i in self.downloaders:
             if i not in self.first_byte and counts[i][1] - base[i][1] >= FIRST_BYTES:
                 self.first_byte[i] = now
+            if self.samples and counts[i][1] - self.samples[-1][1][i][1] >= LAST_BYTES:
+                self.last_byte[i] = now
         self.samples.append((now, counts))
 
     def sample_when_due(self):
@@ -230,8 +283,13 @@ def bench_downloads(args, tmp):
         os.makedirs(seed_shared)
         size = args.size_mib * MiB
         write_random(os.path.join(seed_shared, "big.bin"), size)
-        seed = hosts.run(2, [os.path.join(ROOT, "peer.py"), "serve", "--shared", seed_shared,
-                             "--downloads", os.path.join(tmp, "seed-downloads")], env=env, cwd=tmp)
+        seed_log = os.path.join(args.logs or tmp, "seed.log")
+        os.makedirs(os.path.dirname(seed_log), exist_ok=True)
+        with open(seed_log, "w") as seed_err:
+            seed = hosts.run(2, [os.path.join(ROOT, "peer.py"), "serve", "--verbose",
+                                 "--shared", seed_shared,
+                                 "--downloads", os.path.join(tmp, "seed-downloads")],
+                             env=env, cwd=tmp, stderr=seed_err)
         read_line(seed.stdout)
         url = f"http://{hosts.address(1)}:{LB_PORT}/status"
         wait_for(lambda: any(p.get("files") for p in
@@ -239,7 +297,7 @@ def bench_downloads(args, tmp):
                  timeout=120, what="the seed to announce its file")
         downloaders = range(3, args.hosts + 1)
         timeline = Timeline(hosts, 2, downloaders)
-        started = timeline.started
+        started, wall_started = timeline.started, time.time()
         gets = {i: hosts.run(i, [os.path.join(ROOT, "peer.py"), "get", "big.bin",
                                  "--downloads", os.path.join(tmp, f"h{i}"),
                                  *(["--verbose"] if args.logs else [])], env=env, cwd=tmp,
@@ -260,28 +318,56 @@ def bench_downloads(args, tmp):
         best = optimum_s(size, link, [link] * len(gets))
         print(f"\n{args.hosts} hosts, {args.mbit} Mbit/s links (tc tbf): the load balancer on "
               f"h1, a seed on h2, {len(gets)} downloaders of one {args.size_mib} MiB file "
-              f"started together; the optimum T* = {best:.1f} s:")
-        print("host  exit  seconds  T*/time  from its first bytes: seconds  T*/time")
-        fractions, moving = [], []
-        for i, proc in gets.items():
-            if i not in ended:
-                print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
-                continue
-            seconds = ended[i] - started
-            fractions.append(best / seconds)
-            line = f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}"
-            if i in timeline.first_byte:
-                after = seconds - timeline.first_byte[i]
-                moving.append(best / after)
-                line += f"  {after:29.1f}  {best / after:7.2f}"
-            print(line)
-        if fractions:
-            print(f"T*/time: worst host {min(fractions):.2f}, median "
-                  f"{percentile(fractions, 0.5):.2f} (from its first bytes: worst "
-                  f"{min(moving, default=0):.2f}); the seed's upload efficiency (bytes it "
-                  f"sent / F; 1.0 is perfect): {seed_sent / size:.2f}")
+              f"started together; the optimum T* = {best:.1f} s at the links' nominal rate "
+              f"(T*pay = {best / PAYLOAD_SHARE:.1f} s at their TCP payload rate, "
+              f"{PAYLOAD_SHARE:.4f} of it: 1448 bytes in each 1514-byte frame at MTU 1500):")
+        report_hosts(gets, ended, started, timeline, best)
+        copy_at, again = first_copy(seed_sends(seed_log, wall_started), size, piece_size(size))
+        print(f"the seed's upload efficiency (bytes it sent on its link / F; 1.0 is perfect): "
+              f"{seed_sent / size:.2f}; its first full copy (every piece sent whole once): "
+              + (f"{copy_at:.1f} s after the start (F/u = {size / link:.1f} s, at the payload "
+                 f"rate {size / link / PAYLOAD_SHARE:.1f} s), {again} pieces sent again before"
+                 if copy_at is not None else f"never ({again} pieces sent again)"))
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if args.timeline:
             timeline.report(link, ended)
+
+
+def report_hosts(gets, ended, started, timeline, best):
+    """Each host's time from start to exit against T* (nominal and at the payload rate),
+    its start-up (start to its first bytes), the same from its first bytes, and its last
+    bytes to its exit."""
+    pay = best / PAYLOAD_SHARE
+    print("host  exit  seconds  T*/time  T*pay/time  start-up  from first bytes: s  T*/time"
+          "  last bytes->exit")
+    fractions, payload, moving, startup, tail = [], [], [], [], []
+    for i, proc in gets.items():
+        if i not in ended:
+            print(f"h{i}    did not finish within {DOWNLOAD_TIMEOUT_S:.0f} s")
+            continue
+        seconds = ended[i] - started
+        fractions.append(best / seconds)
+        payload.append(pay / seconds)
+        line = (f"h{i:<4} {proc.returncode:>4}  {seconds:7.1f}  {best / seconds:7.2f}  "
+                f"{pay / seconds:10.2f}")
+        if i in timeline.first_byte:
+            first = timeline.first_byte[i]
+            startup.append(first)
+            moving.append(best / (seconds - first))
+            line += f"  {first:8.2f}  {seconds - first:19.1f}  {best / (seconds - first):7.2f}"
+        if i in timeline.last_byte:
+            tail.append(seconds - timeline.last_byte[i])
+            line += f"  {tail[-1]:16.2f}"
+        print(line)
+    if fractions:
+        print(f"T*/time: worst host {min(fractions):.2f}, median {percentile(fractions, 0.5):.2f}"
+              f"; T*pay/time: worst {min(payload):.2f}, median {percentile(payload, 0.5):.2f}; "
+              f"from first bytes: worst {min(moving, default=0):.2f}, median "
+              f"{percentile(moving, 0.5):.2f}")
+        print(f"start-up (start to first {FIRST_BYTES >> 10} KiB): median "
+              f"{percentile(startup, 0.5):.2f} s, worst {max(startup, default=0):.2f} s; last "
+              f"bytes to exit (to within {SAMPLE_EVERY_S:g} s): median {percentile(tail, 0.5):.2f}"
+              f" s, worst {max(tail, default=0):.2f} s")
 
 
 def log_file(folder, i):

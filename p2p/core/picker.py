@@ -5,9 +5,12 @@ reads the book and changes nothing, so a choice can be tested on its own.
 
 * **In order** (``in_order``) while the download is alone: consecutive pieces,
   so the whole-file SHA-256 runs alongside instead of after.
-* **Rarest first** (``rarest``) otherwise: among the pieces this holder has that
-  nobody is fetching, those the fewest known holders have, one at random (so
-  downloaders that start together ask the seed for different pieces). A whole
+* **Rarest first** (``rarest``) otherwise: among the lowest ``ORDER_WINDOW`` pieces
+  this holder has that nobody is fetching, those the fewest known holders have, one
+  at random (so downloaders that start together ask the seed for different pieces,
+  yet the pieces come roughly in order and the whole file's SHA-256, which follows
+  them in order, is not left with much of the file to hash after the last piece;
+  rarest first over the whole file leaves a common piece at the start for last). A whole
   holder that says which pieces it has sent to anyone (``Source.sent``) is asked
   for the others first: super-seeding (BEP 16), each piece leaves the seed once
   while downloaders still lack it, and they swap the rest among themselves.
@@ -19,6 +22,7 @@ reads the book and changes nothing, so a choice can be tested on its own.
 from p2p.core.piece_states import MISSING
 
 ENDGAME_COPIES = 2  # connections fetching one piece at once, at the end
+ORDER_WINDOW = 64  # pieces: rarest first picks at random among the lowest this many
 
 
 class Availability:
@@ -55,19 +59,18 @@ def in_order(book, source, lowest):
 
 
 def rarest(book, source, availability, rng):
-    """A free piece for ``source`` that it has not sent to anyone yet (when it says) and
-    the fewest holders have, or None."""
-    best, choices = None, []
+    """A free piece for ``source``: one it has not sent to anyone yet (when it says), among
+    the lowest ORDER_WINDOW of those by index, one of the fewest holders have, at random;
+    or None."""
+    choices = sorted(i for i in book.open if free(book, source, i))
     sent = source.sent
-    for index in book.open:
-        if not free(book, source, index):
-            continue
-        n = (sent is not None and index in sent, availability[index])
-        if best is None or n < best:
-            best, choices = n, [index]
-        elif n == best:
-            choices.append(index)
-    return rng.choice(sorted(choices)) if choices else None
+    if sent is not None:
+        choices = [i for i in choices if i not in sent] or choices
+    choices = choices[:ORDER_WINDOW]
+    if not choices:
+        return None
+    least = min(availability[i] for i in choices)
+    return rng.choice([i for i in choices if availability[i] == least])
 
 
 def endgame(book, source):

@@ -46,12 +46,13 @@ class Source:
     fetching: set = field(default_factory=set)
     spoiled: set = field(default_factory=set)  # pieces it sent bad: asked of others instead
     sent: object = None  # a whole holder's Bitfield of pieces it sent to anyone (super-seeding)
+    taken: set = field(default_factory=set)  # ...it refused, sent to others: asked last
 
     def has(self, index):
         return self.pieces is None or index in self.pieces
 
     def may_send(self, index):
-        return self.has(index) and index not in self.spoiled
+        return self.has(index) and index not in self.spoiled and index not in self.taken
 
     @property
     def banned(self):
@@ -196,7 +197,16 @@ class Plan(Holders):
             index = picker.rarest(self.book, source, self.availability, self._rng)
         if index is None:
             index = picker.endgame(self.book, source)
+        if index is None and source.taken:  # nothing else to ask it: ask again (it will send)
+            source.taken.clear()
+            return self.choose(key)
         return index
+
+    def taken(self, key, indexes):
+        """A whole holder refused ``indexes`` (super-seeding): it has sent them to other
+        downloaders and not yet every piece to anyone. Others are asked for them; this
+        holder again only when it has nothing else for us (it sends a piece asked twice)."""
+        self.sources[key].taken.update(indexes)
 
     def pipelines(self, key):
         """May this holder's connection ask for the next piece before this one is in? Not

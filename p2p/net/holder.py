@@ -46,12 +46,13 @@ MAX_SMALL_BODY_BYTES = 4 << 20  # an error or a piece list (2,000+ digests) fits
 class PeerFault(Exception):
     """A holder failed us. ``busy``: it asked us to come back in that many seconds;
     ``missing``: it does not have what we asked for (``have``: what it has then, as a
-    Bitfield's text, when it said)."""
+    Bitfield's text, when it said), or, a whole holder super-seeding, has sent it to
+    others (``sent``: the pieces it has sent to anyone, as a Bitfield's text)."""
 
     def __init__(self, message, busy=None, missing=False, other_file=False):
         super().__init__(message)
         self.busy, self.missing, self.other_file = busy, missing, other_file
-        self.have = None
+        self.have = self.sent = None
 
 
 
@@ -342,7 +343,7 @@ class HolderConnection(Exchange):
             try:
                 check_response(status, headers, start, length, self.size, self.sha256, body)
             except PeerFault as fault:
-                fault.have = have
+                fault.have, fault.sent = have, headers.get(SENT_HEADER.lower())
                 raise
             self.upload_limit, self.uploads = upload_terms(headers)
             return have, headers.get(SENT_HEADER.lower())

@@ -896,6 +896,7 @@ class Upload:
     start: int = 0  # where the range starts in the file
     size: int = 0  # the whole file
     sent: int = 0
+    pushed: int = 0  # ...or, when it broke, bytes the kernel took, some perhaps never received
 
     @property
     def pieces(self):
@@ -947,6 +948,15 @@ class SentPieces:
     has had every piece from here: one that fetched the whole file here, alone, is no
     help to the others. Kept for the MAX_SENT_FILES files served last, and at most
     MAX_SENT_CLIENTS downloaders each (the least recent go first).
+
+    Strict (BEP 16 on the serving side): while some piece has been sent to none of them, a
+    range whose every piece has been sent to another of them is *taken*: refused (a 404
+    that says the pieces sent), so the seed's upload goes to pieces nobody has yet and the
+    downloader asks the one that has it. A downloader's views of what was sent lag by the
+    requests in flight; the refusal costs it one round trip instead of the seed a piece.
+    Asked again for pieces it refused that downloader (or for pieces it sent it before),
+    it sends them: the downloader has nothing better to ask for here (none of its holders
+    may have them).
     """
 
     def __init__(self, clock=time.monotonic):
@@ -955,7 +965,8 @@ class SentPieces:
         self._lock = threading.Lock()
 
     def _clients(self, entry):
-        """{client: [last request time, bit mask of the pieces sent]} of ``entry``."""
+        """{client: [last request time, bit mask of the pieces sent, of those refused]} of
+        ``entry``."""
         clients = self._files.get(entry.sha256)
         if clients is None:
             clients = {}
@@ -963,9 +974,9 @@ class SentPieces:
         return clients
 
     def mark(self, entry, range_header, client):
-        """``client`` is being sent the range asked for: (that range (start, end
-        inclusive), and the pieces sent to the downloaders fetching here now, as a
-        Bitfield's text), or None for a request of no range."""
+        """``client`` asks for a range: (that range (start, end inclusive), the pieces sent
+        to the downloaders fetching here now, as a Bitfield's text, and whether the range is
+        taken: refused, nothing marked), or None for a request of no range."""
         try:
             wanted = parse_range(range_header, entry.size)
         except RangeNotSatisfiable:
@@ -974,23 +985,30 @@ class SentPieces:
             return None
         count, piece = piece_count(entry.size), piece_size(entry.size)
         every = (1 << count) - 1
-        now, union = self.clock(), 0
+        asked = sum(1 << i for i in range(wanted[0] // piece, wanted[1] // piece + 1))
+        now, others = self.clock(), 0
         with self._lock:
             clients = self._clients(entry)
-            _, mask = clients.pop(client, (now, 0))
-            for index in range(wanted[0] // piece, wanted[1] // piece + 1):
-                mask |= 1 << index
-            clients[client] = [now, mask]  # the most recent last
+            _, mask, refused = clients.pop(client, (now, 0, 0))
+            for last, sent, _ in clients.values():
+                if now - last <= SENT_ACTIVE_S and sent != every:
+                    others |= sent
+            taken = (asked & ~others == 0 and (others | mask) != every
+                     and asked & ~refused & ~mask)
+            clients[client] = ([now, mask, refused | asked] if taken  # the most recent last
+                               else [now, mask | asked, refused & ~asked])
             while len(clients) > MAX_SENT_CLIENTS:
                 del clients[next(iter(clients))]
-            for last, sent in clients.values():
-                if now - last <= SENT_ACTIVE_S and sent != every:
-                    union |= sent
+            union = others | clients[client][1] if clients[client][1] != every else others
+        return wanted, self._text(count, union), bool(taken)
+
+    @staticmethod
+    def _text(count, union):
         bits = Bitfield(count)
         for index in range(count):
             if union >> index & 1:
                 bits.add(index)
-        return wanted, bits.to_text()
+        return bits.to_text()
 
     def stopped(self, entry, wanted, reached, client):
         """The upload of the range ``wanted`` to ``client`` stopped short at byte
@@ -1082,14 +1100,23 @@ class PieceRoutes:
         if marked is None:
             self.send_shared(entry.name, entry, send_body)
             return
-        wanted, sent = marked
-        self.body_reached = None
+        wanted, sent, taken = marked
+        if taken:
+            problem = HTTPProblem(404, "This peer has sent those pieces to other downloaders "
+                                       "and not yet every piece to anyone: ask them "
+                                       "(super-seeding).", missing=True)
+            problem.headers[SENT_HEADER] = sent
+            raise problem
+        self.body_reached = self.body_pushed = None
         try:
             self.send_shared(entry.name, entry, send_body, {SENT_HEADER: sent})
         finally:
             reached = self.body_reached
             if reached is None or reached <= wanted[1]:
                 self.server.sent.stopped(entry, wanted, reached or wanted[0], client)
+            log.info("super-seeding: %d of bytes %d-%d of %s sent to %s",
+                     (self.body_pushed or wanted[0]) - wanted[0], wanted[0], wanted[1],
+                     entry.sha256, client)
 
     def route_sha1(self, hex_digits):
         """GET /sha1/{sha256}: the SHA-1 of each piece of a shared file (for a .torrent),
@@ -1281,6 +1308,7 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
             if upload is not None:
                 self.send_body(f, start, length, upload)
                 self.body_reached = start + upload.sent
+                self.body_pushed = start + max(upload.sent, upload.pushed)
         finally:
             if upload is not None:
                 self.server.uploads.release(upload)
@@ -1312,7 +1340,8 @@ class FileHandler(PieceRoutes, JSONRequestHandler):
                     if sent == 0:
                         break
                     upload.sent += sent
-        except OSError as e:
+        except OSError as e:  # sendfile leaves the file where the kernel took it to
+            upload.pushed = f.tell() - offset
             log.info("upload of %s to %s stopped: %s", upload.name, upload.client, e)
             self.close_connection = True
             return

@@ -116,7 +116,9 @@ class Swarm:
             self._add(pick)
             self.asking.got(self._soon())
             self._loop()
+            log.info("%s: every piece is here", self.name)
             digest = self.landing.whole.hexdigest()
+            log.info("%s: the whole file's SHA-256 is checked", self.name)
         finally:
             self._stop_all()
         if digest != self.file.sha256 and self.landing.refetched:  # a bad piece was hashed
@@ -224,6 +226,14 @@ class Swarm:
         if downloading and self.plan.alone:
             self.plan.alone = False
             self.landing.check_later()
+
+    def taken(self, key, indexes):
+        """A whole holder refused ``indexes``: it sent them to other downloaders (so there
+        are others) and not yet every piece to anyone; they are asked of others first."""
+        with self.cond:
+            if key in self.plan.sources:
+                self.plan.taken(key, indexes)
+        self._others(max(1, self.others))
 
     def _soon(self):
         """Ask the load balancer again soon: alone (each pick says whether others came), or

@@ -140,8 +140,10 @@ class Fetching:
                         swarm.plan.release(self.key, left)
                     if fault.missing and self.pieces_change_locked():
                         swarm.plan.lacks(self.key, index)
-                if fault.missing and self.pieces_change:
-                    self._heard(fault.have)
+                if fault.missing and fault.sent is not None:  # sent to others: ask them
+                    swarm.taken(self.key, run[at:])
+                if fault.missing and (self.pieces_change or fault.sent is not None):
+                    self._heard(fault.have, fault.sent)
                     return True
                 if self._cancelled == index or self._stopped:
                     return False  # cut short on purpose: not the holder's fault

@@ -4,7 +4,7 @@ import random
 import unittest
 
 from p2p.core.pieces import Bitfield
-from p2p.core.picker import ENDGAME_COPIES
+from p2p.core.picker import ENDGAME_COPIES, ORDER_WINDOW
 from p2p.core.plan import BAN_STRIKES, SLOW_GRACE_S, SLOW_RATIO, SUPER_SEED_TAIL_PIECES, Plan
 
 
@@ -86,6 +86,36 @@ class RarestFirst(unittest.TestCase):
         self.assertEqual(plan.next_piece("seed"), 5, "super-seeding: the piece nobody got")
         taken = {plan.next_piece("seed") for _ in range(7)}
         self.assertEqual(taken, {0, 1, 2, 3, 4, 6, 7}, "then the others, all of them")
+
+    def test_pieces_come_roughly_in_order_for_the_whole_files_hash(self):
+        plan = Plan(8 * ORDER_WINDOW, Bitfield(8 * ORDER_WINDOW), rng=random.Random(5))
+        plan.alone = False
+        plan.add_source("seed", "S")
+        firsts = []
+        for _ in range(ORDER_WINDOW):
+            free = sorted(set(range(plan.count)) - set(firsts))
+            firsts.append(plan.next_piece("seed"))
+            self.assertIn(firsts[-1], free[:ORDER_WINDOW], "at random among the lowest free")
+        self.assertNotEqual(firsts, sorted(firsts), "not in order: downloaders differ")
+
+    def test_a_common_piece_at_the_start_is_not_left_for_last(self):
+        count = 2 * ORDER_WINDOW
+        plan = Plan(count, Bitfield(count))
+        plan.add_source("p1", "P1", bits(count, range(count)))
+        plan.add_source("p2", "P2", bits(count, range(ORDER_WINDOW)))
+        self.assertLess(plan.next_piece("p1"), ORDER_WINDOW,
+                        "rarest within the lowest pieces, not over the whole file")
+
+    def test_pieces_a_seed_refused_are_asked_of_it_only_when_nothing_else_is_left(self):
+        plan = Plan(4, Bitfield(4), rng=random.Random(2))
+        plan.alone = False
+        plan.add_source("seed", "S")
+        plan.add_source("p", "P", bits(4, [1]))
+        plan.taken("seed", [0, 1])  # sent to others: ask them
+        self.assertEqual(sorted([plan.next_piece("seed"), plan.next_piece("seed")]), [2, 3])
+        self.assertEqual(plan.next_piece("p"), 1, "the partial holder is asked for it")
+        self.assertEqual(plan.next_piece("seed"), 0, "nothing else left: asked again")
+        self.assertEqual(plan.sources["seed"].taken, set())
 
     def test_a_holder_that_lacks_a_piece_after_all_is_not_asked_for_it_again(self):
         plan = Plan(3, Bitfield(3))

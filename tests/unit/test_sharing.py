@@ -668,12 +668,30 @@ class SuperSeeding(unittest.TestCase):
         self.now = [100.0]
         self.sent = sharing.SentPieces(clock=lambda: self.now[0])
 
-    def mark(self, first, last, client):
-        """Pieces ``first``..``last`` asked for by ``client``: (range, pieces said sent)."""
-        wanted, text = self.sent.mark(self.entry, f"bytes={first * self.piece}-"
-                                      f"{(last + 1) * self.piece - 1}", client)
+    def mark(self, first, last, client, taken=False):
+        """Pieces ``first``..``last`` asked for by ``client``: (range, pieces said sent);
+        refused as taken only when ``taken``."""
+        wanted, text, refused = self.sent.mark(self.entry, f"bytes={first * self.piece}-"
+                                               f"{(last + 1) * self.piece - 1}", client)
+        self.assertEqual(refused, taken)
         bits = sharing.Bitfield.from_text(8, text)
         return wanted, [i for i in range(8) if i in bits]
+
+    def test_pieces_sent_to_others_are_refused_while_some_went_to_nobody(self):
+        self.mark(2, 3, "a:1")
+        self.assertEqual(self.mark(3, 3, "b:1", taken=True)[1], [2, 3],
+                         "refused, saying what was sent: b asks a for it")
+        self.assertEqual(self.mark(3, 3, "b:1")[1], [2, 3],
+                         "asked again: b has nothing better to ask here, it is sent")
+        self.mark(3, 3, "b:1")
+        self.mark(2, 4, "b:1")  # some of it went to nobody: sent
+        self.mark(4, 4, "a:1", taken=True)
+        self.mark(2, 2, "a:1")  # its own piece again: sent
+
+    def test_once_every_piece_went_to_someone_nothing_is_refused(self):
+        self.mark(0, 6, "a:1")
+        self.mark(7, 7, "b:1")
+        self.mark(0, 0, "b:1")
 
     def test_pieces_count_as_sent_when_asked_for_until_an_upload_stops_short_of_them(self):
         wanted, said = self.mark(2, 5, "a:1")
