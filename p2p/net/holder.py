@@ -275,14 +275,19 @@ class HolderConnection(Exchange):
     call connects again.
     """
 
-    def piece_list(self, trusted_hash):
-        """(PieceList, Bitfield of what it has or None for all), from ``GET /pieces/SHA``."""
+    def _get_small(self, path):
+        """(status, body) of a GET with a small JSON answer; PeerFault if the connection
+        fails."""
         try:
-            status, headers = self._request(f"/pieces/{self.sha256}")
-            body = self._small_body(headers)
+            status, headers = self._request(path)
+            return status, self._small_body(headers)
         except OSError as e:
             self.close()
             raise PeerFault(describe_socket_error(e)) from None
+
+    def piece_list(self, trusted_hash):
+        """(PieceList, Bitfield of what it has or None for all), from ``GET /pieces/SHA``."""
+        status, body = self._get_small(f"/pieces/{self.sha256}")
         if status == 401:
             raise PeerFault("the peer refused us: wrong or missing network secret")
         if status != 200:
@@ -301,12 +306,7 @@ class HolderConnection(Exchange):
     def have(self, count):
         """What a partial holder has verified now (``GET /have/SHA``): a Bitfield of
         ``count`` pieces, or None when it has the whole file."""
-        try:
-            status, headers = self._request(f"/have/{self.sha256}")
-            body = self._small_body(headers)
-        except OSError as e:
-            self.close()
-            raise PeerFault(describe_socket_error(e)) from None
+        status, body = self._get_small(f"/have/{self.sha256}")
         if status != 200:
             raise PeerFault(peer_says(body) or f"the peer answered HTTP {status} for its "
                             "pieces", missing=status == 404)
