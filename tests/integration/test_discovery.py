@@ -25,6 +25,9 @@ from p2p.core.members import MAX_CLOCK_SKEW_S, OPEN, NetworkSecret
 from tests.support import quiet_logs, serve_in_thread, wait_for
 
 WAIT_S = 5.0
+# a members-only beacon answers no stranger's query, so a stranger hears only its periodic
+# announcements: listen long enough for two of them
+CLOSED_WAIT_S = 2 * beacon.ANNOUNCE_INTERVAL_S + 0.5
 A = Announce("home", 6969, 1_700_000_000_000, "0123456789abcdef")
 
 
@@ -284,12 +287,12 @@ class LoopbackTests(unittest.TestCase):
         secret = NetworkSecret("the network's secret, 16+ chars")
         self.beacon(4242, since_ms=100, secret=secret)
         closed = []
-        self.assertIsNone(discover(self.network, 1.0, self.LO, closed=closed))
+        self.assertIsNone(discover(self.network, CLOSED_WAIT_S, self.LO, closed=closed))
         self.assertEqual({(source, a.port) for source, a in closed}, {("127.0.0.1", 4242)})
         args = peer.parse_args(["list", "--network", self.network])
         with mock.patch("p2p.net.beacon.interface_addresses", return_value=self.LO), \
                 self.assertRaisesRegex(PeerError, "members only.*--secret-file \\(or P2P_SECRET\\)"):
-            autostart.find_on_lan(args, say=self.fail, wait_s=1.0)
+            autostart.find_on_lan(args, say=self.fail, wait_s=CLOSED_WAIT_S)
 
     def test_an_open_load_balancer_does_not_stand_down_for_a_members_only_one(self):
         quiet_logs(self)
