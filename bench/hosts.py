@@ -61,6 +61,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.transfer import cpu_seconds  # noqa: E402
 from p2p.core.pieces import piece_size  # noqa: E402
 from p2p.net.lb_client import LBClient, LBClientError  # noqa: E402
 from tests import hosts as testhosts  # noqa: E402
@@ -76,7 +77,6 @@ DOWNLOAD_TIMEOUT_S = 600.0
 WORKER_GRACE_S = 60.0
 FAILOVER_TIMEOUT_S = 60.0  # give up on one failover round after this long
 FAILOVER_LIST_TIMEOUT_S = 20.0  # one 'peer.py list' (or a peer's first line) at most this
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY_S = 0.1  # link counters are sampled this often (when each host's bytes began)...
 TIMELINE_EVERY_S = 1.0  # ...and --timeline shows them this often
 FIRST_BYTES = 256 << 10  # a host has started receiving the file once this much came in
@@ -86,12 +86,6 @@ LAST_BYTES = 64 << 10  # ...and is still receiving it while this much comes in a
 PAYLOAD_SHARE = 1448 / 1514
 SENT_LINE = re.compile(r"^(\S+ \S+) p2p\.share INFO super-seeding: (\d+) of bytes (\d+)-\d+ of ")
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def percentile(values, fraction):

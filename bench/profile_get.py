@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 
 from p2p.net.lb_client import LBClient  # noqa: E402
 from tests.support import read_line, wait_for, write_random  # noqa: E402
-from transfer import cpu_seconds  # noqa: E402
+from bench.transfer import cpu_seconds  # noqa: E402
 
 MiB = 1 << 20
 
