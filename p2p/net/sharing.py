@@ -985,7 +985,7 @@ class SentPieces:
             return None
         count, piece = piece_count(entry.size), piece_size(entry.size)
         every = (1 << count) - 1
-        asked = sum(1 << i for i in range(wanted[0] // piece, wanted[1] // piece + 1))
+        asked = (1 << wanted[1] // piece + 1) - (1 << wanted[0] // piece)  # those pieces' bits
         now, others = self.clock(), 0
         with self._lock:
             clients = self._clients(entry)
