@@ -5,16 +5,16 @@ A ``Worker`` asks a partial holder what it has (``GET /pieces/{sha256}``; a list
 that is not the file's is a lie, blamed), then loops: the plan's next run of
 pieces (``pieces_per_request``: longer from a fast holder), one ``Range`` request
 for it (``holder.py``; while others download the file, the next is asked for before
-this one's bytes are in: ``PIPELINE_RUNS``), each piece
-into a buffer of its own, handed to the swarm's ``Landing``. A run of several pieces (in order, while
-alone) is cut short when others start downloading the file. A holder that answers
-busy is asked again later and never blamed; one whose connection breaks, stays
-silent or lies ends ``failed``. Each answer of a partial holder says what it has
-now (``X-P2P-Have``), each of a whole holder what it has sent to anyone
-(``X-P2P-Sent``: super-seeding, see ``core/picker.py``). A partial holder with
-nothing we need is asked again what it has (``GET /have/{sha256}``) every
-``PARTIAL_REFRESH_S``, and let go after ``PARTIAL_IDLE_S``. Another connection delivering the same piece first cuts this
-one's fetch short (``cancel``); ``stop`` ends it.
+this one's bytes are in: ``PIPELINE_RUNS``), each piece into a buffer of its own,
+handed to the swarm's ``Landing``. A run of several pieces (in order, while alone) is
+cut short when others start downloading the file. A holder that answers busy is
+asked again later and never blamed; one whose connection breaks, stays silent or
+lies ends ``failed``. Each answer of a partial holder says what it has now
+(``X-P2P-Have``), each of a whole holder what it has sent to anyone (``X-P2P-Sent``:
+super-seeding, see ``core/picker.py``). A partial holder with nothing we need is
+asked again what it has (``GET /have/{sha256}``) every ``PARTIAL_REFRESH_S``, and
+let go after ``PARTIAL_IDLE_S``. Another connection delivering the same piece first
+cuts this one's fetch short (``cancel``); ``stop`` ends it.
 """
 
 import logging
